@@ -1,0 +1,190 @@
+// GDN / IGDN on any device: argument checks, layout choice, and the channel-mixing GEMMs
+// (vendor BLAS / cuBLAS through ATen) around the fused element-wise passes of gdn_kernels.h.
+#include <ATen/ATen.h>
+#include <ATen/core/dispatch/Dispatcher.h>
+#include <c10/core/DeviceGuard.h>
+#include <torch/library.h>
+
+#include "common.h"
+#include "gdn/gdn_kernels.h"
+
+namespace vaeiso::gdn {
+namespace {
+
+// Channel-last dense input (channels_last images, (N, C) matrices) is used as an (M, C) matrix
+// with no copy; anything else is made contiguous channel-first (N, C, S). The fake impl in
+// ops/gdn.py mirrors this rule so output strides match.
+bool use_channel_last(const at::Tensor& x) { return x.movedim(1, -1).is_contiguous(); }
+
+at::Tensor empty_in_layout(const at::Tensor& like, bool cl, at::ScalarType dt) {
+  const auto opts = like.options().dtype(dt);
+  if (cl) return at::empty(like.movedim(1, -1).sizes(), opts).movedim(-1, 1);
+  return at::empty(like.sizes(), opts);
+}
+
+at::Tensor to_layout(const at::Tensor& t, bool cl) {
+  if (cl) return t.movedim(1, -1).contiguous().movedim(-1, 1);
+  return t.contiguous();
+}
+
+at::ScalarType acc_type(const at::Tensor& x) {
+  const auto dt = x.scalar_type();
+  return (dt == at::kHalf || dt == at::kBFloat16) ? at::kFloat : dt;
+}
+
+// Views of a dense tensor in the chosen layout as matrices.
+at::Tensor as_rows(const at::Tensor& t) { return t.movedim(1, -1).reshape({-1, t.size(1)}); }
+at::Tensor as_planes(const at::Tensor& t) { return t.view({t.size(0), t.size(1), -1}); }
+
+// out = mix @ fx per position: (M, C) x mix^T channel-last, mix x (C, S) per sample otherwise.
+void mix_channels(const at::Tensor& mix, const at::Tensor& fx, at::Tensor& out, bool cl) {
+  if (cl) {
+    auto o = as_rows(out);
+    at::mm_out(o, as_rows(fx), mix.t());
+    return;
+  }
+  auto o = as_planes(out);
+  const auto f = as_planes(fx);
+  if (fx.is_cuda()) {
+    at::bmm_out(o, mix.expand({f.size(0), mix.size(0), mix.size(1)}), f);
+  } else {
+    for (int64_t n = 0; n < f.size(0); ++n) {
+      auto on = o.select(0, n);
+      at::mm_out(on, mix, f.select(0, n));
+    }
+  }
+}
+
+// dgamma[i, k] = sum over positions of t_i f(x_k)
+at::Tensor gamma_grad(const at::Tensor& t, const at::Tensor& fx, bool cl) {
+  if (cl) return at::mm(as_rows(t).t(), as_rows(fx));
+  const auto tp = as_planes(t), fp = as_planes(fx);
+  if (t.is_cuda()) return at::bmm(tp, fp.transpose(1, 2)).sum(0);
+  auto acc = at::zeros({t.size(1), t.size(1)}, t.options());
+  for (int64_t n = 0; n < tp.size(0); ++n) acc.addmm_(tp.select(0, n), fp.select(0, n).t());
+  return acc;
+}
+
+at::Tensor beta_grad(const at::Tensor& t, bool cl) {
+  return cl ? as_rows(t).sum(0) : as_planes(t).sum(at::IntArrayRef{0, 2});
+}
+
+void check_params(const at::Tensor& x, const at::Tensor& beta, const at::Tensor& gamma) {
+  TORCH_CHECK(x.dim() >= 2, "gdn: x: expected a tensor of shape (N, C, *) with at least 2 dims, got ",
+              x.dim(), " dims");
+  check_float_dtype(x, "gdn: x");
+  const int64_t C = x.size(1);
+  TORCH_CHECK(beta.dim() == 1 && beta.size(0) == C, "gdn: beta: expected shape (", C,
+              ",) for x with ", C, " channels, got ", beta.sizes());
+  TORCH_CHECK(gamma.dim() == 2 && gamma.size(0) == C && gamma.size(1) == C,
+              "gdn: gamma: expected shape (", C, ", ", C, ") for x with ", C, " channels, got ",
+              gamma.sizes());
+  check_same_dtype(beta, x, "gdn: beta", "x");
+  check_same_dtype(gamma, x, "gdn: gamma", "x");
+  check_same_device(beta, x, "gdn: beta", "x");
+  check_same_device(gamma, x, "gdn: gamma", "x");
+}
+
+#ifdef VAEISO_WITH_CUDA
+#define VAEISO_ON_DEVICE(fn, t, ...) ((t).is_cuda() ? fn##_cuda(__VA_ARGS__) : fn##_cpu(__VA_ARGS__))
+#else
+#define VAEISO_ON_DEVICE(fn, t, ...) fn##_cpu(__VA_ARGS__)
+#endif
+
+}  // namespace
+
+std::tuple<at::Tensor, at::Tensor> gdn_forward(const at::Tensor& x, const at::Tensor& beta,
+                                               const at::Tensor& gamma, bool inverse,
+                                               bool simplified) {
+  check_params(x, beta, gamma);
+  c10::DeviceGuard guard(x.device());
+  const Variant v{inverse, simplified};
+  const bool cl = use_channel_last(x);
+  const auto acc = acc_type(x);
+  auto out = empty_in_layout(x, cl, x.scalar_type());
+  auto norm = empty_in_layout(x, cl, acc);
+  if (x.numel() == 0) return {out, norm};
+
+  const auto xc = to_layout(x, cl);
+  auto fx = empty_in_layout(x, cl, acc);
+  VAEISO_ON_DEVICE(fx, x, xc, fx, v);
+  mix_channels(gamma.to(acc), fx, norm, cl);
+  const auto beta_acc = beta.to(acc).contiguous();
+  VAEISO_ON_DEVICE(forward_epilogue, x, xc, norm, beta_acc, out, x.size(1),
+                   cl ? 1 : xc.numel() / (x.size(0) * x.size(1)), v);
+  return {out, norm};
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> gdn_backward(
+    const at::Tensor& grad, const at::Tensor& x, const at::Tensor& norm, const at::Tensor& gamma,
+    bool inverse, bool simplified, std::array<bool, 3> output_mask) {
+  TORCH_CHECK(x.dim() >= 2, "gdn_backward: x: expected at least 2 dims, got ", x.dim());
+  check_float_dtype(x, "gdn_backward: x");
+  TORCH_CHECK(grad.sizes() == x.sizes(), "gdn_backward: grad: expected shape ", x.sizes(),
+              " (the shape of x), got ", grad.sizes());
+  TORCH_CHECK(norm.sizes() == x.sizes(), "gdn_backward: norm: expected shape ", x.sizes(),
+              " (the shape of x), got ", norm.sizes());
+  const int64_t C = x.size(1);
+  TORCH_CHECK(gamma.dim() == 2 && gamma.size(0) == C && gamma.size(1) == C,
+              "gdn_backward: gamma: expected shape (", C, ", ", C, "), got ", gamma.sizes());
+  check_same_dtype(grad, x, "gdn_backward: grad", "x");
+  check_same_dtype(gamma, x, "gdn_backward: gamma", "x");
+  check_same_device(grad, x, "gdn_backward: grad", "x");
+  check_same_device(norm, x, "gdn_backward: norm", "x");
+  check_same_device(gamma, x, "gdn_backward: gamma", "x");
+  const auto acc = acc_type(x);
+  TORCH_CHECK(norm.scalar_type() == acc, "gdn_backward: norm: expected dtype ", acc, ", got ",
+              norm.scalar_type());
+
+  c10::DeviceGuard guard(x.device());
+  const Variant v{inverse, simplified};
+  const bool cl = use_channel_last(x);
+  auto gx = output_mask[0] ? empty_in_layout(x, cl, x.scalar_type()) : at::empty({0}, x.options());
+  auto gbeta = output_mask[1] ? at::zeros({C}, x.options()) : at::empty({0}, x.options());
+  auto ggamma = output_mask[2] ? at::zeros({C, C}, x.options()) : at::empty({0}, x.options());
+  if (x.numel() == 0) {
+    if (output_mask[0]) gx.zero_();
+    return {gx, gbeta, ggamma};
+  }
+
+  const auto xc = to_layout(x, cl), gc = to_layout(grad, cl), nc = to_layout(norm, cl);
+  auto t = empty_in_layout(x, cl, acc);
+  at::Tensor fx = output_mask[2] ? empty_in_layout(x, cl, acc) : at::Tensor();
+  VAEISO_ON_DEVICE(backward_t, x, gc, xc, nc, t, fx, v);
+
+  if (output_mask[1]) gbeta.copy_(beta_grad(t, cl));
+  if (output_mask[2]) ggamma.copy_(gamma_grad(t, fx, cl));
+  if (output_mask[0]) {
+    auto u = empty_in_layout(x, cl, acc);
+    mix_channels(gamma.to(acc).t(), t, u, cl);  // u = gamma^T t
+    VAEISO_ON_DEVICE(backward_x, x, gc, xc, nc, u, gx, v);
+  }
+  return {gx, gbeta, ggamma};
+}
+
+// The public single-output op: decomposes into gdn_forward, whose autograd is registered in
+// Python (vaeiso_ext/ops/gdn.py), so gradients and torch.compile see one kernel.
+at::Tensor gdn(const at::Tensor& x, const at::Tensor& beta, const at::Tensor& gamma, bool inverse,
+               bool simplified) {
+  static const auto op = c10::Dispatcher::singleton()
+                             .findSchemaOrThrow("vaeiso::gdn_forward", "")
+                             .typed<std::tuple<at::Tensor, at::Tensor>(
+                                 const at::Tensor&, const at::Tensor&, const at::Tensor&, bool, bool)>();
+  return std::get<0>(op.call(x, beta, gamma, inverse, simplified));
+}
+
+TORCH_LIBRARY_IMPL(vaeiso, CPU, m) {
+  m.impl("gdn_forward", &gdn_forward);
+  m.impl("gdn_backward", &gdn_backward);
+}
+
+#ifdef VAEISO_WITH_CUDA
+TORCH_LIBRARY_IMPL(vaeiso, CUDA, m) {
+  m.impl("gdn_forward", &gdn_forward);
+  m.impl("gdn_backward", &gdn_backward);
+}
+#endif
+
+TORCH_LIBRARY_IMPL(vaeiso, CompositeImplicitAutograd, m) { m.impl("gdn", &gdn); }
+
+}  // namespace vaeiso::gdn

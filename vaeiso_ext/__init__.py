@@ -1,0 +1,44 @@
+"""vaeiso_ext: fused C++/CUDA ops for learned compression, and beta-VAE isometry analysis.
+
+Ops live in :mod:`vaeiso_ext.ops` (and ``torch.ops.vaeiso``), modules in :mod:`vaeiso_ext.nn`,
+pure-PyTorch references in :mod:`vaeiso_ext.reference`.
+"""
+
+import torch  # noqa: F401  (must be loaded before _C, which links against its libraries)
+
+try:
+    from . import _build_info
+except ImportError as e:  # a source checkout that was never built
+    raise ImportError(
+        "vaeiso_ext's compiled extension is missing: install the package with "
+        "`pip install --no-build-isolation .` (or `make test`) instead of importing the source tree"
+    ) from e
+
+if torch.__version__ != _build_info.TORCH_VERSION:
+    raise ImportError(
+        f"vaeiso_ext was built against torch {_build_info.TORCH_VERSION} but torch "
+        f"{torch.__version__} is running; rebuild against the running torch with "
+        "`pip install --no-build-isolation .`"
+    )
+
+from . import _C  # noqa: E402,F401  (registers torch.ops.vaeiso.*)
+from . import ops, reference, nn  # noqa: E402,F401
+
+__version__ = "0.1.0"
+
+
+def build_info() -> dict:
+    """What the compiled extension was built with.
+
+    Returns a dict with ``torch_version`` (the torch the kernels were compiled against),
+    ``torch_cuda_version`` (torch's CUDA version, or ``""`` for a CPU build of torch),
+    ``cuda`` (whether the CUDA kernels are compiled in) and ``cuda_archs`` (the CMake CUDA
+    architectures, e.g. ``["80-real", "90"]``; empty without CUDA).
+    """
+    return {
+        "torch_version": _build_info.TORCH_VERSION,
+        "torch_cuda_version": _build_info.TORCH_CUDA_VERSION,
+        "cuda": bool(_C.CUDA_COMPILED),
+        "cuda_archs": list(_build_info.CUDA_ARCHS),
+        "nvcc_version": _build_info.NVCC_VERSION,
+    }
