@@ -13,6 +13,14 @@ TORCH_LIBRARY(vaeiso, m) {
   m.def("gdn_backward(Tensor grad, Tensor x, Tensor norm, Tensor gamma, bool inverse, bool simplified,"
         " bool[3] output_mask) -> (Tensor grad_x, Tensor grad_beta, Tensor grad_gamma)");
   m.def("gdn(Tensor x, Tensor beta, Tensor gamma, bool inverse=False, bool simplified=False) -> Tensor");
+
+  // ---- SSIM family (SPEC §3.2-3.3): kernels in csrc/ssim/ ----
+
+  // (ssim schemas go here)
+
+  // ---- Pair distances (SPEC §3.4): kernels in csrc/distance/ ----
+
+  // (pair_distances schemas go here)
 }
 
 static PyModuleDef vaeiso_module = {PyModuleDef_HEAD_INIT, "_C",

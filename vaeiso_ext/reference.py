@@ -17,3 +17,9 @@ def gdn(x: Tensor, beta: Tensor, gamma: Tensor, inverse: bool = False, simplifie
     norm = norm + beta.view((1, -1) + (1,) * (x.dim() - 2))
     scale = norm if simplified else torch.sqrt(norm)
     return x * scale if inverse else x / scale
+
+
+# ---------------------------------------------------------------- SSIM (SPEC §3.2-3.3)
+
+
+# ---------------------------------------------------------------- pair distances (SPEC §3.4)

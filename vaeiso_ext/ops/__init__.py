@@ -6,4 +6,10 @@ autograd registration.
 
 from ._gdn import gdn
 
+# SSIM family (ssim, ssim_pairs, ssim_metric_gram): ._ssim
+
+
+# Pair distances (pair_distances): ._distance
+
+
 __all__ = ["gdn"]
