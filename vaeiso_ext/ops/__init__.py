@@ -7,9 +7,10 @@ autograd registration.
 from ._gdn import gdn
 
 # SSIM family (ssim, ssim_pairs, ssim_metric_gram): ._ssim
+from ._ssim import ssim, ssim_metric_gram, ssim_pairs
 
 
 # Pair distances (pair_distances): ._distance
 
 
-__all__ = ["gdn"]
+__all__ = ["gdn", "ssim", "ssim_pairs", "ssim_metric_gram"]
