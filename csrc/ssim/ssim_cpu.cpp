@@ -36,20 +36,43 @@
 
 #include "ssim/ssim_math.h"
 
+#ifndef VAEISO_VEC_BYTES
+#define VAEISO_VEC_BYTES 32
+#endif
+
 namespace vaeiso::ssim {
 namespace {
 
 template <typename T>
 struct Vec {
-  typedef T type __attribute__((vector_size(64)));
-  static constexpr int64_t L = 64 / sizeof(T);
+  typedef T type __attribute__((vector_size(VAEISO_VEC_BYTES)));
+  static constexpr int64_t L = VAEISO_VEC_BYTES / sizeof(T);
 };
+
+// G vectors of outputs starting at j[0..G): independent accumulators, so the FMA latency of
+// one chain hides behind the others.
+template <typename T, int G>
+VAEISO_AI void fir_group(const T* __restrict in, int64_t stride, const T* __restrict w, int64_t nt,
+                         T* __restrict out, const int64_t* j) {
+  using V = typename Vec<T>::type;
+  V acc[G];
+  for (int i = 0; i < G; ++i) acc[i] = V{};
+  for (int64_t t = 0; t < nt; ++t) {
+    const T wt = w[t];
+    const T* row = in + t * stride;
+    for (int i = 0; i < G; ++i) {
+      V v;
+      std::memcpy(&v, row + j[i], sizeof(V));
+      acc[i] += wt * v;
+    }
+  }
+  for (int i = 0; i < G; ++i) std::memcpy(out + j[i], &acc[i], sizeof(V));
+}
 
 // out[j] = sum_{t < nt} w[t] * in[t * stride + j] for j < n. in and out must not overlap.
 template <typename T>
 VAEISO_AI void fir(const T* __restrict in, int64_t stride, const T* __restrict w, int64_t nt,
                    T* __restrict out, int64_t n) {
-  using V = typename Vec<T>::type;
   constexpr int64_t L = Vec<T>::L;
   if (nt <= 0) {
     for (int64_t j = 0; j < n; ++j) out[j] = T(0);
@@ -64,16 +87,23 @@ VAEISO_AI void fir(const T* __restrict in, int64_t stride, const T* __restrict w
     return;
   }
   // Full vectors; the last one overlaps the previous when n is not a multiple of L.
-  for (int64_t j = 0;;) {
-    V acc = {};
-    for (int64_t t = 0; t < nt; ++t) {
-      V v;
-      std::memcpy(&v, in + t * stride + j, sizeof(V));
-      acc += w[t] * v;
-    }
-    std::memcpy(out + j, &acc, sizeof(V));
-    if (j + L >= n) break;
-    j = std::min(j + L, n - L);
+  const int64_t nv = (n + L - 1) / L;
+  int64_t i = 0;
+  for (; i + 4 <= nv; i += 4) {
+    const int64_t j[4] = {std::min(i * L, n - L), std::min((i + 1) * L, n - L),
+                          std::min((i + 2) * L, n - L), std::min((i + 3) * L, n - L)};
+    fir_group<T, 4>(in, stride, w, nt, out, j);
+  }
+  const int64_t rest = nv - i;
+  if (rest == 3) {
+    const int64_t j[3] = {i * L, (i + 1) * L, n - L};
+    fir_group<T, 3>(in, stride, w, nt, out, j);
+  } else if (rest == 2) {
+    const int64_t j[2] = {i * L, n - L};
+    fir_group<T, 2>(in, stride, w, nt, out, j);
+  } else if (rest == 1) {
+    const int64_t j[1] = {n - L};
+    fir_group<T, 1>(in, stride, w, nt, out, j);
   }
 }
 
@@ -109,6 +139,31 @@ std::vector<T> cast_window(const std::vector<double>& w, bool flip) {
   std::vector<T> out(w.size());
   for (size_t i = 0; i < w.size(); ++i) out[i] = static_cast<T>(flip ? w[w.size() - 1 - i] : w[i]);
   return out;
+}
+
+// The derivative maps of one output row from its five moment rows v (x, d, xx, dd, xd).
+template <typename T>
+VAEISO_AI void grad_row(const T* __restrict v, int64_t Wo, T C1, T C2, T scale, T* __restrict m0,
+                        T* __restrict m1, T* __restrict m2, T* __restrict m3) {
+  const T *mx = v, *md = v + Wo, *exx = v + 2 * Wo, *edd = v + 3 * Wo, *exd = v + 4 * Wo;
+  for (int64_t j = 0; j < Wo; ++j) {
+    const Grad<T> gr = ssim_grad(stats_from_moments(mx[j], exx[j], md[j], edd[j], exd[j]), C1, C2, scale);
+    m0[j] = gr.mx;
+    m1[j] = gr.my;
+    m2[j] = gr.s;
+    m3[j] = gr.xy;
+  }
+}
+
+// Gradient rows from the adjoint-filtered maps G (mx, my, s, xy; W each), ssim_math.h Grad.
+template <typename T>
+VAEISO_AI void combine_row(const T* __restrict G, const T* __restrict xr, const T* __restrict yr, T gn,
+                           int64_t W, T* __restrict ox, T* __restrict oy) {
+  const T *Gmx = G, *Gmy = G + W, *Gs = G + 2 * W, *Gxy = G + 3 * W;
+  for (int64_t j = 0; j < W; ++j) {
+    ox[j] = gn * (Gmx[j] + T(2) * xr[j] * Gs[j] + yr[j] * Gxy[j]);
+    oy[j] = gn * (Gmy[j] + T(2) * yr[j] * Gs[j] + xr[j] * Gxy[j]);
+  }
 }
 
 // ------------------------------------------------------------------------------- forward
@@ -185,15 +240,7 @@ VAEISO_AI void forward_tasks(const FwdArgs<T>& a, int64_t t0, int64_t t1, T* scr
       if (a.maps != nullptr) {
         const int64_t P = g.Ho * Wo;
         T* m0 = a.maps + (n * g.C + c) * 4 * P + i * Wo;
-        T *m1 = m0 + P, *m2 = m1 + P, *m3 = m2 + P;
-        for (int64_t j = 0; j < Wo; ++j) {
-          const Grad<T> gr =
-              ssim_grad(stats_from_moments(mx[j], exx[j], md[j], edd[j], exd[j]), a.C1, a.C2, a.scale);
-          m0[j] = gr.mx;
-          m1[j] = gr.my;
-          m2[j] = gr.s;
-          m3[j] = gr.xy;
-        }
+        grad_row(v, Wo, a.C1, a.C2, a.scale, m0, m0 + P, m0 + 2 * P, m0 + 3 * P);
       }
     }
     a.partial[task] = acc;
@@ -267,11 +314,7 @@ VAEISO_AI void backward_tasks(const BwdArgs<T>& a, int64_t t0, int64_t t1, T* sc
       gather_row(a.y + n * a.sy[0] + c * a.sy[1] + r * a.sy[2], a.sy[3], W, yr);
       T* ox = a.gx + (nc * g.H + r) * W;
       T* oy = a.gy + (nc * g.H + r) * W;
-      const T *Gmx = G, *Gmy = G + W, *Gs = G + 2 * W, *Gxy = G + 3 * W;
-      for (int64_t j = 0; j < W; ++j) {
-        ox[j] = gn * (Gmx[j] + T(2) * xr[j] * Gs[j] + yr[j] * Gxy[j]);
-        oy[j] = gn * (Gmy[j] + T(2) * yr[j] * Gs[j] + xr[j] * Gxy[j]);
-      }
+      combine_row(G, xr, yr, gn, W, ox, oy);
     }
   }
 }

@@ -80,11 +80,11 @@ VAEISO_HD Grad<T> ssim_grad(const Stats<T>& st, T C1, T C2, T scale) {
   const T A2 = T(2) * s_xy + C2;
   const T B1 = mu_x * mu_x + mu_y * mu_y + C1;
   const T B2 = st.s_xx + s_yy + C2;
-  const T inv = T(1) / (B1 * B2);
+  const T inv = T(1) / (B1 * B2);  // the only division
   const T S = A1 * A2 * inv;
-  const T ds = -S / B2;           // dSSIM/ds_xx = dSSIM/ds_yy
-  const T dxy = T(2) * A1 * inv;  // dSSIM/ds_xy
-  const T t = T(2) * A2 * inv, u = T(2) * S / B1;
+  const T ds = -S * (B1 * inv);    // dSSIM/ds_xx = dSSIM/ds_yy = -S / B2
+  const T dxy = T(2) * A1 * inv;   // dSSIM/ds_xy
+  const T t = T(2) * A2 * inv, u = T(2) * S * (B2 * inv);
   Grad<T> g;
   // partials at fixed central moments, then the chain through s = E[..] - mu mu
   g.mx = scale * (mu_y * t - mu_x * u - T(2) * mu_x * ds - mu_y * dxy);
