@@ -55,8 +55,9 @@ void pairs_cuda(const at::Tensor& base, const at::Tensor& others, const std::vec
                 const Geometry& g, Constants k, at::Tensor& out);
 void filter_cuda(const at::Tensor& src, const std::vector<double>& window, int64_t ws, int64_t pad,
                  bool transpose, at::Tensor& dst);
-// The CUDA kernels take the window by value: at most this many taps.
-constexpr int64_t kMaxCudaWindow = 255;
 #endif
+
+// The CUDA kernels take the window by value: at most this many taps there.
+constexpr int64_t kMaxCudaWindow = 255;
 
 }  // namespace vaeiso::ssim
