@@ -277,10 +277,11 @@ at::Tensor ssim_metric_gram(const at::Tensor& x, const at::Tensor& v, bool diago
   if (diagonal) {
     out = ((mu_v * mu_v * ab).sum({2, 3, 4}) + (vf * vf * c).sum({2, 3, 4})) * scale;
   } else {
-    const auto m = mu_v.reshape({N, K, -1});
-    const auto vv = vf.reshape({N, K, -1});
-    auto gram = at::bmm((mu_v * ab).reshape({N, K, -1}), m.transpose(1, 2));
-    gram = at::baddbmm(gram, (vf * c).reshape({N, K, -1}), vv.transpose(1, 2));
+    const int64_t P = C * mu_x.size(2) * mu_x.size(3), Q = C * x.size(2) * x.size(3);
+    const auto m = mu_v.reshape({N, K, P});
+    const auto vv = vf.reshape({N, K, Q});
+    auto gram = at::bmm((mu_v * ab).reshape({N, K, P}), m.transpose(1, 2));
+    gram = at::baddbmm(gram, (vf * c).reshape({N, K, Q}), vv.transpose(1, 2));
     out = (gram + gram.transpose(1, 2)) * (0.5 * scale);
   }
   return out.to(x.scalar_type());

@@ -219,3 +219,16 @@ def _filter_backward(ctx, grad):
 
 
 torch.library.register_autograd("vaeiso::ssim_filter", _filter_backward, setup_context=_filter_setup)
+
+
+def _no_double_backward_setup(ctx, inputs, output):
+    pass
+
+
+def _no_double_backward(ctx, *grads):
+    raise RuntimeError("vaeiso::ssim_backward: the second derivative of ssim is not implemented "
+                       "(use vaeiso_ext.reference.ssim for higher-order derivatives)")
+
+
+torch.library.register_autograd("vaeiso::ssim_backward", _no_double_backward,
+                                setup_context=_no_double_backward_setup)
