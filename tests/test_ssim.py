@@ -90,6 +90,21 @@ def test_ssim_matches_reference(padding, window_size, sigma):
     torch.testing.assert_close(one_minus_ssim(x, y, **kw), 1 - expected, rtol=1e-12, atol=1e-14)
 
 
+@pytest.mark.parametrize("padding", PADDINGS)
+def test_ssim_large_window(padding):
+    x, y = _pair((1, 2, 40, 47), seed=41)
+    kw = dict(window_size=31, sigma=6.0, padding=padding)
+    torch.testing.assert_close(ops.ssim(x, y, **kw), ref.ssim(x, y, **kw), rtol=0, atol=1e-13)
+    xa = x.clone().requires_grad_()
+    ops.ssim(xa, y, **kw).sum().backward()
+    xr = x.clone().requires_grad_()
+    ref.ssim(xr, y, **kw).sum().backward()
+    torch.testing.assert_close(xa.grad, xr.grad, rtol=1e-9, atol=1e-15)
+    others = torch.stack([y, x], 1)
+    torch.testing.assert_close(ops.ssim_pairs(x, others, **kw), ref.ssim_pairs(x, others, **kw),
+                               rtol=1e-9, atol=1e-14)
+
+
 def test_ssim_identical_images_is_one():
     x, _ = _pair((2, 3, 16, 16))
     torch.testing.assert_close(ops.ssim(x, x), torch.ones(2, dtype=torch.float64), rtol=0, atol=1e-15)
@@ -509,6 +524,23 @@ def test_torch_compile_fullgraph():
     out_c.backward(), out_e.backward()
     torch.testing.assert_close(xa.grad, xb.grad)
     torch.testing.assert_close(ya.grad, yb.grad)
+
+
+@pytest.mark.slow
+def test_torch_compile_inductor():
+    torch._dynamo.reset()
+    x, y = _pair((2, 3, 16, 16), dtype=torch.float32, seed=44)
+    others = torch.stack([y, x], 1)
+
+    def f(a, b):
+        return ops.ssim(a, b, window_size=7).sum() + ops.ssim_pairs(a, others).sum()
+
+    compiled = torch.compile(f, fullgraph=True)
+    xa, xb = x.clone().requires_grad_(), x.clone().requires_grad_()
+    out_c, out_e = compiled(xa, y), f(xb, y)
+    torch.testing.assert_close(out_c, out_e)
+    out_c.backward(), out_e.backward()
+    torch.testing.assert_close(xa.grad, xb.grad)
 
 
 # ---------------------------------------------------------------- hypothesis: shapes and windows
