@@ -273,11 +273,14 @@ at::Tensor ssim_metric_gram(const at::Tensor& x, const at::Tensor& v, bool diago
   const auto c = call_filter(b, window_size, sigma, same, true).unsqueeze(1);  // (N, 1, C, H, W)
   const auto mu_v = call_filter(vf, window_size, sigma, same, false);  // (N, K, C, Ho, Wo)
   const double scale = 1.0 / static_cast<double>(C * mu_x.size(2) * mu_x.size(3));
+  const int64_t P = C * mu_x.size(2) * mu_x.size(3), Q = C * x.size(2) * x.size(3);
   at::Tensor out;
   if (diagonal) {
-    out = ((mu_v * mu_v * ab).sum({2, 3, 4}) + (vf * vf * c).sum({2, 3, 4})) * scale;
+    // sum_p ab mu_v^2 + sum_q c v^2 as matrix-vector products
+    out = at::bmm(mu_v.square().reshape({N, K, P}), ab.reshape({N, P, 1})) +
+          at::bmm(vf.square().reshape({N, K, Q}), c.reshape({N, Q, 1}));
+    out = out.squeeze(-1) * scale;
   } else {
-    const int64_t P = C * mu_x.size(2) * mu_x.size(3), Q = C * x.size(2) * x.size(3);
     const auto m = mu_v.reshape({N, K, P});
     const auto vv = vf.reshape({N, K, Q});
     auto gram = at::bmm((mu_v * ab).reshape({N, K, P}), m.transpose(1, 2));
