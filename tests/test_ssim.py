@@ -4,6 +4,10 @@ Oracles: vaeiso_ext.reference in float64, scikit-image and pytorch_msssim. Small
 gradcheck, Hessians and torch.compile fast.
 """
 
+import os
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 import torch
@@ -477,6 +481,35 @@ def test_bad_tensors_raise_clear_errors():
     if not HAS_CUDA_KERNELS and vaeiso_ext.build_info()["cuda"] is False and torch.cuda.is_available():
         with pytest.raises(RuntimeError, match="without CUDA"):
             ops.ssim(x.cuda(), y.cuda())
+
+
+def test_baseline_isa_build_matches_reference():
+    """The kernels are built twice (baseline and AVX2+FMA, csrc/cpu_isa.h): check the baseline
+    build too, which this (AVX2) machine would otherwise never run."""
+    code = (
+        "import torch, vaeiso_ext\n"
+        "from vaeiso_ext import ops, reference as ref\n"
+        "from vaeiso_ext.ops._ssim import one_minus_ssim\n"
+        "g = torch.Generator().manual_seed(0)\n"
+        "for pad in ('valid', 'same'):\n"
+        "  x = torch.rand(2, 3, 21, 37, generator=g, dtype=torch.float64)\n"
+        "  y = (x + 0.2 * torch.randn(x.shape, generator=g, dtype=torch.float64)).clamp(0, 1)\n"
+        "  kw = dict(window_size=7, padding=pad)\n"
+        "  torch.testing.assert_close(ops.ssim(x, y, **kw), ref.ssim(x, y, **kw), rtol=0, atol=1e-13)\n"
+        "  torch.testing.assert_close(ops.ssim(x.float(), y.float(), **kw).double(), ref.ssim(x, y, **kw), rtol=0, atol=2e-6)\n"
+        "  xa, xr = x.clone().requires_grad_(), x.clone().requires_grad_()\n"
+        "  one_minus_ssim(xa, y, **kw).sum().backward(); (1 - ref.ssim(xr, y, **kw)).sum().backward()\n"
+        "  torch.testing.assert_close(xa.grad, xr.grad, rtol=1e-9, atol=1e-15)\n"
+        "  o = torch.stack([y, x + 1e-4], 1)\n"
+        "  torch.testing.assert_close(ops.ssim_pairs(x, o, **kw), ref.ssim_pairs(x, o, **kw), rtol=1e-9, atol=1e-15)\n"
+        "  v = torch.randn(2, 3, 3, 21, 37, generator=g, dtype=torch.float64)\n"
+        "  torch.testing.assert_close(ops.ssim_metric_gram(x, v, **kw), ref.ssim_metric_gram(x, v, **kw))\n"
+        "print('baseline ok')\n"
+    )
+    env = dict(os.environ, VAEISO_CPU_BASELINE="1")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, cwd="/")
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "baseline ok" in out.stdout
 
 
 # ---------------------------------------------------------------- torch.library / compile
