@@ -9,7 +9,13 @@ Cases (float32):
   ssim fwd          same               vs pytorch_msssim.ssim (no grad)
   ssim_pairs        N=4, K=32          vs K separate calls of the fused ssim (1 - ssim), of
                                           pytorch_msssim.ssim and of reference.ssim
-  ssim_metric_gram  N=4, K=32          vs reference.ssim_metric_gram (full and diagonal)
+  ssim_metric_gram  N=4, K=32          vs reference.ssim_metric_gram (the per-window formula,
+                                          full and diagonal) and vs the same GEMM form written
+                                          in eager PyTorch (conv2d filters + bmm)
+
+ssim_pairs against K calls of the fused ssim is bounded by the filter count: ssim filters five
+maps per pair (x, d, x^2, d^2, x d), ssim_pairs three (d, d^2, x d), the base's two once; so
+about 5/3 at best. Against K calls of pytorch_msssim or the reference it is the full gain.
 """
 
 import argparse
@@ -49,6 +55,24 @@ def images(n, c, h, w, device, seed=0):
     x = torch.rand(n, c, h, w, generator=g)
     y = (x + 0.1 * torch.randn(x.shape, generator=g)).clamp(0, 1)
     return x.to(device), y.to(device)
+
+
+def gram_gemm_eager(x, v, window_size=11, sigma=1.5, k1=0.01, k2=0.03, data_range=1.0):
+    """The GEMM form of DESIGN.md in plain PyTorch ("valid" padding): the fair baseline."""
+    f = lambda t: ref.window_filter(t, window_size, sigma)  # noqa: E731
+    c1, c2 = (k1 * data_range) ** 2, (k2 * data_range) ** 2
+    N, K = v.shape[:2]
+    mu_x = f(x)
+    b = 1 / (2 * (f(x * x) - mu_x**2).clamp(min=0) + c2)
+    ab = (1 / (2 * mu_x**2 + c1) - b).unsqueeze(1)
+    pad = window_size - 1  # the adjoint of a "valid" filter: a full convolution
+    w = ref.gaussian_window(window_size, sigma, x.dtype, x.device)
+    c = torch.nn.functional.conv2d(b.reshape(-1, 1, *b.shape[-2:]), w.flip(0).view(1, 1, 1, -1), padding=(0, pad))
+    c = torch.nn.functional.conv2d(c, w.flip(0).view(1, 1, -1, 1), padding=(pad, 0)).reshape(x.shape).unsqueeze(1)
+    mu_v = f(v)
+    G = torch.bmm((mu_v * ab).reshape(N, K, -1), mu_v.reshape(N, K, -1).transpose(1, 2))
+    G = G + torch.bmm((v * c).reshape(N, K, -1), v.reshape(N, K, -1).transpose(1, 2))
+    return G / (mu_x[0].numel())
 
 
 def fwd_bwd(fn, x, y):
@@ -119,7 +143,10 @@ def main(argv=None):
     G64 = ref.ssim_metric_gram(base.double(), v.double())
     check("ssim_metric_gram vs reference (float64)", ops.ssim_metric_gram(base, v), G64, 1e-4,
           1e-5 * G64.abs().max().item())
+    check("GEMM-form eager baseline", gram_gemm_eager(base, v), G64, 1e-4, 1e-5 * G64.abs().max().item())
     with torch.no_grad():
+        report(f"ssim_metric_gram K={K}", "GEMM form, eager PyTorch",
+               lambda: gram_gemm_eager(base, v), lambda: ops.ssim_metric_gram(base, v))
         report(f"ssim_metric_gram K={K}", "reference (eager)",
                lambda: ref.ssim_metric_gram(base, v), lambda: ops.ssim_metric_gram(base, v))
         report(f"gram diagonal K={K}", "reference (eager)",
