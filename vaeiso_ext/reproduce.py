@@ -110,3 +110,105 @@ def load_run(checkpoint: str):
         raise CheckpointError(f"checkpoint {checkpoint!r}: its weights do not fit the model: {e}") from e
     model.eval()
     return run, model, list(ck["history"])
+
+
+# ------------------------------------------------------------------ analysis and outputs
+
+
+def analyze_run(run: ToyRun, model, history: list[dict], *, n_samples: int | None = None,
+                keep_samples: bool = True) -> dict:
+    """Analyse a trained toy model on the run's held-out data; the full results dict."""
+    from .analysis import analyze
+    from .train import versions
+
+    data = make_data(run)
+    res = analyze(model, data, metric_from_name(run.loss), run.beta, kl_threshold=run.kl_threshold,
+                  eps=run.eps, n_samples=n_samples, keep_samples=keep_samples)
+    secs = [h["seconds"] for h in history]
+    res = {"config": asdict(run), "versions": versions(), **res,
+           "training": {"epochs_done": len(history),
+                        "final": history[-1] if history else None,
+                        "seconds_per_epoch_median": sorted(secs)[len(secs) // 2] if secs else None}}
+    return res
+
+
+def write_outputs(out: str, results: dict, *, figures: bool = True) -> list[str]:
+    from .report import write_run_outputs
+
+    return write_run_outputs(out, results, figures=figures)
+
+
+def run_toy(run: ToyRun, out: str, *, resume: bool = False, progress: bool = True,
+            figures: bool = True, echo=print) -> dict | None:
+    """Train, analyse and write one run; returns the results (None on ranks other than 0)."""
+    t0 = time.perf_counter()
+    model, data, history = train_toy(run, out, resume=resume, progress=progress)
+    rank, _ = dist_info()
+    if rank != 0:
+        return None
+    res = analyze_run(run, model, history)
+    res["wall_seconds"] = time.perf_counter() - t0
+    paths = write_outputs(out, res, figures=figures)
+    if echo:
+        from .report import text_table
+
+        echo(text_table(res))
+        echo("wrote " + ", ".join(paths))
+    return res
+
+
+def analyze_checkpoint(checkpoint: str, out: str | None = None, *, figures: bool = True,
+                       n_samples: int | None = None, echo=print) -> dict:
+    """Re-analyse a checkpoint; writes into ``out`` (default: the checkpoint's folder). The
+    checkpoint is read and the analysis finished before any file is written."""
+    run, model, history = load_run(checkpoint)
+    res = analyze_run(run, model, history, n_samples=n_samples)
+    out = out or os.path.dirname(os.path.abspath(checkpoint))
+    paths = write_outputs(out, res, figures=figures)
+    if echo:
+        from .report import text_table
+
+        echo(text_table(res))
+        echo("wrote " + ", ".join(paths))
+    return res
+
+
+# ------------------------------------------------------------------ App. E.2 sweep
+
+
+def sweep(base: ToyRun, out: str, *, datasets=TOY_DATASETS, losses=LOSSES, lambdas=SWEEP_LAMBDAS,
+          progress: bool = True, echo=print) -> list[dict]:
+    """Train and analyse every (dataset, loss, lambda) into ``out/<dataset>_<loss>_lam<lambda>/``,
+    skipping runs whose results.json already matches; then the sweep table and figures.
+    Runs are sequential (one core each is what this tiny model uses well)."""
+    from .report import results_json, sweep_figures, sweep_markdown, sweep_rows, write_atomic
+
+    all_res = []
+    grid = [(d, l, lam) for d in datasets for l in losses for lam in lambdas]
+    for i, (ds, loss, lam) in enumerate(grid):
+        run = ToyRun.from_dict({**asdict(base), "dataset": ds, "loss": loss, "lam": float(lam)})
+        folder = os.path.join(out, f"{ds}_{loss}_lam{lam:g}")
+        rpath = os.path.join(folder, "results.json")
+        if os.path.exists(rpath):
+            with open(rpath) as f:
+                old = json.load(f)
+            if old.get("config") == asdict(run):
+                all_res.append(old)
+                continue
+        if echo:
+            echo(f"[{i + 1}/{len(grid)}] {ds} {loss} lambda={lam:g}")
+        resume = os.path.exists(os.path.join(folder, CHECKPOINT_NAME))
+        try:
+            res = run_toy(run, folder, resume=resume, progress=progress, figures=False, echo=None)
+        except CheckpointError:
+            res = run_toy(run, folder, resume=False, progress=progress, figures=False, echo=None)
+        res.pop("samples", None)
+        all_res.append(json.loads(results_json(res)))
+    rows = sweep_rows(all_res)
+    figs = sweep_figures(rows, os.path.join(out, "figures"))
+    write_atomic(os.path.join(out, "sweep.json"), json.dumps(rows, indent=1) + "\n")
+    write_atomic(os.path.join(out, "report.md"),
+                 sweep_markdown(rows, [os.path.relpath(f, out) for f in figs]))
+    if echo:
+        echo(f"wrote {out}/sweep.json, {out}/report.md and {len(figs)} figures")
+    return all_res

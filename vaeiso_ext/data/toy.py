@@ -27,6 +27,9 @@ class Component:
     def pdf(self, s: Tensor) -> Tensor:
         return self.log_pdf(s).exp()
 
+    def cdf(self, s: Tensor) -> Tensor:
+        raise NotImplementedError
+
     def icdf(self, u: Tensor) -> Tensor:
         raise NotImplementedError
 
@@ -55,6 +58,11 @@ class Triangular(Component):
         val = torch.log((self.w - s.abs()).clamp_min(0.0)) - 2.0 * math.log(self.w)
         return val.masked_fill(self._outside(s), -math.inf)
 
+    def cdf(self, s: Tensor) -> Tensor:
+        t = s.clamp(-self.w, self.w)
+        lo = (t + self.w) ** 2 / (2 * self.w**2)
+        return torch.where(t < 0, lo, 1.0 - (self.w - t) ** 2 / (2 * self.w**2))
+
     def icdf(self, u: Tensor) -> Tensor:
         lower = -self.w + self.w * torch.sqrt(2.0 * u)
         upper = self.w - self.w * torch.sqrt(2.0 * (1.0 - u))
@@ -75,6 +83,9 @@ class Uniform(Component):
 
     def log_pdf(self, s: Tensor) -> Tensor:
         return torch.full_like(s, -math.log(2.0 * self.w)).masked_fill(self._outside(s), -math.inf)
+
+    def cdf(self, s: Tensor) -> Tensor:
+        return ((s + self.w) / (2 * self.w)).clamp(0.0, 1.0)
 
     def icdf(self, u: Tensor) -> Tensor:
         return -self.w + 2.0 * self.w * u
@@ -98,6 +109,10 @@ class DecreasingRamp(Component):
         val = math.log(2.0) + torch.log((self.b - s).clamp_min(0.0)) - 2.0 * math.log(self.width)
         return val.masked_fill(self._outside(s), -math.inf)
 
+    def cdf(self, s: Tensor) -> Tensor:
+        t = s.clamp(self.a, self.b)
+        return 1.0 - (self.b - t) ** 2 / self.width**2
+
     def icdf(self, u: Tensor) -> Tensor:
         # F(s) = 1 - (b - s)**2 / (b - a)**2
         return self.b - self.width * torch.sqrt(1.0 - u)
@@ -115,6 +130,9 @@ class Gaussian(Component):
 
     def log_pdf(self, s: Tensor) -> Tensor:
         return -0.5 * s * s / self.variance - 0.5 * math.log(2.0 * math.pi * self.variance)
+
+    def cdf(self, s: Tensor) -> Tensor:
+        return 0.5 * (1.0 + torch.erf(s / math.sqrt(2.0 * self.variance)))
 
     def icdf(self, u: Tensor) -> Tensor:
         return math.sqrt(self.variance) * math.sqrt(2.0) * torch.erfinv(2.0 * u - 1.0)
