@@ -7,6 +7,8 @@ there and delete this file.
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 from torch import Tensor
 
@@ -72,7 +74,9 @@ def _jacobian_columns(decoder, z: Tensor) -> tuple[Tensor, Tensor]:
     tangents = eye.unsqueeze(1).expand(n, *z.shape)  # (n, N, n)
 
     x = decoder(z)
-    jac = torch.func.vmap(lambda t: torch.func.jvp(decoder, (z,), (t,))[1])(tangents)  # (n, N, D...)
+    with warnings.catch_warnings():  # torch.func's internals warn about torch.jit.script
+        warnings.simplefilter("ignore", FutureWarning)
+        jac = torch.func.vmap(lambda t: torch.func.jvp(decoder, (z,), (t,))[1])(tangents)  # (n, N, D...)
     return x, jac.movedim(0, 1)
 
 

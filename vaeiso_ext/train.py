@@ -79,7 +79,7 @@ def default_device() -> torch.device:
 def versions() -> dict:
     import platform
 
-    return {"vaeiso_ext": __version__, "torch": torch.__version__, "python": platform.python_version()}
+    return {"vaeiso_ext": __version__, "torch": str(torch.__version__), "python": platform.python_version()}
 
 
 def save_atomic(obj, path: str) -> None:
@@ -105,7 +105,9 @@ def load_checkpoint(path: str) -> dict:
     if not os.path.isfile(path):
         raise CheckpointError(f"checkpoint {path!r}: no such file")
     try:
-        ck = torch.load(path, map_location="cpu", weights_only=True)
+        # TorchVersion (a str subclass) is allowed for checkpoints written before versions() used str
+        with torch.serialization.safe_globals([torch.torch_version.TorchVersion]):
+            ck = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # truncated, corrupt, or not a torch file at all
         raise CheckpointError(f"checkpoint {path!r} is unreadable (corrupt or truncated?): "
                               f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from e
