@@ -99,3 +99,10 @@ def test_correlation_helper_against_scipy():
     t2 = t.clone()
     t2[0] = -math.inf
     assert math.isfinite(correlation(e, t2)["pearson"])
+
+
+def test_plain_tensor_data_skips_density_quantities(trained):
+    run, model, data, _ = trained
+    res = analyze(model, data.x_test[:300], metric_from_name("upward"), run.beta, n_samples=200)
+    assert res["n_samples"] == 200 and res["correlations"] == {}
+    assert "rate_theory" not in res["rate_distortion"] and len(res["dims"]) == 3

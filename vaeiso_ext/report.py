@@ -49,6 +49,9 @@ def write_atomic(path: str, data: str | bytes) -> None:
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(path)}.")
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; give the usual permissions
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data.encode() if isinstance(data, str) else data)
@@ -175,7 +178,7 @@ def markdown_report(results: dict, figures: list[str] = ()) -> str:
     header = ["variable"] + [f"z{i + 1}" + ("" if d["active"] else " (inactive)") for i, d in enumerate(dims)]
     rows = []
     for label, key, spec in _ROWS:
-        r = [label.strip() if not label.startswith(" ") else "SD"]
+        r = [" ".join(label.split()) if not label.startswith(" ") else "SD"]
         for i, d in enumerate(dims):
             c = _fmt(d[key], spec)
             if paper and i < 3 and d["active"]:
