@@ -294,6 +294,8 @@ def dims_figure(results: dict, path: str) -> None:
     ax.plot(xs, [d["norm_mean"] for d in dims], "^-", color="tab:orange", label="norm: mean")
     ax.plot(xs, [d["norm_sd"] for d in dims], "v--", color="tab:green", label="norm: SD")
     ax.axhline(1.0, color="gray", lw=0.6)
+    top = max([d["norm_mean"] + 0.0 for d in dims] + [d["norm_sd"] for d in dims] + [1.0])
+    ax.set_ylim(0.0, 1.2 * top)
     ax.set_ylabel("(2/beta) sigma^2 D'_j")
     ax.set_xlabel("latent dim (descending E[sigma^-2])")
     ax.set_xticks(xs)
