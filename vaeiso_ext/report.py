@@ -245,7 +245,7 @@ def _plt():
     return plt
 
 
-def _save(fig, path: str, dpi: int = 80) -> None:
+def _save(fig, path: str, dpi: int = 72) -> None:
     import io
 
     buf = io.BytesIO()
@@ -254,7 +254,7 @@ def _save(fig, path: str, dpi: int = 80) -> None:
     write_atomic(path, buf.getvalue())
 
 
-def scatter_figure(results: dict, path: str, max_points: int = 3000) -> None:
+def scatter_figure(results: dict, path: str, max_points: int = 2000) -> None:
     """The four Fig. 3 panels: true p(x) against each estimate (linear, max-normalised)."""
     import torch
 
