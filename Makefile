@@ -24,7 +24,7 @@ test: install
 	$(VENV)/bin/pytest -q $(PYTEST_ARGS)
 
 demo: install
-	$(PY) -m vaeiso_ext.demo
+	$(PY) -m vaeiso_ext reproduce toy --quick --out out/demo
 
 bench: $(VENV)/.deps
 	$(PIP) install -q --no-build-isolation ".[bench]"

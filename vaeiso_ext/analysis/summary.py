@@ -1,0 +1,228 @@
+"""Every quantity of SPEC §4 for a trained VAE: per-dimension KL, E[sigma^-2] (PCA-like
+importance), D'_j and the implicit-isometry norm, the isometry Gram, the data-probability
+estimates (Eq. 22-23) against the true density, and rate / distortion beside the theory."""
+
+from __future__ import annotations
+
+import copy
+import math
+
+import torch
+from torch import Tensor
+
+# the module, not its names: _deps may be mid-import when the real issue-4 modules are wired in
+from .. import _deps
+
+LOG_2PI = math.log(2.0 * math.pi)
+
+
+def _encode(model, x: Tensor, chunk: int = 8192) -> tuple[Tensor, Tensor]:
+    mus, lvs = [], []
+    for c in x.split(chunk):
+        mu, lv = model.encode(c)
+        mus.append(mu)
+        lvs.append(lv)
+    return torch.cat(mus), torch.cat(lvs)
+
+
+def _as_float64(model):
+    p = next(model.parameters())
+    if p.dtype == torch.float64:
+        return model
+    return copy.deepcopy(model).to(torch.float64)
+
+
+def _kl(mu: Tensor, logvar: Tensor) -> Tensor:
+    return 0.5 * (mu * mu + logvar.exp() - logvar - 1.0)
+
+
+def _active(kl_mean: Tensor, threshold: float) -> Tensor:
+    return kl_mean >= threshold
+
+
+def loss_estimate(model, x: Tensor, metric, beta: float, mu: Tensor | None = None,
+                  logvar: Tensor | None = None) -> Tensor:
+    """L_x = E_q[D] + beta KL with E_q[D] ~ (D(x, Dec(mu + sigma)) + D(x, Dec(mu - sigma))) / 2
+    (App. C.2) -> (N,)."""
+    if mu is None:
+        mu, logvar = _encode(model, x)
+    sigma = torch.exp(0.5 * logvar)
+    n = x.shape[0]
+    out = model.decode(torch.cat([mu + sigma, mu - sigma]))
+    ed = 0.5 * (metric.distance(x, out[:n]) + metric.distance(x, out[n:]))
+    return ed + beta * _kl(mu, logvar).sum(1)
+
+
+@torch.no_grad()
+def log_density(model, x: Tensor, metric, beta: float, *, method: str = "posterior",
+                n_active: int | None = None, kl_threshold: float = 0.1) -> Tensor:
+    """log of the Eq. 23 estimate of p(x), up to an additive constant -> (N,) float64.
+
+    ``method="posterior"``: ``(n/2) log a_x + log p(mu(x)) + sum_j log sigma_j(x)``;
+    ``method="elbo"``: ``(n/2) log a_x - L_x / beta``. ``a_x`` is ``metric.scale(x)`` (G_x = a_x I;
+    1 for square error); ``n`` the number of active dims: ``n_active`` if given, else those with
+    mean KL >= ``kl_threshold`` over this ``x`` (pass ``n_active`` for single samples).
+    """
+    m = _as_float64(model)
+    x = x.to(torch.float64)
+    mu, logvar = _encode(m, x)
+    if n_active is None:
+        n_active = int(_active(_kl(mu, logvar).mean(0), kl_threshold).sum())
+    log_a = torch.log(metric.scale(x))
+    if method == "posterior":
+        est = (-0.5 * mu * mu - 0.5 * LOG_2PI).sum(1) + 0.5 * logvar.sum(1)
+    elif method == "elbo":
+        est = -loss_estimate(m, x, metric, beta, mu, logvar) / beta
+    else:
+        raise ValueError(f"method: expected 'posterior' or 'elbo', got {method!r}")
+    return 0.5 * n_active * log_a + est
+
+
+def _pearson(a: Tensor, b: Tensor) -> float:
+    a = a - a.mean()
+    b = b - b.mean()
+    den = torch.sqrt((a * a).sum() * (b * b).sum())
+    return float((a * b).sum() / den) if den > 0 else float("nan")
+
+
+def _ranks(a: Tensor) -> Tensor:
+    r = torch.empty_like(a)
+    r[a.argsort()] = torch.arange(a.numel(), dtype=a.dtype)
+    return r
+
+
+def correlation(log_est: Tensor, log_true: Tensor) -> dict:
+    """Pearson R on linear probabilities (each exponentiated after subtracting its max: Pearson
+    does not see the scale) and Spearman R (ranks; the same in log or linear space)."""
+    ok = torch.isfinite(log_est) & torch.isfinite(log_true)
+    e, t = log_est[ok], log_true[ok]
+    return {"pearson": _pearson(torch.exp(e - e.max()), torch.exp(t - t.max())),
+            "spearman": _pearson(_ranks(e), _ranks(t))}
+
+
+def _mean_sd(v: Tensor) -> tuple[Tensor, Tensor]:
+    return v.mean(0), v.std(0, unbiased=False)
+
+
+@torch.no_grad()
+def analyze(model, data, metric, beta: float, *, kl_threshold: float = 0.1, eps: float = 1e-3,
+            n_samples: int | None = None, mc_samples: int = 8, seed: int = 0,
+            chunk_size: int | None = 65536, keep_samples: bool = False) -> dict:
+    """Analyse ``model`` on held-out data; returns the results dict (the schema of results.json).
+
+    ``data``: a :class:`vaeiso_ext.data.ToyData` (its held-out ``x_test``, exact ``logp_test``,
+    true variances and entropy are used) or a plain (N, D) tensor (then the density correlations
+    and the data-dependent theory values are omitted). ``metric`` and ``beta`` are those of
+    training. Computations run in float64 on a copy of the model. ``keep_samples`` adds the
+    per-sample arrays (for the scatter plots) under ``"samples"``.
+    """
+    m = _as_float64(model)
+    m.eval()
+    toy = hasattr(data, "x_test")
+    x = (data.x_test if toy else data).to(torch.float64)
+    logp_true = data.logp_test if toy else None
+    if n_samples is not None:
+        x = x[:n_samples]
+        logp_true = None if logp_true is None else logp_true[:n_samples]
+    N = x.shape[0]
+    mu, logvar = _encode(m, x)
+    n_lat = mu.shape[1]
+    sigma2 = logvar.exp()
+    sigma = sigma2.sqrt()
+    kl = _kl(mu, logvar)
+    kl_mean = kl.mean(0)
+    active = _active(kl_mean, kl_threshold)
+    n_act = int(active.sum())
+    inv_s2 = (1.0 / sigma2).mean(0)
+
+    # D'_j (paper's forward difference, and the exact jvp limit) and the isometry norm
+    dj_f = _deps.dj_prime(m.decoder, mu, metric, eps=eps, method="forward", chunk_size=chunk_size)
+    with torch.enable_grad():
+        dj_j = _deps.dj_prime(m.decoder, mu, metric, eps=eps, method="jvp", chunk_size=chunk_size)
+        gram = _deps.isometry_gram(m.decoder, mu, sigma, metric, beta)
+    norm_f = (2.0 / beta) * sigma2 * dj_f
+    norm_j = (2.0 / beta) * sigma2 * dj_j
+    dj_mean, dj_sd = _mean_sd(dj_f)
+    nf_mean, nf_sd = _mean_sd(norm_f)
+    nj_mean, nj_sd = _mean_sd(norm_j)
+    gram_mean = gram.mean(0)
+
+    order = torch.argsort(inv_s2, descending=True).tolist()
+    act_vals = inv_s2[active]
+    smallest = float(act_vals.min()) if n_act else float("nan")
+    dims = []
+    for rank, j in enumerate(order):
+        dims.append({
+            "index": j, "rank": rank, "active": bool(active[j]), "kl": float(kl_mean[j]),
+            "inv_sigma2_mean": float(inv_s2[j]), "inv_sigma2_ratio": float(inv_s2[j]) / smallest,
+            "var_estimate": 0.5 * beta * float(inv_s2[j]),
+            "dj_mean": float(dj_mean[j]), "dj_sd": float(dj_sd[j]),
+            "norm_mean": float(nf_mean[j]), "norm_sd": float(nf_sd[j]),
+            "dj_jvp_mean": float(dj_j[:, j].mean()),
+            "norm_jvp_mean": float(nj_mean[j]), "norm_jvp_sd": float(nj_sd[j]),
+            "gram_diag_mean": float(gram_mean[j, j]),
+        })
+
+    # isometry Gram over the active dims
+    ia = active.nonzero().flatten()
+    g_act = gram[:, ia][:, :, ia]
+    eye = torch.eye(n_act, dtype=torch.bool)
+    gram_res = {
+        "diag_mean": float(g_act[:, eye].mean()) if n_act else float("nan"),
+        "offdiag_abs_mean": float(g_act[:, ~eye].abs().mean()) if n_act > 1 else 0.0,
+        "mean_matrix": gram_mean[ia][:, ia].tolist(),
+        "dims": ia.tolist(),
+    }
+
+    # data probability (Eq. 22-23)
+    log_a = torch.log(metric.scale(x))
+    L = loss_estimate(m, x, metric, beta, mu, logvar)
+    log_pmu = (-0.5 * mu * mu - 0.5 * LOG_2PI).sum(1)
+    log_prod_sigma = 0.5 * logvar.sum(1)
+    est = {
+        "p_mu": log_pmu,
+        "exp_neg_L": -L / beta,
+        "scaled_p_mu_prod_sigma": 0.5 * n_act * log_a + log_pmu + log_prod_sigma,
+        "scaled_exp_neg_L": 0.5 * n_act * log_a - L / beta,
+        "p_mu_prod_sigma": log_pmu + log_prod_sigma,
+    }
+    correlations = ({k: correlation(v, logp_true) for k, v in est.items()}
+                    if logp_true is not None else {})
+
+    # rate and distortion (Eq. 14-15, 54; App. B)
+    g = torch.Generator().manual_seed(seed)
+    x_breve = m.decode(mu)
+    coding = torch.zeros(N, dtype=torch.float64)
+    total_d = torch.zeros(N, dtype=torch.float64)
+    for _ in range(mc_samples):
+        noise = torch.randn(mu.shape, generator=g, dtype=torch.float64)
+        x_hat = m.decode(mu + sigma * noise)
+        coding += metric.distance(x_breve, x_hat) / mc_samples
+        total_d += metric.distance(x, x_hat) / mc_samples
+    transform = metric.distance(x, x_breve)
+    rate = kl.sum(1).mean()
+    rd = {
+        "coding_loss": float(coding.mean()), "coding_loss_theory": n_act * beta / 2.0,
+        "transform_loss": float(transform.mean()),
+        "transform_coding_ratio": float(transform.mean() / coding.mean()),
+        "distortion": float(total_d.mean()), "rate": float(rate),
+        "n_active": n_act, "beta": beta, "mc_samples": mc_samples,
+    }
+    if toy:
+        inv_var = [1.0 / v for v in data.variances]
+        rd["transform_loss_theory"] = (beta / 2.0) ** 2 * sum(inv_var)
+        rd["transform_coding_ratio_theory"] = (beta / 2.0) * sum(inv_var) / len(inv_var)
+        h_s = data.entropy
+        log_a_term = float(0.5 * n_act * log_a.mean())
+        rd["entropy_s"] = h_s
+        rd["entropy_y"] = h_s + log_a_term
+        rd["rate_theory"] = h_s + log_a_term - 0.5 * n_act * math.log(beta * math.pi * math.e)
+
+    res = {
+        "n_samples": N, "n_latent": n_lat, "n_active": n_act, "kl_threshold": kl_threshold,
+        "eps": eps, "beta": beta, "metric": type(metric).__name__,
+        "dims": dims, "gram": gram_res, "correlations": correlations, "rate_distortion": rd,
+    }
+    if keep_samples:
+        res["samples"] = {"log_p_true": logp_true, **est}
+    return res
