@@ -15,12 +15,14 @@ def _parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     rep = sub.add_parser("reproduce", help="train + analyse + report")
-    rep.add_argument("experiment", choices=["toy"], help="which experiment (§4.1 toy data)")
+    rep.add_argument("experiment", choices=["toy", "images", "digits"],
+                     help="toy (§4.1), images (§4.2: conv VAE, GDN/IGDN, 1 - SSIM) or digits (App. G: BCE)")
     rep.add_argument("--dataset", choices=["mix", "ramp", "norm"], default="mix")
     rep.add_argument("--loss", choices=["sse", "downward", "upward"], default="sse")
-    rep.add_argument("--lambda", dest="lam", type=float, default=100.0, help="lambda = 1/beta (100)")
+    rep.add_argument("--lambda", dest="lam", type=float, default=None,
+                     help="lambda = 1/beta (toy 100, images 1000, digits 2000)")
     rep.add_argument("--epochs", type=int, default=None, help="500 (60 with --quick)")
-    rep.add_argument("--batch-size", type=int, default=128)
+    rep.add_argument("--batch-size", type=int, default=None, help="toy 128, images 64, digits 256")
     rep.add_argument("--lr", type=float, default=1e-3)
     rep.add_argument("--decomposed", action="store_true", help="lambda (D(x,x_breve) + D(x_breve,x_hat)) + KL")
     rep.add_argument("--quick", action="store_true", help="60 epochs (the demo)")
@@ -35,8 +37,15 @@ def _parser() -> argparse.ArgumentParser:
     rep.add_argument("--datasets", default="mix,ramp,norm", help="sweep: comma-separated datasets")
     rep.add_argument("--losses", default="sse,downward,upward", help="sweep: comma-separated losses")
     rep.add_argument("--lambdas", default="1,2,5,10,20,50,100,200,500,1000", help="sweep: lambdas")
-    rep.add_argument("--threads", type=int, default=1,
-                     help="torch CPU threads (1: the tiny MLP gains nothing from more)")
+    img = rep.add_argument_group("images / digits")
+    img.add_argument("--data", default=None, help="images: a folder of images (default: scikit-image photographs)")
+    img.add_argument("--crop", type=int, default=None, help="images: centred square side before resizing to 64")
+    img.add_argument("--latent", type=int, default=None, help="latent size (32)")
+    img.add_argument("--iterations", type=int, default=None,
+                     help="Adam steps (images 300000, digits 50000: the paper's; --quick: 100 / 400)")
+    img.add_argument("--n-eval", type=int, default=None, help="held-out samples analysed (256)")
+    rep.add_argument("--threads", type=int, default=None,
+                     help="torch CPU threads (toy default 1: the tiny MLP gains nothing from more)")
     rep.add_argument("--no-figures", action="store_true")
     rep.add_argument("--no-progress", action="store_true")
 
@@ -56,14 +65,23 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
+    elif args.command == "reproduce" and args.experiment == "toy":
+        torch.set_num_threads(1)
     try:
         if args.command == "analyze":
-            analyze_checkpoint(args.checkpoint, args.out, figures=not args.no_figures,
-                               n_samples=args.n_samples)
+            if _checkpoint_kind(args.checkpoint) in ("images", "digits"):
+                from .reproduce_real import analyze_real_checkpoint
+
+                analyze_real_checkpoint(args.checkpoint, args.out, figures=not args.no_figures)
+            else:
+                analyze_checkpoint(args.checkpoint, args.out, figures=not args.no_figures,
+                                   n_samples=args.n_samples)
             return 0
-        run = ToyRun(dataset=args.dataset, loss=args.loss, lam=args.lam,
+        if args.experiment in ("images", "digits"):
+            return _reproduce_real(args)
+        run = ToyRun(dataset=args.dataset, loss=args.loss, lam=args.lam if args.lam is not None else 100.0,
                      epochs=args.epochs if args.epochs is not None else 500,
-                     batch_size=args.batch_size, lr=args.lr, seed=args.seed,
+                     batch_size=args.batch_size or 128, lr=args.lr, seed=args.seed,
                      decomposed=args.decomposed, n_train=args.n_train, n_test=args.n_test,
                      data_seed=args.data_seed)
         if args.quick and args.epochs is None:
@@ -78,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
             run_toy(run, out, resume=args.resume, progress=not args.no_progress,
                     figures=not args.no_figures)
         return 0
-    except (CheckpointError, ValueError) as e:
+    except (CheckpointError, ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     finally:
@@ -86,6 +104,25 @@ def main(argv: list[str] | None = None) -> int:
 
         if dist.is_available() and dist.is_initialized():
             dist.destroy_process_group()
+
+
+def _checkpoint_kind(path: str) -> str | None:
+    from .train import load_checkpoint
+
+    return (load_checkpoint(path).get("meta") or {}).get("kind")
+
+
+def _reproduce_real(args) -> int:
+    from .reproduce_real import RealRun, run_real
+
+    run = RealRun.for_experiment(
+        args.experiment, quick=args.quick, data=args.data, crop=args.crop, latent=args.latent,
+        lam=args.lam, iterations=args.iterations, batch_size=args.batch_size, lr=args.lr,
+        seed=args.seed, decomposed=args.decomposed, n_eval=args.n_eval)
+    kind = "decomposed" if run.decomposed else "conventional"
+    out = args.out or f"out/{run.experiment}/{kind}"
+    run_real(run, out, resume=args.resume, progress=not args.no_progress, figures=not args.no_figures)
+    return 0
 
 
 if __name__ == "__main__":
