@@ -10,6 +10,7 @@ from ._gdn import gdn
 
 
 # Pair distances (pair_distances): ._distance
+from ._distance import pair_distances
 
 
-__all__ = ["gdn"]
+__all__ = ["gdn", "pair_distances"]
