@@ -5,16 +5,23 @@ with no compiled kernel. Written for clarity, not speed; they depend on torch al
 autograd in both modes.
 """
 
+import math
+
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 
 def gdn(x: Tensor, beta: Tensor, gamma: Tensor, inverse: bool = False, simplified: bool = False) -> Tensor:
-    """Reference GDN/IGDN over dim 1 of ``(N, C, *)`` input; see :func:`vaeiso_ext.ops.gdn`."""
+    """Reference GDN/IGDN over dim 1 of ``(N, C, *)`` input; see :func:`vaeiso_ext.ops.gdn`.
+
+    CompressAI's formulation: the channel mixing is a 1x1 convolution with weight ``gamma``
+    and bias ``beta`` (here conv1d over the flattened positions, so any rank works).
+    """
+    N, C = x.shape[:2]
     fx = x.abs() if simplified else x * x
-    # norm[n, i, ...] = beta[i] + sum_j gamma[i, j] fx[n, j, ...]
-    norm = torch.tensordot(gamma, fx, dims=([1], [1])).movedim(0, 1)
-    norm = norm + beta.view((1, -1) + (1,) * (x.dim() - 2))
+    S = math.prod(x.shape[2:])
+    norm = F.conv1d(fx.reshape(N, C, S), gamma.unsqueeze(-1), beta).reshape(x.shape)
     scale = norm if simplified else torch.sqrt(norm)
     return x * scale if inverse else x / scale
 

@@ -47,6 +47,11 @@ def _check(x: Tensor, beta: Tensor, gamma: Tensor) -> None:
     torch._check(
         tuple(gamma.shape) == (C, C), lambda: f"gdn: gamma: expected shape ({C}, {C}), got {tuple(gamma.shape)}"
     )
+    for name, t in (("beta", beta), ("gamma", gamma)):
+        torch._check(t.device == x.device,
+                     lambda: f"gdn: {name}: expected a tensor on {x.device} (the device of x), got {t.device}")
+        torch._check(t.dtype == x.dtype,
+                     lambda: f"gdn: {name}: expected dtype {x.dtype} (the dtype of x), got {t.dtype}")
 
 
 @torch.library.register_fake("vaeiso::gdn_forward")

@@ -1,0 +1,27 @@
+import os
+
+import pytest
+import torch
+from hypothesis import HealthCheck, settings
+
+# A fixed-seed Hypothesis profile so CI runs are reproducible; `HYPOTHESIS_PROFILE=dev` explores.
+settings.register_profile("ci", derandomize=True, max_examples=40, deadline=None,
+                          suppress_health_check=[HealthCheck.too_slow])
+settings.register_profile("dev", max_examples=200, deadline=None)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+
+HAS_CUDA = torch.cuda.is_available()
+
+
+def pytest_collection_modifyitems(config, items):
+    if HAS_CUDA:
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA device")
+    for item in items:
+        if "cuda" in item.keywords:
+            item.add_marker(skip)
+
+
+def devices():
+    """Device parameters: cpu always, cuda marked (skipped without a GPU)."""
+    return ["cpu", pytest.param("cuda", marks=pytest.mark.cuda)]

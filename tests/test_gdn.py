@@ -1,0 +1,300 @@
+"""GDN / IGDN: the fused op against the float64 reference, CompressAI, autograd and the dispatcher."""
+
+import pytest
+import torch
+from hypothesis import given
+from hypothesis import strategies as st
+
+import vaeiso_ext
+from vaeiso_ext import nn as vnn
+from vaeiso_ext import ops, reference
+
+from conftest import devices
+
+VARIANTS = [(inv, simp) for inv in (False, True) for simp in (False, True)]
+
+
+def params(C, dtype=torch.float64, device="cpu", seed=0):
+    """Positive beta and a random non-diagonal, non-symmetric gamma (a diagonal one hides
+    transpose bugs)."""
+    g = torch.Generator().manual_seed(seed)
+    beta = 0.5 + torch.rand(C, generator=g, dtype=torch.float64)
+    gamma = 0.3 * torch.rand(C, C, generator=g, dtype=torch.float64)
+    return beta.to(device, dtype), gamma.to(device, dtype)
+
+
+def scale_of(t):
+    """Largest magnitude (at least 1): gradients of gamma sum over many positions."""
+    return max(1.0, t.abs().max().item()) if t.numel() else 1.0
+
+
+def check_against_reference(x, beta, gamma, inverse, simplified, rtol, atol):
+    """Forward and all three gradients against the float64 reference."""
+    x = x.detach().requires_grad_()
+    beta = beta.detach().requires_grad_()
+    gamma = gamma.detach().requires_grad_()
+    y = ops.gdn(x, beta, gamma, inverse, simplified)
+    x64, b64, g64 = (t.detach().double().requires_grad_() for t in (x, beta, gamma))
+    y64 = reference.gdn(x64, b64, g64, inverse, simplified)
+    assert y.shape == x.shape and y.dtype == x.dtype
+    torch.testing.assert_close(y.double(), y64, rtol=rtol, atol=atol)
+    gy = torch.randn(y.shape, dtype=torch.float64, device=x.device)
+    got = torch.autograd.grad(y, (x, beta, gamma), gy.to(y.dtype))
+    want = torch.autograd.grad(y64, (x64, b64, g64), gy)
+    for name, a, b in zip(("x", "beta", "gamma"), got, want):
+        assert a.dtype == x.dtype, name
+        torch.testing.assert_close(a.double(), b, rtol=rtol, atol=atol * scale_of(b),
+                                   msg=lambda m: f"grad {name}: {m}")
+
+
+@pytest.mark.parametrize("device", devices())
+@pytest.mark.parametrize("inverse,simplified", VARIANTS)
+@pytest.mark.parametrize("shape", [(2, 5), (3, 7, 9), (2, 6, 5, 4), (2, 3, 2, 3, 4)])
+def test_matches_reference(device, inverse, simplified, shape):
+    beta, gamma = params(shape[1], device=device)
+    x = torch.randn(shape, dtype=torch.float64, device=device)
+    check_against_reference(x, beta, gamma, inverse, simplified, rtol=1e-12, atol=1e-12)
+    x32, b32, g32 = x.float(), beta.float(), gamma.float()
+    check_against_reference(x32, b32, g32, inverse, simplified, rtol=2e-5, atol=2e-5)
+
+
+@pytest.mark.parametrize("device", devices())
+def test_layouts(device):
+    beta, gamma = params(6, device=device)
+    base = torch.randn(3, 6, 7, 5, dtype=torch.float64, device=device)
+    layouts = {
+        "channels_last": base.to(memory_format=torch.channels_last),
+        "sliced": torch.randn(3, 12, 7, 10, dtype=torch.float64, device=device)[:, ::2, :, ::2],
+        "transposed": base.transpose(2, 3).contiguous().transpose(2, 3),
+        "expanded": base[:1].expand(3, -1, -1, -1),
+    }
+    for name, x in layouts.items():
+        for inverse, simplified in VARIANTS:
+            check_against_reference(x, beta, gamma, inverse, simplified, rtol=1e-12, atol=1e-12)
+    # channels_last stays channels_last (no copy), other layouts come back contiguous
+    y = ops.gdn(layouts["channels_last"], beta, gamma)
+    assert y.is_contiguous(memory_format=torch.channels_last)
+    assert ops.gdn(layouts["sliced"], beta, gamma).is_contiguous()
+
+
+@given(
+    n=st.integers(0, 3), c=st.integers(1, 9),
+    spatial=st.lists(st.integers(1, 5), min_size=0, max_size=2),
+    inverse=st.booleans(), simplified=st.booleans(),
+    layout=st.sampled_from(["contiguous", "channel_last", "strided"]),
+)
+def test_shapes_and_strides_property(n, c, spatial, inverse, simplified, layout):
+    shape = (n, c, *spatial)
+    x = torch.randn(shape, dtype=torch.float64)
+    if layout == "channel_last":
+        x = x.movedim(1, -1).contiguous().movedim(-1, 1)
+    elif layout == "strided":
+        x = torch.randn(n, 2 * c, *spatial, dtype=torch.float64)[:, 1::2]
+    beta, gamma = params(c, seed=n + 7 * c)
+    check_against_reference(x, beta, gamma, inverse, simplified, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("device", devices())
+def test_empty_batch(device):
+    beta, gamma = params(4, device=device)
+    for shape in [(0, 4, 3, 3), (0, 4), (2, 4, 0, 3)]:
+        x = torch.randn(shape, dtype=torch.float64, device=device, requires_grad=True)
+        b, g = beta.clone().requires_grad_(), gamma.clone().requires_grad_()
+        y = ops.gdn(x, b, g)
+        assert y.shape == x.shape
+        y.sum().backward()
+        assert x.grad.shape == x.shape
+        assert torch.equal(b.grad, torch.zeros_like(b)) and torch.equal(g.grad, torch.zeros_like(g))
+
+
+@pytest.mark.parametrize("inverse,simplified", VARIANTS)
+def test_gradcheck(inverse, simplified):
+    beta, gamma = params(4)
+    x = torch.randn(2, 4, 3, 2, dtype=torch.float64)
+    inputs = (x.requires_grad_(), beta.requires_grad_(), gamma.requires_grad_())
+    assert torch.autograd.gradcheck(lambda a, b, g: ops.gdn(a, b, g, inverse, simplified), inputs)
+    xcl = torch.randn(2, 4, 3, 2, dtype=torch.float64).to(memory_format=torch.channels_last)
+    inputs = (xcl.requires_grad_(), beta, gamma)
+    assert torch.autograd.gradcheck(lambda a, b, g: ops.gdn(a, b, g, inverse, simplified), inputs)
+
+
+@pytest.mark.parametrize("inverse,simplified", VARIANTS)
+def test_opcheck(inverse, simplified):
+    beta, gamma = params(5)
+    for x in (torch.randn(2, 5, 4, 3, dtype=torch.float64),
+              torch.randn(2, 5, 4, 3, dtype=torch.float64).to(memory_format=torch.channels_last),
+              torch.randn(0, 5, 2, dtype=torch.float64)):
+        args = (x.requires_grad_(), beta.clone().requires_grad_(), gamma.clone().requires_grad_(),
+                inverse, simplified)
+        torch.library.opcheck(torch.ops.vaeiso.gdn_forward, args)
+        _, norm = torch.ops.vaeiso.gdn_forward(*[a.detach() if torch.is_tensor(a) else a for a in args])
+        bwd_args = (torch.randn_like(x), x.detach(), norm, gamma, inverse, simplified, [True, True, True])
+        torch.library.opcheck(torch.ops.vaeiso.gdn_backward, bwd_args)
+        torch.library.opcheck(torch.ops.vaeiso.gdn_backward,
+                              bwd_args[:-1] + ([True, False, False],))
+
+
+def test_compile_fullgraph():
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), vnn.GDN(8),
+                                torch.nn.Conv2d(8, 8, 3, padding=1), vnn.IGDN(8))
+    with torch.no_grad():  # non-trivial, non-diagonal parameters
+        for m in model:
+            if isinstance(m, vnn.GDN):
+                m.gamma.add_(0.05 * torch.rand_like(m.gamma))
+    x = torch.randn(2, 3, 8, 8)
+    compiled = torch.compile(model, fullgraph=True, backend="inductor")
+    want = model(x)
+    got = compiled(x)
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+    got.sum().backward()  # the compiled graph differentiates through the fused op
+
+
+def test_deterministic():
+    beta, gamma = params(16, dtype=torch.float32)
+    x = torch.randn(4, 16, 9, 9)
+    outs = []
+    for _ in range(2):
+        xi, b, g = (t.clone().requires_grad_() for t in (x, beta, gamma))
+        y = ops.gdn(xi, b, g, True)
+        y.pow(2).sum().backward()
+        outs.append((y, xi.grad, b.grad, g.grad))
+    for a, b in zip(*outs):
+        assert torch.equal(a, b)
+
+
+# ------------------------------------------------------------------------ bad input
+
+
+def test_bad_inputs():
+    beta, gamma = params(4)
+    x = torch.randn(2, 4, 3, 3, dtype=torch.float64)
+    cases = [
+        ((x, beta[:3], gamma), "beta"),
+        ((x, beta.view(2, 2), gamma), "beta"),
+        ((x, beta, gamma[:, :3]), "gamma"),
+        ((x, beta, gamma.float()), "gamma"),
+        ((x, beta.float(), gamma), "beta"),
+        ((torch.randn(4, dtype=torch.float64), beta, gamma), "x"),
+        ((x.half(), beta.half(), gamma.half()), "x"),
+        ((x.to(torch.int64), beta, gamma), "x"),
+    ]
+    for args, name in cases:
+        with pytest.raises((RuntimeError, ValueError), match=name):
+            ops.gdn(*args)
+
+
+def test_device_mismatch_names_argument():
+    beta, gamma = params(4)
+    x = torch.randn(2, 4, 3, dtype=torch.float64)
+    with pytest.raises((RuntimeError, ValueError), match="beta"):
+        ops.gdn(x, beta.to("meta"), gamma)
+
+
+@pytest.mark.cuda
+def test_device_mismatch_cuda():
+    beta, gamma = params(4)
+    x = torch.randn(2, 4, 3, dtype=torch.float64, device="cuda")
+    with pytest.raises(RuntimeError, match="gamma"):
+        ops.gdn(x, beta.cuda(), gamma)
+
+
+# ------------------------------------------------------------------------ CUDA specifics
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("dtype,tol", [(torch.float16, 2e-2), (torch.bfloat16, 5e-2)])
+def test_cuda_half_types(dtype, tol):
+    beta, gamma = params(8, device="cuda")
+    x = torch.randn(3, 8, 6, 5, device="cuda", dtype=torch.float64)
+    check_against_reference(x.to(dtype), beta.to(dtype), gamma.to(dtype), False, False, rtol=tol, atol=tol)
+    check_against_reference(x.to(dtype), beta.to(dtype), gamma.to(dtype), True, False, rtol=tol, atol=tol)
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two GPUs")
+def test_cuda_second_device():
+    beta, gamma = params(8, device="cuda:1", dtype=torch.float32)
+    x = torch.randn(3, 8, 6, 5, device="cuda:1")
+    y = ops.gdn(x, beta, gamma)
+    assert y.device == x.device
+    torch.testing.assert_close(y.cpu(), ops.gdn(x.cpu(), beta.cpu(), gamma.cpu()), rtol=1e-5, atol=1e-6)
+
+
+# ------------------------------------------------------------------------ nn modules
+
+
+def _perturbed_compressai(C, inverse, seed):
+    compressai_layers = pytest.importorskip("compressai.layers")
+    ref = compressai_layers.GDN(C, inverse=inverse)
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        ref.beta.copy_(ref.beta_reparam.init(0.5 + torch.rand(C, generator=g)))
+        ref.gamma.copy_(ref.gamma_reparam.init(0.2 * torch.rand(C, C, generator=g)))
+    return ref
+
+
+@pytest.mark.parametrize("inverse", [False, True])
+def test_compressai_parity(inverse):
+    C = 6
+    ref = _perturbed_compressai(C, inverse, seed=3)
+    ours = vnn.IGDN(C) if inverse else vnn.GDN(C)
+    ours.load_state_dict(ref.state_dict(), strict=True)
+    assert set(ours.state_dict()) == set(ref.state_dict())
+    x = torch.randn(2, C, 5, 7)
+    xa, xb = x.clone().requires_grad_(), x.clone().requires_grad_()
+    ya, yb = ref(xa), ours(xb)
+    torch.testing.assert_close(yb, ya, rtol=1e-5, atol=1e-6)
+    gy = torch.randn_like(ya)
+    ya.backward(gy)
+    yb.backward(gy)
+    torch.testing.assert_close(xb.grad, xa.grad, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(ours.beta.grad, ref.beta.grad, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(ours.gamma.grad, ref.gamma.grad, rtol=1e-4, atol=1e-4)
+    # and back: a state_dict of ours loads strictly into CompressAI's layer
+    ref2 = type(ref)(C, inverse=inverse)
+    ref2.load_state_dict(ours.state_dict(), strict=True)
+    torch.testing.assert_close(ref2(x), ours(x))
+
+
+def test_compressai_default_init_matches():
+    compressai_layers = pytest.importorskip("compressai.layers")
+    ref, ours = compressai_layers.GDN(5), vnn.GDN(5)
+    for k, v in ref.state_dict().items():
+        torch.testing.assert_close(ours.state_dict()[k], v, msg=k)
+
+
+def test_lower_bound_gradient():
+    # the bound passes gradient where stored >= bound or where the gradient pushes it up
+    m = vnn.GDN(3)
+    bound = m.gamma_reparam.lower_bound.bound
+    with torch.no_grad():
+        m.gamma.fill_(0.0)  # below the bound everywhere
+    beta, gamma = m.effective_params()
+    up = torch.autograd.grad(gamma.sum(), m.gamma, -torch.ones(()), retain_graph=True)[0]
+    assert torch.all(up != 0), "a gradient that increases the stored value must pass"
+    down = torch.autograd.grad(gamma.sum(), m.gamma, torch.ones(()))[0]
+    assert torch.all(down == 0), "a gradient that would push it further below the bound must not"
+    assert bound.item() > 0
+
+
+def test_module_fallback_under_forward_ad():
+    from torch.autograd import forward_ad as fwAD
+
+    m = vnn.IGDN(4).double()
+    x, t = torch.randn(2, 4, 3, 3, dtype=torch.float64), torch.randn(2, 4, 3, 3, dtype=torch.float64)
+    with fwAD.dual_level():
+        y = m(fwAD.make_dual(x, t))
+        jvp = fwAD.unpack_dual(y).tangent
+    beta, gamma = (p.detach() for p in m.effective_params())
+    _, want = torch.func.jvp(lambda a: reference.gdn(a, beta, gamma, True), (x,), (t,))
+    torch.testing.assert_close(jvp, want)
+
+
+def test_build_info():
+    info = vaeiso_ext.build_info()
+    assert info["torch_version"] == torch.__version__
+    assert isinstance(info["cuda"], bool)
+    assert info["cuda"] == bool(info["cuda_archs"])
+    if info["cuda"]:
+        assert torch.version.cuda, "CUDA kernels need a CUDA build of torch"
