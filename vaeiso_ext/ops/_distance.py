@@ -71,9 +71,11 @@ def _bce_logit_gap(p: Tensor) -> Tensor:
 
 def _backward(ctx, grad: Tensor):
     base, others, weight = ctx.saved_tensors
-    need_b, need_o, _, need_w = ctx.needs_input_grad
+    # weight is absent from needs_input_grad when it was left at its default (None)
+    needs = ctx.needs_input_grad
+    need_b, need_o, need_w = needs[0], needs[1], len(needs) > 3 and needs[3]
     if not (need_b or need_o or need_w):
-        return None, None, None, None
+        return (None,) * len(needs)
     expand = (slice(None), slice(None)) + (None,) * (base.dim() - 1)
     g = grad if weight is None else grad * weight[:, None]
     b = base.unsqueeze(1)
@@ -87,7 +89,7 @@ def _backward(ctx, grad: Tensor):
     if need_w:
         unweighted = torch.ops.vaeiso.pair_distances(base, others, ctx.metric, None)
         d_w = (grad * unweighted).sum(1)
-    return d_b, d_o if need_o else None, None, d_w
+    return (d_b, d_o if need_o else None, None, d_w)[: len(needs)]
 
 
 torch.library.register_autograd("vaeiso::pair_distances", _backward, setup_context=_setup_context)
