@@ -11,10 +11,10 @@
 namespace vaeiso::distance {
 namespace {
 
-constexpr int64_t kSegment = 4096;       // 16-32 KB of base per task: stays in L1/L2
+constexpr int64_t kSegment = 16384;  // 64-128 KB of base per task: stays in L2; long streams
 constexpr int64_t kGrainElems = 1 << 15;  // work per parallel task below which threads cost more
 constexpr int kLanes = 8;                 // independent accumulators (fixed order: deterministic)
-constexpr int64_t kBlock = kLanes * 32;  // summed in the input dtype, then added in double
+constexpr int kFlush = 32;               // terms per lane summed in the input dtype
 
 // term(b[i], o[i]) for kLanes consecutive elements, written so the compiler vectorises it.
 // BCE: the series form of both halves for all lanes at once (branch-free), and the exact
@@ -36,24 +36,31 @@ inline void group_terms(const scalar_t* b, const scalar_t* o, scalar_t* t) {
   }
 }
 
-// Sum of term(b[i], o[i]) over one segment. Blocks of 32 terms per lane are summed in the input
-// dtype (float SIMD), the blocks in double, so the rounding stays ~32 ulp per lane for any
-// segment length. Fixed order: deterministic.
+// Sum of term(b[i], o[i]) over one segment, kLanes at a time. Each lane sums up to kFlush
+// terms in the input dtype (float SIMD), then the lanes are added in double, so the rounding
+// stays ~kFlush ulp per lane for any segment length. Fixed order: deterministic.
 template <Metric M, typename scalar_t>
 double segment_sum(const scalar_t* b, const scalar_t* o, int64_t len) {
   double total = 0;
-  int64_t i = 0;
-  for (; i + kBlock <= len; i += kBlock) {
-    scalar_t acc[kLanes] = {};
-    for (int64_t j = i; j < i + kBlock; j += kLanes) {
-      scalar_t t[kLanes];
-      group_terms<M>(b + j, o + j, t);
-      for (int l = 0; l < kLanes; ++l) acc[l] += t[l];
-    }
+  scalar_t acc[kLanes] = {};
+  int groups = 0;
+  auto flush = [&] {
     double s = 0;
-    for (int l = 0; l < kLanes; ++l) s += static_cast<double>(acc[l]);
+    for (int l = 0; l < kLanes; ++l) {
+      s += static_cast<double>(acc[l]);
+      acc[l] = scalar_t(0);
+    }
     total += s;
+    groups = 0;
+  };
+  int64_t i = 0;
+  for (; i + kLanes <= len; i += kLanes) {
+    scalar_t t[kLanes];
+    group_terms<M>(b + i, o + i, t);
+    for (int l = 0; l < kLanes; ++l) acc[l] += t[l];
+    if (++groups == kFlush) flush();
   }
+  flush();
   for (; i < len; ++i) total += static_cast<double>(term<M>(b[i], o[i]));
   return total;
 }

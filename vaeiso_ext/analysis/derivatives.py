@@ -32,7 +32,7 @@ METHODS = ("forward", "central", "jvp")
 # Default chunking: decoder rows per call are chosen so that about this many bytes of decoder
 # output, times _ACTIVATION_FACTOR for the decoder's intermediate activations, are live at once.
 MEMORY_BUDGET_BYTES = 256 * 2**20
-_ACTIVATION_FACTOR = 8
+_ACTIVATION_FACTOR = 16
 
 Decoder = Callable[[Tensor], Tensor]
 
