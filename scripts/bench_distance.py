@@ -6,7 +6,8 @@
    distance call per latent dimension), on the toy model and on the image decoder of SPEC §5.
 
 Every pair is checked for agreement before it is timed. Times are medians from
-torch.utils.benchmark (blocked_autorange); ratios from one run are the figures that count.
+torch.utils.benchmark (blocked_autorange, interleaved rounds; mins also reported, as a shared
+machine only ever adds time); ratios from one run are the figures that count.
 
     python scripts/bench_distance.py --threads 2 --dtype float32 [--image-n 8] [--json out.json]
 
@@ -18,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import statistics
 
 import torch
 from torch import nn
@@ -30,10 +32,18 @@ from vaeiso_ext.analysis import dj_prime
 HAS_SSIM = all(hasattr(ops, f) for f in ("ssim", "ssim_pairs", "ssim_metric_gram"))
 
 
-def median(fn, threads, min_run_time):
-    t = benchmark.Timer(stmt="fn()", globals={"fn": fn}, num_threads=threads)
-    m = t.blocked_autorange(min_run_time=min_run_time)
-    return m.median, len(m.times) * m.number_per_run
+def timed(fns, threads, min_run_time, rounds=5):
+    """Median and min seconds per call of each fn, measured in interleaved rounds.
+
+    Each round runs blocked_autorange on every fn in turn, so slow phases of a shared machine
+    hit all of them alike; the median is over all blocks of all rounds.
+    """
+    times = [[] for _ in fns]
+    for _ in range(rounds):
+        for i, fn in enumerate(fns):
+            t = benchmark.Timer(stmt="fn()", globals={"fn": fn}, num_threads=threads)
+            times[i] += t.blocked_autorange(min_run_time=min_run_time / rounds).times
+    return [(statistics.median(ts), min(ts), len(ts)) for ts in times]
 
 
 def naive_dj_prime(decoder, z, metric, eps):
@@ -86,21 +96,23 @@ def bench_pairs(args, dtype, device):
             fused = lambda: m.pairs(base, others)  # noqa: E731
             loop = lambda: torch.stack([m.distance(base, others[:, k]) for k in range(K)], 1)  # noqa: E731
             err = check(f"{label} {m.name}", fused(), loop(), 1e-3 if dtype == torch.float32 else 1e-9)
-            t_f, r_f = median(fused, args.threads, args.min_time)
-            t_l, r_l = median(loop, args.threads, args.min_time)
-            row = dict(bench="pairs", case=label, metric=m.name, K=K, fused_s=t_f, loop_s=t_l,
-                       speedup_vs_loop=t_l / t_f, max_rel_err=err, runs=[r_f, r_l])
+            fns = [fused, loop]
             if m.name in ("sse", "bce"):
-                w = m._weight(base) if hasattr(m, "_weight") else None
-                eager = lambda: reference.pair_distances(base, others, m.name, weight=w)  # noqa: E731
-                t_e, _ = median(eager, args.threads, args.min_time)
-                row.update(eager_s=t_e, speedup_vs_eager=t_e / t_f)
+                w = m._weight(base) if isinstance(m, metrics.SSE) else None
+                fns.append(lambda: reference.pair_distances(base, others, m.name, weight=w))
+            res = timed(fns, args.threads, args.min_time)
+            (t_f, min_f, _), (t_l, min_l, _) = res[:2]
+            row = dict(bench="pairs", case=label, metric=m.name, K=K, fused_s=t_f, loop_s=t_l,
+                       speedup_vs_loop=t_l / t_f, min_speedup_vs_loop=min_l / min_f, max_rel_err=err,
+                       fused_min_s=min_f, loop_min_s=min_l, blocks=[r[2] for r in res])
+            if len(res) == 3:
+                row.update(eager_s=res[2][0], speedup_vs_eager=res[2][0] / t_f)
                 # bytes moved: others once + base once
                 row["GB_per_s"] = (others.numel() + base.numel()) * others.element_size() / t_f / 1e9
             rows.append(row)
             extra = f"  eager {row['eager_s']*1e3:8.2f} ms ({row['speedup_vs_eager']:.1f}x)" if "eager_s" in row else ""
             print(f"pairs  {label:28s} {m.name:8s} fused {t_f*1e3:8.2f} ms  K calls {t_l*1e3:8.2f} ms "
-                  f"({t_l/t_f:.1f}x){extra}", flush=True)
+                  f"({t_l/t_f:.1f}x; of mins {min_l/min_f:.1f}x){extra}", flush=True)
     return rows
 
 
@@ -117,12 +129,12 @@ def bench_dj(args, dtype, device):
         batched = lambda: dj_prime(dec, z, m, eps=eps, method="forward", chunk_size=args.chunk_size)  # noqa: E731
         loop = lambda: naive_dj_prime(dec, z, m, eps)  # noqa: E731
         err = check(f"{label} {m.name}", batched(), loop(), 2e-3 if dtype == torch.float32 else 1e-8)
-        t_b, r_b = median(batched, args.threads, args.min_time)
-        t_l, r_l = median(loop, args.threads, args.min_time)
+        (t_b, min_b, k_b), (t_l, min_l, k_l) = timed([batched, loop], args.threads, args.min_time)
         rows.append(dict(bench="dj_prime", case=label, metric=m.name, eps=eps, batched_s=t_b, loop_s=t_l,
-                         speedup=t_l / t_b, max_rel_err=err, runs=[r_b, r_l]))
+                         speedup=t_l / t_b, min_speedup=min_l / min_b, batched_min_s=min_b, loop_min_s=min_l,
+                         max_rel_err=err, blocks=[k_b, k_l]))
         print(f"dj'    {label:40s} {m.name:8s} batched {t_b*1e3:9.1f} ms  loop {t_l*1e3:9.1f} ms  "
-              f"({t_l/t_b:.2f}x)", flush=True)
+              f"({t_l/t_b:.2f}x; of mins {min_l/min_b:.2f}x)", flush=True)
     return rows
 
 

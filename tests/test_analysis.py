@@ -196,3 +196,15 @@ def test_bad_inputs():
     for fn, msg in cases:
         with pytest.raises(ValueError, match=msg):
             fn()
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("method", ["forward", "central", "jvp"])
+def test_cuda_matches_cpu(method):
+    dec, z = conv_decoder(), latents()
+    for m in (metrics.SSE(), metrics.DownwardConvex(), metrics.BCE()):
+        cpu = dj_prime(dec, z, m, method=method)
+        cuda = dj_prime(dec.cuda(), z.cuda(), m, method=method)
+        dec.cpu()
+        assert cuda.device.type == "cuda"
+        torch.testing.assert_close(cuda.cpu(), cpu, rtol=1e-9, atol=0)
