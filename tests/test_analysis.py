@@ -130,19 +130,22 @@ def test_ssim_gram_matches_hessian_oracle(ssim_ops):
 @pytest.mark.parametrize("method", ["forward", "central", "jvp"])
 def test_chunk_size_does_not_matter(method, monkeypatch):
     dec, z, m = conv_decoder(), latents(5), metrics.BCE()
-    whole = dj_prime(dec, z, m, method=method, chunk_size=5)
-    for c in (1, 2, 3, 100):
+    whole = dj_prime(dec, z, m, method=method, chunk_size=1000)
+    for c in (1, 2, 7, 100):  # rows per decoder call; a sample's rows span calls when small
         torch.testing.assert_close(dj_prime(dec, z, m, method=method, chunk_size=c), whole, rtol=1e-12, atol=0)
-    default = dj_prime(dec, z, m, method=method)
-    monkeypatch.setattr(derivatives, "MEMORY_BUDGET_BYTES", 1)  # the default rule: one sample per call
-    torch.testing.assert_close(dj_prime(dec, z, m, method=method), default, rtol=1e-12, atol=0)
+    torch.testing.assert_close(dj_prime(dec, z, m, method=method), whole, rtol=1e-12, atol=0)
+    # the default rules at their extremes: one row per call, one sample per distance call
+    monkeypatch.setattr(derivatives, "DECODE_BUDGET_BYTES", {"cpu": 1})
+    monkeypatch.setattr(derivatives, "MEMORY_BUDGET_BYTES", 1)
+    torch.testing.assert_close(dj_prime(dec, z, m, method=method), whole, rtol=1e-12, atol=0)
     sigma = torch.rand_like(z)
-    torch.testing.assert_close(isometry_gram(dec, z, sigma, m, 0.1, chunk_size=2),
-                               isometry_gram(dec, z, sigma, m, 0.1), rtol=1e-12, atol=0)
+    torch.testing.assert_close(isometry_gram(dec, z, sigma, m, 0.1, chunk_size=3),
+                               isometry_gram(dec, z, sigma, m, 0.1, chunk_size=1000), rtol=1e-12, atol=0)
 
 
-def test_batches_decodes_and_distances():
-    """Each chunk is one decoder call and one metric.pairs call (the point of the engine)."""
+def test_batches_decodes_and_distances(monkeypatch):
+    """Decoder calls of chunk_size rows; one metric.pairs call per chunk of samples for all
+    K = 2n others (the point of the engine)."""
     calls = {"decoder": [], "pairs": []}
     dec = mlp_decoder()
 
@@ -156,8 +159,21 @@ def test_batches_decodes_and_distances():
             return super().pairs(base, others)
 
     z = latents(6)
-    dj_prime(counted_decoder, z, Counted(), method="central", chunk_size=4)
-    assert calls["decoder"] == [4 * 7, 2 * 7] and calls["pairs"] == [(4, 6), (2, 6)]
+    dj_prime(counted_decoder, z, Counted(), method="central")
+    assert calls == {"decoder": [1, 6 * 7], "pairs": [(6, 6)]}  # a one-row probe, then one batch
+    calls = {"decoder": [], "pairs": []}
+    dj_prime(counted_decoder, z, Counted(), method="central", chunk_size=16)
+    assert calls == {"decoder": [1, 16, 16, 10], "pairs": [(6, 6)]}
+    calls = {"decoder": [], "pairs": []}
+    monkeypatch.setattr(derivatives, "MEMORY_BUDGET_BYTES", 4 * 7 * 16 * 8)  # 4 samples' outputs
+    dj_prime(counted_decoder, z, Counted(), method="central")
+    assert calls == {"decoder": [1, 4 * 7, 2 * 7], "pairs": [(4, 6), (2, 6)]}
+
+
+def test_probe_measures_the_largest_activation():
+    assert derivatives._probe(mlp_decoder(), latents()) == (16 * 8, 32 * 8)  # float64: out 16, hidden 32
+    assert derivatives._probe(conv_decoder(), latents()) == (3 * 8 * 8 * 8,) * 2
+    assert derivatives._probe(lambda zz: zz.repeat(1, 5), latents()) == (15 * 8, 15 * 8)
 
 
 def test_float32_decoder():

@@ -1,6 +1,7 @@
 // CPU pair distances: at::parallel_for over (sample, segment) tasks. A task keeps one segment
-// of base in L1 and streams the K matching segments of others past it, so base is read from
-// memory once for all K. Terms are computed in the input dtype and summed in double.
+// of base in cache and streams the K matching segments of others past it, so base is read from
+// memory once for all K. Terms are computed in the input dtype, summed in short runs per SIMD
+// lane in that dtype and then in double.
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
 
@@ -11,15 +12,15 @@
 namespace vaeiso::distance {
 namespace {
 
-constexpr int64_t kSegment = 16384;  // 64-128 KB of base per task: stays in L2; long streams
+constexpr int64_t kSegment = 16384;       // 64-128 KB of base per task: stays in L2; long streams
 constexpr int64_t kGrainElems = 1 << 15;  // work per parallel task below which threads cost more
 constexpr int kLanes = 8;                 // independent accumulators (fixed order: deterministic)
-constexpr int kFlush = 32;               // terms per lane summed in the input dtype
+constexpr int kFlush = 32;                // terms per lane summed in the input dtype
 
 // term(b[i], o[i]) for kLanes consecutive elements, written so the compiler vectorises it.
 // BCE: the series form of both halves for all lanes at once (branch-free), and the exact
 // scalar bce_term for the whole group only where some lane needs another branch (binary
-// targets, perturbations beyond kSmallT, NaN): same values as bce_term, 4x faster.
+// targets, perturbations beyond kSmallT, NaN): the formulas of bce_term, ~4x faster.
 template <Metric M, typename scalar_t>
 inline void group_terms(const scalar_t* b, const scalar_t* o, scalar_t* t) {
   if constexpr (M == Metric::kSSE) {

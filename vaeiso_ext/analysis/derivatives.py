@@ -1,8 +1,9 @@
 """The derivative engine of the analysis (SPEC §4): ``D'_j`` and the isometry Gram, batched.
 
-``D'_j(z) = D(Dec(z), Dec(z + eps e_j)) / eps**2`` for all latent dims j at once: every decode
-of a chunk of samples goes through the decoder as one batch, every distance through
-``metric.pairs`` (one fused call per chunk). ``method="jvp"`` takes the exact limit
+``D'_j(z) = D(Dec(z), Dec(z + eps e_j)) / eps**2`` for all latent dims j at once: the decodes
+of all samples and directions go through the decoder as large batches (sized to the device's
+budget), the distances through ``metric.pairs`` (one fused call for all K = n or 2n others of a
+chunk of samples). ``method="jvp"`` takes the exact limit
 ``J_j^T G J_j`` from forward-mode AD (all n directions in one batched pass) and
 ``metric.gram``.
 
@@ -17,11 +18,11 @@ layers support forward AD, including custom ``autograd.Function``s applied to pa
 from __future__ import annotations
 
 import math
-from typing import Callable
+from typing import Callable, NamedTuple
 
 import torch
 import torch.autograd.forward_ad as fwAD
-from torch import Tensor
+from torch import Tensor, nn
 
 from ..metrics import Metric
 
@@ -29,10 +30,14 @@ __all__ = ["dj_prime", "isometry_gram"]
 
 METHODS = ("forward", "central", "jvp")
 
-# Default chunking: decoder rows per call are chosen so that about this many bytes of decoder
-# output, times _ACTIVATION_FACTOR for the decoder's intermediate activations, are live at once.
+# Chunking has two budgets. Rows per decoder call: activations of about DECODE_BUDGET_BYTES
+# (the largest activation of one row is measured on a one-row probe). Small on CPU, where
+# batches larger than the caches make convolutions and element-wise layers slower per row;
+# large elsewhere (GPUs want big batches). Samples per distance call: their decoded outputs
+# (and tangents) take at most MEMORY_BUDGET_BYTES.
+DECODE_BUDGET_BYTES = {"cpu": 4 * 2**20}
+DEFAULT_DECODE_BUDGET_BYTES = 2**30
 MEMORY_BUDGET_BYTES = 256 * 2**20
-_ACTIVATION_FACTOR = 16
 
 Decoder = Callable[[Tensor], Tensor]
 
@@ -47,18 +52,40 @@ def _check_z(fn: str, z: Tensor) -> None:
 
 def _check_chunk(fn: str, chunk_size: int | None) -> None:
     if chunk_size is not None and (isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1):
-        raise ValueError(f"{fn}: chunk_size: expected a positive int (samples per decoder call) or None, got {chunk_size!r}")
+        raise ValueError(f"{fn}: chunk_size: expected a positive int (rows per decoder call) or None, got {chunk_size!r}")
 
 
-def _samples_per_chunk(decoder: Decoder, z: Tensor, rows_per_sample: int, chunk_size: int | None,
-                       factor: int = 1) -> int:
-    """Samples per decoder call: ``chunk_size``, or what fits MEMORY_BUDGET_BYTES."""
-    if chunk_size is not None:
-        return chunk_size
-    probe = decoder(z[:1])
-    row_bytes = max(1, probe.numel() * probe.element_size())
-    per_sample = row_bytes * rows_per_sample * _ACTIVATION_FACTOR * factor
-    return max(1, MEMORY_BUDGET_BYTES // per_sample)
+class _Plan(NamedTuple):
+    rows_per_call: int  # rows through the decoder at once
+    samples_per_chunk: int  # samples whose decodes are held for one distance call
+
+
+def _probe(decoder: Decoder, z: Tensor) -> tuple[int, int]:
+    """Bytes per row of the decoder's output and of its largest module output (one-row probe)."""
+    sizes: list[int] = []
+
+    def hook(_module, _inputs, out):
+        if isinstance(out, Tensor):
+            sizes.append(out.numel() * out.element_size())
+
+    handles = [m.register_forward_hook(hook) for m in decoder.modules()] if isinstance(decoder, nn.Module) else []
+    try:
+        out = decoder(z[:1])
+    finally:
+        for h in handles:
+            h.remove()
+    out_row = max(1, out.numel() * out.element_size())
+    return out_row, max([out_row] + sizes)
+
+
+def _plan(decoder: Decoder, z: Tensor, rows_per_sample: int, chunk_size: int | None, tangents: bool) -> _Plan:
+    out_row, act_row = _probe(decoder, z)
+    copies = 2 if tangents else 1  # forward AD carries a tangent beside every activation
+    if chunk_size is None:
+        budget = DECODE_BUDGET_BYTES.get(z.device.type, DEFAULT_DECODE_BUDGET_BYTES)
+        chunk_size = max(1, budget // (act_row * copies))
+    samples = max(1, MEMORY_BUDGET_BYTES // (out_row * rows_per_sample * copies))
+    return _Plan(chunk_size, samples)
 
 
 def _chunks(N: int, size: int):
@@ -66,7 +93,25 @@ def _chunks(N: int, size: int):
         yield slice(start, min(N, start + size))
 
 
-def _fd_chunk(decoder: Decoder, zc: Tensor, metric: Metric, eps: float, central: bool) -> Tensor:
+def _decode(decoder: Decoder, zz: Tensor, rows: int) -> Tensor:
+    if zz.shape[0] <= rows:
+        return decoder(zz)
+    return torch.cat([decoder(zz[sl]) for sl in _chunks(zz.shape[0], rows)])
+
+
+def _decode_jvp(decoder: Decoder, zz: Tensor, tt: Tensor, rows: int) -> tuple[Tensor, Tensor]:
+    primals, tangents = [], []
+    for sl in _chunks(zz.shape[0], rows):
+        with fwAD.dual_level():
+            p, t = fwAD.unpack_dual(decoder(fwAD.make_dual(zz[sl], tt[sl])))
+        primals.append(p)
+        tangents.append(torch.zeros_like(p) if t is None else t)  # None: no dependence on z
+    if len(primals) == 1:
+        return primals[0], tangents[0]
+    return torch.cat(primals), torch.cat(tangents)
+
+
+def _fd_chunk(decoder: Decoder, zc: Tensor, metric: Metric, eps: float, central: bool, rows: int) -> Tensor:
     """Finite-difference D'_j for one chunk: (c, n)."""
     c, n = zc.shape
     eye = torch.eye(n, dtype=zc.dtype, device=zc.device)
@@ -74,33 +119,29 @@ def _fd_chunk(decoder: Decoder, zc: Tensor, metric: Metric, eps: float, central:
     zp = zc[:, None, :] + steps                                            # (c, m, n)
     m = zp.shape[1]
     # The step actually taken after rounding z + eps (it matters in float32 only).
-    rows = torch.arange(m, device=zc.device)
-    h = (zp - zc[:, None, :])[:, rows, rows % n]                            # (c, m)
-    out = decoder(torch.cat([zc, zp.reshape(c * m, n)]))
+    idx = torch.arange(m, device=zc.device)
+    h = (zp - zc[:, None, :])[:, idx, idx % n]                            # (c, m)
+    out = _decode(decoder, torch.cat([zc, zp.reshape(c * m, n)]), rows)
     base = out[:c]
     others = out[c:].reshape((c, m) + tuple(out.shape[1:]))
     d = metric.pairs(base, others) / (h * h).to(out.dtype)
     return 0.5 * (d[:, :n] + d[:, n:]) if central else d
 
 
-def _jvp_chunk(decoder: Decoder, zc: Tensor) -> tuple[Tensor, Tensor]:
+def _jvp_chunk(decoder: Decoder, zc: Tensor, rows: int) -> tuple[Tensor, Tensor]:
     """Dec(z) (c, *S) and its n directional derivatives J (c, n, *S) by forward-mode AD."""
     c, n = zc.shape
     zz = zc.repeat_interleave(n, dim=0)
     tt = torch.eye(n, dtype=zc.dtype, device=zc.device).repeat(c, 1)
-    with fwAD.dual_level():
-        primal, tangent = fwAD.unpack_dual(decoder(fwAD.make_dual(zz, tt)))
-    if tangent is None:  # the output does not depend on z
-        tangent = torch.zeros_like(primal)
+    primal, tangent = _decode_jvp(decoder, zz, tt, rows)
     shape = (c, n) + tuple(primal.shape[1:])
     return primal.reshape(shape)[:, 0], tangent.reshape(shape)
 
 
 def _jvp_parts(decoder: Decoder, z: Tensor, chunk_size: int | None):
-    n = z.shape[1]
-    per = _samples_per_chunk(decoder, z, n, chunk_size, factor=2)
-    for sl in _chunks(z.shape[0], per):
-        yield sl, _jvp_chunk(decoder, z[sl])
+    plan = _plan(decoder, z, z.shape[1], chunk_size, tangents=True)
+    for sl in _chunks(z.shape[0], plan.samples_per_chunk):
+        yield sl, _jvp_chunk(decoder, z[sl], plan.rows_per_call)
 
 
 def dj_prime(decoder: Decoder, z: Tensor, metric: Metric, *, eps: float = 1e-3, method: str = "forward",
@@ -118,8 +159,11 @@ def dj_prime(decoder: Decoder, z: Tensor, metric: Metric, *, eps: float = 1e-3, 
             (2 eps**2)``, base ``Dec(z)`` in both; 2n+1 decodes, error O(eps**2)), or
             ``"jvp"`` (the exact limit ``J_j^T G_x J_j`` by forward-mode AD and
             ``metric.gram``; about twice the cost of ``"forward"``).
-        chunk_size: samples per decoder call (each sample adds n+1, 2n+1 or n rows); by
-            default chosen from :data:`MEMORY_BUDGET_BYTES`. Results do not depend on it.
+        chunk_size: rows per decoder call (a sample needs n+1, 2n+1 or n rows; they may span
+            calls). By default from :data:`DECODE_BUDGET_BYTES` for the device (small on CPU,
+            where cache-sized batches run fastest; large on GPU). The decodes of up to
+            :data:`MEMORY_BUDGET_BYTES` of samples go to one ``metric.pairs`` call. Results do
+            not depend on either.
 
     The finite-difference forms divide by the step actually taken (``(z + eps) - z`` after
     rounding). Runs without building an autograd graph.
@@ -138,8 +182,9 @@ def dj_prime(decoder: Decoder, z: Tensor, metric: Metric, *, eps: float = 1e-3, 
             parts = [metric.gram(base, J, diagonal=True) for _, (base, J) in _jvp_parts(decoder, z, chunk_size)]
             return torch.cat(parts)
         central = method == "central"
-        per = _samples_per_chunk(decoder, z, (2 * n if central else n) + 1, chunk_size)
-        return torch.cat([_fd_chunk(decoder, z[sl], metric, float(eps), central) for sl in _chunks(N, per)])
+        plan = _plan(decoder, z, (2 * n if central else n) + 1, chunk_size, tangents=False)
+        return torch.cat([_fd_chunk(decoder, z[sl], metric, float(eps), central, plan.rows_per_call)
+                          for sl in _chunks(N, plan.samples_per_chunk)])
 
 
 def isometry_gram(decoder: Decoder, z: Tensor, sigma: Tensor, metric: Metric, beta: float, *,
