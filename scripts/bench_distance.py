@@ -9,7 +9,12 @@ Every pair is checked for agreement before it is timed. Times are medians from
 torch.utils.benchmark (blocked_autorange, interleaved rounds; mins also reported, as a shared
 machine only ever adds time); ratios from one run are the figures that count.
 
-    python scripts/bench_distance.py --threads 2 --dtype float32 [--image-n 8] [--json out.json]
+    OMP_WAIT_POLICY=PASSIVE python scripts/bench_distance.py --threads 2 --dtype float32 \
+        [--image-n 64] [--json out.json]
+
+On a machine whose cores are shared with other work, libgomp's default wait policy made small
+two-thread torch ops stall for a scheduler slice (~16 ms) at random; OMP_WAIT_POLICY=PASSIVE
+(or ACTIVE) removes that artefact and applies to both sides of every comparison.
 
 To be folded into ``python -m vaeiso_ext.bench``.
 """

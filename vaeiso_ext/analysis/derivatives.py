@@ -35,7 +35,7 @@ METHODS = ("forward", "central", "jvp")
 # batches larger than the caches make convolutions and element-wise layers slower per row;
 # large elsewhere (GPUs want big batches). Samples per distance call: their decoded outputs
 # (and tangents) take at most MEMORY_BUDGET_BYTES.
-DECODE_BUDGET_BYTES = {"cpu": 4 * 2**20}
+DECODE_BUDGET_BYTES = {"cpu": 2 * 2**20}
 DEFAULT_DECODE_BUDGET_BYTES = 2**30
 MEMORY_BUDGET_BYTES = 256 * 2**20
 
