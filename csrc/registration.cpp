@@ -16,7 +16,23 @@ TORCH_LIBRARY(vaeiso, m) {
 
   // ---- SSIM family (SPEC §3.2-3.3): kernels in csrc/ssim/ ----
 
-  // (ssim schemas go here)
+  // `ssim_forward` filters x and d = y - x (cancellation-free 1 - SSIM, ssim_math.h) and returns
+  // SSIM, or 1 - SSIM when `loss`; `maps` (N, C, 4, Ho, Wo) holds the per-position derivatives
+  // the backward filters back onto the pixels (empty unless `need_maps`). `ssim` and
+  // `ssim_metric_gram` are composites; `ssim_filter` is the separable window filter (and its
+  // adjoint) they are built on.
+  m.def("ssim_forward(Tensor x, Tensor y, int window_size, float sigma, float k1, float k2,"
+        " float data_range, bool same_padding, bool loss, bool need_maps) -> (Tensor out, Tensor maps)");
+  m.def("ssim_backward(Tensor grad, Tensor x, Tensor y, Tensor maps, int window_size, float sigma,"
+        " bool same_padding) -> (Tensor grad_x, Tensor grad_y)");
+  m.def("ssim(Tensor x, Tensor y, *, int window_size=11, float sigma=1.5, float k1=0.01,"
+        " float k2=0.03, float data_range=1.0, str padding=\"valid\") -> Tensor");
+  m.def("ssim_pairs(Tensor base, Tensor others, *, int window_size=11, float sigma=1.5,"
+        " float k1=0.01, float k2=0.03, float data_range=1.0, str padding=\"valid\") -> Tensor");
+  m.def("ssim_filter(Tensor t, int window_size, float sigma, bool same_padding, bool transpose) -> Tensor");
+  m.def("ssim_metric_gram(Tensor x, Tensor v, *, bool diagonal=False, int window_size=11,"
+        " float sigma=1.5, float k1=0.01, float k2=0.03, float data_range=1.0,"
+        " str padding=\"valid\") -> Tensor");
 
   // ---- Pair distances (SPEC §3.4): kernels in csrc/distance/ ----
 

@@ -5,7 +5,6 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-import vaeiso_ext
 from vaeiso_ext import nn as vnn
 from vaeiso_ext import ops, reference
 
@@ -291,10 +290,30 @@ def test_module_fallback_under_forward_ad():
     torch.testing.assert_close(jvp, want)
 
 
-def test_build_info():
-    info = vaeiso_ext.build_info()
-    assert info["torch_version"] == torch.__version__
-    assert isinstance(info["cuda"], bool)
-    assert info["cuda"] == bool(info["cuda_archs"])
-    if info["cuda"]:
-        assert torch.version.cuda, "CUDA kernels need a CUDA build of torch"
+def test_baseline_cpu_build_matches():
+    """The kernels are built twice (baseline and AVX2+FMA); run the baseline build in a
+    subprocess and check it against the float64 reference too."""
+    import os
+    import subprocess
+    import sys
+
+    code = (
+        "import torch, vaeiso_ext\n"
+        "from vaeiso_ext import ops, reference\n"
+        "torch.manual_seed(0)\n"
+        "for inv in (False, True):\n"
+        "  for simp in (False, True):\n"
+        "    x = torch.randn(3, 6, 5, 7, dtype=torch.float64, requires_grad=True)\n"
+        "    b = (0.5 + torch.rand(6, dtype=torch.float64)).requires_grad_()\n"
+        "    g = (0.3 * torch.rand(6, 6, dtype=torch.float64)).requires_grad_()\n"
+        "    y = ops.gdn(x, b, g, inv, simp); r = reference.gdn(x, b, g, inv, simp)\n"
+        "    torch.testing.assert_close(y, r, rtol=1e-12, atol=1e-12)\n"
+        "    gy = torch.randn_like(y)\n"
+        "    for a, c in zip(torch.autograd.grad(y, (x, b, g), gy), torch.autograd.grad(r, (x, b, g), gy)):\n"
+        "      torch.testing.assert_close(a, c, rtol=1e-10, atol=1e-10)\n"
+        "print('baseline ok')\n"
+    )
+    env = dict(os.environ, VAEISO_CPU_BASELINE="1")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, cwd="/")
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "baseline ok" in out.stdout

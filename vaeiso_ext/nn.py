@@ -111,3 +111,53 @@ def _is_dual(x: Tensor) -> bool:
     from torch.autograd import forward_ad
 
     return forward_ad._current_level >= 0 and forward_ad.unpack_dual(x).tangent is not None
+
+
+# ---------------------------------------------------------------- SSIM loss (SPEC §3.2)
+
+from .ops._ssim import one_minus_ssim  # noqa: E402
+
+
+class SSIMLoss(nn.Module):
+    """``1 - SSIM(x, y)`` per image (SPEC §3.2), fused on CPU and CUDA, gradients to both inputs.
+
+    Computed from the difference ``y - x`` without cancellation, so the loss keeps its digits in
+    float32 even when ``y`` is very close to ``x``.
+
+    Args:
+        reduction: ``"mean"`` (default) or ``"sum"`` over the batch, or ``"none"`` for ``(N,)``.
+        window_size, sigma, k1, k2, data_range, padding: as in :func:`vaeiso_ext.ops.ssim`.
+
+    Inputs are ``(N, C, H, W)`` images of the same shape, dtype and device.
+    """
+
+    def __init__(self, reduction: str = "mean", *, window_size: int = 11, sigma: float = 1.5,
+                 k1: float = 0.01, k2: float = 0.03, data_range: float = 1.0, padding: str = "valid"):
+        super().__init__()
+        if reduction not in ("mean", "sum", "none"):
+            raise ValueError(f'SSIMLoss: reduction: expected "mean", "sum" or "none", got {reduction!r}')
+        if not (isinstance(window_size, int) and window_size > 0 and window_size % 2 == 1):
+            raise ValueError(f"SSIMLoss: window_size: expected an odd positive integer, got {window_size!r}")
+        for name, value in (("sigma", sigma), ("k1", k1), ("k2", k2), ("data_range", data_range)):
+            if not float(value) > 0:
+                raise ValueError(f"SSIMLoss: {name}: expected a positive number, got {value!r}")
+        if padding not in ("valid", "same"):
+            raise ValueError(f'SSIMLoss: padding: expected "valid" or "same", got {padding!r}')
+        self.reduction = reduction
+        self.ssim_kwargs = dict(window_size=window_size, sigma=float(sigma), k1=float(k1), k2=float(k2),
+                                data_range=float(data_range), padding=padding)
+
+    def forward(self, x: Tensor, y: Tensor) -> Tensor:
+        if x.device.type in ("cpu", "cuda") and not (_is_dual(x) or _is_dual(y)):
+            loss = one_minus_ssim(x, y, **self.ssim_kwargs)
+        else:
+            loss = 1 - reference.ssim(x, y, **self.ssim_kwargs)
+        if self.reduction == "mean":
+            return loss.mean()
+        if self.reduction == "sum":
+            return loss.sum()
+        return loss
+
+    def extra_repr(self) -> str:
+        kw = ", ".join(f"{k}={v!r}" for k, v in self.ssim_kwargs.items())
+        return f"reduction={self.reduction!r}, {kw}"

@@ -45,24 +45,13 @@ void mix_channels(const at::Tensor& mix, const at::Tensor& fx, at::Tensor& out, 
   }
   auto o = as_planes(out);
   const auto f = as_planes(fx);
-  if (fx.is_cuda()) {
-    at::bmm_out(o, mix.expand({f.size(0), mix.size(0), mix.size(1)}), f);
-  } else {
-    for (int64_t n = 0; n < f.size(0); ++n) {
-      auto on = o.select(0, n);
-      at::mm_out(on, mix, f.select(0, n));
-    }
-  }
+  at::bmm_out(o, mix.expand({f.size(0), mix.size(0), mix.size(1)}), f);
 }
 
 // dgamma[i, k] = sum over positions of t_i f(x_k)
 at::Tensor gamma_grad(const at::Tensor& t, const at::Tensor& fx, bool cl) {
   if (cl) return at::mm(as_rows(t).t(), as_rows(fx));
-  const auto tp = as_planes(t), fp = as_planes(fx);
-  if (t.is_cuda()) return at::bmm(tp, fp.transpose(1, 2)).sum(0);
-  auto acc = at::zeros({t.size(1), t.size(1)}, t.options());
-  for (int64_t n = 0; n < tp.size(0); ++n) acc.addmm_(tp.select(0, n), fp.select(0, n).t());
-  return acc;
+  return at::bmm(as_planes(t), as_planes(fx).transpose(1, 2)).sum(0);
 }
 
 at::Tensor beta_grad(const at::Tensor& t, bool cl) {

@@ -7,10 +7,11 @@ autograd registration.
 from ._gdn import gdn
 
 # SSIM family (ssim, ssim_pairs, ssim_metric_gram): ._ssim
+from ._ssim import ssim, ssim_metric_gram, ssim_pairs
 
 
 # Pair distances (pair_distances): ._distance
 from ._distance import pair_distances
 
 
-__all__ = ["gdn", "pair_distances"]
+__all__ = ["gdn", "ssim", "ssim_pairs", "ssim_metric_gram", "pair_distances"]

@@ -1,0 +1,597 @@
+// CPU passes of the SSIM family. Work is split into tasks of (image, channel, strip of rows);
+// each task filters its strip separably (horizontal pass into a cache-resident buffer, then
+// vertical pass) and evaluates ssim_math.h per position. Per-task sums land in a fixed slot and
+// are added in a fixed order, so results do not depend on the thread count.
+//
+// Compiled once per instruction set (ssim_cpu_default.cpp, ssim_cpu_avx2.cpp) into the namespace
+// VAEISO_CPU_ISA; ssim_cpu.cpp picks one at run time. The FIR loops use GCC vector extensions
+// of one native register.
+#ifndef VAEISO_CPU_ISA
+#error "define VAEISO_CPU_ISA before including ssim_cpu_impl.h"
+#endif
+#include <ATen/Dispatch.h>
+#include <ATen/Parallel.h>
+#include <ATen/core/Tensor.h>
+
+#include <algorithm>
+#include <cstring>
+#include <vector>
+
+#include "ssim/ssim_kernels.h"
+#include "ssim/ssim_math.h"
+
+#if defined(__GNUC__)
+#define VAEISO_AI __attribute__((always_inline)) inline
+#else
+#define VAEISO_AI inline
+#endif
+
+namespace vaeiso::ssim::VAEISO_CPU_ISA {
+namespace {
+
+// One native register: 32 bytes with AVX, 16 (SSE2 and most other targets) otherwise.
+#if defined(__AVX__)
+constexpr int kVecBytes = 32;
+#else
+constexpr int kVecBytes = 16;
+#endif
+
+template <typename T>
+struct Vec {
+  typedef T type __attribute__((vector_size(kVecBytes)));
+  static constexpr int64_t L = kVecBytes / sizeof(T);
+};
+
+// G vectors of outputs starting at j[0..G): independent accumulators, so the FMA latency of
+// one chain hides behind the others.
+template <typename T, int G>
+VAEISO_AI void fir_group(const T* __restrict in, int64_t stride, const T* __restrict w, int64_t nt,
+                         T* __restrict out, const int64_t* j) {
+  using V = typename Vec<T>::type;
+  V acc[G];
+  for (int i = 0; i < G; ++i) acc[i] = V{};
+  for (int64_t t = 0; t < nt; ++t) {
+    const T wt = w[t];
+    const T* row = in + t * stride;
+    for (int i = 0; i < G; ++i) {
+      V v;
+      std::memcpy(&v, row + j[i], sizeof(V));
+      acc[i] += wt * v;
+    }
+  }
+  for (int i = 0; i < G; ++i) std::memcpy(out + j[i], &acc[i], sizeof(V));
+}
+
+// out[j] = sum_{t < nt} w[t] * in[t * stride + j] for j < n. in and out must not overlap.
+template <typename T>
+VAEISO_AI void fir(const T* __restrict in, int64_t stride, const T* __restrict w, int64_t nt,
+                   T* __restrict out, int64_t n) {
+  constexpr int64_t L = Vec<T>::L;
+  if (nt <= 0) {
+    for (int64_t j = 0; j < n; ++j) out[j] = T(0);
+    return;
+  }
+  if (n < L) {
+    for (int64_t j = 0; j < n; ++j) {
+      T acc = T(0);
+      for (int64_t t = 0; t < nt; ++t) acc += w[t] * in[t * stride + j];
+      out[j] = acc;
+    }
+    return;
+  }
+  // Full vectors; the last one overlaps the previous when n is not a multiple of L.
+  const int64_t nv = (n + L - 1) / L;
+  int64_t i = 0;
+  for (; i + 4 <= nv; i += 4) {
+    const int64_t j[4] = {std::min(i * L, n - L), std::min((i + 1) * L, n - L),
+                          std::min((i + 2) * L, n - L), std::min((i + 3) * L, n - L)};
+    fir_group<T, 4>(in, stride, w, nt, out, j);
+  }
+  const int64_t rest = nv - i;
+  if (rest == 3) {
+    const int64_t j[3] = {i * L, (i + 1) * L, n - L};
+    fir_group<T, 3>(in, stride, w, nt, out, j);
+  } else if (rest == 2) {
+    const int64_t j[2] = {i * L, n - L};
+    fir_group<T, 2>(in, stride, w, nt, out, j);
+  } else if (rest == 1) {
+    const int64_t j[1] = {n - L};
+    fir_group<T, 1>(in, stride, w, nt, out, j);
+  }
+}
+
+template <typename T>
+VAEISO_AI void gather_row(const T* src, int64_t stride, int64_t n, T* dst) {
+  if (stride == 1) {
+    std::memcpy(dst, src, n * sizeof(T));
+  } else {
+    for (int64_t j = 0; j < n; ++j) dst[j] = src[j * stride];
+  }
+}
+
+template <typename T>
+VAEISO_AI void zero(T* p, int64_t n) {
+  for (int64_t j = 0; j < n; ++j) p[j] = T(0);
+}
+
+// Rows per strip: the strip's horizontal results (`maps` arrays of Wo) stay in about 192 KB;
+// small batches are cut into more strips so that both cores get work. Shape-only, so the
+// summation order never depends on the thread count.
+int64_t strip_rows(const Geometry& g, int64_t maps, int64_t elem, int64_t planes) {
+  const int64_t per_row = std::max<int64_t>(1, maps * g.Wo * elem);
+  int64_t th = std::max<int64_t>(8, (192 * 1024) / per_row - (g.ws - 1));
+  if (planes < 8) {
+    const int64_t want = (8 + planes - 1) / planes;
+    th = std::min(th, std::max<int64_t>(8, (g.Ho + want - 1) / want));
+  }
+  return std::max<int64_t>(1, std::min(th, g.Ho));
+}
+
+template <typename T>
+std::vector<T> cast_window(const std::vector<double>& w, bool flip) {
+  std::vector<T> out(w.size());
+  for (size_t i = 0; i < w.size(); ++i) out[i] = static_cast<T>(flip ? w[w.size() - 1 - i] : w[i]);
+  return out;
+}
+
+// The derivative maps of one output row from its five moment rows v (x, d, xx, dd, xd).
+template <typename T>
+VAEISO_AI void grad_row(const T* __restrict v, int64_t Wo, T C1, T C2, T scale, T* __restrict m0,
+                        T* __restrict m1, T* __restrict m2, T* __restrict m3) {
+  const T *mx = v, *md = v + Wo, *exx = v + 2 * Wo, *edd = v + 3 * Wo, *exd = v + 4 * Wo;
+  for (int64_t j = 0; j < Wo; ++j) {
+    const Grad<T> gr = ssim_grad(stats_from_moments(mx[j], exx[j], md[j], edd[j], exd[j]), C1, C2, scale);
+    m0[j] = gr.mx;
+    m1[j] = gr.my;
+    m2[j] = gr.s;
+    m3[j] = gr.xy;
+  }
+}
+
+// Gradient rows from the adjoint-filtered maps G (mx, my, s, xy; W each), ssim_math.h Grad.
+template <typename T>
+VAEISO_AI void combine_row(const T* __restrict G, const T* __restrict xr, const T* __restrict yr, T gn,
+                           int64_t W, T* __restrict ox, T* __restrict oy) {
+  const T *Gmx = G, *Gmy = G + W, *Gs = G + 2 * W, *Gxy = G + 3 * W;
+  for (int64_t j = 0; j < W; ++j) {
+    ox[j] = gn * (Gmx[j] + T(2) * xr[j] * Gs[j] + yr[j] * Gxy[j]);
+    oy[j] = gn * (Gmy[j] + T(2) * yr[j] * Gs[j] + xr[j] * Gxy[j]);
+  }
+}
+
+// ------------------------------------------------------------------------------- forward
+
+template <typename T>
+struct FwdArgs {
+  const T* x;
+  const T* y;
+  int64_t sx[4], sy[4];
+  const T* w;
+  Geometry g;
+  int64_t th, nstrips;
+  T C1, C2, scale;
+  double* partial;  // [N * C * nstrips]: sum of 1 - SSIM over the task's positions
+  T* maps;          // nullptr when no backward is needed
+};
+
+template <typename T>
+int64_t forward_scratch(const Geometry& g, int64_t th) {
+  const int64_t Wp = g.W + 2 * g.pad;
+  return 5 * Wp + 5 * (th + g.ws - 1) * g.Wo + 6 * g.Wo;
+}
+
+template <typename T>
+VAEISO_AI void forward_tasks(const FwdArgs<T>& a, int64_t t0, int64_t t1, T* scratch) {
+  const Geometry& g = a.g;
+  const int64_t ws = g.ws, pad = g.pad, Wo = g.Wo, Wp = g.W + 2 * pad, rows = a.th + ws - 1;
+  T* xr = scratch;
+  T* dr = xr + Wp;
+  T* pxx = dr + Wp;
+  T* pdd = pxx + Wp;
+  T* pxd = pdd + Wp;
+  T* h = pxd + Wp;  // 5 maps x rows x Wo: x, d, xx, dd, xd
+  T* v = h + 5 * rows * Wo;
+  T* lrow = v + 5 * Wo;
+  zero(scratch, 5 * Wp);  // the padding margins stay zero
+  for (int64_t task = t0; task < t1; ++task) {
+    const int64_t s = task % a.nstrips, nc = task / a.nstrips, c = nc % g.C, n = nc / g.C;
+    const int64_t o0 = s * a.th, o1 = std::min(g.Ho, o0 + a.th), nrows = o1 - o0 + ws - 1;
+    const T* xp = a.x + n * a.sx[0] + c * a.sx[1];
+    const T* yp = a.y + n * a.sy[0] + c * a.sy[1];
+    for (int64_t r = 0; r < nrows; ++r) {
+      const int64_t ar = o0 + r - pad;
+      if (ar < 0 || ar >= g.H) {
+        for (int m = 0; m < 5; ++m) zero(h + (m * rows + r) * Wo, Wo);
+        continue;
+      }
+      T* xi = xr + pad;
+      T* di = dr + pad;
+      gather_row(xp + ar * a.sx[2], a.sx[3], g.W, xi);
+      gather_row(yp + ar * a.sy[2], a.sy[3], g.W, di);
+      for (int64_t j = 0; j < g.W; ++j) {
+        const T xv = xi[j], dv = di[j] - xv;
+        di[j] = dv;
+        pxx[pad + j] = xv * xv;
+        pdd[pad + j] = dv * dv;
+        pxd[pad + j] = xv * dv;
+      }
+      fir(xr, 1, a.w, ws, h + (0 * rows + r) * Wo, Wo);
+      fir(dr, 1, a.w, ws, h + (1 * rows + r) * Wo, Wo);
+      fir(pxx, 1, a.w, ws, h + (2 * rows + r) * Wo, Wo);
+      fir(pdd, 1, a.w, ws, h + (3 * rows + r) * Wo, Wo);
+      fir(pxd, 1, a.w, ws, h + (4 * rows + r) * Wo, Wo);
+    }
+    double acc = 0;
+    for (int64_t i = o0; i < o1; ++i) {
+      for (int m = 0; m < 5; ++m) fir(h + (m * rows + (i - o0)) * Wo, Wo, a.w, ws, v + m * Wo, Wo);
+      const T *mx = v, *md = v + Wo, *exx = v + 2 * Wo, *edd = v + 3 * Wo, *exd = v + 4 * Wo;
+      for (int64_t j = 0; j < Wo; ++j)
+        lrow[j] = one_minus_ssim(stats_from_moments(mx[j], exx[j], md[j], edd[j], exd[j]), a.C1, a.C2);
+      T racc = T(0);
+      for (int64_t j = 0; j < Wo; ++j) racc += lrow[j];
+      acc += static_cast<double>(racc);
+      if (a.maps != nullptr) {
+        const int64_t P = g.Ho * Wo;
+        T* m0 = a.maps + (n * g.C + c) * 4 * P + i * Wo;
+        grad_row(v, Wo, a.C1, a.C2, a.scale, m0, m0 + P, m0 + 2 * P, m0 + 3 * P);
+      }
+    }
+    a.partial[task] = acc;
+  }
+}
+
+
+// ------------------------------------------------------------------------------ backward
+
+template <typename T>
+struct BwdArgs {
+  const T* grad;  // (N,) dense
+  const T* x;
+  const T* y;
+  int64_t sx[4], sy[4];
+  const T* maps;  // (N, C, 4, Ho, Wo) dense
+  const T* wf;    // flipped window: the adjoint of the filter is a filter with wf
+  Geometry g;
+  int64_t tr, nstrips;
+  T* gx;
+  T* gy;
+};
+
+template <typename T>
+int64_t backward_scratch(const Geometry& g) {
+  return 4 * (g.Wo + 2 * (g.ws - 1)) + 6 * g.W;
+}
+
+// One image row r of the adjoint filter applied to `nmaps` position maps at mp (plane stride P):
+// G[m][col] = sum over positions p of w(p -> (r, col)) map_m[p], written to G + m * W.
+template <typename T>
+VAEISO_AI void adjoint_row(const T* mp, int64_t P, int nmaps, const T* wf, const Geometry& g,
+                           int64_t r, T* vpad, T* G) {
+  const int64_t ws = g.ws, Wo = g.Wo, lv = Wo + 2 * (ws - 1);
+  const int64_t q = r + g.pad, lo = q - ws + 1;  // map rows lo .. q reach padded row q
+  const int64_t t0 = std::max<int64_t>(0, -lo), t1 = std::min<int64_t>(ws, g.Ho - lo);
+  for (int m = 0; m < nmaps; ++m) {
+    T* vm = vpad + m * lv;
+    if (t1 > t0) {
+      fir(mp + m * P + (lo + t0) * Wo, Wo, wf + t0, t1 - t0, vm + ws - 1, Wo);
+    } else {
+      zero(vm + ws - 1, Wo);
+    }
+    fir(vm + g.pad, 1, wf, ws, G + m * g.W, g.W);
+  }
+}
+
+template <typename T>
+VAEISO_AI void backward_tasks(const BwdArgs<T>& a, int64_t t0, int64_t t1, T* scratch) {
+  const Geometry& g = a.g;
+  const int64_t W = g.W, P = g.Ho * g.Wo;
+  T* vpad = scratch;  // 4 x (Wo + 2 (ws - 1)), margins zero
+  T* G = vpad + 4 * (g.Wo + 2 * (g.ws - 1));
+  T* xr = G + 4 * W;
+  T* yr = xr + W;
+  zero(vpad, 4 * (g.Wo + 2 * (g.ws - 1)));
+  for (int64_t task = t0; task < t1; ++task) {
+    const int64_t s = task % a.nstrips, nc = task / a.nstrips, c = nc % g.C, n = nc / g.C;
+    const int64_t r0 = s * a.tr, r1 = std::min(g.H, r0 + a.tr);
+    const T* mp = a.maps + nc * 4 * P;
+    const T gn = a.grad[n];
+    for (int64_t r = r0; r < r1; ++r) {
+      adjoint_row(mp, P, 4, a.wf, g, r, vpad, G);
+      gather_row(a.x + n * a.sx[0] + c * a.sx[1] + r * a.sx[2], a.sx[3], W, xr);
+      gather_row(a.y + n * a.sy[0] + c * a.sy[1] + r * a.sy[2], a.sy[3], W, yr);
+      T* ox = a.gx + (nc * g.H + r) * W;
+      T* oy = a.gy + (nc * g.H + r) * W;
+      combine_row(G, xr, yr, gn, W, ox, oy);
+    }
+  }
+}
+
+
+// --------------------------------------------------------------------------------- pairs
+
+template <typename T>
+struct PairArgs {
+  const T* base;
+  const T* others;
+  int64_t sb[4], so[5];
+  const T* w;
+  Geometry g;
+  int64_t K, th, nstrips, kchunk, nkc;
+  T C1, C2;
+  double* partial;  // [N * C * nstrips][K]
+};
+
+template <typename T>
+int64_t pairs_scratch(const Geometry& g, int64_t th) {
+  const int64_t Wp = g.W + 2 * g.pad, rows = th + g.ws - 1;
+  return rows * Wp + 3 * Wp + 4 * th * g.Wo + 3 * rows * g.Wo + 4 * g.Wo;
+}
+
+template <typename T>
+VAEISO_AI void pairs_tasks(const PairArgs<T>& a, int64_t t0, int64_t t1, T* scratch) {
+  const Geometry& g = a.g;
+  const int64_t ws = g.ws, pad = g.pad, Wo = g.Wo, Wp = g.W + 2 * pad, rows = a.th + ws - 1;
+  T* xrows = scratch;          // rows x Wp: the strip's base rows, zero-padded
+  T* dr = xrows + rows * Wp;   // Wp
+  T* pdd = dr + Wp;            // Wp
+  T* pxd = pdd + Wp;           // Wp
+  T* bst = pxd + Wp;           // 4 x th x Wo: mu_x, s_xx, mu_x^2 + C1, 2 s_xx + C2
+  T* h = bst + 4 * a.th * Wo;  // 3 x rows x Wo
+  T* v = h + 3 * rows * Wo;    // 3 x Wo
+  T* lrow = v + 3 * Wo;        // Wo
+  zero(scratch, rows * Wp + 3 * Wp);
+  for (int64_t task = t0; task < t1; ++task) {
+    const int64_t kc = task % a.nkc, strip_id = task / a.nkc;
+    const int64_t s = strip_id % a.nstrips, nc = strip_id / a.nstrips, c = nc % g.C, n = nc / g.C;
+    const int64_t o0 = s * a.th, o1 = std::min(g.Ho, o0 + a.th), nrows = o1 - o0 + ws - 1;
+    const int64_t k0 = kc * a.kchunk, k1 = std::min(a.K, k0 + a.kchunk);
+    const T* bp = a.base + n * a.sb[0] + c * a.sb[1];
+    auto inside = [&](int64_t r) {
+      const int64_t ar = o0 + r - pad;
+      return ar >= 0 && ar < g.H;
+    };
+
+    // Base statistics, once for all k of the chunk.
+    for (int64_t r = 0; r < nrows; ++r) {
+      T* xrow = xrows + r * Wp;
+      if (!inside(r)) {
+        zero(xrow, Wp);
+        zero(h + r * Wo, Wo);
+        zero(h + (rows + r) * Wo, Wo);
+        continue;
+      }
+      gather_row(bp + (o0 + r - pad) * a.sb[2], a.sb[3], g.W, xrow + pad);
+      for (int64_t j = 0; j < g.W; ++j) pdd[pad + j] = xrow[pad + j] * xrow[pad + j];
+      fir(xrow, 1, a.w, ws, h + r * Wo, Wo);
+      fir(pdd, 1, a.w, ws, h + (rows + r) * Wo, Wo);
+    }
+    const int64_t nout = o1 - o0;
+    T *bmu = bst, *bsxx = bst + a.th * Wo, *bx1 = bsxx + a.th * Wo, *bx2 = bx1 + a.th * Wo;
+    for (int64_t i = 0; i < nout; ++i) {
+      fir(h + i * Wo, Wo, a.w, ws, v, Wo);
+      fir(h + (rows + i) * Wo, Wo, a.w, ws, v + Wo, Wo);
+      for (int64_t j = 0; j < Wo; ++j) {
+        const T mu = v[j], sxx = clamp0(v[Wo + j] - mu * mu);
+        bmu[i * Wo + j] = mu;
+        bsxx[i * Wo + j] = sxx;
+        bx1[i * Wo + j] = mu * mu + a.C1;
+        bx2[i * Wo + j] = T(2) * sxx + a.C2;
+      }
+    }
+
+    for (int64_t k = k0; k < k1; ++k) {
+      const T* op = a.others + n * a.so[0] + k * a.so[1] + c * a.so[2];
+      for (int64_t r = 0; r < nrows; ++r) {
+        if (!inside(r)) {
+          for (int m = 0; m < 3; ++m) zero(h + (m * rows + r) * Wo, Wo);
+          continue;
+        }
+        const T* xrow = xrows + r * Wp;
+        T* di = dr + pad;
+        gather_row(op + (o0 + r - pad) * a.so[3], a.so[4], g.W, di);
+        for (int64_t j = 0; j < g.W; ++j) {
+          const T xv = xrow[pad + j], dv = di[j] - xv;
+          di[j] = dv;
+          pdd[pad + j] = dv * dv;
+          pxd[pad + j] = xv * dv;
+        }
+        fir(dr, 1, a.w, ws, h + r * Wo, Wo);
+        fir(pdd, 1, a.w, ws, h + (rows + r) * Wo, Wo);
+        fir(pxd, 1, a.w, ws, h + (2 * rows + r) * Wo, Wo);
+      }
+      double acc = 0;
+      for (int64_t i = 0; i < nout; ++i) {
+        for (int m = 0; m < 3; ++m) fir(h + (m * rows + i) * Wo, Wo, a.w, ws, v + m * Wo, Wo);
+        const T *mu = bmu + i * Wo, *sxx = bsxx + i * Wo, *b1 = bx1 + i * Wo, *b2 = bx2 + i * Wo;
+        for (int64_t j = 0; j < Wo; ++j)
+          lrow[j] = one_minus_ssim_pre(mu[j], sxx[j], b1[j], b2[j], v[j], v[Wo + j], v[2 * Wo + j], a.C1);
+        T racc = T(0);
+        for (int64_t j = 0; j < Wo; ++j) racc += lrow[j];
+        acc += static_cast<double>(racc);
+      }
+      a.partial[strip_id * a.K + k] = acc;
+    }
+  }
+}
+
+
+// -------------------------------------------------------------------------------- filter
+
+template <typename T>
+struct FilterArgs {
+  const T* src;
+  T* dst;
+  const T* w;  // the window (forward) or the flipped window (transpose)
+  Geometry g;  // N = planes, C = 1
+  bool transpose;
+};
+
+template <typename T>
+VAEISO_AI void filter_tasks(const FilterArgs<T>& a, int64_t t0, int64_t t1, T* scratch) {
+  const Geometry& g = a.g;
+  const int64_t ws = g.ws, pad = g.pad, Wo = g.Wo, Wp = g.W + 2 * pad, Hp = g.H + 2 * pad;
+  if (a.transpose) {
+    T* vpad = scratch;
+    zero(vpad, Wo + 2 * (ws - 1));
+    for (int64_t p = t0; p < t1; ++p) {
+      for (int64_t r = 0; r < g.H; ++r)
+        adjoint_row(a.src + p * g.Ho * Wo, g.Ho * Wo, 1, a.w, g, r, vpad, a.dst + (p * g.H + r) * g.W);
+    }
+    return;
+  }
+  T* rb = scratch;  // Wp, margins zero
+  T* h = rb + Wp;   // Hp x Wo
+  zero(rb, Wp);
+  for (int64_t p = t0; p < t1; ++p) {
+    for (int64_t r = 0; r < Hp; ++r) {
+      const int64_t ar = r - pad;
+      if (ar < 0 || ar >= g.H) {
+        zero(h + r * Wo, Wo);
+        continue;
+      }
+      std::memcpy(rb + pad, a.src + (p * g.H + ar) * g.W, g.W * sizeof(T));
+      fir(rb, 1, a.w, ws, h + r * Wo, Wo);
+    }
+    for (int64_t i = 0; i < g.Ho; ++i) fir(h + i * Wo, Wo, a.w, ws, a.dst + (p * g.Ho + i) * Wo, Wo);
+  }
+}
+
+
+template <typename T, size_t D>
+void strides_of(const at::Tensor& t, int64_t (&s)[D]) {
+  for (size_t i = 0; i < D; ++i) s[i] = t.stride(i);
+}
+
+}  // namespace
+
+void forward(const at::Tensor& x, const at::Tensor& y, const std::vector<double>& window,
+                 const Geometry& g, Constants k, bool loss, at::Tensor& out, at::Tensor& maps) {
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "ssim_forward_cpu", [&] {
+    using T = scalar_t;
+    const auto w = cast_window<T>(window, false);
+    FwdArgs<T> a{};
+    a.x = x.const_data_ptr<T>();
+    a.y = y.const_data_ptr<T>();
+    strides_of<T>(x, a.sx);
+    strides_of<T>(y, a.sy);
+    a.w = w.data();
+    a.g = g;
+    a.th = strip_rows(g, 5, sizeof(T), g.N * g.C);
+    a.nstrips = (g.Ho + a.th - 1) / a.th;
+    a.C1 = static_cast<T>(k.C1);
+    a.C2 = static_cast<T>(k.C2);
+    const double inv = 1.0 / static_cast<double>(g.C * g.positions());
+    a.scale = static_cast<T>(loss ? -inv : inv);
+    const int64_t ntasks = g.N * g.C * a.nstrips;
+    std::vector<double> partial(ntasks);
+    a.partial = partial.data();
+    a.maps = maps.numel() > 0 ? maps.mutable_data_ptr<T>() : nullptr;
+    const int64_t scratch = forward_scratch<T>(g, a.th);
+    at::parallel_for(0, ntasks, 1, [&](int64_t b, int64_t e) {
+      std::vector<T> buf(scratch);
+      forward_tasks(a, b, e, buf.data());
+    });
+    T* op = out.mutable_data_ptr<T>();
+    const int64_t per_image = g.C * a.nstrips;
+    for (int64_t n = 0; n < g.N; ++n) {
+      double s = 0;
+      for (int64_t t = 0; t < per_image; ++t) s += partial[n * per_image + t];
+      const double mean = s * inv;
+      op[n] = static_cast<T>(loss ? mean : 1.0 - mean);
+    }
+  });
+}
+
+void backward(const at::Tensor& grad, const at::Tensor& x, const at::Tensor& y,
+                  const at::Tensor& maps, const std::vector<double>& window, const Geometry& g,
+                  at::Tensor& grad_x, at::Tensor& grad_y) {
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "ssim_backward_cpu", [&] {
+    using T = scalar_t;
+    const auto wf = cast_window<T>(window, true);
+    BwdArgs<T> a{};
+    a.grad = grad.const_data_ptr<T>();
+    a.x = x.const_data_ptr<T>();
+    a.y = y.const_data_ptr<T>();
+    strides_of<T>(x, a.sx);
+    strides_of<T>(y, a.sy);
+    a.maps = maps.const_data_ptr<T>();
+    a.wf = wf.data();
+    a.g = g;
+    a.tr = g.N * g.C >= 8 ? g.H : std::max<int64_t>(8, (g.H * g.N * g.C + 7) / 8);
+    a.tr = std::min(a.tr, g.H);
+    a.nstrips = (g.H + a.tr - 1) / a.tr;
+    a.gx = grad_x.mutable_data_ptr<T>();
+    a.gy = grad_y.mutable_data_ptr<T>();
+    const int64_t scratch = backward_scratch<T>(g);
+    at::parallel_for(0, g.N * g.C * a.nstrips, 1, [&](int64_t b, int64_t e) {
+      std::vector<T> buf(scratch);
+      backward_tasks(a, b, e, buf.data());
+    });
+  });
+}
+
+void pairs(const at::Tensor& base, const at::Tensor& others, const std::vector<double>& window,
+               const Geometry& g, Constants k, at::Tensor& out) {
+  const int64_t K = others.size(1);
+  AT_DISPATCH_FLOATING_TYPES(base.scalar_type(), "ssim_pairs_cpu", [&] {
+    using T = scalar_t;
+    const auto w = cast_window<T>(window, false);
+    PairArgs<T> a{};
+    a.base = base.const_data_ptr<T>();
+    a.others = others.const_data_ptr<T>();
+    strides_of<T>(base, a.sb);
+    strides_of<T>(others, a.so);
+    a.w = w.data();
+    a.g = g;
+    a.K = K;
+    a.th = strip_rows(g, 4, sizeof(T), g.N * g.C);
+    a.nstrips = (g.Ho + a.th - 1) / a.th;
+    // Split K so that small batches still feed every thread; each k's sum is the same
+    // whatever the split, so this does not change the result.
+    const int64_t strips = g.N * g.C * a.nstrips;
+    const int64_t want = 4 * static_cast<int64_t>(at::get_num_threads());
+    a.nkc = std::min<int64_t>(K, std::max<int64_t>(1, (want + strips - 1) / strips));
+    a.kchunk = (K + a.nkc - 1) / a.nkc;
+    a.nkc = (K + a.kchunk - 1) / a.kchunk;
+    a.C1 = static_cast<T>(k.C1);
+    a.C2 = static_cast<T>(k.C2);
+    std::vector<double> partial(strips * K, 0.0);
+    a.partial = partial.data();
+    const int64_t scratch = pairs_scratch<T>(g, a.th);
+    at::parallel_for(0, strips * a.nkc, 1, [&](int64_t b, int64_t e) {
+      std::vector<T> buf(scratch);
+      pairs_tasks(a, b, e, buf.data());
+    });
+    T* op = out.mutable_data_ptr<T>();
+    const double inv = 1.0 / static_cast<double>(g.C * g.positions());
+    const int64_t per_image = g.C * a.nstrips;
+    for (int64_t n = 0; n < g.N; ++n) {
+      for (int64_t kk = 0; kk < K; ++kk) {
+        double s = 0;
+        for (int64_t t = 0; t < per_image; ++t) s += partial[(n * per_image + t) * K + kk];
+        op[n * K + kk] = static_cast<T>(s * inv);
+      }
+    }
+  });
+}
+
+void filter(const at::Tensor& src, const std::vector<double>& window, int64_t ws, int64_t pad,
+                bool transpose, at::Tensor& dst) {
+  const int64_t M = src.size(0);
+  // Geometry of the image side: for the transpose the image is dst.
+  const at::Tensor& img = transpose ? dst : src;
+  const Geometry g = make_geometry(M, 1, img.size(1), img.size(2), ws, pad > 0);
+  AT_DISPATCH_FLOATING_TYPES(src.scalar_type(), "ssim_filter_cpu", [&] {
+    using T = scalar_t;
+    const auto w = cast_window<T>(window, transpose);
+    FilterArgs<T> a{src.const_data_ptr<T>(), dst.mutable_data_ptr<T>(), w.data(), g, transpose};
+    const int64_t scratch =
+        transpose ? g.Wo + 2 * (ws - 1) + g.W : (g.W + 2 * g.pad) * (1 + g.H + 2 * g.pad);
+    at::parallel_for(0, M, 1, [&](int64_t b, int64_t e) {
+      std::vector<T> buf(scratch);
+      filter_tasks(a, b, e, buf.data());
+    });
+  });
+}
+
+}  // namespace vaeiso::ssim::VAEISO_CPU_ISA

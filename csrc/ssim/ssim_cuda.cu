@@ -1,0 +1,515 @@
+// CUDA passes of the SSIM family, on the same ssim_math.h as the CPU passes.
+//
+// ssim / ssim_pairs: one block per (output tile, image plane). The block filters its tile
+// horizontally into shared memory (reading x and y, or base and other, straight from global
+// memory through L1: consecutive threads read consecutive pixels), then vertically from shared
+// memory into registers, evaluates ssim_math.h, and reduces its sum in a fixed order into one
+// partial per tile; a second kernel adds the partials per output in double, in a fixed order
+// (deterministic: no atomics). ssim_pairs keeps the base statistics of the tile in registers
+// and loops over the K others. The backward filters the derivative maps with the adjoint window
+// (vertical pass into shared memory, horizontal pass in registers) and writes dense gradients.
+// float16/bfloat16 are read and written as such and computed in float.
+#include <ATen/Dispatch.h>
+#include <ATen/OpMathType.h>
+#include <ATen/core/Tensor.h>
+#include <ATen/ops/empty.h>
+#include <c10/cuda/CUDAException.h>
+#include <c10/cuda/CUDAStream.h>
+#include <cuda_runtime.h>
+
+#include "ssim/ssim_kernels.h"
+#include "ssim/ssim_math.h"
+
+namespace vaeiso::ssim {
+namespace {
+
+constexpr int kBX = 32, kBY = 8, kThreads = kBX * kBY;
+constexpr int kTW = 32, kTH = 16;  // output tile (forward, pairs) or pixel tile (backward)
+constexpr int kRowsPerThread = kTH / kBY;
+
+template <typename acc_t>
+struct Window {
+  acc_t w[kMaxCudaWindow];
+};
+
+struct Str4 {
+  int64_t s[4];
+};
+struct Str5 {
+  int64_t s[5];
+};
+
+template <typename acc_t>
+Window<acc_t> make_window(const std::vector<double>& w) {
+  Window<acc_t> out{};
+  for (size_t i = 0; i < w.size(); ++i) out.w[i] = static_cast<acc_t>(w[i]);
+  return out;
+}
+
+template <size_t D>
+auto strides_of(const at::Tensor& t) {
+  std::conditional_t<D == 4, Str4, Str5> s{};
+  for (size_t i = 0; i < D; ++i) s.s[i] = t.stride(i);
+  return s;
+}
+
+// Sum over the block in a fixed order (warp shuffles, then the first warp); the result is
+// valid in thread 0. Ends with a barrier so `red` can be reused.
+template <typename acc_t>
+__device__ acc_t block_sum(acc_t v, acc_t* red) {
+  const int tid = threadIdx.y * blockDim.x + threadIdx.x;
+  for (int off = 16; off > 0; off >>= 1) v += __shfl_down_sync(0xffffffffu, v, off);
+  if ((tid & 31) == 0) red[tid >> 5] = v;
+  __syncthreads();
+  if (tid < 32) {
+    v = tid < kThreads / 32 ? red[tid] : acc_t(0);
+    for (int off = 16; off > 0; off >>= 1) v += __shfl_down_sync(0xffffffffu, v, off);
+  }
+  __syncthreads();
+  return v;
+}
+
+template <typename scalar_t, typename acc_t>
+__device__ __forceinline__ acc_t ld(const scalar_t* p, int64_t off) {
+  return static_cast<acc_t>(p[off]);
+}
+
+// ------------------------------------------------------------------------------- forward
+
+template <typename scalar_t, typename acc_t>
+__global__ void __launch_bounds__(kThreads)
+    forward_kernel(const scalar_t* __restrict__ x, const scalar_t* __restrict__ y, Str4 sx, Str4 sy,
+                   Window<acc_t> win, Geometry g, acc_t C1, acc_t C2, acc_t scale,
+                   acc_t* __restrict__ partial, acc_t* __restrict__ maps) {
+  extern __shared__ unsigned char smem_raw[];
+  acc_t* h = reinterpret_cast<acc_t*>(smem_raw);  // 5 x R x kTW: x, d, xx, dd, xd
+  __shared__ acc_t red[kThreads / 32];
+  const int ws = static_cast<int>(g.ws), R = kTH + ws - 1;
+  const int tx = threadIdx.x, ty = threadIdx.y;
+  const int64_t o0 = int64_t(blockIdx.y) * kTH, j = int64_t(blockIdx.x) * kTW + tx;
+  const int64_t tiles = int64_t(gridDim.x) * gridDim.y, tile = int64_t(blockIdx.y) * gridDim.x + blockIdx.x;
+  const int64_t planes = g.N * g.C, P = g.Ho * g.Wo;
+  for (int64_t plane = blockIdx.z; plane < planes; plane += gridDim.z) {
+    const int64_t n = plane / g.C, c = plane % g.C;
+    const scalar_t* xp = x + n * sx.s[0] + c * sx.s[1];
+    const scalar_t* yp = y + n * sy.s[0] + c * sy.s[1];
+    for (int r = ty; r < R; r += kBY) {
+      acc_t s[5] = {0, 0, 0, 0, 0};
+      const int64_t ar = o0 + r - g.pad;
+      if (j < g.Wo && ar >= 0 && ar < g.H) {
+        for (int t = 0; t < ws; ++t) {
+          const int64_t ac = j + t - g.pad;
+          if (ac < 0 || ac >= g.W) continue;
+          const acc_t xv = ld<scalar_t, acc_t>(xp, ar * sx.s[2] + ac * sx.s[3]);
+          const acc_t dv = ld<scalar_t, acc_t>(yp, ar * sy.s[2] + ac * sy.s[3]) - xv;
+          const acc_t wt = win.w[t];
+          s[0] += wt * xv;
+          s[1] += wt * dv;
+          s[2] += wt * xv * xv;
+          s[3] += wt * dv * dv;
+          s[4] += wt * xv * dv;
+        }
+      }
+      for (int m = 0; m < 5; ++m) h[(m * R + r) * kTW + tx] = s[m];
+    }
+    __syncthreads();
+    acc_t local = 0;
+    for (int i = ty; i < kTH; i += kBY) {
+      const int64_t oi = o0 + i;
+      if (oi >= g.Ho || j >= g.Wo) continue;
+      acc_t v[5] = {0, 0, 0, 0, 0};
+      for (int t = 0; t < ws; ++t) {
+        const acc_t wt = win.w[t];
+        for (int m = 0; m < 5; ++m) v[m] += wt * h[(m * R + i + t) * kTW + tx];
+      }
+      const Stats<acc_t> st = stats_from_moments(v[0], v[2], v[1], v[3], v[4]);
+      local += one_minus_ssim(st, C1, C2);
+      if (maps != nullptr) {
+        const Grad<acc_t> gr = ssim_grad(st, C1, C2, scale);
+        acc_t* mp = maps + plane * 4 * P + oi * g.Wo + j;
+        mp[0] = gr.mx;
+        mp[P] = gr.my;
+        mp[2 * P] = gr.s;
+        mp[3 * P] = gr.xy;
+      }
+    }
+    local = block_sum(local, red);
+    if (tx == 0 && ty == 0) partial[plane * tiles + tile] = local;
+  }
+}
+
+// out[o] = mean (or 1 - mean when one_minus) of the `per` partials of output o, summed in
+// double in a fixed order.
+template <typename scalar_t, typename acc_t>
+__global__ void __launch_bounds__(256)
+    finish_kernel(const acc_t* __restrict__ partial, int64_t per, int64_t nout, double inv,
+                  bool one_minus, scalar_t* __restrict__ out) {
+  __shared__ double red[256];
+  for (int64_t o = blockIdx.x; o < nout; o += gridDim.x) {
+    double s = 0;
+    for (int64_t i = threadIdx.x; i < per; i += blockDim.x) s += static_cast<double>(partial[o * per + i]);
+    red[threadIdx.x] = s;
+    __syncthreads();
+    for (int half = 128; half > 0; half >>= 1) {
+      if (threadIdx.x < half) red[threadIdx.x] += red[threadIdx.x + half];
+      __syncthreads();
+    }
+    if (threadIdx.x == 0) {
+      const double mean = red[0] * inv;
+      out[o] = static_cast<scalar_t>(one_minus ? 1.0 - mean : mean);
+    }
+    __syncthreads();
+  }
+}
+
+// ------------------------------------------------------------------------------ backward
+
+template <typename scalar_t, typename acc_t>
+__global__ void __launch_bounds__(kThreads)
+    backward_kernel(const scalar_t* __restrict__ grad, const scalar_t* __restrict__ x,
+                    const scalar_t* __restrict__ y, Str4 sx, Str4 sy, const acc_t* __restrict__ maps,
+                    Window<acc_t> win, Geometry g, scalar_t* __restrict__ gx,
+                    scalar_t* __restrict__ gy) {
+  extern __shared__ unsigned char smem_raw[];
+  acc_t* V = reinterpret_cast<acc_t*>(smem_raw);  // 4 x kTH x CW
+  const int ws = static_cast<int>(g.ws), CW = kTW + ws - 1;
+  const int tx = threadIdx.x, ty = threadIdx.y, tid = ty * kBX + tx;
+  const int64_t r0 = int64_t(blockIdx.y) * kTH, c0 = int64_t(blockIdx.x) * kTW;
+  const int64_t planes = g.N * g.C, P = g.Ho * g.Wo;
+  for (int64_t plane = blockIdx.z; plane < planes; plane += gridDim.z) {
+    const int64_t n = plane / g.C, c = plane % g.C;
+    const acc_t* mp = maps + plane * 4 * P;
+    // Vertical adjoint pass: V[m][r][jc] = sum_t w[t] map_m[q - t][pc], q = r0 + r + pad the
+    // padded row of pixel row r0 + r, pc = c0 + pad - (ws - 1) + jc the map column.
+    for (int idx = tid; idx < kTH * CW; idx += kThreads) {
+      const int r = idx / CW, jc = idx % CW;
+      const int64_t q = r0 + r + g.pad, pc = c0 + g.pad - (ws - 1) + jc;
+      acc_t s[4] = {0, 0, 0, 0};
+      if (pc >= 0 && pc < g.Wo && r0 + r < g.H) {
+        for (int t = 0; t < ws; ++t) {
+          const int64_t pr = q - t;
+          if (pr < 0 || pr >= g.Ho) continue;
+          const acc_t wt = win.w[t];
+          for (int m = 0; m < 4; ++m) s[m] += wt * mp[m * P + pr * g.Wo + pc];
+        }
+      }
+      for (int m = 0; m < 4; ++m) V[(m * kTH + r) * CW + jc] = s[m];
+    }
+    __syncthreads();
+    // Horizontal adjoint pass for pixel (row, col): G[m] = sum_t w[t] V[m][i][tx + ws - 1 - t].
+    const scalar_t gn = grad[n];
+    for (int i = ty; i < kTH; i += kBY) {
+      const int64_t row = r0 + i, col = c0 + tx;
+      if (row >= g.H || col >= g.W) continue;
+      acc_t G[4] = {0, 0, 0, 0};
+      for (int t = 0; t < ws; ++t) {
+        const acc_t wt = win.w[t];
+        for (int m = 0; m < 4; ++m) G[m] += wt * V[(m * kTH + i) * CW + tx + ws - 1 - t];
+      }
+      const acc_t xv = ld<scalar_t, acc_t>(x, n * sx.s[0] + c * sx.s[1] + row * sx.s[2] + col * sx.s[3]);
+      const acc_t yv = ld<scalar_t, acc_t>(y, n * sy.s[0] + c * sy.s[1] + row * sy.s[2] + col * sy.s[3]);
+      const acc_t gv = static_cast<acc_t>(gn);
+      const int64_t o = (plane * g.H + row) * g.W + col;
+      gx[o] = static_cast<scalar_t>(gv * (G[0] + acc_t(2) * xv * G[2] + yv * G[3]));
+      gy[o] = static_cast<scalar_t>(gv * (G[1] + acc_t(2) * yv * G[2] + xv * G[3]));
+    }
+    __syncthreads();
+  }
+}
+
+// --------------------------------------------------------------------------------- pairs
+
+template <typename scalar_t, typename acc_t>
+__global__ void __launch_bounds__(kThreads)
+    pairs_kernel(const scalar_t* __restrict__ base, const scalar_t* __restrict__ others, Str4 sb,
+                 Str5 so, Window<acc_t> win, Geometry g, int64_t K, acc_t C1, acc_t C2,
+                 acc_t* __restrict__ partial) {
+  extern __shared__ unsigned char smem_raw[];
+  acc_t* h = reinterpret_cast<acc_t*>(smem_raw);  // 3 x R x kTW
+  __shared__ acc_t red[kThreads / 32];
+  const int ws = static_cast<int>(g.ws), R = kTH + ws - 1;
+  const int tx = threadIdx.x, ty = threadIdx.y;
+  const int64_t o0 = int64_t(blockIdx.y) * kTH, j = int64_t(blockIdx.x) * kTW + tx;
+  const int64_t tiles = int64_t(gridDim.x) * gridDim.y, tile = int64_t(blockIdx.y) * gridDim.x + blockIdx.x;
+  const int64_t planes = g.N * g.C;
+  for (int64_t plane = blockIdx.z; plane < planes; plane += gridDim.z) {
+    const int64_t n = plane / g.C, c = plane % g.C;
+    const scalar_t* bp = base + n * sb.s[0] + c * sb.s[1];
+    // Base statistics of this thread's output positions, once for all K.
+    for (int r = ty; r < R; r += kBY) {
+      acc_t s0 = 0, s1 = 0;
+      const int64_t ar = o0 + r - g.pad;
+      if (j < g.Wo && ar >= 0 && ar < g.H) {
+        for (int t = 0; t < ws; ++t) {
+          const int64_t ac = j + t - g.pad;
+          if (ac < 0 || ac >= g.W) continue;
+          const acc_t xv = ld<scalar_t, acc_t>(bp, ar * sb.s[2] + ac * sb.s[3]);
+          s0 += win.w[t] * xv;
+          s1 += win.w[t] * xv * xv;
+        }
+      }
+      h[r * kTW + tx] = s0;
+      h[(R + r) * kTW + tx] = s1;
+    }
+    __syncthreads();
+    acc_t bmu[kRowsPerThread], bsxx[kRowsPerThread], bx1[kRowsPerThread], bx2[kRowsPerThread];
+    for (int ii = 0; ii < kRowsPerThread; ++ii) {
+      const int i = ty + ii * kBY;
+      acc_t m0 = 0, m1 = 0;
+      for (int t = 0; t < ws; ++t) {
+        m0 += win.w[t] * h[(i + t) * kTW + tx];
+        m1 += win.w[t] * h[(R + i + t) * kTW + tx];
+      }
+      bmu[ii] = m0;
+      bsxx[ii] = clamp0(m1 - m0 * m0);
+      bx1[ii] = m0 * m0 + C1;
+      bx2[ii] = acc_t(2) * bsxx[ii] + C2;
+    }
+    __syncthreads();
+    for (int64_t k = 0; k < K; ++k) {
+      const scalar_t* op = others + n * so.s[0] + k * so.s[1] + c * so.s[2];
+      for (int r = ty; r < R; r += kBY) {
+        acc_t s0 = 0, s1 = 0, s2 = 0;
+        const int64_t ar = o0 + r - g.pad;
+        if (j < g.Wo && ar >= 0 && ar < g.H) {
+          for (int t = 0; t < ws; ++t) {
+            const int64_t ac = j + t - g.pad;
+            if (ac < 0 || ac >= g.W) continue;
+            const acc_t xv = ld<scalar_t, acc_t>(bp, ar * sb.s[2] + ac * sb.s[3]);
+            const acc_t dv = ld<scalar_t, acc_t>(op, ar * so.s[3] + ac * so.s[4]) - xv;
+            const acc_t wt = win.w[t];
+            s0 += wt * dv;
+            s1 += wt * dv * dv;
+            s2 += wt * xv * dv;
+          }
+        }
+        h[r * kTW + tx] = s0;
+        h[(R + r) * kTW + tx] = s1;
+        h[(2 * R + r) * kTW + tx] = s2;
+      }
+      __syncthreads();
+      acc_t local = 0;
+      for (int ii = 0; ii < kRowsPerThread; ++ii) {
+        const int i = ty + ii * kBY;
+        if (o0 + i >= g.Ho || j >= g.Wo) continue;
+        acc_t v0 = 0, v1 = 0, v2 = 0;
+        for (int t = 0; t < ws; ++t) {
+          const acc_t wt = win.w[t];
+          v0 += wt * h[(i + t) * kTW + tx];
+          v1 += wt * h[(R + i + t) * kTW + tx];
+          v2 += wt * h[(2 * R + i + t) * kTW + tx];
+        }
+        local += one_minus_ssim_pre(bmu[ii], bsxx[ii], bx1[ii], bx2[ii], v0, v1, v2, C1);
+      }
+      local = block_sum(local, red);  // its barriers also protect h before the next k
+      if (tx == 0 && ty == 0) partial[((n * K + k) * g.C + c) * tiles + tile] = local;
+    }
+  }
+}
+
+// -------------------------------------------------------------------------------- filter
+
+// Forward: tmp (M, H + 2 pad, Wo) horizontal, then dst (M, Ho, Wo) vertical.
+template <typename scalar_t, typename acc_t>
+__global__ void filter_h_kernel(const scalar_t* __restrict__ src, acc_t* __restrict__ tmp,
+                                Window<acc_t> win, Geometry g, int64_t total) {
+  const int64_t Hp = g.H + 2 * g.pad;
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < total;
+       i += int64_t(blockDim.x) * gridDim.x) {
+    const int64_t j = i % g.Wo, r = (i / g.Wo) % Hp, m = i / (g.Wo * Hp);
+    const int64_t ar = r - g.pad;
+    acc_t s = 0;
+    if (ar >= 0 && ar < g.H) {
+      const scalar_t* row = src + (m * g.H + ar) * g.W;
+      for (int t = 0; t < g.ws; ++t) {
+        const int64_t ac = j + t - g.pad;
+        if (ac >= 0 && ac < g.W) s += win.w[t] * ld<scalar_t, acc_t>(row, ac);
+      }
+    }
+    tmp[i] = s;
+  }
+}
+
+template <typename scalar_t, typename acc_t>
+__global__ void filter_v_kernel(const acc_t* __restrict__ tmp, scalar_t* __restrict__ dst,
+                                Window<acc_t> win, Geometry g, int64_t total) {
+  const int64_t Hp = g.H + 2 * g.pad;
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < total;
+       i += int64_t(blockDim.x) * gridDim.x) {
+    const int64_t j = i % g.Wo, r = (i / g.Wo) % g.Ho, m = i / (g.Wo * g.Ho);
+    const acc_t* col = tmp + (m * Hp + r) * g.Wo + j;
+    acc_t s = 0;
+    for (int t = 0; t < g.ws; ++t) s += win.w[t] * col[t * g.Wo];
+    dst[i] = static_cast<scalar_t>(s);
+  }
+}
+
+// Adjoint: tmp (M, H, Wo) vertical, then dst (M, H, W) horizontal.
+template <typename scalar_t, typename acc_t>
+__global__ void filter_vt_kernel(const scalar_t* __restrict__ src, acc_t* __restrict__ tmp,
+                                 Window<acc_t> win, Geometry g, int64_t total) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < total;
+       i += int64_t(blockDim.x) * gridDim.x) {
+    const int64_t j = i % g.Wo, r = (i / g.Wo) % g.H, m = i / (g.Wo * g.H);
+    const int64_t q = r + g.pad;
+    acc_t s = 0;
+    for (int t = 0; t < g.ws; ++t) {
+      const int64_t pr = q - t;
+      if (pr >= 0 && pr < g.Ho) s += win.w[t] * ld<scalar_t, acc_t>(src, (m * g.Ho + pr) * g.Wo + j);
+    }
+    tmp[i] = s;
+  }
+}
+
+template <typename scalar_t, typename acc_t>
+__global__ void filter_ht_kernel(const acc_t* __restrict__ tmp, scalar_t* __restrict__ dst,
+                                 Window<acc_t> win, Geometry g, int64_t total) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < total;
+       i += int64_t(blockDim.x) * gridDim.x) {
+    const int64_t col = i % g.W, rm = i / g.W;  // rm = m * H + r
+    const acc_t* row = tmp + rm * g.Wo;
+    const int64_t q = col + g.pad;
+    acc_t s = 0;
+    for (int t = 0; t < g.ws; ++t) {
+      const int64_t pc = q - t;
+      if (pc >= 0 && pc < g.Wo) s += win.w[t] * row[pc];
+    }
+    dst[i] = static_cast<scalar_t>(s);
+  }
+}
+
+// ------------------------------------------------------------------------------- helpers
+
+#define VAEISO_DISPATCH_CUDA(TYPE, NAME, ...) \
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, TYPE, NAME, __VA_ARGS__)
+
+// Opt in to more than 48 KB of dynamic shared memory when a large window needs it.
+template <typename Kernel>
+void prepare_smem(Kernel kernel, size_t bytes, const char* op) {
+  if (bytes <= 48 * 1024) return;
+  int dev = 0, max_bytes = 0;
+  C10_CUDA_CHECK(cudaGetDevice(&dev));
+  C10_CUDA_CHECK(cudaDeviceGetAttribute(&max_bytes, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev));
+  TORCH_CHECK(bytes <= static_cast<size_t>(max_bytes), op,
+              ": window_size: too large for this GPU's shared memory (the tile needs ", bytes,
+              " bytes, the device allows ", max_bytes, "); use a smaller window");
+  C10_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                      static_cast<int>(bytes)));
+}
+
+dim3 tile_grid(int64_t cols, int64_t rows, int64_t planes) {
+  const int64_t gx = (cols + kTW - 1) / kTW, gy = (rows + kTH - 1) / kTH;
+  TORCH_CHECK(gx <= INT32_MAX && gy <= 65535, "ssim: image too large for the CUDA tiling (", rows,
+              " x ", cols, ")");
+  return dim3(static_cast<unsigned>(gx), static_cast<unsigned>(gy),
+              static_cast<unsigned>(std::min<int64_t>(planes, 65535)));
+}
+
+int blocks_for(int64_t n, int threads) {
+  return static_cast<int>(std::min<int64_t>(std::max<int64_t>((n + threads - 1) / threads, 1), 65535LL * 8));
+}
+
+}  // namespace
+
+void forward_cuda(const at::Tensor& x, const at::Tensor& y, const std::vector<double>& window,
+                  const Geometry& g, Constants k, bool loss, at::Tensor& out, at::Tensor& maps) {
+  const auto stream = c10::cuda::getCurrentCUDAStream();
+  const dim3 grid = tile_grid(g.Wo, g.Ho, g.N * g.C);
+  const int64_t tiles = int64_t(grid.x) * grid.y;
+  VAEISO_DISPATCH_CUDA(x.scalar_type(), "ssim_forward_cuda", [&] {
+    using acc_t = at::opmath_type<scalar_t>;
+    auto partial = at::empty({g.N * g.C * tiles}, x.options().dtype(c10::CppTypeToScalarType<acc_t>::value));
+    const size_t smem = sizeof(acc_t) * 5 * (kTH + g.ws - 1) * kTW;
+    auto kernel = forward_kernel<scalar_t, acc_t>;
+    prepare_smem(kernel, smem, "ssim");
+    const double inv = 1.0 / static_cast<double>(g.C * g.Ho * g.Wo);
+    kernel<<<grid, dim3(kBX, kBY), smem, stream>>>(
+        x.const_data_ptr<scalar_t>(), y.const_data_ptr<scalar_t>(), strides_of<4>(x), strides_of<4>(y),
+        make_window<acc_t>(window), g, static_cast<acc_t>(k.C1), static_cast<acc_t>(k.C2),
+        static_cast<acc_t>(loss ? -inv : inv), partial.mutable_data_ptr<acc_t>(),
+        maps.numel() > 0 ? maps.mutable_data_ptr<acc_t>() : nullptr);
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+    finish_kernel<scalar_t, acc_t><<<blocks_for(g.N * 256, 256), 256, 0, stream>>>(
+        partial.const_data_ptr<acc_t>(), g.C * tiles, g.N, inv, !loss, out.mutable_data_ptr<scalar_t>());
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+  });
+}
+
+void backward_cuda(const at::Tensor& grad, const at::Tensor& x, const at::Tensor& y,
+                   const at::Tensor& maps, const std::vector<double>& window, const Geometry& g,
+                   at::Tensor& grad_x, at::Tensor& grad_y) {
+  const auto stream = c10::cuda::getCurrentCUDAStream();
+  const dim3 grid = tile_grid(g.W, g.H, g.N * g.C);
+  VAEISO_DISPATCH_CUDA(x.scalar_type(), "ssim_backward_cuda", [&] {
+    using acc_t = at::opmath_type<scalar_t>;
+    const size_t smem = sizeof(acc_t) * 4 * kTH * (kTW + g.ws - 1);
+    auto kernel = backward_kernel<scalar_t, acc_t>;
+    prepare_smem(kernel, smem, "ssim_backward");
+    kernel<<<grid, dim3(kBX, kBY), smem, stream>>>(
+        grad.const_data_ptr<scalar_t>(), x.const_data_ptr<scalar_t>(), y.const_data_ptr<scalar_t>(),
+        strides_of<4>(x), strides_of<4>(y), maps.const_data_ptr<acc_t>(), make_window<acc_t>(window), g,
+        grad_x.mutable_data_ptr<scalar_t>(), grad_y.mutable_data_ptr<scalar_t>());
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+  });
+}
+
+void pairs_cuda(const at::Tensor& base, const at::Tensor& others, const std::vector<double>& window,
+                const Geometry& g, Constants k, at::Tensor& out) {
+  const auto stream = c10::cuda::getCurrentCUDAStream();
+  const int64_t K = others.size(1);
+  const dim3 grid = tile_grid(g.Wo, g.Ho, g.N * g.C);
+  const int64_t tiles = int64_t(grid.x) * grid.y;
+  VAEISO_DISPATCH_CUDA(base.scalar_type(), "ssim_pairs_cuda", [&] {
+    using acc_t = at::opmath_type<scalar_t>;
+    auto partial =
+        at::empty({g.N * K * g.C * tiles}, base.options().dtype(c10::CppTypeToScalarType<acc_t>::value));
+    const size_t smem = sizeof(acc_t) * 3 * (kTH + g.ws - 1) * kTW;
+    auto kernel = pairs_kernel<scalar_t, acc_t>;
+    prepare_smem(kernel, smem, "ssim_pairs");
+    kernel<<<grid, dim3(kBX, kBY), smem, stream>>>(
+        base.const_data_ptr<scalar_t>(), others.const_data_ptr<scalar_t>(), strides_of<4>(base),
+        strides_of<5>(others), make_window<acc_t>(window), g, K, static_cast<acc_t>(k.C1),
+        static_cast<acc_t>(k.C2), partial.mutable_data_ptr<acc_t>());
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+    const double inv = 1.0 / static_cast<double>(g.C * g.Ho * g.Wo);
+    finish_kernel<scalar_t, acc_t><<<blocks_for(g.N * K * 256, 256), 256, 0, stream>>>(
+        partial.const_data_ptr<acc_t>(), g.C * tiles, g.N * K, inv, false,
+        out.mutable_data_ptr<scalar_t>());
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+  });
+}
+
+void filter_cuda(const at::Tensor& src, const std::vector<double>& window, int64_t ws, int64_t pad,
+                 bool transpose, at::Tensor& dst) {
+  const auto stream = c10::cuda::getCurrentCUDAStream();
+  const int64_t M = src.size(0);
+  const at::Tensor& img = transpose ? dst : src;
+  const Geometry g = make_geometry(M, 1, img.size(1), img.size(2), ws, pad > 0);
+  constexpr int threads = 256;
+  VAEISO_DISPATCH_CUDA(src.scalar_type(), "ssim_filter_cuda", [&] {
+    using acc_t = at::opmath_type<scalar_t>;
+    const auto acc_opts = src.options().dtype(c10::CppTypeToScalarType<acc_t>::value);
+    const auto win = make_window<acc_t>(window);
+    if (!transpose) {
+      auto tmp = at::empty({M, g.H + 2 * g.pad, g.Wo}, acc_opts);
+      const int64_t n1 = tmp.numel(), n2 = dst.numel();
+      filter_h_kernel<scalar_t, acc_t><<<blocks_for(n1, threads), threads, 0, stream>>>(
+          src.const_data_ptr<scalar_t>(), tmp.mutable_data_ptr<acc_t>(), win, g, n1);
+      C10_CUDA_KERNEL_LAUNCH_CHECK();
+      filter_v_kernel<scalar_t, acc_t><<<blocks_for(n2, threads), threads, 0, stream>>>(
+          tmp.const_data_ptr<acc_t>(), dst.mutable_data_ptr<scalar_t>(), win, g, n2);
+      C10_CUDA_KERNEL_LAUNCH_CHECK();
+    } else {
+      auto tmp = at::empty({M, g.H, g.Wo}, acc_opts);
+      const int64_t n1 = tmp.numel(), n2 = dst.numel();
+      filter_vt_kernel<scalar_t, acc_t><<<blocks_for(n1, threads), threads, 0, stream>>>(
+          src.const_data_ptr<scalar_t>(), tmp.mutable_data_ptr<acc_t>(), win, g, n1);
+      C10_CUDA_KERNEL_LAUNCH_CHECK();
+      filter_ht_kernel<scalar_t, acc_t><<<blocks_for(n2, threads), threads, 0, stream>>>(
+          tmp.const_data_ptr<acc_t>(), dst.mutable_data_ptr<scalar_t>(), win, g, n2);
+      C10_CUDA_KERNEL_LAUNCH_CHECK();
+    }
+  });
+}
+
+}  // namespace vaeiso::ssim
