@@ -36,7 +36,10 @@ TORCH_LIBRARY(vaeiso, m) {
 
   // ---- Pair distances (SPEC §3.4): kernels in csrc/distance/ ----
 
-  // (pair_distances schemas go here)
+  // D(base[n], others[n, k]) summed over all non-batch dims: "sse" or "bce" (Bernoulli KL);
+  // weight (N,) multiplies per sample. weight is positional here (so autograd reaches it);
+  // the Python wrapper makes it keyword-only.
+  m.def("pair_distances(Tensor base, Tensor others, str metric, Tensor? weight=None) -> Tensor");
 }
 
 static PyModuleDef vaeiso_module = {PyModuleDef_HEAD_INIT, "_C",

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from vaeiso_ext._deps import metric_from_name
+from vaeiso_ext.metrics import by_name as metric_from_name
 from vaeiso_ext.analysis import analyze, log_density
 from vaeiso_ext.analysis.summary import correlation
 from vaeiso_ext.reproduce import ToyRun, train_toy

@@ -8,7 +8,7 @@ import sys
 import pytest
 import torch
 
-from vaeiso_ext._deps import metric_from_name
+from vaeiso_ext.metrics import by_name as metric_from_name
 from vaeiso_ext.data import make_toy
 from vaeiso_ext.models import ToyVAE
 from vaeiso_ext.train import CheckpointError, TrainConfig, load_checkpoint, train

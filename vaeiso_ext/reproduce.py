@@ -10,7 +10,7 @@ from dataclasses import asdict, dataclass, field
 
 import torch
 
-from ._deps import metric_from_name
+from .metrics import by_name as metric_from_name
 from .data import TOY_DATASETS, make_toy
 from .models import ToyVAE, build_model
 from .train import (CheckpointError, TrainConfig, dist_info, init_distributed, load_checkpoint,

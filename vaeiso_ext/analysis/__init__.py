@@ -1,3 +1,12 @@
-# TEMPORARY (branch toy): the lead replaces this file with issue 4's, adding these import lines.
-from .._deps import dj_prime, isometry_gram  # noqa: F401
-from .summary import analyze, log_density  # noqa: F401
+"""Analysis of a beta-VAE as a non-linearly scaled isometric embedding (SPEC §4)."""
+
+# Derivative engine: D'_j and the isometry Gram
+from .derivatives import dj_prime, isometry_gram
+
+# Per-latent statistics for any model and metric (images, digits)
+from .latents import analyze_latents
+
+# The toy analysis with the true density: probability estimates, rate and distortion
+from .summary import analyze, log_density
+
+__all__ = ["dj_prime", "isometry_gram", "analyze_latents", "analyze", "log_density"]

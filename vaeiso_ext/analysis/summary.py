@@ -10,8 +10,7 @@ import math
 import torch
 from torch import Tensor
 
-# the module, not its names: _deps may be mid-import when the real issue-4 modules are wired in
-from .. import _deps
+from .derivatives import dj_prime, isometry_gram
 
 LOG_2PI = math.log(2.0 * math.pi)
 
@@ -136,10 +135,10 @@ def analyze(model, data, metric, beta: float, *, kl_threshold: float = 0.1, eps:
     inv_s2 = (1.0 / sigma2).mean(0)
 
     # D'_j (paper's forward difference, and the exact jvp limit) and the isometry norm
-    dj_f = _deps.dj_prime(m.decoder, mu, metric, eps=eps, method="forward", chunk_size=chunk_size)
+    dj_f = dj_prime(m.decoder, mu, metric, eps=eps, method="forward", chunk_size=chunk_size)
     with torch.enable_grad():
-        dj_j = _deps.dj_prime(m.decoder, mu, metric, eps=eps, method="jvp", chunk_size=chunk_size)
-        gram = _deps.isometry_gram(m.decoder, mu, sigma, metric, beta)
+        dj_j = dj_prime(m.decoder, mu, metric, eps=eps, method="jvp", chunk_size=chunk_size)
+        gram = isometry_gram(m.decoder, mu, sigma, metric, beta)
     norm_f = (2.0 / beta) * sigma2 * dj_f
     norm_j = (2.0 / beta) * sigma2 * dj_j
     dj_mean, dj_sd = _mean_sd(dj_f)

@@ -11,6 +11,7 @@ from ._ssim import ssim, ssim_metric_gram, ssim_pairs
 
 
 # Pair distances (pair_distances): ._distance
+from ._distance import pair_distances
 
 
-__all__ = ["gdn", "ssim", "ssim_pairs", "ssim_metric_gram"]
+__all__ = ["gdn", "ssim", "ssim_pairs", "ssim_metric_gram", "pair_distances"]

@@ -1,0 +1,112 @@
+// Per-element terms of the pair distances (SPEC §3.4), shared by the CPU and CUDA kernels.
+// D(b, o) = sum over elements of term(b, o); b is the base (the target), o the other.
+//   sse: (o - b)^2
+//   bce: the Bernoulli KL  b log(b/o) + (1-b) log((1-b)/(1-o)), evaluated without cancellation.
+#pragma once
+#include "common.h"
+
+#ifndef __CUDACC__
+#include <cmath>
+#endif
+
+namespace vaeiso::distance {
+
+enum class Metric : int { kSSE = 0, kBCE = 1 };
+
+template <typename T>
+VAEISO_HD T vlog(T v) {
+#ifdef __CUDA_ARCH__
+  return ::log(v);
+#else
+  return std::log(v);
+#endif
+}
+
+template <typename T>
+VAEISO_HD T vabs(T v) {
+  return v < T(0) ? -v : v;
+}
+
+// |t| below this uses the series form of log1p(t) - t; above it the direct form loses at most
+// ~3 bits (relative error ~ 2 eps / |t|).
+constexpr double kSmallT = 0.25;
+
+// 1/3 + w/5 + w^2/7 + ...: the atanh series tail. |u| <= 1/7 below kSmallT, so w = u^2 <= 0.0205
+// and 5 terms reach float precision, 10 reach double.
+template <typename T>
+VAEISO_HD T atanh_tail(T w) {
+  T s;
+  if constexpr (sizeof(T) >= 8) {
+    s = T(1) / T(21);
+    s = T(1) / T(19) + w * s;
+    s = T(1) / T(17) + w * s;
+    s = T(1) / T(15) + w * s;
+    s = T(1) / T(13) + w * s;
+    s = T(1) / T(11) + w * s;
+    s = T(1) / T(9) + w * s;
+    s = T(1) / T(7) + w * s;
+    s = T(1) / T(5) + w * s;
+    s = T(1) / T(3) + w * s;
+  } else {
+    s = T(1) / T(11);
+    s = T(1) / T(9) + w * s;
+    s = T(1) / T(7) + w * s;
+    s = T(1) / T(5) + w * s;
+    s = T(1) / T(3) + w * s;
+  }
+  return s;
+}
+
+// One half of the Bernoulli KL: p log(p / q) + (q - p), with weight p >= 0 and p, q the
+// probabilities of the same outcome under the target and the other; d = q - p is passed in,
+// computed from the inputs directly (for the second half, 1 - o minus 1 - b would carry the
+// rounding of both complements). It equals -p g(t) with g(t) = log1p(t) - t, t = d / p.
+// For |t| < kSmallT, with u = t / (2 + t) = d / (p + q): log1p(t) = 2 atanh(u) =
+// 2 (u + u^3/3 + ...) and t - 2u = t u, so -p g(t) = d u - 2 p u^3 (1/3 + u^2/5 + ...): no
+// cancellation (the second term is at most ~4% of the first) and one division.
+// When p == 0 the log term is 0 (the xlogy convention: binary targets give no NaN) and d is
+// what remains.
+template <typename T>
+VAEISO_HD bool kl_half_is_small(T p, T d) {
+  return vabs(d) < T(kSmallT) * p;  // false for p == 0 and for NaN
+}
+
+// The series branch alone, branch-free (valid where kl_half_is_small): the CPU kernel evaluates
+// it for a whole vector of elements and falls back to kl_half only where it does not apply.
+template <typename T>
+VAEISO_HD T kl_half_series(T p, T q, T d) {
+  const T u = d / (p + q);
+  const T w = u * u;
+  return d * u - T(2) * p * u * w * atanh_tail(w);
+}
+
+template <typename T>
+VAEISO_HD T kl_half(T p, T q, T d) {
+  if (p == T(0)) return d;
+  if (kl_half_is_small(p, d)) return kl_half_series(p, q, d);
+  return p * vlog(p / q) + d;
+}
+
+template <typename T>
+VAEISO_HD T bce_term(T b, T o) {
+  // The first-order terms (o - b) and (b - o) of the two halves cancel exactly, so adding
+  // them to each half changes nothing and keeps each half non-negative and cancellation-free.
+  return kl_half(b, o, o - b) + kl_half(T(1) - b, T(1) - o, b - o);
+}
+
+template <typename T>
+VAEISO_HD T sse_term(T b, T o) {
+  const T d = o - b;
+  return d * d;
+}
+
+template <Metric M, typename T>
+VAEISO_HD T term(T b, T o) {
+  if constexpr (M == Metric::kSSE) {
+    return sse_term(b, o);
+  } else {
+    return bce_term(b, o);
+  }
+}
+
+}  // namespace vaeiso::distance

@@ -1,0 +1,267 @@
+"""pair_distances: the fused op against the float64 reference and an independent xlogy oracle,
+precision for tiny perturbations, layouts, autograd and the dispatcher."""
+
+import pytest
+import torch
+from hypothesis import given
+from hypothesis import strategies as st
+
+from vaeiso_ext import ops, reference
+
+from conftest import devices
+
+METRICS = ("sse", "bce")
+
+
+def inputs(N, K, shape, dtype=torch.float64, device="cpu", seed=0, pert=0.3):
+    """Base in (0.05, 0.95) and others = base + perturbation, clamped into (0, 1) for bce."""
+    g = torch.Generator().manual_seed(seed)
+    base = 0.05 + 0.9 * torch.rand((N,) + tuple(shape), generator=g, dtype=torch.float64)
+    others = base.unsqueeze(1) + pert * torch.randn((N, K) + tuple(shape), generator=g, dtype=torch.float64)
+    others = others.clamp(0.01, 0.99)
+    w = 0.5 + torch.rand(N, generator=g, dtype=torch.float64)
+    return base.to(device, dtype), others.to(device, dtype), w.to(device, dtype)
+
+
+def naive(base, others, metric, weight=None):
+    """Independent oracle (float64): the textbook formula with xlogy."""
+    b, o = base.double().unsqueeze(1), others.double()
+    if metric == "sse":
+        t = (o - b) ** 2
+    else:
+        t = torch.xlogy(b, b) - torch.xlogy(b, o) + torch.xlogy(1 - b, 1 - b) - torch.xlogy(1 - b, 1 - o)
+    out = t.reshape(t.shape[0], t.shape[1], -1).sum(-1) if t.numel() else t.new_zeros(t.shape[:2])
+    return out if weight is None else out * weight.double()[:, None]
+
+
+@pytest.mark.parametrize("device", devices())
+@pytest.mark.parametrize("metric", METRICS)
+@pytest.mark.parametrize("shape", [(16,), (3, 5, 7), (2, 100, 90)])  # the last spans several segments
+@pytest.mark.parametrize("weighted", [False, True])
+def test_matches_reference(device, metric, shape, weighted):
+    base, others, w = inputs(3, 4, shape, device=device)
+    w = w if weighted else None
+    got = ops.pair_distances(base, others, metric, weight=w)
+    want = reference.pair_distances(base, others, metric, weight=w)
+    assert got.shape == (3, 4) and got.dtype == base.dtype
+    torch.testing.assert_close(got, want, rtol=1e-12, atol=0)
+    torch.testing.assert_close(got.cpu(), naive(base, others, metric, w).cpu(), rtol=1e-10, atol=0)
+
+
+@pytest.mark.parametrize("device", devices())
+@pytest.mark.parametrize("metric", METRICS)
+def test_float32_matches_float64(device, metric):
+    base, others, w = inputs(4, 5, (3, 9, 11), dtype=torch.float32, device=device)
+    got = ops.pair_distances(base, others, metric, weight=w)
+    want = reference.pair_distances(base.double(), others.double(), metric, weight=w.double())
+    assert got.dtype == torch.float32
+    torch.testing.assert_close(got.double(), want, rtol=1e-5, atol=0)
+
+
+@pytest.mark.parametrize("device", devices())
+@pytest.mark.parametrize("metric", METRICS)
+@pytest.mark.parametrize("size", [1e-4, 1e-5])
+def test_tiny_perturbations_keep_their_digits(device, metric, size):
+    """SPEC §3.4: float32 within 1e-3 relative error of float64 for perturbations ~1e-4.
+
+    Both runs see the same (float32-representable) inputs, so the error measured is the op's own.
+    """
+    base, others, _ = inputs(3, 6, (3, 16, 16), dtype=torch.float32, device=device, pert=size)
+    got = ops.pair_distances(base, others, metric)
+    want = naive(base, others, metric)
+    rel = ((got.double().cpu() - want.cpu()) / want.cpu()).abs().max().item()
+    assert rel < 1e-3, rel
+    # The float32 reference (the fallback) uses the same stable form.
+    ref32 = reference.pair_distances(base, others, metric)
+    assert ((ref32.double().cpu() - want.cpu()) / want.cpu()).abs().max().item() < 1e-3
+
+
+def test_naive_float32_bce_would_fail():
+    """The reason for the stable form: the textbook formula loses every digit in float32."""
+    base, others, _ = inputs(2, 3, (3, 16, 16), dtype=torch.float32, pert=1e-4)
+    b, o = base.unsqueeze(1), others
+    t = torch.xlogy(b, b) - torch.xlogy(b, o) + torch.xlogy(1 - b, 1 - b) - torch.xlogy(1 - b, 1 - o)
+    textbook = t.flatten(2).sum(-1)
+    want = naive(base, others, "bce")
+    assert ((textbook.double() - want) / want).abs().max().item() > 1e-2
+
+
+@pytest.mark.parametrize("device", devices())
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_bce_zero_at_equality_and_binary_targets(device, dtype):
+    base, _, _ = inputs(3, 1, (2, 5, 5), dtype=dtype, device=device)
+    same = ops.pair_distances(base, base.unsqueeze(1).expand(3, 4, 2, 5, 5), "bce")
+    assert torch.equal(same, torch.zeros_like(same))
+    # Exact 0/1 targets (binary digits): finite, no NaN, the xlogy values.
+    b = torch.tensor([[0.0, 1.0, 0.0, 1.0, 0.5]], dtype=dtype, device=device)
+    o = torch.tensor([[[0.0, 1.0, 0.0, 1.0, 0.5], [0.1, 0.9, 1e-4, 1 - 2**-10, 0.5]]], dtype=dtype, device=device)
+    got = ops.pair_distances(b, o, "bce")
+    want = naive(b, o, "bce")
+    assert torch.isfinite(got).all()
+    assert got[0, 0].item() == 0
+    torch.testing.assert_close(got.double().cpu(), want.cpu(), rtol=1e-6, atol=0)
+    # binary digits at a realistic size (the vectorised path falls back lane-group-wise)
+    g = torch.Generator().manual_seed(3)
+    b = (torch.rand(3, 1000, generator=g) < 0.3).to(dtype)
+    b[:, ::7] = 0.5
+    o = (0.02 + 0.96 * torch.rand(3, 4, 1000, generator=g)).to(dtype)
+    o[:, 0] = b  # equality, binary included
+    b, o = b.to(device), o.to(device)
+    got = ops.pair_distances(b, o, "bce")
+    assert torch.isfinite(got).all() and torch.equal(got[:, 0], torch.zeros_like(got[:, 0]))
+    torch.testing.assert_close(got[:, 1:].double().cpu(), naive(b, o, "bce")[:, 1:].cpu(), rtol=1e-5, atol=0)
+
+
+@pytest.mark.parametrize("device", devices())
+def test_nan_in_nan_out(device):
+    base, others, _ = inputs(3, 4, (2, 6), device=device)
+    others[1, 2, 0, 3] = float("nan")
+    base[2, 1, 1] = float("nan")
+    for metric in METRICS:
+        got = ops.pair_distances(base, others, metric)
+        nan = torch.zeros(3, 4, dtype=torch.bool, device=device)
+        nan[1, 2] = True
+        nan[2] = True
+        assert torch.equal(torch.isnan(got), nan)
+
+
+@pytest.mark.parametrize("device", devices())
+def test_layouts(device):
+    """Sliced, transposed, channels_last and expanded inputs give the contiguous result."""
+    base, others, w = inputs(3, 8, (3, 6, 7), device=device)
+    for metric in METRICS:
+        want = ops.pair_distances(base, others, metric, weight=w)
+        # a K-slice of a bigger batch (strided along K, contiguous inside)
+        got = ops.pair_distances(base, others[:, ::2], metric, weight=w[::1])
+        torch.testing.assert_close(got, want[:, ::2], rtol=1e-14, atol=0)
+        # channels_last base and others
+        cl = others.reshape(24, 3, 6, 7).contiguous(memory_format=torch.channels_last)
+        cl = cl.view(3, 8, 3, 6, 7)
+        assert not cl.is_contiguous()
+        got = ops.pair_distances(base.contiguous(memory_format=torch.channels_last), cl, metric, weight=w)
+        torch.testing.assert_close(got, want, rtol=1e-14, atol=0)
+        # transposed spatial dims
+        got = ops.pair_distances(base.transpose(-1, -2), others.transpose(-1, -2), metric, weight=w)
+        torch.testing.assert_close(got, want, rtol=1e-14, atol=0)
+        # an expanded weight and base broadcast as others (K copies of base): zero
+        got = ops.pair_distances(base, base.unsqueeze(1).expand_as(others), metric, weight=w[:1].expand(3))
+        assert torch.equal(got, torch.zeros_like(got))
+
+
+@given(
+    N=st.integers(0, 3),
+    K=st.integers(0, 5),
+    shape=st.lists(st.integers(0, 9), min_size=0, max_size=3),
+    metric=st.sampled_from(METRICS),
+    weighted=st.booleans(),
+    dtype=st.sampled_from([torch.float32, torch.float64]),
+)
+def test_shapes_property(N, K, shape, metric, weighted, dtype):
+    base, others, w = inputs(N, K, shape, dtype=dtype)
+    w = w if weighted else None
+    got = ops.pair_distances(base, others, metric, weight=w)
+    assert got.shape == (N, K) and got.dtype == dtype
+    torch.testing.assert_close(got.double(), naive(base, others, metric, w), rtol=1e-5, atol=1e-12)
+
+
+def test_empty():
+    for shape, K in (((0, 3, 4, 4), 5), ((2, 3, 4, 4), 0), ((2, 0), 3)):
+        base = torch.rand(shape)
+        others = torch.rand((shape[0], K) + shape[1:])
+        out = ops.pair_distances(base, others, "bce")
+        assert out.shape == (shape[0], K)
+        assert torch.equal(out, torch.zeros_like(out))
+
+
+def test_deterministic_and_thread_independent():
+    base, others, w = inputs(5, 32, (3, 40, 40), dtype=torch.float32)
+    threads = torch.get_num_threads()
+    try:
+        for metric in METRICS:
+            outs = []
+            for t in (1, 2, 1):
+                torch.set_num_threads(t)
+                outs.append(ops.pair_distances(base, others, metric, weight=w))
+            assert all(torch.equal(outs[0], o) for o in outs[1:])
+    finally:
+        torch.set_num_threads(threads)
+
+
+@pytest.mark.parametrize("metric", METRICS)
+def test_gradcheck(metric):
+    base, others, w = inputs(2, 3, (2, 3), pert=0.1)
+    args = (base.requires_grad_(), others.requires_grad_(), w.requires_grad_())
+    f = lambda b, o, w: ops.pair_distances(b, o, metric, weight=w)  # noqa: E731
+    assert torch.autograd.gradcheck(f, args)
+    assert torch.autograd.gradgradcheck(f, args)
+
+
+@pytest.mark.parametrize("metric", METRICS)
+@pytest.mark.parametrize("weighted", [False, True])
+def test_opcheck(metric, weighted):
+    base, others, w = inputs(2, 3, (2, 5, 5), pert=0.1)
+    w = w.requires_grad_() if weighted else None
+    torch.library.opcheck(torch.ops.vaeiso.pair_distances, (base.requires_grad_(), others, metric, w))
+    torch.library.opcheck(torch.ops.vaeiso.pair_distances, (base.detach().float(), others.float(), metric, None))
+
+
+def test_compile_fullgraph():
+    base, others, w = inputs(2, 3, (3, 8, 8), dtype=torch.float32, pert=0.1)
+    others.requires_grad_()
+
+    def f(b, o, w):
+        return ops.pair_distances(b, o, "bce", weight=w).sum() + ops.pair_distances(b, o, "sse").mean()
+
+    compiled = torch.compile(f, fullgraph=True, backend="inductor")
+    got = compiled(base, others, w)
+    torch.testing.assert_close(got, f(base, others, w))
+    (g,) = torch.autograd.grad(got, others)
+    (want,) = torch.autograd.grad(f(base, others, w), others)
+    torch.testing.assert_close(g, want)
+
+
+def test_bad_inputs():
+    base, others, w = inputs(2, 3, (4, 4))
+    cases = [
+        (lambda: ops.pair_distances(base, others, "l1"), ValueError, "metric"),
+        (lambda: torch.ops.vaeiso.pair_distances(base, others, "l1", None), ValueError, "metric"),
+        (lambda: ops.pair_distances(base, others[:, 0], "sse"), RuntimeError, "others: expected shape"),
+        (lambda: ops.pair_distances(base, others[:1], "sse"), RuntimeError, "others: expected 2 samples"),
+        (lambda: ops.pair_distances(base, others[..., :3], "sse"), RuntimeError, "others: expected per-sample shape"),
+        (lambda: ops.pair_distances(base[0, 0, 0], others, "sse"), RuntimeError, "base"),
+        (lambda: ops.pair_distances(base, others.float(), "sse"), RuntimeError, "others: expected dtype"),
+        (lambda: ops.pair_distances(base.int(), others.int(), "sse"), RuntimeError, "base: expected float32"),
+        (lambda: ops.pair_distances(base, others, "sse", weight=w[:1]), RuntimeError, "weight: expected shape"),
+        (lambda: ops.pair_distances(base, others, "sse", weight=w.float()), RuntimeError, "weight: expected dtype"),
+    ]
+    for fn, exc, msg in cases:
+        with pytest.raises(exc, match=msg):
+            fn()
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("metric", METRICS)
+def test_cuda_matches_cpu_and_half_types(metric):
+    base, others, w = inputs(3, 32, (3, 20, 33), dtype=torch.float32, pert=1e-2)
+    cpu = ops.pair_distances(base, others, metric, weight=w)
+    cuda = ops.pair_distances(base.cuda(), others.cuda(), metric, weight=w.cuda())
+    torch.testing.assert_close(cuda.cpu(), cpu, rtol=1e-5, atol=0)
+    for dt in (torch.float16, torch.bfloat16):
+        got = ops.pair_distances(base.cuda().to(dt), others.cuda().to(dt), metric, weight=w.cuda().to(dt))
+        want = naive(base.to(dt), others.to(dt), metric, w.to(dt))
+        assert got.dtype == dt
+        torch.testing.assert_close(got.double().cpu(), want, rtol=2e-2, atol=0)
+    again = ops.pair_distances(base.cuda(), others.cuda(), metric, weight=w.cuda())
+    assert torch.equal(again, cuda)
+
+
+@pytest.mark.cuda
+def test_cuda_second_device_and_mismatch():
+    base, others, _ = inputs(2, 3, (4, 4))
+    with pytest.raises(RuntimeError, match="others: expected a tensor on"):
+        ops.pair_distances(base.cuda(), others, "sse")
+    if torch.cuda.device_count() < 2:
+        pytest.skip("one GPU")
+    got = ops.pair_distances(base.to("cuda:1"), others.to("cuda:1"), "sse")
+    assert got.device == torch.device("cuda:1")
+    torch.testing.assert_close(got.cpu(), naive(base, others, "sse"))

@@ -1,0 +1,186 @@
+"""The paper's distance metrics as objects that training and analysis take.
+
+A metric is a distance ``D(x, y)`` with ``D(x, x) = 0`` whose expansion
+``D(x, x + d) = d^T G_x d + O(|d|^3)`` defines the metric tensor ``G_x`` (SPEC §3.3-3.4).
+Every metric has
+
+- ``distance(x, y) -> (N,)``: ``D(x[n], y[n])``, differentiable (the training loss);
+- ``pairs(base, others) -> (N, K)``: ``D(base[n], others[n, k])``, fused (the finite-difference
+  ``D'_j`` kernel: the base is read once for all K);
+- ``gram(x, v, diagonal=False) -> (N, K, K)`` (or ``(N, K)``): ``v[n, j]^T G_{x[n]} v[n, k]``,
+  the exact limit used by ``dj_prime(method="jvp")`` and ``isometry_gram``.
+
+The square-error family (:class:`SSE`, :class:`DownwardConvex`, :class:`UpwardConvex`) has
+``G_x = a_x I`` and also ``scale(x) -> (N,)`` giving ``a_x`` (``isotropic`` is True).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+from . import ops
+
+__all__ = ["Metric", "SSE", "DownwardConvex", "UpwardConvex", "BCE", "SSIM", "by_name", "METRIC_NAMES"]
+
+
+def _flat(v: Tensor, lead: int) -> Tensor:
+    """v with its first ``lead`` dims kept and the rest flattened into one (empty tensors too)."""
+    return v.reshape(tuple(v.shape[:lead]) + (math.prod(v.shape[lead:]),))
+
+
+def _check_pair(name: str, x: Tensor, y: Tensor) -> None:
+    if x.dim() < 1 or x.shape != y.shape:
+        raise ValueError(f"{name}.distance: y: expected the shape of x {tuple(x.shape)}, got {tuple(y.shape)}")
+
+
+def _check_dirs(name: str, x: Tensor, v: Tensor) -> None:
+    if x.dim() < 1 or v.dim() != x.dim() + 1 or v.shape[0] != x.shape[0] or v.shape[2:] != x.shape[1:]:
+        raise ValueError(
+            f"{name}.gram: v: expected shape (N, K, *x.shape[1:]) for x of shape {tuple(x.shape)}, "
+            f"got {tuple(v.shape)}"
+        )
+
+
+def _gram(u: Tensor, diagonal: bool) -> Tensor:
+    """Plain inner products of the K flattened directions per sample: (N, K, K) or (N, K)."""
+    if diagonal:
+        return (u * u).sum(-1)
+    return torch.matmul(u, u.transpose(-1, -2))
+
+
+class Metric:
+    """Base class; see the module docstring for the interface."""
+
+    name: str = ""
+    isotropic: bool = False
+
+    def distance(self, x: Tensor, y: Tensor) -> Tensor:
+        """``D(x[n], y[n])`` per sample, ``(N,)``; x is the reference (the base)."""
+        _check_pair(type(self).__name__, x, y)
+        return self.pairs(x, y.unsqueeze(1))[:, 0]
+
+    def pairs(self, base: Tensor, others: Tensor) -> Tensor:
+        """``D(base[n], others[n, k])``, ``(N, K)``."""
+        raise NotImplementedError
+
+    def gram(self, x: Tensor, v: Tensor, diagonal: bool = False) -> Tensor:
+        """``v[n, j]^T G_{x[n]} v[n, k]``: ``(N, K, K)``, or ``(N, K)`` when ``diagonal``."""
+        raise NotImplementedError
+
+    def __call__(self, x: Tensor, y: Tensor) -> Tensor:
+        return self.distance(x, y)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}()"
+
+
+class SSE(Metric):
+    """Square error ``sum (x - y)**2`` over all non-batch dims (``G_x = I``)."""
+
+    name = "sse"
+    isotropic = True
+
+    def scale(self, x: Tensor) -> Tensor:
+        """``a_x`` of ``G_x = a_x I``, ``(N,)``: computed from the base."""
+        return x.new_ones(x.shape[:1])
+
+    def _weight(self, base: Tensor) -> Tensor | None:
+        return None  # a_x = 1: the fused op skips the multiply
+
+    def pairs(self, base: Tensor, others: Tensor) -> Tensor:
+        return ops.pair_distances(base, others, "sse", weight=self._weight(base))
+
+    def gram(self, x: Tensor, v: Tensor, diagonal: bool = False) -> Tensor:
+        _check_dirs(type(self).__name__, x, v)
+        g = _gram(_flat(v, 2), diagonal)
+        a = self.scale(x)
+        return g * (a[:, None] if diagonal else a[:, None, None])
+
+
+def _sq_norm(x: Tensor) -> Tensor:
+    return (_flat(x, 1) ** 2).sum(-1)
+
+
+class DownwardConvex(SSE):
+    """``a_x ||x - y||^2`` with ``a_x = 2/3 + 2 ||x||^2 / 21`` (SPEC §5; ``G_x = a_x I``)."""
+
+    name = "downward"
+
+    def _weight(self, base: Tensor) -> Tensor | None:
+        return self.scale(base)
+
+    def scale(self, x: Tensor) -> Tensor:
+        return 2.0 / 3.0 + 2.0 * _sq_norm(x) / 21.0
+
+
+class UpwardConvex(DownwardConvex):
+    """``||x - y||^2 / a_x`` with the ``a_x`` of :class:`DownwardConvex` (``G_x = I / a_x``)."""
+
+    name = "upward"
+
+    def scale(self, x: Tensor) -> Tensor:
+        return 1.0 / super().scale(x)
+
+
+class BCE(Metric):
+    """Bernoulli KL ``sum x log(x/y) + (1-x) log((1-x)/(1-y))``: BCE minus the target's entropy.
+
+    Zero at ``y = x``; ``G_x = diag(1 / (2 x (1 - x)))`` (Eq. 72). Targets ``x`` in ``[0, 1]``
+    (exact 0s and 1s allowed: xlogy convention), predictions ``y`` in ``(0, 1)``. In ``gram``
+    a component where the direction is exactly 0 contributes 0 even where ``x`` is 0 or 1 (a
+    saturated sigmoid has zero derivative there); elsewhere ``x`` in ``{0, 1}`` gives ``inf``.
+    """
+
+    name = "bce"
+
+    def pairs(self, base: Tensor, others: Tensor) -> Tensor:
+        return ops.pair_distances(base, others, "bce")
+
+    def gram(self, x: Tensor, v: Tensor, diagonal: bool = False) -> Tensor:
+        _check_dirs("BCE", x, v)
+        vf, xf = _flat(v, 2), _flat(x, 1).unsqueeze(1)
+        u = torch.where(vf == 0, torch.zeros_like(vf), vf * torch.rsqrt(2 * xf * (1 - xf)))
+        return _gram(u, diagonal)
+
+
+class SSIM(Metric):
+    """``1 - SSIM(x, y)`` on ``(N, C, H, W)`` images; ``ssim_kwargs`` go to the SSIM ops.
+
+    ``distance`` is ``1 - ops.ssim`` (differentiable), ``pairs`` is ``ops.ssim_pairs``
+    (cancellation-free), ``gram`` is ``ops.ssim_metric_gram`` (the exact windowed metric tensor).
+    """
+
+    name = "ssim"
+
+    def __init__(self, **ssim_kwargs):
+        self.ssim_kwargs = dict(ssim_kwargs)
+
+    def distance(self, x: Tensor, y: Tensor) -> Tensor:
+        _check_pair("SSIM", x, y)
+        return 1 - ops.ssim(x, y, **self.ssim_kwargs)
+
+    def pairs(self, base: Tensor, others: Tensor) -> Tensor:
+        return ops.ssim_pairs(base, others, **self.ssim_kwargs)
+
+    def gram(self, x: Tensor, v: Tensor, diagonal: bool = False) -> Tensor:
+        return ops.ssim_metric_gram(x, v, diagonal=diagonal, **self.ssim_kwargs)
+
+    def __repr__(self) -> str:
+        kw = ", ".join(f"{k}={v!r}" for k, v in self.ssim_kwargs.items())
+        return f"SSIM({kw})"
+
+
+_BY_NAME = {cls.name: cls for cls in (SSE, DownwardConvex, UpwardConvex, BCE, SSIM)}
+METRIC_NAMES = tuple(_BY_NAME)
+
+
+def by_name(name: str, **kwargs) -> Metric:
+    """The metric called ``name`` (one of :data:`METRIC_NAMES`); kwargs go to its constructor."""
+    try:
+        cls = _BY_NAME[name]
+    except KeyError:
+        raise ValueError(f"metric: expected one of {METRIC_NAMES}, got {name!r}") from None
+    return cls(**kwargs)
