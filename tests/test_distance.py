@@ -1,6 +1,10 @@
 """pair_distances: the fused op against the float64 reference and an independent xlogy oracle,
 precision for tiny perturbations, layouts, autograd and the dispatcher."""
 
+import os
+import subprocess
+import sys
+
 import pytest
 import torch
 from hypothesis import given
@@ -265,3 +269,27 @@ def test_cuda_second_device_and_mismatch():
     got = ops.pair_distances(base.to("cuda:1"), others.to("cuda:1"), "sse")
     assert got.device == torch.device("cuda:1")
     torch.testing.assert_close(got.cpu(), naive(base, others, "sse"))
+
+
+def test_baseline_isa_build():
+    """The baseline (non-AVX2) build of the CPU kernels, forced in a fresh process."""
+    code = (
+        "import torch, vaeiso_ext\n"
+        "from vaeiso_ext import ops, reference\n"
+        "g = torch.Generator().manual_seed(0)\n"
+        "for dt in (torch.float32, torch.float64):\n"
+        "  b = (0.05 + 0.9 * torch.rand(3, 2, 30, 41, generator=g)).to(dt)\n"
+        "  b[0, 0, :3] = 0; b[1, 1, :5] = 1\n"
+        "  o = (b.unsqueeze(1) + 0.2 * torch.randn(3, 5, 2, 30, 41, generator=g).to(dt)).clamp(0.01, 0.99)\n"
+        "  o[:, :2] = (b.unsqueeze(1) + 1e-4 * torch.randn(3, 2, 2, 30, 41, generator=g).to(dt)).clamp(0.01, 0.99)\n"
+        "  w = torch.rand(3, generator=g).to(dt)\n"
+        "  for m in ('sse', 'bce'):\n"
+        "    got = ops.pair_distances(b, o, m, weight=w)\n"
+        "    want = reference.pair_distances(b.double(), o.double(), m, weight=w.double())\n"
+        "    torch.testing.assert_close(got.double(), want, rtol=1e-5 if dt == torch.float32 else 1e-12, atol=0)\n"
+        "print('baseline ok')\n"
+    )
+    env = dict(os.environ, VAEISO_CPU_BASELINE="1")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, cwd="/")
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "baseline ok" in out.stdout

@@ -21,7 +21,9 @@ struct Strided {
   int64_t others_sn, others_sk;    // others strides along N and K (unit along L)
 };
 
-// Elements of L per partial segment, per device.
+// Elements of L per partial segment, per device. CPU: 64-128 KB of base per task stays in L2
+// while the K others stream past it in long runs.
+constexpr int64_t kCpuSegment = 16384;
 int64_t segment_length_cpu();
 at::ScalarType partial_dtype_cpu(at::ScalarType dt);
 void partials_cpu(const at::Tensor& base, const at::Tensor& others, const Strided& s, Metric m,
