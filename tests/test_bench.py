@@ -17,7 +17,8 @@ def test_quick_run_writes_json(tmp_path):
     assert report["copy_bandwidth_gbps"] > 0
     ops_seen = {r["op"] for r in report["results"]}
     for family in runner.CASE_FAMILIES:
-        assert any(op.startswith(family) or family in op for op in ops_seen), family
+        assert any(op.startswith(family) or family in op for op in ops_seen) or (
+            family == "distance" and any(op.startswith("pair_distances") for op in ops_seen)), family
     fused = [r for r in report["results"] if r["impl"] == "fused"]
     assert fused and all(r["status"] == "ok" and r["median_ms"] > 0 for r in fused)
     assert {r["mode"] for r in fused} >= {"fwd", "fwd+bwd"}

@@ -159,3 +159,17 @@ def test_ssim_gram_is_half_the_hessian():
     t = 1e-3  # and the finite form (1 - SSIM(x, x + t v)) / t**2
     fd = m.pairs(x, x.unsqueeze(1) + t * v) / t**2
     torch.testing.assert_close(fd, g.diagonal(dim1=1, dim2=2), rtol=1e-2, atol=0)
+
+
+def test_ssim_distance_keeps_digits_for_tiny_perturbations():
+    """metrics.SSIM().distance must not compute 1 - SSIM as one minus a ratio near 1."""
+    from vaeiso_ext import metrics as M
+
+    g = torch.Generator().manual_seed(5)
+    x = torch.rand(2, 3, 24, 24, generator=g, dtype=torch.float64)
+    y = x + 1e-4 * torch.randn(x.shape, generator=g, dtype=torch.float64)
+    m = M.SSIM()
+    want = m.distance(x, y)
+    got = m.distance(x.float(), y.float()).double()
+    assert torch.all(want > 0)
+    assert torch.all((got - want).abs() <= 1e-3 * want)

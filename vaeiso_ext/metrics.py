@@ -149,7 +149,7 @@ class BCE(Metric):
 class SSIM(Metric):
     """``1 - SSIM(x, y)`` on ``(N, C, H, W)`` images; ``ssim_kwargs`` go to the SSIM ops.
 
-    ``distance`` is ``1 - ops.ssim`` (differentiable), ``pairs`` is ``ops.ssim_pairs``
+    ``distance`` is ``ops.one_minus_ssim`` (differentiable, no cancellation near x = y), ``pairs`` is ``ops.ssim_pairs``
     (cancellation-free), ``gram`` is ``ops.ssim_metric_gram`` (the exact windowed metric tensor).
     """
 
@@ -160,7 +160,7 @@ class SSIM(Metric):
 
     def distance(self, x: Tensor, y: Tensor) -> Tensor:
         _check_pair("SSIM", x, y)
-        return 1 - ops.ssim(x, y, **self.ssim_kwargs)
+        return ops.one_minus_ssim(x, y, **self.ssim_kwargs)
 
     def pairs(self, base: Tensor, others: Tensor) -> Tensor:
         return ops.ssim_pairs(base, others, **self.ssim_kwargs)

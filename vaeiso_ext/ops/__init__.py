@@ -7,11 +7,11 @@ autograd registration.
 from ._gdn import gdn
 
 # SSIM family (ssim, ssim_pairs, ssim_metric_gram): ._ssim
-from ._ssim import ssim, ssim_metric_gram, ssim_pairs
+from ._ssim import one_minus_ssim, ssim, ssim_metric_gram, ssim_pairs
 
 
 # Pair distances (pair_distances): ._distance
 from ._distance import pair_distances
 
 
-__all__ = ["gdn", "ssim", "ssim_pairs", "ssim_metric_gram", "pair_distances"]
+__all__ = ["one_minus_ssim", "gdn", "ssim", "ssim_pairs", "ssim_metric_gram", "pair_distances"]
