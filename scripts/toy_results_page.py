@@ -22,6 +22,11 @@ def _load(path):
         return json.load(f)
 
 
+def _load_text(path):
+    with open(path) as f:
+        return f.read()
+
+
 def acceptance(res_sse, res_down):
     lines = []
 
@@ -111,7 +116,7 @@ def main():
               "# re-analyse a checkpoint (rewrites results.json, report.md, figures/ beside it):",
               "python -m vaeiso_ext analyze out/full/mix_sse/checkpoint.pt",
               "# the App. E.2 sweep with fewer epochs (resumable: finished runs are skipped):",
-              "python -m vaeiso_ext reproduce toy --sweep --epochs 30 --out out/sweep30",
+              "python -m vaeiso_ext reproduce toy --sweep --epochs 30 --out out/sweep30   # 90 runs, ~45 min",
               "# this page:",
               "python scripts/toy_results_page.py --full out/full --sweep out/sweep30 --docs docs",
               "```", ""]
@@ -162,7 +167,13 @@ def main():
             shutil.copyfile(os.path.join(sfig, name), os.path.join(figdir, name))
             parts.append(f"![{name[:-4]}](figures/{name})")
         parts.append("")
-        parts.append(f"The full table: `{args.sweep}/report.md` (and `sweep.json`).")
+        parts.append("Norms are the active dims' means in ascending E[sigma^-2] order; at lambda 1-2 "
+                     "one dimension is inactive (KL < 0.1), as the paper's Figs. 11-19 also show. "
+                     "With 30 epochs the large-lambda runs are the least converged (their transform "
+                     "loss is still falling).")
+        parts.append("")
+        table = _load_text(os.path.join(args.sweep, "report.md"))
+        parts.append(table.split("\n\n", 1)[1].split("\n![")[0].strip())
     else:
         parts += ["## App. E.2 sweep", "", "Not run yet (see the command above)."]
     with open(os.path.join(args.docs, "toy_results.md"), "w") as f:

@@ -365,6 +365,8 @@ def sweep_figures(rows: list[dict], folder: str) -> list[str]:
             axes[1].loglog(lams, [r["ratios"][j] if len(r["ratios"]) > j else math.nan for r in rs],
                            "o-", ms=3, label=f"Var(z{j + 1})/Var(z1)")
             axes[1].axhline(ref, color="gray", lw=0.6)
+        axes[1].set_yticks([1, 2, 4, 8, 16, 32], ["1", "2", "4", "8", "16", "32"])
+        axes[1].minorticks_off()
         axes[1].set_title("(b) ratio of estimated variances", fontsize=9)
         for k in ["p_mu", "exp_neg_L", "scaled_p_mu_prod_sigma", "scaled_exp_neg_L", "p_mu_prod_sigma"]:
             if loss == "sse" and k.startswith("scaled"):
