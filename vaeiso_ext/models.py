@@ -41,38 +41,6 @@ class Encoder(nn.Module):
         return self.mu(h), self.logvar(h)
 
 
-class ToyVAE(nn.Module):
-    """The App. D.1 VAE (widths configurable). ``encode`` returns (mu, log sigma^2)."""
-
-    def __init__(self, in_dim: int = 16, latent: int = 3, enc_hidden: tuple[int, ...] = (128, 64),
-                 dec_hidden: tuple[int, ...] = (64, 128), activation: str = "tanh"):
-        super().__init__()
-        self.config = {"in_dim": in_dim, "latent": latent, "enc_hidden": list(enc_hidden),
-                       "dec_hidden": list(dec_hidden), "activation": activation}
-        self.encoder = Encoder(in_dim, tuple(enc_hidden), latent, activation)
-        self.decoder = mlp([latent, *dec_hidden, in_dim], activation)
-
-    @property
-    def latent(self) -> int:
-        return self.config["latent"]
-
-    def encode(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        return self.encoder(x)
-
-    def decode(self, z: Tensor) -> Tensor:
-        return self.decoder(z)
-
-    def forward(self, x: Tensor, noise: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        """(x_hat, mu, logvar, z) with z = mu + sigma * noise (noise ~ N(0, I) unless given)."""
-        mu, logvar = self.encode(x)
-        if noise is None:
-            noise = torch.randn_like(mu)
-        z = mu + torch.exp(0.5 * logvar) * noise
-        return self.decode(z), mu, logvar, z
-
-
-# ------------------------------------------------------------------ real-data VAEs (§4.2, App. G)
-
 class _VAE(nn.Module):
     """Shared interface: ``encode`` -> (mu, log sigma^2), ``decode``, ``forward``."""
 
@@ -96,6 +64,24 @@ class _VAE(nn.Module):
             noise = torch.randn_like(mu)
         z = mu + torch.exp(0.5 * logvar) * noise
         return self.decode(z), mu, logvar, z
+
+
+class ToyVAE(_VAE):
+    """The App. D.1 VAE (widths configurable). ``encode`` returns (mu, log sigma^2)."""
+
+    def __init__(self, in_dim: int = 16, latent: int = 3, enc_hidden: tuple[int, ...] = (128, 64),
+                 dec_hidden: tuple[int, ...] = (64, 128), activation: str = "tanh"):
+        super().__init__()
+        self.config = {"in_dim": in_dim, "latent": latent, "enc_hidden": list(enc_hidden),
+                       "dec_hidden": list(dec_hidden), "activation": activation}
+        self.encoder = Encoder(in_dim, tuple(enc_hidden), latent, activation)
+        self.decoder = mlp([latent, *dec_hidden, in_dim], activation)
+
+    def encode(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        return self.encoder(x)  # the Encoder module has the two heads itself
+
+
+# ------------------------------------------------------------------ real-data VAEs (§4.2, App. G)
 
 
 class ConvVAE(_VAE):
