@@ -13,6 +13,13 @@
 #include <c10/util/Exception.h>
 #include <string>
 
+// VAEISO_ON_DEVICE(fn, t, args...): fn_cuda(args...) for a CUDA tensor t, else fn_cpu(args...).
+#ifdef VAEISO_WITH_CUDA
+#define VAEISO_ON_DEVICE(fn, t, ...) ((t).is_cuda() ? fn##_cuda(__VA_ARGS__) : fn##_cpu(__VA_ARGS__))
+#else
+#define VAEISO_ON_DEVICE(fn, t, ...) fn##_cpu(__VA_ARGS__)
+#endif
+
 namespace vaeiso {
 
 inline void check_float_dtype(const at::Tensor& t, const char* name) {

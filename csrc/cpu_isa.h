@@ -22,3 +22,12 @@ inline bool cpu_has_avx2() {
 }
 
 }  // namespace vaeiso
+
+// VAEISO_PICK(fn, args...): call isa_avx2::fn where the CPU has AVX2+FMA, else isa_default::fn
+// (each *_cpu.cpp declares both namespaces for its family's kernels).
+#if defined(VAEISO_CPU_AVX2)
+#define VAEISO_PICK(fn, ...) \
+  (::vaeiso::cpu_has_avx2() ? isa_avx2::fn(__VA_ARGS__) : isa_default::fn(__VA_ARGS__))
+#else
+#define VAEISO_PICK(fn, ...) isa_default::fn(__VA_ARGS__)
+#endif

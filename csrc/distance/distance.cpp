@@ -51,12 +51,6 @@ at::Tensor unit_inner(const at::Tensor& t, at::IntArrayRef shape) {
   return v;
 }
 
-#ifdef VAEISO_WITH_CUDA
-#define VAEISO_ON_DEVICE(fn, t, ...) ((t).is_cuda() ? fn##_cuda(__VA_ARGS__) : fn##_cpu(__VA_ARGS__))
-#else
-#define VAEISO_ON_DEVICE(fn, t, ...) fn##_cpu(__VA_ARGS__)
-#endif
-
 }  // namespace
 
 at::Tensor pair_distances(const at::Tensor& base, const at::Tensor& others, c10::string_view metric,

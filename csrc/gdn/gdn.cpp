@@ -74,12 +74,6 @@ void check_params(const at::Tensor& x, const at::Tensor& beta, const at::Tensor&
   check_same_device(gamma, x, "gdn: gamma", "x");
 }
 
-#ifdef VAEISO_WITH_CUDA
-#define VAEISO_ON_DEVICE(fn, t, ...) ((t).is_cuda() ? fn##_cuda(__VA_ARGS__) : fn##_cpu(__VA_ARGS__))
-#else
-#define VAEISO_ON_DEVICE(fn, t, ...) fn##_cpu(__VA_ARGS__)
-#endif
-
 }  // namespace
 
 std::tuple<at::Tensor, at::Tensor> gdn_forward(const at::Tensor& x, const at::Tensor& beta,

@@ -17,9 +17,6 @@ namespace vaeiso::gdn {
 VAEISO_DECLARE_ISA(isa_default)
 #ifdef VAEISO_CPU_AVX2
 VAEISO_DECLARE_ISA(isa_avx2)
-#define VAEISO_PICK(fn, ...) (cpu_has_avx2() ? isa_avx2::fn(__VA_ARGS__) : isa_default::fn(__VA_ARGS__))
-#else
-#define VAEISO_PICK(fn, ...) isa_default::fn(__VA_ARGS__)
 #endif
 
 void fx_cpu(const at::Tensor& x, at::Tensor& fx, Variant v) { VAEISO_PICK(fx, x, fx, v); }

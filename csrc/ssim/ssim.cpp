@@ -92,12 +92,6 @@ at::ScalarType acc_type(const at::Tensor& x) {
   return (dt == at::kHalf || dt == at::kBFloat16) ? at::kFloat : dt;
 }
 
-#ifdef VAEISO_WITH_CUDA
-#define VAEISO_ON_DEVICE(fn, t, ...) ((t).is_cuda() ? fn##_cuda(__VA_ARGS__) : fn##_cpu(__VA_ARGS__))
-#else
-#define VAEISO_ON_DEVICE(fn, t, ...) fn##_cpu(__VA_ARGS__)
-#endif
-
 }  // namespace
 
 std::tuple<at::Tensor, at::Tensor> ssim_forward(const at::Tensor& x, const at::Tensor& y,

@@ -19,9 +19,6 @@ namespace vaeiso::ssim {
 VAEISO_DECLARE_ISA(isa_default)
 #ifdef VAEISO_CPU_AVX2
 VAEISO_DECLARE_ISA(isa_avx2)
-#define VAEISO_PICK(fn, ...) (cpu_has_avx2() ? isa_avx2::fn(__VA_ARGS__) : isa_default::fn(__VA_ARGS__))
-#else
-#define VAEISO_PICK(fn, ...) isa_default::fn(__VA_ARGS__)
 #endif
 
 void forward_cpu(const at::Tensor& x, const at::Tensor& y, const std::vector<double>& window,
