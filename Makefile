@@ -1,14 +1,20 @@
 # The README's commands. Each does its own set-up on a fresh machine: a virtual environment in
-# .venv, torch (the CUDA 13.0 build, so the CUDA kernels compile even without a GPU), the
-# package built against it, and the extras the target needs.
+# .venv, torch (the CUDA 13.0 build, so the CUDA kernels compile even without a GPU), and the
+# package installed *editable* from this checkout, with the extras the target needs.
+#
+# Editable install: the source folder vaeiso_ext/ is the package (an edit to a .py file takes
+# effect at once), the compiled _C lives in build/editable/, and an import after a change under
+# csrc/ rebuilds it (incrementally, with ninja). So `python -m vaeiso_ext ...` works from the
+# repository root, where the source folder shadows any other installed copy.
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 TORCH_VERSION ?= 2.14.1
 BUILD_DEPS := torch==$(TORCH_VERSION) scikit-build-core ninja numpy
+EDITABLE_FLAGS := -Ceditable.rebuild=true -Ceditable.verbose=false -Cbuild-dir=build/editable
 PYTEST_ARGS ?=
 
-.PHONY: test demo bench install clean
+.PHONY: test demo bench install compat clean
 
 $(VENV)/.deps: pyproject.toml Makefile
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -17,18 +23,20 @@ $(VENV)/.deps: pyproject.toml Makefile
 	touch $@
 
 # --no-build-isolation: compile against the torch in .venv (an isolated build may pick another).
-install: $(VENV)/.deps
-	$(PIP) install -q --no-build-isolation ".[test,plot]"
+$(VENV)/.installed: $(VENV)/.deps pyproject.toml CMakeLists.txt
+	$(PIP) install -q --no-build-isolation -e ".[test,plot,bench]" $(EDITABLE_FLAGS)
+	touch $@
+
+install: $(VENV)/.installed
 
 test: install
-	$(VENV)/bin/pytest -q $(PYTEST_ARGS)
+	$(PY) -m pytest -q $(PYTEST_ARGS)
 
 demo: install
 	$(PY) -m vaeiso_ext reproduce toy --quick --out out/demo
 
-bench: $(VENV)/.deps
-	$(PIP) install -q --no-build-isolation ".[bench]"
+bench: install
 	$(PY) -m vaeiso_ext.bench
 
 clean:
-	rm -rf build dist *.egg-info
+	rm -rf build dist *.egg-info $(VENV)/.installed

@@ -99,10 +99,12 @@ def test_isometry_gram_matches_explicit_jacobian(kind, cls):
     with torch.no_grad():
         G = metric_diag(m, dec(z))
     want = (2 / beta) * sigma[:, :, None] * sigma[:, None, :] * torch.einsum("nlj,nl,nlk->njk", J, G, J)
-    torch.testing.assert_close(gram, want, rtol=1e-10, atol=0)
-    # its diagonal is the Eq. 20 norm with the exact D'_j
+    # Sums over the decoder's outputs in another order; off-diagonal entries may cancel, so the
+    # floor is relative to the largest entry (bound: outputs * 2**-53 of the magnitudes, < 1e-13).
+    torch.testing.assert_close(gram, want, rtol=1e-10, atol=1e-10 * want.abs().max().item())
+    # its diagonal is the Eq. 20 norm with the exact D'_j (sums of non-negative terms)
     exact = dj_prime(dec, z, m, method="jvp")
-    torch.testing.assert_close(gram.diagonal(dim1=1, dim2=2), (2 / beta) * sigma**2 * exact, rtol=1e-12, atol=0)
+    torch.testing.assert_close(gram.diagonal(dim1=1, dim2=2), (2 / beta) * sigma**2 * exact, rtol=1e-10, atol=0)
 
 
 def test_ssim_gram_matches_hessian_oracle():
@@ -117,7 +119,7 @@ def test_ssim_gram_matches_hessian_oracle():
     hj = torch.stack([torch.autograd.functional.hvp(f, x, J[:, j])[1] for j in range(N_LATENT)], 1)
     jgj = 0.5 * torch.einsum("njl,nkl->njk", hj.flatten(2), J.flatten(2))
     want = (2 / beta) * sigma[:, :, None] * sigma[:, None, :] * jgj
-    torch.testing.assert_close(gram, want, rtol=1e-7, atol=1e-12)
+    torch.testing.assert_close(gram, want, rtol=1e-7, atol=1e-10 * want.abs().max().item())
     exact = dj_prime(dec, z, m, method="jvp")
     torch.testing.assert_close(exact, jgj.diagonal(dim1=1, dim2=2), rtol=1e-7, atol=0)
     cen = dj_prime(dec, z, m, eps=1e-3, method="central")
@@ -125,20 +127,29 @@ def test_ssim_gram_matches_hessian_oracle():
     assert rel_err(cen, exact) < 1e-4 and rel_err(cen, exact) < rel_err(fwd, exact) < 5e-2
 
 
+def chunking_rtol(method):
+    """Decoder batches of another size may round each float64 output differently by a few ulp
+    (BLAS blocking). A finite difference divides that by eps = 1e-3 and by |J| (>~1e-2 here):
+    ~10 ulp * 1e-16 / 1e-5 = 1e-10 relative in D'_j; jvp has no eps, so only the ulps remain."""
+    return 1e-8 if method in ("forward", "central") else 1e-11
+
+
 @pytest.mark.parametrize("method", ["forward", "central", "jvp"])
 def test_chunk_size_does_not_matter(method, monkeypatch):
     dec, z, m = conv_decoder(), latents(5), metrics.BCE()
     whole = dj_prime(dec, z, m, method=method, chunk_size=1000)
+    tol = dict(rtol=chunking_rtol(method), atol=0)
     for c in (1, 2, 7, 100):  # rows per decoder call; a sample's rows span calls when small
-        torch.testing.assert_close(dj_prime(dec, z, m, method=method, chunk_size=c), whole, rtol=1e-12, atol=0)
-    torch.testing.assert_close(dj_prime(dec, z, m, method=method), whole, rtol=1e-12, atol=0)
+        torch.testing.assert_close(dj_prime(dec, z, m, method=method, chunk_size=c), whole, **tol)
+    torch.testing.assert_close(dj_prime(dec, z, m, method=method), whole, **tol)
     # the default rules at their extremes: one row per call, one sample per distance call
     monkeypatch.setattr(derivatives, "DECODE_BUDGET_BYTES", {"cpu": 1})
     monkeypatch.setattr(derivatives, "MEMORY_BUDGET_BYTES", 1)
-    torch.testing.assert_close(dj_prime(dec, z, m, method=method), whole, rtol=1e-12, atol=0)
+    torch.testing.assert_close(dj_prime(dec, z, m, method=method), whole, **tol)
     sigma = torch.rand_like(z)
-    torch.testing.assert_close(isometry_gram(dec, z, sigma, m, 0.1, chunk_size=3),
-                               isometry_gram(dec, z, sigma, m, 0.1, chunk_size=1000), rtol=1e-12, atol=0)
+    gram = isometry_gram(dec, z, sigma, m, 0.1, chunk_size=1000)  # jvp-based: no eps
+    torch.testing.assert_close(isometry_gram(dec, z, sigma, m, 0.1, chunk_size=3), gram,
+                               rtol=1e-10, atol=1e-10 * gram.abs().max().item())
 
 
 def test_batches_decodes_and_distances(monkeypatch):
@@ -221,4 +232,4 @@ def test_cuda_matches_cpu(method):
         cuda = dj_prime(dec.cuda(), z.cuda(), m, method=method)
         dec.cpu()
         assert cuda.device.type == "cuda"
-        torch.testing.assert_close(cuda.cpu(), cpu, rtol=1e-9, atol=0)
+        torch.testing.assert_close(cuda.cpu(), cpu, rtol=chunking_rtol(method), atol=0)  # as for chunking

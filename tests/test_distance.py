@@ -48,7 +48,9 @@ def test_matches_reference(device, metric, shape, weighted):
     got = ops.pair_distances(base, others, metric, weight=w)
     want = reference.pair_distances(base, others, metric, weight=w)
     assert got.shape == (3, 4) and got.dtype == base.dtype
-    torch.testing.assert_close(got, want, rtol=1e-12, atol=0)
+    # Sums of L <= 18,000 non-negative float64 terms in another order: the recursive-summation
+    # bound L * 2**-53 is 2e-12 relative; 1e-10 holds on any machine, and a wrong term fails it.
+    torch.testing.assert_close(got, want, rtol=1e-10, atol=0)
     torch.testing.assert_close(got.cpu(), naive(base, others, metric, w).cpu(), rtol=1e-10, atol=0)
 
 
@@ -59,6 +61,8 @@ def test_float32_matches_float64(device, metric):
     got = ops.pair_distances(base, others, metric, weight=w)
     want = reference.pair_distances(base.double(), others.double(), metric, weight=w.double())
     assert got.dtype == torch.float32
+    # float32 terms (a few ulp = ~2e-7 each, no cancellation beyond a factor ~4 in the bce log
+    # form) summed in a wider accumulator: 1e-5 relative is a 10x margin on any machine.
     torch.testing.assert_close(got.double(), want, rtol=1e-5, atol=0)
 
 
@@ -95,6 +99,7 @@ def test_naive_float32_bce_would_fail():
 def test_bce_zero_at_equality_and_binary_targets(device, dtype):
     base, _, _ = inputs(3, 1, (2, 5, 5), dtype=dtype, device=device)
     same = ops.pair_distances(base, base.unsqueeze(1).expand(3, 4, 2, 5, 5), "bce")
+    # Exact: every term is computed as g(0) = 0 when other == base (SPEC §3.4 promises D(b, b) = 0).
     assert torch.equal(same, torch.zeros_like(same))
     # Exact 0/1 targets (binary digits): finite, no NaN, the xlogy values.
     b = torch.tensor([[0.0, 1.0, 0.0, 1.0, 0.5]], dtype=dtype, device=device)
@@ -102,8 +107,10 @@ def test_bce_zero_at_equality_and_binary_targets(device, dtype):
     got = ops.pair_distances(b, o, "bce")
     want = naive(b, o, "bce")
     assert torch.isfinite(got).all()
-    assert got[0, 0].item() == 0
-    torch.testing.assert_close(got.double().cpu(), want.cpu(), rtol=1e-6, atol=0)
+    assert got[0, 0].item() == 0  # exact: D(b, b) = 0 by construction, as above
+    # A handful of terms, each a few ulp of its dtype, no cancellation.
+    rtol = 1e-5 if dtype == torch.float32 else 1e-10
+    torch.testing.assert_close(got.double().cpu(), want.cpu(), rtol=rtol, atol=0)
     # binary digits at a realistic size (the vectorised path falls back lane-group-wise)
     g = torch.Generator().manual_seed(3)
     b = (torch.rand(3, 1000, generator=g) < 0.3).to(dtype)
@@ -112,8 +119,10 @@ def test_bce_zero_at_equality_and_binary_targets(device, dtype):
     o[:, 0] = b  # equality, binary included
     b, o = b.to(device), o.to(device)
     got = ops.pair_distances(b, o, "bce")
-    assert torch.isfinite(got).all() and torch.equal(got[:, 0], torch.zeros_like(got[:, 0]))
-    torch.testing.assert_close(got[:, 1:].double().cpu(), naive(b, o, "bce")[:, 1:].cpu(), rtol=1e-5, atol=0)
+    assert torch.isfinite(got).all() and torch.equal(got[:, 0], torch.zeros_like(got[:, 0]))  # exact, as above
+    # 1,000 non-negative terms of a few ulp each, accumulated wider than the dtype.
+    rtol = 1e-5 if dtype == torch.float32 else 1e-10
+    torch.testing.assert_close(got[:, 1:].double().cpu(), naive(b, o, "bce")[:, 1:].cpu(), rtol=rtol, atol=0)
 
 
 @pytest.mark.parametrize("device", devices())
@@ -136,18 +145,21 @@ def test_layouts(device):
     for metric in METRICS:
         want = ops.pair_distances(base, others, metric, weight=w)
         # a K-slice of a bigger batch (strided along K, contiguous inside)
+        # Layouts may change the summation order of the 126 non-negative float64 terms:
+        # bound 126 * 2**-53 = 1.4e-14 relative, so 1e-12 (not bitwise equality) is the promise.
         got = ops.pair_distances(base, others[:, ::2], metric, weight=w[::1])
-        torch.testing.assert_close(got, want[:, ::2], rtol=1e-14, atol=0)
+        torch.testing.assert_close(got, want[:, ::2], rtol=1e-12, atol=0)
         # channels_last base and others
         cl = others.reshape(24, 3, 6, 7).contiguous(memory_format=torch.channels_last)
         cl = cl.view(3, 8, 3, 6, 7)
         assert not cl.is_contiguous()
         got = ops.pair_distances(base.contiguous(memory_format=torch.channels_last), cl, metric, weight=w)
-        torch.testing.assert_close(got, want, rtol=1e-14, atol=0)
+        torch.testing.assert_close(got, want, rtol=1e-12, atol=0)
         # transposed spatial dims
         got = ops.pair_distances(base.transpose(-1, -2), others.transpose(-1, -2), metric, weight=w)
-        torch.testing.assert_close(got, want, rtol=1e-14, atol=0)
-        # an expanded weight and base broadcast as others (K copies of base): zero
+        torch.testing.assert_close(got, want, rtol=1e-12, atol=0)
+        # an expanded weight and base broadcast as others (K copies of base): exactly zero, as
+        # every term of other == base is computed as 0
         got = ops.pair_distances(base, base.unsqueeze(1).expand_as(others), metric, weight=w[:1].expand(3))
         assert torch.equal(got, torch.zeros_like(got))
 
@@ -174,7 +186,7 @@ def test_empty():
         others = torch.rand((shape[0], K) + shape[1:])
         out = ops.pair_distances(base, others, "bce")
         assert out.shape == (shape[0], K)
-        assert torch.equal(out, torch.zeros_like(out))
+        assert torch.equal(out, torch.zeros_like(out))  # exact: an empty sum is 0
 
 
 def test_deterministic_and_thread_independent():
@@ -186,6 +198,8 @@ def test_deterministic_and_thread_independent():
             for t in (1, 2, 1):
                 torch.set_num_threads(t)
                 outs.append(ops.pair_distances(base, others, metric, weight=w))
+            # Bitwise, by design: segments of fixed length summed in a fixed order whatever the
+            # thread count (csrc/distance/distance_kernels.h; SPEC §2 run-to-run promise).
             assert all(torch.equal(outs[0], o) for o in outs[1:])
     finally:
         torch.set_num_threads(threads)
@@ -256,7 +270,7 @@ def test_cuda_matches_cpu_and_half_types(metric):
         assert got.dtype == dt
         torch.testing.assert_close(got.double().cpu(), want, rtol=2e-2, atol=0)
     again = ops.pair_distances(base.cuda(), others.cuda(), metric, weight=w.cuda())
-    assert torch.equal(again, cuda)
+    assert torch.equal(again, cuda)  # bitwise: same input, same device, fixed segments (SPEC §2)
 
 
 @pytest.mark.cuda

@@ -27,8 +27,15 @@ def scale_of(t):
     return max(1.0, t.abs().max().item()) if t.numel() else 1.0
 
 
+# float64 against the float64 reference: the channel sums (C terms) and the gamma gradient's sum
+# over up to ~150 positions run in another order; the recursive-summation bound (terms x 2**-53 of
+# the sum of magnitudes) stays below 1e-12 of the largest value, so 1e-10 holds on any machine.
+F64 = dict(rtol=1e-10, atol=1e-10)
+
+
 def check_against_reference(x, beta, gamma, inverse, simplified, rtol, atol):
-    """Forward and all three gradients against the float64 reference."""
+    """Forward and all three gradients against the float64 reference (atol scaled by the
+    gradient's largest magnitude)."""
     x = x.detach().requires_grad_()
     beta = beta.detach().requires_grad_()
     gamma = gamma.detach().requires_grad_()
@@ -52,7 +59,7 @@ def check_against_reference(x, beta, gamma, inverse, simplified, rtol, atol):
 def test_matches_reference(device, inverse, simplified, shape):
     beta, gamma = params(shape[1], device=device)
     x = torch.randn(shape, dtype=torch.float64, device=device)
-    check_against_reference(x, beta, gamma, inverse, simplified, rtol=1e-12, atol=1e-12)
+    check_against_reference(x, beta, gamma, inverse, simplified, **F64)
     x32, b32, g32 = x.float(), beta.float(), gamma.float()
     check_against_reference(x32, b32, g32, inverse, simplified, rtol=2e-5, atol=2e-5)
 
@@ -69,7 +76,7 @@ def test_layouts(device):
     }
     for name, x in layouts.items():
         for inverse, simplified in VARIANTS:
-            check_against_reference(x, beta, gamma, inverse, simplified, rtol=1e-12, atol=1e-12)
+            check_against_reference(x, beta, gamma, inverse, simplified, **F64)
     # channels_last stays channels_last (no copy), other layouts come back contiguous
     y = ops.gdn(layouts["channels_last"], beta, gamma)
     assert y.is_contiguous(memory_format=torch.channels_last)
@@ -90,7 +97,7 @@ def test_shapes_and_strides_property(n, c, spatial, inverse, simplified, layout)
     elif layout == "strided":
         x = torch.randn(n, 2 * c, *spatial, dtype=torch.float64)[:, 1::2]
     beta, gamma = params(c, seed=n + 7 * c)
-    check_against_reference(x, beta, gamma, inverse, simplified, rtol=1e-12, atol=1e-12)
+    check_against_reference(x, beta, gamma, inverse, simplified, **F64)
 
 
 @pytest.mark.parametrize("device", devices())
@@ -103,6 +110,7 @@ def test_empty_batch(device):
         assert y.shape == x.shape
         y.sum().backward()
         assert x.grad.shape == x.shape
+        # exact: gradients summed over no positions are 0
         assert torch.equal(b.grad, torch.zeros_like(b)) and torch.equal(g.grad, torch.zeros_like(g))
 
 
@@ -159,7 +167,7 @@ def test_deterministic():
         y.pow(2).sum().backward()
         outs.append((y, xi.grad, b.grad, g.grad))
     for a, b in zip(*outs):
-        assert torch.equal(a, b)
+        assert torch.equal(a, b)  # bitwise: same input, same device (SPEC §2 run-to-run promise)
 
 
 # ------------------------------------------------------------------------ bad input
@@ -307,7 +315,7 @@ def test_baseline_cpu_build_matches():
         "    b = (0.5 + torch.rand(6, dtype=torch.float64)).requires_grad_()\n"
         "    g = (0.3 * torch.rand(6, 6, dtype=torch.float64)).requires_grad_()\n"
         "    y = ops.gdn(x, b, g, inv, simp); r = reference.gdn(x, b, g, inv, simp)\n"
-        "    torch.testing.assert_close(y, r, rtol=1e-12, atol=1e-12)\n"
+        "    torch.testing.assert_close(y, r, rtol=1e-10, atol=1e-10)\n"
         "    gy = torch.randn_like(y)\n"
         "    for a, c in zip(torch.autograd.grad(y, (x, b, g), gy), torch.autograd.grad(r, (x, b, g), gy)):\n"
         "      torch.testing.assert_close(a, c, rtol=1e-10, atol=1e-10)\n"

@@ -25,6 +25,7 @@ def _model(seed=0):
 
 
 def _same_state(a, b):
+    # bitwise: resume promises to continue bit-identically (same data order, RNG and optimizer state)
     sa, sb = a.state_dict(), b.state_dict()
     return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
 
