@@ -38,3 +38,25 @@ def test_torch_mismatch_raises_clear_import_error():
     assert "IMPORT ERROR" in msg, out.stderr[-2000:]
     assert "1.0.0+other" in msg and vaeiso_ext.build_info()["torch_version"] in msg
     assert "--no-build-isolation" in msg
+
+
+def test_unbuilt_source_tree_raises_clear_import_error(tmp_path):
+    """A source checkout that was never built (no _build_info.py, no _C) says how to build it."""
+    import shutil
+    from pathlib import Path
+
+    src = Path(vaeiso_ext.__file__).parent
+    shutil.copytree(src, tmp_path / "vaeiso_ext",
+                    ignore=shutil.ignore_patterns("_C*", "_build_info.py", "__pycache__"))
+    # Drop the editable install's finder (it would supply the built parts) and import from tmp.
+    code = (
+        "import sys\n"
+        "sys.meta_path = [f for f in sys.meta_path if 'ScikitBuild' not in type(f).__name__]\n"
+        "try:\n"
+        "    import vaeiso_ext\n"
+        "except ImportError as e:\n"
+        "    print('IMPORT ERROR:', e)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path)
+    assert "IMPORT ERROR" in out.stdout, out.stdout + out.stderr[-2000:]
+    assert "compiled extension is missing" in out.stdout and "--no-build-isolation" in out.stdout
