@@ -264,7 +264,9 @@ def scatter_figure(results: dict, path: str, max_points: int = 2000) -> None:
         ax.set_xlabel("true p(x) / max (no unit)", fontsize=8)
         ax.tick_params(labelsize=7)
     axes[0].set_ylabel("estimate / max (no unit)", fontsize=8)
-    fig.suptitle(run_title(results, f"Fig. 3: p(x) estimates, {min(n, max_points)} held-out samples"),
+    shown = f"{min(n, max_points):,} of {n:,}" if n > max_points else f"all {n:,}"
+    fig.suptitle(run_title(results, f"Fig. 3: p(x) estimates (R over all {n:,} held-out samples, "
+                                    f"{shown} shown)"),
                  fontsize=9, y=1.05)
     save_figure(fig, path)
 
