@@ -335,3 +335,27 @@ def test_no_jit_script_deprecation_warning():
     p = subprocess.run([sys.executable, "-W", "error::FutureWarning", "-c", code],
                        capture_output=True, text=True, timeout=120)
     assert p.returncode == 0, p.stderr
+
+
+def test_the_same_command_again_reanalyses_and_an_unfinished_run_needs_resume(toy_run, tmp_path, capsys):
+    ck_before = (toy_run / "checkpoint.pt").read_bytes()
+    assert main(["reproduce", "toy", "--epochs", "3", "--seed", "3", "--out", str(toy_run), "--no-figures",
+                 *TINY]) == 0  # `make demo` twice
+    assert "already done" in capsys.readouterr().out
+    assert (toy_run / "checkpoint.pt").read_bytes() == ck_before
+    # an interrupted run: the checkpoint describes 3 epochs, 1 was trained
+    from vaeiso_ext.experiments.toy import EXPERIMENT as TOY
+    from vaeiso_ext.experiments.toy import ToyConfig
+
+    cfg = ToyConfig(epochs=3, n_train=600, n_test=300, batch_size=100)
+    out = tmp_path / "cut"
+    data = TOY.load_data(cfg, False)
+    train(TOY.new_model(cfg), data.x_train, TOY.metric(cfg), TrainConfig(lam=100.0, epochs=1, batch_size=100),
+          checkpoint=str(out / "checkpoint.pt"), progress=False, meta=TOY.meta(cfg))
+    before = _snapshot(out)
+    argv = ["reproduce", "toy", "--epochs", "3", "--out", str(out), "--no-figures", *TINY]
+    assert main(argv) == 2
+    assert "unfinished" in _one_error_line(capsys.readouterr().err)
+    assert _snapshot(out) == before
+    assert main(argv + ["--resume"]) == 0
+    assert load_checkpoint(str(out / "checkpoint.pt"))["step"] == 3 * 6

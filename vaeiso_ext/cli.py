@@ -81,6 +81,10 @@ def main(argv: list[str] | None = None) -> int:
     except (UsageError, CheckpointError, ValueError, FileNotFoundError, ImportError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("\ninterrupted: the last checkpoint written is kept (continue with --resume)",
+              file=sys.stderr)
+        return 130
     finally:
         import torch.distributed as dist
 

@@ -376,8 +376,8 @@ class Experiment:
         return model, data, history
 
     def check_folder(self, cfg: Config, out: str, *, resume: bool, overwrite: bool):
-        """Enforce the run-folder rules before anything is read or written; returns the saved
-        config (``--resume``) or None."""
+        """Enforce the run-folder rules before anything is written; returns the saved config
+        (``--resume``, or the same run asked for again) or None (a fresh run)."""
         if resume and overwrite:
             raise UsageError("--resume and --overwrite: give one")
         ck_path = os.path.join(out, CHECKPOINT)
@@ -395,6 +395,9 @@ class Experiment:
                                  "--overwrite (without --resume) to replace it")
             return saved
         held = folder_run(out)
+        if (held is not None and not overwrite and os.path.exists(ck_path)
+                and held[1] == {"experiment": self.name, **cfg.description()}):
+            return cfg  # this very run asked for again: re-analysed if finished
         if held is not None and not overwrite:
             raise UsageError(f"{out!r} already holds {held[0]}: pass --resume to continue it or "
                              "--overwrite to replace it (or choose another --out)")
@@ -421,6 +424,10 @@ class Experiment:
                 echo(f"already done: {out} holds a run that {trained_text(trained)}; "
                      f"{asked:,} {cfg.LENGTH} requested; re-analysing it")
             model.eval()
+        elif ck is not None and not resume:
+            raise UsageError(f"{out!r} holds this run unfinished ({checkpoint_steps(ck, n_train):,} of "
+                             f"{tcfg.total_steps(n_train):,} Adam steps): pass --resume to continue "
+                             "it or --overwrite to start again")
         else:
             if overwrite and dist_info()[0] == 0:
                 clear_run(out)
