@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from vaeiso_ext.cli import main
-from vaeiso_ext.train import (CheckpointError, TrainConfig, TrainingDiverged, load_checkpoint,
+from vaeiso_ext.train import (TrainConfig, TrainingDiverged, load_checkpoint,
                               steps_per_epoch, train)
 
 TINY = ["--n-train", "600", "--n-test", "300", "--batch-size", "100", "--no-progress"]
@@ -291,6 +291,9 @@ def test_old_layout_digits_checkpoint_analyses(tmp_path):
     # the old code trained whole epochs: 2 x ceil(1617 / 256) steps, not the 10 it was asked for
     assert res["training"]["steps"] == 2 * 7 and res["training"]["complete"]
     assert "trained 14 Adam steps" in (run / "report.md").read_text()
+    # --n-samples is honoured for digits too (it used to be ignored)
+    assert main(["analyze", str(run), "--n-samples", "10", "--no-figures", "--no-progress"]) == 0
+    assert json.loads((run / "results.json").read_text())["n_samples"] == 10
 
 
 # ------------------------------------------------------------------ help, progress, warnings

@@ -13,13 +13,13 @@ import os
 import sys
 import time
 from contextlib import contextmanager
-from dataclasses import MISSING, asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any, ClassVar
 
 import torch
 
 from ..train import (CheckpointError, TrainConfig, TrainingDiverged, checkpoint_steps, dist_info,
-                     load_checkpoint, steps_per_epoch, train, versions)
+                     load_checkpoint, steps_per_epoch, train)
 
 CHECKPOINT = "checkpoint.pt"
 # What a run writes into its folder (figures/ holds the rest): any of them marks a run there.

@@ -9,7 +9,7 @@ import argparse
 import json
 import math
 import os
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass, fields
 
 from ..data import TOY_DATASETS
 from .base import (Config, Experiment, UsageError, folder_run, int_at_least, nonneg_int, opt,
