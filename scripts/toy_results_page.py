@@ -3,7 +3,7 @@
     python scripts/toy_results_page.py --full out/full --sweep out/sweep30 --docs docs
 
 ``--full`` holds one folder per dataset_loss written by ``reproduce toy --out``; ``--sweep`` the
-folder of ``reproduce toy --sweep``. Missing runs are listed as not finished.
+folder of ``reproduce sweep``. Missing runs are listed as not finished.
 """
 
 import argparse
@@ -11,8 +11,9 @@ import json
 import os
 import shutil
 
-from vaeiso_ext.report import (ESTIMATES, LOSS_NAMES, PAPER, _fmt, _md_table, markdown_report,
-                               table_dims)
+from vaeiso_ext.experiments.outputs import fmt as _fmt
+from vaeiso_ext.experiments.outputs import md_table as _md_table
+from vaeiso_ext.experiments.toy import ESTIMATES, LOSS_NAMES, PAPER, markdown_report, table_dims
 
 PAIRS = [(d, l) for d in ("mix", "ramp", "norm") for l in ("sse", "downward", "upward")]
 
@@ -116,7 +117,7 @@ def main():
               "# re-analyse a checkpoint (rewrites results.json, report.md, figures/ beside it):",
               "python -m vaeiso_ext analyze out/full/mix_sse/checkpoint.pt",
               "# the App. E.2 sweep with fewer epochs (resumable: finished runs are skipped):",
-              "python -m vaeiso_ext reproduce toy --sweep --epochs 30 --out out/sweep30   # 90 runs, ~45 min",
+              "python -m vaeiso_ext reproduce sweep --epochs 30 --out out/sweep30   # 90 runs, ~45 min",
               "# this page:",
               "python scripts/toy_results_page.py --full out/full --sweep out/sweep30 --docs docs",
               "```", ""]

@@ -10,7 +10,11 @@ from vaeiso_ext.analysis import analyze_latents
 from vaeiso_ext.data.digits import load_digits
 from vaeiso_ext.data.images import load_image_folder, skimage_crops
 from vaeiso_ext.models import ConvVAE, DigitsVAE, build_model
-from vaeiso_ext.reproduce_real import RealRun, load_real_checkpoint, run_real, traversal_grid
+from vaeiso_ext.experiments import UsageError, read_run
+from vaeiso_ext.experiments.digits import DigitsConfig
+from vaeiso_ext.experiments.images import EXPERIMENT as IMAGES
+from vaeiso_ext.experiments.images import ImagesConfig
+from vaeiso_ext.experiments.real import traversal_grid
 from vaeiso_ext.train import TrainConfig, train
 
 # ------------------------------------------------------------------ models
@@ -152,13 +156,13 @@ def test_reproduce_digits_cli_outputs(tmp_path):
                "--no-progress", "--out", str(out)])
     assert rc == 0
     res = json.loads((out / "results.json").read_text())
-    assert res["config"]["experiment"] == "digits" and len(res["dims"]) == 3
+    assert res["experiment"] == "digits" and len(res["dims"]) == 3
     assert res["beta"] == pytest.approx(784 / 2000)
     assert (out / "report.md").read_text().startswith("# digits VAE")
     assert (out / "figures" / "traversal.png").stat().st_size > 0
     assert (out / "figures" / "dims.png").stat().st_size > 0
-    run, model, hist = load_real_checkpoint(str(out / "checkpoint.pt"))
-    assert run.latent == 3 and hist
+    ck, name, desc = read_run(str(out / "checkpoint.pt"))
+    assert name == "digits" and desc["latent"] == 3 and ck["step"] == 20 and ck["history"]
     assert main(["analyze", str(out / "checkpoint.pt"), "--no-figures"]) == 0
 
 
@@ -172,9 +176,15 @@ def test_reproduce_images_cli_missing_folder(tmp_path, capsys):
 
 
 def test_run_config_validation():
-    with pytest.raises(ValueError, match="experiment"):
-        RealRun.for_experiment("faces")
-    with pytest.raises(ValueError, match="--data"):
-        RealRun.for_experiment("digits", data="/tmp")
-    r = RealRun.for_experiment("images", quick=True)
-    assert r.iterations < 1000 and r.lam == 1000 and r.beta == pytest.approx(1e-3)
+    with pytest.raises(UsageError, match="--crop"):
+        ImagesConfig(crop=40).validate()
+    with pytest.raises(UsageError, match="lambda"):
+        DigitsConfig(lam=float("inf")).validate()
+    import argparse
+
+    p = argparse.ArgumentParser()
+    IMAGES.add_arguments(p)
+    r = IMAGES.config_from_args(p.parse_args(["--quick"]))
+    assert r.iterations == 100 and r.lam == 1000 and IMAGES.beta(r) == pytest.approx(1e-3)
+    r = IMAGES.config_from_args(p.parse_args(["--quick", "--iterations", "7"]))
+    assert r.iterations == 7 and r.batch_size == 32  # an explicit option beats the preset

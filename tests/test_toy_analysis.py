@@ -8,15 +8,16 @@ import torch
 from vaeiso_ext.metrics import by_name as metric_from_name
 from vaeiso_ext.analysis import analyze, log_density
 from vaeiso_ext.analysis.summary import correlation
-from vaeiso_ext.reproduce import ToyRun, train_toy
+from vaeiso_ext.experiments.toy import EXPERIMENT as TOY
+from vaeiso_ext.experiments.toy import ToyConfig
 
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     # lambda 50 converges in ~1,200 steps on 4,000 samples (a few seconds on one core)
     torch.set_num_threads(1)
-    run = ToyRun(dataset="mix", loss="sse", lam=50.0, epochs=40, n_train=4000, n_test=2000)
-    model, data, history = train_toy(run, str(tmp_path_factory.mktemp("an")), progress=False)
+    run = ToyConfig(dataset="mix", loss="sse", lam=50.0, epochs=40, n_train=4000, n_test=2000)
+    model, data, history = TOY.fit(run, progress=False)
     res = analyze(model, data, metric_from_name("sse"), run.beta, keep_samples=True)
     return run, model, data, res
 

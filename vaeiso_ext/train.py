@@ -5,8 +5,9 @@
 
 with any metric object (``metric.distance(x, y) -> (N,)``, base first). Adam, batches drawn from a
 pre-loaded tensor with a seeded permutation per epoch (no DataLoader: the model is tiny and the
-loader's overhead would dominate). All randomness of epoch e is derived from (seed, e), so a run
-resumed from the checkpoint of epoch e continues bit-identically. Under ``torchrun`` the run is
+loader's overhead would dominate). A run is exactly ``epochs`` passes or exactly ``iterations``
+Adam steps (never both). All randomness of epoch e is derived from (seed, e), so a run resumed
+from a checkpoint continues bit-identically, also from the middle of an epoch. Under ``torchrun`` the run is
 data-parallel (gloo on CPU, nccl on GPU): each global batch is split across ranks and rank 0
 alone writes checkpoints.
 """
@@ -18,6 +19,7 @@ import os
 import sys
 import time
 from dataclasses import asdict, dataclass, fields
+from typing import Callable
 
 import torch
 import torch.distributed as dist
@@ -32,14 +34,46 @@ class CheckpointError(RuntimeError):
     """A checkpoint is missing, unreadable or incompatible."""
 
 
+class TrainingDiverged(FloatingPointError):
+    """The loss became non-finite. ``step``: the first bad Adam step (1-based); ``good_step``:
+    the step of the last checkpoint written (the last good state; 0 if none)."""
+
+    def __init__(self, step: int, good_step: int, epoch: int, what: str):
+        self.step, self.good_step, self.epoch = step, good_step, epoch
+        super().__init__(f"training diverged at step {step} (epoch {epoch}): {what}")
+
+
+def steps_per_epoch(n: int, batch_size: int) -> int:
+    return math.ceil(n / batch_size)
+
+
 @dataclass
 class TrainConfig:
     lam: float = 100.0          # lambda = 1 / beta
-    epochs: int = 500
+    epochs: int | None = 500    # passes over the data ...
     batch_size: int = 128       # global batch (split across ranks under DDP)
     lr: float = 1e-3
     seed: int = 0
     decomposed: bool = False
+    iterations: int | None = None  # ... or exactly this many Adam steps (set epochs=None)
+
+    def validate(self) -> "TrainConfig":
+        if (self.epochs is None) == (self.iterations is None):
+            raise ValueError("TrainConfig: give exactly one of epochs and iterations "
+                             f"(got epochs={self.epochs}, iterations={self.iterations})")
+        length = self.epochs if self.iterations is None else self.iterations
+        if length < 1 or self.batch_size < 1:
+            raise ValueError(f"TrainConfig: epochs/iterations and batch_size must be >= 1, got "
+                             f"{length} and {self.batch_size}")
+        if not (math.isfinite(self.lam) and self.lam > 0 and math.isfinite(self.lr) and self.lr > 0):
+            raise ValueError(f"TrainConfig: lam and lr must be finite and > 0, got {self.lam}, {self.lr}")
+        return self
+
+    def total_steps(self, n: int) -> int:
+        """Adam steps of the whole run on ``n`` training samples."""
+        if self.iterations is not None:
+            return int(self.iterations)
+        return int(self.epochs) * steps_per_epoch(n, self.batch_size)
 
     @classmethod
     def from_dict(cls, d: dict) -> "TrainConfig":
@@ -109,8 +143,9 @@ def load_checkpoint(path: str) -> dict:
         with torch.serialization.safe_globals([torch.torch_version.TorchVersion]):
             ck = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # truncated, corrupt, or not a torch file at all
-        raise CheckpointError(f"checkpoint {path!r} is unreadable (corrupt or truncated?): "
-                              f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from e
+        # torch's own message suggests weights_only=False (unsafe, and no help here): not repeated
+        raise CheckpointError(f"checkpoint {path!r} is unreadable: not a torch checkpoint, or "
+                              f"corrupt or truncated ({type(e).__name__})") from None
     if not isinstance(ck, dict) or ck.get("format") != CHECKPOINT_FORMAT:
         raise CheckpointError(f"checkpoint {path!r} is not a vaeiso_ext checkpoint "
                               f"(expected format {CHECKPOINT_FORMAT!r})")
@@ -118,6 +153,14 @@ def load_checkpoint(path: str) -> dict:
     if missing:
         raise CheckpointError(f"checkpoint {path!r} lacks {sorted(missing)}")
     return ck
+
+
+def checkpoint_steps(ck: dict, n_train: int) -> int:
+    """Adam steps done in a checkpoint; checkpoints older than the ``step`` key stopped at epoch
+    ends, so theirs is epochs x steps per epoch."""
+    if "step" in ck:
+        return int(ck["step"])
+    return int(ck["epoch"]) * steps_per_epoch(n_train, int(ck["train"]["batch_size"]))
 
 
 # ------------------------------------------------------------------ the objective
@@ -137,7 +180,7 @@ class Objective(nn.Module):
         self.model, self.metric, self.lam, self.decomposed = model, metric, float(lam), decomposed
 
     def forward(self, x: Tensor, noise: Tensor) -> tuple[Tensor, Tensor]:
-        """(lambda * distortion, KL) per sample, both (N,)."""
+        """(lambda * distortion (N,), KL per dimension (N, n))."""
         mu, logvar = self.model.encode(x)
         z = mu + torch.exp(0.5 * logvar) * noise
         if self.decomposed:
@@ -147,100 +190,186 @@ class Objective(nn.Module):
             rec = self.metric.distance(x, x_breve) + self.metric.distance(x_breve, x_hat)
         else:
             rec = self.metric.distance(x, self.model.decode(z))
-        return self.lam * rec, kl_per_dim(mu, logvar).sum(1)
+        return self.lam * rec, kl_per_dim(mu, logvar)
 
 
 def _epoch_generator(seed: int, epoch: int, stream: int) -> torch.Generator:
     return torch.Generator().manual_seed((int(seed) * 1_000_003 + epoch) * 64 + stream)
 
 
+def _share(n: int, batch: int, b: int, rank: int, world: int) -> int:
+    """Rows of batch ``b`` (of size ``batch`` over ``n`` samples) that rank ``rank`` takes."""
+    nb = min(batch, n - b * batch)
+    return len(range(rank, nb, world))
+
+
 # ------------------------------------------------------------------ training
+
+
+class History(list):
+    """Per-segment training records (a segment is an epoch, or the part of one that a run
+    trained: the last epoch of an ``iterations`` run, or each side of a resume), each with
+    ``epoch``, ``step`` (Adam steps done at its end), ``loss``, ``distortion``, ``kl`` (means over
+    the segment's samples) and ``seconds``. ``evals`` holds the ``evaluate`` callback's records."""
+
+    evals: list
+
+    @property
+    def steps(self) -> int:
+        return int(self[-1]["step"]) if self else 0
 
 
 def train(model: nn.Module, x_train: Tensor, metric, config: TrainConfig, *,
           checkpoint: str | None = None, resume: bool = False, progress: bool = True,
-          meta: dict | None = None, device: torch.device | None = None) -> list[dict]:
-    """Train ``model`` in place; returns the per-epoch history.
+          meta: dict | None = None, device: torch.device | None = None,
+          kl_threshold: float = 0.1, evaluate: Callable[[nn.Module], dict] | None = None,
+          eval_every: int = 0) -> History:
+    """Train ``model`` in place for exactly ``config.total_steps(len(x_train))`` Adam steps;
+    returns the :class:`History`.
 
-    ``checkpoint``: path written atomically after every epoch (rank 0 only). ``resume``: continue
-    from it (model, optimizer, history; the config must agree except for ``epochs``). ``meta``
-    (e.g. the dataset config and loss name) is stored in the checkpoint for ``analyze``.
+    ``checkpoint``: path written atomically at the end of every epoch and of the run (rank 0
+    only). ``resume``: continue from it (model, optimizer, history, the exact step, mid-epoch
+    included; the config must agree except for its length). ``meta`` (e.g. the run description)
+    is stored in the checkpoint. ``kl_threshold`` only labels the progress bar's count of active
+    dims. ``evaluate(model)`` (eval mode, no grad) runs every ``eval_every`` steps and at the end;
+    its dicts, with ``step`` added, go to ``History.evals`` and the checkpoint.
+    A non-finite loss raises :class:`TrainingDiverged` (the checkpoint keeps the last good state).
     """
+    config.validate()
     rank, world = init_distributed()
     device = device or default_device()
     if config.batch_size % world:
         raise ValueError(f"batch_size {config.batch_size} must be divisible by the world size {world}")
     model.to(device)
     x_train = x_train.to(device)
+    n = x_train.shape[0]
+    B = config.batch_size
+    spe = steps_per_epoch(n, B)
+    total = config.total_steps(n)
     opt = torch.optim.Adam(model.parameters(), lr=config.lr, fused=True)
-    history: list[dict] = []
-    start = 0
+    history = History()
+    history.evals = []
+    step = 0
     if resume:
         if checkpoint is None:
             raise CheckpointError("resume: no checkpoint path given")
         ck = load_checkpoint(checkpoint)
         saved = TrainConfig.from_dict(ck["train"])
         mismatch = {k: (v, getattr(config, k)) for k, v in asdict(saved).items()
-                    if k != "epochs" and getattr(config, k) != v}
+                    if k not in ("epochs", "iterations") and getattr(config, k) != v}
         if mismatch:
             raise CheckpointError(f"checkpoint {checkpoint!r} was trained with a different config "
                                   f"(saved, requested): {mismatch}")
         model.load_state_dict(ck["model"])
         opt.load_state_dict(ck["optimizer"])
-        history = list(ck["history"])
-        start = int(ck["epoch"])
+        history.extend(ck["history"])
+        history.evals = list(ck.get("evals", []))
+        step = checkpoint_steps(ck, n)
     objective = Objective(model, metric, config.lam, config.decomposed)
     step_module: nn.Module = objective
     if world > 1:
         step_module = nn.parallel.DistributedDataParallel(
             objective, device_ids=[device.index] if device.type == "cuda" else None)
-    n = x_train.shape[0]
-    B = config.batch_size
+    epochs_total = math.ceil(total / spe)
     bar = None
-    if progress and rank == 0 and start < config.epochs:
+    if progress and rank == 0 and step < total:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=config.epochs, initial=start, desc="train", unit="epoch", file=sys.stderr,
-                   dynamic_ncols=True)
-    model.train()
-    for epoch in range(start, config.epochs):
-        t0 = time.perf_counter()
-        perm = torch.randperm(n, generator=_epoch_generator(config.seed, epoch, 0)).to(device)
-        g_noise = _epoch_generator(config.seed, epoch, 1 + rank)
-        tot = torch.zeros(3, dtype=torch.float64, device=device)
-        for b0 in range(0, n, B):
-            idx = perm[b0:b0 + B]
-            nb = idx.shape[0]
-            idx = idx[rank::world]
-            x = x_train[idx]
-            noise = torch.randn(x.shape[0], model.latent, generator=g_noise).to(device)
-            rec, kl = step_module(x, noise)
-            # sum over this rank's share / global batch size; DDP averages over ranks -> x world
-            loss = (rec + kl).sum() * (world / nb)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            with torch.no_grad():
-                tot += torch.stack([(rec + kl).sum(), rec.sum(), kl.sum()]).double()
-        if world > 1:
-            dist.all_reduce(tot)
-        tot = (tot / n).tolist()
-        rec_epoch = {"epoch": epoch + 1, "loss": tot[0], "distortion": tot[1] / config.lam,
-                     "kl": tot[2], "seconds": time.perf_counter() - t0}
-        history.append(rec_epoch)
-        if not all(math.isfinite(v) for v in tot):
-            raise FloatingPointError(f"training diverged at epoch {epoch + 1}: {rec_epoch}")
+        bar = tqdm(total=total, initial=step, desc="train", unit="step", file=sys.stderr,
+                   dynamic_ncols=True, mininterval=0.5)
+    good_step = step
+
+    def save():
         if checkpoint is not None and rank == 0:
-            save_atomic({"format": CHECKPOINT_FORMAT, "epoch": epoch + 1, "train": asdict(config),
-                         "model_config": dict(getattr(model, "config", {})),
+            save_atomic({"format": CHECKPOINT_FORMAT, "epoch": step // spe, "step": step,
+                         "train": asdict(config), "model_config": dict(getattr(model, "config", {})),
                          "model": model.state_dict(), "optimizer": opt.state_dict(),
-                         "history": history, "meta": meta or {}, "world_size": world,
-                         "versions": versions()}, checkpoint)
+                         "history": list(history), "evals": history.evals, "meta": meta or {},
+                         "world_size": world, "versions": versions()}, checkpoint)
+
+    def run_eval():
+        if evaluate is None or rank != 0:
+            return
+        model.eval()
+        with torch.no_grad():
+            rec = dict(evaluate(model))
+        model.train()
+        history.evals.append({"step": step, **rec})
+
+    try:
+        model.train()
+        last_show = 0.0  # the first step shows the numbers at once
+        while step < total:
+            epoch, first = divmod(step, spe)
+            t0 = time.perf_counter()
+            perm = torch.randperm(n, generator=_epoch_generator(config.seed, epoch, 0)).to(device)
+            g_noise = _epoch_generator(config.seed, epoch, 1 + rank)
+            for b in range(first):  # a mid-epoch resume: replay the noise of the batches done
+                torch.randn(_share(n, B, b, rank, world), model.latent, generator=g_noise)
+            tot = torch.zeros(3, dtype=torch.float64, device=device)
+            kl_dims = torch.zeros(model.latent, dtype=torch.float64, device=device)
+            seen = 0
+            step_losses = []
+            last = min(spe, first + total - step)
+            for b in range(first, last):
+                idx = perm[b * B:(b + 1) * B]
+                nb = idx.shape[0]
+                idx = idx[rank::world]
+                x = x_train[idx]
+                noise = torch.randn(x.shape[0], model.latent, generator=g_noise).to(device)
+                rec, kl = step_module(x, noise)
+                kl_sum = kl.sum(1)
+                # sum over this rank's share / global batch size; DDP averages over ranks -> x world
+                loss = (rec + kl_sum).sum() * (world / nb)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                step += 1
+                seen += nb
+                with torch.no_grad():
+                    tot += torch.stack([(rec + kl_sum).sum(), rec.sum(), kl_sum.sum()]).double()
+                    kl_dims += kl.sum(0).double()
+                    step_losses.append(loss.detach())
+                if bar is not None:
+                    bar.update(1)
+                    now = time.perf_counter()
+                    if now - last_show >= 1.0:
+                        last_show = now
+                        if world == 1:  # under DDP every rank must stop at the same step
+                            _check_finite(step_losses, step - len(step_losses), good_step, epoch)
+                        m = (tot / max(seen // world, 1)).tolist()
+                        act = int((kl_dims / max(seen // world, 1) >= kl_threshold).sum())
+                        bar.set_postfix_str(f"epoch {epoch + 1}/{epochs_total} loss {m[0]:.4g} "
+                                            f"KL {m[2]:.3g} active dims {act}/{model.latent}", refresh=False)
+                if evaluate is not None and eval_every and step % eval_every == 0 and step < total:
+                    run_eval()
+            if world > 1:
+                dist.all_reduce(tot)
+            tot = (tot / seen).tolist()
+            _check_finite(step_losses, step - len(step_losses), good_step, epoch)
+            if not all(math.isfinite(v) for v in tot):
+                raise TrainingDiverged(step, good_step, epoch + 1, f"mean loss {tot[0]}")
+            history.append({"epoch": epoch + 1, "step": step, "loss": tot[0],
+                            "distortion": tot[1] / config.lam, "kl": tot[2],
+                            "seconds": time.perf_counter() - t0})
+            if step == total:
+                run_eval()
+            save()
+            good_step = step
+    finally:
         if bar is not None:
-            bar.set_postfix(loss=f"{tot[0]:.3f}", kl=f"{tot[2]:.3f}",
-                            s_per_epoch=f"{rec_epoch['seconds']:.2f}")
-            bar.update(1)
-    if bar is not None:
-        bar.close()
+            bar.close()
     model.eval()
     return history
+
+
+def _check_finite(losses: list, first_step: int, good_step: int, epoch: int) -> None:
+    """Raise :class:`TrainingDiverged` at the first non-finite loss of ``losses`` (steps
+    ``first_step + 1 ...``)."""
+    if not losses:
+        return
+    v = torch.stack(losses)
+    bad = ~torch.isfinite(v)
+    if bool(bad.any()):
+        i = int(bad.nonzero()[0])
+        raise TrainingDiverged(first_step + i + 1, good_step, epoch + 1, f"loss {v[i].item()}")

@@ -18,6 +18,7 @@ layers support forward AD, including custom ``autograd.Function``s applied to pa
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Callable, NamedTuple
 
 import torch
@@ -99,11 +100,21 @@ def _decode(decoder: Decoder, zz: Tensor, rows: int) -> Tensor:
     return torch.cat([decoder(zz[sl]) for sl in _chunks(zz.shape[0], rows)])
 
 
+def _make_dual(z: Tensor, t: Tensor) -> Tensor:
+    # torch's first make_dual imports its jvp decompositions, which call the deprecated
+    # torch.jit.script: a FutureWarning about torch's own code in every analysis. Only that
+    # warning is silenced, only here.
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"`torch\.jit\.script` is deprecated",
+                                category=FutureWarning)
+        return fwAD.make_dual(z, t)
+
+
 def _decode_jvp(decoder: Decoder, zz: Tensor, tt: Tensor, rows: int) -> tuple[Tensor, Tensor]:
     primals, tangents = [], []
     for sl in _chunks(zz.shape[0], rows):
         with fwAD.dual_level():
-            p, t = fwAD.unpack_dual(decoder(fwAD.make_dual(zz[sl], tt[sl])))
+            p, t = fwAD.unpack_dual(decoder(_make_dual(zz[sl], tt[sl])))
         primals.append(p)
         tangents.append(torch.zeros_like(p) if t is None else t)  # None: no dependence on z
     if len(primals) == 1:

@@ -98,7 +98,16 @@ def format_table(report: dict) -> str:
 
 
 def main(argv=None) -> int:
+    import re
+    import sys
+
     args = _parse(argv)
+    if not re.fullmatch(r"cpu|cuda(:\d+)?", args.device):
+        print(f"error: --device: expected cpu, cuda or cuda:N, got {args.device!r}", file=sys.stderr)
+        return 2
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        print("error: --device cuda asked for, but torch sees no CUDA device", file=sys.stderr)
+        return 2
     report = run(args.device, args.quick, args.threads, args.only, not args.no_compile)
     print(f"\nvaeiso_ext.bench on {report['device']} ({report['device_name']}), "
           f"{report['threads']} threads, torch {report['torch']}, "

@@ -1,0 +1,220 @@
+"""What the real-data experiments (images, digits) share: a run config trained for an exact number
+of Adam steps, the per-latent analysis with the model's own metric, the summary table, the Fig.
+4/5-like per-dim plot and the Fig. 6-like traversal grid."""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+
+import torch
+
+from ..train import TrainConfig, versions
+from .base import Config, Experiment, UsageError, status
+from .outputs import fmt, inv_sigma2_axis, plt, results_json, run_title, save_figure, training_line, write_atomic
+
+
+class RealConfig(Config):
+    """Mixin of the images / digits configs (each a dataclass with its own defaults)."""
+
+    LENGTH = "iterations"
+
+    def validate(self) -> "RealConfig":
+        for k in ("lam", "lr", "eps", "kl_threshold"):
+            v = float(getattr(self, k))
+            if not (math.isfinite(v) and v > 0):
+                raise UsageError(f"{'lambda' if k == 'lam' else k}: expected a finite number > 0, got {v}")
+        if min(self.latent, self.iterations, self.batch_size) < 1 or self.n_eval < 2:
+            raise UsageError("latent, iterations and batch size must be >= 1 and n_eval >= 2")
+        if not 0 < self.held_out < 1:
+            raise UsageError(f"held_out: expected a fraction in (0, 1), got {self.held_out}")
+        return self
+
+
+@dataclass
+class RealData:
+    train: torch.Tensor
+    test: torch.Tensor
+    source: str
+
+
+class RealExperiment(Experiment):
+    """Images and digits: subclasses give the data, the model, the metric and beta."""
+
+    loss_name = "?"
+    paper: dict = {}
+
+    def load_x(self, cfg) -> tuple[torch.Tensor, str]:
+        """All samples and a description of where they come from."""
+        raise NotImplementedError
+
+    def beta(self, cfg) -> float:
+        return 1.0 / cfg.lam
+
+    def train_lambda(self, cfg) -> float:
+        return cfg.lam
+
+    def default_out(self, cfg) -> str:
+        return os.path.join("out", self.name, "decomposed" if cfg.decomposed else "conventional")
+
+    def load_data(self, cfg, progress: bool) -> RealData:
+        from ..data.images import split
+
+        with status(f"loading the {self.name} data", progress):
+            x, source = self.load_x(cfg)
+            train_x, test_x = split(x, cfg.held_out, seed=cfg.seed)
+        return RealData(train_x, test_x, source)
+
+    def train_x(self, data: RealData):
+        return data.train
+
+    def train_config(self, cfg) -> TrainConfig:
+        return TrainConfig(lam=self.train_lambda(cfg), epochs=None, iterations=cfg.iterations,
+                           batch_size=cfg.batch_size, lr=cfg.lr, seed=cfg.seed, decomposed=cfg.decomposed)
+
+    def analyze_model(self, cfg, model, data: RealData, trained: dict, *, n_samples=None,
+                      progress=True) -> dict:
+        from ..analysis.latents import analyze_latents
+
+        avail = data.test.shape[0]
+        if n_samples is not None and n_samples > avail:
+            raise UsageError(f"--n-samples {n_samples}: the run has {avail} held-out samples")
+        n = min(n_samples or cfg.n_eval, avail)
+        if progress:
+            import sys
+
+            print(f"analysing {n} held-out samples", file=sys.stderr, flush=True)
+        ana = analyze_latents(model, data.test[:n], self.metric(cfg), self.beta(cfg),
+                              kl_threshold=cfg.kl_threshold, eps=cfg.eps, progress=progress,
+                              chunk=16 if self.name == "images" else 64)
+        return {"experiment": self.name, "config": cfg.description(), "versions": versions(),
+                "data": data.source, "loss_name": self.loss_name, "n_held_out": avail,
+                "training": trained, **ana, "paper": self.paper}
+
+    def summary(self, results: dict) -> str:
+        return text_summary(results)
+
+    def write_outputs(self, out: str, results: dict, model, data: RealData, *, figures=True) -> list[str]:
+        paths = []
+        if figures:
+            p = os.path.join(out, "figures", "dims.png")
+            dims_figure(results, p)
+            p2 = os.path.join(out, "figures", "traversal.png")
+            traversal_figure(results, model, data.test[0], p2)
+            paths += [p, p2]
+        cfg = results["config"]
+        md = (f"# {results['experiment']} VAE ({results['loss_name']}, "
+              f"{'decomposed' if cfg['decomposed'] else 'conventional'} objective)\n\n```\n"
+              + text_summary(results) + "\n```\n")
+        if figures:
+            md += ("\n![norm and E[sigma^-2] per dimension](figures/dims.png)\n\n"
+                   "Traversal (like Fig. 6): one row per active latent, by descending E[sigma^-2]; "
+                   "z_j from -2 to 2, the other latents at mu(x) of the first held-out sample:\n\n"
+                   "![traversal](figures/traversal.png)\n")
+        write_atomic(os.path.join(out, "report.md"), md)
+        write_atomic(os.path.join(out, "results.json"), results_json(results))
+        return [os.path.join(out, "results.json"), os.path.join(out, "report.md")] + paths
+
+
+# ------------------------------------------------------------------ outputs
+
+
+def text_summary(res: dict) -> str:
+    cfg = res["config"]
+    na = res["norm_active"]
+    head = (f"{res['experiment']} ({res['loss_name']}, "
+            f"{'decomposed' if cfg['decomposed'] else 'conventional'} objective), latent {cfg['latent']}, "
+            f"lambda {cfg['lam']:g}, beta {res['beta']:.4g}; {training_line(res)}")
+    n_note = (f" (of {res['n_held_out']} held out)" if res.get("n_held_out", res["n_samples"]) > res["n_samples"]
+              else "")
+    lines = [head, f"data: {res['data']}; analysed on {res['n_samples']} held-out samples{n_note}",
+             f"active dims (mean KL >= {res['kl_threshold']}): {res['active_dims']} of {cfg['latent']}",
+             "norm mean over active dims: " + (f"{na['mean']:.3f} (SD {na['sd']:.3f})" if na["mean"] is not None else "n/a"),
+             f"isometry Gram (active dims): mean diagonal {fmt(res['gram']['diag_mean'])}, "
+             f"mean |off-diagonal| {fmt(res['gram']['offdiag_abs_mean'])}",
+             "paper: " + "; ".join(f"{k}: {v}" for k, v in res["paper"].items()),
+             "", " dim | E[sigma^-2] |   KL   | D'_j mean | norm mean (SD) | active",
+             "-----|-------------|--------|-----------|----------------|-------"]
+    for d in res["dims"]:
+        lines.append(f" {d['index']:3d} | {d['inv_sigma2_mean']:11.2f} | {d['kl']:6.3f} | {d['dj_mean']:9.3g} | "
+                     f"{d['norm_mean']:6.3f} ({d['norm_sd']:.3f}) | {'yes' if d['active'] else 'no'}")
+    lines.append("(dim: the latent's index, as the figures label it; rows by descending E[sigma^-2])")
+    return "\n".join(lines)
+
+
+def dims_figure(res: dict, path: str) -> None:
+    """Fig. 4/5 style: per-dimension norm (mean +- SD) and E[sigma^-2], left to right by
+    descending E[sigma^-2], each labelled with its latent index (the table's "dim")."""
+    dims = res["dims"]
+    k = list(range(len(dims)))
+    fig, ax = plt().subplots(figsize=(max(6.0, 0.28 * len(dims) + 2), 3.6))
+    act = [d["active"] for d in dims]
+    ax.errorbar(k, [d["norm_mean"] for d in dims], yerr=[d["norm_sd"] for d in dims], fmt="o", ms=3,
+                color="tab:blue", label="norm (2/beta) sigma_j^2 D'_j: mean +- SD")
+    ax.axhline(1.0, color="gray", lw=0.8, ls="--", label="norm = 1 (isometric)")
+    for i, a in zip(k, act):
+        if not a:
+            ax.axvspan(i - 0.5, i + 0.5, color="0.9", lw=0)
+    ax.set_xlabel("latent dim (index as in the table), by descending E[sigma^-2]; grey: inactive")
+    ax.set_ylabel("norm (no unit)")
+    ax.set_xticks(k, [str(d["index"]) for d in dims], fontsize=7)
+    ax.set_xlim(-0.5, len(dims) - 0.5)
+    ax2 = ax.twinx()
+    inv = [d["inv_sigma2_mean"] for d in dims]
+    ax2.plot(k, inv, "s", color="tab:red", ms=3, label="E[sigma^-2]")
+    inv_sigma2_axis(ax2, inv)
+    ax2.set_ylabel("E[sigma^-2] (1 / latent variance)", color="tab:red")
+    h1, l1 = ax.get_legend_handles_labels()
+    h2, l2 = ax2.get_legend_handles_labels()
+    fig.legend(h1 + h2, l1 + l2, fontsize=7, loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=3)
+    ax.set_title(run_title(res, "per-dim norm and E[sigma^-2]"), fontsize=8)
+    save_figure(fig, path)
+
+
+TRAVERSAL = (-2, -1.5, -1, -0.5, 0, 0.5, 1, 1.5, 2)
+
+
+@torch.no_grad()
+def traversal_grid(model, x0: torch.Tensor, order: list[int], values=TRAVERSAL) -> torch.Tensor:
+    """Rows: latent dims in ``order``; columns: z_j set to each value, other dims at mu(x0).
+    Returns an (3, rows*S, cols*S) image in [0, 1]."""
+    mu, _ = model.encode(x0.unsqueeze(0))
+    z = mu.repeat(len(order) * len(values), 1)
+    for r, j in enumerate(order):
+        z[r * len(values):(r + 1) * len(values), j] = torch.tensor(values, dtype=z.dtype)
+    imgs = model.decode(z).clamp(0, 1)
+    if imgs.dim() == 2:  # flat digits
+        side = int(round(math.sqrt(imgs.shape[1])))
+        imgs = imgs.view(-1, 1, side, side).expand(-1, 3, -1, -1)
+    R, C = len(order), len(values)
+    S = imgs.shape[-1]
+    return imgs.view(R, C, 3, S, S).permute(2, 0, 3, 1, 4).reshape(3, R * S, C * S)
+
+
+def traversal_figure(res: dict, model, x0: torch.Tensor, path: str, values=TRAVERSAL) -> None:
+    """Fig. 6-like: one row per active latent by descending E[sigma^-2], labelled with its index
+    and E[sigma^-2]; columns labelled with the z value (the other latents at mu(x0))."""
+    dims = [d for d in res["dims"] if d["active"]]
+    note = ""
+    if not dims:
+        dims = res["dims"][:3]
+        note = " (no active dims: the 3 with the largest E[sigma^-2])"
+    grid = traversal_grid(model, x0, [d["index"] for d in dims], values)
+    S = grid.shape[1] // len(dims)
+    fig_w = 1.0 + 0.75 * len(values)
+    fig, ax = plt().subplots(figsize=(fig_w, 0.75 * len(dims) + 1.2))
+    ax.imshow(grid.permute(1, 2, 0).cpu().numpy(), interpolation="nearest")
+    ax.set_xticks([S * (i + 0.5) for i in range(len(values))], [f"{v:g}" for v in values], fontsize=7)
+    ax.set_yticks([S * (r + 0.5) for r in range(len(dims))],
+                  [f"z{d['index']}  E[s^-2]={d['inv_sigma2_mean']:.3g}" for d in dims], fontsize=7)
+    ax.set_xlabel("value of z_j (other latents at mu(x) of held-out sample 0)", fontsize=7)
+    ax.set_ylabel("latent j, by descending E[sigma^-2]", fontsize=7)
+    for r in range(1, len(dims)):  # white lines between the cells
+        ax.axhline(r * S - 0.5, color="white", lw=1.5)
+    for c in range(1, len(values)):
+        ax.axvline(c * S - 0.5, color="white", lw=1.5)
+    for s in ax.spines.values():
+        s.set_visible(False)
+    ax.set_title(run_title(res, "traversal" + note), fontsize=7, wrap=True)
+    save_figure(fig, path, dpi=100)
