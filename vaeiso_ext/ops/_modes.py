@@ -1,0 +1,81 @@
+"""Plumbing shared by the ops' ``torch.autograd.Function``s (SPEC §2, "every autograd mode").
+
+Each op is an autograd.Function with a separate ``setup_context`` and ``jvp`` / ``vmap``
+staticmethods around its ``torch.ops.vaeiso`` kernel, which is what ``torch.func`` needs. Its
+backward calls the fused (non-differentiable) backward kernel only when that is safe, see
+:func:`fused_ok`; otherwise it evaluates the same derivative with differentiable torch ops, so
+double backward, forward-over-reverse and vmap over the backward give exact values instead of
+PyTorch's "warn and drop" fallback.
+"""
+
+import torch
+from torch import Tensor
+from torch._C._functorch import is_functorch_wrapped_tensor
+from torch.autograd import forward_ad
+
+HALF = (torch.float16, torch.bfloat16)
+
+
+def acc_dtype(t: Tensor) -> torch.dtype:
+    """The dtype the kernels compute in: float32 for the half types."""
+    return torch.float32 if t.dtype in HALF else t.dtype
+
+
+def _is_dual(t: Tensor) -> bool:
+    return forward_ad.unpack_dual(t).tangent is not None
+
+
+def fused_ok(*tensors: Tensor | None) -> bool:
+    """Whether a derivative may come from a fused kernel that autograd cannot see through.
+
+    False when grad mode is on (a backward with ``create_graph=True``, or a jvp whose result
+    will be differentiated), when a tensor carries a forward-mode tangent, or when a tensor is
+    a ``torch.func`` wrapper (vmap/grad/jvp levels): the result must then stay differentiable
+    and batchable, so it is computed with torch ops instead.
+    """
+    ts = [t for t in tensors if t is not None]
+    if torch.is_grad_enabled() and any(t.requires_grad for t in ts):
+        return False
+    if any(is_functorch_wrapped_tensor(t) for t in ts):
+        return False
+    if forward_ad._current_level >= 0 and any(_is_dual(t) for t in ts):
+        return False
+    return True
+
+
+def compiling() -> bool:
+    """True under torch.compile / torch.export tracing: the wrappers then call the custom op
+    itself (opaque to the tracer, with its registered autograd), never the autograd.Function."""
+    return torch.compiler.is_compiling()
+
+
+# ------------------------------------------------------------------------------- vmap helpers
+
+
+def merge_batch(t: Tensor | None, bdim: int | None, B: int) -> Tensor | None:
+    """``t`` with the vmap batch dim folded into its leading dim: ``(B * N, ...)``.
+
+    An unbatched ``t`` (bdim None) is expanded to B copies first."""
+    if t is None:
+        return None
+    t = t.unsqueeze(0).expand((B,) + tuple(t.shape)) if bdim is None else t.movedim(bdim, 0)
+    return t.reshape((-1,) + tuple(t.shape[2:]))
+
+
+def split_batch(t: Tensor, B: int) -> Tensor:
+    """Inverse of :func:`merge_batch` for an output: ``(B * N, ...)`` to ``(B, N, ...)``."""
+    return t.reshape((B, -1) + tuple(t.shape[1:]))
+
+
+def vmap_by_loop(fn, info, in_dims, args):
+    """vmap rule of last resort: call ``fn`` once per batch entry and stack (out_dims 0).
+
+    Used only where batched arguments cannot be folded into one fused call (for example a
+    batch of different GDN parameters)."""
+    outs = []
+    for i in range(info.batch_size):
+        sl = [a.select(d, i) if d is not None and isinstance(a, Tensor) else a for a, d in zip(args, in_dims)]
+        outs.append(fn(*sl))
+    if isinstance(outs[0], tuple):
+        return tuple(torch.stack(o) for o in zip(*outs)), (0,) * len(outs[0])
+    return torch.stack(outs), 0
