@@ -3,7 +3,7 @@
 import torch
 from torch import Tensor
 
-from ._modes import compiling, merge_batch, split_batch
+from ._modes import call_kernel, compiling, merge_batch, no_derivative, split_batch
 
 METRICS = ("sse", "bce")
 
@@ -41,6 +41,8 @@ def pair_distances(base: Tensor, others: Tensor, metric: str, *, weight: Tensor 
         raise ValueError(f"pair_distances: metric: expected one of {METRICS}, got {metric!r}")
     if compiling():
         return torch.ops.vaeiso.pair_distances(base, others, metric, weight)
+    if no_derivative(base, others, weight):
+        return call_kernel(torch.ops.vaeiso.pair_distances.default, base, others, metric, weight)
     return _PairDistancesFunction.apply(base, others, metric, weight)
 
 
@@ -142,7 +144,7 @@ class _PairDistancesFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(base, others, metric, weight):
-        return torch.ops.vaeiso.pair_distances(base, others, metric, weight)
+        return call_kernel(torch.ops.vaeiso.pair_distances.default, base, others, metric, weight)
 
     @staticmethod
     def setup_context(ctx, inputs, output):

@@ -4,7 +4,7 @@ import torch
 from torch import Tensor
 
 from ._modes import HALF as _HALF
-from ._modes import compiling, fused_ok, merge_batch, split_batch, vmap_by_loop
+from ._modes import call_kernel, compiling, fused_ok, merge_batch, no_derivative, split_batch, vmap_by_loop
 
 
 def gdn(x: Tensor, beta: Tensor, gamma: Tensor, inverse: bool = False, simplified: bool = False) -> Tensor:
@@ -36,6 +36,8 @@ def gdn(x: Tensor, beta: Tensor, gamma: Tensor, inverse: bool = False, simplifie
     """
     if compiling():
         return torch.ops.vaeiso.gdn(x, beta, gamma, inverse, simplified)
+    if no_derivative(x, beta, gamma):
+        return call_kernel(torch.ops.vaeiso.gdn_forward.default, x, beta, gamma, inverse, simplified)[0]
     return _GDNFunction.apply(x, beta, gamma, inverse, simplified)[0]
 
 
@@ -137,7 +139,8 @@ def _backward(ctx, grad_out, _grad_norm=None):
     if grad_out is None or not any(mask):
         return None, None, None, None, None
     if fused_ok(grad_out, x, beta, gamma):
-        gx, gb, gg = torch.ops.vaeiso.gdn_backward(grad_out, x, norm, gamma, ctx.inverse, ctx.simplified, mask)
+        gx, gb, gg = call_kernel(torch.ops.vaeiso.gdn_backward.default, grad_out, x, norm, gamma, ctx.inverse,
+                                 ctx.simplified, mask)
         gx, gb, gg = (gx if mask[0] else None, gb if mask[1] else None, gg if mask[2] else None)
     else:
         gx, gb, gg = _backward_torch(grad_out, x, beta, gamma, ctx.inverse, ctx.simplified, mask)
@@ -157,7 +160,7 @@ class _GDNFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(x, beta, gamma, inverse, simplified):
-        return torch.ops.vaeiso.gdn_forward(x, beta, gamma, inverse, simplified)
+        return call_kernel(torch.ops.vaeiso.gdn_forward.default, x, beta, gamma, inverse, simplified)
 
     @staticmethod
     def setup_context(ctx, inputs, output):

@@ -43,6 +43,27 @@ def fused_ok(*tensors: Tensor | None) -> bool:
     return True
 
 
+def no_derivative(*tensors: Tensor | None) -> bool:
+    """Whether no derivative of any kind can flow through a call on these tensors: grad mode
+    off or nothing requires grad, no forward-AD level open, no torch.func wrapper. The wrappers
+    then call the kernel directly and skip the autograd.Function (its Python cost is tens of
+    microseconds, as large as a small kernel)."""
+    if forward_ad._current_level >= 0:
+        return False
+    ts = [t for t in tensors if t is not None]
+    if torch.is_grad_enabled() and any(t.requires_grad for t in ts):
+        return False
+    return not any(is_functorch_wrapped_tensor(t) for t in ts)
+
+
+def call_kernel(op, *args, **kwargs):
+    """``op(*args)`` dispatched below the autograd keys: the Functions' forwards (and the
+    no-derivative fast path) reach the device kernel without passing through the custom op's
+    own registered autograd, which would only add Python overhead there."""
+    with torch._C._AutoDispatchBelowAutograd():
+        return op(*args, **kwargs)
+
+
 def compiling() -> bool:
     """True under torch.compile / torch.export tracing: the wrappers then call the custom op
     itself (opaque to the tracer, with its registered autograd), never the autograd.Function."""

@@ -6,7 +6,7 @@ from torch._C._functorch import is_functorch_wrapped_tensor
 from torch.autograd import forward_ad
 
 from ._modes import HALF as _HALF
-from ._modes import compiling, fused_ok, merge_batch, split_batch
+from ._modes import call_kernel, compiling, fused_ok, merge_batch, no_derivative, split_batch
 
 
 def ssim(x: Tensor, y: Tensor, *, window_size: int = 11, sigma: float = 1.5, k1: float = 0.01,
@@ -38,6 +38,8 @@ def ssim(x: Tensor, y: Tensor, *, window_size: int = 11, sigma: float = 1.5, k1:
         return torch.ops.vaeiso.ssim(x, y, window_size=window_size, sigma=sigma, k1=k1, k2=k2,
                                      data_range=data_range, padding=padding)
     same = _parse_padding("ssim", padding)
+    if no_derivative(x, y):
+        return call_kernel(_FORWARD, x, y, window_size, sigma, k1, k2, data_range, same, False, False)[0]
     return _SSIMFunction.apply(x, y, window_size, sigma, k1, k2, data_range, same, False,
                                _need_maps(x, y))[0]
 
@@ -52,6 +54,8 @@ def one_minus_ssim(x: Tensor, y: Tensor, *, window_size: int = 11, sigma: float 
     if compiling():
         return torch.ops.vaeiso.ssim_forward(x, y, window_size, sigma, k1, k2, data_range, same, True,
                                              _need_maps(x, y))[0]
+    if no_derivative(x, y):
+        return call_kernel(_FORWARD, x, y, window_size, sigma, k1, k2, data_range, same, True, False)[0]
     return _SSIMFunction.apply(x, y, window_size, sigma, k1, k2, data_range, same, True,
                                _need_maps(x, y))[0]
 
@@ -75,7 +79,7 @@ def ssim_pairs(base: Tensor, others: Tensor, *, window_size: int = 11, sigma: fl
         ``(N, K)`` in the input dtype. Differentiable in both inputs (the backward recomputes
         the SSIM maps of the K pairs), in every autograd mode as :func:`ssim`.
     """
-    if compiling():
+    if compiling() or no_derivative(base, others):
         return torch.ops.vaeiso.ssim_pairs(base, others, window_size=window_size, sigma=sigma, k1=k1,
                                            k2=k2, data_range=data_range, padding=padding)
     return _SSIMPairsFunction.apply(base, others, window_size, sigma, k1, k2, data_range, padding)
@@ -186,7 +190,9 @@ def _ssim_filter_fake(t, window_size, sigma, same_padding, transpose):
 
 
 # ------------------------------------------------------------------------------- autograd
-#
+
+_FORWARD = torch.ops.vaeiso.ssim_forward.default
+
 # Reverse mode runs the fused ssim_backward kernel. When the gradient must itself be
 # differentiable or batchable (create_graph, forward AD, torch.func wrappers: _modes.fused_ok),
 # the same derivative is evaluated by _grads_torch from the window filter (an autograd.Function
@@ -212,7 +218,7 @@ class _FilterFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(t, window_size, sigma, same, transpose):
-        return torch.ops.vaeiso.ssim_filter(t, window_size, sigma, same, transpose)
+        return call_kernel(torch.ops.vaeiso.ssim_filter.default, t, window_size, sigma, same, transpose)
 
     @staticmethod
     def setup_context(ctx, inputs, output):
@@ -268,8 +274,8 @@ def _grads_torch(g, x, y, window_size, sigma, k1, k2, data_range, same, loss):
 def _grads_fused(g, x, y, maps, window_size, sigma, k1, k2, data_range, same, loss):
     if maps.numel() == 0 and x.shape[0] > 0:
         # the forward ran without maps (no derivative was expected then): recompute them
-        _, maps = torch.ops.vaeiso.ssim_forward(x, y, window_size, sigma, k1, k2, data_range, same, loss, True)
-    return torch.ops.vaeiso.ssim_backward(g, x, y, maps, window_size, sigma, same)
+        _, maps = call_kernel(_FORWARD, x, y, window_size, sigma, k1, k2, data_range, same, loss, True)
+    return call_kernel(torch.ops.vaeiso.ssim_backward.default, g, x, y, maps, window_size, sigma, same)
 
 
 def _grads(g, x, y, maps, args):
@@ -304,8 +310,7 @@ class _SSIMFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(x, y, window_size, sigma, k1, k2, data_range, same, loss, need_maps):
-        return torch.ops.vaeiso.ssim_forward(x, y, window_size, sigma, k1, k2, data_range, same, loss,
-                                             need_maps)
+        return call_kernel(_FORWARD, x, y, window_size, sigma, k1, k2, data_range, same, loss, need_maps)
 
     @staticmethod
     def setup_context(ctx, inputs, output):
@@ -354,8 +359,8 @@ class _SSIMPairsFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(base, others, window_size, sigma, k1, k2, data_range, padding):
-        return torch.ops.vaeiso.ssim_pairs(base, others, window_size=window_size, sigma=sigma, k1=k1, k2=k2,
-                                           data_range=data_range, padding=padding)
+        return call_kernel(torch.ops.vaeiso.ssim_pairs.default, base, others, window_size=window_size,
+                           sigma=sigma, k1=k1, k2=k2, data_range=data_range, padding=padding)
 
     @staticmethod
     def setup_context(ctx, inputs, output):
