@@ -4,10 +4,12 @@ import torch
 from torch import Tensor, nn
 
 from . import ops, reference
+from .ops._modes import with_eager_twin
 
 _REPARAM_OFFSET = 2.0**-18
 
 
+@with_eager_twin
 class _LowerBoundFn(torch.autograd.Function):
     """max(x, bound) whose gradient passes where x >= bound or where it pushes x upward.
 
@@ -48,7 +50,7 @@ class LowerBound(nn.Module):
 
     @torch.jit.unused
     def lower_bound(self, x: Tensor) -> Tensor:
-        return _LowerBoundFn.apply(x, self.bound.to(x.dtype))
+        return _LowerBoundFn.call(x, self.bound.to(x.dtype))
 
     def forward(self, x: Tensor) -> Tensor:
         if torch.jit.is_scripting():

@@ -3,7 +3,7 @@
 import torch
 from torch import Tensor
 
-from ._modes import call_kernel, compiling, merge_batch, no_derivative, split_batch
+from ._modes import call_kernel, with_eager_twin, compiling, merge_batch, no_derivative, split_batch
 
 METRICS = ("sse", "bce")
 
@@ -43,7 +43,7 @@ def pair_distances(base: Tensor, others: Tensor, metric: str, *, weight: Tensor 
         return torch.ops.vaeiso.pair_distances(base, others, metric, weight)
     if no_derivative(base, others, weight):
         return call_kernel(torch.ops.vaeiso.pair_distances.default, base, others, metric, weight)
-    return _PairDistancesFunction.apply(base, others, metric, weight)
+    return _PairDistancesFunction.call(base, others, metric, weight)
 
 
 def _check(base: Tensor, others: Tensor, metric: str, weight: Tensor | None) -> None:
@@ -139,6 +139,7 @@ def _backward(ctx, grad: Tensor):
     return (d_b, d_o, None, d_w)[: len(needs)]
 
 
+@with_eager_twin
 class _PairDistancesFunction(torch.autograd.Function):
     """``pair_distances`` for eager mode and ``torch.func``."""
 
@@ -176,7 +177,7 @@ class _PairDistancesFunction(torch.autograd.Function):
     @staticmethod
     def vmap(info, in_dims, base, others, metric, weight):
         B = info.batch_size
-        out = _PairDistancesFunction.apply(merge_batch(base, in_dims[0], B), merge_batch(others, in_dims[1], B),
+        out = _PairDistancesFunction.call(merge_batch(base, in_dims[0], B), merge_batch(others, in_dims[1], B),
                                            metric, merge_batch(weight, in_dims[3], B))
         return split_batch(out, B), 0
 

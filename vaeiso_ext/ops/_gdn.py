@@ -4,7 +4,7 @@ import torch
 from torch import Tensor
 
 from ._modes import HALF as _HALF
-from ._modes import call_kernel, compiling, fused_ok, merge_batch, no_derivative, split_batch, vmap_by_loop
+from ._modes import autograd_function, call_kernel, compiling, fused_ok, merge_batch, no_derivative, split_batch, vmap_by_loop
 
 
 def gdn(x: Tensor, beta: Tensor, gamma: Tensor, inverse: bool = False, simplified: bool = False) -> Tensor:
@@ -38,7 +38,7 @@ def gdn(x: Tensor, beta: Tensor, gamma: Tensor, inverse: bool = False, simplifie
         return torch.ops.vaeiso.gdn(x, beta, gamma, inverse, simplified)
     if no_derivative(x, beta, gamma):
         return call_kernel(torch.ops.vaeiso.gdn_forward.default, x, beta, gamma, inverse, simplified)[0]
-    return _GDNFunction.apply(x, beta, gamma, inverse, simplified)[0]
+    return _gdn_apply(x, beta, gamma, inverse, simplified)[0]
 
 
 def _acc_dtype(x: Tensor) -> torch.dtype:
@@ -155,55 +155,53 @@ def _setup_context(ctx, inputs, output):
     ctx.mark_non_differentiable(norm)
 
 
-class _GDNFunction(torch.autograd.Function):
-    """``gdn_forward`` for eager mode and ``torch.func``: returns ``(out, norm)``."""
+def _forward(x, beta, gamma, inverse, simplified):
+    return call_kernel(torch.ops.vaeiso.gdn_forward.default, x, beta, gamma, inverse, simplified)
 
-    @staticmethod
-    def forward(x, beta, gamma, inverse, simplified):
-        return call_kernel(torch.ops.vaeiso.gdn_forward.default, x, beta, gamma, inverse, simplified)
 
-    @staticmethod
-    def setup_context(ctx, inputs, output):
-        _setup_context(ctx, inputs, output)
-        x, beta, gamma = inputs[:3]
-        ctx.save_for_forward(x, beta, gamma, output[1])
+def _function_setup(ctx, inputs, output):
+    _setup_context(ctx, inputs, output)
+    x, beta, gamma = inputs[:3]
+    ctx.save_for_forward(x, beta, gamma, output[1])
 
-    backward = staticmethod(_backward)
 
-    @staticmethod
-    def jvp(ctx, tx, tbeta, tgamma, _ti, _ts):
-        # dn = tbeta + tgamma @ f(x) + gamma @ (f'(x) tx); dy = tx n**p + p x n**(p-1) dn:
-        # one more GEMM of the forward's shape (two with a gamma tangent).
-        x, beta, gamma, norm = ctx.saved_tensors
-        acc = _acc_dtype(x)
-        xa, gm = x.to(acc), gamma.to(acc)
-        fx, dfx = _f(xa, ctx.simplified)
-        if not fused_ok(x, beta, gamma, tx, tbeta, tgamma):
-            # the tangent may be differentiated further: recompute norm with tracked ops
-            norm = _per_channel(beta.to(acc), xa) + _mix(gm, fx)
-        p = _exponent(ctx.inverse, ctx.simplified)
-        s = _power(norm, p)
-        dn = torch.zeros_like(norm)
-        if tx is not None:
-            dn = dn + _mix(gm, dfx * tx.to(acc))
-        if tbeta is not None:
-            dn = dn + _per_channel(tbeta.to(acc), xa)
-        if tgamma is not None:
-            dn = dn + _mix(tgamma.to(acc), fx)
-        dy = xa * (p * s / norm) * dn
-        if tx is not None:
-            dy = dy + tx.to(acc) * s
-        return dy.to(x.dtype), None
+def _jvp(ctx, tx, tbeta, tgamma, _ti, _ts):
+    # dn = tbeta + tgamma @ f(x) + gamma @ (f'(x) tx); dy = tx n**p + p x n**(p-1) dn:
+    # one more GEMM of the forward's shape (two with a gamma tangent).
+    x, beta, gamma, norm = ctx.saved_tensors
+    acc = _acc_dtype(x)
+    xa, gm = x.to(acc), gamma.to(acc)
+    fx, dfx = _f(xa, ctx.simplified)
+    if not fused_ok(x, beta, gamma, tx, tbeta, tgamma):
+        # the tangent may be differentiated further: recompute norm with tracked ops
+        norm = _per_channel(beta.to(acc), xa) + _mix(gm, fx)
+    p = _exponent(ctx.inverse, ctx.simplified)
+    s = _power(norm, p)
+    dn = torch.zeros_like(norm)
+    if tx is not None:
+        dn = dn + _mix(gm, dfx * tx.to(acc))
+    if tbeta is not None:
+        dn = dn + _per_channel(tbeta.to(acc), xa)
+    if tgamma is not None:
+        dn = dn + _mix(tgamma.to(acc), fx)
+    dy = xa * (p * s / norm) * dn
+    if tx is not None:
+        dy = dy + tx.to(acc) * s
+    return dy.to(x.dtype), None
 
-    @staticmethod
-    def vmap(info, in_dims, x, beta, gamma, inverse, simplified):
-        bx, bb, bg = in_dims[:3]
-        if bb is None and bg is None:
-            # the vmapped batch joins N: one fused call
-            B = info.batch_size
-            out, norm = _GDNFunction.apply(merge_batch(x, bx, B), beta, gamma, inverse, simplified)
-            return (split_batch(out, B), split_batch(norm, B)), (0, 0)
-        return vmap_by_loop(_GDNFunction.apply, info, in_dims, (x, beta, gamma, inverse, simplified))
+
+def _vmap(info, in_dims, x, beta, gamma, inverse, simplified):
+    bx, bb, bg = in_dims[:3]
+    if bb is None and bg is None:
+        # the vmapped batch joins N: one fused call
+        B = info.batch_size
+        out, norm = _gdn_apply(merge_batch(x, bx, B), beta, gamma, inverse, simplified)
+        return (split_batch(out, B), split_batch(norm, B)), (0, 0)
+    return vmap_by_loop(_gdn_apply, info, in_dims, (x, beta, gamma, inverse, simplified))
+
+
+# gdn_forward for eager mode and torch.func: returns (out, norm)
+_gdn_apply = autograd_function("GDNFunction", _forward, _function_setup, _backward, _jvp, _vmap)
 
 
 # The custom op keeps its own autograd (the torch.compile / torch.export path and direct

@@ -6,7 +6,7 @@ from torch._C._functorch import is_functorch_wrapped_tensor
 from torch.autograd import forward_ad
 
 from ._modes import HALF as _HALF
-from ._modes import call_kernel, compiling, fused_ok, merge_batch, no_derivative, split_batch
+from ._modes import call_kernel, with_eager_twin, compiling, fused_ok, merge_batch, no_derivative, split_batch
 
 
 def ssim(x: Tensor, y: Tensor, *, window_size: int = 11, sigma: float = 1.5, k1: float = 0.01,
@@ -40,7 +40,7 @@ def ssim(x: Tensor, y: Tensor, *, window_size: int = 11, sigma: float = 1.5, k1:
     same = _parse_padding("ssim", padding)
     if no_derivative(x, y):
         return call_kernel(_FORWARD, x, y, window_size, sigma, k1, k2, data_range, same, False, False)[0]
-    return _SSIMFunction.apply(x, y, window_size, sigma, k1, k2, data_range, same, False,
+    return _SSIMFunction.call(x, y, window_size, sigma, k1, k2, data_range, same, False,
                                _need_maps(x, y))[0]
 
 
@@ -56,7 +56,7 @@ def one_minus_ssim(x: Tensor, y: Tensor, *, window_size: int = 11, sigma: float 
                                              _need_maps(x, y))[0]
     if no_derivative(x, y):
         return call_kernel(_FORWARD, x, y, window_size, sigma, k1, k2, data_range, same, True, False)[0]
-    return _SSIMFunction.apply(x, y, window_size, sigma, k1, k2, data_range, same, True,
+    return _SSIMFunction.call(x, y, window_size, sigma, k1, k2, data_range, same, True,
                                _need_maps(x, y))[0]
 
 
@@ -82,7 +82,7 @@ def ssim_pairs(base: Tensor, others: Tensor, *, window_size: int = 11, sigma: fl
     if compiling() or no_derivative(base, others):
         return torch.ops.vaeiso.ssim_pairs(base, others, window_size=window_size, sigma=sigma, k1=k1,
                                            k2=k2, data_range=data_range, padding=padding)
-    return _SSIMPairsFunction.apply(base, others, window_size, sigma, k1, k2, data_range, padding)
+    return _SSIMPairsFunction.call(base, others, window_size, sigma, k1, k2, data_range, padding)
 
 
 def ssim_metric_gram(x: Tensor, v: Tensor, *, diagonal: bool = False, window_size: int = 11,
@@ -212,6 +212,7 @@ def _transformed(*ts: Tensor) -> bool:
     return forward_ad._current_level >= 0 or any(is_functorch_wrapped_tensor(t) for t in ts)
 
 
+@with_eager_twin
 class _FilterFunction(torch.autograd.Function):
     """``ssim_filter`` in every mode: it is linear, so its derivative is itself (jvp) or its
     adjoint (backward, the same op with ``transpose`` flipped: differentiable to any order)."""
@@ -227,16 +228,16 @@ class _FilterFunction(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad):
         ws, sigma, same, transpose = ctx.args
-        return _FilterFunction.apply(grad, ws, sigma, same, not transpose), None, None, None, None
+        return _FilterFunction.call(grad, ws, sigma, same, not transpose), None, None, None, None
 
     @staticmethod
     def jvp(ctx, tt, *_):
-        return _FilterFunction.apply(tt, *ctx.args)
+        return _FilterFunction.call(tt, *ctx.args)
 
     @staticmethod
     def vmap(info, in_dims, t, window_size, sigma, same, transpose):
         # the filter takes any leading dims: the batch is one more
-        return _FilterFunction.apply(t.movedim(in_dims[0], 0), window_size, sigma, same, transpose), 0
+        return _FilterFunction.call(t.movedim(in_dims[0], 0), window_size, sigma, same, transpose), 0
 
 
 def _grads_torch(g, x, y, window_size, sigma, k1, k2, data_range, same, loss):
@@ -248,7 +249,7 @@ def _grads_torch(g, x, y, window_size, sigma, k1, k2, data_range, same, loss):
     xa, ya = x.to(acc), y.to(acc)
 
     def f(t, transpose=False):
-        return _FilterFunction.apply(t, window_size, sigma, same, transpose)
+        return _FilterFunction.call(t, window_size, sigma, same, transpose)
 
     c1, c2 = (k1 * data_range) ** 2, (k2 * data_range) ** 2
     mx, my = f(xa), f(ya)
@@ -305,6 +306,7 @@ def _image_dot(a: Tensor, b: Tensor) -> Tensor:
     return (a * b).sum(dim=(-3, -2, -1))
 
 
+@with_eager_twin
 class _SSIMFunction(torch.autograd.Function):
     """``ssim_forward`` (SSIM or 1 - SSIM, and the maps) for eager mode and ``torch.func``."""
 
@@ -334,7 +336,7 @@ class _SSIMFunction(torch.autograd.Function):
     def vmap(info, in_dims, x, y, *args):
         # the vmapped batch joins N (an unbatched image is expanded): one fused call
         B = info.batch_size
-        out, maps = _SSIMFunction.apply(merge_batch(x, in_dims[0], B), merge_batch(y, in_dims[1], B), *args)
+        out, maps = _SSIMFunction.call(merge_batch(x, in_dims[0], B), merge_batch(y, in_dims[1], B), *args)
         return (split_batch(out, B), split_batch(maps, B) if maps.numel() else maps), (0, 0 if maps.numel() else None)
 
 
@@ -354,6 +356,7 @@ def _pairs_grads(g, base, others, args):
     return gb.sum(1), go
 
 
+@with_eager_twin
 class _SSIMPairsFunction(torch.autograd.Function):
     """``ssim_pairs`` for eager mode and ``torch.func``."""
 
@@ -392,7 +395,7 @@ class _SSIMPairsFunction(torch.autograd.Function):
     @staticmethod
     def vmap(info, in_dims, base, others, *args):
         B = info.batch_size
-        out = _SSIMPairsFunction.apply(merge_batch(base, in_dims[0], B), merge_batch(others, in_dims[1], B), *args)
+        out = _SSIMPairsFunction.call(merge_batch(base, in_dims[0], B), merge_batch(others, in_dims[1], B), *args)
         return split_batch(out, B), 0
 
 
@@ -468,7 +471,7 @@ def _metric_gram_composite(x, v, diagonal, window_size, sigma, k1, k2, data_rang
             raise RuntimeError(f"{op}: {name}: expected a positive number, got {val}")
 
     def f(t, transpose=False):
-        return _FilterFunction.apply(t, window_size, sigma, same, transpose)
+        return _FilterFunction.call(t, window_size, sigma, same, transpose)
 
     c1, c2 = (k1 * data_range) ** 2, (k2 * data_range) ** 2
     acc = _acc_dtype(x)
