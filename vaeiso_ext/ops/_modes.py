@@ -126,11 +126,17 @@ def with_eager_twin(func_cls):
     eager_cls = type(func_cls.__name__ + "Eager", (torch.autograd.Function,),
                      dict(forward=staticmethod(eager_forward), backward=staticmethod(func_cls.backward),
                           jvp=staticmethod(func_cls.jvp)))
+    # Dynamo refuses Functions with a custom jvp (and drops nothing silently: compiled code
+    # rejects forward-AD inputs anyway), so tracing gets a twin without one.
+    traced_cls = type(func_cls.__name__ + "Traced", (torch.autograd.Function,),
+                      dict(forward=staticmethod(eager_forward), backward=staticmethod(func_cls.backward)))
     transforms_active = torch._C._are_functorch_transforms_active
-    func_apply, eager_apply = func_cls.apply, eager_cls.apply
+    func_apply, eager_apply, traced_apply = func_cls.apply, eager_cls.apply, traced_cls.apply
 
     def call(*args):
-        return func_apply(*args) if transforms_active() else eager_apply(*args)
+        if transforms_active():
+            return func_apply(*args)
+        return traced_apply(*args) if compiling() else eager_apply(*args)
 
     func_cls.call = staticmethod(call)
     func_cls.eager_class = eager_cls
