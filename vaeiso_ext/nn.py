@@ -94,6 +94,11 @@ class GDN(nn.Module):
         beta_min: lower bound on beta, keeping the normalizer positive.
         gamma_init: initial diagonal of gamma.
         simplified: the ``|x|``, no-square-root variant (CompressAI's ``GDN1``).
+
+    Works in every autograd mode (double backward, forward AD, ``torch.func`` transforms with
+    ``functional_call`` over ``beta``/``gamma``), under ``torch.compile``/``torch.export`` (one
+    fused op node) and ``torch.jit.script`` (where the bound is a plain ``max``, as CompressAI's
+    scripted GDN; its straight-through gradient is an eager-mode feature).
     """
 
     def __init__(self, in_channels: int, inverse: bool = False, beta_min: float = 1e-6,
@@ -159,7 +164,9 @@ class SSIMLoss(nn.Module):
         reduction: ``"mean"`` (default) or ``"sum"`` over the batch, or ``"none"`` for ``(N,)``.
         window_size, sigma, k1, k2, data_range, padding: as in :func:`vaeiso_ext.ops.ssim`.
 
-    Inputs are ``(N, C, H, W)`` images of the same shape, dtype and device.
+    Inputs are ``(N, C, H, W)`` images of the same shape, dtype and device; anything but a
+    tensor raises a ``TypeError`` naming the argument. Every autograd mode works as for
+    :func:`vaeiso_ext.ops.ssim` (double backward, forward AD, ``torch.func``).
     """
 
     def __init__(self, reduction: str = "mean", *, window_size: int = 11, sigma: float = 1.5,
