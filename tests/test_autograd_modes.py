@@ -489,3 +489,44 @@ def test_dj_prime_jvp_runs_the_fused_igdn():
             model.decoder[i] = RefIGDN(mod)
     want = dj_prime(model.decoder, z, metric, method="jvp")
     close(got, want)
+
+
+# ------------------------------------------------------------------------------ CUDA
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("name,fn,rf,args", CASES, ids=IDS)
+def test_cuda_torch_func_and_double_backward(name, fn, rf, args):
+    """The same rules on the CUDA kernels (float64): jvp, jacrev, vmap, per-sample grads and a
+    Hessian-vector product against the reference run on the same device."""
+    args = tuple(a.cuda() for a in args)
+    ts = tuple(t.cuda() for t in tangents_for(args))
+    close(jvp(fn, args, ts)[1], jvp(rf, args, ts)[1])
+    argnums = tuple(range(len(args)))
+    close(jacrev(fn, argnums=argnums)(*args), jacrev(rf, argnums=argnums)(*args))
+    bat = batched(args, 0)
+    close(vmap(fn, in_dims=(0,) + (None,) * (len(args) - 1))(bat, *args[1:]),
+          torch.stack([rf(b, *args[1:]) for b in bat]))
+    w = weights_for(rf, args).cuda()
+    res = []
+    for f in (fn, rf):
+        leaves = tuple(a.clone().requires_grad_() for a in args)
+        gs = torch.autograd.grad((f(*leaves) * w).sum(), leaves, create_graph=True)
+        res.append(torch.autograd.grad(sum((g * t).sum() for g, t in zip(gs, ts)), leaves))
+    close(res[0], res[1])
+
+
+@pytest.mark.cuda
+def test_cuda_and_cpu_mixed_raise_naming_the_argument():
+    x, y = (t.cuda() for t in images(21))
+    b, o, w = (t.cuda() for t in distance_inputs())
+    cases = [
+        (lambda: ops.ssim(x, y.cpu(), **SSIM_KW), "ssim: y: expected a tensor on cuda"),
+        (lambda: ops.ssim_pairs(x, y.cpu().unsqueeze(1), **SSIM_KW), "ssim_pairs: others: expected a tensor on cuda"),
+        (lambda: ops.pair_distances(b, o, "bce", weight=w.cpu()), "pair_distances: weight: expected a tensor on cuda"),
+        (lambda: ops.gdn(x, torch.ones(2, dtype=D), torch.eye(2, dtype=D, device="cuda")),
+         "gdn: beta: expected a tensor on cuda"),
+    ]
+    for call, msg in cases:
+        with pytest.raises(RuntimeError, match=msg):
+            call()
