@@ -4,7 +4,8 @@ import torch
 from torch import Tensor
 
 from ._modes import HALF as _HALF
-from ._modes import autograd_function, call_kernel, compiling, fused_ok, merge_batch, no_derivative, split_batch, vmap_by_loop
+from ._modes import (autograd_function, call_kernel, compiling, fused_ok, merge_batch, no_derivative,
+                     split_batch, vmap_by_loop)
 
 
 def gdn(x: Tensor, beta: Tensor, gamma: Tensor, inverse: bool = False, simplified: bool = False) -> Tensor:

@@ -337,7 +337,9 @@ class _SSIMFunction(torch.autograd.Function):
         # the vmapped batch joins N (an unbatched image is expanded): one fused call
         B = info.batch_size
         out, maps = _SSIMFunction.call(merge_batch(x, in_dims[0], B), merge_batch(y, in_dims[1], B), *args)
-        return (split_batch(out, B), split_batch(maps, B) if maps.numel() else maps), (0, 0 if maps.numel() else None)
+        if maps.dim() == 1:  # no maps were asked for: one empty (0,) tensor, unbatched
+            return (split_batch(out, B), maps), (0, None)
+        return (split_batch(out, B), split_batch(maps, B)), (0, 0)
 
 
 # The custom op keeps its own autograd (torch.compile and direct torch.ops callers), with the
