@@ -530,3 +530,17 @@ def test_cuda_and_cpu_mixed_raise_naming_the_argument():
     for call, msg in cases:
         with pytest.raises(RuntimeError, match=msg):
             call()
+
+
+def test_raw_custom_ops_double_backward():
+    """torch.ops.vaeiso.* (the torch.compile path) share the differentiable backward."""
+    x, b, g = (a.requires_grad_() for a in gdn_inputs(22))
+    for inv, simp in VARIANTS:
+        assert torch.autograd.gradgradcheck(lambda *a: torch.ops.vaeiso.gdn(*a, inv, simp), (x, b, g))
+    u, v = (a.requires_grad_() for a in images(23))
+    assert torch.autograd.gradgradcheck(lambda p, q: torch.ops.vaeiso.ssim(p, q, **SSIM_KW), (u, v))
+    o = torch.stack([v.detach(), u.detach() * 0.9], 1).requires_grad_()
+    assert torch.autograd.gradgradcheck(lambda p, q: torch.ops.vaeiso.ssim_pairs(p, q, **SSIM_KW), (u, o))
+    base, others, w = (a.requires_grad_() for a in distance_inputs(24))
+    assert torch.autograd.gradgradcheck(lambda *a: torch.ops.vaeiso.pair_distances(a[0], a[1], "bce", a[2]),
+                                        (base, others, w))
