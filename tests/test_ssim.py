@@ -175,13 +175,22 @@ def test_ssim_gradcheck(padding):
         lambda a, b: one_minus_ssim(a, b, window_size=3, sigma=0.7, padding=padding), (x, y))
 
 
-def test_ssim_double_backward_is_not_supported_loudly():
+def test_ssim_double_backward_matches_reference():
+    # A gradient penalty: d/dx of |d ssim/dx|^2 through the fused op against the reference.
     x, y = _pair((1, 1, 8, 8))
-    x.requires_grad_()
-    (g,) = torch.autograd.grad(ops.ssim(x, y, window_size=3).sum(), x, create_graph=True)
-    # ssim_backward has no derivative of its own: asking for one must not be silently wrong.
-    with pytest.raises(RuntimeError, match="second derivative of ssim is not implemented"):
-        torch.autograd.grad(g.sum(), x)
+    got, want = [], []
+    for fn, out in ((ops.ssim, got), (ref.ssim, want)):
+        xa = x.clone().requires_grad_()
+        (g,) = torch.autograd.grad(fn(xa, y, window_size=3).sum(), xa, create_graph=True)
+        out.append(torch.autograd.grad(g.square().sum(), xa)[0])
+    # float64, the same formula summed in another order: round-off only
+    torch.testing.assert_close(got[0], want[0], rtol=1e-9, atol=1e-12)
+    # the raw backward kernel has no derivative of its own and says so
+    _, maps = torch.ops.vaeiso.ssim_forward(x, y, 3, 1.5, 0.01, 0.03, 1.0, False, False, True)
+    xg = x.clone().requires_grad_()
+    gx, _ = torch.ops.vaeiso.ssim_backward(torch.ones(1, dtype=x.dtype), xg, y, maps, 3, 1.5, False)
+    with pytest.raises(RuntimeError, match="ssim_backward: the raw backward kernel has no derivative"):
+        torch.autograd.grad(gx.sum(), xg)
 
 
 # ---------------------------------------------------------------- nn.SSIMLoss

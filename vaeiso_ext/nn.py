@@ -4,22 +4,39 @@ import torch
 from torch import Tensor, nn
 
 from . import ops, reference
+from .ops._modes import with_eager_twin
 
 _REPARAM_OFFSET = 2.0**-18
 
 
+@with_eager_twin
 class _LowerBoundFn(torch.autograd.Function):
-    """max(x, bound) whose gradient passes where x >= bound or where it pushes x upward."""
+    """max(x, bound) whose gradient passes where x >= bound or where it pushes x upward.
+
+    Separate ``setup_context`` and a generated vmap rule (the body is plain torch ops) so the
+    ``torch.func`` transforms accept it; forward mode uses the derivative of ``max``."""
+
+    generate_vmap_rule = True
 
     @staticmethod
-    def forward(ctx, x, bound):
-        ctx.save_for_backward(x, bound)
+    def forward(x, bound):
         return torch.max(x, bound)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        x, bound = inputs
+        ctx.save_for_backward(x, bound)
+        ctx.save_for_forward(x, bound)
 
     @staticmethod
     def backward(ctx, grad):
         x, bound = ctx.saved_tensors
         return grad * ((x >= bound) | (grad < 0)).to(grad.dtype), None
+
+    @staticmethod
+    def jvp(ctx, tx, _tbound):
+        x, bound = ctx.saved_tensors
+        return tx * (x >= bound).to(tx.dtype)
 
 
 class LowerBound(nn.Module):
@@ -31,8 +48,16 @@ class LowerBound(nn.Module):
         super().__init__()
         self.register_buffer("bound", torch.tensor([float(bound)]))
 
+    @torch.jit.unused
+    def lower_bound(self, x: Tensor) -> Tensor:
+        return _LowerBoundFn.call(x, self.bound.to(x.dtype))
+
     def forward(self, x: Tensor) -> Tensor:
-        return _LowerBoundFn.apply(x, self.bound.to(x.dtype))
+        if torch.jit.is_scripting():
+            # TorchScript cannot call an autograd.Function: plain max, as CompressAI's GDN
+            # does when scripted (its gradient stops below the bound)
+            return torch.max(x, self.bound.to(x.dtype))
+        return self.lower_bound(x)
 
 
 class NonNegativeParametrizer(nn.Module):
@@ -69,6 +94,11 @@ class GDN(nn.Module):
         beta_min: lower bound on beta, keeping the normalizer positive.
         gamma_init: initial diagonal of gamma.
         simplified: the ``|x|``, no-square-root variant (CompressAI's ``GDN1``).
+
+    Works in every autograd mode (double backward, forward AD, ``torch.func`` transforms with
+    ``functional_call`` over ``beta``/``gamma``), under ``torch.compile``/``torch.export`` (one
+    fused op node) and ``torch.jit.script`` (where the bound is a plain ``max``, as CompressAI's
+    scripted GDN; its straight-through gradient is an eager-mode feature).
     """
 
     def __init__(self, in_channels: int, inverse: bool = False, beta_min: float = 1e-6,
@@ -89,8 +119,16 @@ class GDN(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         beta, gamma = self.effective_params()
-        if x.device.type in ("cpu", "cuda") and not _is_dual(x):
+        if torch.jit.is_scripting():
+            return torch.ops.vaeiso.gdn(x, beta, gamma, self.inverse, self.simplified)
+        return self._forward_eager(x, beta, gamma)
+
+    @torch.jit.unused
+    def _forward_eager(self, x: Tensor, beta: Tensor, gamma: Tensor) -> Tensor:
+        _check_tensor(type(self).__name__, "x", x)
+        if x.device.type in ("cpu", "cuda"):
             return ops.gdn(x, beta, gamma, self.inverse, self.simplified)
+        # no compiled kernel for this device (mps, xpu, ...)
         return reference.gdn(x, beta, gamma, self.inverse, self.simplified)
 
     def extra_repr(self) -> str:
@@ -106,11 +144,9 @@ class IGDN(GDN):
                          simplified=simplified)
 
 
-def _is_dual(x: Tensor) -> bool:
-    # The fused op has no forward-mode rule; under forward AD the reference gives exact JVPs.
-    from torch.autograd import forward_ad
-
-    return forward_ad._current_level >= 0 and forward_ad.unpack_dual(x).tangent is not None
+def _check_tensor(module: str, name: str, value) -> None:
+    if not isinstance(value, Tensor):
+        raise TypeError(f"{module}: {name}: expected a torch.Tensor, got {type(value).__name__}")
 
 
 # ---------------------------------------------------------------- SSIM loss (SPEC §3.2)
@@ -128,7 +164,9 @@ class SSIMLoss(nn.Module):
         reduction: ``"mean"`` (default) or ``"sum"`` over the batch, or ``"none"`` for ``(N,)``.
         window_size, sigma, k1, k2, data_range, padding: as in :func:`vaeiso_ext.ops.ssim`.
 
-    Inputs are ``(N, C, H, W)`` images of the same shape, dtype and device.
+    Inputs are ``(N, C, H, W)`` images of the same shape, dtype and device; anything but a
+    tensor raises a ``TypeError`` naming the argument. Every autograd mode works as for
+    :func:`vaeiso_ext.ops.ssim` (double backward, forward AD, ``torch.func``).
     """
 
     def __init__(self, reduction: str = "mean", *, window_size: int = 11, sigma: float = 1.5,
@@ -148,7 +186,9 @@ class SSIMLoss(nn.Module):
                                 data_range=float(data_range), padding=padding)
 
     def forward(self, x: Tensor, y: Tensor) -> Tensor:
-        if x.device.type in ("cpu", "cuda") and not (_is_dual(x) or _is_dual(y)):
+        _check_tensor("SSIMLoss", "x", x)
+        _check_tensor("SSIMLoss", "y", y)
+        if x.device.type in ("cpu", "cuda"):
             loss = one_minus_ssim(x, y, **self.ssim_kwargs)
         else:
             loss = 1 - reference.ssim(x, y, **self.ssim_kwargs)

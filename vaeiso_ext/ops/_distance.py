@@ -3,6 +3,8 @@
 import torch
 from torch import Tensor
 
+from ._modes import call_kernel, with_eager_twin, compiling, merge_batch, no_derivative, split_batch
+
 METRICS = ("sse", "bce")
 
 
@@ -29,11 +31,19 @@ def pair_distances(base: Tensor, others: Tensor, metric: str, *, weight: Tensor 
         weight: optional ``(N,)`` per-sample factor (same dtype and device).
 
     Any strides (a unit stride in the flattened trailing dims avoids a copy). Deterministic.
-    Gradients flow to ``base``, ``others`` and ``weight`` (computed with eager PyTorch ops).
+    Gradients flow to ``base``, ``others`` and ``weight`` (computed with eager PyTorch ops, so
+    double backward is exact), in every autograd mode: forward mode (``jvp``, ``jacfwd``,
+    ``forward_ad``) and the ``torch.func`` transforms (``vmap`` folds its batch into ``N``).
+    The bce gradient is finite wherever the value is: with ``o == b`` in ``{0, 1}`` it is the
+    reference's (the zero-weight convention), e.g. ``dD/do = 1`` at ``b = o = 0``.
     """
     if metric not in METRICS:
         raise ValueError(f"pair_distances: metric: expected one of {METRICS}, got {metric!r}")
-    return torch.ops.vaeiso.pair_distances(base, others, metric, weight)
+    if compiling():
+        return torch.ops.vaeiso.pair_distances(base, others, metric, weight)
+    if no_derivative(base, others, weight):
+        return call_kernel(torch.ops.vaeiso.pair_distances.default, base, others, metric, weight)
+    return _PairDistancesFunction.call(base, others, metric, weight)
 
 
 def _check(base: Tensor, others: Tensor, metric: str, weight: Tensor | None) -> None:
@@ -45,7 +55,11 @@ def _check(base: Tensor, others: Tensor, metric: str, weight: Tensor | None) -> 
         f"got {tuple(others.shape)}",
     )
     torch._check(others.dtype == base.dtype, lambda: f"pair_distances: others: expected dtype {base.dtype}")
+    torch._check(others.device == base.device, lambda: f"pair_distances: others: expected a tensor on "
+                 f"{base.device} (the device of base), got {others.device}")
     if weight is not None:
+        torch._check(weight.device == base.device, lambda: f"pair_distances: weight: expected a tensor on "
+                     f"{base.device} (the device of base), got {weight.device}")
         torch._check(
             tuple(weight.shape) == (base.shape[0],),
             lambda: f"pair_distances: weight: expected shape ({base.shape[0]},), got {tuple(weight.shape)}",
@@ -58,15 +72,52 @@ def _pair_distances_fake(base, others, metric, weight=None):
     return base.new_empty((base.shape[0], others.shape[1]))
 
 
+# ------------------------------------------------------------------------------- autograd
+#
+# Per element, with b the base, o an other and D summed over the trailing dims:
+#   sse: dD/do = 2 (o - b),                    dD/db = -2 (o - b)
+#   bce: dD/do = (1-b)/(1-o) - b/o,            dD/db = log(b/o) - log((1-b)/(1-o))
+# bce in the zero-weight convention of the value (reference._kl_half): a term whose weight b
+# (or 1 - b) is 0 is the linear remainder of the KL half, whose derivatives are finite; so at
+# o = b = 0 the gradient is dD/do = 1, dD/db = -1 (and mirrored at 1), never 0/0. Written with
+# torch ops: autograd, forward AD and vmap see through it (double backward, per-sample grads).
+
+
+def _safe_ratio(num: Tensor, den: Tensor) -> Tensor:
+    """``num / den``, 0 where both are 0 (the term's weight ``num`` is 0 there)."""
+    both = (num == 0) & (den == 0)
+    return num / torch.where(both, torch.ones_like(den), den)
+
+
+def _log_ratio(p: Tensor, q: Tensor) -> Tensor:
+    """``log(p / q)`` where ``p > 0``; -1 where ``p == 0`` (the derivative of the convention's
+    linear remainder ``q - p``)."""
+    zero = p == 0
+    ps = torch.where(zero, torch.ones_like(p), p)
+    qs = torch.where(zero, torch.ones_like(q), q)
+    return torch.where(zero, -torch.ones_like(p), torch.log(ps) - torch.log(qs))
+
+
+def _partials(base: Tensor, others: Tensor, metric: str, need_b: bool):
+    """(dD/do per element of others, dD/db per element of the (N, K, *) pairs or None)."""
+    b = base.unsqueeze(1)
+    if metric == "sse":
+        d_o = 2 * (others - b)
+        return d_o, (-d_o if need_b else None)
+    d_o = _safe_ratio(1 - b, 1 - others) - _safe_ratio(b, others)
+    d_b = _log_ratio(b, others) - _log_ratio(1 - b, 1 - others) if need_b else None
+    return d_o, d_b
+
+
+def _expand(v: Tensor, like: Tensor) -> Tensor:
+    """(N, K) to (N, K, 1, ...) against the (N, K, *) pairs."""
+    return v.reshape(tuple(v.shape) + (1,) * (like.dim() - 2))
+
+
 def _setup_context(ctx, inputs, output):
     base, others, metric, weight = inputs
     ctx.metric = metric
     ctx.save_for_backward(base, others, weight)
-
-
-def _bce_logit_gap(p: Tensor) -> Tensor:
-    # log(p / (1 - p)); +-inf at p = 1, 0
-    return torch.log(p) - torch.log1p(-p)
 
 
 def _backward(ctx, grad: Tensor):
@@ -76,20 +127,60 @@ def _backward(ctx, grad: Tensor):
     need_b, need_o, need_w = needs[0], needs[1], len(needs) > 3 and needs[3]
     if not (need_b or need_o or need_w):
         return (None,) * len(needs)
-    expand = (slice(None), slice(None)) + (None,) * (base.dim() - 1)
     g = grad if weight is None else grad * weight[:, None]
-    b = base.unsqueeze(1)
-    if ctx.metric == "sse":
-        d_o = 2 * g[expand] * (others - b)
-        d_b = -d_o.sum(1) if need_b else None
-    else:
-        d_o = g[expand] * (others - b) / (others * (1 - others))
-        d_b = (g[expand] * (_bce_logit_gap(b) - _bce_logit_gap(others))).sum(1) if need_b else None
-    d_w = None
+    d_b = d_o = d_w = None
+    if need_b or need_o:
+        p_o, p_b = _partials(base, others, ctx.metric, need_b)
+        ge = _expand(g, others)
+        d_o = ge * p_o if need_o else None
+        d_b = (ge * p_b).sum(1) if need_b else None
     if need_w:
-        unweighted = torch.ops.vaeiso.pair_distances(base, others, ctx.metric, None)
-        d_w = (grad * unweighted).sum(1)
-    return (d_b, d_o if need_o else None, None, d_w)[: len(needs)]
+        d_w = (grad * pair_distances(base, others, ctx.metric)).sum(1)
+    return (d_b, d_o, None, d_w)[: len(needs)]
 
 
+@with_eager_twin
+class _PairDistancesFunction(torch.autograd.Function):
+    """``pair_distances`` for eager mode and ``torch.func``."""
+
+    @staticmethod
+    def forward(base, others, metric, weight):
+        return call_kernel(torch.ops.vaeiso.pair_distances.default, base, others, metric, weight)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        _setup_context(ctx, inputs, output)
+        ctx.save_for_forward(inputs[0], inputs[1], inputs[3], output)
+
+    backward = staticmethod(_backward)
+
+    @staticmethod
+    def jvp(ctx, tb, to, _tm, tw):
+        base, others, weight, out = ctx.saved_tensors
+        p_o, p_b = _partials(base, others, ctx.metric, tb is not None)
+        dims = tuple(range(2, others.dim()))
+
+        def total(t):
+            return t.sum(dims) if dims else t
+
+        d = torch.zeros_like(out)
+        if to is not None:
+            d = d + total(p_o * to)
+        if tb is not None:
+            d = d + total(p_b * tb.unsqueeze(1))
+        if weight is not None:
+            d = d * weight[:, None]
+            if tw is not None:
+                d = d + tw[:, None] * pair_distances(base, others, ctx.metric)
+        return d
+
+    @staticmethod
+    def vmap(info, in_dims, base, others, metric, weight):
+        B = info.batch_size
+        out = _PairDistancesFunction.call(merge_batch(base, in_dims[0], B), merge_batch(others, in_dims[1], B),
+                                           metric, merge_batch(weight, in_dims[3], B))
+        return split_batch(out, B), 0
+
+
+# The custom op keeps its own autograd (torch.compile and direct torch.ops callers).
 torch.library.register_autograd("vaeiso::pair_distances", _backward, setup_context=_setup_context)
