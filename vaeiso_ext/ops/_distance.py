@@ -23,13 +23,19 @@ def pair_distances(base: Tensor, others: Tensor, metric: str, *, weight: Tensor 
     This is the finite-difference ``D'_j`` kernel: ``base`` is read from memory once for all K.
 
     Args:
-        base: ``(N, *)``, float32/float64 (float16/bfloat16 on CUDA, float32 accumulation).
-        others: ``(N, K, *)`` with the same trailing shape, dtype and device as ``base``.
+        base: ``(N, *)``, float32, float64, float16 or bfloat16 (the half types compute in
+            float32).
+        others: ``(N, K, *)`` with the same trailing shape and device as ``base``, and its
+            dtype, or autocast's mix: a half type against float32 (either way round), computed
+            in float32 with a float32 output.
         metric: ``"sse"`` or ``"bce"``.
-        weight: optional ``(N,)`` per-sample factor (same dtype and device).
+        weight: optional ``(N,)`` per-sample factor (same device; the dtype of ``base`` or of
+            ``others``).
 
     Any strides (a unit stride in the flattened trailing dims avoids a copy). Deterministic.
     Gradients flow to ``base``, ``others`` and ``weight`` (computed with eager PyTorch ops).
+    The BCE gradients use the xlogy convention of the value: finite wherever the value is (at
+    ``o = b`` in ``{0, 1}`` too), equal to autograd through :func:`vaeiso_ext.reference.pair_distances`.
     """
     if metric not in METRICS:
         raise ValueError(f"pair_distances: metric: expected one of {METRICS}, got {metric!r}")
@@ -44,8 +50,17 @@ def _check(base: Tensor, others: Tensor, metric: str, weight: Tensor | None) -> 
         lambda: f"pair_distances: others: expected shape (N, K, *) matching base {tuple(base.shape)}, "
         f"got {tuple(others.shape)}",
     )
-    torch._check(others.dtype == base.dtype, lambda: f"pair_distances: others: expected dtype {base.dtype}")
+    half = (torch.float16, torch.bfloat16)
+    torch._check(
+        others.dtype == base.dtype
+        or (others.dtype in half and base.dtype == torch.float32)
+        or (others.dtype == torch.float32 and base.dtype in half),
+        lambda: f"pair_distances: others: expected dtype {base.dtype} (the dtype of base), or float32 against "
+        f"a float16/bfloat16 base (autocast's mix), got {others.dtype}",
+    )
     if weight is not None:
+        torch._check(weight.dtype in (base.dtype, others.dtype),
+                     lambda: f"pair_distances: weight: expected dtype {base.dtype} (the dtype of base), got {weight.dtype}")
         torch._check(
             tuple(weight.shape) == (base.shape[0],),
             lambda: f"pair_distances: weight: expected shape ({base.shape[0]},), got {tuple(weight.shape)}",
@@ -55,7 +70,8 @@ def _check(base: Tensor, others: Tensor, metric: str, weight: Tensor | None) -> 
 @torch.library.register_fake("vaeiso::pair_distances")
 def _pair_distances_fake(base, others, metric, weight=None):
     _check(base, others, metric, weight)
-    return base.new_empty((base.shape[0], others.shape[1]))
+    dt = base.dtype if others.dtype == base.dtype else torch.float32
+    return base.new_empty((base.shape[0], others.shape[1]), dtype=dt)
 
 
 def _setup_context(ctx, inputs, output):
@@ -64,9 +80,22 @@ def _setup_context(ctx, inputs, output):
     ctx.save_for_backward(base, others, weight)
 
 
-def _bce_logit_gap(p: Tensor) -> Tensor:
-    # log(p / (1 - p)); +-inf at p = 1, 0
-    return torch.log(p) - torch.log1p(-p)
+def _bce_grads(b: Tensor, o: Tensor) -> tuple[Tensor, Tensor]:
+    """dD/db, dD/do of one BCE term with the value's xlogy convention (a term whose weight b or
+    1 - b is 0 is 0), so they are finite wherever the value is: dD/do = (1-b)/(1-o) - b/o and
+    dD/db = log(b/o) - log((1-b)/(1-o)), each ratio taken as 0 (its log as -1, the derivative of
+    the remaining q - p) where its weight is 0. The zero-weight entries get safe operands so
+    that a second derivative through these ops sees no 0/0 either.
+    """
+    zb, zc = b == 0, b == 1
+    one = torch.ones((), dtype=b.dtype, device=b.device)
+    o_b = torch.where(zb, one, o)  # b / o_b = 0 where b = 0
+    o_c = torch.where(zc, one - 1, o)  # (1 - b) / (1 - o_c) = 0 where b = 1
+    b_b = torch.where(zb, one, b)
+    b_c = torch.where(zc, one - 1, b)
+    d_o = (1 - b) / (1 - o_c) - b / o_b
+    d_b = torch.where(zb, -one, torch.log(b_b / o_b)) - torch.where(zc, -one, torch.log((1 - b_c) / (1 - o_c)))
+    return d_b, d_o
 
 
 def _backward(ctx, grad: Tensor):
@@ -83,8 +112,9 @@ def _backward(ctx, grad: Tensor):
         d_o = 2 * g[expand] * (others - b)
         d_b = -d_o.sum(1) if need_b else None
     else:
-        d_o = g[expand] * (others - b) / (others * (1 - others))
-        d_b = (g[expand] * (_bce_logit_gap(b) - _bce_logit_gap(others))).sum(1) if need_b else None
+        grad_b, grad_o = _bce_grads(b, others)
+        d_o = g[expand] * grad_o
+        d_b = (g[expand] * grad_b).sum(1) if need_b else None
     d_w = None
     if need_w:
         unweighted = torch.ops.vaeiso.pair_distances(base, others, ctx.metric, None)
