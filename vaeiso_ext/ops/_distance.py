@@ -87,8 +87,12 @@ def _bce_grads(b: Tensor, o: Tensor) -> tuple[Tensor, Tensor]:
     the remaining q - p) where its weight is 0. The zero-weight entries get safe operands so
     that a second derivative through these ops sees no 0/0 either.
     """
+    # In float32 at least: 1 - o and the logs lose digits in a half type, and with autocast's
+    # mix one operand is float32 anyway (the gradients are cast back to each input's dtype).
+    dt = torch.promote_types(torch.promote_types(b.dtype, o.dtype), torch.float32)
+    b, o = b.to(dt), o.to(dt)
     zb, zc = b == 0, b == 1
-    one = torch.ones((), dtype=b.dtype, device=b.device)
+    one = torch.ones((), dtype=dt, device=b.device)
     o_b = torch.where(zb, one, o)  # b / o_b = 0 where b = 0
     o_c = torch.where(zc, one - 1, o)  # (1 - b) / (1 - o_c) = 0 where b = 1
     b_b = torch.where(zb, one, b)
