@@ -281,7 +281,10 @@ def _step(model, x, target, dtype):
     model.zero_grad()
     out_grads = {}
     def keep_grad(i):
-        return lambda mod, inp, out: out.register_hook(lambda g: out_grads.__setitem__(i, g))
+        def hook(mod, inp, out):  # returns None: the output stays as it is
+            out.register_hook(lambda g: out_grads.__setitem__(i, g))
+
+        return hook
 
     hooks = [m.register_forward_hook(keep_grad(i)) for i, m in enumerate(model) if isinstance(m, torch.nn.Conv2d)]
     with torch.autocast("cpu", dtype=dtype or torch.bfloat16, enabled=dtype is not None):
