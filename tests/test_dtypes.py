@@ -267,6 +267,24 @@ def test_fake_impls_give_the_real_dtypes(dtype):
     both(vo.pair_distances, base, base.to(dtype).unsqueeze(1), "bce", base[:, 0].clone())
 
 
+def test_opcheck_half_and_mixed():
+    # schema, autograd registration, fake tensors and AOT dispatch with half / mixed inputs
+    g = torch.Generator().manual_seed(6)
+    vo = torch.ops.vaeiso
+    x = torch.randn(2, 3, 5, 5, generator=g).bfloat16().requires_grad_()
+    beta = (0.5 + torch.rand(3, generator=g)).requires_grad_()
+    gamma = (0.1 * torch.rand(3, 3, generator=g)).requires_grad_()
+    torch.library.opcheck(vo.gdn_forward, (x, beta, gamma, True, False))
+    torch.library.opcheck(vo.gdn_forward, (x.detach().half().requires_grad_(), beta.half(), gamma.half(), False, False))
+    a = torch.rand(2, 3, 16, 16, generator=g).half().requires_grad_()
+    c = torch.rand(2, 3, 16, 16, generator=g).requires_grad_()
+    torch.library.opcheck(vo.ssim_forward, (a, c, 11, 1.5, 0.01, 0.03, 1.0, False, True, True))
+    torch.library.opcheck(vo.ssim_pairs, (a.detach().bfloat16(), c.detach().bfloat16().unsqueeze(1)))
+    base = (0.05 + 0.9 * torch.rand(2, 7, generator=g)).requires_grad_()
+    others = (0.05 + 0.9 * torch.rand(2, 3, 7, generator=g)).bfloat16().requires_grad_()
+    torch.library.opcheck(vo.pair_distances, (base, others, "bce", None))
+
+
 # ---------------------------------------------------------------------------- autocast steps
 
 
@@ -407,3 +425,50 @@ def test_isa_units_export_only_per_isa_symbols():
             if "isa_avx2" not in name and not name.startswith("DW.ref."):
                 shared.append(name)
     assert not shared, f"symbols without per-ISA linkage in the AVX2 units: {shared[:10]}"
+
+
+# ------------------------------------------------------------------------------------ CUDA
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("dtype", HALF)
+def test_cuda_mixed_dtypes_match_cpu(dtype):
+    # The same mixes on CUDA (float32 parameters with a half x; half against float32 in the
+    # losses) against the CPU kernels: both round the same float32-accurate values once.
+    x, beta, gamma = gdn_inputs(dtype)
+    cpu = ops.gdn(x, beta.float(), gamma.float(), True)
+    close(ops.gdn(x.cuda(), beta.float().cuda(), gamma.float().cuda(), True).cpu(), cpu, dtype, "gdn")
+    xs = x.cuda().requires_grad_()
+    bs, gs = beta.float().cuda().requires_grad_(), gamma.float().cuda().requires_grad_()
+    grads = torch.autograd.grad(ops.gdn(xs, bs, gs).float().sum(), (xs, bs, gs))
+    assert [t.dtype for t in grads] == [dtype, torch.float32, torch.float32]
+    a, b = ssim_inputs(torch.float32)
+    got = ops.one_minus_ssim(a.to(dtype).cuda(), b.cuda())
+    assert got.dtype == torch.float32
+    close(got.cpu(), ops.one_minus_ssim(a.to(dtype), b), torch.float32, "one_minus_ssim")
+    base = 0.05 + 0.9 * torch.rand(2, 30)
+    others = (base.unsqueeze(1) + 0.03 * torch.randn(2, 3, 30)).clamp(0.02, 0.98).to(dtype)
+    got = ops.pair_distances(base.cuda(), others.cuda(), "bce", weight=torch.rand(2).cuda())
+    assert got.dtype == torch.float32
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("dtype", HALF)
+def test_cuda_autocast_step_matches_float32(dtype):
+    # as test_cpu_autocast_step_matches_float32, on CUDA (global gradient norm)
+    model = _model(0).cuda()
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(2, 3, 24, 24, generator=g).cuda()
+    target = (x + 0.1 * torch.randn(x.shape, generator=g).cuda()).clamp(0, 1)
+
+    def step(dt):
+        model.zero_grad()
+        with torch.autocast("cuda", dtype=dt or torch.float16, enabled=dt is not None):
+            loss = vnn.SSIMLoss()(torch.sigmoid(model(x)), target)
+        loss.backward()
+        return loss, torch.cat([p.grad.flatten() for p in model.parameters()])
+
+    loss32, g32 = step(None)
+    loss, gh = step(dtype)
+    assert loss.dtype == torch.float32 and torch.isfinite(loss)
+    assert ((gh - g32).norm() / g32.norm()).item() <= 16 * U[dtype]
