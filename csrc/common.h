@@ -2,11 +2,7 @@
 // argument checks whose messages name the argument (SPEC §2).
 #pragma once
 
-#ifdef __CUDACC__
-#define VAEISO_HD __host__ __device__ __forceinline__
-#else
-#define VAEISO_HD inline
-#endif
+#include "host_device.h"
 
 #ifndef __CUDACC__
 #include <ATen/core/Tensor.h>
@@ -22,12 +18,28 @@
 
 namespace vaeiso {
 
+inline bool is_half(at::ScalarType dt) { return dt == at::kHalf || dt == at::kBFloat16; }
+
+// The dtype the kernels compute in: float32 for the half types.
+inline at::ScalarType acc_type(at::ScalarType dt) { return is_half(dt) ? at::kFloat : dt; }
+
 inline void check_float_dtype(const at::Tensor& t, const char* name) {
   const auto dt = t.scalar_type();
-  const bool half = dt == at::kHalf || dt == at::kBFloat16;
-  TORCH_CHECK(dt == at::kFloat || dt == at::kDouble || (half && t.is_cuda()),
-              name, ": expected float32 or float64 (float16/bfloat16 on CUDA only), got ", dt,
-              " on ", t.device());
+  TORCH_CHECK(dt == at::kFloat || dt == at::kDouble || is_half(dt), name,
+              ": expected float32, float64, float16 or bfloat16, got ", dt);
+}
+
+// The two inputs of a loss (prediction and target, SPEC §2): the same dtype, or the mix autocast
+// produces, a half type against float32, which computes in float32. Returns the dtype to compute
+// in (and of the output); anything else mixed is an error naming `name`.
+inline at::ScalarType loss_pair_dtype(const at::Tensor& t, const at::Tensor& ref, const char* name,
+                                      const char* ref_name) {
+  const auto a = t.scalar_type(), b = ref.scalar_type();
+  if (a == b) return a;
+  TORCH_CHECK((is_half(a) && b == at::kFloat) || (a == at::kFloat && is_half(b)), name,
+              ": expected dtype ", b, " (the dtype of ", ref_name,
+              "), or float32 against a float16/bfloat16 ", ref_name, " (autocast's mix), got ", a);
+  return at::kFloat;
 }
 
 inline void check_same_dtype(const at::Tensor& t, const at::Tensor& ref, const char* name,

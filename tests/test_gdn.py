@@ -183,7 +183,9 @@ def test_bad_inputs():
         ((x, beta, gamma.float()), "gamma"),
         ((x, beta.float(), gamma), "beta"),
         ((torch.randn(4, dtype=torch.float64), beta, gamma), "x"),
-        ((x.half(), beta.half(), gamma.half()), "x"),
+        # half x takes float32 parameters (autocast), but no other mix
+        ((x.half(), beta, gamma), "beta"),
+        ((x.half(), beta.float(), gamma.half()), "gamma"),
         ((x.to(torch.int64), beta, gamma), "x"),
     ]
     for args, name in cases:

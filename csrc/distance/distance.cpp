@@ -20,8 +20,10 @@ Metric parse_metric(c10::string_view metric) {
                     std::string(metric), "\"");
 }
 
-void check_args(const at::Tensor& base, const at::Tensor& others,
-                const std::optional<at::Tensor>& weight) {
+// Returns the dtype to compute in and of the output: base's, or float32 for autocast's mix of a
+// half and a float32 input (a half prediction against a float32 target, or the reverse).
+at::ScalarType check_args(const at::Tensor& base, const at::Tensor& others,
+                          const std::optional<at::Tensor>& weight) {
   TORCH_CHECK(base.dim() >= 1, "pair_distances: base: expected a tensor of shape (N, *), got a ",
               "0-dim tensor");
   TORCH_CHECK(others.dim() == base.dim() + 1, "pair_distances: others: expected shape (N, K",
@@ -33,15 +35,21 @@ void check_args(const at::Tensor& base, const at::Tensor& others,
               "per-sample shape ", base.sizes().slice(1), " (that of base) in dims 2.., got shape ",
               others.sizes());
   check_float_dtype(base, "pair_distances: base");
-  check_same_dtype(others, base, "pair_distances: others", "base");
+  check_float_dtype(others, "pair_distances: others");
+  const auto dt = loss_pair_dtype(others, base, "pair_distances: others", "base");
   check_same_device(others, base, "pair_distances: others", "base");
   if (weight.has_value()) {
     const auto& w = *weight;
     TORCH_CHECK(w.dim() == 1 && w.size(0) == base.size(0), "pair_distances: weight: expected shape (",
                 base.size(0), ",) (one weight per sample of base), got ", w.sizes());
-    check_same_dtype(w, base, "pair_distances: weight", "base");
+    TORCH_CHECK(w.scalar_type() == base.scalar_type() || w.scalar_type() == others.scalar_type(),
+                "pair_distances: weight: expected dtype ", base.scalar_type(),
+                " (the dtype of base)",
+                others.scalar_type() != base.scalar_type() ? " or that of others" : "", ", got ",
+                w.scalar_type());
     check_same_device(w, base, "pair_distances: weight", "base");
   }
+  return dt;
 }
 
 // t viewed as `shape` with a unit stride in the last dim (a copy only when there is none).
@@ -56,22 +64,25 @@ at::Tensor unit_inner(const at::Tensor& t, at::IntArrayRef shape) {
 at::Tensor pair_distances(const at::Tensor& base, const at::Tensor& others, c10::string_view metric,
                           const std::optional<at::Tensor>& weight) {
   const Metric m = parse_metric(metric);
-  check_args(base, others, weight);
+  const auto dt = check_args(base, others, weight);
   c10::DeviceGuard guard(base.device());
   const int64_t N = base.size(0), K = others.size(1);
   const int64_t L = N > 0 ? base.numel() / N : c10::multiply_integers(base.sizes().slice(1));
-  auto out = at::empty({N, K}, base.options());
+  auto out = at::empty({N, K}, base.options().dtype(dt));
   if (N == 0 || K == 0) return out;
 
-  const auto b = unit_inner(base, {N, L});
-  const auto o = unit_inner(others, {N, K, L});
+  // The kernels take one dtype: a mixed pair converts its half input to float32 once.
+  const auto b = unit_inner(base.to(dt), {N, L});
+  const auto o = unit_inner(others.to(dt), {N, K, L});
   const Strided s{N, K, L, b.stride(0), o.stride(0), o.stride(1)};
   const int64_t seg = VAEISO_ON_DEVICE(segment_length, base);
   const int64_t S = (L + seg - 1) / seg;
-  const auto pdt = VAEISO_ON_DEVICE(partial_dtype, base, base.scalar_type());
+  const auto pdt = VAEISO_ON_DEVICE(partial_dtype, base, dt);
   auto partial = at::empty({N, S, K}, base.options().dtype(pdt));
   VAEISO_ON_DEVICE(partials, base, b, o, s, m, partial);
-  VAEISO_ON_DEVICE(finalize, base, partial, weight, out);
+  std::optional<at::Tensor> w;
+  if (weight.has_value()) w = weight->to(dt);
+  VAEISO_ON_DEVICE(finalize, base, partial, w, out);
   return out;
 }
 

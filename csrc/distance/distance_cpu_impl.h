@@ -1,19 +1,24 @@
 // CPU pair distances: at::parallel_for over (sample, segment) tasks. Compiled once per
 // instruction set (distance_cpu_default.cpp, distance_cpu_avx2.cpp) into the namespace
-// VAEISO_CPU_ISA; distance_cpu.cpp picks one at run time.
-// A task keeps one segment
-// of base in cache and streams the K matching segments of others past it, so base is read from
-// memory once for all K. Terms are computed in the input dtype, summed in short runs per SIMD
-// lane in that dtype and then in double.
+// VAEISO_CPU_ISA (see host_device.h); distance_cpu.cpp dispatches on dtype and picks one at run
+// time. A task keeps one segment of base in cache and streams the K matching segments of others
+// past it, so base is read from memory once for all K. Terms are computed in the accumulation
+// dtype (float for the half types, loaded per element), summed in short runs per SIMD lane in
+// that dtype and then in double.
 #ifndef VAEISO_CPU_ISA
 #error "define VAEISO_CPU_ISA before including distance_cpu_impl.h"
 #endif
-#include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
 
 #include <algorithm>
 
-#include "distance/distance_kernels.h"
+#include "cpu_half.h"
+#include "distance/distance_math.h"
+#include "distance/distance_cpu_passes.h"
+
+namespace vaeiso::distance {
+VAEISO_DISTANCE_DECLARE_PASSES(VAEISO_CPU_ISA)
+}
 
 namespace vaeiso::distance::VAEISO_CPU_ISA {
 namespace {
@@ -27,8 +32,13 @@ constexpr int kFlush = 32;                // terms per lane summed in the input 
 // BCE: the series form of both halves for all lanes at once (branch-free), and the exact
 // scalar bce_term for the whole group only where some lane needs another branch (binary
 // targets, perturbations beyond kSmallT, NaN): the formulas of bce_term, ~4x faster.
-template <Metric M, typename scalar_t>
-inline void group_terms(const scalar_t* b, const scalar_t* o, scalar_t* t) {
+template <Metric M, typename S, typename scalar_t = acc_t<S>>
+inline void group_terms(const S* bs, const S* os, scalar_t* t) {
+  scalar_t b[kLanes], o[kLanes];
+  for (int l = 0; l < kLanes; ++l) {
+    b[l] = load(bs[l]);
+    o[l] = load(os[l]);
+  }
   if constexpr (M == Metric::kSSE) {
     for (int l = 0; l < kLanes; ++l) t[l] = sse_term(b[l], o[l]);
   } else {
@@ -46,8 +56,9 @@ inline void group_terms(const scalar_t* b, const scalar_t* o, scalar_t* t) {
 // Sum of term(b[i], o[i]) over one segment, kLanes at a time. Each lane sums up to kFlush
 // terms in the input dtype (float SIMD: 4 or 8 wide with AVX2), then the lanes are added in double, so the rounding
 // stays ~kFlush ulp per lane for any segment length. Fixed order: deterministic.
-template <Metric M, typename scalar_t>
-double segment_sum(const scalar_t* b, const scalar_t* o, int64_t len) {
+template <Metric M, typename S>
+double segment_sum(const S* b, const S* o, int64_t len) {
+  using scalar_t = acc_t<S>;
   double total = 0;
   scalar_t acc[kLanes] = {};
   int groups = 0;
@@ -68,24 +79,20 @@ double segment_sum(const scalar_t* b, const scalar_t* o, int64_t len) {
     if (++groups == kFlush) flush();
   }
   flush();
-  for (; i < len; ++i) total += static_cast<double>(term<M>(b[i], o[i]));
+  for (; i < len; ++i) total += static_cast<double>(term<M>(load(b[i]), load(o[i])));
   return total;
 }
 
-template <Metric M, typename scalar_t>
-void partials_impl(const at::Tensor& base, const at::Tensor& others, const Strided& s,
-                   at::Tensor& partial) {
-  const scalar_t* bp = base.const_data_ptr<scalar_t>();
-  const scalar_t* op = others.const_data_ptr<scalar_t>();
-  double* pp = partial.mutable_data_ptr<double>();
-  const int64_t S = partial.size(1), K = s.K, L = s.L;
+template <Metric M, typename S>
+void partials_impl(const S* bp, const S* op, const Strided& s, int64_t S_, double* pp) {
+  const int64_t K = s.K, L = s.L;
   const int64_t work = std::max<int64_t>(1, std::min(L, kSegment) * K);
   const int64_t grain = std::max<int64_t>(1, kGrainElems / work);
-  at::parallel_for(0, s.N * S, grain, [&](int64_t tb, int64_t te) {
+  at::parallel_for(0, s.N * S_, grain, [&](int64_t tb, int64_t te) {
     for (int64_t task = tb; task < te; ++task) {
-      const int64_t n = task / S, seg = task % S;
+      const int64_t n = task / S_, seg = task % S_;
       const int64_t i0 = seg * kSegment, len = std::min(kSegment, L - i0);
-      const scalar_t* b = bp + n * s.base_sn + i0;
+      const S* b = bp + n * s.base_sn + i0;
       double* out = pp + task * K;
       for (int64_t k = 0; k < K; ++k)
         out[k] = segment_sum<M>(b, op + n * s.others_sn + k * s.others_sk + i0, len);
@@ -95,37 +102,19 @@ void partials_impl(const at::Tensor& base, const at::Tensor& others, const Strid
 
 }  // namespace
 
-void partials(const at::Tensor& base, const at::Tensor& others, const Strided& s, Metric m,
-                  at::Tensor& partial) {
-  AT_DISPATCH_FLOATING_TYPES(base.scalar_type(), "pair_distances_cpu", [&] {
-    if (m == Metric::kSSE) {
-      partials_impl<Metric::kSSE, scalar_t>(base, others, s, partial);
-    } else {
-      partials_impl<Metric::kBCE, scalar_t>(base, others, s, partial);
-    }
-  });
+template <typename S>
+void partials(const S* base, const S* others, const Strided& s, Metric m, int64_t segments,
+              double* partial) {
+  if (m == Metric::kSSE) {
+    partials_impl<Metric::kSSE>(base, others, s, segments, partial);
+  } else {
+    partials_impl<Metric::kBCE>(base, others, s, segments, partial);
+  }
 }
 
-void finalize(const at::Tensor& partial, const std::optional<at::Tensor>& weight,
-                  at::Tensor& out) {
-  const int64_t N = partial.size(0), S = partial.size(1), K = partial.size(2);
-  const double* pp = partial.const_data_ptr<double>();
-  AT_DISPATCH_FLOATING_TYPES(out.scalar_type(), "pair_distances_finalize_cpu", [&] {
-    const scalar_t* wp = weight.has_value() ? weight->const_data_ptr<scalar_t>() : nullptr;
-    const int64_t wsn = weight.has_value() ? weight->stride(0) : 0;
-    scalar_t* op = out.mutable_data_ptr<scalar_t>();
-    at::parallel_for(0, N, std::max<int64_t>(1, 4096 / std::max<int64_t>(S * K, 1)),
-                     [&](int64_t nb, int64_t ne) {
-      for (int64_t n = nb; n < ne; ++n) {
-        for (int64_t k = 0; k < K; ++k) {
-          double acc = 0;
-          for (int64_t seg = 0; seg < S; ++seg) acc += pp[(n * S + seg) * K + k];
-          if (wp) acc *= static_cast<double>(wp[n * wsn]);
-          op[n * K + k] = static_cast<scalar_t>(acc);
-        }
-      }
-    });
-  });
-}
+template void partials<float>(const float*, const float*, const Strided&, Metric, int64_t, double*);
+template void partials<double>(const double*, const double*, const Strided&, Metric, int64_t, double*);
+template void partials<f16>(const f16*, const f16*, const Strided&, Metric, int64_t, double*);
+template void partials<bf16>(const bf16*, const bf16*, const Strided&, Metric, int64_t, double*);
 
 }  // namespace vaeiso::distance::VAEISO_CPU_ISA

@@ -3,7 +3,7 @@
 //   sse: (o - b)^2
 //   bce: the Bernoulli KL  b log(b/o) + (1-b) log((1-b)/(1-o)), evaluated without cancellation.
 #pragma once
-#include "common.h"
+#include "host_device.h"
 
 #ifndef __CUDACC__
 #include <cmath>
@@ -11,7 +11,10 @@
 
 namespace vaeiso::distance {
 
+// Outside the per-ISA namespace: the dispatcher and the ISA units share this type.
 enum class Metric : int { kSSE = 0, kBCE = 1 };
+
+VAEISO_ISA_BEGIN
 
 template <typename T>
 VAEISO_HD T vlog(T v) {
@@ -109,4 +112,5 @@ VAEISO_HD T term(T b, T o) {
   }
 }
 
+VAEISO_ISA_END
 }  // namespace vaeiso::distance

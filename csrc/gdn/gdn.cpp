@@ -27,9 +27,15 @@ at::Tensor to_layout(const at::Tensor& t, bool cl) {
   return t.contiguous();
 }
 
-at::ScalarType acc_type(const at::Tensor& x) {
-  const auto dt = x.scalar_type();
-  return (dt == at::kHalf || dt == at::kBFloat16) ? at::kFloat : dt;
+at::ScalarType acc_type(const at::Tensor& x) { return vaeiso::acc_type(x.scalar_type()); }
+
+// beta and gamma have x's dtype, or float32 with a half x (autocast keeps parameters in float32):
+// the kernels compute in float32 then, and the parameter gradients come out in float32.
+void check_param_dtype(const at::Tensor& p, const at::Tensor& x, const char* name) {
+  const auto dt = p.scalar_type();
+  TORCH_CHECK(dt == x.scalar_type() || (is_half(x.scalar_type()) && dt == at::kFloat), name,
+              ": expected dtype ", x.scalar_type(), " (the dtype of x)",
+              is_half(x.scalar_type()) ? " or float32" : "", ", got ", dt);
 }
 
 // Views of a dense tensor in the chosen layout as matrices.
@@ -68,8 +74,9 @@ void check_params(const at::Tensor& x, const at::Tensor& beta, const at::Tensor&
   TORCH_CHECK(gamma.dim() == 2 && gamma.size(0) == C && gamma.size(1) == C,
               "gdn: gamma: expected shape (", C, ", ", C, ") for x with ", C, " channels, got ",
               gamma.sizes());
-  check_same_dtype(beta, x, "gdn: beta", "x");
-  check_same_dtype(gamma, x, "gdn: gamma", "x");
+  check_param_dtype(beta, x, "gdn: beta");
+  check_param_dtype(gamma, x, "gdn: gamma");
+  check_same_dtype(gamma, beta, "gdn: gamma", "beta");
   check_same_device(beta, x, "gdn: beta", "x");
   check_same_device(gamma, x, "gdn: gamma", "x");
 }
@@ -111,7 +118,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> gdn_backward(
   TORCH_CHECK(gamma.dim() == 2 && gamma.size(0) == C && gamma.size(1) == C,
               "gdn_backward: gamma: expected shape (", C, ", ", C, "), got ", gamma.sizes());
   check_same_dtype(grad, x, "gdn_backward: grad", "x");
-  check_same_dtype(gamma, x, "gdn_backward: gamma", "x");
+  check_param_dtype(gamma, x, "gdn_backward: gamma");
   check_same_device(grad, x, "gdn_backward: grad", "x");
   check_same_device(norm, x, "gdn_backward: norm", "x");
   check_same_device(gamma, x, "gdn_backward: gamma", "x");
@@ -123,8 +130,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> gdn_backward(
   const Variant v{inverse, simplified};
   const bool cl = use_channel_last(x);
   auto gx = output_mask[0] ? empty_in_layout(x, cl, x.scalar_type()) : at::empty({0}, x.options());
-  auto gbeta = output_mask[1] ? at::zeros({C}, x.options()) : at::empty({0}, x.options());
-  auto ggamma = output_mask[2] ? at::zeros({C, C}, x.options()) : at::empty({0}, x.options());
+  // The parameter gradients have the parameters' dtype (that of gamma; beta shares it).
+  const auto popts = gamma.options();
+  auto gbeta = output_mask[1] ? at::zeros({C}, popts) : at::empty({0}, popts);
+  auto ggamma = output_mask[2] ? at::zeros({C, C}, popts) : at::empty({0}, popts);
   if (x.numel() == 0) {
     if (output_mask[0]) gx.zero_();
     return {gx, gbeta, ggamma};

@@ -3,13 +3,14 @@
 // f(x) = x^2 (|x| simplified); scale = 1/sqrt, sqrt (inverse), 1/norm, norm (simplified).
 // The channel mixing is a GEMM done by the vendor BLAS; everything else is these functions.
 #pragma once
-#include "common.h"
+#include "host_device.h"
 
 #ifndef __CUDACC__
 #include <cmath>
 #endif
 
 namespace vaeiso::gdn {
+VAEISO_ISA_BEGIN
 
 template <typename T>
 VAEISO_HD T vsqrt(T v) {
@@ -59,4 +60,5 @@ VAEISO_HD T grad_x(T g, T x, T norm, T u, bool inverse, bool simplified) {
   return g * scale(norm, inverse, simplified) + df(x, simplified) * u;
 }
 
+VAEISO_ISA_END
 }  // namespace vaeiso::gdn

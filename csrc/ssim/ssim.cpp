@@ -78,19 +78,23 @@ void check_image(const char* op, const at::Tensor& x, const char* name, int64_t 
 #endif
 }
 
-void check_pair(const char* op, const at::Tensor& y, const char* yname, const at::Tensor& x,
-                const char* xname) {
+// y against x: same shape and device; same dtype, or (the losses, `mixed`) autocast's half /
+// float32 mix. Returns the dtype to compute in and of the output.
+at::ScalarType check_pair(const char* op, const at::Tensor& y, const char* yname,
+                          const at::Tensor& x, const char* xname, bool mixed = false) {
   TORCH_CHECK(y.sizes() == x.sizes(), op, ": ", yname, ": expected shape ", x.sizes(),
               " (the shape of ", xname, "), got ", y.sizes());
   const std::string label = std::string(op) + ": " + yname;
-  check_same_dtype(y, x, label.c_str(), xname);
   check_same_device(y, x, label.c_str(), xname);
+  if (mixed) {
+    check_float_dtype(y, label.c_str());
+    return loss_pair_dtype(y, x, label.c_str(), xname);
+  }
+  check_same_dtype(y, x, label.c_str(), xname);
+  return x.scalar_type();
 }
 
-at::ScalarType acc_type(const at::Tensor& x) {
-  const auto dt = x.scalar_type();
-  return (dt == at::kHalf || dt == at::kBFloat16) ? at::kFloat : dt;
-}
+at::ScalarType acc_type(const at::Tensor& x) { return vaeiso::acc_type(x.scalar_type()); }
 
 }  // namespace
 
@@ -102,16 +106,20 @@ std::tuple<at::Tensor, at::Tensor> ssim_forward(const at::Tensor& x, const at::T
   check_window(op, window_size, sigma);
   const Constants k = check_constants(op, k1, k2, data_range);
   check_image(op, x, "x", window_size);
-  check_pair(op, y, "y", x, "x");
+  // A half prediction against a float32 target (or the reverse) computes in float32 and returns
+  // float32; the half input is converted once (the kernels take one dtype).
+  const auto dt = check_pair(op, y, "y", x, "x", /*mixed=*/true);
   c10::DeviceGuard guard(x.device());
   const Geometry g =
       make_geometry(x.size(0), x.size(1), x.size(2), x.size(3), window_size, same_padding);
-  auto out = at::empty({g.N}, x.options());
-  auto maps = need_maps ? at::empty({g.N, g.C, 4, g.Ho, g.Wo}, x.options().dtype(acc_type(x)))
-                        : at::empty({0}, x.options().dtype(acc_type(x)));
+  const auto acc = vaeiso::acc_type(dt);
+  auto out = at::empty({g.N}, x.options().dtype(dt));
+  auto maps = need_maps ? at::empty({g.N, g.C, 4, g.Ho, g.Wo}, x.options().dtype(acc))
+                        : at::empty({0}, x.options().dtype(acc));
   if (g.N == 0) return {out, maps};
   const auto window = gaussian_window(window_size, sigma);
-  VAEISO_ON_DEVICE(forward, x, x, y, window, g, k, loss, out, maps);
+  const auto xc = x.to(dt), yc = y.to(dt);
+  VAEISO_ON_DEVICE(forward, x, xc, yc, window, g, k, loss, out, maps);
   return {out, maps};
 }
 
@@ -122,10 +130,11 @@ std::tuple<at::Tensor, at::Tensor> ssim_backward(const at::Tensor& grad, const a
   const char* op = "ssim_backward";
   check_window(op, window_size, sigma);
   check_image(op, x, "x", window_size);
-  check_pair(op, y, "y", x, "x");
+  const auto dt = check_pair(op, y, "y", x, "x", /*mixed=*/true);
   TORCH_CHECK(grad.dim() == 1 && grad.size(0) == x.size(0), op, ": grad: expected shape (",
               x.size(0), ",), got ", grad.sizes());
-  check_same_dtype(grad, x, "ssim_backward: grad", "x");
+  TORCH_CHECK(grad.scalar_type() == dt, op, ": grad: expected dtype ", dt,
+              " (the dtype of ssim_forward's output), got ", grad.scalar_type());
   check_same_device(grad, x, "ssim_backward: grad", "x");
   const Geometry g =
       make_geometry(x.size(0), x.size(1), x.size(2), x.size(3), window_size, same_padding);
@@ -133,18 +142,22 @@ std::tuple<at::Tensor, at::Tensor> ssim_backward(const at::Tensor& grad, const a
                   maps.size(3) == g.Ho && maps.size(4) == g.Wo,
               op, ": maps: expected shape (", g.N, ", ", g.C, ", 4, ", g.Ho, ", ", g.Wo,
               ") from ssim_forward(need_maps=True), got ", maps.sizes());
-  TORCH_CHECK(maps.scalar_type() == acc_type(x), op, ": maps: expected dtype ", acc_type(x),
-              ", got ", maps.scalar_type());
+  const auto acc = vaeiso::acc_type(dt);
+  TORCH_CHECK(maps.scalar_type() == acc, op, ": maps: expected dtype ", acc, ", got ",
+              maps.scalar_type());
   check_same_device(maps, x, "ssim_backward: maps", "x");
   c10::DeviceGuard guard(x.device());
-  auto gx = at::empty(x.sizes(), x.options());
-  auto gy = at::empty(x.sizes(), x.options());
-  if (g.N == 0) return {gx, gy};
-  const auto window = gaussian_window(window_size, sigma);
-  const auto gc = grad.contiguous();
-  const auto mc = maps.contiguous();
-  VAEISO_ON_DEVICE(backward, x, gc, x, y, mc, window, g, gx, gy);
-  return {gx, gy};
+  // Each gradient has its input's dtype; a mixed pair computes in float32 and rounds once.
+  auto gx = at::empty(x.sizes(), x.options().dtype(dt));
+  auto gy = at::empty(x.sizes(), x.options().dtype(dt));
+  if (g.N > 0) {
+    const auto window = gaussian_window(window_size, sigma);
+    const auto gc = grad.contiguous();
+    const auto mc = maps.contiguous();
+    const auto xc = x.to(dt), yc = y.to(dt);
+    VAEISO_ON_DEVICE(backward, x, gc, xc, yc, mc, window, g, gx, gy);
+  }
+  return {gx.to(x.scalar_type()), gy.to(y.scalar_type())};
 }
 
 at::Tensor ssim_pairs(const at::Tensor& base, const at::Tensor& others, int64_t window_size,

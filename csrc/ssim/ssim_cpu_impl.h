@@ -4,20 +4,21 @@
 // are added in a fixed order, so results do not depend on the thread count.
 //
 // Compiled once per instruction set (ssim_cpu_default.cpp, ssim_cpu_avx2.cpp) into the namespace
-// VAEISO_CPU_ISA; ssim_cpu.cpp picks one at run time. The FIR loops use GCC vector extensions
-// of one native register.
+// VAEISO_CPU_ISA (see host_device.h); ssim_cpu.cpp dispatches on dtype and picks one at run time.
+// The FIR loops use GCC vector extensions of one native register. Images of a half type (storage
+// S) are converted to float (T = acc_t<S>) as their rows are gathered; gradients are rounded to S
+// once on store.
 #ifndef VAEISO_CPU_ISA
 #error "define VAEISO_CPU_ISA before including ssim_cpu_impl.h"
 #endif
-#include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
-#include <ATen/core/Tensor.h>
 
 #include <algorithm>
 #include <cstring>
 #include <vector>
 
-#include "ssim/ssim_kernels.h"
+#include "cpu_half.h"
+#include "ssim/ssim_cpu_passes.h"
 #include "ssim/ssim_math.h"
 
 #if defined(__GNUC__)
@@ -26,8 +27,13 @@
 #define VAEISO_AI inline
 #endif
 
+namespace vaeiso::ssim {
+VAEISO_SSIM_DECLARE_PASSES(VAEISO_CPU_ISA)
+}
+
+// No anonymous namespace: the whole file is private to its ISA build through VAEISO_CPU_ISA,
+// and the task lambdas below capture these argument structs.
 namespace vaeiso::ssim::VAEISO_CPU_ISA {
-namespace {
 
 // One native register: 32 bytes with AVX, 16 (SSE2 and most other targets) otherwise.
 #if defined(__AVX__)
@@ -100,12 +106,19 @@ VAEISO_AI void fir(const T* __restrict in, int64_t stride, const T* __restrict w
   }
 }
 
-template <typename T>
-VAEISO_AI void gather_row(const T* src, int64_t stride, int64_t n, T* dst) {
+// n elements of a strided row of storage type S into dst, converted to the compute type T.
+template <typename S, typename T>
+VAEISO_AI void gather_row(const S* src, int64_t stride, int64_t n, T* dst) {
+  if constexpr (std::is_same_v<S, T>) {
+    if (stride == 1) {
+      std::memcpy(dst, src, n * sizeof(T));
+      return;
+    }
+  }
   if (stride == 1) {
-    std::memcpy(dst, src, n * sizeof(T));
+    for (int64_t j = 0; j < n; ++j) dst[j] = load(src[j]);
   } else {
-    for (int64_t j = 0; j < n; ++j) dst[j] = src[j * stride];
+    for (int64_t j = 0; j < n; ++j) dst[j] = load(src[j * stride]);
   }
 }
 
@@ -128,9 +141,9 @@ int64_t strip_rows(const Geometry& g, int64_t maps, int64_t elem, int64_t planes
 }
 
 template <typename T>
-std::vector<T> cast_window(const std::vector<double>& w, bool flip) {
-  std::vector<T> out(w.size());
-  for (size_t i = 0; i < w.size(); ++i) out[i] = static_cast<T>(flip ? w[w.size() - 1 - i] : w[i]);
+std::vector<T> cast_window(const double* w, int64_t ws, bool flip) {
+  std::vector<T> out(ws);
+  for (int64_t i = 0; i < ws; ++i) out[i] = static_cast<T>(flip ? w[ws - 1 - i] : w[i]);
   return out;
 }
 
@@ -149,22 +162,22 @@ VAEISO_AI void grad_row(const T* __restrict v, int64_t Wo, T C1, T C2, T scale, 
 }
 
 // Gradient rows from the adjoint-filtered maps G (mx, my, s, xy; W each), ssim_math.h Grad.
-template <typename T>
+template <typename S, typename T>
 VAEISO_AI void combine_row(const T* __restrict G, const T* __restrict xr, const T* __restrict yr, T gn,
-                           int64_t W, T* __restrict ox, T* __restrict oy) {
+                           int64_t W, S* __restrict ox, S* __restrict oy) {
   const T *Gmx = G, *Gmy = G + W, *Gs = G + 2 * W, *Gxy = G + 3 * W;
   for (int64_t j = 0; j < W; ++j) {
-    ox[j] = gn * (Gmx[j] + T(2) * xr[j] * Gs[j] + yr[j] * Gxy[j]);
-    oy[j] = gn * (Gmy[j] + T(2) * yr[j] * Gs[j] + xr[j] * Gxy[j]);
+    ox[j] = store<S>(gn * (Gmx[j] + T(2) * xr[j] * Gs[j] + yr[j] * Gxy[j]));
+    oy[j] = store<S>(gn * (Gmy[j] + T(2) * yr[j] * Gs[j] + xr[j] * Gxy[j]));
   }
 }
 
 // ------------------------------------------------------------------------------- forward
 
-template <typename T>
+template <typename S, typename T = acc_t<S>>
 struct FwdArgs {
-  const T* x;
-  const T* y;
+  const S* x;
+  const S* y;
   int64_t sx[4], sy[4];
   const T* w;
   Geometry g;
@@ -180,8 +193,8 @@ int64_t forward_scratch(const Geometry& g, int64_t th) {
   return 5 * Wp + 5 * (th + g.ws - 1) * g.Wo + 6 * g.Wo;
 }
 
-template <typename T>
-VAEISO_AI void forward_tasks(const FwdArgs<T>& a, int64_t t0, int64_t t1, T* scratch) {
+template <typename S, typename T>
+VAEISO_AI void forward_tasks(const FwdArgs<S, T>& a, int64_t t0, int64_t t1, T* scratch) {
   const Geometry& g = a.g;
   const int64_t ws = g.ws, pad = g.pad, Wo = g.Wo, Wp = g.W + 2 * pad, rows = a.th + ws - 1;
   T* xr = scratch;
@@ -196,8 +209,8 @@ VAEISO_AI void forward_tasks(const FwdArgs<T>& a, int64_t t0, int64_t t1, T* scr
   for (int64_t task = t0; task < t1; ++task) {
     const int64_t s = task % a.nstrips, nc = task / a.nstrips, c = nc % g.C, n = nc / g.C;
     const int64_t o0 = s * a.th, o1 = std::min(g.Ho, o0 + a.th), nrows = o1 - o0 + ws - 1;
-    const T* xp = a.x + n * a.sx[0] + c * a.sx[1];
-    const T* yp = a.y + n * a.sy[0] + c * a.sy[1];
+    const S* xp = a.x + n * a.sx[0] + c * a.sx[1];
+    const S* yp = a.y + n * a.sy[0] + c * a.sy[1];
     for (int64_t r = 0; r < nrows; ++r) {
       const int64_t ar = o0 + r - pad;
       if (ar < 0 || ar >= g.H) {
@@ -243,18 +256,18 @@ VAEISO_AI void forward_tasks(const FwdArgs<T>& a, int64_t t0, int64_t t1, T* scr
 
 // ------------------------------------------------------------------------------ backward
 
-template <typename T>
+template <typename S, typename T = acc_t<S>>
 struct BwdArgs {
   const T* grad;  // (N,) dense
-  const T* x;
-  const T* y;
+  const S* x;
+  const S* y;
   int64_t sx[4], sy[4];
   const T* maps;  // (N, C, 4, Ho, Wo) dense
   const T* wf;    // flipped window: the adjoint of the filter is a filter with wf
   Geometry g;
   int64_t tr, nstrips;
-  T* gx;
-  T* gy;
+  S* gx;
+  S* gy;
 };
 
 template <typename T>
@@ -281,8 +294,8 @@ VAEISO_AI void adjoint_row(const T* mp, int64_t P, int nmaps, const T* wf, const
   }
 }
 
-template <typename T>
-VAEISO_AI void backward_tasks(const BwdArgs<T>& a, int64_t t0, int64_t t1, T* scratch) {
+template <typename S, typename T>
+VAEISO_AI void backward_tasks(const BwdArgs<S, T>& a, int64_t t0, int64_t t1, T* scratch) {
   const Geometry& g = a.g;
   const int64_t W = g.W, P = g.Ho * g.Wo;
   T* vpad = scratch;  // 4 x (Wo + 2 (ws - 1)), margins zero
@@ -299,8 +312,8 @@ VAEISO_AI void backward_tasks(const BwdArgs<T>& a, int64_t t0, int64_t t1, T* sc
       adjoint_row(mp, P, 4, a.wf, g, r, vpad, G);
       gather_row(a.x + n * a.sx[0] + c * a.sx[1] + r * a.sx[2], a.sx[3], W, xr);
       gather_row(a.y + n * a.sy[0] + c * a.sy[1] + r * a.sy[2], a.sy[3], W, yr);
-      T* ox = a.gx + (nc * g.H + r) * W;
-      T* oy = a.gy + (nc * g.H + r) * W;
+      S* ox = a.gx + (nc * g.H + r) * W;
+      S* oy = a.gy + (nc * g.H + r) * W;
       combine_row(G, xr, yr, gn, W, ox, oy);
     }
   }
@@ -309,10 +322,10 @@ VAEISO_AI void backward_tasks(const BwdArgs<T>& a, int64_t t0, int64_t t1, T* sc
 
 // --------------------------------------------------------------------------------- pairs
 
-template <typename T>
+template <typename S, typename T = acc_t<S>>
 struct PairArgs {
-  const T* base;
-  const T* others;
+  const S* base;
+  const S* others;
   int64_t sb[4], so[5];
   const T* w;
   Geometry g;
@@ -327,8 +340,8 @@ int64_t pairs_scratch(const Geometry& g, int64_t th) {
   return rows * Wp + 3 * Wp + 4 * th * g.Wo + 3 * rows * g.Wo + 4 * g.Wo;
 }
 
-template <typename T>
-VAEISO_AI void pairs_tasks(const PairArgs<T>& a, int64_t t0, int64_t t1, T* scratch) {
+template <typename S, typename T>
+VAEISO_AI void pairs_tasks(const PairArgs<S, T>& a, int64_t t0, int64_t t1, T* scratch) {
   const Geometry& g = a.g;
   const int64_t ws = g.ws, pad = g.pad, Wo = g.Wo, Wp = g.W + 2 * pad, rows = a.th + ws - 1;
   T* xrows = scratch;          // rows x Wp: the strip's base rows, zero-padded
@@ -345,7 +358,7 @@ VAEISO_AI void pairs_tasks(const PairArgs<T>& a, int64_t t0, int64_t t1, T* scra
     const int64_t s = strip_id % a.nstrips, nc = strip_id / a.nstrips, c = nc % g.C, n = nc / g.C;
     const int64_t o0 = s * a.th, o1 = std::min(g.Ho, o0 + a.th), nrows = o1 - o0 + ws - 1;
     const int64_t k0 = kc * a.kchunk, k1 = std::min(a.K, k0 + a.kchunk);
-    const T* bp = a.base + n * a.sb[0] + c * a.sb[1];
+    const S* bp = a.base + n * a.sb[0] + c * a.sb[1];
     auto inside = [&](int64_t r) {
       const int64_t ar = o0 + r - pad;
       return ar >= 0 && ar < g.H;
@@ -380,7 +393,7 @@ VAEISO_AI void pairs_tasks(const PairArgs<T>& a, int64_t t0, int64_t t1, T* scra
     }
 
     for (int64_t k = k0; k < k1; ++k) {
-      const T* op = a.others + n * a.so[0] + k * a.so[1] + c * a.so[2];
+      const S* op = a.others + n * a.so[0] + k * a.so[1] + c * a.so[2];
       for (int64_t r = 0; r < nrows; ++r) {
         if (!inside(r)) {
           for (int m = 0; m < 3; ++m) zero(h + (m * rows + r) * Wo, Wo);
@@ -457,141 +470,139 @@ VAEISO_AI void filter_tasks(const FilterArgs<T>& a, int64_t t0, int64_t t1, T* s
 }
 
 
-template <typename T, size_t D>
-void strides_of(const at::Tensor& t, int64_t (&s)[D]) {
-  for (size_t i = 0; i < D; ++i) s[i] = t.stride(i);
+template <typename S>
+void forward(const S* x, const int64_t* sx, const S* y, const int64_t* sy, const double* window,
+             const Geometry& g, Constants k, bool loss, acc_t<S>* maps, double* mean) {
+  using T = acc_t<S>;
+  const auto w = cast_window<T>(window, g.ws, false);
+  FwdArgs<S> a{};
+  a.x = x;
+  a.y = y;
+  std::copy(sx, sx + 4, a.sx);
+  std::copy(sy, sy + 4, a.sy);
+  a.w = w.data();
+  a.g = g;
+  a.th = strip_rows(g, 5, sizeof(T), g.N * g.C);
+  a.nstrips = (g.Ho + a.th - 1) / a.th;
+  a.C1 = static_cast<T>(k.C1);
+  a.C2 = static_cast<T>(k.C2);
+  const double inv = 1.0 / static_cast<double>(g.C * g.positions());
+  a.scale = static_cast<T>(loss ? -inv : inv);
+  const int64_t ntasks = g.N * g.C * a.nstrips;
+  std::vector<double> partial(ntasks);
+  a.partial = partial.data();
+  a.maps = maps;
+  const int64_t scratch = forward_scratch<T>(g, a.th);
+  at::parallel_for(0, ntasks, 1, [&](int64_t b, int64_t e) {
+    std::vector<T> buf(scratch);
+    forward_tasks(a, b, e, buf.data());
+  });
+  const int64_t per_image = g.C * a.nstrips;
+  for (int64_t n = 0; n < g.N; ++n) {
+    double s = 0;
+    for (int64_t t = 0; t < per_image; ++t) s += partial[n * per_image + t];
+    mean[n] = s * inv;
+  }
 }
 
-}  // namespace
+template <typename S>
+void backward(const acc_t<S>* grad, const S* x, const int64_t* sx, const S* y, const int64_t* sy,
+              const acc_t<S>* maps, const double* window, const Geometry& g, S* grad_x, S* grad_y) {
+  using T = acc_t<S>;
+  const auto wf = cast_window<T>(window, g.ws, true);
+  BwdArgs<S> a{};
+  a.grad = grad;
+  a.x = x;
+  a.y = y;
+  std::copy(sx, sx + 4, a.sx);
+  std::copy(sy, sy + 4, a.sy);
+  a.maps = maps;
+  a.wf = wf.data();
+  a.g = g;
+  a.tr = g.N * g.C >= 8 ? g.H : std::max<int64_t>(8, (g.H * g.N * g.C + 7) / 8);
+  a.tr = std::min(a.tr, g.H);
+  a.nstrips = (g.H + a.tr - 1) / a.tr;
+  a.gx = grad_x;
+  a.gy = grad_y;
+  const int64_t scratch = backward_scratch<T>(g);
+  at::parallel_for(0, g.N * g.C * a.nstrips, 1, [&](int64_t b, int64_t e) {
+    std::vector<T> buf(scratch);
+    backward_tasks(a, b, e, buf.data());
+  });
+}
 
-void forward(const at::Tensor& x, const at::Tensor& y, const std::vector<double>& window,
-                 const Geometry& g, Constants k, bool loss, at::Tensor& out, at::Tensor& maps) {
-  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "ssim_forward_cpu", [&] {
-    using T = scalar_t;
-    const auto w = cast_window<T>(window, false);
-    FwdArgs<T> a{};
-    a.x = x.const_data_ptr<T>();
-    a.y = y.const_data_ptr<T>();
-    strides_of<T>(x, a.sx);
-    strides_of<T>(y, a.sy);
-    a.w = w.data();
-    a.g = g;
-    a.th = strip_rows(g, 5, sizeof(T), g.N * g.C);
-    a.nstrips = (g.Ho + a.th - 1) / a.th;
-    a.C1 = static_cast<T>(k.C1);
-    a.C2 = static_cast<T>(k.C2);
-    const double inv = 1.0 / static_cast<double>(g.C * g.positions());
-    a.scale = static_cast<T>(loss ? -inv : inv);
-    const int64_t ntasks = g.N * g.C * a.nstrips;
-    std::vector<double> partial(ntasks);
-    a.partial = partial.data();
-    a.maps = maps.numel() > 0 ? maps.mutable_data_ptr<T>() : nullptr;
-    const int64_t scratch = forward_scratch<T>(g, a.th);
-    at::parallel_for(0, ntasks, 1, [&](int64_t b, int64_t e) {
-      std::vector<T> buf(scratch);
-      forward_tasks(a, b, e, buf.data());
-    });
-    T* op = out.mutable_data_ptr<T>();
-    const int64_t per_image = g.C * a.nstrips;
-    for (int64_t n = 0; n < g.N; ++n) {
+template <typename S>
+void pairs(const S* base, const int64_t* sb, const S* others, const int64_t* so, int64_t K,
+           const double* window, const Geometry& g, Constants k, double* mean) {
+  using T = acc_t<S>;
+  const auto w = cast_window<T>(window, g.ws, false);
+  PairArgs<S> a{};
+  a.base = base;
+  a.others = others;
+  std::copy(sb, sb + 4, a.sb);
+  std::copy(so, so + 5, a.so);
+  a.w = w.data();
+  a.g = g;
+  a.K = K;
+  a.th = strip_rows(g, 4, sizeof(T), g.N * g.C);
+  a.nstrips = (g.Ho + a.th - 1) / a.th;
+  // Split K so that small batches still feed every thread; each k's sum is the same
+  // whatever the split, so this does not change the result.
+  const int64_t strips = g.N * g.C * a.nstrips;
+  const int64_t want = 4 * static_cast<int64_t>(at::get_num_threads());
+  a.nkc = std::min<int64_t>(K, std::max<int64_t>(1, (want + strips - 1) / strips));
+  a.kchunk = (K + a.nkc - 1) / a.nkc;
+  a.nkc = (K + a.kchunk - 1) / a.kchunk;
+  a.C1 = static_cast<T>(k.C1);
+  a.C2 = static_cast<T>(k.C2);
+  std::vector<double> partial(strips * K, 0.0);
+  a.partial = partial.data();
+  const int64_t scratch = pairs_scratch<T>(g, a.th);
+  at::parallel_for(0, strips * a.nkc, 1, [&](int64_t b, int64_t e) {
+    std::vector<T> buf(scratch);
+    pairs_tasks(a, b, e, buf.data());
+  });
+  const double inv = 1.0 / static_cast<double>(g.C * g.positions());
+  const int64_t per_image = g.C * a.nstrips;
+  for (int64_t n = 0; n < g.N; ++n) {
+    for (int64_t kk = 0; kk < K; ++kk) {
       double s = 0;
-      for (int64_t t = 0; t < per_image; ++t) s += partial[n * per_image + t];
-      const double mean = s * inv;
-      op[n] = static_cast<T>(loss ? mean : 1.0 - mean);
+      for (int64_t t = 0; t < per_image; ++t) s += partial[(n * per_image + t) * K + kk];
+      mean[n * K + kk] = s * inv;
     }
+  }
+}
+
+template <typename T>
+void filter(const T* src, T* dst, int64_t M, int64_t H, int64_t W, const double* window, int64_t ws,
+            int64_t pad, bool transpose) {
+  // Geometry of the image side (H x W): for the transpose the image is dst.
+  const Geometry g = make_geometry(M, 1, H, W, ws, pad > 0);
+  const auto w = cast_window<T>(window, ws, transpose);
+  FilterArgs<T> a{src, dst, w.data(), g, transpose};
+  const int64_t scratch =
+      transpose ? g.Wo + 2 * (ws - 1) + g.W : (g.W + 2 * g.pad) * (1 + g.H + 2 * g.pad);
+  at::parallel_for(0, M, 1, [&](int64_t b, int64_t e) {
+    std::vector<T> buf(scratch);
+    filter_tasks(a, b, e, buf.data());
   });
 }
 
-void backward(const at::Tensor& grad, const at::Tensor& x, const at::Tensor& y,
-                  const at::Tensor& maps, const std::vector<double>& window, const Geometry& g,
-                  at::Tensor& grad_x, at::Tensor& grad_y) {
-  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "ssim_backward_cpu", [&] {
-    using T = scalar_t;
-    const auto wf = cast_window<T>(window, true);
-    BwdArgs<T> a{};
-    a.grad = grad.const_data_ptr<T>();
-    a.x = x.const_data_ptr<T>();
-    a.y = y.const_data_ptr<T>();
-    strides_of<T>(x, a.sx);
-    strides_of<T>(y, a.sy);
-    a.maps = maps.const_data_ptr<T>();
-    a.wf = wf.data();
-    a.g = g;
-    a.tr = g.N * g.C >= 8 ? g.H : std::max<int64_t>(8, (g.H * g.N * g.C + 7) / 8);
-    a.tr = std::min(a.tr, g.H);
-    a.nstrips = (g.H + a.tr - 1) / a.tr;
-    a.gx = grad_x.mutable_data_ptr<T>();
-    a.gy = grad_y.mutable_data_ptr<T>();
-    const int64_t scratch = backward_scratch<T>(g);
-    at::parallel_for(0, g.N * g.C * a.nstrips, 1, [&](int64_t b, int64_t e) {
-      std::vector<T> buf(scratch);
-      backward_tasks(a, b, e, buf.data());
-    });
-  });
-}
-
-void pairs(const at::Tensor& base, const at::Tensor& others, const std::vector<double>& window,
-               const Geometry& g, Constants k, at::Tensor& out) {
-  const int64_t K = others.size(1);
-  AT_DISPATCH_FLOATING_TYPES(base.scalar_type(), "ssim_pairs_cpu", [&] {
-    using T = scalar_t;
-    const auto w = cast_window<T>(window, false);
-    PairArgs<T> a{};
-    a.base = base.const_data_ptr<T>();
-    a.others = others.const_data_ptr<T>();
-    strides_of<T>(base, a.sb);
-    strides_of<T>(others, a.so);
-    a.w = w.data();
-    a.g = g;
-    a.K = K;
-    a.th = strip_rows(g, 4, sizeof(T), g.N * g.C);
-    a.nstrips = (g.Ho + a.th - 1) / a.th;
-    // Split K so that small batches still feed every thread; each k's sum is the same
-    // whatever the split, so this does not change the result.
-    const int64_t strips = g.N * g.C * a.nstrips;
-    const int64_t want = 4 * static_cast<int64_t>(at::get_num_threads());
-    a.nkc = std::min<int64_t>(K, std::max<int64_t>(1, (want + strips - 1) / strips));
-    a.kchunk = (K + a.nkc - 1) / a.nkc;
-    a.nkc = (K + a.kchunk - 1) / a.kchunk;
-    a.C1 = static_cast<T>(k.C1);
-    a.C2 = static_cast<T>(k.C2);
-    std::vector<double> partial(strips * K, 0.0);
-    a.partial = partial.data();
-    const int64_t scratch = pairs_scratch<T>(g, a.th);
-    at::parallel_for(0, strips * a.nkc, 1, [&](int64_t b, int64_t e) {
-      std::vector<T> buf(scratch);
-      pairs_tasks(a, b, e, buf.data());
-    });
-    T* op = out.mutable_data_ptr<T>();
-    const double inv = 1.0 / static_cast<double>(g.C * g.positions());
-    const int64_t per_image = g.C * a.nstrips;
-    for (int64_t n = 0; n < g.N; ++n) {
-      for (int64_t kk = 0; kk < K; ++kk) {
-        double s = 0;
-        for (int64_t t = 0; t < per_image; ++t) s += partial[(n * per_image + t) * K + kk];
-        op[n * K + kk] = static_cast<T>(s * inv);
-      }
-    }
-  });
-}
-
-void filter(const at::Tensor& src, const std::vector<double>& window, int64_t ws, int64_t pad,
-                bool transpose, at::Tensor& dst) {
-  const int64_t M = src.size(0);
-  // Geometry of the image side: for the transpose the image is dst.
-  const at::Tensor& img = transpose ? dst : src;
-  const Geometry g = make_geometry(M, 1, img.size(1), img.size(2), ws, pad > 0);
-  AT_DISPATCH_FLOATING_TYPES(src.scalar_type(), "ssim_filter_cpu", [&] {
-    using T = scalar_t;
-    const auto w = cast_window<T>(window, transpose);
-    FilterArgs<T> a{src.const_data_ptr<T>(), dst.mutable_data_ptr<T>(), w.data(), g, transpose};
-    const int64_t scratch =
-        transpose ? g.Wo + 2 * (ws - 1) + g.W : (g.W + 2 * g.pad) * (1 + g.H + 2 * g.pad);
-    at::parallel_for(0, M, 1, [&](int64_t b, int64_t e) {
-      std::vector<T> buf(scratch);
-      filter_tasks(a, b, e, buf.data());
-    });
-  });
-}
+#define VAEISO_SSIM_INSTANTIATE(S)                                                               \
+  template void forward<S>(const S*, const int64_t*, const S*, const int64_t*, const double*,    \
+                           const Geometry&, Constants, bool, acc_t<S>*, double*);                \
+  template void backward<S>(const acc_t<S>*, const S*, const int64_t*, const S*, const int64_t*, \
+                            const acc_t<S>*, const double*, const Geometry&, S*, S*);            \
+  template void pairs<S>(const S*, const int64_t*, const S*, const int64_t*, int64_t,            \
+                         const double*, const Geometry&, Constants, double*);
+VAEISO_SSIM_INSTANTIATE(float)
+VAEISO_SSIM_INSTANTIATE(double)
+VAEISO_SSIM_INSTANTIATE(f16)
+VAEISO_SSIM_INSTANTIATE(bf16)
+#undef VAEISO_SSIM_INSTANTIATE
+template void filter<float>(const float*, float*, int64_t, int64_t, int64_t, const double*, int64_t,
+                            int64_t, bool);
+template void filter<double>(const double*, double*, int64_t, int64_t, int64_t, const double*,
+                             int64_t, int64_t, bool);
 
 }  // namespace vaeiso::ssim::VAEISO_CPU_ISA

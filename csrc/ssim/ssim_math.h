@@ -8,9 +8,10 @@
 // so 1 - SSIM keeps its digits in float32 when y is a tiny perturbation of x. The variances
 // are clamped at 0 against round-off (NaN passes through the clamp).
 #pragma once
-#include "common.h"
+#include "host_device.h"
 
 namespace vaeiso::ssim {
+VAEISO_ISA_BEGIN
 
 template <typename T>
 VAEISO_HD T clamp0(T v) {
@@ -97,4 +98,5 @@ VAEISO_HD Grad<T> ssim_grad(const Stats<T>& st, T C1, T C2, T scale) {
 // The Gaussian window is computed in double on the host (gaussian_window in ssim.cpp) and
 // handed to the kernels; nothing device-specific here.
 
+VAEISO_ISA_END
 }  // namespace vaeiso::ssim

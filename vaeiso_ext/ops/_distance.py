@@ -25,17 +25,22 @@ def pair_distances(base: Tensor, others: Tensor, metric: str, *, weight: Tensor 
     This is the finite-difference ``D'_j`` kernel: ``base`` is read from memory once for all K.
 
     Args:
-        base: ``(N, *)``, float32/float64 (float16/bfloat16 on CUDA, float32 accumulation).
-        others: ``(N, K, *)`` with the same trailing shape, dtype and device as ``base``.
+        base: ``(N, *)``, float32, float64, float16 or bfloat16 (the half types compute in
+            float32).
+        others: ``(N, K, *)`` with the same trailing shape and device as ``base``, and its
+            dtype, or autocast's mix: a half type against float32 (either way round), computed
+            in float32 with a float32 output.
         metric: ``"sse"`` or ``"bce"``.
-        weight: optional ``(N,)`` per-sample factor (same dtype and device).
+        weight: optional ``(N,)`` per-sample factor (same device; the dtype of ``base`` or of
+            ``others``).
 
     Any strides (a unit stride in the flattened trailing dims avoids a copy). Deterministic.
     Gradients flow to ``base``, ``others`` and ``weight`` (computed with eager PyTorch ops, so
-    double backward is exact), in every autograd mode: forward mode (``jvp``, ``jacfwd``,
-    ``forward_ad``) and the ``torch.func`` transforms (``vmap`` folds its batch into ``N``).
-    The bce gradient is finite wherever the value is: with ``o == b`` in ``{0, 1}`` it is the
-    reference's (the zero-weight convention), e.g. ``dD/do = 1`` at ``b = o = 0``.
+    double backward is exact; in float32 at least for the half types, then cast back to each
+    input's dtype), in every autograd mode: forward mode (``jvp``, ``jacfwd``, ``forward_ad``)
+    and the ``torch.func`` transforms (``vmap`` folds its batch into ``N``). The bce gradient is
+    finite wherever the value is: with ``o == b`` in ``{0, 1}`` it is the reference's (the
+    zero-weight convention), e.g. ``dD/do = 1`` at ``b = o = 0``.
     """
     if metric not in METRICS:
         raise ValueError(f"pair_distances: metric: expected one of {METRICS}, got {metric!r}")
@@ -54,12 +59,21 @@ def _check(base: Tensor, others: Tensor, metric: str, weight: Tensor | None) -> 
         lambda: f"pair_distances: others: expected shape (N, K, *) matching base {tuple(base.shape)}, "
         f"got {tuple(others.shape)}",
     )
-    torch._check(others.dtype == base.dtype, lambda: f"pair_distances: others: expected dtype {base.dtype}")
+    half = (torch.float16, torch.bfloat16)
+    torch._check(
+        others.dtype == base.dtype
+        or (others.dtype in half and base.dtype == torch.float32)
+        or (others.dtype == torch.float32 and base.dtype in half),
+        lambda: f"pair_distances: others: expected dtype {base.dtype} (the dtype of base), or float32 against "
+        f"a float16/bfloat16 base (autocast's mix), got {others.dtype}",
+    )
     torch._check(others.device == base.device, lambda: f"pair_distances: others: expected a tensor on "
                  f"{base.device} (the device of base), got {others.device}")
     if weight is not None:
         torch._check(weight.device == base.device, lambda: f"pair_distances: weight: expected a tensor on "
                      f"{base.device} (the device of base), got {weight.device}")
+        torch._check(weight.dtype in (base.dtype, others.dtype),
+                     lambda: f"pair_distances: weight: expected dtype {base.dtype} (the dtype of base), got {weight.dtype}")
         torch._check(
             tuple(weight.shape) == (base.shape[0],),
             lambda: f"pair_distances: weight: expected shape ({base.shape[0]},), got {tuple(weight.shape)}",
@@ -69,7 +83,8 @@ def _check(base: Tensor, others: Tensor, metric: str, weight: Tensor | None) -> 
 @torch.library.register_fake("vaeiso::pair_distances")
 def _pair_distances_fake(base, others, metric, weight=None):
     _check(base, others, metric, weight)
-    return base.new_empty((base.shape[0], others.shape[1]))
+    dt = base.dtype if others.dtype == base.dtype else torch.float32
+    return base.new_empty((base.shape[0], others.shape[1]), dtype=dt)
 
 
 # ------------------------------------------------------------------------------- autograd
@@ -99,7 +114,11 @@ def _log_ratio(p: Tensor, q: Tensor) -> Tensor:
 
 
 def _partials(base: Tensor, others: Tensor, metric: str, need_b: bool):
-    """(dD/do per element of others, dD/db per element of the (N, K, *) pairs or None)."""
+    """(dD/do per element of others, dD/db per element of the (N, K, *) pairs or None), in
+    float32 at least: 1 - o and the logs lose digits in a half type, and with autocast's mix one
+    operand is float32 anyway."""
+    dt = torch.promote_types(torch.promote_types(base.dtype, others.dtype), torch.float32)
+    base, others = base.to(dt), others.to(dt)
     b = base.unsqueeze(1)
     if metric == "sse":
         d_o = 2 * (others - b)
@@ -132,10 +151,10 @@ def _backward(ctx, grad: Tensor):
     if need_b or need_o:
         p_o, p_b = _partials(base, others, ctx.metric, need_b)
         ge = _expand(g, others)
-        d_o = ge * p_o if need_o else None
-        d_b = (ge * p_b).sum(1) if need_b else None
+        d_o = (ge * p_o).to(others.dtype) if need_o else None
+        d_b = (ge * p_b).sum(1).to(base.dtype) if need_b else None
     if need_w:
-        d_w = (grad * pair_distances(base, others, ctx.metric)).sum(1)
+        d_w = (grad * pair_distances(base, others, ctx.metric)).sum(1).to(weight.dtype)
     return (d_b, d_o, None, d_w)[: len(needs)]
 
 
@@ -172,7 +191,7 @@ class _PairDistancesFunction(torch.autograd.Function):
             d = d * weight[:, None]
             if tw is not None:
                 d = d + tw[:, None] * pair_distances(base, others, ctx.metric)
-        return d
+        return d.to(out.dtype)
 
     @staticmethod
     def vmap(info, in_dims, base, others, metric, weight):

@@ -16,10 +16,12 @@ def gdn(x: Tensor, beta: Tensor, gamma: Tensor, inverse: bool = False, simplifie
     (IGDN); ``simplified`` drops the square root (``x / norm``, ``x * norm``).
 
     Args:
-        x: ``(N, C, *)``, float32/float64 (float16/bfloat16 on CUDA, float32 accumulation);
-            any strides. Channel-last dense input (channels_last images) is processed without a
+        x: ``(N, C, *)``, float32, float64, float16 or bfloat16 (the half types compute in
+            float32 and return x's dtype), on CPU or CUDA; any strides. Channel-last dense input (channels_last images) is processed without a
             copy and the output keeps that layout; anything else gives a contiguous output.
-        beta: ``(C,)``, same dtype and device as ``x``.
+        beta: ``(C,)``, same dtype and device as ``x``, or float32 with a half ``x`` (what
+            ``torch.autocast`` passes: parameters stay float32); gamma likewise, in beta's dtype.
+            Their gradients have their own dtype.
         gamma: ``(C, C)`` in CompressAI's layout: ``gamma[i, j]`` weights input channel ``j``
             for output channel ``i``.
         inverse: IGDN instead of GDN.
@@ -63,8 +65,10 @@ def _check(x: Tensor, beta: Tensor, gamma: Tensor) -> None:
     for name, t in (("beta", beta), ("gamma", gamma)):
         torch._check(t.device == x.device,
                      lambda: f"gdn: {name}: expected a tensor on {x.device} (the device of x), got {t.device}")
-        torch._check(t.dtype == x.dtype,
+        torch._check(t.dtype == x.dtype or (x.dtype in _HALF and t.dtype == torch.float32),
                      lambda: f"gdn: {name}: expected dtype {x.dtype} (the dtype of x), got {t.dtype}")
+    torch._check(gamma.dtype == beta.dtype,
+                 lambda: f"gdn: gamma: expected dtype {beta.dtype} (the dtype of beta), got {gamma.dtype}")
 
 
 @torch.library.register_fake("vaeiso::gdn_forward")
@@ -80,8 +84,8 @@ def _gdn_backward_fake(grad, x, norm, gamma, inverse, simplified, output_mask):
                      f"(the device of x), got {t.device}")
     C = x.shape[1]
     gx = _empty_like_layout(x, x.dtype) if output_mask[0] else x.new_empty((0,))
-    gb = x.new_empty((C,)) if output_mask[1] else x.new_empty((0,))
-    gg = x.new_empty((C, C)) if output_mask[2] else x.new_empty((0,))
+    gb = gamma.new_empty((C,)) if output_mask[1] else gamma.new_empty((0,))
+    gg = gamma.new_empty((C, C)) if output_mask[2] else gamma.new_empty((0,))
     return gx, gb, gg
 
 

@@ -22,11 +22,14 @@ def ssim(x: Tensor, y: Tensor, *, window_size: int = 11, sigma: float = 1.5, k1:
     and averages all ``H x W`` positions.
 
     Args:
-        x, y: ``(N, C, H, W)``, same shape, dtype and device; float32/float64 (float16/bfloat16
-            on CUDA, float32 accumulation); any strides. The window must fit in ``H`` and ``W``.
+        x, y: ``(N, C, H, W)``, same shape and device; float32, float64, float16 or bfloat16
+            (the half types compute in float32); any strides. The window must fit in ``H`` and
+            ``W``. Same dtype, or autocast's mix of a half type and float32 (a half prediction
+            against a float32 target), which computes in float32.
 
     Returns:
-        ``(N,)`` in the input dtype. Gradients flow to both ``x`` and ``y``.
+        ``(N,)`` in the input dtype (float32 for the half/float32 mix). Gradients flow to both
+        ``x`` and ``y``, each in its input's dtype.
 
     Every autograd mode works (SPEC §2): the fused backward kernel in reverse mode; double
     backward and the ``torch.func`` transforms through the same derivative written with the
@@ -49,7 +52,9 @@ def one_minus_ssim(x: Tensor, y: Tensor, *, window_size: int = 11, sigma: float 
                    padding: str = "valid") -> Tensor:
     """``1 - ssim(x, y)`` computed without cancellation (the loss; :class:`nn.SSIMLoss`).
 
-    Same arguments and autograd modes as :func:`ssim`."""
+    Same arguments and autograd modes as :func:`ssim`; dtypes as :func:`ssim`: a half
+    prediction against a float32 target returns float32.
+    """
     same = _parse_padding("ssim", padding)
     if compiling():
         return torch.ops.vaeiso.ssim_forward(x, y, window_size, sigma, k1, k2, data_range, same, True,
@@ -71,7 +76,8 @@ def ssim_pairs(base: Tensor, others: Tensor, *, window_size: int = 11, sigma: fl
     ``D'_j`` of the SSIM metric).
 
     Args:
-        base: ``(N, C, H, W)``.
+        base: ``(N, C, H, W)``; float32, float64, float16 or bfloat16 (the half types compute
+            in float32).
         others: ``(N, K, C, H, W)``, same dtype and device as ``base``; any strides.
         window_size, sigma, k1, k2, data_range, padding: as in :func:`ssim`.
 
@@ -97,7 +103,8 @@ def ssim_metric_gram(x: Tensor, v: Tensor, *, diagonal: bool = False, window_siz
     directions once; never K**2 passes.
 
     Args:
-        x: ``(N, C, H, W)``, the point where the metric is taken.
+        x: ``(N, C, H, W)``, the point where the metric is taken; float32, float64, float16 or
+            bfloat16 (the half types compute in float32).
         v: ``(N, K, C, H, W)`` directions, same dtype and device as ``x``.
         diagonal: return only ``v[n, k]^T G v[n, k]``.
         window_size, sigma, k1, k2, data_range, padding: as in :func:`ssim`.
@@ -120,6 +127,17 @@ def ssim_metric_gram(x: Tensor, v: Tensor, *, diagonal: bool = False, window_siz
 
 def _acc_dtype(x: Tensor) -> torch.dtype:
     return torch.float32 if x.dtype in _HALF else x.dtype
+
+
+def _loss_pair_dtype(op: str, x: Tensor, y: Tensor) -> torch.dtype:
+    # Mirrors loss_pair_dtype in csrc/common.h: the same dtype, or autocast's half / float32 mix
+    # (computed in float32).
+    if x.dtype == y.dtype:
+        return x.dtype
+    torch._check((x.dtype in _HALF and y.dtype == torch.float32) or (x.dtype == torch.float32 and y.dtype in _HALF),
+                 lambda: f"{op}: y: expected dtype {x.dtype} (the dtype of x), or float32 against a "
+                         f"float16/bfloat16 x (autocast's mix), got {y.dtype}")
+    return torch.float32
 
 
 def _parse_padding(op: str, padding: str) -> bool:
@@ -153,17 +171,18 @@ def _ssim_forward_fake(x, y, window_size, sigma, k1, k2, data_range, same_paddin
     _check_image("ssim", x, "x", window_size)
     torch._check(y.shape == x.shape, lambda: f"ssim: y: expected shape {tuple(x.shape)} (the shape of x), got {tuple(y.shape)}")
     _check_device("ssim", x, "x", y=y)
+    dt = _loss_pair_dtype("ssim", x, y)
     N, C, H, W = x.shape
     ho, wo = _out_hw(H, W, window_size, same_padding)
-    out = x.new_empty((N,))
-    maps = x.new_empty((N, C, 4, ho, wo) if need_maps else (0,), dtype=_acc_dtype(x))
+    out = x.new_empty((N,), dtype=dt)
+    maps = x.new_empty((N, C, 4, ho, wo) if need_maps else (0,), dtype=torch.float32 if dt in _HALF else dt)
     return out, maps
 
 
 @torch.library.register_fake("vaeiso::ssim_backward")
 def _ssim_backward_fake(grad, x, y, maps, window_size, sigma, same_padding):
     _check_device("ssim_backward", x, "x", grad=grad, y=y, maps=maps)
-    return x.new_empty(x.shape), x.new_empty(x.shape)
+    return x.new_empty(x.shape), y.new_empty(y.shape)
 
 
 @torch.library.register_fake("vaeiso::ssim_pairs")
