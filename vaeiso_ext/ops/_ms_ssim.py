@@ -44,11 +44,13 @@ def ms_ssim(x: Tensor, y: Tensor, *, weights: Sequence[float] = MS_SSIM_WEIGHTS,
       gradients for any finite input.
     - ``"simple"``: ``(v + 1) / 2`` (torchmetrics' option; smooth, in [0, 1]). It is clamped at 0
       like "relu" against round-off. Note that torchmetrics'
-      ``multiscale_structural_similarity_index_measure`` differs in two conventions: it averages
-      ``cs`` and SSIM over channels *before* the product over levels (we, like pytorch_msssim,
-      take the product per channel, then the mean over channels), and it pools with
-      ``avg_pool2d(2)`` without padding (odd sizes lose their last row/column). For one channel
-      and sides divisible by ``2**(m-1)`` the two agree.
+      ``multiscale_structural_similarity_index_measure`` differs in three conventions: it
+      averages ``cs`` and SSIM over channels *before* the product over levels (we, like
+      pytorch_msssim, take the product per channel, then the mean over channels); it pools with
+      ``avg_pool2d(2)`` without padding (odd sizes lose their last row/column); and it takes the
+      last level's SSIM over all ``H x W`` positions of the reflect-padded image (its ``cs``
+      terms, like ours, over the valid positions). The tests check that these are the only
+      differences.
     - ``None``: ``v`` as is. A negative ``v`` to a fractional power gives NaN (and ``v = 0`` an
       infinite gradient): for bit-compatibility studies only, never for training.
 
