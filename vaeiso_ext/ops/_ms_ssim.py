@@ -12,6 +12,7 @@ torch ops, run in float64.
 
 from __future__ import annotations
 
+import contextlib
 import math
 from typing import Optional, Sequence
 
@@ -148,7 +149,59 @@ def ssim_l1_loss(x: Tensor, y: Tensor, *, ssim_weight: float = 0.2, window_size:
 
 def _channels(x, y, kw, *, same, cs_only, with_l1):
     need_maps = torch.is_grad_enabled() and (x.requires_grad or y.requires_grad)
+    if _under_functorch():
+        return _ChannelsFn.apply(x, y, kw, same, cs_only, with_l1, need_maps)
     return torch.ops.vaeiso.ssim_channels(x, y, *kw, same, cs_only, with_l1, need_maps)
+
+
+def _under_functorch() -> bool:
+    if torch.compiler.is_compiling():
+        return False
+    return torch._C._functorch.maybe_current_level() is not None
+
+
+class _ChannelsFn(torch.autograd.Function):
+    """``ssim_channels`` as an autograd.Function with a separate setup_context, used under the
+    torch.func transforms (``grad``, ``vjp``, ``jacrev``, ``vmap`` and their compositions), where
+    the op's registered autograd is refused; plain autograd and torch.compile call the op
+    directly. The backward is the same (_channels_backward)."""
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(x, y, kw, same, cs_only, with_l1, need_maps):
+        with torch._C._AutoDispatchBelowAutograd():  # this Function is the autograd here
+            return torch.ops.vaeiso.ssim_channels(x, y, *kw, same, cs_only, with_l1, need_maps)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        x, y, kw, same, cs_only, with_l1, need_maps = inputs
+        _channels_setup(ctx, (x, y, *kw, same, cs_only, with_l1, need_maps), output)
+
+    @staticmethod
+    def backward(ctx, grad_om, grad_l1, grad_maps):
+        gx, gy = _channels_backward(ctx, grad_om, grad_l1, grad_maps, functorch=True)[:2]
+        return gx, gy, None, None, None, None, None
+
+
+class _ChannelsBackwardFn(torch.autograd.Function):
+    """``ssim_channels_backward`` under the torch.func transforms: its own derivative raises
+    (nested transforms such as ``hessian`` must fail loudly, never drop a term)."""
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(grad, grad_l1, x, y, maps, window_size, sigma, same):
+        with torch._C._AutoDispatchBelowAutograd():
+            return torch.ops.vaeiso.ssim_channels_backward(grad, grad_l1, x, y, maps, window_size, sigma, same)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        pass
+
+    @staticmethod
+    def backward(ctx, *grads):
+        _no_double_backward(ctx)
 
 
 def _check_common(op, x, y, window_size, sigma, k1, k2, data_range) -> int:
@@ -235,7 +288,7 @@ def _channels_setup(ctx, inputs, output):
     ctx.mark_non_differentiable(maps)
 
 
-def _channels_backward(ctx, grad_om, grad_l1, _grad_maps):
+def _channels_backward(ctx, grad_om, grad_l1, _grad_maps, functorch=False):
     x, y, maps = ctx.saved_tensors
     window_size, sigma, k1, k2, data_range, same, cs_only, with_l1 = ctx.args
     none = (None,) * 9
@@ -247,9 +300,13 @@ def _channels_backward(ctx, grad_om, grad_l1, _grad_maps):
     gl1 = grad_l1 if (with_l1 and grad_l1 is not None) else x.new_empty((0,))
     if maps.numel() == 0 and N > 0:
         # The forward ran without maps (no gradient was expected then): recompute them.
-        _, _, maps = torch.ops.vaeiso.ssim_channels(x, y, window_size, sigma, k1, k2, data_range, same,
-                                                    cs_only, False, True)
-    gx, gy = torch.ops.vaeiso.ssim_channels_backward(grad_om, gl1, x, y, maps, window_size, sigma, same)
+        with torch._C._AutoDispatchBelowAutograd() if functorch else contextlib.nullcontext():
+            _, _, maps = torch.ops.vaeiso.ssim_channels(x, y, window_size, sigma, k1, k2, data_range,
+                                                        same, cs_only, False, True)
+    if functorch:
+        gx, gy = _ChannelsBackwardFn.apply(grad_om, gl1, x, y, maps, window_size, sigma, same)
+    else:
+        gx, gy = torch.ops.vaeiso.ssim_channels_backward(grad_om, gl1, x, y, maps, window_size, sigma, same)
     return (gx if ctx.needs_input_grad[0] else None, gy if ctx.needs_input_grad[1] else None) + none
 
 
