@@ -514,3 +514,13 @@ def test_torch_func_transforms_match_reference():
         torch.testing.assert_close(per_sample, want, rtol=0, atol=1e-10 * scale)
         with pytest.raises(RuntimeError, match="second derivatives of ms_ssim and ssim_l1_loss"):
             torch.func.grad(lambda a: torch.func.grad(lambda c: fn(c, y).sum())(a).sum())(x)
+
+
+@pytest.mark.parametrize("normalize", ["relu", "simple", None])
+def test_nan_propagates_to_its_image_only(normalize):
+    x, y = _pair((2, 2, 30, 33), seed=24)
+    x[0, 1, 7, 9] = float("nan")
+    out = ops.ms_ssim(x, y, **SMALL, normalize=normalize)
+    assert torch.isnan(out[0]) and torch.isfinite(out[1])
+    out = ops.ssim_l1_loss(x, y)
+    assert torch.isnan(out[0]) and torch.isfinite(out[1])

@@ -135,7 +135,7 @@ def ms_ssim(x: Tensor, y: Tensor, *, weights=(0.0448, 0.2856, 0.3001, 0.2363, 0.
     if normalize is None:
         terms = v**w
     else:
-        pos = v > 0
+        pos = ~(v <= 0)  # NaN stays NaN
         terms = torch.where(pos, torch.where(pos, v, torch.ones_like(v)) ** w, (w == 0).to(v.dtype))
     return terms.prod(0).mean(1)
 

@@ -99,9 +99,9 @@ def ms_ssim(x: Tensor, y: Tensor, *, weights: Sequence[float] = MS_SSIM_WEIGHTS,
     if normalize is None:
         terms = v**wt
     else:
-        # v**w where v > 0, else 0**w (1 for w = 0, else 0) with a zero gradient: the inner
+        # v**w where v > 0 (or NaN), else 0**w (1 for w = 0, else 0) with a zero gradient: the inner
         # where keeps pow's gradient (w v**(w-1)) finite where it is masked out.
-        pos = v > 0
+        pos = ~(v <= 0)  # NaN stays NaN
         terms = torch.where(pos, torch.where(pos, v, torch.ones_like(v)) ** wt, (wt == 0).to(v.dtype))
     return terms.prod(0).mean(1).to(out_dtype)
 
