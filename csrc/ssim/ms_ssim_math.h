@@ -35,7 +35,7 @@ VAEISO_HD Grad<T> cs_grad(const Stats<T>& st, T C2, T scale) {
 // The |d| term of the fused L1 loss: d|d|/dd is sign(d), 0 at d = 0.
 template <typename T>
 VAEISO_HD T sign0(T d) {
-  return d > T(0) ? T(1) : (d < T(0) ? T(-1) : T(0));
+  return T(d > T(0)) - T(d < T(0));  // branch-free, so the CPU loop vectorises
 }
 
 }  // namespace vaeiso::ssim

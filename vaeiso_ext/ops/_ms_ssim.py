@@ -286,6 +286,8 @@ def _channels_setup(ctx, inputs, output):
     ctx.save_for_backward(x, y, maps)
     ctx.args = (window_size, sigma, k1, k2, data_range, same, cs_only, with_l1)
     ctx.mark_non_differentiable(maps)
+    # No zero-filled gradient for maps (or for an unused output): the backward takes None.
+    ctx.set_materialize_grads(False)
 
 
 def _channels_backward(ctx, grad_om, grad_l1, _grad_maps, functorch=False):
