@@ -65,9 +65,10 @@ def ms_ssim(x: Tensor, y: Tensor, *, weights: Sequence[float] = MS_SSIM_WEIGHTS,
         window_size (odd), sigma, k1, k2, data_range (> 0): as in :func:`ssim`.
 
     Returns:
-        ``(N,)``. Gradients flow to both ``x`` and ``y`` (first order; double backward and
-        forward-mode AD raise an error naming the op; use
-        :func:`vaeiso_ext.reference.ms_ssim` for those).
+        ``(N,)``. Gradients flow to both ``x`` and ``y``, first order, in plain autograd and
+        under ``torch.func`` (``grad``, ``vjp``, ``jacrev``, ``vmap(grad(...))``); second
+        derivatives and forward-mode AD (``forward_ad``, ``jvp``, ``jacfwd``) raise an error
+        naming the op: use :func:`vaeiso_ext.reference.ms_ssim` for those.
     """
     op = "ms_ssim"
     ws = _check_common(op, x, y, window_size, sigma, k1, k2, data_range)
@@ -123,9 +124,10 @@ def ssim_l1_loss(x: Tensor, y: Tensor, *, ssim_weight: float = 0.2, window_size:
         window_size, sigma, k1, k2, data_range, padding ("valid" or "same"): as in :func:`ssim`.
 
     Returns:
-        ``(N,)``. Gradients flow to both ``x`` and ``y`` (first order; double backward and
-        forward-mode AD raise an error naming the op; use
-        :func:`vaeiso_ext.reference.ssim_l1_loss` for those).
+        ``(N,)``. Gradients flow to both ``x`` and ``y``, first order, in plain autograd and
+        under ``torch.func`` (``grad``, ``vjp``, ``jacrev``, ``vmap(grad(...))``); second
+        derivatives and forward-mode AD (``forward_ad``, ``jvp``, ``jacfwd``) raise an error
+        naming the op: use :func:`vaeiso_ext.reference.ssim_l1_loss` for those.
     """
     op = "ssim_l1_loss"
     ws = _check_common(op, x, y, window_size, sigma, k1, k2, data_range)
