@@ -201,3 +201,76 @@ class SSIMLoss(nn.Module):
     def extra_repr(self) -> str:
         kw = ", ".join(f"{k}={v!r}" for k, v in self.ssim_kwargs.items())
         return f"reduction={self.reduction!r}, {kw}"
+
+
+# ---------------------------------------------------------------- MS-SSIM and SSIM + L1 losses (SPEC §3.5-3.6)
+
+
+def _reduce(loss: Tensor, reduction: str) -> Tensor:
+    if reduction == "mean":
+        return loss.mean()
+    if reduction == "sum":
+        return loss.sum()
+    return loss
+
+
+def _check_reduction(cls: str, reduction: str) -> None:
+    if reduction not in ("mean", "sum", "none"):
+        raise ValueError(f'{cls}: reduction: expected "mean", "sum" or "none", got {reduction!r}')
+
+
+class MSSSIMLoss(nn.Module):
+    """``1 - MS-SSIM(x, y)`` per image (SPEC §3.5), fused on CPU and CUDA, gradients to both inputs.
+
+    Args:
+        reduction: ``"mean"`` (default) or ``"sum"`` over the batch, or ``"none"`` for ``(N,)``.
+        **kw: ``weights``, ``window_size``, ``sigma``, ``k1``, ``k2``, ``data_range``, ``normalize``
+            as in :func:`vaeiso_ext.ops.ms_ssim` (checked at the first call).
+    """
+
+    def __init__(self, reduction: str = "mean", **kw):
+        super().__init__()
+        _check_reduction("MSSSIMLoss", reduction)
+        allowed = {"weights", "window_size", "sigma", "k1", "k2", "data_range", "normalize"}
+        unknown = set(kw) - allowed
+        if unknown:
+            raise TypeError(f"MSSSIMLoss: unexpected arguments {sorted(unknown)}; expected some of {sorted(allowed)}")
+        self.reduction = reduction
+        self.kw = kw
+
+    def forward(self, x: Tensor, y: Tensor) -> Tensor:
+        return _reduce(1 - ops.ms_ssim(x, y, **self.kw), self.reduction)
+
+    def extra_repr(self) -> str:
+        return ", ".join([f"reduction={self.reduction!r}"] + [f"{k}={v!r}" for k, v in self.kw.items()])
+
+
+class SSIML1Loss(nn.Module):
+    """``(1 - ssim_weight) * mean|x - y| + ssim_weight * (1 - SSIM(x, y))`` per image (SPEC §3.6):
+    the photometric loss of 3D Gaussian splatting, with the L1 term read in the SSIM pass.
+
+    Args:
+        reduction: ``"mean"`` (default) or ``"sum"`` over the batch, or ``"none"`` for ``(N,)``.
+        ssim_weight: the weight of ``1 - SSIM`` (0.2 in 3D Gaussian splatting).
+        **ssim_kwargs: ``window_size``, ``sigma``, ``k1``, ``k2``, ``data_range``, ``padding`` as in
+            :func:`vaeiso_ext.ops.ssim_l1_loss`.
+    """
+
+    def __init__(self, reduction: str = "mean", ssim_weight: float = 0.2, **ssim_kwargs):
+        super().__init__()
+        _check_reduction("SSIML1Loss", reduction)
+        allowed = {"window_size", "sigma", "k1", "k2", "data_range", "padding"}
+        unknown = set(ssim_kwargs) - allowed
+        if unknown:
+            raise TypeError(f"SSIML1Loss: unexpected arguments {sorted(unknown)}; expected some of {sorted(allowed)}")
+        self.reduction = reduction
+        self.ssim_weight = float(ssim_weight)
+        self.ssim_kwargs = ssim_kwargs
+
+    def forward(self, x: Tensor, y: Tensor) -> Tensor:
+        loss = ops.ssim_l1_loss(x, y, ssim_weight=self.ssim_weight, **self.ssim_kwargs)
+        return _reduce(loss, self.reduction)
+
+    def extra_repr(self) -> str:
+        kw = [f"{k}={v!r}" for k, v in self.ssim_kwargs.items()]
+        return ", ".join([f"reduction={self.reduction!r}", f"ssim_weight={self.ssim_weight!r}"] + kw)

@@ -100,6 +100,51 @@ def ssim_metric_gram(x: Tensor, v: Tensor, *, diagonal: bool = False, window_siz
     return torch.stack(rows, dim=1) if rows else v.new_zeros(v.shape[:2] + (v.shape[1],))
 
 
+# ---------------------------------------------------------------- MS-SSIM, SSIM + L1 (SPEC §3.5-3.6)
+
+
+def ms_ssim(x: Tensor, y: Tensor, *, weights=(0.0448, 0.2856, 0.3001, 0.2363, 0.1333), window_size: int = 11,
+            sigma: float = 1.5, k1: float = 0.01, k2: float = 0.03, data_range: float = 1.0,
+            normalize: str | None = "relu") -> Tensor:
+    """Reference multi-scale SSIM ``(N,)``; see :func:`vaeiso_ext.ops.ms_ssim`.
+
+    Per level the contrast-structure map (SSIM map at the last level) averaged per channel, the
+    pyramid by ``avg_pool2d(2, padding=(H % 2, W % 2))``, the product over levels per channel and
+    the mean over channels. "relu" and "simple" clamp at 0 with a zero gradient where clamped."""
+    f = lambda t: window_filter(t, window_size, sigma)  # noqa: E731
+    c1, c2 = (k1 * data_range) ** 2, (k2 * data_range) ** 2
+    m = len(weights)
+    vals = []
+    for level in range(m):
+        mu_x, mu_y = f(x), f(y)
+        s_xx = torch.clamp(f(x * x) - mu_x * mu_x, min=0)
+        s_yy = torch.clamp(f(y * y) - mu_y * mu_y, min=0)
+        s_xy = f(x * y) - mu_x * mu_y
+        cs = (2 * s_xy + c2) / (s_xx + s_yy + c2)
+        if level < m - 1:
+            vals.append(cs.mean(dim=(2, 3)))
+            pad = (x.shape[2] % 2, x.shape[3] % 2)
+            x = F.avg_pool2d(x, kernel_size=2, padding=pad)
+            y = F.avg_pool2d(y, kernel_size=2, padding=pad)
+        else:
+            vals.append(((2 * mu_x * mu_y + c1) / (mu_x**2 + mu_y**2 + c1) * cs).mean(dim=(2, 3)))
+    v = torch.stack(vals)
+    w = torch.tensor([float(t) for t in weights], dtype=v.dtype, device=v.device).view(-1, 1, 1)
+    if normalize == "simple":
+        v = (v + 1) / 2
+    if normalize is None:
+        terms = v**w
+    else:
+        pos = ~(v <= 0)  # NaN stays NaN
+        terms = torch.where(pos, torch.where(pos, v, torch.ones_like(v)) ** w, (w == 0).to(v.dtype))
+    return terms.prod(0).mean(1)
+
+
+def ssim_l1_loss(x: Tensor, y: Tensor, *, ssim_weight: float = 0.2, **ssim_kwargs) -> Tensor:
+    """Reference ``(1 - ssim_weight) * mean|x - y| + ssim_weight * (1 - SSIM)`` ``(N,)``."""
+    return (1 - ssim_weight) * (x - y).abs().mean(dim=(1, 2, 3)) + ssim_weight * (1 - ssim(x, y, **ssim_kwargs))
+
+
 # ---------------------------------------------------------------- pair distances (SPEC §3.4)
 
 

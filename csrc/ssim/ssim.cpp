@@ -14,7 +14,8 @@
 #include "ssim/ssim_kernels.h"
 
 namespace vaeiso::ssim {
-namespace {
+// Argument checks and the window: external linkage, as ms_ssim.cpp uses them too (declared in
+// ms_ssim_kernels.h).
 
 // Normalised in double on the host, as SPEC §3.2 asks.
 std::vector<double> gaussian_window(int64_t ws, double sigma) {
@@ -96,7 +97,7 @@ at::ScalarType check_pair(const char* op, const at::Tensor& y, const char* yname
 
 at::ScalarType acc_type(const at::Tensor& x) { return vaeiso::acc_type(x.scalar_type()); }
 
-}  // namespace
+// (end of the checks shared with ms_ssim.cpp)
 
 std::tuple<at::Tensor, at::Tensor> ssim_forward(const at::Tensor& x, const at::Tensor& y,
                                                 int64_t window_size, double sigma, double k1,

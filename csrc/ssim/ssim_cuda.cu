@@ -513,3 +513,6 @@ void filter_cuda(const at::Tensor& src, const std::vector<double>& window, int64
 }
 
 }  // namespace vaeiso::ssim
+
+// Per-channel passes (MS-SSIM, SSIM + L1) on the same tiling and helpers.
+#include "ssim/ms_ssim_cuda.cuh"

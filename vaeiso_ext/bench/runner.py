@@ -10,11 +10,11 @@ from dataclasses import asdict
 
 import torch
 
-from . import cases_distance, cases_gdn, cases_ssim
+from . import cases_distance, cases_gdn, cases_ms_ssim, cases_ssim
 from .core import copy_bandwidth_gbps, run_case
 
 # op family -> module with cases(device, quick, compile_baselines)
-CASE_FAMILIES = {"gdn": cases_gdn, "ssim": cases_ssim, "distance": cases_distance}
+CASE_FAMILIES = {"gdn": cases_gdn, "ssim": cases_ssim, "distance": cases_distance, "ms_ssim": cases_ms_ssim}
 
 
 def _parse(argv):

@@ -9,9 +9,13 @@ from ._gdn import gdn
 # SSIM family (ssim, ssim_pairs, ssim_metric_gram): ._ssim
 from ._ssim import one_minus_ssim, ssim, ssim_metric_gram, ssim_pairs
 
+# MS-SSIM and the fused SSIM + L1 loss (ms_ssim, ssim_l1_loss): ._ms_ssim
+from ._ms_ssim import ms_ssim, ssim_l1_loss
+
 
 # Pair distances (pair_distances): ._distance
 from ._distance import pair_distances
 
 
-__all__ = ["one_minus_ssim", "gdn", "ssim", "ssim_pairs", "ssim_metric_gram", "pair_distances"]
+__all__ = ["one_minus_ssim", "gdn", "ssim", "ssim_pairs", "ssim_metric_gram", "pair_distances",
+           "ms_ssim", "ssim_l1_loss"]
