@@ -14,6 +14,14 @@ namespace {
 
 constexpr const char* kOp = "ssim_channels";
 
+// The per-channel kernels take float32 and float64: ops.ms_ssim and ops.ssim_l1_loss compute
+// the half types in float32 (their pyramid and product over levels are torch ops).
+void check_not_half(const char* op, const at::Tensor& x) {
+  TORCH_CHECK(x.scalar_type() == at::kFloat || x.scalar_type() == at::kDouble, op,
+              ": x: expected float32 or float64 (vaeiso_ext.ops.ms_ssim and ssim_l1_loss compute "
+              "half types in float32), got ", x.scalar_type());
+}
+
 }  // namespace
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> ssim_channels(
@@ -22,7 +30,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> ssim_channels(
   check_window(kOp, window_size, sigma);
   const Constants k = check_constants(kOp, k1, k2, data_range);
   check_image(kOp, x, "x", window_size);
-  check_pair(kOp, y, "y", x, "x");
+  check_pair(kOp, y, "y", x, "x", /*mixed=*/false);
+  check_not_half(kOp, x);
   c10::DeviceGuard guard(x.device());
   const Geometry g =
       make_geometry(x.size(0), x.size(1), x.size(2), x.size(3), window_size, same_padding);
@@ -43,7 +52,8 @@ std::tuple<at::Tensor, at::Tensor> ssim_channels_backward(
   const char* op = "ssim_channels_backward";
   check_window(op, window_size, sigma);
   check_image(op, x, "x", window_size);
-  check_pair(op, y, "y", x, "x");
+  check_pair(op, y, "y", x, "x", /*mixed=*/false);
+  check_not_half(op, x);
   const int64_t N = x.size(0), C = x.size(1);
   TORCH_CHECK(grad.dim() == 2 && grad.size(0) == N && grad.size(1) == C, op,
               ": grad: expected shape (", N, ", ", C, "), got ", grad.sizes());

@@ -5,13 +5,17 @@
 #ifndef VAEISO_CPU_ISA
 #error "define VAEISO_CPU_ISA before including ms_ssim_cpu_impl.h"
 #endif
-#include "ssim/ms_ssim_kernels.h"
-#include "ssim/ms_ssim_math.h"
-
 #include <cmath>
 
+#include "ssim/ms_ssim_cpu_passes.h"
+#include "ssim/ms_ssim_math.h"
+
+namespace vaeiso::ssim {
+VAEISO_MS_SSIM_DECLARE_PASSES(VAEISO_CPU_ISA)
+}
+
+// No anonymous namespace, as in ssim_cpu_impl.h: VAEISO_CPU_ISA keeps this ISA build's copy apart.
 namespace vaeiso::ssim::VAEISO_CPU_ISA {
-namespace {
 
 template <typename T>
 struct ChanFwdArgs {
@@ -157,85 +161,92 @@ VAEISO_AI void channel_backward_tasks(const ChanBwdArgs<T>& a, int64_t t0, int64
   }
 }
 
-}  // namespace
-
-void channels_forward(const at::Tensor& x, const at::Tensor& y, const std::vector<double>& window,
-                      const Geometry& g, Constants k, ChannelMode mode, at::Tensor& one_minus,
-                      at::Tensor& l1, at::Tensor& maps) {
-  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "ssim_channels_cpu", [&] {
-    using T = scalar_t;
-    const auto w = cast_window<T>(window, false);
-    ChanFwdArgs<T> a{};
-    a.x = x.const_data_ptr<T>();
-    a.y = y.const_data_ptr<T>();
-    strides_of<T>(x, a.sx);
-    strides_of<T>(y, a.sy);
-    a.w = w.data();
-    a.g = g;
-    a.th = strip_rows(g, 5, sizeof(T), g.N * g.C);
-    a.nstrips = (g.Ho + a.th - 1) / a.th;
-    a.C1 = static_cast<T>(k.C1);
-    a.C2 = static_cast<T>(k.C2);
-    const double inv = 1.0 / static_cast<double>(g.positions());
-    a.scale = static_cast<T>(-inv);  // the maps differentiate the mean of 1 - v
-    a.with_l1 = mode.with_l1;
-    const int64_t ntasks = g.N * g.C * a.nstrips;
-    std::vector<double> part_v(ntasks), part_l1(ntasks);
-    a.part_v = part_v.data();
-    a.part_l1 = part_l1.data();
-    a.maps = maps.numel() > 0 ? maps.mutable_data_ptr<T>() : nullptr;
-    const int64_t scratch = forward_scratch<T>(g, a.th);
-    at::parallel_for(0, ntasks, 1, [&](int64_t b, int64_t e) {
-      std::vector<T> buf(scratch);
-      if (mode.cs_only) {
-        channel_forward_tasks<true>(a, b, e, buf.data());
-      } else {
-        channel_forward_tasks<false>(a, b, e, buf.data());
-      }
-    });
-    T* ov = one_minus.mutable_data_ptr<T>();
-    T* ol = mode.with_l1 ? l1.mutable_data_ptr<T>() : nullptr;
-    const double inv_hw = 1.0 / static_cast<double>(g.H * g.W);
-    for (int64_t nc = 0; nc < g.N * g.C; ++nc) {
-      double sv = 0, sl = 0;
-      for (int64_t t = 0; t < a.nstrips; ++t) {
-        sv += part_v[nc * a.nstrips + t];
-        sl += part_l1[nc * a.nstrips + t];
-      }
-      ov[nc] = static_cast<T>(sv * inv);
-      if (ol != nullptr) ol[nc] = static_cast<T>(sl * inv_hw);
+template <typename S>
+void channels_forward(const S* x, const int64_t* sx, const S* y, const int64_t* sy,
+                      const double* window, const Geometry& g, Constants k, ChannelMode mode,
+                      double* one_minus, double* l1, S* maps) {
+  using T = S;
+  const auto w = cast_window<T>(window, g.ws, false);
+  ChanFwdArgs<T> a{};
+  a.x = x;
+  a.y = y;
+  std::copy(sx, sx + 4, a.sx);
+  std::copy(sy, sy + 4, a.sy);
+  a.w = w.data();
+  a.g = g;
+  a.th = strip_rows(g, 5, sizeof(T), g.N * g.C);
+  a.nstrips = (g.Ho + a.th - 1) / a.th;
+  a.C1 = static_cast<T>(k.C1);
+  a.C2 = static_cast<T>(k.C2);
+  const double inv = 1.0 / static_cast<double>(g.positions());
+  a.scale = static_cast<T>(-inv);  // the maps differentiate the mean of 1 - v
+  a.with_l1 = mode.with_l1;
+  const int64_t ntasks = g.N * g.C * a.nstrips;
+  std::vector<double> part_v(ntasks), part_l1(ntasks);
+  a.part_v = part_v.data();
+  a.part_l1 = part_l1.data();
+  a.maps = maps;
+  const int64_t scratch = forward_scratch<T>(g, a.th);
+  at::parallel_for(0, ntasks, 1, [&](int64_t b, int64_t e) {
+    std::vector<T> buf(scratch);
+    if (mode.cs_only) {
+      channel_forward_tasks<true>(a, b, e, buf.data());
+    } else {
+      channel_forward_tasks<false>(a, b, e, buf.data());
     }
   });
+  const double inv_hw = 1.0 / static_cast<double>(g.H * g.W);
+  for (int64_t nc = 0; nc < g.N * g.C; ++nc) {
+    double sv = 0, sl = 0;
+    for (int64_t t = 0; t < a.nstrips; ++t) {
+      sv += part_v[nc * a.nstrips + t];
+      sl += part_l1[nc * a.nstrips + t];
+    }
+    one_minus[nc] = sv * inv;
+    if (mode.with_l1) l1[nc] = sl * inv_hw;
+  }
 }
 
-void channels_backward(const at::Tensor& grad, const at::Tensor& grad_l1, const at::Tensor& x,
-                       const at::Tensor& y, const at::Tensor& maps, const std::vector<double>& window,
-                       const Geometry& g, at::Tensor& grad_x, at::Tensor& grad_y) {
-  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "ssim_channels_backward_cpu", [&] {
-    using T = scalar_t;
-    const auto wf = cast_window<T>(window, true);
-    ChanBwdArgs<T> a{};
-    a.grad = grad.const_data_ptr<T>();
-    a.grad_l1 = grad_l1.numel() > 0 ? grad_l1.const_data_ptr<T>() : nullptr;
-    a.x = x.const_data_ptr<T>();
-    a.y = y.const_data_ptr<T>();
-    strides_of<T>(x, a.sx);
-    strides_of<T>(y, a.sy);
-    a.maps = maps.const_data_ptr<T>();
-    a.wf = wf.data();
-    a.g = g;
-    a.tr = g.N * g.C >= 8 ? g.H : std::max<int64_t>(8, (g.H * g.N * g.C + 7) / 8);
-    a.tr = std::min(a.tr, g.H);
-    a.nstrips = (g.H + a.tr - 1) / a.tr;
-    a.inv_hw = static_cast<T>(1.0 / static_cast<double>(g.H * g.W));
-    a.gx = grad_x.mutable_data_ptr<T>();
-    a.gy = grad_y.mutable_data_ptr<T>();
-    const int64_t scratch = backward_scratch<T>(g);
-    at::parallel_for(0, g.N * g.C * a.nstrips, 1, [&](int64_t b, int64_t e) {
-      std::vector<T> buf(scratch);
-      channel_backward_tasks(a, b, e, buf.data());
-    });
+template <typename S>
+void channels_backward(const S* grad, const S* grad_l1, const S* x, const int64_t* sx, const S* y,
+                       const int64_t* sy, const S* maps, const double* window, const Geometry& g,
+                       S* grad_x, S* grad_y) {
+  using T = S;
+  const auto wf = cast_window<T>(window, g.ws, true);
+  ChanBwdArgs<T> a{};
+  a.grad = grad;
+  a.grad_l1 = grad_l1;
+  a.x = x;
+  a.y = y;
+  std::copy(sx, sx + 4, a.sx);
+  std::copy(sy, sy + 4, a.sy);
+  a.maps = maps;
+  a.wf = wf.data();
+  a.g = g;
+  a.tr = g.N * g.C >= 8 ? g.H : std::max<int64_t>(8, (g.H * g.N * g.C + 7) / 8);
+  a.tr = std::min(a.tr, g.H);
+  a.nstrips = (g.H + a.tr - 1) / a.tr;
+  a.inv_hw = static_cast<T>(1.0 / static_cast<double>(g.H * g.W));
+  a.gx = grad_x;
+  a.gy = grad_y;
+  const int64_t scratch = backward_scratch<T>(g);
+  at::parallel_for(0, g.N * g.C * a.nstrips, 1, [&](int64_t b, int64_t e) {
+    std::vector<T> buf(scratch);
+    channel_backward_tasks(a, b, e, buf.data());
   });
 }
+
+// float and double only: ops.ms_ssim / ssim_l1_loss compute the half types in float32 (the
+// pyramid and the product over levels run in torch ops there), and ms_ssim.cpp refuses them.
+#define VAEISO_MS_SSIM_INSTANTIATE(S)                                                             \
+  template void channels_forward<S>(const S*, const int64_t*, const S*, const int64_t*,          \
+                                    const double*, const Geometry&, Constants, ChannelMode,      \
+                                    double*, double*, S*);                                       \
+  template void channels_backward<S>(const S*, const S*, const S*, const int64_t*, const S*,     \
+                                     const int64_t*, const S*, const double*, const Geometry&,   \
+                                     S*, S*);
+VAEISO_MS_SSIM_INSTANTIATE(float)
+VAEISO_MS_SSIM_INSTANTIATE(double)
+#undef VAEISO_MS_SSIM_INSTANTIATE
 
 }  // namespace vaeiso::ssim::VAEISO_CPU_ISA

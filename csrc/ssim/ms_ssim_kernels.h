@@ -40,7 +40,7 @@ std::vector<double> gaussian_window(int64_t ws, double sigma);
 void check_window(const char* op, int64_t ws, double sigma);
 Constants check_constants(const char* op, double k1, double k2, double data_range);
 void check_image(const char* op, const at::Tensor& x, const char* name, int64_t ws);
-void check_pair(const char* op, const at::Tensor& y, const char* yname, const at::Tensor& x,
-                const char* xname);
+at::ScalarType check_pair(const char* op, const at::Tensor& y, const char* yname,
+                          const at::Tensor& x, const char* xname, bool mixed);
 
 }  // namespace vaeiso::ssim

@@ -7,6 +7,7 @@
 #include "ssim/ssim_math.h"
 
 namespace vaeiso::ssim {
+VAEISO_ISA_BEGIN
 
 template <typename T>
 VAEISO_HD T one_minus_cs(const Stats<T>& s, T C2) {
@@ -38,4 +39,5 @@ VAEISO_HD T sign0(T d) {
   return T(d > T(0)) - T(d < T(0));  // branch-free, so the CPU loop vectorises
 }
 
+VAEISO_ISA_END
 }  // namespace vaeiso::ssim
