@@ -376,27 +376,59 @@ def test_baseline_isa_build_matches_reference():
 # ---------------------------------------------------------------- autograd modes
 
 
-def test_double_backward_raises_naming_the_op():
-    x, y = _pair((1, 1, 20, 20))
-    x.requires_grad_()
-    for fn in (lambda a: ops.ms_ssim(a, y, **SMALL), lambda a: ops.ssim_l1_loss(a, y, window_size=5)):
-        (g,) = torch.autograd.grad(fn(x).sum(), x, create_graph=True)
-        with pytest.raises(RuntimeError, match="second derivatives of ms_ssim and ssim_l1_loss are not implemented"):
-            torch.autograd.grad(g.sum(), x)
+CASES = [("ms_ssim", lambda a, b: ops.ms_ssim(a, b, **SMALL), lambda a, b: ref.ms_ssim(a, b, **SMALL)),
+         ("ssim_l1_loss", lambda a, b: ops.ssim_l1_loss(a, b, window_size=5),
+          lambda a, b: ref.ssim_l1_loss(a, b, window_size=5)),
+         ("ssim_l1_loss_same", lambda a, b: ops.ssim_l1_loss(a, b, window_size=5, padding="same", ssim_weight=0.7),
+          lambda a, b: ref.ssim_l1_loss(a, b, window_size=5, padding="same", ssim_weight=0.7))]
 
 
-def test_forward_mode_raises_naming_the_op():
+@pytest.mark.parametrize("name,fn,rf", CASES, ids=[c[0] for c in CASES])
+def test_double_backward_gradgradcheck_and_matches_reference(name, fn, rf):
+    # create_graph=True runs the differentiable torch-op backward; its second derivative (the L1
+    # term's is 0 a.e.: no pixel of these random pairs has x = y) equals the float64 reference's.
+    x, y = _pair((1, 2, 18, 19), seed=31)
+    xg, yg = x.clone().requires_grad_(), y.clone().requires_grad_()
+    assert torch.autograd.gradgradcheck(fn, (xg, yg))
+    v = torch.randn_like(x)
+    got = torch.autograd.grad((torch.autograd.grad(fn(xg, yg).sum(), xg, create_graph=True)[0] * v).sum(), (xg, yg))
+    xr, yr = x.clone().requires_grad_(), y.clone().requires_grad_()
+    want = torch.autograd.grad((torch.autograd.grad(rf(xr, yr).sum(), xr, create_graph=True)[0] * v).sum(), (xr, yr))
+    for a, b in zip(got, want):
+        # float64, same formula in another order: round-off relative to the largest entry
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-9 * b.abs().max().item())
+
+
+@pytest.mark.parametrize("name,fn,rf", CASES, ids=[c[0] for c in CASES])
+def test_forward_mode_matches_reference(name, fn, rf):
     from torch.autograd import forward_ad
 
-    x, y = _pair((1, 1, 20, 20))
-    with forward_ad.dual_level():
-        d = forward_ad.make_dual(x, torch.ones_like(x))
-        with pytest.raises(RuntimeError, match="ms_ssim: forward-mode AD"):
-            ops.ms_ssim(d, y, **SMALL)
-        with pytest.raises(RuntimeError, match="ssim_l1_loss: forward-mode AD"):
-            ops.ssim_l1_loss(y, d)
-    with pytest.raises(RuntimeError, match="ms_ssim: forward-mode AD"):
-        torch.func.jvp(lambda a: ops.ms_ssim(a, y, **SMALL), (x,), (torch.ones_like(x),))
+    x, y = _pair((2, 2, 20, 21), seed=32)
+    tx, ty = torch.randn_like(x), torch.randn_like(y)
+    want_v, want_t = torch.func.jvp(rf, (x, y), (tx, ty))
+    scale = want_t.abs().max().item()
+    got_v, got_t = torch.func.jvp(fn, (x, y), (tx, ty))
+    torch.testing.assert_close(got_v, want_v, rtol=0, atol=1e-10)
+    torch.testing.assert_close(got_t, want_t, rtol=0, atol=1e-10 * scale)
+    with forward_ad.dual_level():  # a tangent on y only
+        out = fn(x, forward_ad.make_dual(y, ty))
+        t = forward_ad.unpack_dual(out).tangent
+    torch.testing.assert_close(t, torch.func.jvp(lambda b: rf(x, b), (y,), (ty,))[1], rtol=0, atol=1e-10 * scale)
+    jf = torch.func.jacfwd(lambda a: fn(a, y))(x)
+    torch.testing.assert_close(jf, torch.func.jacrev(lambda a: rf(a, y))(x), rtol=0,
+                               atol=1e-10 * jf.abs().max().item())
+
+
+def test_raw_backward_op_is_not_differentiable_and_says_so():
+    # ops.ms_ssim never differentiates the raw kernel (create_graph takes the torch-op path); a
+    # direct caller of torch.ops.vaeiso.ssim_channels_backward gets an error, not a dropped term.
+    x, y = _pair((1, 1, 12, 12), seed=33)
+    xg = x.clone().requires_grad_()
+    _, _, maps = torch.ops.vaeiso.ssim_channels(x, y, 5, 1.5, 0.01, 0.03, 1.0, False, False, False, True)
+    gx, _ = torch.ops.vaeiso.ssim_channels_backward(torch.ones(1, 1, dtype=x.dtype), x.new_empty(0), xg, y, maps,
+                                                    5, 1.5, False)
+    with pytest.raises(RuntimeError, match="raw backward kernel is not differentiable"):
+        torch.autograd.grad(gx.sum(), xg)
 
 
 # ---------------------------------------------------------------- bad inputs
@@ -499,8 +531,7 @@ def test_cuda_matches_cpu(dtype):
 
 
 def test_torch_func_transforms_match_reference():
-    # grad, jacrev and per-sample gradients vmap(grad) equal the reference's; a second
-    # derivative through the transforms raises instead of dropping a term.
+    # grad, jacrev, per-sample gradients vmap(grad) and grad(grad) equal the reference's.
     x, y = _pair((2, 2, 20, 21), seed=23)
     cases = [(lambda a, b: ops.ms_ssim(a, b, **SMALL), lambda a, b: ref.ms_ssim(a, b, **SMALL)),
              (lambda a, b: ops.ssim_l1_loss(a, b, window_size=5), lambda a, b: ref.ssim_l1_loss(a, b, window_size=5))]
@@ -512,8 +543,11 @@ def test_torch_func_transforms_match_reference():
                                    rtol=0, atol=1e-10 * scale)
         per_sample = torch.func.vmap(torch.func.grad(lambda a, b: fn(a[None], b[None]).sum()))(x, y)
         torch.testing.assert_close(per_sample, want, rtol=0, atol=1e-10 * scale)
-        with pytest.raises(RuntimeError, match="second derivatives of ms_ssim and ssim_l1_loss"):
-            torch.func.grad(lambda a: torch.func.grad(lambda c: fn(c, y).sum())(a).sum())(x)
+        # second order through the transforms: the Hessian-vector product of the reference
+        v = torch.randn_like(x)
+        hv = torch.func.grad(lambda a: (torch.func.grad(lambda c: fn(c, y).sum())(a) * v).sum())(x)
+        want_hv = torch.func.grad(lambda a: (torch.func.grad(lambda c: rf(c, y).sum())(a) * v).sum())(x)
+        torch.testing.assert_close(hv, want_hv, rtol=0, atol=1e-9 * want_hv.abs().max().item())
 
 
 @pytest.mark.parametrize("normalize", ["relu", "simple", None])

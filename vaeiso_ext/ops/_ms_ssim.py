@@ -12,13 +12,17 @@ torch ops, run in float64.
 
 from __future__ import annotations
 
-import contextlib
 import math
 from typing import Optional, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+from torch._C._functorch import is_functorch_wrapped_tensor
+from torch.autograd import forward_ad
+
+from ._modes import call_kernel, compiling, fused_ok, merge_batch, no_derivative, split_batch, with_eager_twin
+from ._ssim import _FilterFunction
 
 MS_SSIM_WEIGHTS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)
 _HALF = (torch.float16, torch.bfloat16)
@@ -81,7 +85,6 @@ def ms_ssim(x: Tensor, y: Tensor, *, weights: Sequence[float] = MS_SSIM_WEIGHTS,
     if min(H, W) <= need:
         raise ValueError(f"{op}: x: the image ({H}x{W}) is too small for {m} levels with window_size={ws}: "
                          f"the smaller side must exceed (window_size - 1) * 2**(levels - 1) = {need}")
-    _no_forward_ad(op, x, y)
     out_dtype, xc, yc = _compute_dtypes(op, x, y)
     kw = (ws, float(sigma), float(k1), float(k2), float(data_range))
     vals = []
@@ -138,7 +141,6 @@ def ssim_l1_loss(x: Tensor, y: Tensor, *, ssim_weight: float = 0.2, window_size:
     if ws > x.shape[2] or ws > x.shape[3]:
         raise ValueError(f"{op}: window_size: the window ({ws}) is larger than the image "
                          f"(H={x.shape[2]}, W={x.shape[3]}); use a smaller window_size or larger images")
-    _no_forward_ad(op, x, y)
     out_dtype, xc, yc = _compute_dtypes(op, x, y)
     kw = (ws, float(sigma), float(k1), float(k2), float(data_range))
     om, l1, _ = _channels(xc, yc, kw, same=padding == "same", cs_only=False, with_l1=True)
@@ -150,60 +152,139 @@ def ssim_l1_loss(x: Tensor, y: Tensor, *, ssim_weight: float = 0.2, window_size:
 
 
 def _channels(x, y, kw, *, same, cs_only, with_l1):
-    need_maps = torch.is_grad_enabled() and (x.requires_grad or y.requires_grad)
-    if _under_functorch():
-        return _ChannelsFn.apply(x, y, kw, same, cs_only, with_l1, need_maps)
-    return torch.ops.vaeiso.ssim_channels(x, y, *kw, same, cs_only, with_l1, need_maps)
+    args = (*kw, same, cs_only, with_l1)
+    if compiling():  # one opaque node with the op's registered autograd
+        return torch.ops.vaeiso.ssim_channels(x, y, *args, _need_maps(x, y))
+    if no_derivative(x, y):
+        return call_kernel(torch.ops.vaeiso.ssim_channels.default, x, y, *args, False)
+    return _ChannelsFn.call(x, y, *args, _need_maps(x, y))
 
 
-def _under_functorch() -> bool:
-    if torch.compiler.is_compiling():
-        return False
-    return torch._C._functorch.maybe_current_level() is not None
+def _need_maps(x: Tensor, y: Tensor) -> bool:
+    """Whether the forward should keep the derivative maps (some derivative will be asked for)."""
+    return ((torch.is_grad_enabled() and (x.requires_grad or y.requires_grad))
+            or forward_ad._current_level >= 0
+            or is_functorch_wrapped_tensor(x) or is_functorch_wrapped_tensor(y))
 
 
+def _channel_grads_torch(g_om, g_l1, x, y, window_size, sigma, k1, k2, data_range, same, cs_only):
+    """d(sum_{n,c} g_om[n,c] one_minus[n,c] + g_l1[n,c] l1[n,c]) / dx, /dy with differentiable
+    torch ops over the fused window filter: the path for double backward, forward-over-reverse
+    and vmap over the backward (ops/_ssim.py's _grads_torch, per channel and with the cs term).
+
+    one_minus = mean over positions of 1 - v, v = A1 A2 / (B1 B2) (SSIM) or A2 / B2 (cs); the
+    L1 term's derivative is sign(y - x) / (H W) (0 at 0), whose own derivative is 0 a.e."""
+
+    def f(t, transpose=False):
+        return _FilterFunction.call(t, window_size, sigma, same, transpose)
+
+    c1, c2 = (k1 * data_range) ** 2, (k2 * data_range) ** 2
+    mx, my = f(x), f(y)
+    vx, vy = f(x * x) - mx * mx, f(y * y) - my * my
+    sxx, syy = torch.clamp(vx, min=0), torch.clamp(vy, min=0)  # as the kernels (SPEC §2)
+    sxy = f(x * y) - mx * my
+    a2, b2 = 2 * sxy + c2, sxx + syy + c2
+    n, c, ho, wo = mx.shape
+    scale = g_om.reshape(n, c, 1, 1) * (-1.0 / (ho * wo))  # of the mean of 1 - v
+    if cs_only:
+        v = a2 / b2
+        d_mx = d_my = None
+    else:
+        a1, b1 = 2 * mx * my + c1, mx * mx + my * my + c1
+        v = (a1 * a2) / (b1 * b2)
+        d_a1, d_b1 = scale * v / a1, -scale * v / b1
+        d_mx, d_my = 2 * my * d_a1 + 2 * mx * d_b1, 2 * mx * d_a1 + 2 * my * d_b1
+    d_a2, d_b2 = scale * v / a2, -scale * v / b2
+    d_sxx, d_syy = d_b2 * (vx > 0), d_b2 * (vy > 0)
+    d_sxy = 2 * d_a2
+    # the moments' partials: s_xx = e_xx - mx^2, s_xy = e_xy - mx my
+    m_x = -2 * mx * d_sxx - my * d_sxy + (0 if d_mx is None else d_mx)
+    m_y = -2 * my * d_syy - mx * d_sxy + (0 if d_my is None else d_my)
+    e_xy = f(d_sxy, True)
+    gx = f(m_x, True) + 2 * x * f(d_sxx, True) + y * e_xy
+    gy = f(m_y, True) + 2 * y * f(d_syy, True) + x * e_xy
+    if g_l1 is not None:
+        t = g_l1.reshape(n, c, 1, 1) * torch.sign(y - x) / (x.shape[2] * x.shape[3])
+        gx, gy = gx - t, gy + t
+    return gx, gy
+
+
+def _channel_grads(g_om, g_l1, x, y, maps, args):
+    """Per-channel gradients: the fused backward kernel when nothing differentiates through it,
+    else _channel_grads_torch. g_om or g_l1 may be None (no gradient for that output)."""
+    window_size, sigma, k1, k2, data_range, same, cs_only, with_l1 = args
+    if not with_l1:
+        g_l1 = None
+    if g_om is None:
+        g_om = torch.zeros(x.shape[:2], dtype=x.dtype, device=x.device)
+    if not fused_ok(g_om, g_l1, x, y):
+        return _channel_grads_torch(g_om, g_l1, x, y, window_size, sigma, k1, k2, data_range, same, cs_only)
+    if maps.numel() == 0 and x.shape[0] > 0:
+        # The forward ran without maps (no gradient was expected then): recompute them.
+        _, _, maps = call_kernel(torch.ops.vaeiso.ssim_channels.default, x, y, window_size, sigma, k1, k2,
+                                 data_range, same, cs_only, False, True)
+    gl1 = g_l1 if g_l1 is not None else x.new_empty((0,))
+    return call_kernel(torch.ops.vaeiso.ssim_channels_backward.default, g_om.contiguous(), gl1.contiguous(),
+                       x, y, maps, window_size, sigma, same)
+
+
+def _image_dot(a: Tensor, b: Tensor) -> Tensor:
+    return (a * b).sum(dim=(-2, -1))  # per (image, channel)
+
+
+@with_eager_twin
 class _ChannelsFn(torch.autograd.Function):
-    """``ssim_channels`` as an autograd.Function with a separate setup_context, used under the
-    torch.func transforms (``grad``, ``vjp``, ``jacrev``, ``vmap`` and their compositions), where
-    the op's registered autograd is refused; plain autograd and torch.compile call the op
-    directly. The backward is the same (_channels_backward)."""
-
-    generate_vmap_rule = True
+    """``ssim_channels`` in every autograd mode: the fused backward kernel in reverse mode,
+    _channel_grads_torch where the derivative is itself differentiated or batched, forward mode
+    as the per-channel gradient contracted with the tangents, vmap folded into N."""
 
     @staticmethod
-    def forward(x, y, kw, same, cs_only, with_l1, need_maps):
-        with torch._C._AutoDispatchBelowAutograd():  # this Function is the autograd here
-            return torch.ops.vaeiso.ssim_channels(x, y, *kw, same, cs_only, with_l1, need_maps)
+    def forward(x, y, window_size, sigma, k1, k2, data_range, same, cs_only, with_l1, need_maps):
+        return call_kernel(torch.ops.vaeiso.ssim_channels.default, x, y, window_size, sigma, k1, k2,
+                           data_range, same, cs_only, with_l1, need_maps)
 
     @staticmethod
     def setup_context(ctx, inputs, output):
-        x, y, kw, same, cs_only, with_l1, need_maps = inputs
-        _channels_setup(ctx, (x, y, *kw, same, cs_only, with_l1, need_maps), output)
+        _channels_setup(ctx, inputs, output)
+        ctx.save_for_forward(inputs[0], inputs[1], output[2])
 
     @staticmethod
-    def backward(ctx, grad_om, grad_l1, grad_maps):
-        gx, gy = _channels_backward(ctx, grad_om, grad_l1, grad_maps, functorch=True)[:2]
-        return gx, gy, None, None, None, None, None
-
-
-class _ChannelsBackwardFn(torch.autograd.Function):
-    """``ssim_channels_backward`` under the torch.func transforms: its own derivative raises
-    (nested transforms such as ``hessian`` must fail loudly, never drop a term)."""
-
-    generate_vmap_rule = True
+    def backward(ctx, grad_om, grad_l1, _grad_maps):
+        return _channels_backward(ctx, grad_om, grad_l1, _grad_maps)
 
     @staticmethod
-    def forward(grad, grad_l1, x, y, maps, window_size, sigma, same):
-        with torch._C._AutoDispatchBelowAutograd():
-            return torch.ops.vaeiso.ssim_channels_backward(grad, grad_l1, x, y, maps, window_size, sigma, same)
+    def jvp(ctx, tx, ty, *_):
+        x, y, maps = ctx.saved_tensors
+        # Each (image, channel) value depends on its own plane only, so the backward with unit
+        # weights gives every row of the Jacobian at once.
+        ones = torch.ones(x.shape[:2], dtype=x.dtype, device=x.device)
+        gx, gy = _channel_grads(ones, None, x, y, maps, ctx.args[:7] + (False,))
+        d_om = None
+        for gr, t in ((gx, tx), (gy, ty)):
+            if t is not None:
+                d_om = _image_dot(gr, t) if d_om is None else d_om + _image_dot(gr, t)
+        # no l1 asked for: a tangent for its empty output all the same (None there trips an
+        # internal assert of forward AD in torch 2.14)
+        d_l1 = x.new_zeros((0,))
+        if ctx.args[7]:
+            dt = (ty if ty is not None else 0) - (tx if tx is not None else 0)
+            d_l1 = _image_dot(torch.sign(y - x), dt) / (x.shape[2] * x.shape[3])
+        return d_om, d_l1, None
 
     @staticmethod
-    def setup_context(ctx, inputs, output):
-        pass
-
-    @staticmethod
-    def backward(ctx, *grads):
-        _no_double_backward(ctx)
+    def vmap(info, in_dims, x, y, *args):
+        # the vmapped batch joins N (an unbatched image is expanded): one fused call
+        B = info.batch_size
+        outs = _ChannelsFn.call(merge_batch(x, in_dims[0], B), merge_batch(y, in_dims[1], B), *args)
+        res, dims = [], []
+        for t in outs:
+            if t.dim() == 1:  # an output not asked for: one empty (0,) tensor, unbatched
+                res.append(t)
+                dims.append(None)
+            else:
+                res.append(split_batch(t, B))
+                dims.append(0)
+        return tuple(res), tuple(dims)
 
 
 def _check_common(op, x, y, window_size, sigma, k1, k2, data_range) -> int:
@@ -251,16 +332,6 @@ def _compute_dtypes(op, x, y):
                     f"got {y.dtype}")
 
 
-def _no_forward_ad(op, x, y):
-    from torch.autograd import forward_ad
-
-    if forward_ad._current_level >= 0:
-        for t in (x, y):
-            if forward_ad.unpack_dual(t).tangent is not None:
-                raise RuntimeError(f"{op}: forward-mode AD (forward_ad, torch.func.jvp/jacfwd) is not "
-                                   f"implemented for the fused op; use vaeiso_ext.reference.{op}")
-
-
 # --------------------------------------------------------------------- fake and autograd
 
 
@@ -292,25 +363,12 @@ def _channels_setup(ctx, inputs, output):
     ctx.set_materialize_grads(False)
 
 
-def _channels_backward(ctx, grad_om, grad_l1, _grad_maps, functorch=False):
+def _channels_backward(ctx, grad_om, grad_l1, _grad_maps=None):
     x, y, maps = ctx.saved_tensors
-    window_size, sigma, k1, k2, data_range, same, cs_only, with_l1 = ctx.args
     none = (None,) * 9
     if not any(ctx.needs_input_grad[:2]) or (grad_om is None and grad_l1 is None):
         return (None, None) + none
-    N, C = x.shape[:2]
-    if grad_om is None:
-        grad_om = x.new_zeros((N, C))
-    gl1 = grad_l1 if (with_l1 and grad_l1 is not None) else x.new_empty((0,))
-    if maps.numel() == 0 and N > 0:
-        # The forward ran without maps (no gradient was expected then): recompute them.
-        with torch._C._AutoDispatchBelowAutograd() if functorch else contextlib.nullcontext():
-            _, _, maps = torch.ops.vaeiso.ssim_channels(x, y, window_size, sigma, k1, k2, data_range,
-                                                        same, cs_only, False, True)
-    if functorch:
-        gx, gy = _ChannelsBackwardFn.apply(grad_om, gl1, x, y, maps, window_size, sigma, same)
-    else:
-        gx, gy = torch.ops.vaeiso.ssim_channels_backward(grad_om, gl1, x, y, maps, window_size, sigma, same)
+    gx, gy = _channel_grads(grad_om, grad_l1, x, y, maps, ctx.args)
     return (gx if ctx.needs_input_grad[0] else None, gy if ctx.needs_input_grad[1] else None) + none
 
 
@@ -322,9 +380,10 @@ def _no_double_backward_setup(ctx, inputs, output):
 
 
 def _no_double_backward(ctx, *grads):
-    raise RuntimeError("vaeiso::ssim_channels_backward: second derivatives of ms_ssim and ssim_l1_loss "
-                       "are not implemented (use vaeiso_ext.reference.ms_ssim / ssim_l1_loss for "
-                       "higher-order derivatives)")
+    # ops.ms_ssim / ssim_l1_loss never reach this: with create_graph their backward runs
+    # _channel_grads_torch instead of this kernel. Direct callers of the raw op get an error.
+    raise RuntimeError("vaeiso::ssim_channels_backward: the raw backward kernel is not differentiable; "
+                       "second derivatives of ms_ssim and ssim_l1_loss go through vaeiso_ext.ops")
 
 
 torch.library.register_autograd("vaeiso::ssim_channels_backward", _no_double_backward,
