@@ -69,7 +69,8 @@ if [ "${SKIP_BUILD:-0}" != 1 ]; then
 fi
 # The steps below run in $out so that `import vaeiso_ext` finds the installed package, not the
 # source tree (which has no compiled _C).
-run_step build_info env -C "$out" "$py" -c "import json, vaeiso_ext; print(json.dumps(vaeiso_ext.build_info(), indent=1))"
+run_step build_info env -C "$out" "$py" -c "import json, vaeiso_ext; i = vaeiso_ext.build_info()
+print(json.dumps(i, indent=1)); assert i['cuda'], 'the CUDA kernels were not built'"
 
 # ---- 3. the CUDA tests
 run_step pytest_cuda env -C "$out" "$py" -m pytest -m cuda -q -rfEs -p no:cacheprovider \
@@ -92,13 +93,11 @@ if [ -z "$san" ]; then
     for t in "${tools[@]}"; do steps+=("sanitizer_$t"); status[sanitizer_$t]="not found"; done
     failed=1
 else
+    # No --leak-check: torch keeps its cuBLAS workspaces and context to the end of the process.
+    # A finding in a kernel that is not ours (cuBLAS, torch) is reported too: read the log.
     for t in "${tools[@]}"; do
-        extra=()
-        # initcheck: torch's own buffers (at::empty, padded workspaces) are read-before-written
-        # by design in places; report, but only our kernels' findings matter (see the log).
-        [ "$t" = memcheck ] && extra=(--leak-check full)
         run_step "sanitizer_$t" env -C "$out" PYTORCH_NO_CUDA_MEMORY_CACHING=1 "$san" --tool "$t" \
-            "${extra[@]}" --error-exitcode 1 "$py" -m pytest -m cuda -q -x -p no:cacheprovider "${subset[@]}"
+            --error-exitcode 1 "$py" -m pytest -m cuda -q -x -p no:cacheprovider "${subset[@]}"
     done
 fi
 
@@ -138,6 +137,8 @@ tot = {k: sum(int(s.get(k, 0)) for s in suites) for k in ("tests", "failures", "
 passed = tot["tests"] - tot["failures"] - tot["errors"] - tot["skipped"]
 print(f"{passed} passed, {tot['failures']} failed, {tot['errors']} errors, {tot['skipped']} skipped"
       f" (of {tot['tests']})")
+if passed == 0:
+    print("\n**No CUDA test ran**: is the package built with its CUDA kernels (build_info)?")
 for s in suites:
     for case in s.iter("testcase"):
         for tag in ("failure", "error"):
