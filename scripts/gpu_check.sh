@@ -7,7 +7,9 @@
 # Needs no network: torch, nvcc, CMake, ninja and scikit-build-core must already be installed
 # (the build uses --no-build-isolation --no-deps). Environment: PYTHON (default: .venv/bin/python
 # when present, else python3), SANITIZER (path of compute-sanitizer; found next to nvcc or in the
-# CUDA toolkit otherwise), SKIP_BUILD=1 (test the installed package as it is).
+# CUDA toolkit otherwise), SKIP_BUILD=1 (test the installed package as it is), WHEELHOUSE
+# (default wheelhouse/: wheels of pytest, hypothesis, numpy, tqdm, pytorch_msssim made by
+# scripts/gpu_wheelhouse.sh on a machine with network; installed offline when missing here).
 #
 # Every step is one command, printed to OUTDIR/commands.sh so it can be rerun by hand; each
 # step's output is OUTDIR/<step>.log. A failed step does not stop the others; the summary
@@ -57,8 +59,20 @@ run_step() {
     return 0
 }
 
-# ---- 1. the device
+# ---- 1. the device, and the test tools (offline, from the wheelhouse, when missing)
 run_step nvidia-smi nvidia-smi
+missing=$("$py" -c "import importlib.util as u
+print(' '.join(m for m in ('pytest', 'hypothesis', 'numpy', 'tqdm', 'pytorch_msssim') if u.find_spec(m) is None))")
+if [ -n "$missing" ]; then
+    wh=${WHEELHOUSE:-$repo/wheelhouse}
+    if [ -d "$wh" ]; then
+        # shellcheck disable=SC2086
+        run_step test_deps "$py" -m pip install --no-index --find-links "$wh" $missing
+    else
+        echo "== test_deps: missing $missing, and no wheelhouse at $wh (see scripts/gpu_wheelhouse.sh)"
+        steps+=(test_deps); status[test_deps]="missing: $missing (no wheelhouse)"; failed=1
+    fi
+fi
 cc=$("$py" -c "import torch; print('%d.%d' % torch.cuda.get_device_capability(0))" 2>/dev/null)
 echo "device: $gpu_name (compute capability $cc)"
 
@@ -90,7 +104,7 @@ subset=("$repo/tests/test_cuda_kernels.py" "$repo/tests/test_ssim.py::test_cuda_
 tools=(memcheck racecheck synccheck initcheck)
 if [ -z "$san" ]; then
     echo "== sanitizer: compute-sanitizer not found (set SANITIZER=/path/to/compute-sanitizer)"
-    for t in "${tools[@]}"; do steps+=("sanitizer_$t"); status[sanitizer_$t]="not found"; done
+    for t in "${tools[@]}"; do steps+=("sanitizer_$t"); status[sanitizer_$t]="compute-sanitizer not found"; done
     failed=1
 else
     # No --leak-check: torch keeps its cuBLAS workspaces and context to the end of the process.
@@ -118,7 +132,7 @@ sum=$out/summary.md
     echo "|---|---|---|"
     for s in "${steps[@]}"; do
         st=${status[$s]}
-        if [ "$st" = 0 ]; then st=ok; elif [ "$st" != "not found" ]; then st="FAILED (exit $st)"; fi
+        if [ "$st" = 0 ]; then st=ok; elif [[ $st =~ ^[0-9]+$ ]]; then st="FAILED (exit $st)"; else st="FAILED: $st"; fi
         echo "| $s | $st | $s.log |"
     done
     echo
@@ -185,5 +199,5 @@ PY
 
 echo
 echo "summary: $sum"
-grep -A0 -E "^\| [a-z_-]+ \| FAILED" "$sum" || true
+grep -E "^\| [a-z_-]+ \| FAILED" "$sum" || true
 exit $failed
