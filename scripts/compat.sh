@@ -8,7 +8,9 @@
 # Each version gets build/compat-<version>/ (venv in venv/, CMake tree in cmake/, log in *.log).
 # It downloads each torch from PyPI once (a CUDA wheel and its libraries are several GB), so it
 # is not part of every CI run. Environment: PYTHON (interpreter for the venvs, default python3),
-# TORCH_CUDA_ARCH_LIST (default 9.0), PYTEST_ARGS (default: the whole suite minus cuda/slow).
+# TORCH_CUDA_ARCH_LIST (default 9.0), COMPAT_TESTS (test paths, split on spaces; default: all of
+# tests/), PYTEST_ARGS (extra pytest arguments, split on spaces). Tests marked cuda or slow are
+# left out.
 # Exit status: non-zero when any version failed to install, build or pass.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -53,7 +55,7 @@ for v in "${versions[@]}"; do
 assert i['cuda'], 'CUDA kernels not built'; assert i['torch_version'] == torch.__version__" || continue
     # shellcheck disable=SC2086
     step tests env -C "$dir" "$py" -m pytest -q -p no:cacheprovider -m "not cuda and not slow" \
-        ${PYTEST_ARGS:-} "$root/tests" || continue
+        ${PYTEST_ARGS:-} ${COMPAT_TESTS:-"$root/tests"} || continue
     tail -n 1 "$dir/tests.log"
     summary+=("torch $v: ok ($(tail -n 1 "$dir/tests.log" | tr -d '='))")
 done
