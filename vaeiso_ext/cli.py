@@ -44,6 +44,12 @@ def _parser() -> argparse.ArgumentParser:
     img.add_argument("--iterations", type=int, default=None,
                      help="Adam steps (images 300000, digits 50000: the paper's; --quick: 100 / 400)")
     img.add_argument("--n-eval", type=int, default=None, help="held-out samples analysed (256)")
+    img.add_argument("--preset", choices=["cpu"], default=None,
+                     help="images: cpu = the paper's network and lambda, 5000 steps, step curve every 250")
+    img.add_argument("--eval-every", type=int, default=None,
+                     help="evaluate active dims and norm mean every N steps (curve.json, figures/curve.png)")
+    img.add_argument("--warmup", type=int, default=None, help="Adam steps of lr warm-up (images 1000)")
+    img.add_argument("--skip-unreadable", action="store_true", help="images: skip and count unreadable files of --data")
     rep.add_argument("--threads", type=int, default=None,
                      help="torch CPU threads (toy default 1: the tiny MLP gains nothing from more)")
     rep.add_argument("--no-figures", action="store_true")
@@ -114,14 +120,22 @@ def _checkpoint_kind(path: str) -> str | None:
 
 def _reproduce_real(args) -> int:
     from .reproduce_real import RealRun, run_real
+    from .step_curve import CPU_EVAL_EVERY, CPU_PRESET, run_with_curve
 
     run = RealRun.for_experiment(
         args.experiment, quick=args.quick, data=args.data, crop=args.crop, latent=args.latent,
         lam=args.lam, iterations=args.iterations, batch_size=args.batch_size, lr=args.lr,
-        seed=args.seed, decomposed=args.decomposed, n_eval=args.n_eval)
+        seed=args.seed, decomposed=args.decomposed, n_eval=args.n_eval, warmup=args.warmup,
+        skip_unreadable=args.skip_unreadable or None,
+        **({k: v for k, v in CPU_PRESET.items() if getattr(args, k) is None} if args.preset == "cpu" else {}))
     kind = "decomposed" if run.decomposed else "conventional"
     out = args.out or f"out/{run.experiment}/{kind}"
-    run_real(run, out, resume=args.resume, progress=not args.no_progress, figures=not args.no_figures)
+    eval_every = args.eval_every or (CPU_EVAL_EVERY if args.preset == "cpu" else None)
+    if eval_every:
+        run_with_curve(run, out, eval_every=eval_every, resume=args.resume, progress=not args.no_progress,
+                       figures=not args.no_figures)
+    else:
+        run_real(run, out, resume=args.resume, progress=not args.no_progress, figures=not args.no_figures)
     return 0
 
 

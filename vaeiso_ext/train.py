@@ -40,6 +40,7 @@ class TrainConfig:
     lr: float = 1e-3
     seed: int = 0
     decomposed: bool = False
+    warmup: int = 0             # Adam steps of linear learning-rate warm-up (0: none)
 
     @classmethod
     def from_dict(cls, d: dict) -> "TrainConfig":
@@ -159,9 +160,12 @@ def _epoch_generator(seed: int, epoch: int, stream: int) -> torch.Generator:
 
 def train(model: nn.Module, x_train: Tensor, metric, config: TrainConfig, *,
           checkpoint: str | None = None, resume: bool = False, progress: bool = True,
-          meta: dict | None = None, device: torch.device | None = None) -> list[dict]:
+          meta: dict | None = None, device: torch.device | None = None,
+          on_epoch=None) -> list[dict]:
     """Train ``model`` in place; returns the per-epoch history.
 
+    ``on_epoch(epoch, history)``: called on rank 0 after each epoch's checkpoint (e.g. an
+    evaluation; it may switch the model to eval mode, training switches it back).
     ``checkpoint``: path written atomically after every epoch (rank 0 only). ``resume``: continue
     from it (model, optimizer, history; the config must agree except for ``epochs``). ``meta``
     (e.g. the dataset config and loss name) is stored in the checkpoint for ``analyze``.
@@ -196,6 +200,7 @@ def train(model: nn.Module, x_train: Tensor, metric, config: TrainConfig, *,
             objective, device_ids=[device.index] if device.type == "cuda" else None)
     n = x_train.shape[0]
     B = config.batch_size
+    steps_per_epoch = -(-n // B)
     bar = None
     if progress and rank == 0 and start < config.epochs:
         from tqdm.auto import tqdm
@@ -205,10 +210,16 @@ def train(model: nn.Module, x_train: Tensor, metric, config: TrainConfig, *,
     model.train()
     for epoch in range(start, config.epochs):
         t0 = time.perf_counter()
+        if hasattr(x_train, "set_epoch"):  # a stream of fresh samples (data.images.RandomCrops)
+            x_train.set_epoch(epoch)
         perm = torch.randperm(n, generator=_epoch_generator(config.seed, epoch, 0)).to(device)
         g_noise = _epoch_generator(config.seed, epoch, 1 + rank)
         tot = torch.zeros(3, dtype=torch.float64, device=device)
         for b0 in range(0, n, B):
+            if config.warmup:  # lr rises linearly over the first `warmup` steps
+                step = epoch * steps_per_epoch + b0 // B
+                for group in opt.param_groups:
+                    group["lr"] = config.lr * min(1.0, (step + 1) / config.warmup)
             idx = perm[b0:b0 + B]
             nb = idx.shape[0]
             idx = idx[rank::world]
@@ -236,6 +247,9 @@ def train(model: nn.Module, x_train: Tensor, metric, config: TrainConfig, *,
                          "model": model.state_dict(), "optimizer": opt.state_dict(),
                          "history": history, "meta": meta or {}, "world_size": world,
                          "versions": versions()}, checkpoint)
+        if on_epoch is not None and rank == 0:
+            on_epoch(epoch + 1, history)
+            model.train()
         if bar is not None:
             bar.set_postfix(loss=f"{tot[0]:.3f}", kl=f"{tot[2]:.3f}",
                             s_per_epoch=f"{rec_epoch['seconds']:.2f}")
