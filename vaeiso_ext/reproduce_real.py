@@ -24,6 +24,7 @@ CHECKPOINT_NAME = "checkpoint.pt"
 # collapses the posterior within ~50 steps); held-out crops of the default image data.
 WARMUP = 1000
 HELD_OUT_CROPS = 512
+STREAM_EPOCH_STEPS = 500
 EXPERIMENTS = ("images", "digits")
 
 # The paper's settings (App. D.2 and G) and what it reports.
@@ -32,7 +33,7 @@ DEFAULTS = {
     "digits": {"lam": 2000.0, "iterations": 50_000, "batch_size": 256, "latent": 32},
 }
 QUICK = {
-    "images": {"iterations": 100, "batch_size": 32, "n_eval": 32, "warmup": 50},
+    "images": {"iterations": 100, "batch_size": 32, "n_eval": 32},
     "digits": {"iterations": 400, "batch_size": 256, "n_eval": 128},
 }
 PAPER = {
@@ -135,6 +136,8 @@ def run_real(run: RealRun, out: str, *, resume: bool = False, progress: bool = T
     t0 = time.perf_counter()
     train_x, test_x, source = load_data(run)
     model = new_model(run)
+    if isinstance(train_x, RandomCrops):  # a stream: an "epoch" (checkpoint) every <= 500 steps
+        train_x.epoch_size = run.batch_size * min(run.iterations, STREAM_EPOCH_STEPS)
     epochs = max(1, math.ceil(run.iterations * run.batch_size / train_x.shape[0]))
     cfg = TrainConfig(lam=run.train_lambda(), epochs=epochs, batch_size=run.batch_size, lr=run.lr,
                       seed=run.seed, decomposed=run.decomposed, warmup=run.warmup)
