@@ -82,3 +82,28 @@ def test_scaled_init_is_seeded():
     b = ConvVAE(latent=4, channels=8, hidden=32)
     for p, q in zip(a.parameters(), b.parameters()):
         assert torch.equal(p, q)
+
+
+def test_step_curve_run_writes_points(tmp_path):
+    from vaeiso_ext.reproduce_real import RealRun
+    from vaeiso_ext.step_curve import run_with_curve
+
+    torch.set_num_threads(1)
+    run = RealRun.for_experiment("digits", iterations=21, batch_size=256, n_eval=16, latent=4)
+    res = run_with_curve(run, str(tmp_path), eval_every=10, curve_samples=16, progress=False,
+                         figures=True, echo=None)
+    # 1617 training digits / 256 = 7 steps per epoch; 3 epochs = 21 steps. Points at step 0 and at
+    # the first epochs at least 10 steps after the last point (14), and at the end (21).
+    steps = [p["step"] for p in res["curve"]["points"]]
+    assert steps == [0, 14, 21]
+    with open(tmp_path / "curve.json") as f:
+        assert [p["step"] for p in json.load(f)["points"]] == steps
+    last = res["curve"]["points"][-1]
+    # the last point and the final analysis see the same model and samples: the same KL (the
+    # encoder runs the same float32 ops on the same batch), so the same active dims
+    assert last["active_dims"] == res["active_dims"]
+    if res["active_dims"]:
+        # curve: float32 D'_j; final analysis: float64. Float32 rounds outputs of size O(1) at
+        # ~6e-8; the difference h*|J| (h = 1e-3, |J| >~ 0.1 here) keeps ~1e-3 relative: 1e-2 bounds it
+        assert abs(last["norm_mean"] - res["norm_active"]["mean"]) <= 1e-2 * res["norm_active"]["mean"]
+    assert (tmp_path / "figures" / "curve.png").exists() and (tmp_path / "results.json").exists()
