@@ -160,3 +160,43 @@ def test_step_curve_option_is_part_of_the_run(tmp_path, capsys):
     assert main(args[:2] + ["--iterations", "5"] + args[4:] + ["--eval-every", "3", "--resume"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and err.count("\n") == 1 and "eval_every" in err
+
+
+def _images_config(argv):
+    from vaeiso_ext.cli import _parser
+
+    args, extra = _parser().parse_known_args(["reproduce", "images", *argv])
+    assert not extra
+    return args.exp.config_from_args(args)
+
+
+def test_images_cpu_preset_and_explicit_options():
+    cfg = _images_config(["--preset", "cpu"])
+    assert (cfg.iterations, cfg.n_eval, cfg.eval_every, cfg.warmup, cfg.lam, cfg.batch_size, cfg.lr) == \
+        (5000, 128, 250, 1000, 1000.0, 64, 1e-3)
+    # explicit options win over the preset
+    cfg = _images_config(["--preset", "cpu", "--iterations", "1400", "--eval-every", "200", "--warmup", "0"])
+    assert (cfg.iterations, cfg.eval_every, cfg.warmup, cfg.n_eval) == (1400, 200, 0, 128)
+    assert _images_config([]).eval_every == 0 and _images_config([]).init == "scaled"
+
+
+def test_images_option_errors_are_one_line(tmp_path, capsys):
+    from vaeiso_ext.cli import main
+
+    for argv, what in ((["--skip-unreadable"], "--skip-unreadable"), (["--warmup", "-1"], "--warmup"),
+                       (["--eval-every", "x"], "--eval-every")):
+        assert main(["reproduce", "images", *argv, "--out", str(tmp_path / "o")]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and err.count("\n") == 1 and what in err
+    assert not (tmp_path / "o").exists()
+
+
+def test_recorded_image_runs_read_as_they_trained():
+    from vaeiso_ext.experiments.images import ImagesConfig
+
+    # a description written before warm-up and the scaled init existed: trained with neither
+    old = ImagesConfig.from_dict({"latent": 32, "lam": 1000.0, "iterations": 100, "batch_size": 32})
+    assert (old.warmup, old.init) == (0, "torch")
+    # imageexp's (old CLI) runs stored their warm-up and used the scaled init
+    ie = ImagesConfig.from_dict({"latent": 32, "iterations": 100, "warmup": 1000, "skip_unreadable": False})
+    assert (ie.warmup, ie.init) == (1000, "scaled")
