@@ -183,7 +183,9 @@ def scaled_init_(model: "ConvVAE") -> None:
     z moves by 1, mu(x) by 0.003 across images, and Adam at 1e-3 collapses the posterior onto
     the prior before the decoder learns to use z. Here the encoder's layers keep the spread of
     their input (the first conv lifts the pixel spread to 1; biases after a softplus cancel its
-    mean), mu(x) starts with spread ~1/3 and sigma ~1. The decoder is calibrated on latents
+    mean), mu(x) starts with spread ~1 across images and sigma(x) = 0.1, so z carries the image
+    from the first step (with the lr warm-up of the image runs; without it Adam's first steps
+    undo any init within ~25 steps). The decoder is calibrated on latents
     drawn from the prior: every hidden layer's output gets spread 1 and mean 0 (IGDN acts near
     identity there and would blow larger spreads up), the output spread _PIXEL_STD around 0.5,
     the middle of the [0, 1] image range. Uses the global torch RNG (seed it for a fixed init).
