@@ -1,5 +1,8 @@
 """Markdown tables for docs/image_results.md and docs/digit_results.md from a run's folder
-(results.json and curve.json):  python scripts/real_results_tables.py RUN_DIR"""
+(results.json and curve.json):  python scripts/real_results_tables.py RUN_DIR
+Reads runs of both layouts: the old reproduce_real/step_curve one (``training.iterations``, curve
+points with ``train_distortion``) and the experiments one (``training.steps``, points with
+``distortion_mu``, the held-out D(x, Dec(mu)))."""
 import json
 import os
 import sys
@@ -10,7 +13,8 @@ def main(run_dir: str) -> None:
         r = json.load(f)
     na = r["norm_active"]
     print(f"- data: {r['data']}")
-    print(f"- training: {r['training']['iterations']} Adam steps; last epoch: distortion "
+    steps = r["training"].get("steps", r["training"].get("iterations"))
+    print(f"- training: {steps} Adam steps; last epoch: distortion "
           f"{r['training']['final']['distortion']:.4f}, KL {r['training']['final']['kl']:.2f} nats")
     print(f"- analysis: {r['n_samples']} held-out samples, D'_j {r['dj_method']} (eps {r['eps']}) in "
           f"{r.get('dj_dtype', 'float32')}, beta {r['beta']:.4g}, active = mean KL >= {r['kl_threshold']}")
@@ -33,11 +37,14 @@ def main(run_dir: str) -> None:
         print()
         print(f"Step curve ({c['curve_samples']} held-out samples per point):")
         print()
-        print("| step | active dims | norm mean (SD) over active | total KL (nats) | train distortion (last epoch) |")
+        old = "train_distortion" in (c["points"] or [{}])[0]
+        dist = "train distortion (last epoch)" if old else "held-out D(x, Dec(mu))"
+        print(f"| step | active dims | norm mean (SD) over active | total KL (nats) | {dist} |")
         print("|---:|---:|---|---:|---:|")
         for p in c["points"]:
             nm = "n/a" if p["norm_mean"] is None else f"{p['norm_mean']:.3f} ({p['norm_sd']:.3f})"
-            td = "" if p["train_distortion"] is None else f"{p['train_distortion']:.4f}"
+            d = p["train_distortion"] if old else p["distortion_mu"]
+            td = "" if d is None else f"{d:.4f}"
             print(f"| {p['step']} | {p['active_dims']} | {nm} | {p['kl_total']:.2f} | {td} |")
 
 
