@@ -178,6 +178,8 @@ def test_images_cpu_preset_and_explicit_options():
     cfg = _images_config(["--preset", "cpu", "--iterations", "1400", "--eval-every", "200", "--warmup", "0"])
     assert (cfg.iterations, cfg.eval_every, cfg.warmup, cfg.n_eval) == (1400, 200, 0, 128)
     assert _images_config([]).eval_every == 0 and _images_config([]).init == "scaled"
+    # an old run (PyTorch init, no warm-up) can be described, hence resumed, on the command line
+    assert (_images_config(["--init", "torch", "--warmup", "0"]).init) == "torch"
 
 
 def test_images_option_errors_are_one_line(tmp_path, capsys):

@@ -51,8 +51,10 @@ class ImagesConfig(RealConfig):
     held_out: float = 0.1            # of an image folder (the default stream holds out HELD_OUT_CROPS)
     kl_threshold: float = 0.1
     eps: float = 1e-3
+    init: str = opt("scaled", "ConvVAE initialisation: scaled (ours, docs/image_results.md) or torch "
+                              "(PyTorch's layer defaults, with which the posterior collapses)",
+                    choices=CONV_INITS)
     curve_samples: int = 64          # held-out samples of each step-curve point
-    init: str = "scaled"             # ConvVAE's initialisation (models.CONV_INITS)
 
     # Runs recorded before these fields existed trained with PyTorch's init and no warm-up
     # (imageexp's, which stored "warmup", already used the scaled init).
