@@ -202,3 +202,28 @@ def test_recorded_image_runs_read_as_they_trained():
     # imageexp's (old CLI) runs stored their warm-up and used the scaled init
     ie = ImagesConfig.from_dict({"latent": 32, "iterations": 100, "warmup": 1000, "skip_unreadable": False})
     assert (ie.warmup, ie.init) == (1000, "scaled")
+
+
+def test_images_resume_with_a_longer_run_is_bit_identical(tmp_path):
+    # the default data is a stream whose "epoch" is batch x min(iterations, 500): a run of 2 steps
+    # (epochs of 2) resumed to 4 (epochs of 4) continues mid-epoch with the same crops, noise and
+    # warm-up lr as a 4-step run: bitwise the same weights
+    from vaeiso_ext.experiments.images import EXPERIMENT as IMAGES
+    from vaeiso_ext.experiments.images import ImagesConfig
+
+    torch.set_num_threads(1)
+    kw = dict(latent=2, batch_size=4, lr=1e-4, n_eval=2, warmup=3, eval_every=1, curve_samples=2)
+    IMAGES.reproduce(ImagesConfig(iterations=4, **kw), str(tmp_path / "a"), progress=False, figures=False,
+                     echo=None)
+    IMAGES.reproduce(ImagesConfig(iterations=2, **kw), str(tmp_path / "b"), progress=False, figures=False,
+                     echo=None)
+    res = IMAGES.reproduce(ImagesConfig(iterations=4, **kw), str(tmp_path / "b"), resume=True, progress=False,
+                           figures=False, echo=None)
+    a, b = (load_checkpoint(str(tmp_path / d / "checkpoint.pt")) for d in "ab")
+    assert a["step"] == b["step"] == 4 and res["training"]["steps"] == 4
+    for k in a["model"]:
+        assert torch.equal(a["model"][k], b["model"][k]), k
+    # the curve too: the first run's last point (step 2) is the one a straight run takes there
+    assert [{k: v for k, v in p.items() if k != "eval_seconds"} for p in b["evals"]] == \
+        [{k: v for k, v in p.items() if k != "eval_seconds"} for p in a["evals"]]
+    assert [p["step"] for p in a["evals"]] == [0, 1, 2, 3, 4]
