@@ -99,8 +99,9 @@ def test_step_curve_run_writes_points(tmp_path):
     with open(tmp_path / "curve.json") as f:
         assert [p["step"] for p in json.load(f)["points"]] == steps
     last = res["curve"]["points"][-1]
-    # the last point and the final analysis see the same model and samples: the same KL (the
-    # encoder runs the same float32 ops on the same batch), so the same active dims
+    # the last point (float32) and the final analysis (float64 copy) see the same model and
+    # samples: their KLs agree to ~1e-7 relative, so the same dims pass the 0.1-nat threshold
+    # (unless one sits within ~1e-7 of it)
     assert last["active_dims"] == res["active_dims"]
     if res["active_dims"]:
         # curve: float32 D'_j; final analysis: float64. Float32 rounds outputs of size O(1) at

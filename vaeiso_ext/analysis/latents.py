@@ -31,18 +31,20 @@ def analyze_latents(model, x: Tensor, metric, beta: float, *, kl_threshold: floa
     |off-diagonal| of the isometry Gram over active dimensions) and the settings used.
     ``method`` picks the D'_j estimate ("forward" as the paper, "central" or "jvp").
 
-    ``dtype``: the decoder runs in this precision for D'_j and the Gram (a copy of the model is
-    cast; the encoder keeps the model's). The default, float64, makes D'_j independent of how the
-    decodes are batched: in float32 the difference ``Dec(z + eps e_j) - Dec(z)`` keeps only ~4
-    digits at eps = 1e-3, and batches of different sizes round differently (D'_j moved by up to
-    2e-3 relative with the chunk size); in float64 the same rounding moves it by ~1e-9. ``None``
+    ``dtype``: the encoder and decoder run in this precision (a cast copy of the model). The
+    default, float64, makes the results independent of how samples and decodes are batched: in
+    float32 the difference ``Dec(z + eps e_j) - Dec(z)`` keeps only ~4 digits at eps = 1e-3 and
+    batches of different sizes round differently (D'_j moved by up to 2e-3 relative with the chunk
+    size), and the encoder's mu(x) moves by ~1e-7, which moves D'_j by ~1e-6; in float64 the same
+    rounding moves D'_j by ~1e-9. ``None``
     keeps the model's dtype (faster, e.g. on a GPU without fast float64).
     """
     model.eval()
+    if dtype is not None and dtype != x.dtype:
+        model = copy.deepcopy(model).to(dtype).eval()  # a cast copy; the caller's model is untouched
+        x = x.to(dtype)
     mu, logvar = _encode(model, x, chunk)
     decode = model.decode
-    if dtype is not None and dtype != mu.dtype:
-        decode = copy.deepcopy(model).to(dtype).eval().decode  # a cast copy; the model is untouched
     sigma2 = logvar.exp()
     kl = 0.5 * (mu * mu + sigma2 - logvar - 1.0)
     kl_mean = kl.mean(0)
@@ -57,10 +59,9 @@ def analyze_latents(model, x: Tensor, metric, beta: float, *, kl_threshold: floa
 
         it = tqdm(batches, desc="analyse", unit="batch")
     for m, lv in it:
-        zd = m.to(dtype) if dtype is not None else m
-        dj_parts.append(dj_prime(decode, zd, metric, eps=eps, method=method).detach().to(mu.dtype))
+        dj_parts.append(dj_prime(decode, m, metric, eps=eps, method=method).detach())
         if gram and bool(active.any()):
-            g = isometry_gram(decode, zd, torch.exp(0.5 * lv).to(zd.dtype), metric, beta).detach().to(mu.dtype)
+            g = isometry_gram(decode, m, torch.exp(0.5 * lv), metric, beta).detach()
             idx = active.nonzero().flatten()
             gram_parts.append(g[:, idx][:, :, idx])
     dj = torch.cat(dj_parts)
