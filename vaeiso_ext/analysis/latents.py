@@ -31,14 +31,13 @@ def analyze_latents(model, x: Tensor, metric, beta: float, *, kl_threshold: floa
     |off-diagonal| of the isometry Gram over active dimensions) and the settings used.
     ``method`` picks the D'_j estimate ("forward" as the paper, "central" or "jvp").
 
-    ``dtype``: the whole analysis (encoder and decoder) runs in this precision, on a cast copy of
-    the model (the model is untouched). The default, float64, makes the results independent of
-    how the samples are batched (``chunk``, the decode budget) and of the device: in float32 the
-    difference ``Dec(z + eps e_j) - Dec(z)`` keeps only ~4 digits at eps = 1e-3, and batches of
-    different sizes round differently (D'_j moved by up to 2e-3 relative with the chunk size;
-    mu(x) itself moves by ~1e-6 relative with the encoder's batch); in float64 the same rounding
-    moves them by ~1e-12. ``None`` keeps the model's dtype (faster, e.g. on a GPU without fast
-    float64).
+    ``dtype``: the encoder and decoder run in this precision (a cast copy of the model). The
+    default, float64, makes the results independent of how samples and decodes are batched: in
+    float32 the difference ``Dec(z + eps e_j) - Dec(z)`` keeps only ~4 digits at eps = 1e-3 and
+    batches of different sizes round differently (D'_j moved by up to 2e-3 relative with the chunk
+    size), and the encoder's mu(x) moves by ~1e-7, which moves D'_j by ~1e-6; in float64 the same
+    rounding moves D'_j by ~1e-9. ``None``
+    keeps the model's dtype (faster, e.g. on a GPU without fast float64).
     """
     model.eval()
     if dtype is not None and dtype != x.dtype:
@@ -78,7 +77,7 @@ def analyze_latents(model, x: Tensor, metric, beta: float, *, kl_threshold: floa
     act_means = torch.tensor([d["norm_mean"] for d in dims if d["active"]], dtype=torch.float64)
     out = {
         "n_samples": int(x.shape[0]), "beta": beta, "kl_threshold": kl_threshold, "eps": eps,
-        "dj_method": method, "dj_dtype": str(mu.dtype).replace("torch.", ""),
+        "dj_method": method, "dj_dtype": str(dtype or mu.dtype).replace("torch.", ""),
         "dims": dims, "active_dims": int(active.sum()),
         "norm_active": {"mean": act_means.mean().item() if act_means.numel() else None,
                         "sd": act_means.std(unbiased=False).item() if act_means.numel() else None},
