@@ -38,5 +38,11 @@ demo: install
 bench: install
 	$(PY) -m vaeiso_ext.bench
 
+# Build against older torch releases (2.11.0 and 2.10.0 by default; COMPAT_TORCH="2.11.0" to pick),
+# each in its own venv under build/compat-*/, with the CUDA kernels for sm_90, and run the CPU
+# tests there. Not part of `make test` or CI: it downloads several GB of torch.
+compat:
+	scripts/compat.sh $(COMPAT_TORCH)
+
 clean:
 	rm -rf build dist *.egg-info $(VENV)/.installed

@@ -7,7 +7,13 @@ with any metric object (``metric.distance(x, y) -> (N,)``, base first). Adam, ba
 pre-loaded tensor with a seeded permutation per epoch (no DataLoader: the model is tiny and the
 loader's overhead would dominate). A run is exactly ``epochs`` passes or exactly ``iterations``
 Adam steps (never both). All randomness of epoch e is derived from (seed, e), so a run resumed
-from a checkpoint continues bit-identically, also from the middle of an epoch. Under ``torchrun`` the run is
+from a checkpoint continues bit-identically, also from the middle of an epoch. ``warmup`` > 0 raises the learning rate
+linearly over the first Adam steps (a function of the step alone, so resumes stay exact).
+
+``x_train`` may also be a stream of fresh samples (:class:`vaeiso_ext.data.images.RandomCrops`):
+anything with ``shape[0]`` (the samples of one epoch), ``x[idx]`` (``len(idx)`` samples),
+``set_epoch(e)`` (reseed from the run's seed and e) and ``skip(k)`` (advance past k samples
+without making them, for a mid-epoch resume). Under ``torchrun`` the run is
 data-parallel (gloo on CPU, nccl on GPU): each global batch is split across ranks and rank 0
 alone writes checkpoints.
 """
@@ -56,6 +62,7 @@ class TrainConfig:
     seed: int = 0
     decomposed: bool = False
     iterations: int | None = None  # ... or exactly this many Adam steps (set epochs=None)
+    warmup: int = 0             # Adam steps of linear lr warm-up: lr * min(1, (step + 1) / warmup)
 
     def validate(self) -> "TrainConfig":
         if (self.epochs is None) == (self.iterations is None):
@@ -67,6 +74,8 @@ class TrainConfig:
                              f"{length} and {self.batch_size}")
         if not (math.isfinite(self.lam) and self.lam > 0 and math.isfinite(self.lr) and self.lr > 0):
             raise ValueError(f"TrainConfig: lam and lr must be finite and > 0, got {self.lam}, {self.lr}")
+        if self.warmup < 0:
+            raise ValueError(f"TrainConfig: warmup must be >= 0 Adam steps, got {self.warmup}")
         return self
 
     def total_steps(self, n: int) -> int:
@@ -75,8 +84,16 @@ class TrainConfig:
             return int(self.iterations)
         return int(self.epochs) * steps_per_epoch(n, self.batch_size)
 
+    def lr_at(self, step: int) -> float:
+        """The learning rate of Adam step ``step`` (0-based): linear warm-up, then ``lr``."""
+        if not self.warmup:
+            return self.lr
+        return self.lr * min(1.0, (step + 1) / self.warmup)
+
     @classmethod
     def from_dict(cls, d: dict) -> "TrainConfig":
+        """Read a stored config; fields a checkpoint lacks (older versions) take their defaults
+        (``warmup`` 0: no warm-up, as they trained)."""
         names = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in names})
 
@@ -231,7 +248,8 @@ def train(model: nn.Module, x_train: Tensor, metric, config: TrainConfig, *,
     only). ``resume``: continue from it (model, optimizer, history, the exact step, mid-epoch
     included; the config must agree except for its length). ``meta`` (e.g. the run description)
     is stored in the checkpoint. ``kl_threshold`` only labels the progress bar's count of active
-    dims. ``evaluate(model)`` (eval mode, no grad) runs every ``eval_every`` steps and at the end;
+    dims. ``evaluate(model)`` (eval mode, no grad) runs before the first step, every
+    ``eval_every`` steps and at the end;
     its dicts, with ``step`` added, go to ``History.evals`` and the checkpoint.
     A non-finite loss raises :class:`TrainingDiverged` (the checkpoint keeps the last good state).
     """
@@ -243,6 +261,7 @@ def train(model: nn.Module, x_train: Tensor, metric, config: TrainConfig, *,
     model.to(device)
     x_train = x_train.to(device)
     n = x_train.shape[0]
+    stream = hasattr(x_train, "set_epoch")  # fresh samples each step (data.images.RandomCrops)
     B = config.batch_size
     spe = steps_per_epoch(n, B)
     total = config.total_steps(n)
@@ -297,6 +316,8 @@ def train(model: nn.Module, x_train: Tensor, metric, config: TrainConfig, *,
         history.evals.append({"step": step, **rec})
 
     try:
+        if step == 0 and total > 0:
+            run_eval()  # the curve starts at the initialisation
         model.train()
         last_show = 0.0  # the first step shows the numbers at once
         while step < total:
@@ -304,8 +325,12 @@ def train(model: nn.Module, x_train: Tensor, metric, config: TrainConfig, *,
             t0 = time.perf_counter()
             perm = torch.randperm(n, generator=_epoch_generator(config.seed, epoch, 0)).to(device)
             g_noise = _epoch_generator(config.seed, epoch, 1 + rank)
-            for b in range(first):  # a mid-epoch resume: replay the noise of the batches done
+            if stream:
+                x_train.set_epoch(epoch)
+            for b in range(first):  # a mid-epoch resume: replay the noise (and stream) of the batches done
                 torch.randn(_share(n, B, b, rank, world), model.latent, generator=g_noise)
+                if stream:
+                    x_train.skip(_share(n, B, b, rank, world))
             tot = torch.zeros(3, dtype=torch.float64, device=device)
             kl_dims = torch.zeros(model.latent, dtype=torch.float64, device=device)
             seen = 0
@@ -323,6 +348,9 @@ def train(model: nn.Module, x_train: Tensor, metric, config: TrainConfig, *,
                 loss = (rec + kl_sum).sum() * (world / nb)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
+                if config.warmup:  # set from the step alone: a resumed run gets the same lr
+                    for group in opt.param_groups:
+                        group["lr"] = config.lr_at(step)
                 opt.step()
                 step += 1
                 seen += nb

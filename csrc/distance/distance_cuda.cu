@@ -1,14 +1,18 @@
 // CUDA pair distances. A block owns one tile of kTile elements of one sample: it loads that
 // tile of base into shared memory once, then its warps sweep (k, segment) tasks over the K
 // others, each warp reducing one 256-element segment of one other with shuffles (fixed order:
-// deterministic) and writing one partial. Loads of others are coalesced and 8-deep per lane.
-// Terms and partials use float for float/half/bfloat16 and double for double.
+// deterministic) and writing one partial. Each lane owns kPerLane elements of a segment, in
+// runs of kVec (16 bytes: 8 halves, 4 floats, 2 doubles) that it loads with one 128-bit access
+// when the inputs are aligned (cuda_vec.cuh); unaligned inputs take the same elements one at
+// a time, in the same order, so both paths give the same bits. Terms and partials use float
+// for float/half/bfloat16 and double for double.
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
 #include <ATen/core/Tensor.h>
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAStream.h>
 
+#include "cuda_vec.cuh"
 #include "distance/distance_kernels.h"
 
 namespace vaeiso::distance {
@@ -29,11 +33,19 @@ __device__ __forceinline__ acc_t warp_sum(acc_t v) {
   return v;
 }
 
-template <Metric M, typename scalar_t, typename acc_t>
+// Elements of a lane's runs: run r covers e = r * kWarp * V + lane * V + q, q = 0 .. V - 1.
+template <typename scalar_t>
+constexpr int run_length() {
+  return kVec<scalar_t> < kPerLane ? kVec<scalar_t> : kPerLane;
+}
+
+// kVecOK: base, others and their sample/other strides are 16-byte aligned (checked on the host).
+template <Metric M, typename scalar_t, typename acc_t, bool kVecOK>
 __global__ void __launch_bounds__(kThreads)
 partials_kernel(const scalar_t* __restrict__ base, const scalar_t* __restrict__ others,
                 acc_t* __restrict__ partial, Strided s, int64_t S) {
-  __shared__ acc_t tile[kTile];
+  constexpr int V = run_length<scalar_t>(), kRuns = kPerLane / V;
+  __shared__ alignas(32) acc_t tile[kTile];
   const int lane = threadIdx.x % kWarp, warp = threadIdx.x / kWarp;
   const int64_t t0 = int64_t(blockIdx.x) * kTile;
   const int64_t tile_len = s.L - t0 < kTile ? s.L - t0 : kTile;
@@ -41,18 +53,43 @@ partials_kernel(const scalar_t* __restrict__ base, const scalar_t* __restrict__ 
   const int64_t seg0 = int64_t(blockIdx.x) * kWarps;
   for (int64_t n = blockIdx.y; n < s.N; n += gridDim.y) {
     const scalar_t* b = base + n * s.base_sn + t0;
-    for (int i = threadIdx.x; i < tile_len; i += kThreads) tile[i] = static_cast<acc_t>(b[i]);
+    if (kVecOK && tile_len == kTile) {
+      for (int i = threadIdx.x * V; i < kTile; i += kThreads * V) {
+        const auto bv = load_vec<V>(b + i);
+        VecN<acc_t, V> tv;
+#pragma unroll
+        for (int q = 0; q < V; ++q) tv.v[q] = static_cast<acc_t>(bv.v[q]);
+        store_vec<V>(tile + i, tv);
+      }
+    } else {
+      for (int i = threadIdx.x; i < tile_len; i += kThreads) tile[i] = static_cast<acc_t>(b[i]);
+    }
     __syncthreads();
     for (int64_t task = warp; task < s.K * segs; task += kWarps) {
       const int64_t k = task / segs;
       const int seg = static_cast<int>(task % segs);
       const scalar_t* o = others + n * s.others_sn + k * s.others_sk + t0 + seg * kSegment;
+      const acc_t* bt = tile + seg * kSegment;
       const int64_t len = tile_len - int64_t(seg) * kSegment;
       acc_t acc = acc_t(0);
+      if (kVecOK && len >= kSegment) {
 #pragma unroll
-      for (int j = 0; j < kPerLane; ++j) {
-        const int e = lane + j * kWarp;
-        if (e < len) acc += term<M>(tile[seg * kSegment + e], static_cast<acc_t>(o[e]));
+        for (int r = 0; r < kRuns; ++r) {
+          const int e0 = r * kWarp * V + lane * V;
+          const auto ov = load_vec<V>(o + e0);
+          const auto tv = load_vec<V>(bt + e0);
+#pragma unroll
+          for (int q = 0; q < V; ++q) acc += term<M>(tv.v[q], static_cast<acc_t>(ov.v[q]));
+        }
+      } else {
+#pragma unroll
+        for (int r = 0; r < kRuns; ++r) {
+#pragma unroll
+          for (int q = 0; q < V; ++q) {
+            const int e = r * kWarp * V + lane * V + q;
+            if (e < len) acc += term<M>(bt[e], static_cast<acc_t>(o[e]));
+          }
+        }
       }
       acc = warp_sum(acc);
       if (lane == 0) partial[(n * S + seg0 + seg) * s.K + k] = acc;
@@ -96,17 +133,24 @@ void partials_cuda(const at::Tensor& base, const at::Tensor& others, const Strid
   const int64_t S = partial.size(1);
   VAEISO_DISPATCH_CUDA(base.scalar_type(), "pair_distances_cuda", [&] {
     using acc_t = at::opmath_type<scalar_t>;
+    constexpr int V = run_length<scalar_t>();
     auto stream = c10::cuda::getCurrentCUDAStream();
+    const auto* bp = base.const_data_ptr<scalar_t>();
+    const auto* op = others.const_data_ptr<scalar_t>();
+    auto* pp = partial.mutable_data_ptr<acc_t>();
+    const bool vec = vec_aligned<V>(bp) && vec_aligned<V>(op) && s.base_sn % V == 0 &&
+                     s.others_sn % V == 0 && s.others_sk % V == 0;
+    auto launch = [&](auto kernel) {
+      kernel<<<grid, kThreads, 0, stream>>>(bp, op, pp, s, S);
+      C10_CUDA_KERNEL_LAUNCH_CHECK();
+    };
     if (m == Metric::kSSE) {
-      partials_kernel<Metric::kSSE, scalar_t, acc_t><<<grid, kThreads, 0, stream>>>(
-          base.const_data_ptr<scalar_t>(), others.const_data_ptr<scalar_t>(),
-          partial.mutable_data_ptr<acc_t>(), s, S);
+      vec ? launch(partials_kernel<Metric::kSSE, scalar_t, acc_t, true>)
+          : launch(partials_kernel<Metric::kSSE, scalar_t, acc_t, false>);
     } else {
-      partials_kernel<Metric::kBCE, scalar_t, acc_t><<<grid, kThreads, 0, stream>>>(
-          base.const_data_ptr<scalar_t>(), others.const_data_ptr<scalar_t>(),
-          partial.mutable_data_ptr<acc_t>(), s, S);
+      vec ? launch(partials_kernel<Metric::kBCE, scalar_t, acc_t, true>)
+          : launch(partials_kernel<Metric::kBCE, scalar_t, acc_t, false>);
     }
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
 }
 

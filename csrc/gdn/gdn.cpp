@@ -7,6 +7,7 @@
 
 #include "common.h"
 #include "gdn/gdn_kernels.h"
+#include "gemm_policy.h"
 
 namespace vaeiso::gdn {
 namespace {
@@ -98,7 +99,7 @@ std::tuple<at::Tensor, at::Tensor> gdn_forward(const at::Tensor& x, const at::Te
   const auto xc = to_layout(x, cl);
   auto fx = empty_in_layout(x, cl, acc);
   VAEISO_ON_DEVICE(fx, x, xc, fx, v);
-  mix_channels(gamma.to(acc), fx, norm, cl);
+  policy_gemm("gdn", fx, [&] { mix_channels(gamma.to(acc), fx, norm, cl); });
   const auto beta_acc = beta.to(acc).contiguous();
   VAEISO_ON_DEVICE(forward_epilogue, x, xc, norm, beta_acc, out, x.size(1),
                    cl ? 1 : xc.numel() / (x.size(0) * x.size(1)), v);
@@ -145,10 +146,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> gdn_backward(
   VAEISO_ON_DEVICE(backward_t, x, gc, xc, nc, t, fx, v);
 
   if (output_mask[1]) gbeta.copy_(beta_grad(t, cl));
-  if (output_mask[2]) ggamma.copy_(gamma_grad(t, fx, cl));
+  if (output_mask[2]) policy_gemm("gdn_backward", t, [&] { ggamma.copy_(gamma_grad(t, fx, cl)); });
   if (output_mask[0]) {
     auto u = empty_in_layout(x, cl, acc);
-    mix_channels(gamma.to(acc).t(), t, u, cl);  // u = gamma^T t
+    policy_gemm("gdn_backward", t, [&] { mix_channels(gamma.to(acc).t(), t, u, cl); });  // u = gamma^T t
     VAEISO_ON_DEVICE(backward_x, x, gc, xc, nc, u, gx, v);
   }
   return {gx, gbeta, ggamma};

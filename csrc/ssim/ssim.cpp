@@ -11,6 +11,7 @@
 #include <string>
 
 #include "common.h"
+#include "gemm_policy.h"
 #include "ssim/ssim_kernels.h"
 
 namespace vaeiso::ssim {
@@ -283,18 +284,20 @@ at::Tensor ssim_metric_gram(const at::Tensor& x, const at::Tensor& v, bool diago
   const double scale = 1.0 / static_cast<double>(C * mu_x.size(2) * mu_x.size(3));
   const int64_t P = C * mu_x.size(2) * mu_x.size(3), Q = C * x.size(2) * x.size(3);
   at::Tensor out;
-  if (diagonal) {
-    // sum_p ab mu_v^2 + sum_q c v^2 as matrix-vector products
-    out = at::bmm(mu_v.square().reshape({N, K, P}), ab.reshape({N, P, 1})) +
-          at::bmm(vf.square().reshape({N, K, Q}), c.reshape({N, Q, 1}));
-    out = out.squeeze(-1) * scale;
-  } else {
-    const auto m = mu_v.reshape({N, K, P});
-    const auto vv = vf.reshape({N, K, Q});
-    auto gram = at::bmm((mu_v * ab).reshape({N, K, P}), m.transpose(1, 2));
-    gram = at::baddbmm(gram, (vf * c).reshape({N, K, Q}), vv.transpose(1, 2));
-    out = (gram + gram.transpose(1, 2)) * (0.5 * scale);
-  }
+  policy_gemm("ssim_metric_gram", xf, [&] {
+    if (diagonal) {
+      // sum_p ab mu_v^2 + sum_q c v^2 as matrix-vector products
+      out = at::bmm(mu_v.square().reshape({N, K, P}), ab.reshape({N, P, 1})) +
+            at::bmm(vf.square().reshape({N, K, Q}), c.reshape({N, Q, 1}));
+      out = out.squeeze(-1) * scale;
+    } else {
+      const auto m = mu_v.reshape({N, K, P});
+      const auto vv = vf.reshape({N, K, Q});
+      auto gram = at::bmm((mu_v * ab).reshape({N, K, P}), m.transpose(1, 2));
+      gram = at::baddbmm(gram, (vf * c).reshape({N, K, Q}), vv.transpose(1, 2));
+      out = (gram + gram.transpose(1, 2)) * (0.5 * scale);
+    }
+  });
   return out.to(x.scalar_type());
 }
 

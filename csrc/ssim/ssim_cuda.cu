@@ -17,15 +17,22 @@
 #include <c10/cuda/CUDAStream.h>
 #include <cuda_runtime.h>
 
+#include "ssim/ssim_cuda_plan.h"
 #include "ssim/ssim_kernels.h"
 #include "ssim/ssim_math.h"
 
 namespace vaeiso::ssim {
 namespace {
 
-constexpr int kBX = 32, kBY = 8, kThreads = kBX * kBY;
-constexpr int kTW = 32, kTH = 16;  // output tile (forward, pairs) or pixel tile (backward)
-constexpr int kRowsPerThread = kTH / kBY;
+// Tile geometry and shared-memory planning live in ssim_cuda_plan.h (tested on the CPU). Large
+// windows are staged `chunk` taps at a time (the kernels' `chunk` argument), so the shared
+// memory stays within the device's limit for every window up to kMaxCudaWindow.
+using cuda_plan::kBX;
+using cuda_plan::kBY;
+using cuda_plan::kRowsPerThread;
+using cuda_plan::kTH;
+using cuda_plan::kThreads;
+using cuda_plan::kTW;
 
 template <typename acc_t>
 struct Window {
@@ -79,12 +86,12 @@ __device__ __forceinline__ acc_t ld(const scalar_t* p, int64_t off) {
 template <typename scalar_t, typename acc_t>
 __global__ void __launch_bounds__(kThreads)
     forward_kernel(const scalar_t* __restrict__ x, const scalar_t* __restrict__ y, Str4 sx, Str4 sy,
-                   Window<acc_t> win, Geometry g, acc_t C1, acc_t C2, acc_t scale,
+                   Window<acc_t> win, Geometry g, int chunk, acc_t C1, acc_t C2, acc_t scale,
                    acc_t* __restrict__ partial, acc_t* __restrict__ maps) {
   extern __shared__ unsigned char smem_raw[];
   acc_t* h = reinterpret_cast<acc_t*>(smem_raw);  // 5 x R x kTW: x, d, xx, dd, xd
   __shared__ acc_t red[kThreads / 32];
-  const int ws = static_cast<int>(g.ws), R = kTH + ws - 1;
+  const int ws = static_cast<int>(g.ws), R = kTH + chunk - 1;
   const int tx = threadIdx.x, ty = threadIdx.y;
   const int64_t o0 = int64_t(blockIdx.y) * kTH, j = int64_t(blockIdx.x) * kTW + tx;
   const int64_t tiles = int64_t(gridDim.x) * gridDim.y, tile = int64_t(blockIdx.y) * gridDim.x + blockIdx.x;
@@ -93,36 +100,44 @@ __global__ void __launch_bounds__(kThreads)
     const int64_t n = plane / g.C, c = plane % g.C;
     const scalar_t* xp = x + n * sx.s[0] + c * sx.s[1];
     const scalar_t* yp = y + n * sy.s[0] + c * sy.s[1];
-    for (int r = ty; r < R; r += kBY) {
-      acc_t s[5] = {0, 0, 0, 0, 0};
-      const int64_t ar = o0 + r - g.pad;
-      if (j < g.Wo && ar >= 0 && ar < g.H) {
-        for (int t = 0; t < ws; ++t) {
-          const int64_t ac = j + t - g.pad;
-          if (ac < 0 || ac >= g.W) continue;
-          const acc_t xv = ld<scalar_t, acc_t>(xp, ar * sx.s[2] + ac * sx.s[3]);
-          const acc_t dv = ld<scalar_t, acc_t>(yp, ar * sy.s[2] + ac * sy.s[3]) - xv;
-          const acc_t wt = win.w[t];
-          s[0] += wt * xv;
-          s[1] += wt * dv;
-          s[2] += wt * xv * xv;
-          s[3] += wt * dv * dv;
-          s[4] += wt * xv * dv;
+    acc_t v[kRowsPerThread][5] = {};
+    // Taps t0 .. t0 + taps - 1 of the vertical window: rows o0 + t0 .. o0 + t0 + kTH + taps - 2.
+    for (int t0 = 0; t0 < ws; t0 += chunk) {
+      const int taps = min(chunk, ws - t0), rows = kTH + taps - 1;
+      for (int r = ty; r < rows; r += kBY) {
+        acc_t s[5] = {0, 0, 0, 0, 0};
+        const int64_t ar = o0 + t0 + r - g.pad;
+        if (j < g.Wo && ar >= 0 && ar < g.H) {
+          for (int t = 0; t < ws; ++t) {
+            const int64_t ac = j + t - g.pad;
+            if (ac < 0 || ac >= g.W) continue;
+            const acc_t xv = ld<scalar_t, acc_t>(xp, ar * sx.s[2] + ac * sx.s[3]);
+            const acc_t dv = ld<scalar_t, acc_t>(yp, ar * sy.s[2] + ac * sy.s[3]) - xv;
+            const acc_t wt = win.w[t];
+            s[0] += wt * xv;
+            s[1] += wt * dv;
+            s[2] += wt * xv * xv;
+            s[3] += wt * dv * dv;
+            s[4] += wt * xv * dv;
+          }
+        }
+        for (int m = 0; m < 5; ++m) h[(m * R + r) * kTW + tx] = s[m];
+      }
+      __syncthreads();
+      for (int ii = 0; ii < kRowsPerThread; ++ii) {
+        const int i = ty + ii * kBY;
+        for (int t = 0; t < taps; ++t) {
+          const acc_t wt = win.w[t0 + t];
+          for (int m = 0; m < 5; ++m) v[ii][m] += wt * h[(m * R + i + t) * kTW + tx];
         }
       }
-      for (int m = 0; m < 5; ++m) h[(m * R + r) * kTW + tx] = s[m];
+      __syncthreads();  // h is refilled by the next chunk (or plane)
     }
-    __syncthreads();
     acc_t local = 0;
-    for (int i = ty; i < kTH; i += kBY) {
-      const int64_t oi = o0 + i;
+    for (int ii = 0; ii < kRowsPerThread; ++ii) {
+      const int64_t oi = o0 + ty + ii * kBY;
       if (oi >= g.Ho || j >= g.Wo) continue;
-      acc_t v[5] = {0, 0, 0, 0, 0};
-      for (int t = 0; t < ws; ++t) {
-        const acc_t wt = win.w[t];
-        for (int m = 0; m < 5; ++m) v[m] += wt * h[(m * R + i + t) * kTW + tx];
-      }
-      const Stats<acc_t> st = stats_from_moments(v[0], v[2], v[1], v[3], v[4]);
+      const Stats<acc_t> st = stats_from_moments(v[ii][0], v[ii][2], v[ii][1], v[ii][3], v[ii][4]);
       local += one_minus_ssim(st, C1, C2);
       if (maps != nullptr) {
         const Grad<acc_t> gr = ssim_grad(st, C1, C2, scale);
@@ -168,52 +183,62 @@ template <typename scalar_t, typename acc_t>
 __global__ void __launch_bounds__(kThreads)
     backward_kernel(const scalar_t* __restrict__ grad, const scalar_t* __restrict__ x,
                     const scalar_t* __restrict__ y, Str4 sx, Str4 sy, const acc_t* __restrict__ maps,
-                    Window<acc_t> win, Geometry g, scalar_t* __restrict__ gx,
+                    Window<acc_t> win, Geometry g, int chunk, scalar_t* __restrict__ gx,
                     scalar_t* __restrict__ gy) {
   extern __shared__ unsigned char smem_raw[];
   acc_t* V = reinterpret_cast<acc_t*>(smem_raw);  // 4 x kTH x CW
-  const int ws = static_cast<int>(g.ws), CW = kTW + ws - 1;
+  const int ws = static_cast<int>(g.ws), CW = kTW + chunk - 1;
   const int tx = threadIdx.x, ty = threadIdx.y, tid = ty * kBX + tx;
   const int64_t r0 = int64_t(blockIdx.y) * kTH, c0 = int64_t(blockIdx.x) * kTW;
   const int64_t planes = g.N * g.C, P = g.Ho * g.Wo;
   for (int64_t plane = blockIdx.z; plane < planes; plane += gridDim.z) {
     const int64_t n = plane / g.C, c = plane % g.C;
     const acc_t* mp = maps + plane * 4 * P;
-    // Vertical adjoint pass: V[m][r][jc] = sum_t w[t] map_m[q - t][pc], q = r0 + r + pad the
-    // padded row of pixel row r0 + r, pc = c0 + pad - (ws - 1) + jc the map column.
-    for (int idx = tid; idx < kTH * CW; idx += kThreads) {
-      const int r = idx / CW, jc = idx % CW;
-      const int64_t q = r0 + r + g.pad, pc = c0 + g.pad - (ws - 1) + jc;
-      acc_t s[4] = {0, 0, 0, 0};
-      if (pc >= 0 && pc < g.Wo && r0 + r < g.H) {
-        for (int t = 0; t < ws; ++t) {
-          const int64_t pr = q - t;
-          if (pr < 0 || pr >= g.Ho) continue;
+    // G[m] of pixel (r0 + i, c0 + tx) = sum_t w[t] Vfull[m][i][tx + ws - 1 - t], with the vertical
+    // adjoint pass Vfull[m][r][jc] = sum_t w[t] map_m[q - t][pc], q = r0 + r + pad the padded
+    // row of pixel row r0 + r, pc = c0 + pad - (ws - 1) + jc the map column. A chunk of taps
+    // t0 .. t0 + taps - 1 needs the columns jc = jlo + lc, jlo = ws - t0 - taps,
+    // lc = 0 .. kTW + taps - 2: V holds those (lc = tx + t0 + taps - 1 - t).
+    acc_t G[kRowsPerThread][4] = {};
+    for (int t0 = 0; t0 < ws; t0 += chunk) {
+      const int taps = min(chunk, ws - t0), cols = kTW + taps - 1, jlo = ws - t0 - taps;
+      for (int idx = tid; idx < kTH * cols; idx += kThreads) {
+        const int r = idx / cols, lc = idx % cols;
+        const int64_t q = r0 + r + g.pad, pc = c0 + g.pad - (ws - 1) + jlo + lc;
+        acc_t s[4] = {0, 0, 0, 0};
+        if (pc >= 0 && pc < g.Wo && r0 + r < g.H) {
+          for (int t = 0; t < ws; ++t) {
+            const int64_t pr = q - t;
+            if (pr < 0 || pr >= g.Ho) continue;
+            const acc_t wt = win.w[t];
+            for (int m = 0; m < 4; ++m) s[m] += wt * mp[m * P + pr * g.Wo + pc];
+          }
+        }
+        for (int m = 0; m < 4; ++m) V[(m * kTH + r) * CW + lc] = s[m];
+      }
+      __syncthreads();
+      for (int ii = 0; ii < kRowsPerThread; ++ii) {
+        const int i = ty + ii * kBY;
+        for (int t = t0; t < t0 + taps; ++t) {
           const acc_t wt = win.w[t];
-          for (int m = 0; m < 4; ++m) s[m] += wt * mp[m * P + pr * g.Wo + pc];
+          for (int m = 0; m < 4; ++m) G[ii][m] += wt * V[(m * kTH + i) * CW + tx + t0 + taps - 1 - t];
         }
       }
-      for (int m = 0; m < 4; ++m) V[(m * kTH + r) * CW + jc] = s[m];
+      __syncthreads();  // V is refilled by the next chunk (or plane)
     }
-    __syncthreads();
-    // Horizontal adjoint pass for pixel (row, col): G[m] = sum_t w[t] V[m][i][tx + ws - 1 - t].
     const scalar_t gn = grad[n];
-    for (int i = ty; i < kTH; i += kBY) {
+    for (int ii = 0; ii < kRowsPerThread; ++ii) {
+      const int i = ty + ii * kBY;
       const int64_t row = r0 + i, col = c0 + tx;
       if (row >= g.H || col >= g.W) continue;
-      acc_t G[4] = {0, 0, 0, 0};
-      for (int t = 0; t < ws; ++t) {
-        const acc_t wt = win.w[t];
-        for (int m = 0; m < 4; ++m) G[m] += wt * V[(m * kTH + i) * CW + tx + ws - 1 - t];
-      }
+      const acc_t* Gi = G[ii];
       const acc_t xv = ld<scalar_t, acc_t>(x, n * sx.s[0] + c * sx.s[1] + row * sx.s[2] + col * sx.s[3]);
       const acc_t yv = ld<scalar_t, acc_t>(y, n * sy.s[0] + c * sy.s[1] + row * sy.s[2] + col * sy.s[3]);
       const acc_t gv = static_cast<acc_t>(gn);
       const int64_t o = (plane * g.H + row) * g.W + col;
-      gx[o] = static_cast<scalar_t>(gv * (G[0] + acc_t(2) * xv * G[2] + yv * G[3]));
-      gy[o] = static_cast<scalar_t>(gv * (G[1] + acc_t(2) * yv * G[2] + xv * G[3]));
+      gx[o] = static_cast<scalar_t>(gv * (Gi[0] + acc_t(2) * xv * Gi[2] + yv * Gi[3]));
+      gy[o] = static_cast<scalar_t>(gv * (Gi[1] + acc_t(2) * yv * Gi[2] + xv * Gi[3]));
     }
-    __syncthreads();
   }
 }
 
@@ -222,12 +247,12 @@ __global__ void __launch_bounds__(kThreads)
 template <typename scalar_t, typename acc_t>
 __global__ void __launch_bounds__(kThreads)
     pairs_kernel(const scalar_t* __restrict__ base, const scalar_t* __restrict__ others, Str4 sb,
-                 Str5 so, Window<acc_t> win, Geometry g, int64_t K, acc_t C1, acc_t C2,
+                 Str5 so, Window<acc_t> win, Geometry g, int chunk, int64_t K, acc_t C1, acc_t C2,
                  acc_t* __restrict__ partial) {
   extern __shared__ unsigned char smem_raw[];
   acc_t* h = reinterpret_cast<acc_t*>(smem_raw);  // 3 x R x kTW
   __shared__ acc_t red[kThreads / 32];
-  const int ws = static_cast<int>(g.ws), R = kTH + ws - 1;
+  const int ws = static_cast<int>(g.ws), R = kTH + chunk - 1;
   const int tx = threadIdx.x, ty = threadIdx.y;
   const int64_t o0 = int64_t(blockIdx.y) * kTH, j = int64_t(blockIdx.x) * kTW + tx;
   const int64_t tiles = int64_t(gridDim.x) * gridDim.y, tile = int64_t(blockIdx.y) * gridDim.x + blockIdx.x;
@@ -235,73 +260,86 @@ __global__ void __launch_bounds__(kThreads)
   for (int64_t plane = blockIdx.z; plane < planes; plane += gridDim.z) {
     const int64_t n = plane / g.C, c = plane % g.C;
     const scalar_t* bp = base + n * sb.s[0] + c * sb.s[1];
-    // Base statistics of this thread's output positions, once for all K.
-    for (int r = ty; r < R; r += kBY) {
-      acc_t s0 = 0, s1 = 0;
-      const int64_t ar = o0 + r - g.pad;
-      if (j < g.Wo && ar >= 0 && ar < g.H) {
-        for (int t = 0; t < ws; ++t) {
-          const int64_t ac = j + t - g.pad;
-          if (ac < 0 || ac >= g.W) continue;
-          const acc_t xv = ld<scalar_t, acc_t>(bp, ar * sb.s[2] + ac * sb.s[3]);
-          s0 += win.w[t] * xv;
-          s1 += win.w[t] * xv * xv;
-        }
-      }
-      h[r * kTW + tx] = s0;
-      h[(R + r) * kTW + tx] = s1;
-    }
-    __syncthreads();
-    acc_t bmu[kRowsPerThread], bsxx[kRowsPerThread], bx1[kRowsPerThread], bx2[kRowsPerThread];
-    for (int ii = 0; ii < kRowsPerThread; ++ii) {
-      const int i = ty + ii * kBY;
-      acc_t m0 = 0, m1 = 0;
-      for (int t = 0; t < ws; ++t) {
-        m0 += win.w[t] * h[(i + t) * kTW + tx];
-        m1 += win.w[t] * h[(R + i + t) * kTW + tx];
-      }
-      bmu[ii] = m0;
-      bsxx[ii] = clamp0(m1 - m0 * m0);
-      bx1[ii] = m0 * m0 + C1;
-      bx2[ii] = acc_t(2) * bsxx[ii] + C2;
-    }
-    __syncthreads();
-    for (int64_t k = 0; k < K; ++k) {
-      const scalar_t* op = others + n * so.s[0] + k * so.s[1] + c * so.s[2];
-      for (int r = ty; r < R; r += kBY) {
-        acc_t s0 = 0, s1 = 0, s2 = 0;
-        const int64_t ar = o0 + r - g.pad;
+    // Base statistics of this thread's output positions, once for all K (window chunks as in
+    // forward_kernel).
+    acc_t m0[kRowsPerThread] = {}, m1[kRowsPerThread] = {};
+    for (int t0 = 0; t0 < ws; t0 += chunk) {
+      const int taps = min(chunk, ws - t0), rows = kTH + taps - 1;
+      for (int r = ty; r < rows; r += kBY) {
+        acc_t s0 = 0, s1 = 0;
+        const int64_t ar = o0 + t0 + r - g.pad;
         if (j < g.Wo && ar >= 0 && ar < g.H) {
           for (int t = 0; t < ws; ++t) {
             const int64_t ac = j + t - g.pad;
             if (ac < 0 || ac >= g.W) continue;
             const acc_t xv = ld<scalar_t, acc_t>(bp, ar * sb.s[2] + ac * sb.s[3]);
-            const acc_t dv = ld<scalar_t, acc_t>(op, ar * so.s[3] + ac * so.s[4]) - xv;
-            const acc_t wt = win.w[t];
-            s0 += wt * dv;
-            s1 += wt * dv * dv;
-            s2 += wt * xv * dv;
+            s0 += win.w[t] * xv;
+            s1 += win.w[t] * xv * xv;
           }
         }
         h[r * kTW + tx] = s0;
         h[(R + r) * kTW + tx] = s1;
-        h[(2 * R + r) * kTW + tx] = s2;
       }
       __syncthreads();
+      for (int ii = 0; ii < kRowsPerThread; ++ii) {
+        const int i = ty + ii * kBY;
+        for (int t = 0; t < taps; ++t) {
+          m0[ii] += win.w[t0 + t] * h[(i + t) * kTW + tx];
+          m1[ii] += win.w[t0 + t] * h[(R + i + t) * kTW + tx];
+        }
+      }
+      __syncthreads();
+    }
+    acc_t bmu[kRowsPerThread], bsxx[kRowsPerThread], bx1[kRowsPerThread], bx2[kRowsPerThread];
+    for (int ii = 0; ii < kRowsPerThread; ++ii) {
+      bmu[ii] = m0[ii];
+      bsxx[ii] = clamp0(m1[ii] - m0[ii] * m0[ii]);
+      bx1[ii] = m0[ii] * m0[ii] + C1;
+      bx2[ii] = acc_t(2) * bsxx[ii] + C2;
+    }
+    for (int64_t k = 0; k < K; ++k) {
+      const scalar_t* op = others + n * so.s[0] + k * so.s[1] + c * so.s[2];
+      acc_t v[kRowsPerThread][3] = {};
+      for (int t0 = 0; t0 < ws; t0 += chunk) {
+        const int taps = min(chunk, ws - t0), rows = kTH + taps - 1;
+        for (int r = ty; r < rows; r += kBY) {
+          acc_t s0 = 0, s1 = 0, s2 = 0;
+          const int64_t ar = o0 + t0 + r - g.pad;
+          if (j < g.Wo && ar >= 0 && ar < g.H) {
+            for (int t = 0; t < ws; ++t) {
+              const int64_t ac = j + t - g.pad;
+              if (ac < 0 || ac >= g.W) continue;
+              const acc_t xv = ld<scalar_t, acc_t>(bp, ar * sb.s[2] + ac * sb.s[3]);
+              const acc_t dv = ld<scalar_t, acc_t>(op, ar * so.s[3] + ac * so.s[4]) - xv;
+              const acc_t wt = win.w[t];
+              s0 += wt * dv;
+              s1 += wt * dv * dv;
+              s2 += wt * xv * dv;
+            }
+          }
+          h[r * kTW + tx] = s0;
+          h[(R + r) * kTW + tx] = s1;
+          h[(2 * R + r) * kTW + tx] = s2;
+        }
+        __syncthreads();
+        for (int ii = 0; ii < kRowsPerThread; ++ii) {
+          const int i = ty + ii * kBY;
+          for (int t = 0; t < taps; ++t) {
+            const acc_t wt = win.w[t0 + t];
+            v[ii][0] += wt * h[(i + t) * kTW + tx];
+            v[ii][1] += wt * h[(R + i + t) * kTW + tx];
+            v[ii][2] += wt * h[(2 * R + i + t) * kTW + tx];
+          }
+        }
+        __syncthreads();  // h is refilled by the next chunk (or k)
+      }
       acc_t local = 0;
       for (int ii = 0; ii < kRowsPerThread; ++ii) {
         const int i = ty + ii * kBY;
         if (o0 + i >= g.Ho || j >= g.Wo) continue;
-        acc_t v0 = 0, v1 = 0, v2 = 0;
-        for (int t = 0; t < ws; ++t) {
-          const acc_t wt = win.w[t];
-          v0 += wt * h[(i + t) * kTW + tx];
-          v1 += wt * h[(R + i + t) * kTW + tx];
-          v2 += wt * h[(2 * R + i + t) * kTW + tx];
-        }
-        local += one_minus_ssim_pre(bmu[ii], bsxx[ii], bx1[ii], bx2[ii], v0, v1, v2, C1);
+        local += one_minus_ssim_pre(bmu[ii], bsxx[ii], bx1[ii], bx2[ii], v[ii][0], v[ii][1], v[ii][2], C1);
       }
-      local = block_sum(local, red);  // its barriers also protect h before the next k
+      local = block_sum(local, red);
       if (tx == 0 && ty == 0) partial[((n * K + k) * g.C + c) * tiles + tile] = local;
     }
   }
@@ -383,18 +421,22 @@ __global__ void filter_ht_kernel(const acc_t* __restrict__ tmp, scalar_t* __rest
 #define VAEISO_DISPATCH_CUDA(TYPE, NAME, ...) \
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, TYPE, NAME, __VA_ARGS__)
 
-// Opt in to more than 48 KB of dynamic shared memory when a large window needs it.
-template <typename Kernel>
-void prepare_smem(Kernel kernel, size_t bytes, const char* op) {
-  if (bytes <= 48 * 1024) return;
+// The launch plan of a pass on the current device (ssim_cuda_plan.h), opting the kernel in to
+// more than 48 KB of shared memory when the plan needs it.
+template <typename acc_t, typename Kernel>
+cuda_plan::Plan plan_launch(Kernel kernel, cuda_plan::Pass pass, int64_t ws, const char* op) {
   int dev = 0, max_bytes = 0;
   C10_CUDA_CHECK(cudaGetDevice(&dev));
   C10_CUDA_CHECK(cudaDeviceGetAttribute(&max_bytes, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev));
-  TORCH_CHECK(bytes <= static_cast<size_t>(max_bytes), op,
-              ": window_size: too large for this GPU's shared memory (the tile needs ", bytes,
-              " bytes, the device allows ", max_bytes, "); use a smaller window");
-  C10_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                      static_cast<int>(bytes)));
+  const auto p = cuda_plan::plan(pass, ws, sizeof(acc_t), max_bytes);
+  // Cannot happen on any device with >= 16 KB per block; kept as a clear error, not a bad launch.
+  TORCH_CHECK(p.chunk >= 1, op, ": this GPU's shared memory per block (", max_bytes,
+              " bytes) is too small for the SSIM tile");
+  if (p.opt_in) {
+    C10_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                        static_cast<int>(p.dynamic_bytes)));
+  }
+  return p;
 }
 
 dim3 tile_grid(int64_t cols, int64_t rows, int64_t planes) {
@@ -419,13 +461,12 @@ void forward_cuda(const at::Tensor& x, const at::Tensor& y, const std::vector<do
   VAEISO_DISPATCH_CUDA(x.scalar_type(), "ssim_forward_cuda", [&] {
     using acc_t = at::opmath_type<scalar_t>;
     auto partial = at::empty({g.N * g.C * tiles}, x.options().dtype(c10::CppTypeToScalarType<acc_t>::value));
-    const size_t smem = sizeof(acc_t) * 5 * (kTH + g.ws - 1) * kTW;
     auto kernel = forward_kernel<scalar_t, acc_t>;
-    prepare_smem(kernel, smem, "ssim");
+    const auto p = plan_launch<acc_t>(kernel, cuda_plan::Pass::kForward, g.ws, "ssim");
     const double inv = 1.0 / static_cast<double>(g.C * g.Ho * g.Wo);
-    kernel<<<grid, dim3(kBX, kBY), smem, stream>>>(
+    kernel<<<grid, dim3(kBX, kBY), p.dynamic_bytes, stream>>>(
         x.const_data_ptr<scalar_t>(), y.const_data_ptr<scalar_t>(), strides_of<4>(x), strides_of<4>(y),
-        make_window<acc_t>(window), g, static_cast<acc_t>(k.C1), static_cast<acc_t>(k.C2),
+        make_window<acc_t>(window), g, static_cast<int>(p.chunk), static_cast<acc_t>(k.C1), static_cast<acc_t>(k.C2),
         static_cast<acc_t>(loss ? -inv : inv), partial.mutable_data_ptr<acc_t>(),
         maps.numel() > 0 ? maps.mutable_data_ptr<acc_t>() : nullptr);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
@@ -442,13 +483,12 @@ void backward_cuda(const at::Tensor& grad, const at::Tensor& x, const at::Tensor
   const dim3 grid = tile_grid(g.W, g.H, g.N * g.C);
   VAEISO_DISPATCH_CUDA(x.scalar_type(), "ssim_backward_cuda", [&] {
     using acc_t = at::opmath_type<scalar_t>;
-    const size_t smem = sizeof(acc_t) * 4 * kTH * (kTW + g.ws - 1);
     auto kernel = backward_kernel<scalar_t, acc_t>;
-    prepare_smem(kernel, smem, "ssim_backward");
-    kernel<<<grid, dim3(kBX, kBY), smem, stream>>>(
+    const auto p = plan_launch<acc_t>(kernel, cuda_plan::Pass::kBackward, g.ws, "ssim_backward");
+    kernel<<<grid, dim3(kBX, kBY), p.dynamic_bytes, stream>>>(
         grad.const_data_ptr<scalar_t>(), x.const_data_ptr<scalar_t>(), y.const_data_ptr<scalar_t>(),
         strides_of<4>(x), strides_of<4>(y), maps.const_data_ptr<acc_t>(), make_window<acc_t>(window), g,
-        grad_x.mutable_data_ptr<scalar_t>(), grad_y.mutable_data_ptr<scalar_t>());
+        static_cast<int>(p.chunk), grad_x.mutable_data_ptr<scalar_t>(), grad_y.mutable_data_ptr<scalar_t>());
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
 }
@@ -463,12 +503,11 @@ void pairs_cuda(const at::Tensor& base, const at::Tensor& others, const std::vec
     using acc_t = at::opmath_type<scalar_t>;
     auto partial =
         at::empty({g.N * K * g.C * tiles}, base.options().dtype(c10::CppTypeToScalarType<acc_t>::value));
-    const size_t smem = sizeof(acc_t) * 3 * (kTH + g.ws - 1) * kTW;
     auto kernel = pairs_kernel<scalar_t, acc_t>;
-    prepare_smem(kernel, smem, "ssim_pairs");
-    kernel<<<grid, dim3(kBX, kBY), smem, stream>>>(
+    const auto p = plan_launch<acc_t>(kernel, cuda_plan::Pass::kPairs, g.ws, "ssim_pairs");
+    kernel<<<grid, dim3(kBX, kBY), p.dynamic_bytes, stream>>>(
         base.const_data_ptr<scalar_t>(), others.const_data_ptr<scalar_t>(), strides_of<4>(base),
-        strides_of<5>(others), make_window<acc_t>(window), g, K, static_cast<acc_t>(k.C1),
+        strides_of<5>(others), make_window<acc_t>(window), g, static_cast<int>(p.chunk), K, static_cast<acc_t>(k.C1),
         static_cast<acc_t>(k.C2), partial.mutable_data_ptr<acc_t>());
     C10_CUDA_KERNEL_LAUNCH_CHECK();
     const double inv = 1.0 / static_cast<double>(g.C * g.Ho * g.Wo);

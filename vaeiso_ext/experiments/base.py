@@ -23,7 +23,7 @@ from ..train import (CheckpointError, TrainConfig, TrainingDiverged, checkpoint_
 
 CHECKPOINT = "checkpoint.pt"
 # What a run writes into its folder (figures/ holds the rest): any of them marks a run there.
-RUN_FILES = (CHECKPOINT, "results.json", "report.md")
+RUN_FILES = (CHECKPOINT, "results.json", "report.md", "curve.json")
 LAYOUT = 2  # meta["layout"] of checkpoints written since the experiments moved here
 
 
@@ -81,6 +81,9 @@ class Config:
     ``--resume`` (``epochs`` or ``iterations``)."""
 
     LENGTH: ClassVar[str] = "epochs"
+    # Fields added after runs were recorded: the value a stored description lacking the field
+    # means (how those runs were trained), where that differs from today's default.
+    LEGACY: ClassVar[dict] = {}
 
     def validate(self) -> "Config":
         """Cross-field checks; raise :class:`UsageError`."""
@@ -96,7 +99,8 @@ class Config:
         if unknown:
             raise CheckpointError(f"the run description holds fields this version does not know: "
                                   f"{sorted(unknown)} (written by a newer vaeiso_ext?)")
-        return cls(**{k: v for k, v in d.items() if k in names})
+        return cls(**{**{k: v for k, v in cls.LEGACY.items() if k not in d},
+                      **{k: v for k, v in d.items() if k in names}})
 
     def length(self) -> int:
         return int(getattr(self, self.LENGTH))
@@ -191,13 +195,16 @@ def clear_run(out: str) -> None:
 
 
 def trained_summary(ck_or_history, cfg: Config, n_train: int, batch_size: int) -> dict:
-    """What a checkpoint (or a finished training's history) actually trained."""
+    """What a checkpoint (or a finished training's history) actually trained; ``evals`` (the
+    records of a ``train_hooks`` evaluation) only where there are any."""
     if isinstance(ck_or_history, dict):
         steps = checkpoint_steps(ck_or_history, n_train)
         history = list(ck_or_history["history"])
+        evals = list(ck_or_history.get("evals") or [])
     else:
         history = list(ck_or_history)
         steps = int(history[-1]["step"]) if history and "step" in history[-1] else 0
+        evals = list(getattr(ck_or_history, "evals", None) or [])
     spe = steps_per_epoch(n_train, batch_size)
     requested = cfg.length()
     done = steps if cfg.LENGTH == "iterations" else steps / spe
@@ -206,7 +213,8 @@ def trained_summary(ck_or_history, cfg: Config, n_train: int, batch_size: int) -
             "n_train": n_train, "batch_size": batch_size, "steps_per_epoch": spe,
             "length_field": cfg.LENGTH, "requested": requested, "complete": done >= requested,
             "final": history[-1] if history else None,
-            "seconds": sum(secs), "seconds_per_epoch_median": sorted(secs)[len(secs) // 2] if secs else None}
+            "seconds": sum(secs), "seconds_per_epoch_median": sorted(secs)[len(secs) // 2] if secs else None,
+            **({"evals": evals} if evals else {})}  # the train_hooks() curve, if the run has one
 
 
 def trained_text(t: dict) -> str:

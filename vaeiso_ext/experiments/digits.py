@@ -28,9 +28,12 @@ class DigitsConfig(RealConfig):
     decomposed: bool = opt(False, "objective lambda (D(x,x_breve) + D(x_breve,x_hat)) + KL")
     n_eval: int = opt(256, "held-out samples analysed (at most the 180 held out)",
                       type=int_at_least(2), metavar="N")
+    eval_every: int = opt(0, "step curve: evaluate active dims and the norm mean every N steps "
+                             "(curve.json, figures/curve.png; 0: none)", type=nonneg_int, metavar="N")
     held_out: float = 0.1
     kl_threshold: float = 0.1
     eps: float = 1e-3
+    curve_samples: int = 64  # held-out samples of each step-curve point
 
 
 class DigitsExperiment(RealExperiment):

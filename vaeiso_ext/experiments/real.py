@@ -1,18 +1,24 @@
 """What the real-data experiments (images, digits) share: a run config trained for an exact number
 of Adam steps, the per-latent analysis with the model's own metric, the summary table, the Fig.
-4/5-like per-dim plot and the Fig. 6-like traversal grid."""
+4/5-like per-dim plot and the Fig. 6-like traversal grid; with ``eval_every`` > 0 a step curve
+(active dims and the norm mean over them against Adam steps, measured on fixed held-out samples
+during training: curve.json and figures/curve.png)."""
 
 from __future__ import annotations
 
+import json
 import math
 import os
+import sys
+import time
 from dataclasses import dataclass
 
 import torch
 
 from ..train import TrainConfig, versions
 from .base import Config, Experiment, UsageError, status
-from .outputs import fmt, inv_sigma2_axis, plt, results_json, run_title, save_figure, training_line, write_atomic
+from .outputs import (clean, fmt, inv_sigma2_axis, md_table, plt, results_json, run_title, save_figure,
+                      training_line, write_atomic)
 
 
 class RealConfig(Config):
@@ -29,14 +35,17 @@ class RealConfig(Config):
             raise UsageError("latent, iterations and batch size must be >= 1 and n_eval >= 2")
         if not 0 < self.held_out < 1:
             raise UsageError(f"held_out: expected a fraction in (0, 1), got {self.held_out}")
+        if self.eval_every < 0 or self.curve_samples < 2 or getattr(self, "warmup", 0) < 0:
+            raise UsageError("eval_every and warmup must be >= 0 and curve_samples >= 2")
         return self
 
 
 @dataclass
 class RealData:
-    train: torch.Tensor
+    train: torch.Tensor  # or a stream of fresh samples (data.images.RandomCrops)
     test: torch.Tensor
     source: str
+    progress: bool = True  # status lines (the step curve's) on stderr
 
 
 class RealExperiment(Experiment):
@@ -64,14 +73,51 @@ class RealExperiment(Experiment):
         with status(f"loading the {self.name} data", progress):
             x, source = self.load_x(cfg)
             train_x, test_x = split(x, cfg.held_out, seed=cfg.seed)
-        return RealData(train_x, test_x, source)
+        return RealData(train_x, test_x, source, progress)
 
     def train_x(self, data: RealData):
         return data.train
 
     def train_config(self, cfg) -> TrainConfig:
         return TrainConfig(lam=self.train_lambda(cfg), epochs=None, iterations=cfg.iterations,
-                           batch_size=cfg.batch_size, lr=cfg.lr, seed=cfg.seed, decomposed=cfg.decomposed)
+                           batch_size=cfg.batch_size, lr=cfg.lr, seed=cfg.seed, decomposed=cfg.decomposed,
+                           warmup=getattr(cfg, "warmup", 0))
+
+    def train_hooks(self, cfg, data: RealData) -> dict:
+        """With ``eval_every`` > 0: the step curve, one :meth:`curve_point` on the first
+        ``curve_samples`` held-out samples before training, every ``eval_every`` steps and at
+        the end (records in ``checkpoint["evals"]``)."""
+        if not cfg.eval_every:
+            return {}
+        x_eval = data.test[:cfg.curve_samples]
+
+        def evaluate(model) -> dict:
+            p = self.curve_point(cfg, model, x_eval)
+            if data.progress:
+                from tqdm.auto import tqdm
+
+                nm = "n/a" if p["norm_mean"] is None else f"{p['norm_mean']:.3f}"
+                tqdm.write(f"curve: {p['active_dims']} active dims, norm mean {nm}, KL {p['kl_total']:.2f}, "
+                           f"D(x, Dec(mu)) {p['distortion_mu']:.4f}", file=sys.stderr)
+            return p
+
+        return {"evaluate": evaluate, "eval_every": cfg.eval_every}
+
+    def curve_point(self, cfg, model, x_eval: torch.Tensor) -> dict:
+        """One point of the step curve: active dims, norm mean/SD over them, total KL and the
+        distortion D(x, Dec(mu(x))), all on ``x_eval``."""
+        from ..analysis.latents import analyze_latents
+
+        t0 = time.perf_counter()
+        # float32 D'_j (dtype=None): ~1e-3 relative, far below the curve's changes, and several
+        # times cheaper on a CPU than the float64 copy the final analysis decodes with
+        ana = analyze_latents(model, x_eval, self.metric(cfg), self.beta(cfg), kl_threshold=cfg.kl_threshold,
+                              eps=cfg.eps, gram=False, chunk=16 if self.name == "images" else 64, dtype=None)
+        mu, _ = model.encode(x_eval)
+        dist = self.metric(cfg).distance(x_eval, model.decode(mu)).mean().item()
+        return {"active_dims": ana["active_dims"], "norm_mean": ana["norm_active"]["mean"],
+                "norm_sd": ana["norm_active"]["sd"], "kl_total": sum(d["kl"] for d in ana["dims"]),
+                "distortion_mu": dist, "eval_seconds": time.perf_counter() - t0}
 
     def analyze_model(self, cfg, model, data: RealData, trained: dict, *, n_samples=None,
                       progress=True) -> dict:
@@ -88,9 +134,15 @@ class RealExperiment(Experiment):
         ana = analyze_latents(model, data.test[:n], self.metric(cfg), self.beta(cfg),
                               kl_threshold=cfg.kl_threshold, eps=cfg.eps, progress=progress,
                               chunk=16 if self.name == "images" else 64)
-        return {"experiment": self.name, "config": cfg.description(), "versions": versions(),
-                "data": data.source, "loss_name": self.loss_name, "n_held_out": avail,
-                "training": trained, **ana, "paper": self.paper}
+        trained = dict(trained)
+        evals = trained.pop("evals", None)
+        res = {"experiment": self.name, "config": cfg.description(), "versions": versions(),
+               "data": data.source, "loss_name": self.loss_name, "n_held_out": avail,
+               "training": trained, **ana, "paper": self.paper}
+        if evals:
+            res["curve"] = {"eval_every": cfg.eval_every,
+                            "curve_samples": min(cfg.curve_samples, avail), "points": evals}
+        return res
 
     def summary(self, results: dict) -> str:
         return text_summary(results)
@@ -103,6 +155,15 @@ class RealExperiment(Experiment):
             p2 = os.path.join(out, "figures", "traversal.png")
             traversal_figure(results, model, data.test[0], p2)
             paths += [p, p2]
+        if "curve" in results:
+            p = os.path.join(out, "curve.json")
+            write_atomic(p, json.dumps(clean({"experiment": results["experiment"], "config": results["config"],
+                                              **results["curve"]}), indent=1) + "\n")
+            paths.append(p)
+            if figures:
+                p = os.path.join(out, "figures", "curve.png")
+                curve_figure(results, p)
+                paths.append(p)
         cfg = results["config"]
         md = (f"# {results['experiment']} VAE ({results['loss_name']}, "
               f"{'decomposed' if cfg['decomposed'] else 'conventional'} objective)\n\n```\n"
@@ -112,6 +173,10 @@ class RealExperiment(Experiment):
                    "Traversal (like Fig. 6): one row per active latent, by descending E[sigma^-2]; "
                    "z_j from -2 to 2, the other latents at mu(x) of the first held-out sample:\n\n"
                    "![traversal](figures/traversal.png)\n")
+        if "curve" in results:
+            md += "\n## Step curve\n\n" + curve_table(results["curve"]) + "\n"
+            if figures:
+                md += "\n![active dims and norm mean against Adam steps](figures/curve.png)\n"
         write_atomic(os.path.join(out, "report.md"), md)
         write_atomic(os.path.join(out, "results.json"), results_json(results))
         return [os.path.join(out, "results.json"), os.path.join(out, "report.md")] + paths
@@ -140,7 +205,46 @@ def text_summary(res: dict) -> str:
         lines.append(f" {d['index']:3d} | {d['inv_sigma2_mean']:11.2f} | {d['kl']:6.3f} | {d['dj_mean']:9.3g} | "
                      f"{d['norm_mean']:6.3f} ({d['norm_sd']:.3f}) | {'yes' if d['active'] else 'no'}")
     lines.append("(dim: the latent's index, as the figures label it; rows by descending E[sigma^-2])")
+    if res.get("curve"):
+        c = res["curve"]
+        lines += ["", f"step curve (every {c['eval_every']} steps, {c['curve_samples']} held-out samples, "
+                      "float32 D'_j):",
+                  "   step | active | norm mean (SD) | KL total | D(x, Dec(mu))"]
+        for p in c["points"]:
+            nm = "n/a" if p["norm_mean"] is None else f"{p['norm_mean']:.3f} ({p['norm_sd']:.3f})"
+            lines.append(f" {p['step']:6d} | {p['active_dims']:6d} | {nm:>14} | {p['kl_total']:8.2f} | "
+                         f"{p['distortion_mu']:.4f}")
     return "\n".join(lines)
+
+
+def curve_table(curve: dict) -> str:
+    """The step curve as a markdown table."""
+    rows = [[f"{p['step']:,}", str(p["active_dims"]), fmt(p["norm_mean"]), fmt(p["norm_sd"]),
+             fmt(p["kl_total"], ".2f"), fmt(p["distortion_mu"], ".4f")] for p in curve["points"]]
+    return (f"Evaluated every {curve['eval_every']:,} Adam steps on {curve['curve_samples']} fixed held-out "
+            "samples (D'_j in float32):\n\n"
+            + md_table(["step", "active dims", "norm mean", "norm SD", "KL total (nats)", "D(x, Dec(mu))"], rows))
+
+
+def curve_figure(res: dict, path: str) -> None:
+    """Norm mean over active dims (left axis) and number of active dims (right) against steps."""
+    pts = res["curve"]["points"]
+    steps = [p["step"] for p in pts]
+    fig, ax = plt().subplots(figsize=(6.5, 3.4))
+    ax.plot(steps, [float("nan") if p["norm_mean"] is None else p["norm_mean"] for p in pts],
+            "o-", ms=3, label="norm mean over active dims")
+    ax.axhline(1.0, color="gray", lw=0.8, ls="--", label="norm = 1 (isometric)")
+    ax.set_xlabel("Adam steps")
+    ax.set_ylabel("norm mean (no unit)")
+    ax2 = ax.twinx()
+    ax2.plot(steps, [p["active_dims"] for p in pts], "s--", color="tab:red", ms=3, label="active dims")
+    ax2.set_ylabel(f"active dims (of {res['config']['latent']})", color="tab:red")
+    ax2.set_ylim(bottom=0)
+    h1, l1 = ax.get_legend_handles_labels()
+    h2, l2 = ax2.get_legend_handles_labels()
+    fig.legend(h1 + h2, l1 + l2, fontsize=7, loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=3)
+    ax.set_title(run_title(res, "step curve"), fontsize=8)
+    save_figure(fig, path)
 
 
 def dims_figure(res: dict, path: str) -> None:

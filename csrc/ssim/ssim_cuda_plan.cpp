@@ -1,0 +1,33 @@
+// vaeiso::_ssim_cuda_plan: the SSIM CUDA launch planner (ssim_cuda_plan.h) as plain integers,
+// so that CPU-only builds test the planning the GPU kernels use. Private (leading underscore).
+#include <torch/library.h>
+
+#include <string>
+#include <vector>
+
+#include "ssim/ssim_cuda_plan.h"
+
+namespace vaeiso::ssim {
+namespace {
+
+// -> [chunk, chunks, dynamic_bytes, static_bytes, opt_in]
+std::vector<int64_t> ssim_cuda_plan(int64_t window_size, int64_t acc_bytes, int64_t smem_limit,
+                                    const std::string& kind) {
+  using cuda_plan::Pass;
+  TORCH_CHECK(kind == "forward" || kind == "pairs" || kind == "backward",
+              "_ssim_cuda_plan: kind: expected 'forward', 'pairs' or 'backward', got '", kind, "'");
+  TORCH_CHECK(acc_bytes == 4 || acc_bytes == 8,
+              "_ssim_cuda_plan: acc_bytes: expected 4 (float) or 8 (double), got ", acc_bytes);
+  const Pass p = kind == "forward" ? Pass::kForward : (kind == "pairs" ? Pass::kPairs : Pass::kBackward);
+  const auto r = cuda_plan::plan(p, window_size, acc_bytes, smem_limit);
+  return {r.chunk, r.chunks, r.dynamic_bytes, r.static_bytes, r.opt_in ? 1 : 0};
+}
+
+}  // namespace
+
+TORCH_LIBRARY_FRAGMENT(vaeiso, m) {
+  m.def("_ssim_cuda_plan(int window_size, int acc_bytes, int smem_limit, str kind) -> int[]",
+        &ssim_cuda_plan);
+}
+
+}  // namespace vaeiso::ssim
