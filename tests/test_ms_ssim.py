@@ -530,6 +530,24 @@ def test_cuda_matches_cpu(dtype):
             torch.testing.assert_close(a.double().cpu(), b, rtol=0, atol=gtol * scale)
 
 
+@pytest.mark.cuda
+@pytest.mark.skipif(not HAS_CUDA_KERNELS, reason="needs a CUDA device and the CUDA kernels")
+@pytest.mark.parametrize("ws", [71, 255])
+def test_cuda_large_windows_match_cpu(ws):
+    # float64 with 255 taps stages more than any device's shared memory per block: the kernels
+    # run the window in chunks of taps (ssim_cuda_plan.h); 71 fits whole on an H100. Same
+    # formula in another summation order, float64: 1e-10 relative to the largest entry.
+    x, y = _pair((1, 2, 260, 270), seed=24)
+    xc, yc = x.cuda(), y.cuda()
+    fns = [lambda a, b: ops.ssim_l1_loss(a, b, window_size=ws, sigma=ws / 7.0)]
+    if 2 * (ws - 1) < 260:  # two MS-SSIM levels need sides > 2 (ws - 1)
+        fns.append(lambda a, b: ops.ms_ssim(a, b, weights=(0.5, 0.5), window_size=ws, sigma=ws / 7.0))
+    for fn in fns:
+        torch.testing.assert_close(fn(xc, yc).cpu(), fn(x, y), rtol=0, atol=1e-10)
+        for a, b in zip(_grads(fn, xc, yc), _grads(fn, x, y)):
+            torch.testing.assert_close(a.cpu(), b, rtol=0, atol=1e-10 * b.abs().max().item())
+
+
 def test_torch_func_transforms_match_reference():
     # grad, jacrev, per-sample gradients vmap(grad) and grad(grad) equal the reference's.
     x, y = _pair((2, 2, 20, 21), seed=23)

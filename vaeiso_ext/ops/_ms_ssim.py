@@ -69,10 +69,12 @@ def ms_ssim(x: Tensor, y: Tensor, *, weights: Sequence[float] = MS_SSIM_WEIGHTS,
         window_size (odd), sigma, k1, k2, data_range (> 0): as in :func:`ssim`.
 
     Returns:
-        ``(N,)``. Gradients flow to both ``x`` and ``y``, first order, in plain autograd and
-        under ``torch.func`` (``grad``, ``vjp``, ``jacrev``, ``vmap(grad(...))``); second
-        derivatives and forward-mode AD (``forward_ad``, ``jvp``, ``jacfwd``) raise an error
-        naming the op: use :func:`vaeiso_ext.reference.ms_ssim` for those.
+        ``(N,)``. Every autograd mode works (SPEC §2): the fused backward kernel per level in
+        reverse mode; double backward (``create_graph=True``), ``hessian`` and ``vmap`` over a
+        backward through the same derivative written with the fused window filter and torch
+        ops; forward mode (``forward_ad``, ``jvp``, ``jacfwd``) as the fused per-channel
+        gradient contracted with the tangents; ``vmap`` folds its batch into ``N``. Under
+        ``torch.compile`` each level's kernel is one custom-op node.
     """
     op = "ms_ssim"
     ws = _check_common(op, x, y, window_size, sigma, k1, k2, data_range)
@@ -127,10 +129,12 @@ def ssim_l1_loss(x: Tensor, y: Tensor, *, ssim_weight: float = 0.2, window_size:
         window_size, sigma, k1, k2, data_range, padding ("valid" or "same"): as in :func:`ssim`.
 
     Returns:
-        ``(N,)``. Gradients flow to both ``x`` and ``y``, first order, in plain autograd and
-        under ``torch.func`` (``grad``, ``vjp``, ``jacrev``, ``vmap(grad(...))``); second
-        derivatives and forward-mode AD (``forward_ad``, ``jvp``, ``jacfwd``) raise an error
-        naming the op: use :func:`vaeiso_ext.reference.ssim_l1_loss` for those.
+        ``(N,)``. Every autograd mode works (SPEC §2): the fused backward kernel per level in
+        reverse mode; double backward (``create_graph=True``), ``hessian`` and ``vmap`` over a
+        backward through the same derivative written with the fused window filter and torch
+        ops; forward mode (``forward_ad``, ``jvp``, ``jacfwd``) as the fused per-channel
+        gradient contracted with the tangents; ``vmap`` folds its batch into ``N``. Under
+        ``torch.compile`` each level's kernel is one custom-op node.
     """
     op = "ssim_l1_loss"
     ws = _check_common(op, x, y, window_size, sigma, k1, k2, data_range)
