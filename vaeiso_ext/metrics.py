@@ -1,7 +1,7 @@
 """The paper's distance metrics as objects that training and analysis take.
 
 A metric is a distance ``D(x, y)`` with ``D(x, x) = 0`` whose expansion
-``D(x, x + d) = d^T G_x d + O(|d|^3)`` defines the metric tensor ``G_x`` (SPEC §3.3-3.4).
+``D(x, x + d) = d^T G_x d + O(|d|^3)`` defines the metric tensor ``G_x`` (docs/ops.md).
 Every metric has
 
 - ``distance(x, y) -> (N,)``: ``D(x[n], y[n])``, differentiable (the training loss);
@@ -105,7 +105,7 @@ def _sq_norm(x: Tensor) -> Tensor:
 
 
 class DownwardConvex(SSE):
-    """``a_x ||x - y||^2`` with ``a_x = 2/3 + 2 ||x||^2 / 21`` (SPEC §5; ``G_x = a_x I``)."""
+    """``a_x ||x - y||^2`` with ``a_x = 2/3 + 2 ||x||^2 / 21`` (the paper's protocol, App. D; ``G_x = a_x I``)."""
 
     name = "downward"
 

@@ -149,13 +149,13 @@ def _check_tensor(module: str, name: str, value) -> None:
         raise TypeError(f"{module}: {name}: expected a torch.Tensor, got {type(value).__name__}")
 
 
-# ---------------------------------------------------------------- SSIM loss (SPEC §3.2)
+# ---------------------------------------------------------------- SSIM loss (docs/ops.md)
 
 from .ops._ssim import one_minus_ssim  # noqa: E402
 
 
 class SSIMLoss(nn.Module):
-    """``1 - SSIM(x, y)`` per image (SPEC §3.2), fused on CPU and CUDA, gradients to both inputs.
+    """``1 - SSIM(x, y)`` per image (docs/ops.md), fused on CPU and CUDA, gradients to both inputs.
 
     Computed from the difference ``y - x`` without cancellation, so the loss keeps its digits in
     float32 even when ``y`` is very close to ``x``.
@@ -203,7 +203,7 @@ class SSIMLoss(nn.Module):
         return f"reduction={self.reduction!r}, {kw}"
 
 
-# ---------------------------------------------------------------- MS-SSIM and SSIM + L1 losses (SPEC §3.5-3.6)
+# ---------------------------------------------------------------- MS-SSIM and SSIM + L1 losses (docs/ops.md)
 
 
 def _reduce(loss: Tensor, reduction: str) -> Tensor:
@@ -220,7 +220,7 @@ def _check_reduction(cls: str, reduction: str) -> None:
 
 
 class MSSSIMLoss(nn.Module):
-    """``1 - MS-SSIM(x, y)`` per image (SPEC §3.5), fused on CPU and CUDA, gradients to both inputs.
+    """``1 - MS-SSIM(x, y)`` per image (docs/ops.md), fused on CPU and CUDA, gradients to both inputs.
 
     Args:
         reduction: ``"mean"`` (default) or ``"sum"`` over the batch, or ``"none"`` for ``(N,)``.
@@ -246,7 +246,7 @@ class MSSSIMLoss(nn.Module):
 
 
 class SSIML1Loss(nn.Module):
-    """``(1 - ssim_weight) * mean|x - y| + ssim_weight * (1 - SSIM(x, y))`` per image (SPEC §3.6):
+    """``(1 - ssim_weight) * mean|x - y| + ssim_weight * (1 - SSIM(x, y))`` per image (docs/ops.md):
     the photometric loss of 3D Gaussian splatting, with the L1 term read in the SSIM pass.
 
     Args:

@@ -26,7 +26,7 @@ def gdn(x: Tensor, beta: Tensor, gamma: Tensor, inverse: bool = False, simplifie
     return x * scale if inverse else x / scale
 
 
-# ---------------------------------------------------------------- SSIM (SPEC §3.2-3.3)
+# ---------------------------------------------------------------- SSIM (docs/ops.md)
 
 
 def gaussian_window(window_size: int, sigma: float, dtype=torch.float64, device=None) -> Tensor:
@@ -53,7 +53,7 @@ def window_filter(t: Tensor, window_size: int = 11, sigma: float = 1.5, padding:
 
 def ssim_map(x: Tensor, y: Tensor, window_size: int = 11, sigma: float = 1.5, k1: float = 0.01,
              k2: float = 0.03, data_range: float = 1.0, padding: str = "valid") -> Tensor:
-    """The per-position SSIM map ``(N, C, Ho, Wo)`` of SPEC §3.2 (windowed variances clamped at 0)."""
+    """The per-position SSIM map ``(N, C, Ho, Wo)`` of docs/ops.md (windowed variances clamped at 0)."""
     f = lambda t: window_filter(t, window_size, sigma, padding)  # noqa: E731
     c1, c2 = (k1 * data_range) ** 2, (k2 * data_range) ** 2
     mu_x, mu_y = f(x), f(y)
@@ -80,7 +80,7 @@ def ssim_pairs(base: Tensor, others: Tensor, **kw) -> Tensor:
 def ssim_metric_gram(x: Tensor, v: Tensor, *, diagonal: bool = False, window_size: int = 11,
                      sigma: float = 1.5, k1: float = 0.01, k2: float = 0.03, data_range: float = 1.0,
                      padding: str = "valid") -> Tensor:
-    """Reference ``v[n, j]^T G_x v[n, k]`` by the per-window formula of SPEC §3.3, one product
+    """Reference ``v[n, j]^T G_x v[n, k]`` by the per-window formula of docs/ops.md, one product
     map ``w*(v_j v_k)`` per pair (K filter passes of K maps: slow, for testing)."""
     f = lambda t: window_filter(t, window_size, sigma, padding)  # noqa: E731
     c1, c2 = (k1 * data_range) ** 2, (k2 * data_range) ** 2
@@ -100,7 +100,7 @@ def ssim_metric_gram(x: Tensor, v: Tensor, *, diagonal: bool = False, window_siz
     return torch.stack(rows, dim=1) if rows else v.new_zeros(v.shape[:2] + (v.shape[1],))
 
 
-# ---------------------------------------------------------------- MS-SSIM, SSIM + L1 (SPEC §3.5-3.6)
+# ---------------------------------------------------------------- MS-SSIM, SSIM + L1 (docs/ops.md)
 
 
 def ms_ssim(x: Tensor, y: Tensor, *, weights=(0.0448, 0.2856, 0.3001, 0.2363, 0.1333), window_size: int = 11,
@@ -145,7 +145,7 @@ def ssim_l1_loss(x: Tensor, y: Tensor, *, ssim_weight: float = 0.2, **ssim_kwarg
     return (1 - ssim_weight) * (x - y).abs().mean(dim=(1, 2, 3)) + ssim_weight * (1 - ssim(x, y, **ssim_kwargs))
 
 
-# ---------------------------------------------------------------- pair distances (SPEC §3.4)
+# ---------------------------------------------------------------- pair distances (docs/ops.md)
 
 
 def _log1p_minus_x(t: Tensor) -> Tensor:

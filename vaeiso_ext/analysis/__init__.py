@@ -1,4 +1,4 @@
-"""Analysis of a beta-VAE as a non-linearly scaled isometric embedding (SPEC §4)."""
+"""Analysis of a beta-VAE as a non-linearly scaled isometric embedding (docs/ops.md, "The analysis")."""
 
 # Derivative engine: D'_j and the isometry Gram
 from .derivatives import dj_prime, isometry_gram

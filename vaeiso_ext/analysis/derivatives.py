@@ -1,4 +1,4 @@
-"""The derivative engine of the analysis (SPEC §4): ``D'_j`` and the isometry Gram, batched.
+"""The derivative engine of the analysis (docs/ops.md, "The analysis"): ``D'_j`` and the isometry Gram, batched.
 
 ``D'_j(z) = D(Dec(z), Dec(z + eps e_j)) / eps**2`` for all latent dims j at once: the decodes
 of all samples and directions go through the decoder as large batches (sized to the device's
@@ -204,7 +204,7 @@ def isometry_gram(decoder: Decoder, z: Tensor, sigma: Tensor, metric: Metric, be
 
     ``J_j = dDec/dz_j`` at ``z = mu(x)`` (forward-mode AD, all n directions in one batched pass)
     and ``G_x`` the metric tensor of ``metric`` at ``Dec(z)``. Expected about the identity over
-    the active dimensions (SPEC §4); its diagonal is the Eq. 20 norm ``(2/beta) sigma_j**2 D'_j``
+    the active dimensions (docs/ops.md, "The analysis"); its diagonal is the Eq. 20 norm ``(2/beta) sigma_j**2 D'_j``
     with the exact ``D'_j``.
 
     Args:

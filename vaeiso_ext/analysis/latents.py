@@ -1,4 +1,4 @@
-"""The per-latent analysis of SPEC §4 for any VAE and metric (no true density needed): KL,
+"""The per-latent analysis of docs/ops.md, "The analysis" for any VAE and metric (no true density needed): KL,
 E[sigma^-2] (PCA-like importance), active dimensions, D'_j, the implicit-isometry norm and the
 isometry Gram. Used for the image and digit models; the toy analysis adds the density side."""
 

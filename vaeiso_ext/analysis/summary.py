@@ -1,4 +1,4 @@
-"""Every quantity of SPEC §4 for a trained VAE: per-dimension KL, E[sigma^-2] (PCA-like
+"""Every quantity of docs/ops.md, "The analysis" for a trained VAE: per-dimension KL, E[sigma^-2] (PCA-like
 importance), D'_j and the implicit-isometry norm, the isometry Gram, the data-probability
 estimates (Eq. 22-23) against the true density, and rate / distortion beside the theory."""
 

@@ -27,12 +27,12 @@ def naive_dj_prime(decoder, z, metric, eps):
 
 
 def toy_decoder():
-    """SPEC §5 toy decoder: FC(3,64,tanh) - FC(64,128,tanh) - FC(128,16)."""
+    """the paper's protocol, App. D toy decoder: FC(3,64,tanh) - FC(64,128,tanh) - FC(128,16)."""
     return nn.Sequential(nn.Linear(3, 64), nn.Tanh(), nn.Linear(64, 128), nn.Tanh(), nn.Linear(128, 16))
 
 
 def image_decoder(n=32):
-    """SPEC §5 image decoder (FC-FC-reshape, 3 x ConvT+IGDN, ConvT 9x9 + IGDN): 64x64 RGB."""
+    """the paper's protocol, App. D image decoder (FC-FC-reshape, 3 x ConvT+IGDN, ConvT 9x9 + IGDN): 64x64 RGB."""
     layers = [nn.Linear(n, 1024), nn.Softplus(), nn.Linear(1024, 1024), nn.Softplus(), nn.Unflatten(1, (64, 4, 4))]
     for _ in range(3):
         layers += [nn.ConvTranspose2d(64, 64, 5, stride=2, padding=2, output_padding=1), vnn.IGDN(64)]

@@ -1,4 +1,4 @@
-"""Image data for the image VAE (SPEC §5, App. D.2): a folder of images, or real photographs
+"""Image data for the image VAE (the paper's App. D.2): a folder of images, or real photographs
 shipped inside scikit-image cut into 64x64 crops (the default: a fresh machine has them)."""
 
 from __future__ import annotations

@@ -22,7 +22,7 @@ LOSSES = ("sse", "downward", "upward")
 LOSS_NAMES = {"sse": "square error", "downward": "downward-convex", "upward": "upward-convex"}
 
 # The paper's values (Tables 1-2, Fig. 3, §4.1), per (dataset, loss), in table order z1..z3
-# (ascending E[sigma^-2]). Table 2's ratios are the ratios of its printed means (see SPEC §5).
+# (ascending E[sigma^-2]). Table 2's ratios are the ratios of its printed means (its printed ratios disagree with them).
 PAPER = {
     ("mix", "sse"): {
         "source": "Table 1, §4.1, App. E.1",

@@ -30,7 +30,7 @@ def gdn(x: Tensor, beta: Tensor, gamma: Tensor, inverse: bool = False, simplifie
     Gradients flow to ``x``, ``beta`` and ``gamma``. ``norm`` must stay positive; the
     :class:`vaeiso_ext.nn.GDN` reparametrization guarantees it.
 
-    Every autograd mode works (SPEC §2): reverse mode runs the fused backward kernel; double
+    Every autograd mode works (docs/ops.md, conventions): reverse mode runs the fused backward kernel; double
     backward (``create_graph=True``), forward mode (``torch.func.jvp``, ``jacfwd``,
     ``forward_ad``: one more channel-mixing GEMM with the saved ``norm``) and the ``torch.func``
     transforms (``vmap`` folds the batch into ``N`` for one fused call) are exact. Under

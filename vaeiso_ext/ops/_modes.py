@@ -1,4 +1,4 @@
-"""Plumbing shared by the ops' ``torch.autograd.Function``s (SPEC §2, "every autograd mode").
+"""Plumbing shared by the ops' ``torch.autograd.Function``s (docs/ops.md, conventions, "every autograd mode").
 
 Each op is an autograd.Function with a separate ``setup_context`` and ``jvp`` / ``vmap``
 staticmethods around its ``torch.ops.vaeiso`` kernel, which is what ``torch.func`` needs. Its

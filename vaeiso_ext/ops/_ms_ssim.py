@@ -1,4 +1,4 @@
-"""MS-SSIM and the fused SSIM + L1 loss (SPEC §3.5-3.6): wrappers, fake implementation and
+"""MS-SSIM and the fused SSIM + L1 loss (docs/ops.md): wrappers, fake implementation and
 autograd of ``torch.ops.vaeiso.ssim_channels``, the per-(image, channel) SSIM pass they share.
 
 One kernel pass per pyramid level reads both images once and returns the mean of ``1 - v`` per
@@ -32,7 +32,7 @@ _NORMALIZE = ("relu", "simple", None)
 def ms_ssim(x: Tensor, y: Tensor, *, weights: Sequence[float] = MS_SSIM_WEIGHTS, window_size: int = 11,
             sigma: float = 1.5, k1: float = 0.01, k2: float = 0.03, data_range: float = 1.0,
             normalize: Optional[str] = "relu") -> Tensor:
-    """Multi-scale SSIM per image (Wang, Simoncelli, Bovik 2003), fused (SPEC §3.5).
+    """Multi-scale SSIM per image (Wang, Simoncelli, Bovik 2003), fused (docs/ops.md).
 
     As ``pytorch_msssim.ms_ssim(x, y, data_range=..., size_average=False, win_size=...,
     weights=..., K=(k1, k2))`` computes it (the convention of CompressAI and most compression
@@ -69,7 +69,7 @@ def ms_ssim(x: Tensor, y: Tensor, *, weights: Sequence[float] = MS_SSIM_WEIGHTS,
         window_size (odd), sigma, k1, k2, data_range (> 0): as in :func:`ssim`.
 
     Returns:
-        ``(N,)``. Every autograd mode works (SPEC §2): the fused backward kernel per level in
+        ``(N,)``. Every autograd mode works (docs/ops.md, conventions): the fused backward kernel per level in
         reverse mode; double backward (``create_graph=True``), ``hessian`` and ``vmap`` over a
         backward through the same derivative written with the fused window filter and torch
         ops; forward mode (``forward_ad``, ``jvp``, ``jacfwd``) as the fused per-channel
@@ -116,7 +116,7 @@ def ssim_l1_loss(x: Tensor, y: Tensor, *, ssim_weight: float = 0.2, window_size:
                  sigma: float = 1.5, k1: float = 0.01, k2: float = 0.03, data_range: float = 1.0,
                  padding: str = "valid") -> Tensor:
     """``(1 - ssim_weight) * mean|x - y| + ssim_weight * (1 - SSIM(x, y))`` per image, fused
-    (SPEC §3.6).
+    (docs/ops.md).
 
     The photometric loss of 3D Gaussian splatting and many image-restoration models (weight 0.2
     there). The L1 mean is over all channels and pixels and is accumulated in the same pass that
@@ -129,7 +129,7 @@ def ssim_l1_loss(x: Tensor, y: Tensor, *, ssim_weight: float = 0.2, window_size:
         window_size, sigma, k1, k2, data_range, padding ("valid" or "same"): as in :func:`ssim`.
 
     Returns:
-        ``(N,)``. Every autograd mode works (SPEC §2): the fused backward kernel per level in
+        ``(N,)``. Every autograd mode works (docs/ops.md, conventions): the fused backward kernel per level in
         reverse mode; double backward (``create_graph=True``), ``hessian`` and ``vmap`` over a
         backward through the same derivative written with the fused window filter and torch
         ops; forward mode (``forward_ad``, ``jvp``, ``jacfwd``) as the fused per-channel
@@ -185,7 +185,7 @@ def _channel_grads_torch(g_om, g_l1, x, y, window_size, sigma, k1, k2, data_rang
     c1, c2 = (k1 * data_range) ** 2, (k2 * data_range) ** 2
     mx, my = f(x), f(y)
     vx, vy = f(x * x) - mx * mx, f(y * y) - my * my
-    sxx, syy = torch.clamp(vx, min=0), torch.clamp(vy, min=0)  # as the kernels (SPEC §2)
+    sxx, syy = torch.clamp(vx, min=0), torch.clamp(vy, min=0)  # as the kernels (docs/ops.md, conventions)
     sxy = f(x * y) - mx * my
     a2, b2 = 2 * sxy + c2, sxx + syy + c2
     n, c, ho, wo = mx.shape

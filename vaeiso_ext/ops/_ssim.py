@@ -11,7 +11,7 @@ from ._modes import call_kernel, with_eager_twin, compiling, fused_ok, merge_bat
 
 def ssim(x: Tensor, y: Tensor, *, window_size: int = 11, sigma: float = 1.5, k1: float = 0.01,
          k2: float = 0.03, data_range: float = 1.0, padding: str = "valid") -> Tensor:
-    """Structural similarity per image, fused forward and backward (SPEC §3.2).
+    """Structural similarity per image, fused forward and backward (docs/ops.md).
 
     Gaussian window of ``window_size`` taps (odd) with std ``sigma``, normalised in float64,
     applied separably; ``C1 = (k1 * data_range)**2``, ``C2 = (k2 * data_range)**2``; windowed
@@ -31,7 +31,7 @@ def ssim(x: Tensor, y: Tensor, *, window_size: int = 11, sigma: float = 1.5, k1:
         ``(N,)`` in the input dtype (float32 for the half/float32 mix). Gradients flow to both
         ``x`` and ``y``, each in its input's dtype.
 
-    Every autograd mode works (SPEC §2): the fused backward kernel in reverse mode; double
+    Every autograd mode works (docs/ops.md, conventions): the fused backward kernel in reverse mode; double
     backward and the ``torch.func`` transforms through the same derivative written with the
     fused window filter and torch ops; forward mode as the fused gradient contracted with the
     tangents; ``vmap`` folds its batch into ``N``. Under ``torch.compile`` the custom op is
@@ -68,7 +68,7 @@ def one_minus_ssim(x: Tensor, y: Tensor, *, window_size: int = 11, sigma: float 
 def ssim_pairs(base: Tensor, others: Tensor, *, window_size: int = 11, sigma: float = 1.5,
                k1: float = 0.01, k2: float = 0.03, data_range: float = 1.0,
                padding: str = "valid") -> Tensor:
-    """``1 - SSIM(base[n], others[n, k])`` for K images per base, fused (SPEC §3.2).
+    """``1 - SSIM(base[n], others[n, k])`` for K images per base, fused (docs/ops.md).
 
     The window statistics of ``base`` are computed once per tile and reused for all K, and
     ``1 - SSIM`` is evaluated from ``d = other - base`` without cancellation, so float32 keeps
@@ -94,7 +94,7 @@ def ssim_pairs(base: Tensor, others: Tensor, *, window_size: int = 11, sigma: fl
 def ssim_metric_gram(x: Tensor, v: Tensor, *, diagonal: bool = False, window_size: int = 11,
                      sigma: float = 1.5, k1: float = 0.01, k2: float = 0.03,
                      data_range: float = 1.0, padding: str = "valid") -> Tensor:
-    """Inner products of directions under the SSIM metric tensor ``G_x`` (SPEC §3.3).
+    """Inner products of directions under the SSIM metric tensor ``G_x`` (docs/ops.md).
 
     ``G_x = 1/2 Hessian_y (1 - SSIM(x, y))`` at ``y = x``, so that
     ``1 - SSIM(x, x + d) = d^T G_x d + O(|d|^3)``. Per window,
@@ -273,7 +273,7 @@ def _grads_torch(g, x, y, window_size, sigma, k1, k2, data_range, same, loss):
     c1, c2 = (k1 * data_range) ** 2, (k2 * data_range) ** 2
     mx, my = f(xa), f(ya)
     vx, vy = f(xa * xa) - mx * mx, f(ya * ya) - my * my
-    sxx, syy = torch.clamp(vx, min=0), torch.clamp(vy, min=0)  # as the kernels (SPEC §2)
+    sxx, syy = torch.clamp(vx, min=0), torch.clamp(vy, min=0)  # as the kernels (docs/ops.md, conventions)
     sxy = f(xa * ya) - mx * my
     a1, a2 = 2 * mx * my + c1, 2 * sxy + c2
     b1, b2 = mx * mx + my * my + c1, sxx + syy + c2
