@@ -60,27 +60,14 @@ VAEISO_AI void channel_forward_tasks(const ChanFwdArgs<T>& a, int64_t t0, int64_
         for (int m = 0; m < 5; ++m) zero(h + (m * rows + r) * Wo, Wo);
         continue;
       }
-      T* xi = xr + pad;
-      T* di = dr + pad;
-      gather_row(xp + ar * a.sx[2], a.sx[3], g.W, xi);
-      gather_row(yp + ar * a.sy[2], a.sy[3], g.W, di);
-      for (int64_t j = 0; j < g.W; ++j) {
-        const T xv = xi[j], dv = di[j] - xv;
-        di[j] = dv;
-        pxx[pad + j] = xv * xv;
-        pdd[pad + j] = dv * dv;
-        pxd[pad + j] = xv * dv;
-      }
+      stage_row(xp + ar * a.sx[2], a.sx[3], yp + ar * a.sy[2], a.sy[3], g.W, pad, xr, dr, pxx, pdd, pxd);
+      const T* di = dr + pad;  // d = y - x of this row, for the L1 sum
       if (a.with_l1 && ar >= l1_lo && ar < l1_hi) {
         T racc = T(0);
         for (int64_t j = 0; j < g.W; ++j) racc += std::abs(di[j]);
         l1 += static_cast<double>(racc);
       }
-      fir(xr, 1, a.w, ws, h + (0 * rows + r) * Wo, Wo);
-      fir(dr, 1, a.w, ws, h + (1 * rows + r) * Wo, Wo);
-      fir(pxx, 1, a.w, ws, h + (2 * rows + r) * Wo, Wo);
-      fir(pdd, 1, a.w, ws, h + (3 * rows + r) * Wo, Wo);
-      fir(pxd, 1, a.w, ws, h + (4 * rows + r) * Wo, Wo);
+      filter_staged_row(xr, dr, pxx, pdd, pxd, a.w, ws, h, rows, r, Wo);
     }
     double acc = 0;
     const int64_t P = g.Ho * Wo;

@@ -122,6 +122,33 @@ VAEISO_AI void gather_row(const S* src, int64_t stride, int64_t n, T* dst) {
   }
 }
 
+// One image row of a strip pass: x and d = y - x into the padded row buffers xr, dr (their
+// margins stay zero) and the products x*x, d*d, x*d. Shared by the SSIM and the per-channel
+// (MS-SSIM, SSIM + L1) forward passes.
+template <typename S, typename T>
+VAEISO_AI void stage_row(const S* xsrc, int64_t xs, const S* ysrc, int64_t ys, int64_t W, int64_t pad,
+                         T* xr, T* dr, T* pxx, T* pdd, T* pxd) {
+  T* xi = xr + pad;
+  T* di = dr + pad;
+  gather_row(xsrc, xs, W, xi);
+  gather_row(ysrc, ys, W, di);
+  for (int64_t j = 0; j < W; ++j) {
+    const T xv = xi[j], dv = di[j] - xv;
+    di[j] = dv;
+    pxx[pad + j] = xv * xv;
+    pdd[pad + j] = dv * dv;
+    pxd[pad + j] = xv * dv;
+  }
+}
+
+// The horizontal window pass of the five staged rows into row r of the five maps in h.
+template <typename T>
+VAEISO_AI void filter_staged_row(const T* xr, const T* dr, const T* pxx, const T* pdd, const T* pxd,
+                                 const T* w, int ws, T* h, int64_t rows, int64_t r, int64_t Wo) {
+  const T* src[5] = {xr, dr, pxx, pdd, pxd};
+  for (int m = 0; m < 5; ++m) fir(src[m], 1, w, ws, h + (m * rows + r) * Wo, Wo);
+}
+
 template <typename T>
 VAEISO_AI void zero(T* p, int64_t n) {
   for (int64_t j = 0; j < n; ++j) p[j] = T(0);
@@ -217,22 +244,8 @@ VAEISO_AI void forward_tasks(const FwdArgs<S, T>& a, int64_t t0, int64_t t1, T* 
         for (int m = 0; m < 5; ++m) zero(h + (m * rows + r) * Wo, Wo);
         continue;
       }
-      T* xi = xr + pad;
-      T* di = dr + pad;
-      gather_row(xp + ar * a.sx[2], a.sx[3], g.W, xi);
-      gather_row(yp + ar * a.sy[2], a.sy[3], g.W, di);
-      for (int64_t j = 0; j < g.W; ++j) {
-        const T xv = xi[j], dv = di[j] - xv;
-        di[j] = dv;
-        pxx[pad + j] = xv * xv;
-        pdd[pad + j] = dv * dv;
-        pxd[pad + j] = xv * dv;
-      }
-      fir(xr, 1, a.w, ws, h + (0 * rows + r) * Wo, Wo);
-      fir(dr, 1, a.w, ws, h + (1 * rows + r) * Wo, Wo);
-      fir(pxx, 1, a.w, ws, h + (2 * rows + r) * Wo, Wo);
-      fir(pdd, 1, a.w, ws, h + (3 * rows + r) * Wo, Wo);
-      fir(pxd, 1, a.w, ws, h + (4 * rows + r) * Wo, Wo);
+      stage_row(xp + ar * a.sx[2], a.sx[3], yp + ar * a.sy[2], a.sy[3], g.W, pad, xr, dr, pxx, pdd, pxd);
+      filter_staged_row(xr, dr, pxx, pdd, pxd, a.w, ws, h, rows, r, Wo);
     }
     double acc = 0;
     for (int64_t i = o0; i < o1; ++i) {

@@ -129,12 +129,8 @@ def ssim_l1_loss(x: Tensor, y: Tensor, *, ssim_weight: float = 0.2, window_size:
         window_size, sigma, k1, k2, data_range, padding ("valid" or "same"): as in :func:`ssim`.
 
     Returns:
-        ``(N,)``. Every autograd mode works (docs/ops.md, conventions): the fused backward kernel per level in
-        reverse mode; double backward (``create_graph=True``), ``hessian`` and ``vmap`` over a
-        backward through the same derivative written with the fused window filter and torch
-        ops; forward mode (``forward_ad``, ``jvp``, ``jacfwd``) as the fused per-channel
-        gradient contracted with the tangents; ``vmap`` folds its batch into ``N``. Under
-        ``torch.compile`` each level's kernel is one custom-op node.
+        ``(N,)``, in every autograd mode as :func:`ms_ssim` (one kernel call instead of one per
+        level; the L1 term's second derivative is 0 almost everywhere).
     """
     op = "ssim_l1_loss"
     ws = _check_common(op, x, y, window_size, sigma, k1, k2, data_range)
