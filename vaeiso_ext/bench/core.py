@@ -1,19 +1,77 @@
-"""Benchmark machinery: timing, the correctness gate, bandwidth, and result rows.
+"""Benchmark machinery: timing in A/B pairs, the correctness gate, busy detection, bandwidth, and
+result rows.
 
 A *case* is one op at one size in one mode (``fwd`` or ``fwd+bwd``). It carries the fused
 implementation, the baselines to compare with (eager reference, ``torch.compile`` of it, peer
 libraries), a correctness check run before anything is timed, and the bytes an ideal
 implementation must move (for GB/s against the device's measured copy bandwidth).
+
+Timing: after warm-up, the fused implementation (A) and one baseline (B) alternate in short timed
+blocks, A B A B ... (``pairs`` pairs per baseline). A block is a run of repeated calls of one
+implementation, each call timed alone (CUDA events on a GPU), and its time is the median of those
+calls. Each pair gives one ratio, B's block time / A's: contention that comes and goes hits both
+sides of a pair alike, and the spread of the ratios over the pairs shows how steady the run was.
+
+Busy detection: the 1-minute load average before the start, and the share of the CPU the process
+got while timing. A thread that is ready to run but finds every core taken waits on the kernel's
+run queue; Linux counts that wait per thread (``/proc/self/task/*/schedstat``). The share is the
+process's CPU time / (CPU time + run-queue wait), summed over all timed blocks of both sides: the
+fraction of the CPU time the process asked for that it got. Unlike CPU time / (wall x threads) it
+does not mistake a single-threaded baseline, or the serial parts of a multi-threaded one, for
+contention: a thread that does not ask for a core is not counted as denied one.
 """
 
 from __future__ import annotations
 
+import os
 import statistics
 import time
 from dataclasses import dataclass, field
 from typing import Callable
 
 import torch
+
+PAIRS = 7  # A/B pairs per baseline in a full run; --quick uses QUICK_PAIRS
+QUICK_PAIRS = 5
+MIN_PAIRS = 5
+BLOCK_S = 0.1  # the length of one timed block, seconds (at least one call)
+QUICK_BLOCK_S = 0.01
+MAX_REPS = 1000  # calls per block at most
+LOAD_PER_CORE = 0.3  # busy: 1-minute load average before the start above this per core ...
+MIN_CPU_SHARE = 0.85  # ... or the process got less than this share of the CPU it asked for
+
+# Seams (module attributes looked up at call time, so that tests can replace them).
+WALL: Callable[[], float] = time.perf_counter  # wall clock, seconds
+
+
+def read_load() -> float | None:
+    """The 1-minute load average; None where the OS has none."""
+    try:
+        return os.getloadavg()[0]
+    except (AttributeError, OSError):
+        return None
+
+
+def read_cpu() -> dict[int, tuple[float, float]] | None:
+    """Per thread of this process: (CPU seconds, seconds waited on the run queue), from Linux's
+    ``/proc/self/task/*/schedstat``; None where the kernel does not provide them."""
+    try:
+        tids = os.listdir("/proc/self/task")
+    except OSError:
+        return None
+    out = {}
+    for tid in tids:
+        try:
+            with open(f"/proc/self/task/{tid}/schedstat") as fh:
+                cpu_ns, wait_ns = fh.read().split()[:2]
+        except (OSError, ValueError):  # the thread ended meanwhile, or no schedstat
+            continue
+        out[int(tid)] = (int(cpu_ns) * 1e-9, int(wait_ns) * 1e-9)
+    return out or None
+
+
+LOAD_READER: Callable[[], float | None] = read_load
+CPU_READER: Callable[[], dict[int, tuple[float, float]] | None] = read_cpu
 
 
 @dataclass
@@ -34,12 +92,59 @@ class Result:
     size: str
     mode: str
     impl: str
-    median_ms: float | None
+    median_ms: float | None  # this implementation's median block time
     status: str = "ok"  # "ok", "FAILED: ...", "error: ..."
-    speedup: float | None = None  # baseline time / fused time (rows of baselines only)
+    speedup: float | None = None  # baseline rows: median over the pairs of baseline / fused
     gbps: float | None = None
     bw_fraction: float | None = None
     extra: dict = field(default_factory=dict)
+    ratios: list[float] | None = None  # baseline rows: baseline / fused of each A/B pair
+    ratio_min: float | None = None
+    ratio_max: float | None = None
+    fused_ms: float | None = None  # baseline rows: the fused median over this baseline's pairs
+
+
+@dataclass
+class Usage:
+    """Time spent in timed blocks: wall time, the process's CPU time and its threads' run-queue
+    wait (``measured`` turns False when a block had no CPU reading)."""
+
+    wall_s: float = 0.0
+    cpu_s: float = 0.0
+    wait_s: float = 0.0
+    blocks: int = 0
+    measured: bool = True
+
+    def add(self, wall_s: float, before, after) -> None:
+        self.wall_s += wall_s
+        self.blocks += 1
+        if before is None or after is None:
+            self.measured = False
+            return
+        for tid, (cpu, wait) in after.items():  # a thread born in the block counts from zero
+            cpu0, wait0 = before.get(tid, (0.0, 0.0))
+            self.cpu_s += cpu - cpu0
+            self.wait_s += wait - wait0
+
+    @property
+    def share(self) -> float | None:
+        """CPU time got / CPU time asked for (got + run-queue wait); None when not measured."""
+        asked = self.cpu_s + self.wait_s
+        if not self.measured or self.blocks == 0 or asked <= 0:
+            return None
+        return self.cpu_s / asked
+
+
+def busy_reasons(load_before: float | None, cpu_count: int, cpu_share: float | None) -> list[str]:
+    """Why the machine counts as busy (empty when quiet); an unmeasured figure is no reason."""
+    reasons = []
+    if load_before is not None and load_before > LOAD_PER_CORE * cpu_count:
+        reasons.append(f"1-minute load average {load_before:.2f} before the start "
+                       f"> {LOAD_PER_CORE} x {cpu_count} cores")
+    if cpu_share is not None and cpu_share < MIN_CPU_SHARE:
+        reasons.append(f"the process got {100 * cpu_share:.1f}% of the CPU time it asked for "
+                       f"while timing (< {100 * MIN_CPU_SHARE:.0f}%)")
+    return reasons
 
 
 def sync(device: str) -> None:
@@ -47,58 +152,99 @@ def sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def median_ms(fn: Callable[[], object], device: str, min_time: float = 0.3, warmup: int = 3,
-              max_reps: int = 1000) -> float:
-    """Median wall time of ``fn`` in ms after warm-up; CUDA events on a GPU."""
-    for _ in range(warmup):
+def _call_ms(fn: Callable[[], object], device: str) -> float:
+    """One call's time in ms: CUDA events on a GPU, the wall clock on a CPU."""
+    if device.startswith("cuda"):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
         fn()
+        end.record()
+        end.synchronize()
+        return start.elapsed_time(end)
+    t0 = WALL()
+    fn()
+    return (WALL() - t0) * 1e3
+
+
+def warm_up(fn: Callable[[], object], device: str, block_s: float, calls: int = 3) -> int:
+    """Run ``fn`` a few times (the first call may compile or allocate; two are enough for a call
+    over half a second) and return how many calls fill a timed block of ``block_s`` seconds."""
     sync(device)
-    times: list[float] = []
-    budget_end = time.perf_counter() + min_time
-    while len(times) < 5 or (time.perf_counter() < budget_end and len(times) < max_reps):
-        if device.startswith("cuda"):
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            start.record()
-            fn()
-            end.record()
-            end.synchronize()
-            times.append(start.elapsed_time(end))
-        else:
-            t0 = time.perf_counter()
-            fn()
-            times.append((time.perf_counter() - t0) * 1e3)
+    ms = 0.0
+    for i in range(calls):
+        ms = _call_ms(fn, device)
+        if i >= 1 and ms > 500:
+            break
+    return max(1, min(MAX_REPS, int(block_s * 1e3 / ms) if ms > 0 else MAX_REPS))
+
+
+def time_block(fn: Callable[[], object], device: str, reps: int, usage: Usage) -> float:
+    """Median time in ms of ``reps`` calls of ``fn``, each timed alone; the block's wall time,
+    CPU time and run-queue wait go to ``usage``."""
+    before = CPU_READER()
+    w0 = WALL()
+    times = [_call_ms(fn, device) for _ in range(reps)]
+    sync(device)
+    w1 = WALL()
+    usage.add(w1 - w0, before, CPU_READER())
     return statistics.median(times)
 
 
-def copy_bandwidth_gbps(device: str, mbytes: int = 256) -> float:
+def median_ms(fn: Callable[[], object], device: str, block_s: float = BLOCK_S, blocks: int = MIN_PAIRS) -> float:
+    """Median over ``blocks`` timed blocks of one implementation alone (after warm-up): for
+    one-off measurements such as the copy bandwidth; comparisons use :func:`run_case`'s pairs."""
+    reps = warm_up(fn, device, block_s)
+    return statistics.median(time_block(fn, device, reps, Usage()) for _ in range(blocks))
+
+
+def copy_bandwidth_gbps(device: str, mbytes: int = 256, block_s: float = BLOCK_S) -> float:
     """Measured device copy bandwidth (read + write bytes per second), GB/s."""
     n = mbytes * (1 << 20) // 4
     src = torch.empty(n, dtype=torch.float32, device=device).fill_(1.0)
     dst = torch.empty_like(src)
-    ms = median_ms(lambda: dst.copy_(src), device, min_time=0.5)
+    ms = median_ms(lambda: dst.copy_(src), device, block_s)
     return 2 * src.numel() * 4 / (ms * 1e-3) / 1e9
 
 
-def run_case(case: Case, device: str, bandwidth: float, min_time: float) -> list[Result]:
-    """Check the fused result, then time it and every baseline. A wrong fused result is a
-    failure row, never a speedup."""
+def run_case(case: Case, device: str, bandwidth: float, pairs: int = PAIRS, block_s: float = BLOCK_S,
+             usage: Usage | None = None) -> list[Result]:
+    """Check the fused result, then time the fused implementation against each baseline in
+    ``pairs`` alternating A/B pairs of blocks. A wrong fused result is a failure row, never a
+    speedup. ``usage`` collects the CPU use of every timed block (for busy detection)."""
+    if pairs < MIN_PAIRS:
+        raise ValueError(f"run_case: pairs must be at least {MIN_PAIRS}, got {pairs}")
+    usage = usage if usage is not None else Usage()
     try:
         case.check()
     except AssertionError as e:
         msg = str(e).strip().splitlines()[0][:200] if str(e).strip() else "mismatch"
         return [Result(case.op, case.size, case.mode, "fused", None, status=f"FAILED: {msg}")]
-    fused_ms = median_ms(case.fused, device, min_time)
-    gbps = case.bytes / (fused_ms * 1e-3) / 1e9 if case.bytes else None
-    rows = [Result(case.op, case.size, case.mode, "fused", fused_ms, gbps=gbps,
-                   bw_fraction=(gbps / bandwidth) if gbps and bandwidth else None)]
+    fused_reps = warm_up(case.fused, device, block_s)
+    fused_blocks: list[float] = []
+    rows = []
     for name, fn in case.baselines.items():
         try:
-            ms = median_ms(fn, device, min_time)
-            rows.append(Result(case.op, case.size, case.mode, name, ms, speedup=ms / fused_ms))
+            reps = warm_up(fn, device, block_s)
+            a, b = [], []
+            for _ in range(pairs):
+                a.append(time_block(case.fused, device, fused_reps, usage))
+                b.append(time_block(fn, device, reps, usage))
         except Exception as e:  # a peer or torch.compile that cannot run here is reported, not fatal
             rows.append(Result(case.op, case.size, case.mode, name, None,
-                               status=f"error: {type(e).__name__}: {str(e).splitlines()[0][:120]}"))
-    return rows
+                               status=f"error: {type(e).__name__}: {str(e).splitlines()[0][:120] if str(e) else ''}"))
+            continue
+        fused_blocks += a
+        ratios = [tb / ta for ta, tb in zip(a, b)]
+        rows.append(Result(case.op, case.size, case.mode, name, statistics.median(b),
+                           speedup=statistics.median(ratios), ratios=ratios, ratio_min=min(ratios),
+                           ratio_max=max(ratios), fused_ms=statistics.median(a)))
+    if not fused_blocks:  # no baseline ran: the fused implementation alone, as many blocks
+        fused_blocks = [time_block(case.fused, device, fused_reps, usage) for _ in range(pairs)]
+    fused_ms = statistics.median(fused_blocks)
+    gbps = case.bytes / (fused_ms * 1e-3) / 1e9 if case.bytes else None
+    fused_row = Result(case.op, case.size, case.mode, "fused", fused_ms, gbps=gbps,
+                       bw_fraction=(gbps / bandwidth) if gbps and bandwidth else None)
+    return [fused_row] + rows
 
 
 def assert_close(got, want, rtol: float, atol: float, what: str) -> None:
