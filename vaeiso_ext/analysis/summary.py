@@ -11,6 +11,8 @@ import torch
 from torch import Tensor
 
 from .derivatives import dj_prime, isometry_gram
+from .latents import (INFORMATIVE_THRESHOLD, RATIO_FLOOR, check_theory_args, mean_sd, theory_stats,
+                      theory_summary)
 
 LOG_2PI = math.log(2.0 * math.pi)
 
@@ -105,6 +107,7 @@ def _mean_sd(v: Tensor) -> tuple[Tensor, Tensor]:
 
 @torch.no_grad()
 def analyze(model, data, metric, beta: float, *, kl_threshold: float = 0.1, eps: float = 1e-3,
+            informative_threshold: float = INFORMATIVE_THRESHOLD, ratio_floor: float = RATIO_FLOOR,
             n_samples: int | None = None, mc_samples: int = 8, seed: int = 0,
             chunk_size: int | None = 65536, keep_samples: bool = False) -> dict:
     """Analyse ``model`` on held-out data; returns the results dict (the schema of results.json).
@@ -114,7 +117,15 @@ def analyze(model, data, metric, beta: float, *, kl_threshold: float = 0.1, eps:
     and the data-dependent theory values are omitted). ``metric`` and ``beta`` are those of
     training. Computations run in float64 on a copy of the model. ``keep_samples`` adds the
     per-sample arrays (for the scatter plots) under ``"samples"``.
+
+    Besides the KL rule (``active``), a dim is *informative* when E[sigma^-2] >=
+    ``informative_threshold``; each dim also carries the mean of 1 - sigma_j^2 (the norm's value
+    at the sigma optimum) and the ratio norm / (1 - sigma_j^2), as
+    :func:`vaeiso_ext.analysis.latents.theory_stats` defines them (``ratio_floor`` there), and
+    the results ``norm_active``, ``informative_dims``, ``norm_informative`` and
+    ``norm_ratio_informative`` (all from the forward-difference norm).
     """
+    check_theory_args("analyze", informative_threshold, ratio_floor)
     m = _as_float64(model)
     m.eval()
     toy = hasattr(data, "x_test")
@@ -145,6 +156,7 @@ def analyze(model, data, metric, beta: float, *, kl_threshold: float = 0.1, eps:
     nf_mean, nf_sd = _mean_sd(norm_f)
     nj_mean, nj_sd = _mean_sd(norm_j)
     gram_mean = gram.mean(0)
+    theory = theory_stats(sigma2, norm_f, informative_threshold=informative_threshold, ratio_floor=ratio_floor)
 
     order = torch.argsort(inv_s2, descending=True).tolist()
     act_vals = inv_s2[active]
@@ -159,7 +171,7 @@ def analyze(model, data, metric, beta: float, *, kl_threshold: float = 0.1, eps:
             "norm_mean": float(nf_mean[j]), "norm_sd": float(nf_sd[j]),
             "dj_jvp_mean": float(dj_j[:, j].mean()),
             "norm_jvp_mean": float(nj_mean[j]), "norm_jvp_sd": float(nj_sd[j]),
-            "gram_diag_mean": float(gram_mean[j, j]),
+            "gram_diag_mean": float(gram_mean[j, j]), **theory[j],
         })
 
     # isometry Gram over the active dims
@@ -219,6 +231,8 @@ def analyze(model, data, metric, beta: float, *, kl_threshold: float = 0.1, eps:
 
     res = {
         "n_samples": N, "n_latent": n_lat, "n_active": n_act, "kl_threshold": kl_threshold,
+        "informative_threshold": informative_threshold, "ratio_floor": ratio_floor,
+        "norm_active": mean_sd([d["norm_mean"] for d in dims if d["active"]]), **theory_summary(dims),
         "eps": eps, "beta": beta, "metric": type(metric).__name__,
         "dims": dims, "gram": gram_res, "correlations": correlations, "rate_distortion": rd,
     }

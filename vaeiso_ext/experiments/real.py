@@ -17,8 +17,8 @@ import torch
 
 from ..train import TrainConfig, versions
 from .base import Config, Experiment, UsageError, status
-from .outputs import (clean, fmt, inv_sigma2_axis, md_table, plt, results_json, run_title, save_figure,
-                      training_line, write_atomic)
+from .outputs import (clean, dims_panel, fmt, legend_below, md_table, plt, results_json, rule_lines,
+                      run_title, save_figure, training_line, write_atomic)
 
 
 class RealConfig(Config):
@@ -97,14 +97,16 @@ class RealExperiment(Experiment):
                 from tqdm.auto import tqdm
 
                 nm = "n/a" if p["norm_mean"] is None else f"{p['norm_mean']:.3f}"
-                tqdm.write(f"curve: {p['active_dims']} active dims, norm mean {nm}, KL {p['kl_total']:.2f}, "
+                tqdm.write(f"curve: {p['active_dims']} active dims, norm mean {nm}, "
+                           f"{p['informative_dims']} informative, KL {p['kl_total']:.2f}, "
                            f"D(x, Dec(mu)) {p['distortion_mu']:.4f}", file=sys.stderr)
             return p
 
         return {"evaluate": evaluate, "eval_every": cfg.eval_every}
 
     def curve_point(self, cfg, model, x_eval: torch.Tensor) -> dict:
-        """One point of the step curve: active dims, norm mean/SD over them, total KL and the
+        """One point of the step curve: active dims, norm mean/SD over them, informative dims
+        (E[sigma^-2] >= the analysis' threshold) and the norm mean over them, total KL and the
         distortion D(x, Dec(mu(x))), all on ``x_eval``."""
         from ..analysis.latents import analyze_latents
 
@@ -116,7 +118,9 @@ class RealExperiment(Experiment):
         mu, _ = model.encode(x_eval)
         dist = self.metric(cfg).distance(x_eval, model.decode(mu)).mean().item()
         return {"active_dims": ana["active_dims"], "norm_mean": ana["norm_active"]["mean"],
-                "norm_sd": ana["norm_active"]["sd"], "kl_total": sum(d["kl"] for d in ana["dims"]),
+                "norm_sd": ana["norm_active"]["sd"], "informative_dims": ana["informative_dims"],
+                "norm_informative_mean": ana["norm_informative"]["mean"],
+                "kl_total": sum(d["kl"] for d in ana["dims"]),
                 "distortion_mu": dist, "eval_seconds": time.perf_counter() - t0}
 
     def analyze_model(self, cfg, model, data: RealData, trained: dict, *, n_samples=None,
@@ -138,11 +142,32 @@ class RealExperiment(Experiment):
         evals = trained.pop("evals", None)
         res = {"experiment": self.name, "config": cfg.description(), "versions": versions(),
                "data": data.source, "loss_name": self.loss_name, "n_held_out": avail,
-               "training": trained, **ana, "paper": self.paper}
+               "training": trained, **ana, "paper": self.paper,
+               "fit": self.fit_report(cfg, model, data, ana["n_samples"])}
         if evals:
             res["curve"] = {"eval_every": cfg.eval_every,
                             "curve_samples": min(cfg.curve_samples, avail), "points": evals}
         return res
+
+    def fit_report(self, cfg, model, data: RealData, n: int) -> dict:
+        """Distortion (z sampled as in training, and at mu) and total KL at the end, on the ``n``
+        held-out samples analysed and on ``n`` training samples (the first ``n`` of the training
+        split; for a stream of fresh crops, ``n`` crops drawn as in training from a fixed seed):
+        a training fit much better than the held-out one means memorised samples."""
+        from ..analysis.latents import fit_stats
+
+        chunk = 16 if self.name == "images" else 64
+        metric = self.metric(cfg)
+        if hasattr(data.train, "fixed"):  # a stream: it never repeats a crop
+            x_train = data.train.fixed(n, seed=cfg.seed + 20_000)
+            what = f"{n} fresh crops drawn as in training (seed {cfg.seed + 20_000})"
+        else:
+            n_tr = min(n, int(data.train.shape[0]))
+            x_train = data.train[:n_tr]
+            what = f"the first {n_tr} of the {int(data.train.shape[0])} training samples"
+        return {"seed": cfg.seed, "train_samples": what,
+                "train": fit_stats(model, x_train, metric, seed=cfg.seed, chunk=chunk),
+                "held_out": fit_stats(model, data.test[:n], metric, seed=cfg.seed, chunk=chunk)}
 
     def summary(self, results: dict) -> str:
         return text_summary(results)
@@ -169,7 +194,7 @@ class RealExperiment(Experiment):
               f"{'decomposed' if cfg['decomposed'] else 'conventional'} objective)\n\n```\n"
               + text_summary(results) + "\n```\n")
         if figures:
-            md += ("\n![norm and E[sigma^-2] per dimension](figures/dims.png)\n\n"
+            md += ("\n![norm, 1 - sigma^2 and E[sigma^-2] per dimension](figures/dims.png)\n\n"
                    "Traversal (like Fig. 6): one row per active latent, by descending E[sigma^-2]; "
                    "z_j from -2 to 2, the other latents at mu(x) of the first held-out sample:\n\n"
                    "![traversal](figures/traversal.png)\n")
@@ -185,34 +210,70 @@ class RealExperiment(Experiment):
 # ------------------------------------------------------------------ outputs
 
 
+FIT_MEANING = ("A training fit clearly better than the held-out one (lower distortion) means the model "
+               "has memorised its training samples; the norms measured on held-out samples then "
+               "describe a decoder fitted to those samples rather than to the data's distribution.")
+
+
+def fit_lines(res: dict) -> list[str]:
+    """The training vs held-out fit as table lines (none for results without it)."""
+    f = res.get("fit")
+    if not f:
+        return []
+    out = [f"fit at the end (training: {f['train_samples']}; held out: the {f['held_out']['n_samples']} "
+           "analysed; model dtype; z = mu + sigma * noise with a fixed seed, as in training):",
+           "             | D(x, x_hat), z sampled | D(x, Dec(mu)) | KL total (nats)"]
+    for k, name in (("train", "training"), ("held_out", "held out")):
+        v = f[k]
+        out.append(f" {name:11} | {v['distortion_sampled']:22.4f} | {v['distortion_mu']:13.4f} | "
+                   f"{v['kl_total']:.2f}")
+    out.append(FIT_MEANING)
+    return out
+
+
+def _opt(v, spec: str) -> str:
+    return "-" if v is None else format(v, spec)
+
+
 def text_summary(res: dict) -> str:
     cfg = res["config"]
-    na = res["norm_active"]
     head = (f"{res['experiment']} ({res['loss_name']}, "
             f"{'decomposed' if cfg['decomposed'] else 'conventional'} objective), latent {cfg['latent']}, "
             f"lambda {cfg['lam']:g}, beta {res['beta']:.4g}; {training_line(res)}")
     n_note = (f" (of {res['n_held_out']} held out)" if res.get("n_held_out", res["n_samples"]) > res["n_samples"]
               else "")
     lines = [head, f"data: {res['data']}; analysed on {res['n_samples']} held-out samples{n_note}",
-             f"active dims (mean KL >= {res['kl_threshold']}): {res['active_dims']} of {cfg['latent']}",
-             "norm mean over active dims: " + (f"{na['mean']:.3f} (SD {na['sd']:.3f})" if na["mean"] is not None else "n/a"),
+             *rule_lines(res),
              f"isometry Gram (active dims): mean diagonal {fmt(res['gram']['diag_mean'])}, "
              f"mean |off-diagonal| {fmt(res['gram']['offdiag_abs_mean'])}",
              "paper: " + "; ".join(f"{k}: {v}" for k, v in res["paper"].items()),
-             "", " dim | E[sigma^-2] |   KL   | D'_j mean | norm mean (SD) | active",
-             "-----|-------------|--------|-----------|----------------|-------"]
+             "", " dim | E[sigma^-2] |   KL   | D'_j mean | norm mean (SD) | 1 - sigma^2 | norm / (1 - sigma^2) "
+                 "| active | informative",
+             "-----|-------------|--------|-----------|----------------|-------------|----------------------"
+             "|--------|------------"]
     for d in res["dims"]:
+        ratio = ("-" if d.get("norm_ratio_mean") is None
+                 else f"{d['norm_ratio_mean']:.3f} ({d['norm_ratio_sd']:.3f})")
+        inf = "-" if "informative" not in d else ("yes" if d["informative"] else "no")
+        om = _opt(d.get("one_minus_sigma2_mean"), ".3f")
         lines.append(f" {d['index']:3d} | {d['inv_sigma2_mean']:11.2f} | {d['kl']:6.3f} | {d['dj_mean']:9.3g} | "
-                     f"{d['norm_mean']:6.3f} ({d['norm_sd']:.3f}) | {'yes' if d['active'] else 'no'}")
-    lines.append("(dim: the latent's index, as the figures label it; rows by descending E[sigma^-2])")
+                     f"{d['norm_mean']:6.3f} ({d['norm_sd']:.3f}) | {om:>11} | "
+                     f"{ratio:>20} | {'yes' if d['active'] else 'no':6} | {inf}")
+    lines.append("(dim: the latent's index, as the figures label it; rows by descending E[sigma^-2]; "
+                 "norm / (1 - sigma^2): mean (SD) of the per-sample ratio, '-' where no sample has "
+                 "1 - sigma^2 >= the floor)")
+    fl = fit_lines(res)
+    if fl:
+        lines += [""] + fl
     if res.get("curve"):
         c = res["curve"]
         lines += ["", f"step curve (every {c['eval_every']} steps, {c['curve_samples']} held-out samples, "
                       "float32 D'_j):",
-                  "   step | active | norm mean (SD) | KL total | D(x, Dec(mu))"]
+                  "   step | active | norm mean (SD) | informative | norm mean | KL total | D(x, Dec(mu))"]
         for p in c["points"]:
             nm = "n/a" if p["norm_mean"] is None else f"{p['norm_mean']:.3f} ({p['norm_sd']:.3f})"
-            lines.append(f" {p['step']:6d} | {p['active_dims']:6d} | {nm:>14} | {p['kl_total']:8.2f} | "
+            lines.append(f" {p['step']:6d} | {p['active_dims']:6d} | {nm:>14} | {p.get('informative_dims', '-'):>11} | "
+                         f"{fmt(p.get('norm_informative_mean')):>9} | {p['kl_total']:8.2f} | "
                          f"{p['distortion_mu']:.4f}")
     return "\n".join(lines)
 
@@ -220,59 +281,48 @@ def text_summary(res: dict) -> str:
 def curve_table(curve: dict) -> str:
     """The step curve as a markdown table."""
     rows = [[f"{p['step']:,}", str(p["active_dims"]), fmt(p["norm_mean"]), fmt(p["norm_sd"]),
+             str(p.get("informative_dims", "-")), fmt(p.get("norm_informative_mean")),
              fmt(p["kl_total"], ".2f"), fmt(p["distortion_mu"], ".4f")] for p in curve["points"]]
     return (f"Evaluated every {curve['eval_every']:,} Adam steps on {curve['curve_samples']} fixed held-out "
             "samples (D'_j in float32):\n\n"
-            + md_table(["step", "active dims", "norm mean", "norm SD", "KL total (nats)", "D(x, Dec(mu))"], rows))
+            + md_table(["step", "active dims (KL)", "norm mean", "norm SD", "informative dims",
+                        "norm mean (informative)", "KL total (nats)", "D(x, Dec(mu))"], rows))
 
 
 def curve_figure(res: dict, path: str) -> None:
-    """Norm mean over active dims (left axis) and number of active dims (right) against steps."""
+    """Norm mean over active and over informative dims (left axis) and their numbers (right)
+    against steps."""
     pts = res["curve"]["points"]
     steps = [p["step"] for p in pts]
     fig, ax = plt().subplots(figsize=(6.5, 3.4))
     ax.plot(steps, [float("nan") if p["norm_mean"] is None else p["norm_mean"] for p in pts],
-            "o-", ms=3, label="norm mean over active dims")
+            "o-", ms=3, label="norm mean over active dims (KL)")
+    if any("norm_informative_mean" in p for p in pts):
+        ax.plot(steps, [math.nan if p.get("norm_informative_mean") is None else p["norm_informative_mean"]
+                        for p in pts], "^-", ms=3, color="tab:green", label="norm mean over informative dims")
     ax.axhline(1.0, color="gray", lw=0.8, ls="--", label="norm = 1 (isometric)")
     ax.set_xlabel("Adam steps")
     ax.set_ylabel("norm mean (no unit)")
     ax2 = ax.twinx()
-    ax2.plot(steps, [p["active_dims"] for p in pts], "s--", color="tab:red", ms=3, label="active dims")
-    ax2.set_ylabel(f"active dims (of {res['config']['latent']})", color="tab:red")
+    ax2.plot(steps, [p["active_dims"] for p in pts], "s--", color="tab:red", ms=3, label="active dims (KL)")
+    if any("informative_dims" in p for p in pts):
+        ax2.plot(steps, [p.get("informative_dims", math.nan) for p in pts], "v:", color="tab:purple", ms=3,
+                 label="informative dims")
+    ax2.set_ylabel(f"dims (of {res['config']['latent']})", color="tab:red")
     ax2.set_ylim(bottom=0)
-    h1, l1 = ax.get_legend_handles_labels()
-    h2, l2 = ax2.get_legend_handles_labels()
-    fig.legend(h1 + h2, l1 + l2, fontsize=7, loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=3)
+    legend_below(fig, ax, ax2)
     ax.set_title(run_title(res, "step curve"), fontsize=8)
     save_figure(fig, path)
 
 
 def dims_figure(res: dict, path: str) -> None:
-    """Fig. 4/5 style: per-dimension norm (mean +- SD) and E[sigma^-2], left to right by
-    descending E[sigma^-2], each labelled with its latent index (the table's "dim")."""
-    dims = res["dims"]
-    k = list(range(len(dims)))
-    fig, ax = plt().subplots(figsize=(max(6.0, 0.28 * len(dims) + 2), 3.6))
-    act = [d["active"] for d in dims]
-    ax.errorbar(k, [d["norm_mean"] for d in dims], yerr=[d["norm_sd"] for d in dims], fmt="o", ms=3,
-                color="tab:blue", label="norm (2/beta) sigma_j^2 D'_j: mean +- SD")
-    ax.axhline(1.0, color="gray", lw=0.8, ls="--", label="norm = 1 (isometric)")
-    for i, a in zip(k, act):
-        if not a:
-            ax.axvspan(i - 0.5, i + 0.5, color="0.9", lw=0)
-    ax.set_xlabel("latent dim (index as in the table), by descending E[sigma^-2]; grey: inactive")
-    ax.set_ylabel("norm (no unit)")
-    ax.set_xticks(k, [str(d["index"]) for d in dims], fontsize=7)
-    ax.set_xlim(-0.5, len(dims) - 0.5)
-    ax2 = ax.twinx()
-    inv = [d["inv_sigma2_mean"] for d in dims]
-    ax2.plot(k, inv, "s", color="tab:red", ms=3, label="E[sigma^-2]")
-    inv_sigma2_axis(ax2, inv)
-    ax2.set_ylabel("E[sigma^-2] (1 / latent variance)", color="tab:red")
-    h1, l1 = ax.get_legend_handles_labels()
-    h2, l2 = ax2.get_legend_handles_labels()
-    fig.legend(h1 + h2, l1 + l2, fontsize=7, loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=3)
-    ax.set_title(run_title(res, "per-dim norm and E[sigma^-2]"), fontsize=8)
+    """Fig. 4/5 style: per-dimension norm (mean +- SD) with 1 - sigma^2 beside it and E[sigma^-2],
+    left to right by descending E[sigma^-2], each labelled with its latent index (the table's
+    "dim"); non-informative and inactive dims shaded (:func:`.outputs.dims_panel`)."""
+    fig, ax = plt().subplots(figsize=(max(6.0, 0.28 * len(res["dims"]) + 2), 3.6))
+    ax2 = dims_panel(ax, res)
+    legend_below(fig, ax, ax2)
+    ax.set_title(run_title(res, "per-dim norm, 1 - sigma^2 and E[sigma^-2]"), fontsize=8)
     save_figure(fig, path)
 
 

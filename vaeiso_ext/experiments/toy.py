@@ -15,8 +15,8 @@ from ..models import ToyVAE
 from ..train import TrainConfig, versions
 from .base import (Config, Experiment, UsageError, int_at_least, nonneg_int, opt, positive_float,
                    positive_int, status)
-from .outputs import (fmt, inv_sigma2_axis, md_table, plt, results_json, run_title, save_figure, training_line,
-                      write_atomic)
+from .outputs import (fmt, inv_sigma2_axis, legend_below, md_table, plt, results_json, rule_lines, run_title,
+                      save_figure, shade_dims, training_line, write_atomic)
 
 LOSSES = ("sse", "downward", "upward")
 LOSS_NAMES = {"sse": "square error", "downward": "downward-convex", "upward": "upward-convex"}
@@ -118,6 +118,17 @@ _ROWS = [("norm (2/b) s^2 D'  Av.", "norm_mean", ".3f"), ("                  SD"
          ("(ratio)           Av.", "inv_sigma2_ratio", ".2f")]
 
 
+def _yes_no(v) -> str:
+    return "-" if v is None else "yes" if v else "no"
+
+
+# Rows beside the paper's: the norm's value at the sigma optimum and the ratio to it (theory 1),
+# and the informative rule (E[sigma^-2] >= threshold); "-" in results written before them.
+_THEORY_ROWS = [("1 - sigma^2       Av.", lambda d: fmt(d.get("one_minus_sigma2_mean"))),
+                ("norm/(1-sigma^2)  Av.", lambda d: fmt(d.get("norm_ratio_mean"))),
+                ("informative", lambda d: _yes_no(d.get("informative")))]
+
+
 def _head(results: dict) -> str:
     cfg = results.get("config", {})
     return (f"{cfg.get('dataset', '?')} / {LOSS_NAMES.get(cfg.get('loss'), cfg.get('loss'))}, "
@@ -142,6 +153,9 @@ def text_table(results: dict) -> str:
             cells.append(f"{c:>{w}}")
         lines.append(f"{label:22}" + "".join(cells))
     lines.append(f"{'KL_j (nats)':22}" + "".join(f"{fmt(d['kl']):>{w}}" for d in dims))
+    for label, cell in _THEORY_ROWS:
+        lines.append(f"{label:22}" + "".join(f"{cell(d):>{w}}" for d in dims))
+    lines += rule_lines(results)
     corr = results.get("correlations") or {}
     if corr:
         lines.append("Pearson R with the true p(x)" + (" [paper]" if paper else "") + ":")
@@ -177,6 +191,8 @@ def markdown_report(results: dict, figures: list[str] = ()) -> str:
                  f"{results['n_active']} active dims (mean KL >= {results['kl_threshold']} nats); "
                  f"D'_j by forward difference, eps = {results['eps']}.")
     parts.append("")
+    parts += [f"- {line}" for line in rule_lines(results)]
+    parts.append("")
     parts.append("Columns in the paper's order (ascending E[sigma^-2]); "
                  + ("the paper's value in brackets (" + paper["source"] + ")." if paper
                     else "the paper gives no table for this configuration."))
@@ -192,6 +208,8 @@ def markdown_report(results: dict, figures: list[str] = ()) -> str:
             r.append(c)
         rows.append(r)
     rows.append(["norm by jvp (exact D')"] + [fmt(d["norm_jvp_mean"]) for d in dims])
+    rows += [[" ".join(label.split()).replace("Av.", "mean")] + [cell(d) for d in dims]
+             for label, cell in _THEORY_ROWS]
     rows.append(["KL_j (nats)"] + [fmt(d["kl"]) for d in dims])
     rows.append(["(beta/2) E[sigma^-2]"] + [fmt(d["var_estimate"], ".4f") for d in dims])
     rows.append(["latent index"] + [str(d["index"]) for d in dims])
@@ -272,29 +290,37 @@ def scatter_figure(results: dict, path: str, max_points: int = 2000) -> None:
 
 
 def dims_figure(results: dict, path: str) -> None:
-    """Fig. 4-like: the isometry norm (mean, SD) and E[sigma^-2] per dimension, numbered z1, z2, ...
-    as the tables number them (ascending E[sigma^-2], inactive dims last)."""
+    """Fig. 4-like: the isometry norm (mean, SD), 1 - sigma^2 (the norm at the sigma optimum) and
+    E[sigma^-2] per dimension, numbered z1, z2, ... as the tables number them (ascending
+    E[sigma^-2], inactive dims last); non-informative dims shaded as in the real-data figures."""
     dims = table_dims(results)
     xs = list(range(1, len(dims) + 1))
     fig, ax = plt().subplots(figsize=(5.5, 3.4))
     ax.plot(xs, [d["norm_mean"] for d in dims], "^-", color="tab:orange",
             label="norm (2/beta) sigma^2 D'_j: mean")
     ax.plot(xs, [d["norm_sd"] for d in dims], "v--", color="tab:green", label="norm: SD")
+    om = [d.get("one_minus_sigma2_mean") for d in dims]
+    if any(v is not None for v in om):
+        ax.plot(xs, [math.nan if v is None else v for v in om], "_", ms=12, mew=2, color="tab:purple",
+                label="1 - sigma^2 (mean): the norm at the sigma optimum")
+    shade_dims(ax, xs, dims, results)
     ax.axhline(1.0, color="gray", lw=0.6)
     top = max([d["norm_mean"] for d in dims] + [d["norm_sd"] for d in dims] + [1.0])
     ax.set_ylim(0.0, 1.15 * top)
+    ax.set_xlim(0.5, len(dims) + 0.5)
     ax.set_ylabel("norm (no unit; 1 = isometric)")
     ax.set_xlabel("latent dim, as in the table (ascending E[sigma^-2])")
     ax.set_xticks(xs, [f"z{i}" + ("" if d["active"] else "\n(inactive)") for i, d in zip(xs, dims)])
     ax2 = ax.twinx()
-    ax2.plot(xs, [d["inv_sigma2_mean"] for d in dims], "o-", color="tab:blue", label="E[sigma^-2]")
-    inv_sigma2_axis(ax2, [d["inv_sigma2_mean"] for d in dims])
+    inv = [d["inv_sigma2_mean"] for d in dims]
+    ax2.plot(xs, inv, "o-", color="tab:blue", label="E[sigma^-2]")
+    t = results.get("informative_threshold")
+    if t is not None:
+        ax2.axhline(t, color="tab:blue", lw=0.8, ls=":", label=f"informative: E[sigma^-2] >= {t:g}")
+    inv_sigma2_axis(ax2, inv + ([t] if t is not None else []))
     ax2.set_ylabel("E[sigma^-2] (1 / latent variance)", color="tab:blue")
-    h1, l1 = ax.get_legend_handles_labels()
-    h2, l2 = ax2.get_legend_handles_labels()
-    # below the axes: a legend inside would cover points
-    fig.legend(h1 + h2, l1 + l2, fontsize=7, loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=3)
-    ax.set_title(run_title(results, "per-dim norm and E[sigma^-2]"), fontsize=8)
+    legend_below(fig, ax, ax2)
+    ax.set_title(run_title(results, "per-dim norm, 1 - sigma^2 and E[sigma^-2]"), fontsize=8)
     save_figure(fig, path)
 
 
