@@ -1,4 +1,4 @@
-"""Image data (SPEC §5): the folder loader's bit depths and failure modes, and the stream of
+"""Image data: the folder loader's bit depths and failure modes, and the stream of
 random crops that is the default training data."""
 
 import struct
@@ -160,3 +160,57 @@ def test_random_crops_values_come_from_the_photo():
 def test_random_crops_rejects_small_photos():
     with pytest.raises(ValueError, match="at least 64x64"):
         RandomCrops([_photo(50, 80, 0)], size=64)
+
+
+def test_random_crops_rank_is_given_not_looked_up():
+    # rank 0 is the single-process stream; another rank draws other crops, and exactly those the
+    # stream drew under torchrun when it looked the rank up itself (seeded from (seed, epoch,
+    # rank)), so a data-parallel run recorded then resumes on the same crops
+    photos = [_photo(120, 150, 0), _photo(90, 200, 1)]
+    single, r0, r1 = (RandomCrops(photos, size=32, seed=2, **kw) for kw in ({}, {"rank": 0}, {"rank": 1}))
+    for s in (single, r0, r1):
+        s.set_epoch(3)
+    a = single[torch.arange(4)]
+    assert torch.equal(r0[torch.arange(4)], a)
+    b = r1[torch.arange(4)]
+    assert not torch.equal(b, a)
+    assert torch.equal(b, single.sample(4, torch.Generator().manual_seed(((2 * 1_000_003 + 3) * 64 + 1) * 7 + 5)))
+    for bad, err in ((-1, ValueError), (1.0, TypeError), (True, TypeError)):
+        with pytest.raises(err, match="RandomCrops: rank"):
+            RandomCrops(photos, size=32, rank=bad)
+
+
+def test_random_crops_work_with_the_trainer_blocked(monkeypatch):
+    # sys.modules[name] = None makes any import of that module raise ImportError
+    import sys
+
+    monkeypatch.setitem(sys.modules, "vaeiso_ext.train", None)
+    rc = RandomCrops([_photo(80, 80, 0)], size=32, epoch_size=4, seed=1, rank=1)
+    rc.set_epoch(2)
+    rc.skip(1)
+    assert rc[torch.arange(2)].shape == (2, 3, 32, 32)
+
+
+def test_data_layer_imports_nothing_above_it():
+    # data/ sits below training: no module of it imports train, experiments or the CLI, at the
+    # top or inside a function
+    import ast
+    from pathlib import Path
+
+    import vaeiso_ext.data
+
+    above = ("vaeiso_ext.train", "vaeiso_ext.experiments", "vaeiso_ext.cli")
+    files = sorted(Path(vaeiso_ext.data.__file__).parent.glob("*.py"))
+    assert any(f.name == "images.py" for f in files)
+    for f in files:
+        for node in ast.walk(ast.parse(f.read_text(), str(f))):
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                base = ".".join(["vaeiso_ext", "data"][:3 - node.level]) if node.level else ""
+                mod = ".".join(p for p in (base, node.module or "") if p)
+                names = [mod] + [f"{mod}.{a.name}" for a in node.names]
+            else:
+                continue
+            bad = [n for n in names if n.startswith(above)]
+            assert not bad, f"{f.name}:{node.lineno} imports {bad}"

@@ -85,11 +85,12 @@ class ToyVAE(_VAE):
 
 
 class ConvVAE(_VAE):
-    """App. D.2: 64x64 RGB images.
+    """App. D.2: RGB images of side ``image_size`` (the paper's 64; any multiple of 16).
 
-    Encoder Conv(9x9, s2, 64, GDN) - 3 x Conv(5x5, s2, 64, GDN) - FC(1024, 1024, softplus) -
-    FC(1024, latent) x 2; decoder FC(latent, 1024, softplus) - FC(1024, 1024, softplus) -
-    reshape (64, 4, 4) - 3 x ConvT(5x5, s2, 64, IGDN) - ConvT(9x9, s2, 3, IGDN).
+    Encoder Conv(9x9, s2, 64, GDN) - 3 x Conv(5x5, s2, 64, GDN) - FC(64 s^2, 1024, softplus) -
+    FC(1024, latent) x 2; decoder FC(latent, 1024, softplus) - FC(1024, 64 s^2, softplus) -
+    reshape (64, s, s) - 3 x ConvT(5x5, s2, 64, IGDN) - ConvT(9x9, s2, 3, IGDN), with
+    s = image_size / 16 (4 at 64x64). ``config`` stores ``image_size``, so checkpoints rebuild it.
     """
 
     def __init__(self, latent: int = 32, channels: int = 64, image_size: int = 64, hidden: int = 1024,

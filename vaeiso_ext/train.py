@@ -7,8 +7,9 @@ with any metric object (``metric.distance(x, y) -> (N,)``, base first). Adam, ba
 pre-loaded tensor with a seeded permutation per epoch (no DataLoader: the model is tiny and the
 loader's overhead would dominate). A run is exactly ``epochs`` passes or exactly ``iterations``
 Adam steps (never both). All randomness of epoch e is derived from (seed, e), so a run resumed
-from a checkpoint continues bit-identically, also from the middle of an epoch. ``warmup`` > 0 raises the learning rate
-linearly over the first Adam steps (a function of the step alone, so resumes stay exact).
+from a checkpoint continues bit-identically, also from the middle of an epoch. The learning rate
+is a function of the step alone (so resumes stay exact): ``warmup`` > 0 raises it linearly over
+the first Adam steps, ``lr_drop_at`` > 0 multiplies it by ``lr_drop`` from that step on.
 
 ``x_train`` may also be a stream of fresh samples (:class:`vaeiso_ext.data.images.RandomCrops`):
 anything with ``shape[0]`` (the samples of one epoch), ``x[idx]`` (``len(idx)`` samples),
@@ -63,6 +64,8 @@ class TrainConfig:
     decomposed: bool = False
     iterations: int | None = None  # ... or exactly this many Adam steps (set epochs=None)
     warmup: int = 0             # Adam steps of linear lr warm-up: lr * min(1, (step + 1) / warmup)
+    lr_drop_at: int = 0         # from this Adam step (0-based) on, the lr is multiplied by lr_drop (0: never)
+    lr_drop: float = 0.3
 
     def validate(self) -> "TrainConfig":
         if (self.epochs is None) == (self.iterations is None):
@@ -76,6 +79,11 @@ class TrainConfig:
             raise ValueError(f"TrainConfig: lam and lr must be finite and > 0, got {self.lam}, {self.lr}")
         if self.warmup < 0:
             raise ValueError(f"TrainConfig: warmup must be >= 0 Adam steps, got {self.warmup}")
+        if self.lr_drop_at < 0:
+            raise ValueError(f"TrainConfig: lr_drop_at must be >= 0 (an Adam step; 0: no drop), "
+                             f"got {self.lr_drop_at}")
+        if not (math.isfinite(self.lr_drop) and 0 < self.lr_drop <= 1):
+            raise ValueError(f"TrainConfig: lr_drop must be a factor in (0, 1], got {self.lr_drop}")
         return self
 
     def total_steps(self, n: int) -> int:
@@ -85,15 +93,19 @@ class TrainConfig:
         return int(self.epochs) * steps_per_epoch(n, self.batch_size)
 
     def lr_at(self, step: int) -> float:
-        """The learning rate of Adam step ``step`` (0-based): linear warm-up, then ``lr``."""
-        if not self.warmup:
-            return self.lr
-        return self.lr * min(1.0, (step + 1) / self.warmup)
+        """The learning rate of Adam step ``step`` (0-based): ``lr * min(1, (step + 1) / warmup)``
+        (no factor without a warm-up), times ``lr_drop`` once ``step >= lr_drop_at > 0``."""
+        lr = self.lr
+        if self.warmup:
+            lr = lr * min(1.0, (step + 1) / self.warmup)
+        if self.lr_drop_at and step >= self.lr_drop_at:
+            lr = lr * self.lr_drop
+        return lr
 
     @classmethod
     def from_dict(cls, d: dict) -> "TrainConfig":
-        """Read a stored config; fields a checkpoint lacks (older versions) take their defaults
-        (``warmup`` 0: no warm-up, as they trained)."""
+        """Read a stored config; fields a checkpoint lacks (older versions) take their defaults,
+        which are how those runs trained (``warmup`` 0: no warm-up; ``lr_drop_at`` 0: no drop)."""
         names = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in names})
 
@@ -348,9 +360,8 @@ def train(model: nn.Module, x_train: Tensor, metric, config: TrainConfig, *,
                 loss = (rec + kl_sum).sum() * (world / nb)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
-                if config.warmup:  # set from the step alone: a resumed run gets the same lr
-                    for group in opt.param_groups:
-                        group["lr"] = config.lr_at(step)
+                for group in opt.param_groups:  # from the step alone: a resumed run gets the same lr
+                    group["lr"] = config.lr_at(step)
                 opt.step()
                 step += 1
                 seen += nb

@@ -1,5 +1,5 @@
 """Image data for the image VAE (the paper's App. D.2): a folder of images, or real photographs
-shipped inside scikit-image cut into 64x64 crops (the default: a fresh machine has them)."""
+shipped inside scikit-image cut into square crops (the default: a fresh machine has them)."""
 
 from __future__ import annotations
 
@@ -147,10 +147,19 @@ class RandomCrops:
     indices themselves are ignored) and ``set_epoch(e)`` reseeds the stream from ``(seed, e,
     rank)`` and ``skip(k)`` advances it past k crops, so a resumed run draws the same crops. ``fixed(n, seed)``
     gives a reproducible tensor of crops (a held-out set).
+
+    ``rank``: the process's rank in a data-parallel run (the caller's: this layer knows nothing of
+    training). Each rank draws its own share of every batch from its own seeded generator, so
+    the world size is not needed; rank 0 is the single-process stream.
     """
 
     def __init__(self, photos: list[np.ndarray] | None = None, size: int = 64, epoch_size: int = 6400,
-                 min_scale: float = 0.125, seed: int = 0):
+                 min_scale: float = 0.125, seed: int = 0, rank: int = 0):
+        if isinstance(rank, bool) or not isinstance(rank, int):
+            raise TypeError(f"RandomCrops: rank: expected an int, got {type(rank).__name__}")
+        if rank < 0:
+            raise ValueError(f"RandomCrops: rank: expected an int >= 0, got {rank}")
+        self.rank = rank
         photos = skimage_photos() if photos is None else photos
         self.photos = [torch.from_numpy(np.ascontiguousarray(p, dtype=np.float32)).permute(2, 0, 1)
                        for p in photos]
@@ -170,10 +179,8 @@ class RandomCrops:
         return (self.epoch_size, 3, self.size, self.size)
 
     def set_epoch(self, epoch: int) -> None:
-        from ..train import dist_info
-
-        rank = dist_info()[0]
-        self.generator = torch.Generator().manual_seed(((self.seed * 1_000_003 + int(epoch)) * 64 + rank) * 7 + 5)
+        self.generator = torch.Generator().manual_seed(
+            ((self.seed * 1_000_003 + int(epoch)) * 64 + self.rank) * 7 + 5)
 
     def to(self, device) -> "RandomCrops":
         self.device = torch.device(device)

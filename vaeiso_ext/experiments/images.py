@@ -1,5 +1,7 @@
 """The image experiment (§4.2, App. D.2, F): the conv VAE with GDN/IGDN trained with
-D = 1 - SSIM on 64x64 photographs; per-latent norms like Figs. 4-5 and a Fig. 6-like traversal.
+D = 1 - SSIM on photographs (64x64 as the paper; ``--size``), per-latent norms like Figs. 4-5 and
+a Fig. 6-like traversal. The default is the paper's protocol (300k Adam steps at 1e-3, a GPU job);
+``--preset cpu`` is the one that shows the finding on a CPU (docs/image_results.md).
 
 To add an option: add a field to :class:`ImagesConfig` with :func:`~.base.opt` (it becomes
 ``--field-name``, part of the run description, and is compared on ``--resume``); to add a
@@ -7,10 +9,11 @@ preset, an entry of ``ImagesExperiment.presets`` (``--preset NAME``)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from .. import metrics
 from ..models import CONV_INITS, ConvVAE
+from ..train import TrainConfig, init_distributed
 from .base import UsageError, int_at_least, nonneg_int, opt, positive_float, positive_int, status
 from .real import RealConfig, RealData, RealExperiment
 
@@ -23,17 +26,33 @@ WARMUP = 1000
 HELD_OUT_CROPS = 512
 STREAM_EPOCH_STEPS = 500
 
+# The CPU protocol (docs/image_results.md): 32x32 crops, the paper's network, lambda and SSIM,
+# batch 32 and Adam at 1e-4 (at >= ~5e-4 the decoder stops using z faster than sigma follows on
+# these crops), a 50-step warm-up and x0.3 from step 1200, 1500 steps; a curve point every 100.
+CPU = {"size": 32, "batch_size": 32, "lr": 1e-4, "warmup": 50, "lr_drop_at": 1200, "lr_drop": 0.3,
+       "iterations": 1500, "eval_every": 100, "n_eval": 256}
+CPU_HELP = ("the CPU protocol that shows the finding (docs/image_results.md): 32x32 crops, batch 32, "
+            "Adam 1e-4 (50-step warm-up, x0.3 from step 1200) for 1500 steps, a curve point every 100 "
+            "steps, 256 crops analysed; about 10 min per run (conventional) and 13 min (decomposed) "
+            "on 2 idle cores, extrapolated from the CPU time measured per step and per analysed crop")
+# A smoke run: the CPU protocol's settings, shortened.
+QUICK = {"size": 32, "batch_size": 32, "lr": 1e-4, "warmup": 50, "iterations": 50, "n_eval": 16}
+QUICK_HELP = ("50 steps of the cpu preset's settings, 16 crops analysed (a smoke run: 54 CPU-seconds "
+              "measured, about half a minute on 2 idle cores)")
+
 
 @dataclass
 class ImagesConfig(RealConfig):
     """Everything that defines one images run (stored in the checkpoint and results.json)."""
 
-    data: str | None = opt(None, "a folder of images, 8- or 16-bit (default: 64x64 crops of "
+    data: str | None = opt(None, "a folder of images, 8- or 16-bit (default: crops of "
                                  "scikit-image's photographs drawn afresh each step)", metavar="DIR")
     crop: int | None = opt(None, "with --data: side of the centred square cut before resizing "
-                                 "to 64 (default the shorter side)", type=positive_int, metavar="SIDE")
+                                 "to --size (default the shorter side)", type=positive_int, metavar="SIDE")
     skip_unreadable: bool = opt(False, "with --data: skip (and count) files that cannot be decoded "
                                        "instead of stopping")
+    size: int = opt(64, "image side in pixels, a multiple of 16: the network's input, the crops "
+                        "of the default data and the resize of --data", type=int_at_least(16), metavar="PX")
     latent: int = opt(32, "latent dims", type=positive_int, metavar="N")
     lam: float = opt(1000.0, "lambda = 1/beta (D = 1 - SSIM)", flag="--lambda", type=positive_float,
                      metavar="L")
@@ -42,6 +61,9 @@ class ImagesConfig(RealConfig):
     lr: float = opt(1e-3, "Adam learning rate", type=positive_float)
     warmup: int = opt(WARMUP, "Adam steps of linear lr warm-up (0: none; docs/image_results.md)",
                       type=nonneg_int, metavar="N")
+    lr_drop_at: int = opt(0, "from this Adam step (0-based) on, the learning rate is multiplied by "
+                             "--lr-drop (0: never)", type=nonneg_int, metavar="STEP")
+    lr_drop: float = opt(0.3, "the factor of --lr-drop-at, in (0, 1]", type=positive_float, metavar="F")
     seed: int = opt(0, "model init, training randomness and the train/held-out split", type=nonneg_int)
     decomposed: bool = opt(False, "objective lambda (D(x,x_breve) + D(x_breve,x_hat)) + KL "
                                   "(the paper's decomposed loss)")
@@ -57,7 +79,8 @@ class ImagesConfig(RealConfig):
     curve_samples: int = 64          # held-out samples of each step-curve point
 
     # Runs recorded before these fields existed trained with PyTorch's init and no warm-up
-    # (imageexp's, which stored "warmup", already used the scaled init).
+    # (imageexp's, which stored "warmup", already used the scaled init). The defaults of the
+    # later size (64), lr_drop_at (0: none) and lr_drop are how the runs before them trained.
     LEGACY = {"warmup": 0, "init": "torch"}
 
     @classmethod
@@ -74,22 +97,25 @@ class ImagesConfig(RealConfig):
             raise UsageError("--skip-unreadable applies to an image folder (--data) only")
         if self.init not in CONV_INITS:
             raise UsageError(f"init: expected one of {CONV_INITS}, got {self.init!r}")
+        if self.size < 16 or self.size % 16:
+            raise UsageError(f"--size: expected a multiple of 16 (the network halves it four times), "
+                             f"got {self.size}")
+        if not 0 < self.lr_drop <= 1:
+            raise UsageError(f"--lr-drop: expected a factor in (0, 1], got {self.lr_drop:g}")
         return self
 
 
 class ImagesExperiment(RealExperiment):
     name = "images"
     order = 2
-    help = "§4.2: the conv VAE (GDN/IGDN) with D = 1 - SSIM on 64x64 photographs"
-    description = ("Train the App. D.2 conv VAE on 64x64 images with D = 1 - SSIM for an exact "
-                   "number of Adam steps, analyse it on held-out images, and write results.json, "
-                   "report.md, the per-dim plot and a traversal grid.")
+    help = "§4.2: the conv VAE (GDN/IGDN) with D = 1 - SSIM on photographs"
+    description = ("Train the App. D.2 conv VAE on images (64x64 by default) with D = 1 - SSIM for "
+                   "an exact number of Adam steps, analyse it on held-out images, and write "
+                   "results.json, report.md, the per-dim plot and a traversal grid. The defaults "
+                   "are the paper's protocol (a GPU job); --preset cpu shows the finding on a CPU.")
     config_cls = ImagesConfig
-    presets = {"quick": ("100 steps of batch 32, 32 samples analysed (a smoke run)",
-                         {"iterations": 100, "batch_size": 32, "n_eval": 32}),
-               "cpu": ("the paper's network, lambda, batch and Adam for 5000 steps (about an hour "
-                       "on one idle CPU core), 128 samples analysed, step curve every 250 steps",
-                       {"iterations": 5000, "n_eval": 128, "eval_every": 250})}
+    presets = {"quick": (QUICK_HELP, QUICK),
+               "cpu": (CPU_HELP, CPU)}
     loss_name = "1 - SSIM"
     paper = {"conventional": "norm means of dims 1-26 average 1.83 (SD 0.13), the last dims inactive",
              "decomposed": "all 32 dims active, norm means average 0.92 (SD 0.04)"}
@@ -98,24 +124,28 @@ class ImagesExperiment(RealExperiment):
         from ..data.images import load_image_folder
 
         rep: dict = {}
-        x = load_image_folder(cfg.data, size=64, crop=cfg.crop, skip_unreadable=cfg.skip_unreadable,
+        x = load_image_folder(cfg.data, size=cfg.size, crop=cfg.crop, skip_unreadable=cfg.skip_unreadable,
                               report=rep)
         return x, (f"image folder {cfg.data} ({x.shape[0]} images, {rep['skipped']} unreadable skipped, "
-                   f"centre crop {cfg.crop or 'shorter side'} -> 64x64)")
+                   f"centre crop {cfg.crop or 'shorter side'} -> {cfg.size}x{cfg.size})")
 
     def load_data(self, cfg: ImagesConfig, progress: bool) -> RealData:
         """An image folder: split into train / held out. By default: a stream of fresh random
         crops of scikit-image's photographs (an "epoch", i.e. a checkpoint, every <= 500 steps)
-        and ``HELD_OUT_CROPS`` fixed crops from an independent seed as the held-out set."""
+        and ``HELD_OUT_CROPS`` fixed crops from an independent seed as the held-out set. Under
+        torchrun each rank draws its own crops (the stream is told its rank)."""
         if cfg.data is not None:
             return super().load_data(cfg, progress)
         from ..data.images import RandomCrops
 
+        # joins the process group under torchrun (train() would, later): the rank is known here
+        rank, _ = init_distributed()
         with status("loading the images data", progress):
-            stream = RandomCrops(size=64, seed=cfg.seed)
+            stream = RandomCrops(size=cfg.size, seed=cfg.seed, rank=rank)
             stream.epoch_size = cfg.batch_size * min(cfg.iterations, STREAM_EPOCH_STEPS)
             test = stream.fixed(HELD_OUT_CROPS, seed=cfg.seed + 10_000)
-        source = (f"scikit-image photographs ({len(stream.photos)}), 64x64 random crops drawn afresh "
+        source = (f"scikit-image photographs ({len(stream.photos)}), {cfg.size}x{cfg.size} random crops "
+                  "drawn afresh "
                   f"each step (side 1/8 to 1 of the shorter side, flips); {HELD_OUT_CROPS} fixed "
                   "held-out crops")
         return RealData(stream, test, source, progress)
@@ -123,7 +153,10 @@ class ImagesExperiment(RealExperiment):
     def new_model(self, cfg: ImagesConfig):
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(cfg.seed)
-            return ConvVAE(latent=cfg.latent, init=cfg.init)
+            return ConvVAE(latent=cfg.latent, image_size=cfg.size, init=cfg.init)
+
+    def train_config(self, cfg: ImagesConfig) -> TrainConfig:
+        return replace(super().train_config(cfg), lr_drop_at=cfg.lr_drop_at, lr_drop=cfg.lr_drop)
 
     def metric(self, cfg):
         return metrics.SSIM()
