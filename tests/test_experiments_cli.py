@@ -50,8 +50,9 @@ def test_mismatched_resume_is_refused_and_writes_nothing(toy_run, capsys):
     assert rc == 2
     line = _one_error_line(capsys.readouterr().err)
     assert "--resume refused" in line
-    for name in ("dataset", "loss", "n_train"):
-        assert name + ":" in line
+    for flag in ("--dataset", "--loss", "--n-train"):  # the options to change, as typed
+        assert flag + ":" in line
+    assert "n_train" not in line
     assert "seed:" not in line and "epochs:" not in line  # equal fields / the growable length
     assert _snapshot(toy_run) == before
 
@@ -314,7 +315,8 @@ def test_each_experiment_lists_its_own_options(capsys):
         assert flag in toy and flag not in images and flag not in digits
     for flag in ("--data ", "--crop", "--iterations", "--n-eval", "--latent"):
         assert flag in images and flag not in toy
-    assert "--crop" not in digits and "--data " not in digits and "--iterations" in digits
+    assert "--crop" not in digits and "--iterations" in digits
+    assert "--data " in digits and "MNIST" in digits  # issue 21: MNIST from the user's files
     for flag in ("--datasets", "--lambdas"):
         assert flag not in toy
 
@@ -362,3 +364,120 @@ def test_the_same_command_again_reanalyses_and_an_unfinished_run_needs_resume(to
     assert _snapshot(out) == before
     assert main(argv + ["--resume"]) == 0
     assert load_checkpoint(str(out / "checkpoint.pt"))["step"] == 3 * 6
+
+
+# ------------------------------------------------------------------ messages a user can act on (issue 20)
+
+
+DIGITS = ["--iterations", "4", "--batch-size", "16", "--latent", "2", "--no-progress", "--no-figures"]
+
+
+@pytest.fixture(scope="module")
+def digits_run(tmp_path_factory):
+    """A finished 4-step digits run analysed on 8 held-out digits."""
+    out = tmp_path_factory.mktemp("exp") / "digits"
+    assert main(["reproduce", "digits", *DIGITS, "--n-eval", "8", "--out", str(out)]) == 0
+    return out
+
+
+def _copy(run: Path, to: Path) -> Path:
+    import shutil
+
+    shutil.copytree(run, to)
+    return to
+
+
+def test_resume_refusal_names_the_flags(digits_run, capsys):
+    before = _snapshot(digits_run)
+    assert main(["reproduce", "digits", *DIGITS, "--lambda", "100", "--lr", "0.01", "--n-eval", "10",
+                 "--out", str(digits_run), "--resume"]) == 2
+    line = _one_error_line(capsys.readouterr().err)
+    assert "--lambda: 2000.0 (saved) -> 100.0 (requested)" in line and "--lr:" in line
+    assert "lam:" not in line and " lr:" not in line
+    assert "n-eval" not in line and "n_eval" not in line  # analysis-only: never a difference
+    assert _snapshot(digits_run) == before
+
+
+def test_analysis_only_options_never_block_resume(digits_run, tmp_path, capsys):
+    run = _copy(digits_run, tmp_path / "r")
+    # more steps, another --n-eval, --no-figures: continued, and analysed as asked now
+    assert main(["reproduce", "digits", *DIGITS[2:], "--iterations", "6", "--n-eval", "10", "--out", str(run),
+                 "--resume"]) == 0
+    assert load_checkpoint(str(run / "checkpoint.pt"))["step"] == 6
+    res = json.loads((run / "results.json").read_text())
+    assert res["n_samples"] == 10 == res["config"]["n_eval"] and res["training"]["steps"] == 6
+    # a finished run: --resume re-analyses it with the --n-eval asked for
+    assert main(["reproduce", "digits", *DIGITS, "--n-eval", "12", "--out", str(run), "--resume"]) == 0
+    assert "already done" in capsys.readouterr().out
+    assert json.loads((run / "results.json").read_text())["n_samples"] == 12
+
+
+def test_same_run_asked_again_with_another_n_eval_reanalyses(digits_run, tmp_path, capsys):
+    run = _copy(digits_run, tmp_path / "r")
+    ck_before = (run / "checkpoint.pt").read_bytes()
+    assert main(["reproduce", "digits", *DIGITS, "--n-eval", "20", "--out", str(run)]) == 0
+    assert "already done" in capsys.readouterr().out
+    assert (run / "checkpoint.pt").read_bytes() == ck_before  # not retrained
+    res = json.loads((run / "results.json").read_text())
+    assert res["n_samples"] == 20 == res["config"]["n_eval"]
+    # and `analyze --out` into that folder again: the same run, whatever n_eval it was analysed on
+    assert main(["analyze", str(run), "--out", str(tmp_path / "a"), "--n-samples", "9", "--no-figures",
+                 "--no-progress"]) == 0
+    assert main(["analyze", str(run), "--out", str(tmp_path / "a"), "--no-figures", "--no-progress"]) == 0
+
+
+@pytest.mark.parametrize("resume", [False, True])
+def test_damaged_checkpoint_offers_overwrite_not_resume(digits_run, tmp_path, capsys, resume):
+    run = _copy(digits_run, tmp_path / "r")
+    ck = run / "checkpoint.pt"
+    ck.write_bytes(ck.read_bytes()[:len(ck.read_bytes()) // 2])  # an interrupted copy
+    before = _snapshot(run)
+    argv = ["reproduce", "digits", *DIGITS, "--out", str(run)]
+    assert main(argv + (["--resume"] if resume else [])) == 2
+    line = _one_error_line(capsys.readouterr().err)
+    assert "damaged" in line and str(ck) in line and "--overwrite" in line
+    assert "pass --resume" not in line and "unfinished" not in line
+    assert _snapshot(run) == before
+    assert main(argv + ["--overwrite"]) == 0  # what the message offers works
+    assert load_checkpoint(str(ck))["step"] == 4
+
+
+def test_n_eval_default_is_all_held_out_at_most_256(digits_run, tmp_path, capsys):
+    from vaeiso_ext.experiments.digits import DigitsConfig
+
+    assert DigitsConfig().n_eval is None  # the default, resolved against the data at analysis
+    run = _copy(digits_run, tmp_path / "r")
+    # scikit-learn's digits hold out 180: the default analyses all of them, without a note
+    assert main(["analyze", str(run), "--no-figures", "--no-progress"]) == 0
+    assert "note:" not in capsys.readouterr().err
+    res = json.loads((run / "results.json").read_text())
+    assert res["n_held_out"] == 180  # round(0.1 * 1797)
+    # the stored run asked for 8; a fresh description without --n-eval gets all 180
+    assert res["n_samples"] == 8 == res["config"]["n_eval"]
+    fresh = tmp_path / "fresh"
+    assert main(["reproduce", "digits", *DIGITS, "--out", str(fresh)]) == 0
+    res = json.loads((fresh / "results.json").read_text())
+    assert res["n_samples"] == 180 == res["config"]["n_eval"] and "n_eval_note" not in res
+    # more than is held out: clamped, said on stderr and in results.json, config and count agree
+    assert main(["reproduce", "digits", *DIGITS, "--n-eval", "300", "--out", str(fresh)]) == 0
+    err = capsys.readouterr().err
+    assert "note:" in err and "300" in err and "180" in err
+    res = json.loads((fresh / "results.json").read_text())
+    assert res["n_samples"] == 180 == res["config"]["n_eval"]
+    assert "300" in res["n_eval_note"] and "180" in res["n_eval_note"]
+
+
+def test_reports_say_1_epoch(tmp_path):
+    from vaeiso_ext.experiments.base import trained_text
+    from vaeiso_ext.experiments.outputs import run_title
+
+    out = tmp_path / "one"
+    assert main(["reproduce", "toy", "--epochs", "1", "--out", str(out), "--no-figures", *TINY]) == 0
+    report = (out / "report.md").read_text()
+    assert "= 1 epoch of 600 samples" in report and "1 epochs" not in report
+    res = json.loads((out / "results.json").read_text())
+    assert run_title(res, "x").endswith("(1 epoch)")
+    t = {**res["training"], "steps": 1, "epochs_done": 0.5, "complete": False, "requested": 1,
+         "length_field": "iterations"}
+    assert trained_text(t).startswith("trained 1 Adam step = 0.50 epochs of 600 samples")
+    assert trained_text(t).endswith("1 iteration was requested")

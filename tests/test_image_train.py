@@ -198,10 +198,10 @@ def test_step_curve_option_is_part_of_the_run(tmp_path, capsys):
             "--no-progress", "--out", out]
     assert main(args + ["--eval-every", "2"]) == 0
     capsys.readouterr()
-    # resuming with another curve interval is another run: refused, naming the field
+    # resuming with another curve interval is another run: refused, naming the option
     assert main(args[:2] + ["--iterations", "5"] + args[4:] + ["--eval-every", "3", "--resume"]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("error: ") and err.count("\n") == 1 and "eval_every" in err
+    assert err.startswith("error: ") and err.count("\n") == 1 and "--eval-every: 2" in err
 
 
 def _images_config(argv):

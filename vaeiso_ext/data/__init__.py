@@ -1,4 +1,5 @@
-"""Datasets with known densities: the paper's toy data (§4.1, App. E.2)."""
+"""Datasets with known densities: the paper's toy data (§4.1, App. E.2); MNIST read from the
+user's own files (:mod:`.mnist`)."""
 
 from .toy import (
     TOY_DATASETS,
@@ -11,6 +12,7 @@ from .toy import (
     toy_components,
     make_toy,
 )
+from .mnist import MnistData, load_mnist, mnist_files, read_idx
 
 __all__ = [
     "TOY_DATASETS",
@@ -22,4 +24,8 @@ __all__ = [
     "Gaussian",
     "toy_components",
     "make_toy",
+    "MnistData",
+    "load_mnist",
+    "mnist_files",
+    "read_idx",
 ]

@@ -13,7 +13,7 @@ import os
 import sys
 import time
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any, ClassVar
 
 import torch
@@ -64,10 +64,30 @@ positive_int = int_at_least(1)
 nonneg_int = int_at_least(0)
 
 
-def opt(default, help: str, *, flag: str | None = None, type=None, choices=None, metavar=None):
-    """A config field that is also a command-line option (``--field-name`` unless ``flag``)."""
+def opt(default, help: str, *, flag: str | None = None, type=None, choices=None, metavar=None,
+        analysis_only: bool = False):
+    """A config field that is also a command-line option (``--field-name`` unless ``flag``).
+    ``analysis_only``: the field changes the analysis, not the training (e.g. how many held-out
+    samples are analysed), so a different value never blocks ``--resume`` or the re-analysis of
+    a finished run; the value asked for is used."""
     return field(default=default, metadata={"help": help, "flag": flag, "type": type,
-                                            "choices": choices, "metavar": metavar})
+                                            "choices": choices, "metavar": metavar,
+                                            "analysis_only": analysis_only})
+
+
+def option_name(f) -> str:
+    """The command-line flag of a config field (``--lambda`` for ``lam``); a field that is not an
+    option keeps its name."""
+    if "help" not in f.metadata:
+        return f.name
+    return f.metadata.get("flag") or "--" + f.name.replace("_", "-")
+
+
+def plural(n, unit: str) -> str:
+    """``1 epoch``, ``2 epochs``, ``1.50 epochs``, ``1,200 Adam steps``: a count and its unit."""
+    if isinstance(n, int) or float(n).is_integer():
+        return f"{int(n):,} {unit}" + ("" if int(n) == 1 else "s")
+    return f"{n:.2f} {unit}s"
 
 
 # ------------------------------------------------------------------ configs
@@ -105,12 +125,24 @@ class Config:
     def length(self) -> int:
         return int(getattr(self, self.LENGTH))
 
+    @classmethod
+    def analysis_only(cls) -> tuple[str, ...]:
+        """The fields that do not change the training (:func:`opt`'s ``analysis_only``)."""
+        return tuple(f.name for f in fields(cls) if f.metadata.get("analysis_only"))
+
+    def training_description(self) -> dict:
+        """The description without the analysis-only fields: what a run folder's training is."""
+        skip = self.analysis_only()
+        return {k: v for k, v in self.description().items() if k not in skip}
+
 
 def differing_fields(saved: Config, requested: Config, ignore=()) -> list[str]:
-    """``name: saved -> requested`` for every field that differs."""
+    """``--flag: saved -> requested`` for every field that differs (analysis-only fields never
+    do: they change no training), named by its command-line flag."""
     a, b = asdict(saved), asdict(requested)
-    return [f"{k}: {a[k]!r} (saved) -> {b[k]!r} (requested)" for k in a
-            if k not in ignore and a[k] != b[k]]
+    skip = set(ignore) | set(type(requested).analysis_only())
+    return [f"{option_name(f)}: {a[f.name]!r} (saved) -> {b[f.name]!r} (requested)"
+            for f in fields(requested) if f.name in a and f.name not in skip and a[f.name] != b[f.name]]
 
 
 # ------------------------------------------------------------------ status lines
@@ -143,26 +175,36 @@ def read_run(path: str) -> tuple[dict, str, dict]:
     (``meta = {"kind": "toy"|"images"|"digits", "run": {...}}``)."""
     path = checkpoint_path(path)
     ck = load_checkpoint(path)
+    return (ck, *_run_of(ck, path))
+
+
+def _run_of(ck: dict, path: str) -> tuple[str, dict]:
+    """(experiment name, description) of a loaded checkpoint."""
     meta = ck.get("meta") or {}
     if "experiment" in meta and "description" in meta:
-        return ck, meta["experiment"], dict(meta["description"])
+        return meta["experiment"], dict(meta["description"])
     if meta.get("kind") in ("toy", "images", "digits") and isinstance(meta.get("run"), dict):
         desc = dict(meta["run"])
         desc.pop("experiment", None)
-        return ck, meta["kind"], desc
+        return meta["kind"], desc
     raise CheckpointError(f"checkpoint {path!r} holds no run description (not written by "
                           "`python -m vaeiso_ext reproduce`)")
 
 
 def folder_run(out: str) -> tuple[str, dict | None] | None:
-    """What run ``out`` holds: None if none; (what, description or None) otherwise."""
+    """What run ``out`` holds: None if none; (what, description or None) otherwise. A checkpoint
+    that cannot be continued gives (``a damaged checkpoint (why)``, None)."""
     ck = os.path.join(out, CHECKPOINT)
     if os.path.exists(ck):
         try:
-            _, name, desc = read_run(ck)
+            loaded = load_checkpoint(ck)
+        except CheckpointError as e:  # truncated (an interrupted copy, a full disk) or corrupt
+            return f"a damaged checkpoint ({e})", None
+        try:
+            name, desc = _run_of(loaded, ck)
             return f"a {name} run", {"experiment": name, **desc}
-        except CheckpointError:
-            return "an unreadable checkpoint", None
+        except CheckpointError as e:
+            return f"a checkpoint this version cannot continue ({e})", None
     present = [f for f in RUN_FILES if os.path.exists(os.path.join(out, f))]
     res_path = os.path.join(out, "results.json")
     if os.path.exists(res_path):  # an analysis written without its checkpoint (analyze --out)
@@ -219,12 +261,11 @@ def trained_summary(ck_or_history, cfg: Config, n_train: int, batch_size: int) -
 
 def trained_text(t: dict) -> str:
     """``trained 1,200 Adam steps = 2 epochs of 600 samples (batch 100)`` (+ what was asked)."""
-    ep = t["epochs_done"]
-    ep_s = f"{ep:g}" if isinstance(ep, int) or float(ep).is_integer() else f"{ep:.2f}"
-    s = (f"trained {t['steps']:,} Adam steps = {ep_s} epochs of {t['n_train']:,} samples "
-         f"(batch {t['batch_size']})")
+    s = (f"trained {plural(t['steps'], 'Adam step')} = {plural(t['epochs_done'], 'epoch')} of "
+         f"{plural(t['n_train'], 'sample')} (batch {t['batch_size']})")
     if not t["complete"]:
-        s += f"; INCOMPLETE: {t['requested']:,} {t['length_field']} were requested"
+        s += (f"; INCOMPLETE: {plural(t['requested'], t['length_field'].rstrip('s'))} "
+              f"{'was' if t['requested'] == 1 else 'were'} requested")
     return s
 
 
@@ -389,27 +430,46 @@ class Experiment:
         if resume and overwrite:
             raise UsageError("--resume and --overwrite: give one")
         ck_path = os.path.join(out, CHECKPOINT)
+        if resume and not os.path.exists(ck_path):
+            raise UsageError(f"--resume: no checkpoint at {ck_path!r}")
+        held = None if overwrite else folder_run(out)
+        has_ck = os.path.exists(ck_path)
+        if held is not None and held[1] is None and has_ck:
+            # --resume would only fail on it: the way out is to start again
+            raise UsageError(f"{out!r} holds {held[0]}: it cannot be resumed; pass --overwrite"
+                             f"{' (without --resume)' if resume else ''} to replace the run, or "
+                             "choose another --out")
         if resume:
-            if not os.path.exists(ck_path):
-                raise UsageError(f"--resume: no checkpoint at {ck_path!r}")
-            _, name, desc = read_run(ck_path)
+            name = held[1]["experiment"]
             if name != self.name:
                 raise UsageError(f"--resume refused: {out!r} holds a {name} run, not a {self.name} run")
-            saved = self.config_cls.from_dict(desc)
+            saved = self.config_cls.from_dict({k: v for k, v in held[1].items() if k != "experiment"})
             diff = differing_fields(saved, cfg, ignore=(cfg.LENGTH,))
             if diff:
                 raise UsageError(f"--resume refused: {out!r} holds a different {self.name} run; "
-                                 f"differing fields: {'; '.join(diff)}. Use another --out, or "
+                                 f"differing options: {'; '.join(diff)}. Use another --out, or "
                                  "--overwrite (without --resume) to replace it")
-            return saved
-        held = folder_run(out)
-        if (held is not None and not overwrite and os.path.exists(ck_path)
-                and held[1] == {"experiment": self.name, **cfg.description()}):
+            # analysis-only options are taken as asked for now
+            return replace(saved, **{k: getattr(cfg, k) for k in cfg.analysis_only()})
+        if held is not None and has_ck and self.same_run(held[1], cfg):
             return cfg  # this very run asked for again: re-analysed if finished
-        if held is not None and not overwrite:
-            raise UsageError(f"{out!r} already holds {held[0]}: pass --resume to continue it or "
-                             "--overwrite to replace it (or choose another --out)")
+        if held is not None:
+            ours = has_ck and held[1].get("experiment") == self.name
+            raise UsageError(f"{out!r} already holds {held[0]}: pass "
+                             f"{'--resume to continue it or ' if ours else ''}--overwrite to replace "
+                             "it (or choose another --out)")
         return None
+
+    def same_run(self, desc: dict | None, cfg: Config) -> bool:
+        """Whether a stored description (with its ``experiment``) is ``cfg``'s run: every field
+        equal but the analysis-only ones."""
+        if desc is None or desc.get("experiment") != self.name:
+            return False
+        try:  # read as --resume reads it: fields added since take the value they meant then
+            saved = self.config_cls.from_dict({k: v for k, v in desc.items() if k != "experiment"})
+        except (CheckpointError, TypeError, ValueError):
+            return False
+        return saved.training_description() == cfg.training_description()
 
     def reproduce(self, cfg: Config, out: str, *, resume: bool = False, overwrite: bool = False,
                   progress: bool = True, figures: bool = True, echo=print) -> dict | None:
@@ -426,11 +486,11 @@ class Experiment:
         model = self.model_from_checkpoint(ck, ck_path) if ck is not None else self.new_model(cfg)
         if ck is not None and checkpoint_steps(ck, n_train) >= tcfg.total_steps(n_train):
             asked = cfg.length()
-            cfg = saved  # the run as it was trained; the request changes nothing
+            cfg = saved  # the run as it was trained (with the analysis options asked for now)
             trained = trained_summary(ck, cfg, n_train, tcfg.batch_size)
             if echo:
                 echo(f"already done: {out} holds a run that {trained_text(trained)}; "
-                     f"{asked:,} {cfg.LENGTH} requested; re-analysing it")
+                     f"{plural(asked, cfg.LENGTH.rstrip('s'))} requested; re-analysing it")
             model.eval()
         elif ck is not None and not resume:
             raise UsageError(f"{out!r} holds this run unfinished ({checkpoint_steps(ck, n_train):,} of "
@@ -469,8 +529,7 @@ class Experiment:
         out = out or here
         if os.path.abspath(out) != here:
             held = folder_run(out)
-            if held is not None and held[1] != {"experiment": self.name, **cfg.description()} \
-                    and not overwrite:
+            if held is not None and not self.same_run(held[1], cfg) and not overwrite:
                 raise UsageError(f"{out!r} already holds {held[0]}: pass --overwrite to write this "
                                  "analysis there (or choose another --out)")
         data = self.load_data(cfg, progress)

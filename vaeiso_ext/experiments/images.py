@@ -67,7 +67,8 @@ class ImagesConfig(RealConfig):
     seed: int = opt(0, "model init, training randomness and the train/held-out split", type=nonneg_int)
     decomposed: bool = opt(False, "objective lambda (D(x,x_breve) + D(x_breve,x_hat)) + KL "
                                   "(the paper's decomposed loss)")
-    n_eval: int = opt(256, "held-out samples analysed", type=int_at_least(2), metavar="N")
+    n_eval: int | None = opt(None, "held-out samples analysed (default: all held out, at most 256)",
+                             type=int_at_least(2), metavar="N", analysis_only=True)
     eval_every: int = opt(0, "step curve: evaluate active dims and the norm mean every N steps "
                              "(curve.json, figures/curve.png; 0: none)", type=nonneg_int, metavar="N")
     held_out: float = 0.1            # of an image folder (the default stream holds out HELD_OUT_CROPS)

@@ -9,7 +9,7 @@ import math
 import os
 import tempfile
 
-from .base import trained_text
+from .base import plural, trained_text
 
 
 def write_atomic(path: str, data: str | bytes) -> None:
@@ -77,7 +77,7 @@ def run_title(results: dict, what: str) -> str:
     cfg = results.get("config", {})
     t = results.get("training") or {}
     ep = t.get("epochs_done")
-    ep_s = "" if ep is None else f" ({ep:g} epochs)" if float(ep).is_integer() else f" ({ep:.2f} epochs)"
+    ep_s = "" if ep is None else f" ({plural(ep, 'epoch')})"
     parts = [results.get("experiment", "?")]
     if cfg.get("dataset"):
         parts.append(cfg["dataset"])

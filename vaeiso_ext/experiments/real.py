@@ -25,14 +25,17 @@ class RealConfig(Config):
     """Mixin of the images / digits configs (each a dataclass with its own defaults)."""
 
     LENGTH = "iterations"
+    N_EVAL_MAX = 256  # n_eval None (the default): all held-out samples, at most this many
 
     def validate(self) -> "RealConfig":
         for k in ("lam", "lr", "eps", "kl_threshold"):
             v = float(getattr(self, k))
             if not (math.isfinite(v) and v > 0):
                 raise UsageError(f"{'lambda' if k == 'lam' else k}: expected a finite number > 0, got {v}")
-        if min(self.latent, self.iterations, self.batch_size) < 1 or self.n_eval < 2:
-            raise UsageError("latent, iterations and batch size must be >= 1 and n_eval >= 2")
+        if min(self.latent, self.iterations, self.batch_size) < 1:
+            raise UsageError("--latent, --iterations and --batch-size must be >= 1")
+        if self.n_eval is not None and self.n_eval < 2:
+            raise UsageError(f"--n-eval: expected an integer >= 2, got {self.n_eval}")
         if not 0 < self.held_out < 1:
             raise UsageError(f"held_out: expected a fraction in (0, 1), got {self.held_out}")
         if self.eval_every < 0 or self.curve_samples < 2 or getattr(self, "warmup", 0) < 0:
@@ -130,10 +133,16 @@ class RealExperiment(Experiment):
         avail = data.test.shape[0]
         if n_samples is not None and n_samples > avail:
             raise UsageError(f"--n-samples {n_samples}: the run has {avail} held-out samples")
-        n = min(n_samples or cfg.n_eval, avail)
-        if progress:
-            import sys
+        from dataclasses import replace
 
+        want = n_samples or cfg.n_eval
+        n = min(want or cfg.N_EVAL_MAX, avail)
+        n_note = (f"--n-eval {want} asks for more than the {avail} held-out samples: {n} analysed"
+                  if want is not None and want > avail else None)
+        if n_note:  # said even with --no-progress: the run analyses less than was asked for
+            print(f"note: {n_note}", file=sys.stderr, flush=True)
+        cfg = replace(cfg, n_eval=n)  # results.json's config says what was analysed
+        if progress:
             print(f"analysing {n} held-out samples", file=sys.stderr, flush=True)
         ana = analyze_latents(model, data.test[:n], self.metric(cfg), self.beta(cfg),
                               kl_threshold=cfg.kl_threshold, eps=cfg.eps, progress=progress,
@@ -144,6 +153,8 @@ class RealExperiment(Experiment):
                "data": data.source, "loss_name": self.loss_name, "n_held_out": avail,
                "training": trained, **ana, "paper": self.paper,
                "fit": self.fit_report(cfg, model, data, ana["n_samples"])}
+        if n_note:
+            res["n_eval_note"] = n_note
         if evals:
             res["curve"] = {"eval_every": cfg.eval_every,
                             "curve_samples": min(cfg.curve_samples, avail), "points": evals}

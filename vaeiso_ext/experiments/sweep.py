@@ -12,7 +12,7 @@ import os
 from dataclasses import dataclass, fields
 
 from ..data import TOY_DATASETS
-from .base import (Config, Experiment, UsageError, folder_run, int_at_least, nonneg_int, opt,
+from .base import (Config, Experiment, UsageError, folder_run, int_at_least, nonneg_int, opt, plural,
                    positive_float, positive_int)
 from .outputs import fmt, md_table, plt, results_json, save_figure, write_atomic
 from .toy import ESTIMATES, LOSS_NAMES, LOSSES, ToyConfig, table_dims
@@ -171,7 +171,7 @@ def sweep_rows(all_results: list[dict]) -> list[dict]:
 
 def _epochs_text(rs: list[dict]) -> str:
     eps = sorted({r["epochs"] for r in rs})
-    return f"{eps[0]:g} epochs" if len(eps) == 1 else f"{eps[0]:g}-{eps[-1]:g} epochs"
+    return plural(eps[0], "epoch") if len(eps) == 1 else f"{eps[0]:g}-{eps[-1]:g} epochs"
 
 
 def sweep_figures(rows: list[dict], folder: str) -> list[str]:
