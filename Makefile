@@ -14,7 +14,7 @@ BUILD_DEPS := torch==$(TORCH_VERSION) scikit-build-core ninja numpy
 EDITABLE_FLAGS := -Ceditable.rebuild=true -Ceditable.verbose=false -Cbuild-dir=build/editable
 PYTEST_ARGS ?=
 
-.PHONY: test demo bench install compat clean
+.PHONY: test demo bench install lint compat clean
 
 $(VENV)/.deps: pyproject.toml Makefile
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -31,6 +31,15 @@ install: $(VENV)/.installed
 
 test: install
 	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+# Lint: ruff with the configuration in pyproject.toml (needs only ruff, not the build).
+$(VENV)/.ruff:
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PIP) install -q ruff
+	touch $@
+
+lint: $(VENV)/.ruff
+	$(VENV)/bin/ruff check .
 
 demo: install
 	$(PY) -m vaeiso_ext reproduce toy --quick --out out/demo

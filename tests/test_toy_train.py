@@ -110,3 +110,35 @@ def test_two_process_ddp_on_cpu(tmp_path):
     assert p.stdout.count("wrote ") == 1
     assert sorted(os.listdir(out)) == ["checkpoint.pt", "report.md", "results.json"]
     assert ck["history"][-1]["loss"] < ck["history"][0]["loss"]
+
+
+@pytest.mark.parametrize("save_every, expected", [(0.0, [100, 200, 300, 400]), (1e9, [100, 400])])
+def test_checkpoint_writes_are_throttled_by_time(tmp_path, small_data, monkeypatch, save_every, expected):
+    # 600 samples at batch 6: epochs of 100 steps. Every epoch end is written with save_every=0;
+    # with a long interval only the first epoch and the end of the run.
+    import vaeiso_ext.train as tr
+
+    written = []
+    real = tr.save_atomic
+    monkeypatch.setattr(tr, "save_atomic", lambda obj, path: (written.append(obj["step"]), real(obj, path)))
+    train(_model(), small_data.x_train, metric_from_name("sse"), TrainConfig(lam=100, epochs=4, batch_size=6),
+          checkpoint=str(tmp_path / "ck.pt"), progress=False, save_every=save_every)
+    assert written == expected
+    assert load_checkpoint(str(tmp_path / "ck.pt"))["step"] == 400
+
+
+def test_training_flushes_denormals_and_restores_the_mode(small_data):
+    # a float32 denormal times one is itself unless denormals are flushed to zero
+    tiny = torch.tensor([1e-39], dtype=torch.float32)
+    seen = []
+
+    def evaluate(model):
+        seen.append((tiny * 1.0).item())
+        return {}
+
+    train(_model(), small_data.x_train, metric_from_name("sse"), TrainConfig(lam=100, epochs=1, batch_size=300),
+          progress=False, evaluate=evaluate)
+    supported = torch.set_flush_denormal(False)  # False where the CPU cannot flush: then nothing to check
+    if supported:
+        assert seen and all(v == 0.0 for v in seen)
+    assert (tiny * 1.0).item() != 0.0
