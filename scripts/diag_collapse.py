@@ -9,12 +9,12 @@ import time
 
 import torch
 
-torch.set_num_threads(1)
-
 from vaeiso_ext import metrics
 from vaeiso_ext.data.images import skimage_crops, split
 from vaeiso_ext.models import ConvVAE
 from vaeiso_ext.train import Objective, kl_per_dim
+
+torch.set_num_threads(1)
 
 p = argparse.ArgumentParser()
 p.add_argument("--steps", type=int, default=300)
@@ -71,6 +71,7 @@ def probe():
 
 
 rows = []
+gnorm: dict = {}  # per-group gradient norms of the last step (none before the first)
 t0 = time.time()
 for step in range(a.steps + 1):
     if step % a.every == 0:

@@ -13,9 +13,9 @@ import shutil
 
 from vaeiso_ext.experiments.outputs import fmt as _fmt
 from vaeiso_ext.experiments.outputs import md_table as _md_table
-from vaeiso_ext.experiments.toy import ESTIMATES, LOSS_NAMES, PAPER, markdown_report, table_dims
+from vaeiso_ext.experiments.toy import LOSS_NAMES, PAPER, markdown_report, table_dims
 
-PAIRS = [(d, l) for d in ("mix", "ramp", "norm") for l in ("sse", "downward", "upward")]
+PAIRS = [(d, loss) for d in ("mix", "ramp", "norm") for loss in ("sse", "downward", "upward")]
 
 
 def _load(path):
@@ -110,7 +110,8 @@ def main():
                      "per run (2 shared cores).")
     parts += ["", "## Commands", "", "```",
               "# one full run (about 4 minutes at 0.47 s/epoch on an idle core):",
-              "python -m vaeiso_ext reproduce toy --dataset mix --loss sse --lambda 100 --epochs 500 --out out/full/mix_sse",
+              "python -m vaeiso_ext reproduce toy --dataset mix --loss sse --lambda 100 --epochs 500 "
+              "--out out/full/mix_sse",
               "# the nine dataset x loss pairs, one after another:",
               "for d in mix ramp norm; do for l in sse downward upward; do",
               "  python -m vaeiso_ext reproduce toy --dataset $d --loss $l --out out/full/${d}_${l}; done; done",

@@ -12,7 +12,6 @@ import statistics
 import types
 
 import pytest
-import torch
 
 from vaeiso_ext import ops
 from vaeiso_ext.bench import core, runner

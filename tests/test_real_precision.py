@@ -37,7 +37,8 @@ def test_conv_dj_float64_independent_of_chunk_size():
 @pytest.mark.parametrize("kind", ["conv", "digits"])
 def test_analyze_latents_independent_of_batching(kind, monkeypatch):
     if kind == "conv":
-        m, x, metric, beta = _conv(), torch.rand(6, 3, 64, 64, generator=torch.Generator().manual_seed(1)), metrics.SSIM(), 1e-3
+        x = torch.rand(6, 3, 64, 64, generator=torch.Generator().manual_seed(1))
+        m, metric, beta = _conv(), metrics.SSIM(), 1e-3
     else:
         torch.manual_seed(0)
         m = DigitsVAE(latent=4, pixels=64, hidden=32).eval()

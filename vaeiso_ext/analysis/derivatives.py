@@ -53,7 +53,8 @@ def _check_z(fn: str, z: Tensor) -> None:
 
 def _check_chunk(fn: str, chunk_size: int | None) -> None:
     if chunk_size is not None and (isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1):
-        raise ValueError(f"{fn}: chunk_size: expected a positive int (rows per decoder call) or None, got {chunk_size!r}")
+        raise ValueError(f"{fn}: chunk_size: expected a positive int (rows per decoder call) or None, "
+                         f"got {chunk_size!r}")
 
 
 class _Plan(NamedTuple):

@@ -69,7 +69,8 @@ def _pairs_cases(device, quick, compile_baselines):
             bl = {
                 "K x metric calls": lambda m=m, base=base, others=others: torch.stack(
                     [m.distance(base, others[:, k]) for k in range(K)], 1),
-                "eager": lambda base=base, others=others, w=w, op=op: reference.pair_distances(base, others, op, weight=w),
+                "eager": lambda base=base, others=others, w=w, op=op: reference.pair_distances(base, others, op,
+                                                                                               weight=w),
             }
             if compile_baselines:
                 cp = torch.compile(reference.pair_distances, dynamic=False)

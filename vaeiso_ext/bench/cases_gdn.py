@@ -81,7 +81,8 @@ def cases(device: str, quick: bool, compile_baselines: bool, fused_gdn=None) -> 
                 bb["compile"] = fwd_bwd(lambda a, b, g, inverse=inverse: compiled(a, b, g, inverse), inputs, gy)
             if layer is not None:
                 lx = x.clone().requires_grad_()
-                bb["compressai"] = fwd_bwd(lambda a, *_params, layer=layer: layer(a), (lx,) + tuple(layer.parameters()), gy)
+                bb["compressai"] = fwd_bwd(lambda a, *_params, layer=layer: layer(a),
+                                           (lx,) + tuple(layer.parameters()), gy)
             out.append(Case(name, size, "fwd+bwd", fwd_bwd(fused, inputs, gy), bb, check_bwd, bytes=5 * elt,
                             notes="gradients to x, beta, gamma"))
     return out

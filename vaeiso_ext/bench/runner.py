@@ -32,13 +32,15 @@ def _parse(argv):
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
     p.add_argument("--quick", action="store_true",
-                   help=f"small sizes, short blocks, {core.QUICK_PAIRS} pairs, no torch.compile baselines (a smoke run)")
+                   help=f"small sizes, short blocks, {core.QUICK_PAIRS} pairs, no torch.compile baselines "
+                        "(a smoke run)")
     p.add_argument("--json", metavar="PATH", help="write all results to this JSON file (refused on a busy machine)")
     p.add_argument("--allow-busy", action="store_true",
                    help="write the --json recording even when the machine was busy, marked \"busy\": true")
     p.add_argument("--threads", type=int, default=None, help="CPU threads (torch.set_num_threads)")
     p.add_argument("--pairs", type=int, default=None,
-                   help=f"A/B pairs per baseline (at least {MIN_PAIRS}; default {core.PAIRS}, {core.QUICK_PAIRS} with --quick)")
+                   help=f"A/B pairs per baseline (at least {MIN_PAIRS}; default {core.PAIRS}, "
+                        f"{core.QUICK_PAIRS} with --quick)")
     p.add_argument("--only", metavar="OP", action="append",
                    help=f"run only these op families (repeatable): {', '.join(CASE_FAMILIES)}")
     p.add_argument("--no-compile", action="store_true", help="skip the torch.compile baselines")
@@ -82,7 +84,8 @@ def run(device="cpu", quick=False, threads=None, only=None, compile_baselines=Tr
 
     return {
         "device": device,
-        "device_name": torch.cuda.get_device_name(device) if device.startswith("cuda") else platform.processor() or platform.machine(),
+        "device_name": (torch.cuda.get_device_name(device) if device.startswith("cuda")
+                        else platform.processor() or platform.machine()),
         "threads": torch.get_num_threads(),
         "torch": torch.__version__,
         "build": vaeiso_ext.build_info(),

@@ -64,8 +64,8 @@ class SweepConfig(Config):
     def runs(self) -> list[ToyConfig]:
         shared = {f.name: getattr(self, f.name) for f in fields(self)
                   if f.name not in ("datasets", "losses", "lambdas")}
-        return [ToyConfig(dataset=d, loss=l, lam=float(lam), **shared).validate()
-                for d in self.datasets.split(",") for l in self.losses.split(",")
+        return [ToyConfig(dataset=d, loss=loss, lam=float(lam), **shared).validate()
+                for d in self.datasets.split(",") for loss in self.losses.split(",")
                 for lam in map(float, self.lambdas.split(","))]
 
 
@@ -235,9 +235,9 @@ def sweep_figures(rows: list[dict], folder: str) -> list[str]:
         axes[1].set_ylabel("E[D(x, x_breve)] / E[D(x_breve, x_hat)] (no unit)", fontsize=8)
         for ax in axes:
             ax.set_xlabel("beta = 1/lambda", fontsize=8)
-        h, l = axes[0].get_legend_handles_labels()
-        h2, l2 = axes[1].get_legend_handles_labels()
-        fig.legend(h + h2[-1:], l + l2[-1:], fontsize=7, loc="upper center",
+        h, lab = axes[0].get_legend_handles_labels()
+        h2, lab2 = axes[1].get_legend_handles_labels()
+        fig.legend(h + h2[-1:], lab + lab2[-1:], fontsize=7, loc="upper center",
                    bbox_to_anchor=(0.5, 0.0), ncol=4)
         fig.suptitle(f"App. E.2 sweep: rate and distortion, all runs ({_epochs_text(rows)} per run)",
                      fontsize=9)
