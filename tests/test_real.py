@@ -185,6 +185,6 @@ def test_run_config_validation():
     p = argparse.ArgumentParser()
     IMAGES.add_arguments(p)
     r = IMAGES.config_from_args(p.parse_args(["--quick"]))
-    assert r.iterations == 50 and r.lam == 500 and IMAGES.beta(r) == pytest.approx(1e-3)
+    assert r.iterations == 50 and r.lam == 1000 and IMAGES.beta(r) == pytest.approx(1e-3)
     r = IMAGES.config_from_args(p.parse_args(["--quick", "--iterations", "7"]))
     assert r.iterations == 7 and r.batch_size == 32  # an explicit option beats the preset
