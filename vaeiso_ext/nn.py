@@ -151,7 +151,25 @@ def _check_tensor(module: str, name: str, value) -> None:
 
 # ---------------------------------------------------------------- SSIM loss (docs/ops.md)
 
-from .ops._ssim import one_minus_ssim  # noqa: E402
+from .ops._ms_ssim import check_weights  # noqa: E402
+from .ops._ssim import check_finite, check_pair, check_params, one_minus_ssim  # noqa: E402
+
+_SSIM_DEFAULTS = dict(window_size=11, sigma=1.5, k1=0.01, k2=0.03, data_range=1.0)
+
+
+def _check_ssim_kwargs(cls: str, kw: dict, allowed: set, padding_default=None) -> None:
+    """The SSIM arguments of a loss module, checked at construction with the ops' rules
+    (``TypeError`` / ``ValueError`` naming the module and the argument)."""
+    unknown = set(kw) - allowed
+    if unknown:
+        raise TypeError(f"{cls}: unexpected arguments {sorted(unknown)}; expected some of {sorted(allowed)}")
+    full = dict(_SSIM_DEFAULTS, **{k: v for k, v in kw.items() if k in _SSIM_DEFAULTS})
+    padding = kw.get("padding", padding_default)
+    check_params(cls, full["window_size"], full["sigma"], full["k1"], full["k2"], full["data_range"], padding)
+    if "weights" in kw:
+        check_weights(cls, kw["weights"])
+    if "normalize" in kw and kw["normalize"] not in ("relu", "simple", None):
+        raise ValueError(f'{cls}: normalize: expected "relu", "simple" or None, got {kw["normalize"]!r}')
 
 
 class SSIMLoss(nn.Module):
@@ -162,32 +180,26 @@ class SSIMLoss(nn.Module):
 
     Args:
         reduction: ``"mean"`` (default) or ``"sum"`` over the batch, or ``"none"`` for ``(N,)``.
-        window_size, sigma, k1, k2, data_range, padding: as in :func:`vaeiso_ext.ops.ssim`.
+        window_size, sigma, k1, k2, data_range, padding: as in :func:`vaeiso_ext.ops.ssim`
+            (``data_range``: a number, a ``(min, max)`` pair or a per-image tensor).
 
-    Inputs are ``(N, C, H, W)`` images of the same shape, dtype and device; anything but a
-    tensor raises a ``TypeError`` naming the argument. Every autograd mode works as for
+    Inputs are ``(N, C, H, W)`` images of the same shape, dtype and device, checked as by
+    :func:`vaeiso_ext.ops.ssim` with this module's name in the message (a bad argument raises at
+    construction). Every autograd mode works as for
     :func:`vaeiso_ext.ops.ssim` (double backward, forward AD, ``torch.func``).
     """
 
     def __init__(self, reduction: str = "mean", *, window_size: int = 11, sigma: float = 1.5,
-                 k1: float = 0.01, k2: float = 0.03, data_range: float = 1.0, padding: str = "valid"):
+                 k1: float = 0.01, k2: float = 0.03, data_range=1.0, padding: str = "valid"):
         super().__init__()
-        if reduction not in ("mean", "sum", "none"):
-            raise ValueError(f'SSIMLoss: reduction: expected "mean", "sum" or "none", got {reduction!r}')
-        if not (isinstance(window_size, int) and window_size > 0 and window_size % 2 == 1):
-            raise ValueError(f"SSIMLoss: window_size: expected an odd positive integer, got {window_size!r}")
-        for name, value in (("sigma", sigma), ("k1", k1), ("k2", k2), ("data_range", data_range)):
-            if not float(value) > 0:
-                raise ValueError(f"SSIMLoss: {name}: expected a positive number, got {value!r}")
-        if padding not in ("valid", "same"):
-            raise ValueError(f'SSIMLoss: padding: expected "valid" or "same", got {padding!r}')
+        _check_reduction("SSIMLoss", reduction)
+        window_size, sigma, k1, k2, rng, _ = check_params("SSIMLoss", window_size, sigma, k1, k2, data_range, padding)
         self.reduction = reduction
-        self.ssim_kwargs = dict(window_size=window_size, sigma=float(sigma), k1=float(k1), k2=float(k2),
-                                data_range=float(data_range), padding=padding)
+        self.ssim_kwargs = dict(window_size=window_size, sigma=sigma, k1=k1, k2=k2, data_range=rng,
+                                padding=padding)
 
     def forward(self, x: Tensor, y: Tensor) -> Tensor:
-        _check_tensor("SSIMLoss", "x", x)
-        _check_tensor("SSIMLoss", "y", y)
+        check_pair("SSIMLoss", x, y)
         if x.device.type in ("cpu", "cuda"):
             loss = one_minus_ssim(x, y, **self.ssim_kwargs)
         else:
@@ -225,20 +237,18 @@ class MSSSIMLoss(nn.Module):
     Args:
         reduction: ``"mean"`` (default) or ``"sum"`` over the batch, or ``"none"`` for ``(N,)``.
         **kw: ``weights``, ``window_size``, ``sigma``, ``k1``, ``k2``, ``data_range``, ``normalize``
-            as in :func:`vaeiso_ext.ops.ms_ssim` (checked at the first call).
+            as in :func:`vaeiso_ext.ops.ms_ssim` (checked at construction).
     """
 
     def __init__(self, reduction: str = "mean", **kw):
         super().__init__()
         _check_reduction("MSSSIMLoss", reduction)
-        allowed = {"weights", "window_size", "sigma", "k1", "k2", "data_range", "normalize"}
-        unknown = set(kw) - allowed
-        if unknown:
-            raise TypeError(f"MSSSIMLoss: unexpected arguments {sorted(unknown)}; expected some of {sorted(allowed)}")
+        _check_ssim_kwargs("MSSSIMLoss", kw, {"weights", "window_size", "sigma", "k1", "k2", "data_range", "normalize"})
         self.reduction = reduction
         self.kw = kw
 
     def forward(self, x: Tensor, y: Tensor) -> Tensor:
+        check_pair("MSSSIMLoss", x, y)
         return _reduce(1 - ops.ms_ssim(x, y, **self.kw), self.reduction)
 
     def extra_repr(self) -> str:
@@ -253,21 +263,21 @@ class SSIML1Loss(nn.Module):
         reduction: ``"mean"`` (default) or ``"sum"`` over the batch, or ``"none"`` for ``(N,)``.
         ssim_weight: the weight of ``1 - SSIM`` (0.2 in 3D Gaussian splatting).
         **ssim_kwargs: ``window_size``, ``sigma``, ``k1``, ``k2``, ``data_range``, ``padding`` as in
-            :func:`vaeiso_ext.ops.ssim_l1_loss`.
+            :func:`vaeiso_ext.ops.ssim_l1_loss` (``padding="same"`` by default, as 3DGS; one
+            unbatched ``(C, H, W)`` pair gives a 0-d loss).
     """
 
     def __init__(self, reduction: str = "mean", ssim_weight: float = 0.2, **ssim_kwargs):
         super().__init__()
         _check_reduction("SSIML1Loss", reduction)
-        allowed = {"window_size", "sigma", "k1", "k2", "data_range", "padding"}
-        unknown = set(ssim_kwargs) - allowed
-        if unknown:
-            raise TypeError(f"SSIML1Loss: unexpected arguments {sorted(unknown)}; expected some of {sorted(allowed)}")
+        _check_ssim_kwargs("SSIML1Loss", ssim_kwargs, {"window_size", "sigma", "k1", "k2", "data_range", "padding"},
+                           padding_default="same")
         self.reduction = reduction
-        self.ssim_weight = float(ssim_weight)
+        self.ssim_weight = check_finite("SSIML1Loss", "ssim_weight", ssim_weight)
         self.ssim_kwargs = ssim_kwargs
 
     def forward(self, x: Tensor, y: Tensor) -> Tensor:
+        check_pair("SSIML1Loss", x, y, unbatched=True)
         loss = ops.ssim_l1_loss(x, y, ssim_weight=self.ssim_weight, **self.ssim_kwargs)
         return _reduce(loss, self.reduction)
 

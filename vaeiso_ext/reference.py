@@ -51,11 +51,23 @@ def window_filter(t: Tensor, window_size: int = 11, sigma: float = 1.5, padding:
     return out.reshape(tuple(t.shape[:-2]) + tuple(out.shape[-2:]))
 
 
+def _range(data_range, ndim: int = 4):
+    """``data_range`` as a number or a tensor broadcasting over ``ndim``-D images: a
+    ``(min, max)`` pair gives ``max - min``, a per-image ``(N,)`` tensor one range per image."""
+    if isinstance(data_range, (tuple, list)):
+        return float(data_range[1]) - float(data_range[0])
+    if isinstance(data_range, Tensor) and data_range.dim() == 1:
+        return data_range.reshape((-1,) + (1,) * (ndim - 1))
+    return data_range
+
+
 def ssim_map(x: Tensor, y: Tensor, window_size: int = 11, sigma: float = 1.5, k1: float = 0.01,
-             k2: float = 0.03, data_range: float = 1.0, padding: str = "valid") -> Tensor:
-    """The per-position SSIM map ``(N, C, Ho, Wo)`` of docs/ops.md (windowed variances clamped at 0)."""
+             k2: float = 0.03, data_range=1.0, padding: str = "valid") -> Tensor:
+    """The per-position SSIM map ``(N, C, Ho, Wo)`` of docs/ops.md (windowed variances clamped at 0);
+    ``data_range`` a number, a ``(min, max)`` pair or a per-image ``(N,)`` tensor."""
     f = lambda t: window_filter(t, window_size, sigma, padding)  # noqa: E731
-    c1, c2 = (k1 * data_range) ** 2, (k2 * data_range) ** 2
+    r = _range(data_range)
+    c1, c2 = (k1 * r) ** 2, (k2 * r) ** 2
     mu_x, mu_y = f(x), f(y)
     s_xx = torch.clamp(f(x * x) - mu_x * mu_x, min=0)
     s_yy = torch.clamp(f(y * y) - mu_y * mu_y, min=0)
@@ -64,7 +76,7 @@ def ssim_map(x: Tensor, y: Tensor, window_size: int = 11, sigma: float = 1.5, k1
 
 
 def ssim(x: Tensor, y: Tensor, *, window_size: int = 11, sigma: float = 1.5, k1: float = 0.01,
-         k2: float = 0.03, data_range: float = 1.0, padding: str = "valid") -> Tensor:
+         k2: float = 0.03, data_range=1.0, padding: str = "valid") -> Tensor:
     """Reference SSIM per image ``(N,)``: the mean of :func:`ssim_map`; see :func:`vaeiso_ext.ops.ssim`."""
     return ssim_map(x, y, window_size, sigma, k1, k2, data_range, padding).mean(dim=(1, 2, 3))
 
@@ -78,12 +90,13 @@ def ssim_pairs(base: Tensor, others: Tensor, **kw) -> Tensor:
 
 
 def ssim_metric_gram(x: Tensor, v: Tensor, *, diagonal: bool = False, window_size: int = 11,
-                     sigma: float = 1.5, k1: float = 0.01, k2: float = 0.03, data_range: float = 1.0,
+                     sigma: float = 1.5, k1: float = 0.01, k2: float = 0.03, data_range=1.0,
                      padding: str = "valid") -> Tensor:
     """Reference ``v[n, j]^T G_x v[n, k]`` by the per-window formula of docs/ops.md, one product
     map ``w*(v_j v_k)`` per pair (K filter passes of K maps: slow, for testing)."""
     f = lambda t: window_filter(t, window_size, sigma, padding)  # noqa: E731
-    c1, c2 = (k1 * data_range) ** 2, (k2 * data_range) ** 2
+    r = _range(data_range)
+    c1, c2 = (k1 * r) ** 2, (k2 * r) ** 2
     mu_x = f(x)
     s_xx = torch.clamp(f(x * x) - mu_x * mu_x, min=0)
     a = (1 / (2 * mu_x**2 + c1)).unsqueeze(1)  # (N, 1, C, Ho, Wo)
@@ -104,7 +117,7 @@ def ssim_metric_gram(x: Tensor, v: Tensor, *, diagonal: bool = False, window_siz
 
 
 def ms_ssim(x: Tensor, y: Tensor, *, weights=(0.0448, 0.2856, 0.3001, 0.2363, 0.1333), window_size: int = 11,
-            sigma: float = 1.5, k1: float = 0.01, k2: float = 0.03, data_range: float = 1.0,
+            sigma: float = 1.5, k1: float = 0.01, k2: float = 0.03, data_range=1.0,
             normalize: str | None = "relu") -> Tensor:
     """Reference multi-scale SSIM ``(N,)``; see :func:`vaeiso_ext.ops.ms_ssim`.
 
@@ -112,7 +125,8 @@ def ms_ssim(x: Tensor, y: Tensor, *, weights=(0.0448, 0.2856, 0.3001, 0.2363, 0.
     pyramid by ``avg_pool2d(2, padding=(H % 2, W % 2))``, the product over levels per channel and
     the mean over channels. "relu" and "simple" clamp at 0 with a zero gradient where clamped."""
     f = lambda t: window_filter(t, window_size, sigma)  # noqa: E731
-    c1, c2 = (k1 * data_range) ** 2, (k2 * data_range) ** 2
+    r = _range(data_range)
+    c1, c2 = (k1 * r) ** 2, (k2 * r) ** 2
     m = len(weights)
     vals = []
     for level in range(m):
@@ -141,7 +155,9 @@ def ms_ssim(x: Tensor, y: Tensor, *, weights=(0.0448, 0.2856, 0.3001, 0.2363, 0.
 
 
 def ssim_l1_loss(x: Tensor, y: Tensor, *, ssim_weight: float = 0.2, **ssim_kwargs) -> Tensor:
-    """Reference ``(1 - ssim_weight) * mean|x - y| + ssim_weight * (1 - SSIM)`` ``(N,)``."""
+    """Reference ``(1 - ssim_weight) * mean|x - y| + ssim_weight * (1 - SSIM)`` ``(N,)``, with
+    ``padding="same"`` by default as :func:`vaeiso_ext.ops.ssim_l1_loss` (3DGS's convention)."""
+    ssim_kwargs.setdefault("padding", "same")
     return (1 - ssim_weight) * (x - y).abs().mean(dim=(1, 2, 3)) + ssim_weight * (1 - ssim(x, y, **ssim_kwargs))
 
 

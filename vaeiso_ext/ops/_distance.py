@@ -3,7 +3,7 @@
 import torch
 from torch import Tensor
 
-from ._modes import call_kernel, with_eager_twin, compiling, merge_batch, no_derivative, split_batch
+from ._modes import call_kernel, dispatch, merge_batch, split_batch, with_eager_twin
 
 METRICS = ("sse", "bce")
 
@@ -44,11 +44,10 @@ def pair_distances(base: Tensor, others: Tensor, metric: str, *, weight: Tensor 
     """
     if metric not in METRICS:
         raise ValueError(f"pair_distances: metric: expected one of {METRICS}, got {metric!r}")
-    if compiling():
-        return torch.ops.vaeiso.pair_distances(base, others, metric, weight)
-    if no_derivative(base, others, weight):
-        return call_kernel(torch.ops.vaeiso.pair_distances.default, base, others, metric, weight)
-    return _PairDistancesFunction.call(base, others, metric, weight)
+    return dispatch((base, others, weight),
+                    lambda: torch.ops.vaeiso.pair_distances(base, others, metric, weight),
+                    lambda: call_kernel(torch.ops.vaeiso.pair_distances.default, base, others, metric, weight),
+                    lambda: _PairDistancesFunction.call(base, others, metric, weight))
 
 
 def _check(base: Tensor, others: Tensor, metric: str, weight: Tensor | None) -> None:

@@ -4,8 +4,7 @@ import torch
 from torch import Tensor
 
 from ._modes import HALF as _HALF
-from ._modes import (autograd_function, call_kernel, compiling, fused_ok, merge_batch, no_derivative,
-                     split_batch, vmap_by_loop)
+from ._modes import autograd_function, call_kernel, dispatch, fused_ok, merge_batch, split_batch, vmap_by_loop
 
 
 def gdn(x: Tensor, beta: Tensor, gamma: Tensor, inverse: bool = False, simplified: bool = False) -> Tensor:
@@ -37,11 +36,10 @@ def gdn(x: Tensor, beta: Tensor, gamma: Tensor, inverse: bool = False, simplifie
     ``torch.compile``/``torch.export`` the custom op ``torch.ops.vaeiso.gdn`` is traced as one
     node; its double backward is exact too, its forward mode is not available there.
     """
-    if compiling():
-        return torch.ops.vaeiso.gdn(x, beta, gamma, inverse, simplified)
-    if no_derivative(x, beta, gamma):
-        return call_kernel(torch.ops.vaeiso.gdn_forward.default, x, beta, gamma, inverse, simplified)[0]
-    return _gdn_apply(x, beta, gamma, inverse, simplified)[0]
+    return dispatch((x, beta, gamma),
+                    lambda: torch.ops.vaeiso.gdn(x, beta, gamma, inverse, simplified),
+                    lambda: call_kernel(torch.ops.vaeiso.gdn_forward.default, x, beta, gamma, inverse, simplified)[0],
+                    lambda: _gdn_apply(x, beta, gamma, inverse, simplified)[0])
 
 
 def _acc_dtype(x: Tensor) -> torch.dtype:

@@ -56,6 +56,27 @@ def no_derivative(*tensors: Tensor | None) -> bool:
     return not any(is_functorch_wrapped_tensor(t) for t in ts)
 
 
+def need_maps(*tensors: Tensor | None) -> bool:
+    """Whether a forward should keep the derivative maps for its backward: some derivative
+    (reverse, forward or a ``torch.func`` transform) may be asked for."""
+    return not no_derivative(*tensors)
+
+
+def register_no_double_backward(op: str, message: str) -> None:
+    """Registers an autograd formula for the raw backward kernel ``op`` that raises
+    ``RuntimeError(message)``: the kernels' own backwards are not differentiable (the ops'
+    wrappers differentiate through torch ops instead), so a direct caller gets an error rather
+    than a silently dropped second derivative."""
+
+    def setup_context(ctx, inputs, output):
+        pass
+
+    def backward(ctx, *grads):
+        raise RuntimeError(message)
+
+    torch.library.register_autograd(op, backward, setup_context=setup_context)
+
+
 def call_kernel(op, *args, **kwargs):
     """``op(*args)`` dispatched below the autograd keys: the Functions' forwards (and the
     no-derivative fast path) reach the device kernel without passing through the custom op's
@@ -68,6 +89,18 @@ def compiling() -> bool:
     """True under torch.compile / torch.export tracing: the wrappers then call the custom op
     itself (opaque to the tracer, with its registered autograd), never the autograd.Function."""
     return torch.compiler.is_compiling()
+
+
+def dispatch(tensors, traced, direct, function):
+    """The triage every op wrapper does, over zero-argument callables: ``traced()`` (the custom
+    op, opaque to the tracer, with its registered autograd) under torch.compile / torch.export;
+    ``direct()`` (the kernel below autograd) when no derivative can flow through ``tensors``
+    (:func:`no_derivative`); else ``function()`` (the op's autograd.Function)."""
+    if compiling():
+        return traced()
+    if no_derivative(*tensors):
+        return direct()
+    return function()
 
 
 # ------------------------------------------------------------------------------- vmap helpers

@@ -18,19 +18,18 @@ from typing import Optional, Sequence
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from torch._C._functorch import is_functorch_wrapped_tensor
-from torch.autograd import forward_ad
 
-from ._modes import call_kernel, compiling, fused_ok, merge_batch, no_derivative, split_batch, with_eager_twin
-from ._ssim import _FilterFunction
+from ._modes import HALF, call_kernel, dispatch, fused_ok, merge_batch, need_maps
+from ._modes import register_no_double_backward, split_batch, with_eager_twin
+from ._ssim import (channel_grads_torch, check_finite, check_pair, check_params, check_range_for, check_window_fits,
+                    pad_small, scale_by_range)
 
 MS_SSIM_WEIGHTS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)
-_HALF = (torch.float16, torch.bfloat16)
 _NORMALIZE = ("relu", "simple", None)
 
 
 def ms_ssim(x: Tensor, y: Tensor, *, weights: Sequence[float] = MS_SSIM_WEIGHTS, window_size: int = 11,
-            sigma: float = 1.5, k1: float = 0.01, k2: float = 0.03, data_range: float = 1.0,
+            sigma: float = 1.5, k1: float = 0.01, k2: float = 0.03, data_range=1.0,
             normalize: Optional[str] = "relu") -> Tensor:
     """Multi-scale SSIM per image (Wang, Simoncelli, Bovik 2003), fused (docs/ops.md).
 
@@ -66,7 +65,9 @@ def ms_ssim(x: Tensor, y: Tensor, *, weights: Sequence[float] = MS_SSIM_WEIGHTS,
             side must exceed ``(window_size - 1) * 2**(m - 1)`` (160 for the defaults).
         weights: the exponents ``w_l``, one per level (any number >= 1, each finite and >= 0);
             one weight gives ``ssim ** w`` per channel.
-        window_size (odd), sigma, k1, k2, data_range (> 0): as in :func:`ssim`.
+        window_size (odd), sigma, k1, k2, data_range (a number, a ``(min, max)`` pair or a
+            per-image ``(N,)`` tensor; the value does not change when ``x``, ``y`` and
+            ``data_range`` are scaled together): as in :func:`ssim`.
 
     Returns:
         ``(N,)``. Every autograd mode works (docs/ops.md, conventions): the fused backward kernel per level in
@@ -76,19 +77,22 @@ def ms_ssim(x: Tensor, y: Tensor, *, weights: Sequence[float] = MS_SSIM_WEIGHTS,
         gradient contracted with the tangents; ``vmap`` folds its batch into ``N``. Under
         ``torch.compile`` each level's kernel is one custom-op node.
     """
-    op = "ms_ssim"
-    ws = _check_common(op, x, y, window_size, sigma, k1, k2, data_range)
-    w = _check_weights(op, weights)
+    fn = "ms_ssim"
+    out_dtype = check_pair(fn, x, y)
+    ws, sigma, k1, k2, rng, _ = check_params(fn, window_size, sigma, k1, k2, data_range)
+    w = check_weights(fn, weights)
     if normalize not in _NORMALIZE:
-        raise ValueError(f'{op}: normalize: expected "relu", "simple" or None, got {normalize!r}')
+        raise ValueError(f'{fn}: normalize: expected "relu", "simple" or None, got {normalize!r}')
+    rng = check_range_for(fn, rng, x)
     m = len(w)
     need = (ws - 1) * 2 ** (m - 1)
     H, W = x.shape[2], x.shape[3]
     if min(H, W) <= need:
-        raise ValueError(f"{op}: x: the image ({H}x{W}) is too small for {m} levels with window_size={ws}: "
+        raise ValueError(f"{fn}: x: the image ({H}x{W}) is too small for {m} levels with window_size={ws}: "
                          f"the smaller side must exceed (window_size - 1) * 2**(levels - 1) = {need}")
-    out_dtype, xc, yc = _compute_dtypes(op, x, y)
-    kw = (ws, float(sigma), float(k1), float(k2), float(data_range))
+    xc, yc = _compute(x, y)
+    (xc, yc), dr, _ = scale_by_range(rng, xc, yc)
+    kw = (ws, sigma, k1, k2, dr)
     vals = []
     for level in range(m):
         last = level == m - 1
@@ -113,39 +117,52 @@ def ms_ssim(x: Tensor, y: Tensor, *, weights: Sequence[float] = MS_SSIM_WEIGHTS,
 
 
 def ssim_l1_loss(x: Tensor, y: Tensor, *, ssim_weight: float = 0.2, window_size: int = 11,
-                 sigma: float = 1.5, k1: float = 0.01, k2: float = 0.03, data_range: float = 1.0,
-                 padding: str = "valid") -> Tensor:
+                 sigma: float = 1.5, k1: float = 0.01, k2: float = 0.03, data_range=1.0,
+                 padding: str = "same") -> Tensor:
     """``(1 - ssim_weight) * mean|x - y| + ssim_weight * (1 - SSIM(x, y))`` per image, fused
     (docs/ops.md).
 
     The photometric loss of 3D Gaussian splatting and many image-restoration models (weight 0.2
-    there). The L1 mean is over all channels and pixels and is accumulated in the same pass that
-    reads ``x`` and ``y`` for the SSIM statistics; ``1 - SSIM`` is computed without cancellation
+    there), with 3DGS's and fused-ssim's convention by default: ``padding="same"`` (zero padding
+    by ``window_size // 2``, the SSIM map averaged over all ``H x W`` pixels, images smaller
+    than the window included) and one unbatched ``(C, H, W)`` image pair accepted. The L1 mean
+    is over all channels and pixels and is accumulated in the same pass that reads ``x`` and
+    ``y`` for the SSIM statistics; ``1 - SSIM`` is computed without cancellation
     (:func:`one_minus_ssim`). The gradient of ``|d|`` at ``d = 0`` is 0.
 
     Args:
-        x, y: ``(N, C, H, W)`` as in :func:`ms_ssim` (dtypes, strides).
+        x, y: ``(N, C, H, W)``, or one ``(C, H, W)`` pair, dtypes and strides as in
+            :func:`ms_ssim`.
         ssim_weight: the weight of ``1 - SSIM``, a finite number (usually in [0, 1]).
-        window_size, sigma, k1, k2, data_range, padding ("valid" or "same"): as in :func:`ssim`.
+        window_size, sigma, k1, k2, data_range, padding ("same", the default, or "valid"): as in
+            :func:`ssim`. The SSIM term does not change when ``x``, ``y`` and ``data_range`` are
+            scaled together; the L1 term is in the images' units.
 
     Returns:
-        ``(N,)``, in every autograd mode as :func:`ms_ssim` (one kernel call instead of one per
-        level; the L1 term's second derivative is 0 almost everywhere).
+        ``(N,)``, or a 0-d tensor for an unbatched pair (3DGS's scalar loss), in every autograd
+        mode as :func:`ms_ssim` (one kernel call instead of one per level; the L1 term's second
+        derivative is 0 almost everywhere).
     """
-    op = "ssim_l1_loss"
-    ws = _check_common(op, x, y, window_size, sigma, k1, k2, data_range)
-    if not math.isfinite(float(ssim_weight)):
-        raise ValueError(f"{op}: ssim_weight: expected a finite number, got {ssim_weight!r}")
-    if padding not in ("valid", "same"):
-        raise ValueError(f'{op}: padding: expected "valid" or "same", got {padding!r}')
-    if ws > x.shape[2] or ws > x.shape[3]:
-        raise ValueError(f"{op}: window_size: the window ({ws}) is larger than the image "
-                         f"(H={x.shape[2]}, W={x.shape[3]}); use a smaller window_size or larger images")
-    out_dtype, xc, yc = _compute_dtypes(op, x, y)
-    kw = (ws, float(sigma), float(k1), float(k2), float(data_range))
-    om, l1, _ = _channels(xc, yc, kw, same=padding == "same", cs_only=False, with_l1=True)
-    sw = float(ssim_weight)
-    return ((1 - sw) * l1.mean(1) + sw * om.mean(1)).to(out_dtype)
+    fn = "ssim_l1_loss"
+    out_dtype = check_pair(fn, x, y, unbatched=True)
+    ws, sigma, k1, k2, rng, same = check_params(fn, window_size, sigma, k1, k2, data_range, padding)
+    sw = check_finite(fn, "ssim_weight", ssim_weight)
+    unbatched = x.dim() == 3
+    if unbatched:
+        x, y = x.unsqueeze(0), y.unsqueeze(0)
+    rng = check_range_for(fn, rng, x)
+    same = check_window_fits(fn, x, ws, same)
+    xc, yc = _compute(x, y)
+    (xc, yc), dr, scale = scale_by_range(rng, xc, yc)
+    hw = xc.shape[2] * xc.shape[3]
+    (xc, yc), same = pad_small(xc, yc, window_size=ws, same=same)
+    om, l1, _ = _channels(xc, yc, (ws, sigma, k1, k2, dr), same=same, cs_only=False, with_l1=True)
+    # the kernel's L1 is of the scaled images (mean over the padded ones for a small image):
+    # back to the images' units and to the mean over their own H x W pixels
+    l1 = l1.mean(1) * (xc.shape[2] * xc.shape[3] / hw)
+    l1 = l1 * (scale if not isinstance(scale, Tensor) else scale.to(l1.dtype))
+    out = ((1 - sw) * l1 + sw * om.mean(1)).to(out_dtype)
+    return out.squeeze(0) if unbatched else out
 
 
 # ------------------------------------------------------------------------------ helpers
@@ -153,72 +170,22 @@ def ssim_l1_loss(x: Tensor, y: Tensor, *, ssim_weight: float = 0.2, window_size:
 
 def _channels(x, y, kw, *, same, cs_only, with_l1):
     args = (*kw, same, cs_only, with_l1)
-    if compiling():  # one opaque node with the op's registered autograd
-        return torch.ops.vaeiso.ssim_channels(x, y, *args, _need_maps(x, y))
-    if no_derivative(x, y):
-        return call_kernel(torch.ops.vaeiso.ssim_channels.default, x, y, *args, False)
-    return _ChannelsFn.call(x, y, *args, _need_maps(x, y))
-
-
-def _need_maps(x: Tensor, y: Tensor) -> bool:
-    """Whether the forward should keep the derivative maps (some derivative will be asked for)."""
-    return ((torch.is_grad_enabled() and (x.requires_grad or y.requires_grad))
-            or forward_ad._current_level >= 0
-            or is_functorch_wrapped_tensor(x) or is_functorch_wrapped_tensor(y))
-
-
-def _channel_grads_torch(g_om, g_l1, x, y, window_size, sigma, k1, k2, data_range, same, cs_only):
-    """d(sum_{n,c} g_om[n,c] one_minus[n,c] + g_l1[n,c] l1[n,c]) / dx, /dy with differentiable
-    torch ops over the fused window filter: the path for double backward, forward-over-reverse
-    and vmap over the backward (ops/_ssim.py's _grads_torch, per channel and with the cs term).
-
-    one_minus = mean over positions of 1 - v, v = A1 A2 / (B1 B2) (SSIM) or A2 / B2 (cs); the
-    L1 term's derivative is sign(y - x) / (H W) (0 at 0), whose own derivative is 0 a.e."""
-
-    def f(t, transpose=False):
-        return _FilterFunction.call(t, window_size, sigma, same, transpose)
-
-    c1, c2 = (k1 * data_range) ** 2, (k2 * data_range) ** 2
-    mx, my = f(x), f(y)
-    vx, vy = f(x * x) - mx * mx, f(y * y) - my * my
-    sxx, syy = torch.clamp(vx, min=0), torch.clamp(vy, min=0)  # as the kernels (docs/ops.md, conventions)
-    sxy = f(x * y) - mx * my
-    a2, b2 = 2 * sxy + c2, sxx + syy + c2
-    n, c, ho, wo = mx.shape
-    scale = g_om.reshape(n, c, 1, 1) * (-1.0 / (ho * wo))  # of the mean of 1 - v
-    if cs_only:
-        v = a2 / b2
-        d_mx = d_my = None
-    else:
-        a1, b1 = 2 * mx * my + c1, mx * mx + my * my + c1
-        v = (a1 * a2) / (b1 * b2)
-        d_a1, d_b1 = scale * v / a1, -scale * v / b1
-        d_mx, d_my = 2 * my * d_a1 + 2 * mx * d_b1, 2 * mx * d_a1 + 2 * my * d_b1
-    d_a2, d_b2 = scale * v / a2, -scale * v / b2
-    d_sxx, d_syy = d_b2 * (vx > 0), d_b2 * (vy > 0)
-    d_sxy = 2 * d_a2
-    # the moments' partials: s_xx = e_xx - mx^2, s_xy = e_xy - mx my
-    m_x = -2 * mx * d_sxx - my * d_sxy + (0 if d_mx is None else d_mx)
-    m_y = -2 * my * d_syy - mx * d_sxy + (0 if d_my is None else d_my)
-    e_xy = f(d_sxy, True)
-    gx = f(m_x, True) + 2 * x * f(d_sxx, True) + y * e_xy
-    gy = f(m_y, True) + 2 * y * f(d_syy, True) + x * e_xy
-    if g_l1 is not None:
-        t = g_l1.reshape(n, c, 1, 1) * torch.sign(y - x) / (x.shape[2] * x.shape[3])
-        gx, gy = gx - t, gy + t
-    return gx, gy
+    return dispatch((x, y),
+                    lambda: torch.ops.vaeiso.ssim_channels(x, y, *args, need_maps(x, y)),
+                    lambda: call_kernel(torch.ops.vaeiso.ssim_channels.default, x, y, *args, False),
+                    lambda: _ChannelsFn.call(x, y, *args, need_maps(x, y)))
 
 
 def _channel_grads(g_om, g_l1, x, y, maps, args):
     """Per-channel gradients: the fused backward kernel when nothing differentiates through it,
-    else _channel_grads_torch. g_om or g_l1 may be None (no gradient for that output)."""
+    else channel_grads_torch (ops/_ssim.py). g_om or g_l1 may be None (no gradient for that output)."""
     window_size, sigma, k1, k2, data_range, same, cs_only, with_l1 = args
     if not with_l1:
         g_l1 = None
     if g_om is None:
         g_om = torch.zeros(x.shape[:2], dtype=x.dtype, device=x.device)
     if not fused_ok(g_om, g_l1, x, y):
-        return _channel_grads_torch(g_om, g_l1, x, y, window_size, sigma, k1, k2, data_range, same, cs_only)
+        return channel_grads_torch(g_om, g_l1, x, y, window_size, sigma, k1, k2, data_range, same, cs_only)
     if maps.numel() == 0 and x.shape[0] > 0:
         # The forward ran without maps (no gradient was expected then): recompute them.
         _, _, maps = call_kernel(torch.ops.vaeiso.ssim_channels.default, x, y, window_size, sigma, k1, k2,
@@ -228,14 +195,15 @@ def _channel_grads(g_om, g_l1, x, y, maps, args):
                        x, y, maps, window_size, sigma, same)
 
 
-def _image_dot(a: Tensor, b: Tensor) -> Tensor:
-    return (a * b).sum(dim=(-2, -1))  # per (image, channel)
+def _plane_dot(a: Tensor, b: Tensor) -> Tensor:
+    """Inner products per (image, channel) plane: ``(N, C, H, W)`` pairs to ``(N, C)``."""
+    return (a * b).sum(dim=(-2, -1))
 
 
 @with_eager_twin
 class _ChannelsFn(torch.autograd.Function):
     """``ssim_channels`` in every autograd mode: the fused backward kernel in reverse mode,
-    _channel_grads_torch where the derivative is itself differentiated or batched, forward mode
+    channel_grads_torch where the derivative is itself differentiated or batched, forward mode
     as the per-channel gradient contracted with the tangents, vmap folded into N."""
 
     @staticmethod
@@ -262,13 +230,13 @@ class _ChannelsFn(torch.autograd.Function):
         d_om = None
         for gr, t in ((gx, tx), (gy, ty)):
             if t is not None:
-                d_om = _image_dot(gr, t) if d_om is None else d_om + _image_dot(gr, t)
+                d_om = _plane_dot(gr, t) if d_om is None else d_om + _plane_dot(gr, t)
         # no l1 asked for: a tangent for its empty output all the same (None there trips an
         # internal assert of forward AD in torch 2.14)
         d_l1 = x.new_zeros((0,))
         if ctx.args[7]:
             dt = (ty if ty is not None else 0) - (tx if tx is not None else 0)
-            d_l1 = _image_dot(torch.sign(y - x), dt) / (x.shape[2] * x.shape[3])
+            d_l1 = _plane_dot(torch.sign(y - x), dt) / (x.shape[2] * x.shape[3])
         return d_om, d_l1, None
 
     @staticmethod
@@ -287,29 +255,7 @@ class _ChannelsFn(torch.autograd.Function):
         return tuple(res), tuple(dims)
 
 
-def _check_common(op, x, y, window_size, sigma, k1, k2, data_range) -> int:
-    for name, t in (("x", x), ("y", y)):
-        if not isinstance(t, Tensor):
-            raise TypeError(f"{op}: {name}: expected a Tensor, got {type(t).__name__}")
-        if t.dim() != 4:
-            raise ValueError(f"{op}: {name}: expected a 4-D tensor (N, C, H, W), got shape {tuple(t.shape)}")
-        if not t.is_floating_point():
-            raise TypeError(f"{op}: {name}: expected a floating-point tensor, got {t.dtype}")
-    if y.shape != x.shape:
-        raise ValueError(f"{op}: y: expected shape {tuple(x.shape)} (the shape of x), got {tuple(y.shape)}")
-    if y.device != x.device:
-        raise ValueError(f"{op}: y: expected a tensor on {x.device} (the device of x), got {y.device}")
-    if x.shape[1] < 1:
-        raise ValueError(f"{op}: x: expected at least one channel, got shape {tuple(x.shape)}")
-    if isinstance(window_size, bool) or not isinstance(window_size, int) or window_size < 1 or window_size % 2 == 0:
-        raise ValueError(f"{op}: window_size: expected an odd positive integer, got {window_size!r}")
-    for name, value in (("sigma", sigma), ("k1", k1), ("k2", k2), ("data_range", data_range)):
-        if not (math.isfinite(float(value)) and float(value) > 0):
-            raise ValueError(f"{op}: {name}: expected a positive number, got {value!r}")
-    return window_size
-
-
-def _check_weights(op, weights) -> tuple[float, ...]:
+def check_weights(op, weights) -> tuple[float, ...]:
     try:
         w = tuple(float(v) for v in weights)
     except TypeError:
@@ -319,17 +265,12 @@ def _check_weights(op, weights) -> tuple[float, ...]:
     return w
 
 
-def _compute_dtypes(op, x, y):
-    """(output dtype, x, y in the compute dtype): half types compute in float32; a half image
-    against a float32 one (autocast's mix) computes and returns float32."""
-    if x.dtype == y.dtype:
-        if x.dtype in _HALF:
-            return x.dtype, x.float(), y.float()
-        return x.dtype, x, y
-    if {x.dtype, y.dtype} <= set(_HALF) | {torch.float32}:
-        return torch.float32, x.float(), y.float()
-    raise TypeError(f"{op}: y: expected dtype {x.dtype} (the dtype of x), or a half type against float32, "
-                    f"got {y.dtype}")
+def _compute(x: Tensor, y: Tensor):
+    """``x, y`` in the compute dtype (the pair is checked): float32 for the half types and
+    for autocast's half / float32 mix (the kernel takes float32 and float64 only)."""
+    if x.dtype == y.dtype and x.dtype not in HALF:
+        return x, y
+    return x.float(), y.float()
 
 
 # --------------------------------------------------------------------- fake and autograd
@@ -375,16 +316,9 @@ def _channels_backward(ctx, grad_om, grad_l1, _grad_maps=None):
 torch.library.register_autograd("vaeiso::ssim_channels", _channels_backward, setup_context=_channels_setup)
 
 
-def _no_double_backward_setup(ctx, inputs, output):
-    pass
-
-
-def _no_double_backward(ctx, *grads):
-    # ops.ms_ssim / ssim_l1_loss never reach this: with create_graph their backward runs
-    # _channel_grads_torch instead of this kernel. Direct callers of the raw op get an error.
-    raise RuntimeError("vaeiso::ssim_channels_backward: the raw backward kernel is not differentiable; "
-                       "second derivatives of ms_ssim and ssim_l1_loss go through vaeiso_ext.ops")
-
-
-torch.library.register_autograd("vaeiso::ssim_channels_backward", _no_double_backward,
-                                setup_context=_no_double_backward_setup)
+# ops.ms_ssim / ssim_l1_loss never reach this: with create_graph their backward runs
+# channel_grads_torch instead of this kernel. Direct callers of the raw op get an error.
+register_no_double_backward(
+    "vaeiso::ssim_channels_backward",
+    "vaeiso::ssim_channels_backward: the raw backward kernel is not differentiable; second derivatives "
+    "of ms_ssim and ssim_l1_loss go through vaeiso_ext.ops")

@@ -1,16 +1,28 @@
-"""SSIM family: wrappers, fake implementations and autograd for ``torch.ops.vaeiso.ssim*``."""
+"""SSIM family: wrappers, argument checks, fake implementations and autograd for
+``torch.ops.vaeiso.ssim*``.
+
+Every SSIM-family entry point (here, in ``._ms_ssim`` and the loss modules of ``vaeiso_ext.nn``)
+checks its arguments with the functions of the "argument checks" section (one convention:
+``TypeError`` for a wrong type, ``ValueError`` for a wrong value, the message naming the public
+function and the argument) and divides the images by their range (:func:`scale_by_range`) so that
+the kernels see values of order 1 at any scale.
+"""
+
+import math
+import numbers
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 from torch._C._functorch import is_functorch_wrapped_tensor
 from torch.autograd import forward_ad
 
-from ._modes import HALF as _HALF
-from ._modes import call_kernel, with_eager_twin, compiling, fused_ok, merge_batch, no_derivative, split_batch
+from ._modes import HALF, acc_dtype, call_kernel, compiling, dispatch, fused_ok, merge_batch, need_maps
+from ._modes import register_no_double_backward, split_batch, with_eager_twin
 
 
 def ssim(x: Tensor, y: Tensor, *, window_size: int = 11, sigma: float = 1.5, k1: float = 0.01,
-         k2: float = 0.03, data_range: float = 1.0, padding: str = "valid") -> Tensor:
+         k2: float = 0.03, data_range=1.0, padding: str = "valid") -> Tensor:
     """Structural similarity per image, fused forward and backward (docs/ops.md).
 
     Gaussian window of ``window_size`` taps (odd) with std ``sigma``, normalised in float64,
@@ -19,17 +31,25 @@ def ssim(x: Tensor, y: Tensor, *, window_size: int = 11, sigma: float = 1.5, k1:
     positions: ``padding="valid"`` uses the positions where the window fits (scikit-image's
     ``structural_similarity(gaussian_weights=True, use_sample_covariance=False)`` and
     ``pytorch_msssim.ssim(size_average=False)``), ``"same"`` zero-pads by ``window_size // 2``
-    and averages all ``H x W`` positions.
+    and averages all ``H x W`` positions (an image smaller than the window included).
 
     Args:
         x, y: ``(N, C, H, W)``, same shape and device; float32, float64, float16 or bfloat16
-            (the half types compute in float32); any strides. The window must fit in ``H`` and
-            ``W``. Same dtype, or autocast's mix of a half type and float32 (a half prediction
-            against a float32 target), which computes in float32.
+            (the half types compute in float32); any strides. With ``"valid"`` the window must
+            fit in ``H`` and ``W``. Same dtype, or autocast's mix of a half type and float32 (a
+            half prediction against a float32 target), which computes in float32.
+        data_range: the range of the pixel values: a number > 0, a ``(min, max)`` pair
+            (range ``max - min``), or a per-image tensor of shape ``(N,)`` (positive, finite;
+            differentiable). The images are divided by it before the kernel (by the nearest
+            power of two for a number, which is exact), so the value does not change when
+            ``x``, ``y`` and ``data_range`` are scaled together, at any scale the dtype holds.
 
     Returns:
         ``(N,)`` in the input dtype (float32 for the half/float32 mix). Gradients flow to both
         ``x`` and ``y``, each in its input's dtype.
+
+    Bad arguments raise ``TypeError`` (not a tensor, not a floating dtype) or ``ValueError``
+    (a wrong shape or value), naming this function and the argument.
 
     Every autograd mode works (docs/ops.md, conventions): the fused backward kernel in reverse mode; double
     backward and the ``torch.func`` transforms through the same derivative written with the
@@ -37,36 +57,36 @@ def ssim(x: Tensor, y: Tensor, *, window_size: int = 11, sigma: float = 1.5, k1:
     tangents; ``vmap`` folds its batch into ``N``. Under ``torch.compile`` the custom op is
     traced as one node (reverse mode and double backward only).
     """
-    if compiling():
-        return torch.ops.vaeiso.ssim(x, y, window_size=window_size, sigma=sigma, k1=k1, k2=k2,
-                                     data_range=data_range, padding=padding)
-    same = _parse_padding("ssim", padding)
-    if no_derivative(x, y):
-        return call_kernel(_FORWARD, x, y, window_size, sigma, k1, k2, data_range, same, False, False)[0]
-    return _SSIMFunction.call(x, y, window_size, sigma, k1, k2, data_range, same, False,
-                               _need_maps(x, y))[0]
+    return _ssim_value("ssim", x, y, window_size, sigma, k1, k2, data_range, padding, loss=False)
 
 
 def one_minus_ssim(x: Tensor, y: Tensor, *, window_size: int = 11, sigma: float = 1.5,
-                   k1: float = 0.01, k2: float = 0.03, data_range: float = 1.0,
+                   k1: float = 0.01, k2: float = 0.03, data_range=1.0,
                    padding: str = "valid") -> Tensor:
     """``1 - ssim(x, y)`` computed without cancellation (the loss; :class:`nn.SSIMLoss`).
 
-    Same arguments and autograd modes as :func:`ssim`; dtypes as :func:`ssim`: a half
-    prediction against a float32 target returns float32.
+    Same arguments (``data_range`` included), errors and autograd modes as :func:`ssim`;
+    dtypes as :func:`ssim`: a half prediction against a float32 target returns float32.
     """
-    same = _parse_padding("ssim", padding)
-    if compiling():
-        return torch.ops.vaeiso.ssim_forward(x, y, window_size, sigma, k1, k2, data_range, same, True,
-                                             _need_maps(x, y))[0]
-    if no_derivative(x, y):
-        return call_kernel(_FORWARD, x, y, window_size, sigma, k1, k2, data_range, same, True, False)[0]
-    return _SSIMFunction.call(x, y, window_size, sigma, k1, k2, data_range, same, True,
-                               _need_maps(x, y))[0]
+    return _ssim_value("one_minus_ssim", x, y, window_size, sigma, k1, k2, data_range, padding, loss=True)
+
+
+def _ssim_value(fn, x, y, window_size, sigma, k1, k2, data_range, padding, loss):
+    out_dtype = check_pair(fn, x, y)
+    ws, sigma, k1, k2, rng, same = check_params(fn, window_size, sigma, k1, k2, data_range, padding)
+    rng = check_range_for(fn, rng, x)
+    same = check_window_fits(fn, x, ws, same)
+    (x, y), dr, _ = scale_by_range(rng, x, y)
+    (x, y), same = pad_small(x, y, window_size=ws, same=same)
+    out = dispatch((x, y),
+                   lambda: torch.ops.vaeiso.ssim_forward(x, y, ws, sigma, k1, k2, dr, same, loss, need_maps(x, y))[0],
+                   lambda: call_kernel(_FORWARD, x, y, ws, sigma, k1, k2, dr, same, loss, False)[0],
+                   lambda: _SSIMFunction.call(x, y, ws, sigma, k1, k2, dr, same, loss, need_maps(x, y))[0])
+    return out.to(out_dtype)
 
 
 def ssim_pairs(base: Tensor, others: Tensor, *, window_size: int = 11, sigma: float = 1.5,
-               k1: float = 0.01, k2: float = 0.03, data_range: float = 1.0,
+               k1: float = 0.01, k2: float = 0.03, data_range=1.0,
                padding: str = "valid") -> Tensor:
     """``1 - SSIM(base[n], others[n, k])`` for K images per base, fused (docs/ops.md).
 
@@ -79,21 +99,34 @@ def ssim_pairs(base: Tensor, others: Tensor, *, window_size: int = 11, sigma: fl
         base: ``(N, C, H, W)``; float32, float64, float16 or bfloat16 (the half types compute
             in float32).
         others: ``(N, K, C, H, W)``, same dtype and device as ``base``; any strides.
-        window_size, sigma, k1, k2, data_range, padding: as in :func:`ssim`.
+        window_size, sigma, k1, k2, data_range, padding: as in :func:`ssim` (a per-image
+            ``data_range`` has shape ``(N,)``).
 
     Returns:
         ``(N, K)`` in the input dtype. Differentiable in both inputs (the backward recomputes
         the SSIM maps of the K pairs), in every autograd mode as :func:`ssim`.
     """
-    if compiling() or no_derivative(base, others):
-        return torch.ops.vaeiso.ssim_pairs(base, others, window_size=window_size, sigma=sigma, k1=k1,
-                                           k2=k2, data_range=data_range, padding=padding)
-    return _SSIMPairsFunction.call(base, others, window_size, sigma, k1, k2, data_range, padding)
+    fn = "ssim_pairs"
+    out_dtype = check_batch(fn, base, others, "base", "others")
+    ws, sigma, k1, k2, rng, same = check_params(fn, window_size, sigma, k1, k2, data_range, padding)
+    rng = check_range_for(fn, rng, base)
+    same = check_window_fits(fn, base, ws, same)
+    (base, others), dr, _ = scale_by_range(rng, base, others)
+    (base, others), same = pad_small(base, others, window_size=ws, same=same)
+    padding = "same" if same else "valid"
+
+    def op():
+        return torch.ops.vaeiso.ssim_pairs(base, others, window_size=ws, sigma=sigma, k1=k1, k2=k2,
+                                           data_range=dr, padding=padding)
+
+    out = dispatch((base, others), op, op,
+                   lambda: _SSIMPairsFunction.call(base, others, ws, sigma, k1, k2, dr, padding))
+    return out.to(out_dtype)
 
 
 def ssim_metric_gram(x: Tensor, v: Tensor, *, diagonal: bool = False, window_size: int = 11,
                      sigma: float = 1.5, k1: float = 0.01, k2: float = 0.03,
-                     data_range: float = 1.0, padding: str = "valid") -> Tensor:
+                     data_range=1.0, padding: str = "valid") -> Tensor:
     """Inner products of directions under the SSIM metric tensor ``G_x`` (docs/ops.md).
 
     ``G_x = 1/2 Hessian_y (1 - SSIM(x, y))`` at ``y = x``, so that
@@ -107,7 +140,8 @@ def ssim_metric_gram(x: Tensor, v: Tensor, *, diagonal: bool = False, window_siz
             bfloat16 (the half types compute in float32).
         v: ``(N, K, C, H, W)`` directions, same dtype and device as ``x``.
         diagonal: return only ``v[n, k]^T G v[n, k]``.
-        window_size, sigma, k1, k2, data_range, padding: as in :func:`ssim`.
+        window_size, sigma, k1, k2, data_range, padding: as in :func:`ssim` (``u^T G v`` does
+            not change when ``x``, ``v`` and ``data_range`` are scaled together).
 
     Returns:
         ``(N, K, K)`` (symmetric, positive semi-definite up to round-off), or ``(N, K)`` when
@@ -115,38 +149,247 @@ def ssim_metric_gram(x: Tensor, v: Tensor, *, diagonal: bool = False, window_siz
         mode: under forward AD or a ``torch.func`` transform the same composite runs in Python
         over the fused window filter (an autograd.Function with jvp and vmap rules).
     """
+    fn = "ssim_metric_gram"
+    out_dtype = check_batch(fn, x, v, "x", "v")
+    ws, sigma, k1, k2, rng, same = check_params(fn, window_size, sigma, k1, k2, data_range, padding)
+    rng = check_range_for(fn, rng, x)
+    same = check_window_fits(fn, x, ws, same)
+    (x, v), dr, _ = scale_by_range(rng, x, v)
+    (x, v), same = pad_small(x, v, window_size=ws, same=same)
     if not compiling() and _transformed(x, v):
-        return _metric_gram_composite(x, v, diagonal, window_size, sigma, k1, k2, data_range, padding)
-    return torch.ops.vaeiso.ssim_metric_gram(x, v, diagonal=diagonal, window_size=window_size,
-                                             sigma=sigma, k1=k1, k2=k2, data_range=data_range,
-                                             padding=padding)
+        out = _metric_gram_composite(x, v, bool(diagonal), ws, sigma, k1, k2, dr, same)
+    else:
+        out = torch.ops.vaeiso.ssim_metric_gram(x, v, diagonal=bool(diagonal), window_size=ws, sigma=sigma,
+                                                k1=k1, k2=k2, data_range=dr,
+                                                padding="same" if same else "valid")
+    return out.to(out_dtype)
+
+
+# ------------------------------------------------------------------------ argument checks
+
+_DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
+_PADDINGS = ("valid", "same")
+
+
+def check_tensor(fn: str, name: str, t) -> None:
+    """``t`` is a tensor of a dtype the kernels compute in (``TypeError`` otherwise)."""
+    if not isinstance(t, Tensor):
+        raise TypeError(f"{fn}: {name}: expected a torch.Tensor, got {type(t).__name__}")
+    if t.dtype not in _DTYPES:
+        raise TypeError(f"{fn}: {name}: expected float32, float64, float16 or bfloat16, got {t.dtype}")
+
+
+def _check_device(fn: str, name: str, t: Tensor, ref: Tensor, ref_name: str) -> None:
+    if t.device != ref.device:
+        raise ValueError(f"{fn}: {name}: expected a tensor on {ref.device} (the device of {ref_name}), "
+                         f"got {t.device}")
+
+
+def check_pair(fn: str, x, y, *, unbatched: bool = False) -> torch.dtype:
+    """Checks the image pair of a loss-type op and returns the output dtype: the common dtype,
+    or float32 for autocast's mix of a half type and float32.
+
+    ``(N, C, H, W)`` images of one shape and device; ``unbatched`` also accepts ``(C, H, W)``."""
+    check_tensor(fn, "x", x)
+    check_tensor(fn, "y", y)
+    if not (x.dim() == 4 or (unbatched and x.dim() == 3)):
+        want = "a 3-D (C, H, W) or 4-D (N, C, H, W) tensor" if unbatched else "a 4-D tensor (N, C, H, W)"
+        raise ValueError(f"{fn}: x: expected {want}, got shape {tuple(x.shape)}")
+    if y.shape != x.shape:
+        raise ValueError(f"{fn}: y: expected shape {tuple(x.shape)} (the shape of x), got {tuple(y.shape)}")
+    if x.shape[-3] < 1:
+        raise ValueError(f"{fn}: x: expected at least one channel, got shape {tuple(x.shape)}")
+    _check_device(fn, "y", y, x, "x")
+    if x.dtype == y.dtype:
+        return x.dtype
+    if (x.dtype in HALF and y.dtype == torch.float32) or (x.dtype == torch.float32 and y.dtype in HALF):
+        return torch.float32
+    raise TypeError(f"{fn}: y: expected dtype {x.dtype} (the dtype of x), or float32 against a "
+                    f"float16/bfloat16 x (autocast's mix), got {y.dtype}")
+
+
+def check_batch(fn: str, x, v, x_name: str, v_name: str) -> torch.dtype:
+    """Checks an ``(N, C, H, W)`` image and its ``(N, K, C, H, W)`` companions (same dtype and
+    device); returns the dtype."""
+    check_tensor(fn, x_name, x)
+    check_tensor(fn, v_name, v)
+    if x.dim() != 4:
+        raise ValueError(f"{fn}: {x_name}: expected a 4-D tensor (N, C, H, W), got shape {tuple(x.shape)}")
+    if x.shape[1] < 1:
+        raise ValueError(f"{fn}: {x_name}: expected at least one channel, got shape {tuple(x.shape)}")
+    if v.dim() != 5 or v.shape[0] != x.shape[0] or v.shape[2:] != x.shape[1:]:
+        N, C, H, W = x.shape
+        raise ValueError(f"{fn}: {v_name}: expected shape ({N}, K, {C}, {H}, {W}) (N, K, C, H, W) matching "
+                         f"{x_name} {tuple(x.shape)}, got {tuple(v.shape)}")
+    _check_device(fn, v_name, v, x, x_name)
+    if v.dtype != x.dtype:
+        raise TypeError(f"{fn}: {v_name}: expected dtype {x.dtype} (the dtype of {x_name}), got {v.dtype}")
+    return x.dtype
+
+
+def _is_number(v) -> bool:
+    # the exact-type test first: the ABC check costs a microsecond per argument on every call
+    return type(v) is float or type(v) is int or (isinstance(v, numbers.Real) and not isinstance(v, bool))
+
+
+def check_positive(fn: str, name: str, value) -> float:
+    """A finite number > 0 (``TypeError`` for a non-number, ``ValueError`` otherwise)."""
+    if not _is_number(value):
+        raise TypeError(f"{fn}: {name}: expected a positive number, got {type(value).__name__} {value!r}")
+    value = float(value)
+    if not (math.isfinite(value) and value > 0):
+        raise ValueError(f"{fn}: {name}: expected a positive number, got {value!r}")
+    return value
+
+
+def check_finite(fn: str, name: str, value) -> float:
+    """A finite number (``TypeError`` for a non-number, ``ValueError`` otherwise)."""
+    if not _is_number(value):
+        raise TypeError(f"{fn}: {name}: expected a finite number, got {type(value).__name__} {value!r}")
+    if not math.isfinite(float(value)):
+        raise ValueError(f"{fn}: {name}: expected a finite number, got {value!r}")
+    return float(value)
+
+
+def check_window_size(fn: str, window_size) -> int:
+    if type(window_size) is not int and (isinstance(window_size, bool)
+                                         or not isinstance(window_size, numbers.Integral)):
+        raise TypeError(f"{fn}: window_size: expected an odd positive integer, got "
+                        f"{type(window_size).__name__} {window_size!r}")
+    if window_size < 1 or window_size % 2 == 0:
+        raise ValueError(f"{fn}: window_size: expected an odd positive integer, got {window_size!r}")
+    return int(window_size)
+
+
+def check_data_range(fn: str, data_range):
+    """``data_range`` as a float (a number, or ``max - min`` of a ``(min, max)`` pair) or a
+    tensor (checked against the images by :func:`check_range_for`)."""
+    if isinstance(data_range, Tensor):
+        if data_range.dtype.is_complex or data_range.dtype == torch.bool:
+            raise TypeError(f"{fn}: data_range: expected a real tensor, got {data_range.dtype}")
+        if data_range.dim() > 1:
+            raise ValueError(f"{fn}: data_range: expected a tensor of shape (N,), got shape "
+                             f"{tuple(data_range.shape)}")
+        return data_range
+    if isinstance(data_range, (tuple, list)):
+        if len(data_range) != 2 or not all(_is_number(v) for v in data_range):
+            raise (ValueError if all(_is_number(v) for v in data_range) else TypeError)(
+                f"{fn}: data_range: expected a number, a (min, max) pair of numbers or a tensor of shape (N,), "
+                f"got {data_range!r}")
+        lo, hi = float(data_range[0]), float(data_range[1])
+        if not (math.isfinite(lo) and math.isfinite(hi) and hi - lo > 0):
+            raise ValueError(f"{fn}: data_range: expected a (min, max) pair with max > min, got {data_range!r}")
+        return hi - lo
+    if not _is_number(data_range):
+        raise TypeError(f"{fn}: data_range: expected a number, a (min, max) pair or a tensor of shape (N,), "
+                        f"got {type(data_range).__name__}")
+    return check_positive(fn, "data_range", data_range)
+
+
+def check_range_for(fn: str, rng, x: Tensor):
+    """A tensor range against the images ``x`` (first dim N): shape ``(N,)`` or ``()``, same
+    device, positive and finite (the value check is skipped while tracing or under a
+    ``torch.func`` transform, where values cannot be read). A float passes unchanged."""
+    if not isinstance(rng, Tensor):
+        return rng
+    if rng.dim() == 1 and rng.shape[0] != x.shape[0]:
+        raise ValueError(f"{fn}: data_range: expected a tensor of shape ({x.shape[0]},) (one range per image), "
+                         f"got shape {tuple(rng.shape)}")
+    _check_device(fn, "data_range", rng, x, "x")
+    if not (compiling() or is_functorch_wrapped_tensor(rng)):
+        with torch.no_grad():
+            ok = bool(torch.all(torch.isfinite(rng) & (rng > 0)))
+        if not ok:
+            raise ValueError(f"{fn}: data_range: expected positive finite ranges, got {rng.detach().cpu().tolist()}")
+    return rng
+
+
+def check_padding(fn: str, padding) -> bool:
+    """Whether ``padding`` is "same" ("valid" or "same", else ``ValueError``)."""
+    if not isinstance(padding, str) or padding not in _PADDINGS:
+        raise ValueError(f'{fn}: padding: expected "valid" or "same", got {padding!r}')
+    return padding == "same"
+
+
+def check_params(fn: str, window_size, sigma, k1, k2, data_range, padding=None):
+    """The scalar SSIM arguments, checked: ``(window_size, sigma, k1, k2, range, same)`` with
+    ``range`` a float or a tensor and ``same`` None when ``padding`` is None (ms_ssim)."""
+    ws = check_window_size(fn, window_size)
+    sigma, k1, k2 = check_positive(fn, "sigma", sigma), check_positive(fn, "k1", k1), check_positive(fn, "k2", k2)
+    rng = check_data_range(fn, data_range)
+    same = None if padding is None else check_padding(fn, padding)
+    return ws, sigma, k1, k2, rng, same
+
+
+def check_window_fits(fn: str, x: Tensor, window_size: int, same: bool) -> bool:
+    """With "valid" padding the window must fit in the image (``ValueError``); "same" takes any
+    size (zero padding). Returns ``same``."""
+    H, W = x.shape[-2], x.shape[-1]
+    if not same and (window_size > H or window_size > W):
+        raise ValueError(f"{fn}: window_size: the window ({window_size}) is larger than the image "
+                         f"(H={H}, W={W}); use a smaller window_size, larger images or padding=\"same\"")
+    return same
+
+
+# --------------------------------------------------------------------- range and padding
+
+
+def scale_by_range(rng, *ts: Tensor):
+    """``(ts divided by the range's scale, the kernel's data_range, the scale)``.
+
+    SSIM is unchanged when the images and the range are scaled together, but the kernels'
+    intermediates (products of four moments, ``C1 = (k1 * range)**2``) overflow or underflow
+    in float32 far from range 1. A number range is divided by its nearest lower power of two
+    ``s`` (exact in binary floating point, so no digit is lost, and ``ssim_pairs`` keeps its
+    cancellation-free accuracy) and the kernel sees ``range / s`` in ``[1, 2)``; a range
+    already in ``[1, 2)`` (the usual 1.0) costs no pass. A per-image tensor range divides
+    each image by its range (computed in float32 for the half types) and the kernel sees 1;
+    the division is ordinary torch ops, so every autograd mode reaches ``data_range`` too.
+    """
+    if isinstance(rng, Tensor):
+        out = []
+        for t in ts:
+            acc = acc_dtype(t)
+            d = rng.to(acc).reshape((-1,) + (1,) * (t.dim() - 1)) if rng.dim() == 1 else rng.to(acc)
+            out.append(t.to(acc) / d)
+        return tuple(out), 1.0, rng
+    _, e = math.frexp(rng)
+    if e == 1:  # range in [1, 2)
+        return ts, rng, 1.0
+    s = math.ldexp(1.0, e - 1)
+    return tuple(t / s for t in ts), rng / s, s
+
+
+def pad_small(*ts: Tensor, window_size: int, same: bool):
+    """``(ts, same)``, with images smaller than the window under "same" padding zero-padded by
+    ``window_size // 2`` in torch and evaluated "valid": the ``H x W`` positions and their
+    windowed statistics are those of "same" padding (the kernels require the window to fit)."""
+    H, W = ts[0].shape[-2], ts[0].shape[-1]
+    if not same or (window_size <= H and window_size <= W):
+        return ts, same
+    p = window_size // 2
+    return tuple(F.pad(t, (p, p, p, p)) for t in ts), False
 
 
 # ------------------------------------------------------------------ shape rules (fake impls)
 
 
-def _acc_dtype(x: Tensor) -> torch.dtype:
-    return torch.float32 if x.dtype in _HALF else x.dtype
+# The fakes mirror the kernels' own checks (RuntimeError, as the kernels raise to direct callers of
+# torch.ops.vaeiso); the public wrappers have checked their arguments before any op is reached.
 
 
-def _loss_pair_dtype(op: str, x: Tensor, y: Tensor) -> torch.dtype:
+def _fake_pair_dtype(op: str, x: Tensor, y: Tensor) -> torch.dtype:
     # Mirrors loss_pair_dtype in csrc/common.h: the same dtype, or autocast's half / float32 mix
     # (computed in float32).
     if x.dtype == y.dtype:
         return x.dtype
-    torch._check((x.dtype in _HALF and y.dtype == torch.float32) or (x.dtype == torch.float32 and y.dtype in _HALF),
+    torch._check((x.dtype in HALF and y.dtype == torch.float32) or (x.dtype == torch.float32 and y.dtype in HALF),
                  lambda: f"{op}: y: expected dtype {x.dtype} (the dtype of x), or float32 against a "
                          f"float16/bfloat16 x (autocast's mix), got {y.dtype}")
     return torch.float32
 
 
-def _parse_padding(op: str, padding: str) -> bool:
-    if padding not in ("valid", "same"):
-        raise ValueError(f'{op}: padding: expected "valid" or "same", got {padding!r}')
-    return padding == "same"
-
-
-def _check_image(op: str, x: Tensor, name: str, window_size: int) -> None:
+def _fake_check_image(op: str, x: Tensor, name: str, window_size: int) -> None:
     torch._check(x.dim() == 4, lambda: f"{op}: {name}: expected a 4-D tensor (N, C, H, W), got shape {tuple(x.shape)}")
     torch._check(window_size >= 1 and window_size % 2 == 1,
                  lambda: f"{op}: window_size: expected an odd positive integer, got {window_size}")
@@ -155,7 +398,7 @@ def _check_image(op: str, x: Tensor, name: str, window_size: int) -> None:
                          f"(H={x.shape[2]}, W={x.shape[3]})")
 
 
-def _check_device(op: str, ref: Tensor, ref_name: str, **others: Tensor) -> None:
+def _fake_check_device(op: str, ref: Tensor, ref_name: str, **others: Tensor) -> None:
     for name, t in others.items():
         torch._check(t.device == ref.device, lambda: f"{op}: {name}: expected a tensor on {ref.device} "
                      f"(the device of {ref_name}), got {t.device}")
@@ -168,32 +411,34 @@ def _out_hw(h, w, window_size: int, same: bool):
 
 @torch.library.register_fake("vaeiso::ssim_forward")
 def _ssim_forward_fake(x, y, window_size, sigma, k1, k2, data_range, same_padding, loss, need_maps):
-    _check_image("ssim", x, "x", window_size)
-    torch._check(y.shape == x.shape, lambda: f"ssim: y: expected shape {tuple(x.shape)} (the shape of x), got {tuple(y.shape)}")
-    _check_device("ssim", x, "x", y=y)
-    dt = _loss_pair_dtype("ssim", x, y)
+    _fake_check_image("ssim", x, "x", window_size)
+    torch._check(y.shape == x.shape,
+                 lambda: f"ssim: y: expected shape {tuple(x.shape)} (the shape of x), got {tuple(y.shape)}")
+    _fake_check_device("ssim", x, "x", y=y)
+    dt = _fake_pair_dtype("ssim", x, y)
     N, C, H, W = x.shape
     ho, wo = _out_hw(H, W, window_size, same_padding)
     out = x.new_empty((N,), dtype=dt)
-    maps = x.new_empty((N, C, 4, ho, wo) if need_maps else (0,), dtype=torch.float32 if dt in _HALF else dt)
+    maps = x.new_empty((N, C, 4, ho, wo) if need_maps else (0,), dtype=torch.float32 if dt in HALF else dt)
     return out, maps
 
 
 @torch.library.register_fake("vaeiso::ssim_backward")
 def _ssim_backward_fake(grad, x, y, maps, window_size, sigma, same_padding):
-    _check_device("ssim_backward", x, "x", grad=grad, y=y, maps=maps)
+    _fake_check_device("ssim_backward", x, "x", grad=grad, y=y, maps=maps)
     return x.new_empty(x.shape), y.new_empty(y.shape)
 
 
 @torch.library.register_fake("vaeiso::ssim_pairs")
 def _ssim_pairs_fake(base, others, *, window_size=11, sigma=1.5, k1=0.01, k2=0.03, data_range=1.0,
                      padding="valid"):
-    _parse_padding("ssim_pairs", padding)
-    _check_image("ssim_pairs", base, "base", window_size)
+    torch._check(padding in ("valid", "same"),
+                 lambda: f'ssim_pairs: padding: expected "valid" or "same", got {padding!r}')
+    _fake_check_image("ssim_pairs", base, "base", window_size)
     torch._check(others.dim() == 5 and others.shape[0] == base.shape[0] and others.shape[2:] == base.shape[1:],
                  lambda: f"ssim_pairs: others: expected shape (N, K, C, H, W) matching base {tuple(base.shape)}, "
                          f"got {tuple(others.shape)}")
-    _check_device("ssim_pairs", base, "base", others=others)
+    _fake_check_device("ssim_pairs", base, "base", others=others)
     return base.new_empty((base.shape[0], others.shape[1]))
 
 
@@ -217,13 +462,6 @@ _FORWARD = torch.ops.vaeiso.ssim_forward.default
 # the same derivative is evaluated by _grads_torch from the window filter (an autograd.Function
 # with every rule) and torch ops. Forward mode contracts the fused per-image gradient with the
 # tangents: each output depends on one image (pair), so the JVP is <dSSIM/dx, tx> + <dSSIM/dy, ty>.
-
-
-def _need_maps(x: Tensor, y: Tensor) -> bool:
-    """Whether the forward should keep the derivative maps (some derivative will be asked for)."""
-    return ((torch.is_grad_enabled() and (x.requires_grad or y.requires_grad))
-            or forward_ad._current_level >= 0
-            or is_functorch_wrapped_tensor(x) or is_functorch_wrapped_tensor(y))
 
 
 def _transformed(*ts: Tensor) -> bool:
@@ -259,12 +497,17 @@ class _FilterFunction(torch.autograd.Function):
         return _FilterFunction.call(t.movedim(in_dims[0], 0), window_size, sigma, same, transpose), 0
 
 
-def _grads_torch(g, x, y, window_size, sigma, k1, k2, data_range, same, loss):
-    """d(sum_n g_n SSIM_n)/dx, /dy (of 1 - SSIM when ``loss``) with differentiable ops.
+def channel_grads_torch(g_om, g_l1, x, y, window_size, sigma, k1, k2, data_range, same, cs_only):
+    """d(sum_{n,c} g_om[n,c] one_minus[n,c] + g_l1[n,c] l1[n,c]) / dx, /dy with differentiable
+    torch ops over the fused window filter: the path for double backward, forward-over-reverse
+    and vmap over the backward, of the SSIM family's per-(image, channel) values.
 
-    With raw moments m_x = w*x, e_xx = w*(x x), e_xy = w*(x y) per position, chain the partials
-    of SSIM = A1 A2 / (B1 B2) back to the pixels with the adjoint filter."""
-    acc = _acc_dtype(x)
+    one_minus = mean over positions of 1 - v, v = A1 A2 / (B1 B2) (SSIM) or A2 / B2 (the
+    contrast-structure term cs when ``cs_only``). With raw moments m_x = w*x, e_xx = w*(x x),
+    e_xy = w*(x y) per position, the partials are chained back to the pixels with the adjoint
+    filter. ``g_l1`` (or None) weighs l1 = mean |y - x| per channel, whose derivative is
+    sign(y - x) / (H W) (0 at 0) and whose own derivative is 0 a.e."""
+    acc = acc_dtype(x)
     xa, ya = x.to(acc), y.to(acc)
 
     def f(t, transpose=False):
@@ -275,20 +518,38 @@ def _grads_torch(g, x, y, window_size, sigma, k1, k2, data_range, same, loss):
     vx, vy = f(xa * xa) - mx * mx, f(ya * ya) - my * my
     sxx, syy = torch.clamp(vx, min=0), torch.clamp(vy, min=0)  # as the kernels (docs/ops.md, conventions)
     sxy = f(xa * ya) - mx * my
-    a1, a2 = 2 * mx * my + c1, 2 * sxy + c2
-    b1, b2 = mx * mx + my * my + c1, sxx + syy + c2
-    s = (a1 * a2) / (b1 * b2)
-    n, c, ho, wo = s.shape
-    scale = g.to(acc).reshape(n, 1, 1, 1) * ((-1.0 if loss else 1.0) / (c * ho * wo))
-    d_a1, d_a2, d_b1, d_b2 = scale * s / a1, scale * s / a2, -scale * s / b1, -scale * s / b2
+    a2, b2 = 2 * sxy + c2, sxx + syy + c2
+    n, c, ho, wo = mx.shape
+    scale = g_om.to(acc).reshape(n, c, 1, 1) * (-1.0 / (ho * wo))  # of the mean of 1 - v
+    if cs_only:
+        v = a2 / b2
+        d_mx = d_my = None
+    else:
+        a1, b1 = 2 * mx * my + c1, mx * mx + my * my + c1
+        v = (a1 * a2) / (b1 * b2)
+        d_a1, d_b1 = scale * v / a1, -scale * v / b1
+        d_mx, d_my = 2 * my * d_a1 + 2 * mx * d_b1, 2 * mx * d_a1 + 2 * my * d_b1
+    d_a2, d_b2 = scale * v / a2, -scale * v / b2
     d_sxx, d_syy = d_b2 * (vx > 0), d_b2 * (vy > 0)
     d_sxy = 2 * d_a2
-    d_mx = 2 * my * d_a1 + 2 * mx * d_b1 - 2 * mx * d_sxx - my * d_sxy
-    d_my = 2 * mx * d_a1 + 2 * my * d_b1 - 2 * my * d_syy - mx * d_sxy
+    # the moments' partials: s_xx = e_xx - mx^2, s_xy = e_xy - mx my
+    m_x = -2 * mx * d_sxx - my * d_sxy + (0 if d_mx is None else d_mx)
+    m_y = -2 * my * d_syy - mx * d_sxy + (0 if d_my is None else d_my)
     e_xy = f(d_sxy, True)
-    gx = f(d_mx, True) + 2 * xa * f(d_sxx, True) + ya * e_xy
-    gy = f(d_my, True) + 2 * ya * f(d_syy, True) + xa * e_xy
+    gx = f(m_x, True) + 2 * xa * f(d_sxx, True) + ya * e_xy
+    gy = f(m_y, True) + 2 * ya * f(d_syy, True) + xa * e_xy
+    if g_l1 is not None:
+        t = g_l1.to(acc).reshape(n, c, 1, 1) * torch.sign(ya - xa) / (x.shape[2] * x.shape[3])
+        gx, gy = gx - t, gy + t
     return gx.to(x.dtype), gy.to(y.dtype)
+
+
+def _grads_torch(g, x, y, window_size, sigma, k1, k2, data_range, same, loss):
+    """d(sum_n g_n SSIM_n)/dx, /dy (of 1 - SSIM when ``loss``) with differentiable ops: SSIM is
+    1 minus the mean over channels of the per-channel ``1 - SSIM``."""
+    n, c = x.shape[:2]
+    g_om = (g.to(acc_dtype(x)) * ((1.0 if loss else -1.0) / c)).reshape(n, 1).expand(n, c)
+    return channel_grads_torch(g_om, None, x, y, window_size, sigma, k1, k2, data_range, same, False)
 
 
 def _grads_fused(g, x, y, maps, window_size, sigma, k1, k2, data_range, same, loss):
@@ -368,7 +629,7 @@ torch.library.register_autograd("vaeiso::ssim_forward", _forward_backward, setup
 
 def _pairs_args(ctx_kw):
     window_size, sigma, k1, k2, data_range, padding = ctx_kw
-    return (window_size, sigma, k1, k2, data_range, _parse_padding("ssim_pairs", padding), True)
+    return (window_size, sigma, k1, k2, data_range, padding == "same", True)
 
 
 def _pairs_grads(g, base, others, args):
@@ -459,43 +720,25 @@ def _filter_backward(ctx, grad):
 torch.library.register_autograd("vaeiso::ssim_filter", _filter_backward, setup_context=_filter_setup)
 
 
-def _no_double_backward_setup(ctx, inputs, output):
-    pass
-
-
-def _no_double_backward(ctx, *grads):
-    raise RuntimeError("vaeiso::ssim_backward: the raw backward kernel has no derivative of its own; "
-                       "differentiate vaeiso_ext.ops.ssim (or torch.ops.vaeiso.ssim) instead, whose "
-                       "backward is differentiable")
-
-
-torch.library.register_autograd("vaeiso::ssim_backward", _no_double_backward,
-                                setup_context=_no_double_backward_setup)
+register_no_double_backward(
+    "vaeiso::ssim_backward",
+    "vaeiso::ssim_backward: the raw backward kernel has no derivative of its own; differentiate "
+    "vaeiso_ext.ops.ssim (or torch.ops.vaeiso.ssim) instead, whose backward is differentiable")
 
 
 # ------------------------------------------------------------ metric Gram under transforms
 
 
-def _metric_gram_composite(x, v, diagonal, window_size, sigma, k1, k2, data_range, padding):
+def _metric_gram_composite(x, v, diagonal, window_size, sigma, k1, k2, data_range, same):
     """The C++ composite ``ssim_metric_gram`` (csrc/ssim/ssim.cpp) step for step, over
-    :class:`_FilterFunction`, for forward AD and the torch.func transforms."""
-    op = "ssim_metric_gram"
-    same = _parse_padding(op, padding)
-    _check_image(op, x, "x", window_size)
-    torch._check(v.dim() == 5 and v.shape[0] == x.shape[0] and v.shape[2:] == x.shape[1:],
-                 lambda: f"{op}: v: expected shape ({x.shape[0]}, K, {x.shape[1]}, {x.shape[2]}, {x.shape[3]}) "
-                         f"for x of shape {tuple(x.shape)}, got {tuple(v.shape)}")
-    _check_device(op, x, "x", v=v)
-    torch._check(v.dtype == x.dtype, lambda: f"{op}: v: expected dtype {x.dtype} (the dtype of x), got {v.dtype}")
-    for name, val in (("data_range", data_range), ("k1", k1), ("k2", k2), ("sigma", sigma)):
-        if not val > 0:
-            raise RuntimeError(f"{op}: {name}: expected a positive number, got {val}")
+    :class:`_FilterFunction`, for forward AD and the torch.func transforms (arguments checked
+    by the wrapper)."""
 
     def f(t, transpose=False):
         return _FilterFunction.call(t, window_size, sigma, same, transpose)
 
     c1, c2 = (k1 * data_range) ** 2, (k2 * data_range) ** 2
-    acc = _acc_dtype(x)
+    acc = acc_dtype(x)
     xf, vf = x.to(acc), v.to(acc)
     N, K, C = x.shape[0], v.shape[1], x.shape[1]
     mu_x = f(xf)

@@ -1,0 +1,136 @@
+"""``ssim_l1_loss`` as 3D Gaussian splatting's photometric loss, and "same" padding of images
+smaller than the window.
+
+The oracle is 3DGS's own loss written in plain torch here (utils/loss_utils.py of the 3DGS code:
+an 11 x 11 Gaussian window of std 1.5 as the outer product of the 1-D one,
+``conv2d(padding=5, groups=C)`` on one unbatched ``(C, H, W)`` image, the mean of the SSIM map,
+and ``(1 - 0.2) * L1 + 0.2 * (1 - SSIM)``), evaluated in float64, with its autograd as the
+gradient oracle. Odd sizes, and a 3 x 7 x 9 image smaller than the window.
+"""
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import vaeiso_ext  # noqa: F401
+from vaeiso_ext import nn as vnn
+from vaeiso_ext import ops
+from vaeiso_ext import reference as ref
+
+LAMBDA_DSSIM = 0.2
+SIZES = [(3, 97, 131), (3, 7, 9), (1, 12, 5)]
+
+
+def _3dgs_window(channels, dtype, window_size=11, sigma=1.5):
+    g = torch.tensor([math.exp(-((i - window_size // 2) ** 2) / (2 * sigma**2)) for i in range(window_size)],
+                     dtype=dtype)
+    g = (g / g.sum()).unsqueeze(1)
+    return (g @ g.t()).expand(channels, 1, window_size, window_size).contiguous()
+
+
+def _3dgs_ssim(img1, img2, window_size=11):
+    """3DGS's ``ssim(img1, img2)``: unbatched (C, H, W) images, zero padding, the map's mean."""
+    c = img1.shape[-3]
+    w = _3dgs_window(c, img1.dtype, window_size)
+
+    def f(t):
+        return F.conv2d(t, w, padding=window_size // 2, groups=c)
+
+    mu1, mu2 = f(img1), f(img2)
+    mu1_sq, mu2_sq, mu1_mu2 = mu1 * mu1, mu2 * mu2, mu1 * mu2
+    sigma1_sq, sigma2_sq, sigma12 = f(img1 * img1) - mu1_sq, f(img2 * img2) - mu2_sq, f(img1 * img2) - mu1_mu2
+    C1, C2 = 0.01**2, 0.03**2
+    ssim_map = ((2 * mu1_mu2 + C1) * (2 * sigma12 + C2)) / ((mu1_sq + mu2_sq + C1) * (sigma1_sq + sigma2_sq + C2))
+    return ssim_map.mean()
+
+
+def _3dgs_loss(image, gt):
+    return (1.0 - LAMBDA_DSSIM) * (image - gt).abs().mean() + LAMBDA_DSSIM * (1.0 - _3dgs_ssim(image, gt))
+
+
+def _images(shape, dtype, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    gt = torch.rand(shape, generator=g, dtype=torch.float64)
+    image = (gt + 0.15 * torch.randn(shape, generator=g, dtype=torch.float64)).clamp(0, 1)
+    return image.to(dtype), gt.to(dtype)
+
+
+# float32 against the float64 oracle: the unscaled float32 tolerances of tests/test_ms_ssim.py
+# (values 1e-6, gradients 1e-4 of the largest); float64: round-off of means over ~4e4 terms.
+VALUE_ATOL = {torch.float32: 1e-6, torch.float64: 1e-12}
+GRAD_ATOL = {torch.float32: 1e-4, torch.float64: 1e-10}
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("shape", SIZES, ids=["x".join(map(str, s)) for s in SIZES])
+def test_default_is_3dgs_loss_values_and_gradients(shape, dtype):
+    image, gt = _images(shape, dtype)
+    a, b = image.clone().requires_grad_(), gt.clone().requires_grad_()
+    got = ops.ssim_l1_loss(a, b)  # defaults: weight 0.2, window 11, sigma 1.5, padding "same"
+    assert got.shape == () and got.dtype == dtype  # unbatched in, 0-d out, as 3DGS
+    ga, gb = torch.autograd.grad(got, (a, b))
+    ra, rb = image.double().requires_grad_(), gt.double().requires_grad_()
+    want = _3dgs_loss(ra, rb)
+    wa, wb = torch.autograd.grad(want, (ra, rb))
+    torch.testing.assert_close(got.double(), want.detach(), rtol=0, atol=VALUE_ATOL[dtype])
+    tol = GRAD_ATOL[dtype] * max(wa.abs().max().item(), wb.abs().max().item())
+    torch.testing.assert_close(ga.double(), wa, rtol=0, atol=tol)
+    torch.testing.assert_close(gb.double(), wb, rtol=0, atol=tol)
+    # the module, and a batch of such pairs: (N,), each the unbatched value
+    torch.testing.assert_close(vnn.SSIML1Loss()(image, gt), got.detach())
+    batch = ops.ssim_l1_loss(torch.stack([image, gt]), torch.stack([gt, image]))
+    assert batch.shape == (2,)
+    torch.testing.assert_close(batch[0], got.detach(), rtol=0, atol=VALUE_ATOL[dtype])
+
+
+def test_3dgs_ssim_is_the_same_padding_ssim():
+    image, gt = _images((3, 97, 131), torch.float64, seed=1)
+    torch.testing.assert_close(ops.ssim(image[None], gt[None], padding="same")[0], _3dgs_ssim(image, gt),
+                               rtol=0, atol=1e-12)
+
+
+SMALL = [(2, 3, 7, 9), (1, 2, 3, 20), (2, 1, 1, 1)]
+
+
+@pytest.mark.parametrize("shape", SMALL, ids=["x".join(map(str, s)) for s in SMALL])
+def test_same_padding_smaller_than_the_window_every_op(shape):
+    """Zero padding is well defined for any size: each op against the reference's
+    conv2d(padding=window_size // 2), values and gradients, float64."""
+    image, gt = _images(shape, torch.float64, seed=2)
+    kw = dict(padding="same")
+    torch.testing.assert_close(ops.ssim(image, gt, **kw), ref.ssim(image, gt, **kw), rtol=0, atol=1e-12)
+    torch.testing.assert_close(ops.one_minus_ssim(image, gt, **kw), 1 - ref.ssim(image, gt, **kw),
+                               rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(ops.ssim_l1_loss(image, gt, ssim_weight=0.3),
+                               ref.ssim_l1_loss(image, gt, ssim_weight=0.3), rtol=0, atol=1e-12)
+    others = torch.stack([gt, image, 0.5 * (gt + image)], 1)
+    torch.testing.assert_close(ops.ssim_pairs(image, others, **kw), ref.ssim_pairs(image, others, **kw),
+                               rtol=1e-10, atol=1e-12)
+    G = ops.ssim_metric_gram(image, others - image.unsqueeze(1), **kw)
+    R = ref.ssim_metric_gram(image, others - image.unsqueeze(1), **kw)
+    torch.testing.assert_close(G, R, rtol=1e-10, atol=1e-10 * R.abs().max().item())
+    # gradients (first and second order) against the reference's autograd
+    for op, rf in ((lambda a, b: ops.ssim(a, b, **kw), lambda a, b: ref.ssim(a, b, **kw)),
+                   (ops.ssim_l1_loss, ref.ssim_l1_loss)):
+        grads = []
+        for f in (op, rf):
+            a, b = image.clone().requires_grad_(), gt.clone().requires_grad_()
+            ga, gb = torch.autograd.grad(f(a, b).sum(), (a, b), create_graph=True)
+            (hv,) = torch.autograd.grad((ga * gt).sum(), a)
+            grads.append((ga.detach(), gb.detach(), hv))
+        for u, v in zip(*grads):
+            torch.testing.assert_close(u, v, rtol=1e-9, atol=1e-12 * max(1.0, v.abs().max().item()))
+    a = image.clone().requires_grad_()
+    assert torch.autograd.gradcheck(lambda t: ops.ssim_l1_loss(t, gt, window_size=5), (a,))
+
+
+def test_same_padding_small_image_under_vmap_and_forward_mode():
+    image, gt = _images((2, 3, 7, 9), torch.float64, seed=3)
+    t = torch.randn(image.shape, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
+    _, jv = torch.func.jvp(lambda a: ops.ssim_l1_loss(a, gt), (image,), (t,))
+    _, jv_ref = torch.func.jvp(lambda a: ref.ssim_l1_loss(a, gt), (image,), (t,))
+    torch.testing.assert_close(jv, jv_ref, rtol=1e-9, atol=1e-13)
+    per = torch.func.vmap(lambda a, b: ops.ssim_l1_loss(a, b))(image, gt)  # unbatched pairs under vmap
+    torch.testing.assert_close(per, ref.ssim_l1_loss(image, gt), rtol=0, atol=1e-12)
