@@ -1,5 +1,5 @@
 // Shared helpers for every op family: the host/device qualifier for shared math, and
-// argument checks whose messages name the argument (SPEC §2).
+// argument checks whose messages name the argument (docs/ops.md, conventions).
 #pragma once
 
 #include "host_device.h"
@@ -29,7 +29,7 @@ inline void check_float_dtype(const at::Tensor& t, const char* name) {
               ": expected float32, float64, float16 or bfloat16, got ", dt);
 }
 
-// The two inputs of a loss (prediction and target, SPEC §2): the same dtype, or the mix autocast
+// The two inputs of a loss (prediction and target, docs/ops.md, conventions): the same dtype, or the mix autocast
 // produces, a half type against float32, which computes in float32. Returns the dtype to compute
 // in (and of the output); anything else mixed is an error naming `name`.
 inline at::ScalarType loss_pair_dtype(const at::Tensor& t, const at::Tensor& ref, const char* name,

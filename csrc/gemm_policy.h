@@ -3,7 +3,7 @@
 //
 // - Full float32. TF32 (torch.backends.cuda.matmul.allow_tf32, or
 //   torch.set_float32_matmul_precision("high")) keeps 10 mantissa bits, a relative error of
-//   ~1e-3 per product: far outside what these ops promise for float32 (SPEC: float32 round-off).
+//   ~1e-3 per product: far outside what these ops promise for float32 (docs/ops.md: float32 round-off).
 //   So a float32 GEMM on CUDA runs with TF32 switched off whatever the global setting, and the
 //   setting is restored afterwards. Half inputs are computed in float32 here too (their GEMMs
 //   take float operands), so they get the same treatment. A mutex keeps concurrent calls from

@@ -1,12 +1,12 @@
 // Operator schemas for the whole `vaeiso` namespace, and the tiny Python module `_C` whose import
 // loads this library (and so runs the registrations). Kernels register with TORCH_LIBRARY_IMPL
-// beside their code; tensors never cross pybind11 (see DESIGN.md): everything goes through
+// beside their code; tensors never cross pybind11 (see docs/design.md): everything goes through
 // torch.ops.vaeiso.*.
 #include <Python.h>
 #include <torch/library.h>
 
 TORCH_LIBRARY(vaeiso, m) {
-  // GDN / IGDN (SPEC §3.1). `norm` is the pre-activation beta + gamma @ f(x), returned so the
+  // GDN / IGDN (docs/ops.md, gdn). `norm` is the pre-activation beta + gamma @ f(x), returned so the
   // backward needs no second GEMM; `vaeiso::gdn` is the public single-output form.
   m.def("gdn_forward(Tensor x, Tensor beta, Tensor gamma, bool inverse=False, bool simplified=False)"
         " -> (Tensor out, Tensor norm)");
@@ -14,7 +14,7 @@ TORCH_LIBRARY(vaeiso, m) {
         " bool[3] output_mask) -> (Tensor grad_x, Tensor grad_beta, Tensor grad_gamma)");
   m.def("gdn(Tensor x, Tensor beta, Tensor gamma, bool inverse=False, bool simplified=False) -> Tensor");
 
-  // ---- SSIM family (SPEC §3.2-3.3): kernels in csrc/ssim/ ----
+  // ---- SSIM family (docs/ops.md, ssim to ssim_metric_gram): kernels in csrc/ssim/ ----
 
   // `ssim_forward` filters x and d = y - x (cancellation-free 1 - SSIM, ssim_math.h) and returns
   // SSIM, or 1 - SSIM when `loss`; `maps` (N, C, 4, Ho, Wo) holds the per-position derivatives
@@ -34,7 +34,17 @@ TORCH_LIBRARY(vaeiso, m) {
         " float sigma=1.5, float k1=0.01, float k2=0.03, float data_range=1.0,"
         " str padding=\"valid\") -> Tensor");
 
-  // ---- Pair distances (SPEC §3.4): kernels in csrc/distance/ ----
+  // `ssim_channels` (behind ms_ssim and ssim_l1_loss; kernels in csrc/ssim/ms_ssim*) returns the
+  // per-(image, channel) mean of 1 - v (v = cs when `cs_only`, else SSIM), the mean |y - x| per
+  // channel when `with_l1` (else empty), and the derivative maps of the former when `need_maps`
+  // (else empty).
+  m.def("ssim_channels(Tensor x, Tensor y, int window_size, float sigma, float k1, float k2,"
+        " float data_range, bool same_padding, bool cs_only, bool with_l1, bool need_maps)"
+        " -> (Tensor one_minus, Tensor l1, Tensor maps)");
+  m.def("ssim_channels_backward(Tensor grad, Tensor grad_l1, Tensor x, Tensor y, Tensor maps,"
+        " int window_size, float sigma, bool same_padding) -> (Tensor grad_x, Tensor grad_y)");
+
+  // ---- Pair distances (docs/ops.md, pair_distances): kernels in csrc/distance/ ----
 
   // D(base[n], others[n, k]) summed over all non-batch dims: "sse" or "bce" (Bernoulli KL);
   // weight (N,) multiplies per sample. weight is positional here (so autograd reaches it);

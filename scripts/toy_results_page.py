@@ -100,7 +100,7 @@ def main():
     parts.append("The paper's toy experiments (§4.1, App. D.1, App. E) reproduced with "
                  "`python -m vaeiso_ext reproduce toy`. Every full run: 50,000 training samples, "
                  "batch 128, 500 epochs (about 195k Adam steps, lr 1e-3), lambda = 100 (beta = 0.01), "
-                 "square-error losses summed over the 16 dims (SPEC §5), seed 0; the analysis uses "
+                 "square-error losses summed over the 16 dims (docs/toy_results.md), seed 0; the analysis uses "
                  "10,000 held-out samples, D'_j by the paper's forward difference (eps = 1e-3; the exact "
                  "jvp value is in each run's report), active dims have mean KL >= 0.1 nats.")
     if any_res:

@@ -1,4 +1,4 @@
-"""Every autograd mode a researcher reaches (SPEC §2, issue 11), against the float64 reference.
+"""Every autograd mode a researcher reaches (docs/ops.md, conventions), against the float64 reference.
 
 Double backward (gradgradcheck, gradient penalties), forward mode (forward_ad, torch.func.jvp,
 jacfwd), the torch.func transforms (grad, vjp, jacrev, vmap with the batch on any argument,

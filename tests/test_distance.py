@@ -70,7 +70,7 @@ def test_float32_matches_float64(device, metric):
 @pytest.mark.parametrize("metric", METRICS)
 @pytest.mark.parametrize("size", [1e-4, 1e-5])
 def test_tiny_perturbations_keep_their_digits(device, metric, size):
-    """SPEC §3.4: float32 within 1e-3 relative error of float64 for perturbations ~1e-4.
+    """docs/ops.md, pair_distances: float32 within 1e-3 relative error of float64 for perturbations ~1e-4.
 
     Both runs see the same (float32-representable) inputs, so the error measured is the op's own.
     """
@@ -99,7 +99,7 @@ def test_naive_float32_bce_would_fail():
 def test_bce_zero_at_equality_and_binary_targets(device, dtype):
     base, _, _ = inputs(3, 1, (2, 5, 5), dtype=dtype, device=device)
     same = ops.pair_distances(base, base.unsqueeze(1).expand(3, 4, 2, 5, 5), "bce")
-    # Exact: every term is computed as g(0) = 0 when other == base (SPEC §3.4 promises D(b, b) = 0).
+    # Exact: every term is computed as g(0) = 0 when other == base (docs/ops.md promises D(b, b) = 0).
     assert torch.equal(same, torch.zeros_like(same))
     # Exact 0/1 targets (binary digits): finite, no NaN, the xlogy values.
     b = torch.tensor([[0.0, 1.0, 0.0, 1.0, 0.5]], dtype=dtype, device=device)
@@ -199,7 +199,7 @@ def test_deterministic_and_thread_independent():
                 torch.set_num_threads(t)
                 outs.append(ops.pair_distances(base, others, metric, weight=w))
             # Bitwise, by design: segments of fixed length summed in a fixed order whatever the
-            # thread count (csrc/distance/distance_kernels.h; SPEC §2 run-to-run promise).
+            # thread count (csrc/distance/distance_kernels.h; docs/ops.md's determinism promise).
             assert all(torch.equal(outs[0], o) for o in outs[1:])
     finally:
         torch.set_num_threads(threads)
@@ -270,7 +270,7 @@ def test_cuda_matches_cpu_and_half_types(metric):
         assert got.dtype == dt
         torch.testing.assert_close(got.double().cpu(), want, rtol=2e-2, atol=0)
     again = ops.pair_distances(base.cuda(), others.cuda(), metric, weight=w.cuda())
-    assert torch.equal(again, cuda)  # bitwise: same input, same device, fixed segments (SPEC §2)
+    assert torch.equal(again, cuda)  # bitwise: same input, same device, fixed segments (docs/ops.md, conventions)
 
 
 @pytest.mark.cuda

@@ -1,5 +1,5 @@
 """float16 / bfloat16 on CPU, autocast's mixed dtypes, the half conversions, and the CPU ISA
-builds (SPEC §2, dtypes bullet; DESIGN.md "CPU ISA builds").
+builds (docs/ops.md, conventions; docs/design.md, how an op flows).
 
 Tolerances. A half-type kernel reads its (already half) inputs exactly, computes in float32 and
 rounds each output once to nearest: against the float64 reference evaluated on the same half

@@ -167,7 +167,7 @@ def test_deterministic():
         y.pow(2).sum().backward()
         outs.append((y, xi.grad, b.grad, g.grad))
     for a, b in zip(*outs):
-        assert torch.equal(a, b)  # bitwise: same input, same device (SPEC §2 run-to-run promise)
+        assert torch.equal(a, b)  # bitwise: same input, same device (docs/ops.md's determinism promise)
 
 
 # ------------------------------------------------------------------------ bad input

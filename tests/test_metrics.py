@@ -1,5 +1,6 @@
 """Metric objects: distances against their formulas, Gram products against the metric tensors of
-SPEC §3.3-3.4, and those tensors against the second-order expansion of each distance."""
+docs/ops.md (ssim_metric_gram and pair_distances), and those tensors against the second-order
+expansion of each distance."""
 
 import pytest
 import torch
@@ -81,7 +82,7 @@ def test_gram_matches_metric_tensor(cls):
 
 @pytest.mark.parametrize("cls", DIAGONAL)
 def test_metric_tensor_is_second_order_of_distance(cls):
-    """D(x, x + t v) / t**2 -> v^T G_x v: the metric tensors of Eq. 72 and SPEC §5."""
+    """D(x, x + t v) / t**2 -> v^T G_x v: the metric tensors of Eq. 72 and the toy losses."""
     m = cls()
     x, v = rand(3, 20, seed=4), torch.randn(3, 1, 20, dtype=torch.float64)
     want = m.gram(x, v, diagonal=True)[:, 0]
@@ -148,7 +149,7 @@ def test_ssim_metric():
 
 
 def test_ssim_gram_is_half_the_hessian():
-    """SPEC §3.3: G_x = 1/2 Hessian_y (1 - SSIM(x, y)) at y = x, checked with hvp."""
+    """docs/ops.md, ssim_metric_gram: G_x = 1/2 Hessian_y (1 - SSIM(x, y)) at y = x, checked with hvp."""
     m = metrics.SSIM(**SSIM_KW)
     x, v = rand(2, 3, 12, 12, seed=9), torch.randn(2, 3, 3, 12, 12, dtype=torch.float64)
     g = m.gram(x, v)

@@ -1,5 +1,5 @@
 """MS-SSIM (``ops.ms_ssim``, ``nn.MSSSIMLoss``) and the fused SSIM + L1 loss (``ops.ssim_l1_loss``,
-``nn.SSIML1Loss``), SPEC §3.5-3.6.
+``nn.SSIML1Loss``), docs/ops.md, ms_ssim and ssim_l1_loss.
 
 Oracles: pytorch_msssim (the convention we follow), the float64 reference in
 ``vaeiso_ext.reference`` (values and autograd gradients), torchmetrics for ``normalize="simple"``,

@@ -1,4 +1,4 @@
-"""Images and digits (SPEC §5, App. D.2, G): data loaders, models, training, analysis, CLI."""
+"""Images and digits (App. D.2, G): data loaders, models, training, analysis, CLI."""
 
 import json
 

@@ -1,4 +1,4 @@
-"""SSIM family (SPEC §3.2-3.3): ssim, nn.SSIMLoss, ssim_pairs, ssim_metric_gram.
+"""SSIM family (docs/ops.md, ssim to ssim_metric_gram): ssim, nn.SSIMLoss, ssim_pairs, ssim_metric_gram.
 
 Oracles: vaeiso_ext.reference in float64, scikit-image and pytorch_msssim. Small images keep
 gradcheck, Hessians and torch.compile fast.
@@ -458,7 +458,7 @@ def test_deterministic_and_thread_count_independent():
     finally:
         torch.set_num_threads(threads)
     for a, b, c in zip(first, run(), single):
-        # bitwise by design: fixed summation order whatever the thread count (SPEC §2)
+        # bitwise by design: fixed summation order whatever the thread count (docs/ops.md, conventions)
         assert torch.equal(a, b) and torch.equal(a, c)
 
 

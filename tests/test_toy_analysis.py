@@ -1,4 +1,4 @@
-"""Analysis of a small trained toy model: every SPEC §4 quantity within loose bounds."""
+"""Analysis of a small trained toy model: every quantity of docs/ops.md's analysis section within loose bounds."""
 
 import math
 

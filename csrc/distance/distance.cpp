@@ -1,4 +1,4 @@
-// pair_distances on any device (SPEC §3.4): argument checks, the (N, L) / (N, K, L) views with a
+// pair_distances on any device (docs/ops.md, pair_distances): argument checks, the (N, L) / (N, K, L) views with a
 // unit stride along L (copying only when the input has none), then the partial and finalize
 // passes of distance_kernels.h.
 #include <ATen/ATen.h>

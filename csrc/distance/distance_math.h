@@ -1,4 +1,4 @@
-// Per-element terms of the pair distances (SPEC §3.4), shared by the CPU and CUDA kernels.
+// Per-element terms of the pair distances (docs/ops.md, pair_distances), shared by the CPU and CUDA kernels.
 // D(b, o) = sum over elements of term(b, o); b is the base (the target), o the other.
 //   sse: (o - b)^2
 //   bce: the Bernoulli KL  b log(b/o) + (1-b) log((1-b)/(1-o)), evaluated without cancellation.

@@ -1,4 +1,4 @@
-// Per-element GDN math shared by the CPU and CUDA kernels (SPEC §3.1):
+// Per-element GDN math shared by the CPU and CUDA kernels (docs/ops.md, gdn):
 //   norm_i = beta_i + sum_j gamma[i, j] f(x_j),   y_i = x_i * scale(norm_i)
 // f(x) = x^2 (|x| simplified); scale = 1/sqrt, sqrt (inverse), 1/norm, norm (simplified).
 // The channel mixing is a GEMM done by the vendor BLAS; everything else is these functions.

@@ -1,5 +1,5 @@
-// Host side of the per-channel SSIM op behind MS-SSIM and the fused SSIM + L1 loss (SPEC
-// §3.5-3.6): schemas, argument checks, allocation, and the device kernels of ms_ssim_kernels.h.
+// Host side of the per-channel SSIM op behind MS-SSIM and the fused SSIM + L1 loss (docs/ops.md,
+// ms_ssim and ssim_l1_loss): argument checks, allocation, and the device kernels of ms_ssim_kernels.h.
 // The pyramid, the normalisation and the product over levels are composed in
 // vaeiso_ext/ops/_ms_ssim.py, which also registers the autograd.
 #include <ATen/ATen.h>
@@ -85,18 +85,7 @@ std::tuple<at::Tensor, at::Tensor> ssim_channels_backward(
   return {gx, gy};
 }
 
-// The schemas live here rather than in registration.cpp: this family's ops are one fragment.
-// `ssim_channels` returns the per-(image, channel) mean of 1 - v (v = cs when `cs_only`, else
-// SSIM), the mean |y - x| per channel when `with_l1` (else empty), and the derivative maps of
-// the former when `need_maps` (else empty).
-TORCH_LIBRARY_FRAGMENT(vaeiso, m) {
-  m.def("ssim_channels(Tensor x, Tensor y, int window_size, float sigma, float k1, float k2,"
-        " float data_range, bool same_padding, bool cs_only, bool with_l1, bool need_maps)"
-        " -> (Tensor one_minus, Tensor l1, Tensor maps)");
-  m.def("ssim_channels_backward(Tensor grad, Tensor grad_l1, Tensor x, Tensor y, Tensor maps,"
-        " int window_size, float sigma, bool same_padding) -> (Tensor grad_x, Tensor grad_y)");
-}
-
+// Schemas: csrc/registration.cpp.
 TORCH_LIBRARY_IMPL(vaeiso, CPU, m) {
   m.impl("ssim_channels", &ssim_channels);
   m.impl("ssim_channels_backward", &ssim_channels_backward);

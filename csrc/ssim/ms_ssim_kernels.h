@@ -1,4 +1,4 @@
-// Per-channel SSIM passes for MS-SSIM and the fused SSIM + L1 loss (SPEC §3.5-3.6), one
+// Per-channel SSIM passes for MS-SSIM and the fused SSIM + L1 loss (docs/ops.md, ms_ssim and ssim_l1_loss), one
 // implementation per device (ms_ssim_cpu_impl.h, built into the SSIM CPU units; ms_ssim_cuda.cuh,
 // built into ssim_cuda.cu), both on ssim_math.h / ms_ssim_math.h. ms_ssim.cpp checks and
 // allocates; these only compute. Conventions as ssim_kernels.h, except that values and

@@ -1,5 +1,5 @@
 // Per-window math of the per-channel SSIM statistics behind MS-SSIM and the fused SSIM + L1
-// loss (SPEC §3.5-3.6), beside ssim_math.h: the contrast-structure term
+// loss (docs/ops.md, ms_ssim and ssim_l1_loss), beside ssim_math.h: the contrast-structure term
 //   cs = A2 / B2 = (2 s_xy + C2) / (s_xx + s_yy + C2),
 // and its complement without cancellation, 1 - cs = (s_xx + s_yy - 2 s_xy) / B2 = s_dd / B2
 // (s_dd the windowed variance of d = y - x, as in ssim_math.h).

@@ -1,7 +1,7 @@
-// The SSIM family on any device (SPEC §3.2-3.3): argument checks, the Gaussian window, output
+// The SSIM family on any device (docs/ops.md, ssim to ssim_metric_gram): argument checks, the Gaussian window, output
 // allocation and the device kernels of ssim_kernels.h; plus the composite public ops `ssim`
 // (over ssim_forward, whose autograd lives in vaeiso_ext/ops/_ssim.py) and `ssim_metric_gram`
-// (window filters and two GEMMs, see DESIGN.md "Kernels").
+// (window filters and two GEMMs, see docs/design.md, performance rules).
 #include <ATen/ATen.h>
 #include <ATen/core/dispatch/Dispatcher.h>
 #include <c10/core/DeviceGuard.h>
@@ -18,7 +18,7 @@ namespace vaeiso::ssim {
 // Argument checks and the window: external linkage, as ms_ssim.cpp uses them too (declared in
 // ms_ssim_kernels.h).
 
-// Normalised in double on the host, as SPEC §3.2 asks.
+// Normalised in double on the host, as docs/ops.md says.
 std::vector<double> gaussian_window(int64_t ws, double sigma) {
   std::vector<double> w(ws);
   const double r = static_cast<double>(ws / 2);
@@ -254,7 +254,7 @@ at::Tensor ssim(const at::Tensor& x, const at::Tensor& y, int64_t window_size, d
   return std::get<0>(op.call(x, y, window_size, sigma, k1, k2, data_range, same, false, need_maps));
 }
 
-// u^T G_x v for all pairs of directions (SPEC §3.3), as two weighted Gram products:
+// u^T G_x v for all pairs of directions (docs/ops.md, ssim_metric_gram), as two weighted Gram products:
 //   u^T G v = (1/(C P)) [ sum_p (a_p - b_p) mu_u(p) mu_v(p) + sum_q c_q u_q v_q ],
 //   a = 1/(2 mu_x^2 + C1), b = 1/(2 s_xx + C2), c = w^T * b.
 // Differentiable in x and v through ssim_filter's autograd and ATen's.

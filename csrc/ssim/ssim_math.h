@@ -1,4 +1,4 @@
-// Per-window SSIM math shared by the CPU and CUDA kernels (SPEC §3.2).
+// Per-window SSIM math shared by the CPU and CUDA kernels (docs/ops.md, ssim).
 //
 // The kernels filter the base image x and the difference d = y - x (never y itself): from the
 // windowed moments mu_x, s_xx and mu_d, s_dd, s_xd everything follows without cancellation,

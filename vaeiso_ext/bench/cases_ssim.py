@@ -1,7 +1,7 @@
 """SSIM family benchmark cases: ``ssim`` (fwd, fwd+bwd), ``ssim_pairs`` and ``ssim_metric_gram``.
 
 Baselines: the eager reference, ``torch.compile`` of it, pytorch_msssim (when installed), K
-separate SSIM calls for the pairs, and the Gram's GEMM form (DESIGN.md) written in eager PyTorch.
+separate SSIM calls for the pairs, and the Gram's GEMM form (docs/design.md) written in eager PyTorch.
 ``ssim_pairs`` against K calls of our own fused ``ssim`` is bounded by the filter count (five
 filtered maps per pair in ``ssim``, three in ``ssim_pairs``): about 5/3 at best.
 """

@@ -33,8 +33,8 @@ CPU = {"size": 32, "batch_size": 32, "lr": 1e-4, "warmup": 50, "lr_drop_at": 120
        "iterations": 1500, "eval_every": 100, "n_eval": 256}
 CPU_HELP = ("the CPU protocol that shows the finding (docs/image_results.md): 32x32 crops, batch 32, "
             "Adam 1e-4 (50-step warm-up, x0.3 from step 1200) for 1500 steps, a curve point every 100 "
-            "steps, 256 crops analysed; about 10 min (decomposed) and 6 min (conventional) on one idle "
-            "core (--threads 1), extrapolated from the CPU time measured per step and per analysed crop")
+            "steps, 256 crops analysed; measured: 6 min (decomposed) and 5 min (conventional) with "
+            "--threads 1, the two side by side on 2 idle cores")
 # A smoke run: the CPU protocol's settings, shortened.
 QUICK = {"size": 32, "batch_size": 32, "lr": 1e-4, "warmup": 50, "iterations": 50, "n_eval": 16}
 QUICK_HELP = ("50 steps of the cpu preset's settings, 16 crops analysed (a smoke run: 54 CPU-seconds "

@@ -72,7 +72,8 @@ def _check(base: Tensor, others: Tensor, metric: str, weight: Tensor | None) -> 
         torch._check(weight.device == base.device, lambda: f"pair_distances: weight: expected a tensor on "
                      f"{base.device} (the device of base), got {weight.device}")
         torch._check(weight.dtype in (base.dtype, others.dtype),
-                     lambda: f"pair_distances: weight: expected dtype {base.dtype} (the dtype of base), got {weight.dtype}")
+                     lambda: f"pair_distances: weight: expected dtype {base.dtype} (the dtype of base), "
+                             f"got {weight.dtype}")
         torch._check(
             tuple(weight.shape) == (base.shape[0],),
             lambda: f"pair_distances: weight: expected shape ({base.shape[0]},), got {tuple(weight.shape)}",

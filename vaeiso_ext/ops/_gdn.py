@@ -16,8 +16,9 @@ def gdn(x: Tensor, beta: Tensor, gamma: Tensor, inverse: bool = False, simplifie
 
     Args:
         x: ``(N, C, *)``, float32, float64, float16 or bfloat16 (the half types compute in
-            float32 and return x's dtype), on CPU or CUDA; any strides. Channel-last dense input (channels_last images) is processed without a
-            copy and the output keeps that layout; anything else gives a contiguous output.
+            float32 and return x's dtype), on CPU or CUDA; any strides. Channel-last dense input
+            (channels_last images) is processed without a copy and the output keeps that layout;
+            anything else gives a contiguous output.
         beta: ``(C,)``, same dtype and device as ``x``, or float32 with a half ``x`` (what
             ``torch.autocast`` passes: parameters stay float32); gamma likewise, in beta's dtype.
             Their gradients have their own dtype.
