@@ -333,7 +333,7 @@ def train(model: nn.Module, x_train: Tensor, metric, config: TrainConfig, *,
 
     # Adam's first moment of a parameter whose gradient stays ~0 decays through float32's
     # denormal range, where CPU arithmetic is many times slower (measured on the digits model:
-    # most exp_avg entries denormal after ~1,000 steps, steps 1.7x slower). Flushing denormals to
+    # most exp_avg entries denormal after ~1,000 steps, steps 1.8x slower). Flushing denormals to
     # zero changes an Adam update by less than ~1e-30, far below the resolution of any trained
     # weight. It applies to this thread and to worker threads started after it (they inherit the
     # setting); restored when training ends. Training and evaluation run under it.

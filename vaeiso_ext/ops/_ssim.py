@@ -73,11 +73,7 @@ def one_minus_ssim(x: Tensor, y: Tensor, *, window_size: int = 11, sigma: float 
 
 def _ssim_value(fn, x, y, window_size, sigma, k1, k2, data_range, padding, loss):
     out_dtype = check_pair(fn, x, y)
-    ws, sigma, k1, k2, rng, same = check_params(fn, window_size, sigma, k1, k2, data_range, padding)
-    rng = check_range_for(fn, rng, x)
-    same = check_window_fits(fn, x, ws, same)
-    (x, y), dr, _ = scale_by_range(rng, x, y)
-    (x, y), same = pad_small(x, y, window_size=ws, same=same)
+    x, y, ws, sigma, k1, k2, dr, same = _prepare(fn, x, y, window_size, sigma, k1, k2, data_range, padding)
     out = dispatch((x, y),
                    lambda: torch.ops.vaeiso.ssim_forward(x, y, ws, sigma, k1, k2, dr, same, loss, need_maps(x, y))[0],
                    lambda: call_kernel(_FORWARD, x, y, ws, sigma, k1, k2, dr, same, loss, False)[0],
@@ -108,11 +104,8 @@ def ssim_pairs(base: Tensor, others: Tensor, *, window_size: int = 11, sigma: fl
     """
     fn = "ssim_pairs"
     out_dtype = check_batch(fn, base, others, "base", "others")
-    ws, sigma, k1, k2, rng, same = check_params(fn, window_size, sigma, k1, k2, data_range, padding)
-    rng = check_range_for(fn, rng, base)
-    same = check_window_fits(fn, base, ws, same)
-    (base, others), dr, _ = scale_by_range(rng, base, others)
-    (base, others), same = pad_small(base, others, window_size=ws, same=same)
+    base, others, ws, sigma, k1, k2, dr, same = _prepare(fn, base, others, window_size, sigma, k1, k2,
+                                                         data_range, padding)
     padding = "same" if same else "valid"
 
     def op():
@@ -151,11 +144,7 @@ def ssim_metric_gram(x: Tensor, v: Tensor, *, diagonal: bool = False, window_siz
     """
     fn = "ssim_metric_gram"
     out_dtype = check_batch(fn, x, v, "x", "v")
-    ws, sigma, k1, k2, rng, same = check_params(fn, window_size, sigma, k1, k2, data_range, padding)
-    rng = check_range_for(fn, rng, x)
-    same = check_window_fits(fn, x, ws, same)
-    (x, v), dr, _ = scale_by_range(rng, x, v)
-    (x, v), same = pad_small(x, v, window_size=ws, same=same)
+    x, v, ws, sigma, k1, k2, dr, same = _prepare(fn, x, v, window_size, sigma, k1, k2, data_range, padding)
     if not compiling() and _transformed(x, v):
         out = _metric_gram_composite(x, v, bool(diagonal), ws, sigma, k1, k2, dr, same)
     else:
@@ -358,6 +347,18 @@ def scale_by_range(rng, *ts: Tensor):
         return ts, rng, 1.0
     s = math.ldexp(1.0, e - 1)
     return tuple(t / s for t in ts), rng / s, s
+
+
+def _prepare(fn, x, y, window_size, sigma, k1, k2, data_range, padding):
+    """The SSIM arguments checked and the pair ``(x, y)`` (images first) made ready for the
+    kernel: scaled by the range and padded when small. Returns ``(x, y, window_size, sigma, k1,
+    k2, kernel data_range, same)``."""
+    ws, sigma, k1, k2, rng, same = check_params(fn, window_size, sigma, k1, k2, data_range, padding)
+    rng = check_range_for(fn, rng, x)
+    same = check_window_fits(fn, x, ws, same)
+    (x, y), dr, _ = scale_by_range(rng, x, y)
+    (x, y), same = pad_small(x, y, window_size=ws, same=same)
+    return x, y, ws, sigma, k1, k2, dr, same
 
 
 def pad_small(*ts: Tensor, window_size: int, same: bool):
