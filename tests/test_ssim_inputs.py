@@ -155,10 +155,7 @@ def test_bad_ranges_for_the_images(entry, case):
     fn, _, _, _ = ENTRIES[entry]
     _, arg, kw, exc = case
     x, y = _images()
-    with pytest.raises(exc) as info:
-        fn(x, y, **kw)
-    msg = str(info.value)
-    assert msg.startswith(f"{OP_OF.get(entry, entry)}: {arg}"), msg
+    _expect(OP_OF.get(entry, entry), arg, exc, lambda: fn(x, y, **kw))
 
 
 @pytest.mark.parametrize("entry", ["ssim", "one_minus_ssim", "ssim_pairs", "ssim_metric_gram", "ssim_l1_loss",
