@@ -7,9 +7,10 @@
 
 TORCH_LIBRARY(vaeiso, m) {
   // GDN / IGDN (docs/ops.md, gdn). `norm` is the pre-activation beta + gamma @ f(x), returned so the
-  // backward needs no second GEMM; `vaeiso::gdn` is the public single-output form.
-  m.def("gdn_forward(Tensor x, Tensor beta, Tensor gamma, bool inverse=False, bool simplified=False)"
-        " -> (Tensor out, Tensor norm)");
+  // backward needs no second GEMM (empty when not `need_norm`: inference); `vaeiso::gdn` is the
+  // public single-output form.
+  m.def("gdn_forward(Tensor x, Tensor beta, Tensor gamma, bool inverse=False, bool simplified=False,"
+        " bool need_norm=True) -> (Tensor out, Tensor norm)");
   m.def("gdn_backward(Tensor grad, Tensor x, Tensor norm, Tensor gamma, bool inverse, bool simplified,"
         " bool[3] output_mask) -> (Tensor grad_x, Tensor grad_beta, Tensor grad_gamma)");
   m.def("gdn(Tensor x, Tensor beta, Tensor gamma, bool inverse=False, bool simplified=False) -> Tensor");

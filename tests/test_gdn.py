@@ -170,6 +170,103 @@ def test_deterministic():
         assert torch.equal(a, b)  # bitwise: same input, same device (docs/ops.md's determinism promise)
 
 
+# ------------------------------------------------------------------- CPU blocking
+# The CPU kernels cut the positions into blocks of at most 256 (fewer for wide C), grouped in at
+# most 32 groups for the parameter gradients: these shapes leave partial blocks, split groups
+# unevenly and use a wide C. float64 against the float64 reference (sums over <= 600 positions:
+# the F64 bound above still holds).
+BLOCK_CASES = {
+    "partial-blocks": lambda: torch.randn(2, 3, 17, 19, dtype=torch.float64),
+    "channel-last": lambda: torch.randn(3, 5, 11, 13, dtype=torch.float64).to(memory_format=torch.channels_last),
+    "wide-C": lambda: torch.randn(2, 300, 15, 15, dtype=torch.float64),
+    "many-groups": lambda: torch.randn(40, 2, 300, dtype=torch.float64),
+    "rows": lambda: torch.randn(600, 7, dtype=torch.float64),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BLOCK_CASES))
+@pytest.mark.parametrize("inverse,simplified", VARIANTS)
+def test_cpu_blocks_match_reference(case, inverse, simplified):
+    x = BLOCK_CASES[case]()
+    beta, gamma = params(x.shape[1])
+    check_against_reference(x, beta, gamma, inverse, simplified, **F64)
+
+
+def _fwd_bwd(x, beta, gamma, inverse=False):
+    xi, b, g = (t.clone().requires_grad_() for t in (x, beta, gamma))
+    y = ops.gdn(xi, b, g, inverse)
+    y.pow(2).sum().backward()
+    return y, xi.grad, b.grad, g.grad
+
+
+def test_cpu_thread_count_independent():
+    """Every block and group is fixed by the shape alone: 1, 2 and 3 threads agree bit for bit."""
+    beta, gamma = params(16, dtype=torch.float32)
+    x = torch.randn(8, 16, 40, 40)  # 56 blocks in 32 groups
+    before = torch.get_num_threads()
+    try:
+        results = []
+        for n in (1, 2, 3):
+            torch.set_num_threads(n)
+            results.append(_fwd_bwd(x, beta, gamma, True))
+    finally:
+        torch.set_num_threads(before)
+    for other in results[1:]:
+        for a, b in zip(results[0], other):
+            assert torch.equal(a, b)
+
+
+def test_inference_skips_norm():
+    """need_norm=False (what ops.gdn asks for when no gradient is needed) returns the same output
+    and an empty norm, and refuses a backward through it with a clear error."""
+    beta, gamma = params(6)
+    for x in (torch.randn(2, 6, 5, 4, dtype=torch.float64),
+              torch.randn(2, 6, 5, 4, dtype=torch.float64).to(memory_format=torch.channels_last)):
+        out, norm = torch.ops.vaeiso.gdn_forward(x, beta, gamma, False, False, True)
+        out2, norm2 = torch.ops.vaeiso.gdn_forward(x, beta, gamma, False, False, False)
+        assert torch.equal(out, out2) and out2.stride() == out.stride()
+        assert norm.shape == x.shape and norm2.numel() == 0
+        torch.library.opcheck(torch.ops.vaeiso.gdn_forward, (x, beta, gamma, True, False, False))
+    xr = x.clone().requires_grad_()
+    out, _ = torch.ops.vaeiso.gdn_forward(xr, beta, gamma, False, False, False)
+    with pytest.raises(RuntimeError, match="need_norm=True"):
+        out.sum().backward()
+
+
+def test_cpu_blas_fallback_matches():
+    """Where torch exports no BLAS symbols the blocks' GEMMs go through at::mm
+    (VAEISO_BLAS_FALLBACK=1 forces that path): same values as the reference."""
+    import os
+    import subprocess
+    import sys
+
+    code = (
+        "import torch\n"
+        "from vaeiso_ext import ops, reference\n"
+        "torch.manual_seed(0)\n"
+        "for x in (torch.randn(2, 3, 17, 19, dtype=torch.float64),\n"
+        "          torch.randn(3, 5, 11, 13, dtype=torch.float64).to(memory_format=torch.channels_last),\n"
+        "          torch.randn(2, 300, 15, 15, dtype=torch.float64), torch.randn(8, 16, 40, 40)):\n"
+        "  C = x.shape[1]\n"
+        "  b = (0.5 + torch.rand(C, dtype=x.dtype)).requires_grad_()\n"
+        "  g = (0.3 * torch.rand(C, C, dtype=x.dtype) / C).requires_grad_()\n"
+        "  x.requires_grad_()\n"
+        "  y = ops.gdn(x, b, g); r = reference.gdn(x.double(), b.double(), g.double())\n"
+        "  tol = 1e-10 if x.dtype == torch.float64 else 1e-5\n"
+        "  torch.testing.assert_close(y.double(), r, rtol=tol, atol=tol)\n"
+        "  gy = torch.randn_like(r)\n"
+        "  got = torch.autograd.grad(y, (x, b, g), gy.to(y.dtype))\n"
+        "  want = torch.autograd.grad(r, (x, b, g), gy)\n"
+        "  for a, c in zip(got, want):\n"
+        "    torch.testing.assert_close(a.double(), c.double(), rtol=100 * tol, atol=100 * tol * c.abs().max().item())\n"
+        "print('fallback ok')\n"
+    )
+    env = dict(os.environ, VAEISO_BLAS_FALLBACK="1")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, cwd="/")
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "fallback ok" in out.stdout
+
+
 # ------------------------------------------------------------------------ bad input
 
 

@@ -1,5 +1,6 @@
-// GDN / IGDN on any device: argument checks, layout choice, and the channel-mixing GEMMs
-// (vendor BLAS / cuBLAS through ATen) around the fused element-wise passes of gdn_kernels.h.
+// GDN / IGDN on any device: argument checks and layout choice; then the CPU kernels, fused around
+// their GEMMs (gdn_cpu_impl.h), or on CUDA the channel-mixing GEMMs (cuBLAS through ATen) around
+// the element-wise passes of gdn_cuda.cu.
 #include <ATen/ATen.h>
 #include <ATen/core/dispatch/Dispatcher.h>
 #include <c10/core/DeviceGuard.h>
@@ -39,6 +40,7 @@ void check_param_dtype(const at::Tensor& p, const at::Tensor& x, const char* nam
               is_half(x.scalar_type()) ? " or float32" : "", ", got ", dt);
 }
 
+#ifdef VAEISO_WITH_CUDA  // the CUDA path's GEMMs over whole tensors
 // Views of a dense tensor in the chosen layout as matrices.
 at::Tensor as_rows(const at::Tensor& t) { return t.movedim(1, -1).reshape({-1, t.size(1)}); }
 at::Tensor as_planes(const at::Tensor& t) { return t.view({t.size(0), t.size(1), -1}); }
@@ -64,6 +66,7 @@ at::Tensor gamma_grad(const at::Tensor& t, const at::Tensor& fx, bool cl) {
 at::Tensor beta_grad(const at::Tensor& t, bool cl) {
   return cl ? as_rows(t).sum(0) : as_planes(t).sum(at::IntArrayRef{0, 2});
 }
+#endif
 
 void check_params(const at::Tensor& x, const at::Tensor& beta, const at::Tensor& gamma) {
   TORCH_CHECK(x.dim() >= 2, "gdn: x: expected a tensor of shape (N, C, *) with at least 2 dims, got ",
@@ -86,24 +89,35 @@ void check_params(const at::Tensor& x, const at::Tensor& beta, const at::Tensor&
 
 std::tuple<at::Tensor, at::Tensor> gdn_forward(const at::Tensor& x, const at::Tensor& beta,
                                                const at::Tensor& gamma, bool inverse,
-                                               bool simplified) {
+                                               bool simplified, bool need_norm) {
   check_params(x, beta, gamma);
   c10::DeviceGuard guard(x.device());
   const Variant v{inverse, simplified};
   const bool cl = use_channel_last(x);
   const auto acc = acc_type(x);
   auto out = empty_in_layout(x, cl, x.scalar_type());
-  auto norm = empty_in_layout(x, cl, acc);
+  // Without need_norm (no gradient will be asked for) norm is returned empty, and the CPU
+  // kernel never writes it: a tensor of x's size less to store.
+  const auto no_norm = at::empty({0}, x.options().dtype(acc));
+  auto norm = need_norm ? empty_in_layout(x, cl, acc) : no_norm;
   if (x.numel() == 0) return {out, norm};
 
   const auto xc = to_layout(x, cl);
+  if (!x.is_cuda()) {
+    at::Tensor nrm = need_norm ? norm : at::Tensor();
+    forward_cpu(xc, beta.to(acc).contiguous(), gamma.to(acc).contiguous(), out, nrm, cl, v);
+    return {out, norm};
+  }
+#ifdef VAEISO_WITH_CUDA
+  if (!need_norm) norm = empty_in_layout(x, cl, acc);  // the CUDA kernels need it as a buffer
   auto fx = empty_in_layout(x, cl, acc);
-  VAEISO_ON_DEVICE(fx, x, xc, fx, v);
+  fx_cuda(xc, fx, v);
   policy_gemm("gdn", fx, [&] { mix_channels(gamma.to(acc), fx, norm, cl); });
   const auto beta_acc = beta.to(acc).contiguous();
-  VAEISO_ON_DEVICE(forward_epilogue, x, xc, norm, beta_acc, out, x.size(1),
-                   cl ? 1 : xc.numel() / (x.size(0) * x.size(1)), v);
-  return {out, norm};
+  forward_epilogue_cuda(xc, norm, beta_acc, out, x.size(1),
+                        cl ? 1 : xc.numel() / (x.size(0) * x.size(1)), v);
+#endif
+  return {out, need_norm ? norm : no_norm};
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> gdn_backward(
@@ -133,6 +147,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> gdn_backward(
   auto gx = output_mask[0] ? empty_in_layout(x, cl, x.scalar_type()) : at::empty({0}, x.options());
   // The parameter gradients have the parameters' dtype (that of gamma; beta shares it).
   const auto popts = gamma.options();
+  // zeros: an empty x has zero gradients; otherwise the kernels overwrite them
   auto gbeta = output_mask[1] ? at::zeros({C}, popts) : at::empty({0}, popts);
   auto ggamma = output_mask[2] ? at::zeros({C, C}, popts) : at::empty({0}, popts);
   if (x.numel() == 0) {
@@ -141,17 +156,29 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> gdn_backward(
   }
 
   const auto xc = to_layout(x, cl), gc = to_layout(grad, cl), nc = to_layout(norm, cl);
+  if (!x.is_cuda()) {
+    at::Tensor gb, gg;  // in the accumulation dtype, converted to the parameters' below
+    if (output_mask[1]) gb = gbeta.scalar_type() == acc ? gbeta : at::empty({C}, popts.dtype(acc));
+    if (output_mask[2]) gg = ggamma.scalar_type() == acc ? ggamma : at::empty({C, C}, popts.dtype(acc));
+    at::Tensor gxo = output_mask[0] ? gx : at::Tensor();
+    backward_cpu(gc, xc, nc, gamma.to(acc).contiguous(), gxo, gb, gg, cl, v);
+    if (output_mask[1] && !gb.is_same(gbeta)) gbeta.copy_(gb);
+    if (output_mask[2] && !gg.is_same(ggamma)) ggamma.copy_(gg);
+    return {gx, gbeta, ggamma};
+  }
+#ifdef VAEISO_WITH_CUDA
   auto t = empty_in_layout(x, cl, acc);
   at::Tensor fx = output_mask[2] ? empty_in_layout(x, cl, acc) : at::Tensor();
-  VAEISO_ON_DEVICE(backward_t, x, gc, xc, nc, t, fx, v);
+  backward_t_cuda(gc, xc, nc, t, fx, v);
 
   if (output_mask[1]) gbeta.copy_(beta_grad(t, cl));
   if (output_mask[2]) policy_gemm("gdn_backward", t, [&] { ggamma.copy_(gamma_grad(t, fx, cl)); });
   if (output_mask[0]) {
     auto u = empty_in_layout(x, cl, acc);
     policy_gemm("gdn_backward", t, [&] { mix_channels(gamma.to(acc).t(), t, u, cl); });  // u = gamma^T t
-    VAEISO_ON_DEVICE(backward_x, x, gc, xc, nc, u, gx, v);
+    backward_x_cuda(gc, xc, nc, u, gx, v);
   }
+#endif
   return {gx, gbeta, ggamma};
 }
 
@@ -162,8 +189,8 @@ at::Tensor gdn(const at::Tensor& x, const at::Tensor& beta, const at::Tensor& ga
   static const auto op = c10::Dispatcher::singleton()
                              .findSchemaOrThrow("vaeiso::gdn_forward", "")
                              .typed<std::tuple<at::Tensor, at::Tensor>(
-                                 const at::Tensor&, const at::Tensor&, const at::Tensor&, bool, bool)>();
-  return std::get<0>(op.call(x, beta, gamma, inverse, simplified));
+                                 const at::Tensor&, const at::Tensor&, const at::Tensor&, bool, bool, bool)>();
+  return std::get<0>(op.call(x, beta, gamma, inverse, simplified, true));
 }
 
 TORCH_LIBRARY_IMPL(vaeiso, CPU, m) {

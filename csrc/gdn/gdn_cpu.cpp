@@ -1,4 +1,4 @@
-// GDN CPU entry points: dtype dispatch, then the AVX2 build of the passes where the CPU has it,
+// GDN CPU entry points: dtype dispatch, then the AVX2 build of the kernels where the CPU has it,
 // else the baseline (gdn_cpu_passes.h).
 #include "cpu_dtype.h"
 #include "cpu_isa.h"
@@ -12,33 +12,39 @@ VAEISO_GDN_DECLARE_PASSES(isa_default)
 VAEISO_GDN_DECLARE_PASSES(isa_avx2)
 #endif
 
-void fx_cpu(const at::Tensor& x, at::Tensor& fx, Variant v) {
-  VAEISO_CPU_DISPATCH(x.scalar_type(), "gdn_fx_cpu", [&] {
-    VAEISO_PICK(fx<S>, cptr<S>(x), mptr<acc_t<S>>(fx), x.numel(), v);
+namespace {
+// (N, C, positions) of a dense tensor in the chosen layout
+struct Shape {
+  int64_t N, C, Sp;
+};
+Shape shape_of(const at::Tensor& x, bool cl) {
+  const int64_t N = x.size(0), C = x.size(1), M = C == 0 ? 0 : x.numel() / C;
+  return cl ? Shape{N, C, M} : Shape{N, C, N == 0 ? 0 : M / N};
+}
+template <typename T>
+T* opt_ptr(at::Tensor& t) {
+  return t.defined() ? mptr<T>(t) : nullptr;
+}
+}  // namespace
+
+void forward_cpu(const at::Tensor& x, const at::Tensor& beta, const at::Tensor& gamma,
+                 at::Tensor& out, at::Tensor& norm, bool cl, Variant v) {
+  const auto s = shape_of(x, cl);
+  VAEISO_CPU_DISPATCH(x.scalar_type(), "gdn_forward_cpu", [&] {
+    using A = acc_t<S>;
+    VAEISO_PICK(forward<S>, cptr<S>(x), cptr<A>(beta), cptr<A>(gamma), mptr<S>(out), opt_ptr<A>(norm),
+                s.N, s.C, s.Sp, cl, v);
   });
 }
 
-void forward_epilogue_cpu(const at::Tensor& x, at::Tensor& norm, const at::Tensor& beta,
-                          at::Tensor& out, int64_t C, int64_t inner, Variant v) {
-  VAEISO_CPU_DISPATCH(x.scalar_type(), "gdn_forward_epilogue_cpu", [&] {
-    VAEISO_PICK(forward_epilogue<S>, cptr<S>(x), mptr<acc_t<S>>(norm), cptr<acc_t<S>>(beta),
-                mptr<S>(out), x.numel(), C, inner, v);
-  });
-}
-
-void backward_t_cpu(const at::Tensor& g, const at::Tensor& x, const at::Tensor& norm,
-                    at::Tensor& t, at::Tensor& fx, Variant v) {
-  VAEISO_CPU_DISPATCH(x.scalar_type(), "gdn_backward_t_cpu", [&] {
-    VAEISO_PICK(backward_t<S>, cptr<S>(g), cptr<S>(x), cptr<acc_t<S>>(norm), mptr<acc_t<S>>(t),
-                fx.defined() ? mptr<acc_t<S>>(fx) : nullptr, x.numel(), v);
-  });
-}
-
-void backward_x_cpu(const at::Tensor& g, const at::Tensor& x, const at::Tensor& norm,
-                    const at::Tensor& u, at::Tensor& gx, Variant v) {
-  VAEISO_CPU_DISPATCH(x.scalar_type(), "gdn_backward_x_cpu", [&] {
-    VAEISO_PICK(backward_x<S>, cptr<S>(g), cptr<S>(x), cptr<acc_t<S>>(norm), cptr<acc_t<S>>(u),
-                mptr<S>(gx), x.numel(), v);
+void backward_cpu(const at::Tensor& g, const at::Tensor& x, const at::Tensor& norm,
+                  const at::Tensor& gamma, at::Tensor& gx, at::Tensor& gbeta, at::Tensor& ggamma,
+                  bool cl, Variant v) {
+  const auto s = shape_of(x, cl);
+  VAEISO_CPU_DISPATCH(x.scalar_type(), "gdn_backward_cpu", [&] {
+    using A = acc_t<S>;
+    VAEISO_PICK(backward<S>, cptr<S>(g), cptr<S>(x), cptr<A>(norm), cptr<A>(gamma), opt_ptr<S>(gx),
+                opt_ptr<A>(gbeta), opt_ptr<A>(ggamma), s.N, s.C, s.Sp, cl, v);
   });
 }
 

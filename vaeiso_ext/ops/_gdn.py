@@ -39,7 +39,8 @@ def gdn(x: Tensor, beta: Tensor, gamma: Tensor, inverse: bool = False, simplifie
     """
     return dispatch((x, beta, gamma),
                     lambda: torch.ops.vaeiso.gdn(x, beta, gamma, inverse, simplified),
-                    lambda: call_kernel(torch.ops.vaeiso.gdn_forward.default, x, beta, gamma, inverse, simplified)[0],
+                    lambda: call_kernel(torch.ops.vaeiso.gdn_forward.default, x, beta, gamma, inverse, simplified,
+                                        False)[0],
                     lambda: _gdn_apply(x, beta, gamma, inverse, simplified)[0])
 
 
@@ -71,9 +72,10 @@ def _check(x: Tensor, beta: Tensor, gamma: Tensor) -> None:
 
 
 @torch.library.register_fake("vaeiso::gdn_forward")
-def _gdn_forward_fake(x, beta, gamma, inverse=False, simplified=False):
+def _gdn_forward_fake(x, beta, gamma, inverse=False, simplified=False, need_norm=True):
     _check(x, beta, gamma)
-    return _empty_like_layout(x, x.dtype), _empty_like_layout(x, _acc_dtype(x))
+    norm = _empty_like_layout(x, _acc_dtype(x)) if need_norm else x.new_empty((0,), dtype=_acc_dtype(x))
+    return _empty_like_layout(x, x.dtype), norm
 
 
 @torch.library.register_fake("vaeiso::gdn_backward")
@@ -140,23 +142,29 @@ def _backward(ctx, grad_out, _grad_norm=None):
     """Shared by the autograd.Function and the custom op's registered autograd."""
     x, beta, gamma, norm = ctx.saved_tensors
     mask = [bool(m) for m in ctx.needs_input_grad[:3]]
+    rest = (None,) * (len(ctx.needs_input_grad) - 3)  # the flags: inverse, simplified (, need_norm)
     if grad_out is None or not any(mask):
-        return None, None, None, None, None
+        return (None, None, None) + rest
+    if norm.numel() != x.numel():
+        raise RuntimeError("gdn_forward: called with need_norm=False, so it has no gradient; "
+                           "call it with need_norm=True to differentiate it")
     if fused_ok(grad_out, x, beta, gamma):
         gx, gb, gg = call_kernel(torch.ops.vaeiso.gdn_backward.default, grad_out, x, norm, gamma, ctx.inverse,
                                  ctx.simplified, mask)
         gx, gb, gg = (gx if mask[0] else None, gb if mask[1] else None, gg if mask[2] else None)
     else:
         gx, gb, gg = _backward_torch(grad_out, x, beta, gamma, ctx.inverse, ctx.simplified, mask)
-    return gx, gb, gg, None, None
+    return (gx, gb, gg) + rest
 
 
 def _setup_context(ctx, inputs, output):
-    x, beta, gamma, inverse, simplified = inputs
+    x, beta, gamma, inverse, simplified = inputs[:5]
     _out, norm = output
     ctx.save_for_backward(x, beta, gamma, norm)
     ctx.inverse, ctx.simplified = inverse, simplified
     ctx.mark_non_differentiable(norm)
+    # norm never receives a gradient: do not let autograd fill a zero tensor of x's size for it
+    ctx.set_materialize_grads(False)
 
 
 def _forward(x, beta, gamma, inverse, simplified):
