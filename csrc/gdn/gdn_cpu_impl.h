@@ -11,6 +11,7 @@
 #include <ATen/Parallel.h>
 
 #include <algorithm>
+#include <type_traits>
 #include <vector>
 
 
@@ -78,16 +79,54 @@ struct Blocks {
   int64_t b_ld(int64_t n) const { return cl ? C : n; }
 };
 
-// fn(tensor offset, buffer offset, channel) over a block's elements, contiguous innermost.
+// fn(tensor offset, buffer offset, channel, length) for each contiguous run of a block: one
+// channel's positions (channel-first; channel c) or one position's channels (channel-last;
+// channel -1: the run spans all channels).
 template <typename Fn>
-inline void each(const Blocks& B, int64_t n, Fn&& fn) {
+inline void each_run(const Blocks& B, int64_t n, Fn&& fn) {
   if (B.cl) {
-    for (int64_t j = 0; j < n; ++j)
-      for (int64_t c = 0; c < B.C; ++c) fn(j * B.C + c, j * B.C + c, c);
+    for (int64_t j = 0; j < n; ++j) fn(j * B.C, j * B.C, int64_t(-1), B.C);
   } else {
-    for (int64_t c = 0; c < B.C; ++c)
-      for (int64_t j = 0; j < n; ++j) fn(c * B.S + j, c * n + j, c);
+    for (int64_t c = 0; c < B.C; ++c) fn(c * B.S, c * n, c, n);
   }
+}
+
+// The element-wise passes over one contiguous run. Restrict-qualified parameters: with this
+// many streams the compiler would otherwise give up its alias checks and not vectorise.
+template <typename SV, typename S, typename A>
+void fx_run(const S* __restrict x, A* __restrict fx, int64_t len) {
+  for (int64_t i = 0; i < len; ++i) fx[i] = f(load(x[i]), SV::simplified);
+}
+
+// norm += beta (one value when kOneBeta: a channel-first run; norm stored back when kKeep),
+// out = x scale(norm)
+template <typename SV, bool kOneBeta, bool kKeep, typename S, typename A>
+void epilogue_run(const S* __restrict x, A* __restrict nrm, const A* __restrict beta, S* __restrict out,
+                  int64_t len) {
+  for (int64_t i = 0; i < len; ++i) {
+    const A nv = nrm[i] + beta[kOneBeta ? 0 : i];
+    if constexpr (kKeep) nrm[i] = nv;
+    out[i] = store<S>(load(x[i]) * scale(nv, SV::inverse, SV::simplified));
+  }
+}
+
+// t = dL/dnorm; f(x) when kFx (for the gamma gradient); the scale s when kS (for gx)
+template <typename SV, bool kFx, bool kS, typename S, typename A>
+void first_run(const S* __restrict g, const S* __restrict x, const A* __restrict nrm, A* __restrict t,
+               A* __restrict fx, A* __restrict sc, int64_t len) {
+  for (int64_t i = 0; i < len; ++i) {
+    const A xv = load(x[i]);
+    const auto k = scales(nrm[i], SV::inverse, SV::simplified);
+    t[i] = load(g[i]) * xv * k.ds;
+    if constexpr (kFx) fx[i] = f(xv, SV::simplified);
+    if constexpr (kS) sc[i] = k.s;
+  }
+}
+
+template <typename SV, typename S, typename A>
+void gx_run(const S* __restrict g, const S* __restrict x, const A* __restrict sc, const A* __restrict u,
+            S* __restrict gx, int64_t len) {
+  for (int64_t i = 0; i < len; ++i) gx[i] = store<S>(grad_x_s(load(g[i]), load(x[i]), sc[i], u[i], SV::simplified));
 }
 
 // norm block = gamma @ fx block (the block's channel mixing), written at `np` with leading
@@ -149,22 +188,18 @@ void forward(const S* xp, const acc_t<S>* beta, const acc_t<S>* gamma, S* op, ac
         const auto blk = B.at(i);
         const S* x = xp + blk.base;
         S* out = op + blk.base;
-        each(B, blk.n, [&](int64_t o, int64_t q, int64_t) { fx[q] = f(load(x[o]), SV::simplified); });
-        // out = x scale(norm), norm = beta + (gamma f(x)) read from (and stored back to) nrm[at(o, q)]
-        auto epilogue = [&](A* nrm, auto at) {
-          each(B, blk.n, [&](int64_t o, int64_t q, int64_t c) {
-            const A nv = nrm[at(o, q)] + beta[c];
-            nrm[at(o, q)] = nv;
-            out[o] = store<S>(load(x[o]) * scale(nv, SV::inverse, SV::simplified));
-          });
-        };
-        if (np) {
-          mix_forward(B, blk.n, gamma, fx.data(), np + blk.base, B.t_ld());
-          epilogue(np + blk.base, [](int64_t o, int64_t) { return o; });
-        } else {
-          mix_forward(B, blk.n, gamma, fx.data(), nbuf.data(), B.b_ld(blk.n));
-          epilogue(nbuf.data(), [](int64_t, int64_t q) { return q; });
-        }
+        each_run(B, blk.n, [&](int64_t o, int64_t q, int64_t, int64_t len) {
+          fx_run<SV>(x + o, fx.data() + q, len);
+        });
+        // the norm block in the tensor (index o) or in the buffer (index q)
+        A* nrm = np ? np + blk.base : nbuf.data();
+        mix_forward(B, blk.n, gamma, fx.data(), nrm, np ? B.t_ld() : B.b_ld(blk.n));
+        each_run(B, blk.n, [&](int64_t o, int64_t q, int64_t c, int64_t len) {
+          if (np && c >= 0) epilogue_run<SV, true, true>(x + o, nrm + o, beta + c, out + o, len);
+          else if (np) epilogue_run<SV, false, true>(x + o, nrm + o, beta, out + o, len);
+          else if (c >= 0) epilogue_run<SV, true, false>(x + o, nrm + q, beta + c, out + o, len);
+          else epilogue_run<SV, false, false>(x + o, nrm + q, beta, out + o, len);
+        });
       }
     });
   });
@@ -185,7 +220,7 @@ void backward(const S* gp, const S* xp, const acc_t<S>* np, const acc_t<S>* gamm
   with_variant(v, [&](auto sv) {
     using SV = decltype(sv);
     at::parallel_for(0, groups, 1, [&](int64_t g0, int64_t g1) {
-      std::vector<A> t(B.len * C), fx(ggamma ? B.len * C : 0), u(gxp ? B.len * C : 0);
+      std::vector<A> t(B.len * C), fx(ggamma ? B.len * C : 0), u(gxp ? B.len * C : 0), sc(gxp ? B.len * C : 0);
       for (int64_t grp = g0; grp < g1; ++grp) {
         A* gb = gbeta ? gb_part.data() + grp * C : nullptr;
         A* gg = ggamma ? gg_part.data() + grp * C * C : nullptr;
@@ -194,24 +229,24 @@ void backward(const S* gp, const S* xp, const acc_t<S>* np, const acc_t<S>* gamm
           const auto blk = B.at(i);
           const S *g = gp + blk.base, *x = xp + blk.base;
           const A* nrm = np + blk.base;
-          if (gg) {
-            each(B, blk.n, [&](int64_t o, int64_t q, int64_t) {
-              const A xv = load(x[o]);
-              t[q] = grad_norm(load(g[o]), xv, nrm[o], SV::inverse, SV::simplified);
-              fx[q] = f(xv, SV::simplified);
+          // t, f(x) for the gamma gradient, and the scale for gx (kept in sc: no second sqrt)
+          auto first = [&](auto want_fx, auto want_s) {
+            constexpr bool kFx = decltype(want_fx)::value, kS = decltype(want_s)::value;
+            each_run(B, blk.n, [&](int64_t o, int64_t q, int64_t, int64_t len) {
+              first_run<SV, kFx, kS>(g + o, x + o, nrm + o, t.data() + q, fx.data() + q, sc.data() + q, len);
             });
-            gamma_grad_add(B, blk.n, t.data(), fx.data(), gg);
-          } else {
-            each(B, blk.n, [&](int64_t o, int64_t q, int64_t) {
-              t[q] = grad_norm(load(g[o]), load(x[o]), nrm[o], SV::inverse, SV::simplified);
-            });
-          }
+          };
+          if (gg && gxp) first(std::true_type{}, std::true_type{});
+          else if (gg) first(std::true_type{}, std::false_type{});
+          else if (gxp) first(std::false_type{}, std::true_type{});
+          else first(std::false_type{}, std::false_type{});
+          if (gg) gamma_grad_add(B, blk.n, t.data(), fx.data(), gg);
           if (gb) add_channel_sums(B, blk.n, t.data(), gb);
           if (gxp) {
             mix_backward(B, blk.n, gamma, t.data(), u.data());
             S* gx = gxp + blk.base;
-            each(B, blk.n, [&](int64_t o, int64_t q, int64_t) {
-              gx[o] = store<S>(grad_x(load(g[o]), load(x[o]), nrm[o], u[q], SV::inverse, SV::simplified));
+            each_run(B, blk.n, [&](int64_t o, int64_t q, int64_t, int64_t len) {
+              gx_run<SV>(g + o, x + o, sc.data() + q, u.data() + q, gx + o, len);
             });
           }
         }

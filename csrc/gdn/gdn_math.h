@@ -40,24 +40,41 @@ VAEISO_HD T scale(T norm, bool inverse, bool simplified) {
   return inverse ? s : T(1) / s;
 }
 
-// d scale / d norm
+// The backward's scale and d scale / d norm from one square root and one division (r = 1/sqrt n:
+// GDN s = r, ds = -r^3/2; IGDN s = n r, ds = r/2; simplified s = 1/n, ds = -s^2, or s = n, ds = 1).
 template <typename T>
-VAEISO_HD T dscale(T norm, bool inverse, bool simplified) {
-  if (simplified) return inverse ? T(1) : T(-1) / (norm * norm);
-  const T s = vsqrt(norm);
-  return inverse ? T(0.5) / s : T(-0.5) / (norm * s);
+struct Scales {
+  T s, ds;
+};
+
+template <typename T>
+VAEISO_HD Scales<T> scales(T norm, bool inverse, bool simplified) {
+  if (simplified) {
+    if (inverse) return {norm, T(1)};
+    const T s = T(1) / norm;
+    return {s, -s * s};
+  }
+  const T r = T(1) / vsqrt(norm);
+  if (inverse) return {norm * r, T(0.5) * r};
+  return {r, T(-0.5) * r * r * r};
 }
 
-// Backward, per element with g = dL/dy: the part of dL/dx that does not go through the
-// GEMM, and t = dL/dnorm (which feeds dbeta = sum t, dgamma = t f(x)^T, and gamma^T t).
+// Backward, per element with g = dL/dy: t = dL/dnorm (which feeds dbeta = sum t,
+// dgamma = t f(x)^T, and u = gamma^T t), then dL/dx = g s + f'(x) u. The CPU kernel keeps s from
+// the first to the second; the CUDA passes compute it in each.
 template <typename T>
 VAEISO_HD T grad_norm(T g, T x, T norm, bool inverse, bool simplified) {
-  return g * x * dscale(norm, inverse, simplified);
+  return g * x * scales(norm, inverse, simplified).ds;
+}
+
+template <typename T>
+VAEISO_HD T grad_x_s(T g, T x, T s, T u, bool simplified) {
+  return g * s + df(x, simplified) * u;
 }
 
 template <typename T>
 VAEISO_HD T grad_x(T g, T x, T norm, T u, bool inverse, bool simplified) {
-  return g * scale(norm, inverse, simplified) + df(x, simplified) * u;
+  return grad_x_s(g, x, scales(norm, inverse, simplified).s, u, simplified);
 }
 
 VAEISO_ISA_END

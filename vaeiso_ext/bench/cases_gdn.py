@@ -1,4 +1,8 @@
-"""GDN / IGDN benchmark cases: fused op vs the eager reference, torch.compile of it, CompressAI."""
+"""GDN / IGDN benchmark cases: fused op vs the eager reference, torch.compile of it, CompressAI,
+and the GEMM floor: the channel-mixing GEMMs the math cannot avoid, timed alone (forward: one
+(N*H*W, C) x (C, C) product; forward+backward: three, the backward's being gamma^T t and the
+gamma gradient's (C, N*H*W) x (N*H*W, C) reduction). "vs GEMM floor" is floor time / fused time:
+1 would be the op at its limit, 0.67 the op at 1.5x it."""
 
 from __future__ import annotations
 
@@ -14,6 +18,12 @@ def _inputs(N, C, H, W, device, dtype, seed=0):
     beta = (0.5 + torch.rand(C, generator=g)).to(device, dtype)
     gamma = (0.1 * torch.rand(C, C, generator=g)).to(device, dtype)
     return x, beta, gamma
+
+
+def _gemm_operands(M, C, device, dtype, seed=1):
+    """An (M, C) matrix and a (C, C) one: the shapes of GDN's channel-mixing GEMMs."""
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(M, C, generator=g).to(device, dtype), torch.randn(C, C, generator=g).to(device, dtype)
 
 
 def _compressai_fn(C, inverse, beta, gamma, device, dtype):
@@ -46,6 +56,7 @@ def cases(device: str, quick: bool, compile_baselines: bool, fused_gdn=None) -> 
             size = f"N={N} C={C} {H}x{W}"
             elt = x.numel() * x.element_size()
             layer = _compressai_fn(C, inverse, beta, gamma, device, dtype)
+            rows, mix = _gemm_operands(N * H * W, C, device, dtype)
 
             def fused(a, b, g, inverse=inverse):
                 return fused_gdn(a, b, g, inverse)
@@ -62,6 +73,7 @@ def cases(device: str, quick: bool, compile_baselines: bool, fused_gdn=None) -> 
                 base["compile"] = lambda x=x, beta=beta, gamma=gamma, inverse=inverse: compiled(x, beta, gamma, inverse)
             if layer is not None:
                 base["compressai"] = lambda layer=layer, x=x: layer(x)
+            base["GEMM floor"] = lambda rows=rows, mix=mix: torch.mm(rows, mix)
             out.append(Case(name, size, "fwd", lambda fused=fused, x=x, beta=beta, gamma=gamma: fused(x, beta, gamma),
                             {k: _no_grad(v) for k, v in base.items()}, check_fwd, bytes=2 * elt))
 
@@ -83,6 +95,8 @@ def cases(device: str, quick: bool, compile_baselines: bool, fused_gdn=None) -> 
                 lx = x.clone().requires_grad_()
                 bb["compressai"] = fwd_bwd(lambda a, *_params, layer=layer: layer(a),
                                            (lx,) + tuple(layer.parameters()), gy)
+            bb["GEMM floor"] = _no_grad(lambda rows=rows, mix=mix: (torch.mm(rows, mix), torch.mm(rows.t(), rows),
+                                                                  torch.mm(rows, mix)))
             out.append(Case(name, size, "fwd+bwd", fwd_bwd(fused, inputs, gy), bb, check_bwd, bytes=5 * elt,
                             notes="gradients to x, beta, gamma"))
     return out
