@@ -102,6 +102,7 @@ def fake(monkeypatch):
     clock = FakeClock()
     monkeypatch.setattr(core, "WALL", clock)
     monkeypatch.setattr(runner, "copy_bandwidth_gbps", lambda *a, **k: 10.0)
+    monkeypatch.setattr(runner, "gemm_gflops", lambda *a, **k: 100.0)
     env = types.SimpleNamespace(clock=clock, log=[], load=0.0, cases_built=0)
     monkeypatch.setattr(core, "LOAD_READER", lambda: env.load)
     monkeypatch.setattr(core, "CPU_READER", FakeCPU(1.0, 0.0))  # quiet: every asked-for second got
@@ -189,6 +190,27 @@ def test_table_shows_median_ratio_with_spread(fake):
     # a spread with large ratios: fewer decimals, each bound formatted like the median
     report["results"][1].update(speedup=123.4, ratio_min=98.76, ratio_max=150.2)
     assert "| 123x (98.8-150) |" in runner.format_table(report)
+
+
+def test_compute_bound_cases_get_gflops_beside_the_same_run_gemm(fake, monkeypatch):
+    """A case that counts its FLOPs gets GFLOP/s and the fraction of the run's GEMM throughput."""
+    clock = fake.clock
+
+    def cases(device, quick, compile_baselines):
+        return [core.Case("flopop", "tiny", "fwd", _impl(clock, "A", [2.0], fake.log),
+                          {"slow": _impl(clock, "B", [6.0], fake.log)}, lambda: None, flops=50_000_000)]
+
+    monkeypatch.setitem(runner.CASE_FAMILIES, "flop", types.SimpleNamespace(cases=cases))
+    report = runner.run(only=["flop"], progress=False)
+    assert report["gemm_gflops"] == 100.0
+    row = [r for r in report["results"] if r["impl"] == "fused"][0]
+    assert row["gflops"] == pytest.approx(25.0) and row["gemm_fraction"] == pytest.approx(0.25)  # 0.05 GFLOP in 2 ms
+    table = runner.format_table(report)
+    assert "| op | size | mode | fused ms | GB/s | % copy bw | GFLOP/s | % GEMM | vs slow |" in table
+    assert "| flopop | tiny | fwd | 2.000 |  |  | 25.0 | 25% | 3.00x (3.00-3.00) |" in table
+    assert "float32 GEMM 100 GFLOP/s" in runner.format_header(report)
+    # a memory-bound family alone: no GFLOP/s columns
+    assert "GFLOP/s" not in runner.format_table(runner.run(only=["fake"], progress=False))
 
 
 # ------------------------------------------------------------------ busy detection

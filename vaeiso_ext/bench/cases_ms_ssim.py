@@ -14,6 +14,7 @@ import torch
 from .. import ops
 from .. import reference as ref
 from ..ops._ssim import one_minus_ssim
+from .cases_ssim import filter_flops
 from .core import Case, assert_close, fwd_bwd
 
 try:
@@ -59,7 +60,8 @@ def _baselines_ms(compiled):
 
 def _baselines_l1(compiled):
     b = {
-        "fused 1-ssim + eager L1": lambda a, b: (1 - W_SSIM) * _l1(a, b) + W_SSIM * one_minus_ssim(a, b),
+        # the same "same" padding as ssim_l1_loss's default: the same work
+        "fused 1-ssim + eager L1": lambda a, b: (1 - W_SSIM) * _l1(a, b) + W_SSIM * one_minus_ssim(a, b, padding="same"),
         "eager": lambda a, b: ref.ssim_l1_loss(a, b, ssim_weight=W_SSIM),
     }
     if compiled is not None:
@@ -70,7 +72,20 @@ def _baselines_l1(compiled):
     return b
 
 
-def _cases_for(op, fused, reference, baselines, sizes, device):
+def _ms_flops(N, C, H, W, maps):
+    """filter_flops over the five levels (valid windows; each level halves, rounding up)."""
+    total = 0
+    for _ in range(5):
+        total += filter_flops(N, C, H, W, maps)
+        H, W = (H + H % 2) // 2, (W + W % 2) // 2
+    return total
+
+
+def _l1_flops(N, C, H, W, maps):
+    return filter_flops(N, C, H, W, maps, same=True)  # ssim_l1_loss pads "same" (3DGS)
+
+
+def _cases_for(op, fused, reference, baselines, sizes, device, flops):
     out = []
     for N, C, H, W in sizes:
         x, y = _images(N, C, H, W, device)
@@ -83,7 +98,7 @@ def _cases_for(op, fused, reference, baselines, sizes, device):
 
         out.append(Case(op, size, "fwd", _no_grad(lambda x=x, y=y: fused(x, y)),
                         {k: _no_grad(lambda f=f, x=x, y=y: f(x, y)) for k, f in baselines.items()},
-                        check_fwd, bytes=2 * elt))
+                        check_fwd, bytes=2 * elt, flops=flops(N, C, H, W, 5)))
 
         xr, yr = x.clone().requires_grad_(), y.clone().requires_grad_()
         gy = torch.rand(N, device=device)
@@ -97,16 +112,16 @@ def _cases_for(op, fused, reference, baselines, sizes, device):
 
         out.append(Case(op, size, "fwd+bwd", fwd_bwd(fused, (xr, yr), gy),
                         {k: fwd_bwd(f, (xr, yr), gy) for k, f in baselines.items()},
-                        check_bwd, bytes=6 * elt))
+                        check_bwd, bytes=6 * elt, flops=flops(N, C, H, W, 10)))
     return out
 
 
 def cases(device: str, quick: bool, compile_baselines: bool) -> list[Case]:
-    sizes = [(2, 3, 176, 176)] if quick else [(16, 3, 256, 256), (4, 3, 512, 768)]
+    sizes = [(2, 3, 176, 176)] if quick else [(4, 3, 256, 256), (16, 3, 256, 256), (4, 3, 512, 768)]
     c_ms = torch.compile(ref.ms_ssim, dynamic=False) if compile_baselines else None
     c_l1 = torch.compile(lambda a, b: ref.ssim_l1_loss(a, b, ssim_weight=W_SSIM), dynamic=False) \
         if compile_baselines else None
-    return (_cases_for("ms_ssim", ops.ms_ssim, ref.ms_ssim, _baselines_ms(c_ms), sizes, device)
+    return (_cases_for("ms_ssim", ops.ms_ssim, ref.ms_ssim, _baselines_ms(c_ms), sizes, device, _ms_flops)
             + _cases_for("ssim_l1_loss", lambda a, b: ops.ssim_l1_loss(a, b, ssim_weight=W_SSIM),
                          lambda a, b: ref.ssim_l1_loss(a, b, ssim_weight=W_SSIM), _baselines_l1(c_l1),
-                         sizes, device))
+                         sizes, device, _l1_flops))

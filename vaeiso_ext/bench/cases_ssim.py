@@ -46,6 +46,16 @@ def gram_gemm_eager(x, v, window_size=11, sigma=1.5, k1=0.01, k2=0.03, data_rang
     return G / mu_x[0].numel()
 
 
+def filter_flops(n, c, h, w, maps, window=11, same=False):
+    """FLOPs of the textbook SSIM's filtering: ``maps`` separable ``window``-tap filterings of each
+    (image, channel) plane (2 per tap: the row pass over h x wo values, the column pass over
+    ho x wo). The textbook forward filters five maps (mu_x, mu_y, x^2, y^2, xy), its backward
+    five more (their adjoints): the work pytorch_msssim's convolutions do. The small per-position
+    SSIM formula is not counted: the figure is a floor on the work, for GFLOP/s."""
+    ho, wo = (h, w) if same else (h - window + 1, w - window + 1)
+    return maps * n * c * 2 * window * (h * wo + ho * wo)
+
+
 def _no_grad(fn):
     def run():
         with torch.no_grad():
@@ -73,7 +83,8 @@ def _ssim_cases(device, quick, compiled):
         if _ms_ssim is not None:
             base["pytorch_msssim"] = lambda x=x, y=y: _ms_ssim(x, y, data_range=1, size_average=False)
         out.append(Case("ssim", size, "fwd", _no_grad(lambda x=x, y=y: ops.ssim(x, y)),
-                        {k: _no_grad(v) for k, v in base.items()}, check_fwd, bytes=2 * elt))
+                        {k: _no_grad(v) for k, v in base.items()}, check_fwd, bytes=2 * elt,
+                        flops=filter_flops(N, C, H, W, 5)))
 
         xr, yr = x.clone().requires_grad_(), y.clone().requires_grad_()
         gy = torch.rand(N, device=device)
@@ -91,7 +102,8 @@ def _ssim_cases(device, quick, compiled):
         if _ms_ssim is not None:
             bb["pytorch_msssim"] = fwd_bwd(lambda a, b: _ms_ssim(a, b, data_range=1, size_average=False), (xr, yr), gy)
         # forward reads x, y; backward reads them again and writes both gradients
-        out.append(Case("ssim", size, "fwd+bwd", fwd_bwd(ops.ssim, (xr, yr), gy), bb, check_bwd, bytes=6 * elt))
+        out.append(Case("ssim", size, "fwd+bwd", fwd_bwd(ops.ssim, (xr, yr), gy), bb, check_bwd, bytes=6 * elt,
+                        flops=filter_flops(N, C, H, W, 10)))
     return out
 
 

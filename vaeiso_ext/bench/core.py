@@ -84,6 +84,7 @@ class Case:
     check: Callable[[], None]  # raises AssertionError when the fused result is wrong
     bytes: int = 0  # ideal traffic of one call, for GB/s
     notes: str = ""
+    flops: int = 0  # floating-point operations of the textbook algorithm, for GFLOP/s (0: not compute-bound)
 
 
 @dataclass
@@ -97,6 +98,8 @@ class Result:
     speedup: float | None = None  # baseline rows: median over the pairs of baseline / fused
     gbps: float | None = None
     bw_fraction: float | None = None
+    gflops: float | None = None  # fused rows of cases with flops: achieved GFLOP/s
+    gemm_fraction: float | None = None  # ... over the same run's float32 GEMM GFLOP/s
     extra: dict = field(default_factory=dict)
     ratios: list[float] | None = None  # baseline rows: baseline / fused of each A/B pair
     ratio_min: float | None = None
@@ -206,8 +209,18 @@ def copy_bandwidth_gbps(device: str, mbytes: int = 256, block_s: float = BLOCK_S
     return 2 * src.numel() * 4 / (ms * 1e-3) / 1e9
 
 
+def gemm_gflops(device: str, n: int = 1024, block_s: float = BLOCK_S) -> float:
+    """Measured float32 GEMM throughput (an n x n by n x n product), GFLOP/s: the machine's
+    compute limit as the vendor BLAS reaches it, for the compute-bound ops' "% GEMM" column."""
+    g = torch.Generator().manual_seed(0)
+    a = torch.randn(n, n, generator=g).to(device)
+    b = torch.randn(n, n, generator=g).to(device)
+    ms = median_ms(lambda: torch.mm(a, b), device, block_s)
+    return 2 * n ** 3 / (ms * 1e-3) / 1e9
+
+
 def run_case(case: Case, device: str, bandwidth: float, pairs: int = PAIRS, block_s: float = BLOCK_S,
-             usage: Usage | None = None) -> list[Result]:
+             usage: Usage | None = None, gemm: float = 0.0) -> list[Result]:
     """Check the fused result, then time the fused implementation against each baseline in
     ``pairs`` alternating A/B pairs of blocks. A wrong fused result is a failure row, never a
     speedup. ``usage`` collects the CPU use of every timed block (for busy detection)."""
@@ -242,8 +255,10 @@ def run_case(case: Case, device: str, bandwidth: float, pairs: int = PAIRS, bloc
         fused_blocks = [time_block(case.fused, device, fused_reps, usage) for _ in range(pairs)]
     fused_ms = statistics.median(fused_blocks)
     gbps = case.bytes / (fused_ms * 1e-3) / 1e9 if case.bytes else None
+    gflops = case.flops / (fused_ms * 1e-3) / 1e9 if case.flops else None
     fused_row = Result(case.op, case.size, case.mode, "fused", fused_ms, gbps=gbps,
-                       bw_fraction=(gbps / bandwidth) if gbps and bandwidth else None)
+                       bw_fraction=(gbps / bandwidth) if gbps and bandwidth else None,
+                       gflops=gflops, gemm_fraction=(gflops / gemm) if gflops and gemm else None)
     return [fused_row] + rows
 
 

@@ -21,7 +21,7 @@ from dataclasses import asdict
 import torch
 
 from . import cases_distance, cases_gdn, cases_ms_ssim, cases_ssim, core
-from .core import MIN_PAIRS, copy_bandwidth_gbps, run_case
+from .core import MIN_PAIRS, copy_bandwidth_gbps, gemm_gflops, run_case
 
 # op family -> module with cases(device, quick, compile_baselines)
 CASE_FAMILIES = {"gdn": cases_gdn, "ssim": cases_ssim, "distance": cases_distance, "ms_ssim": cases_ms_ssim}
@@ -66,6 +66,7 @@ def run(device="cpu", quick=False, threads=None, only=None, compile_baselines=Tr
     pairs = pairs or (core.QUICK_PAIRS if quick else core.PAIRS)
     block_s = core.QUICK_BLOCK_S if quick else core.BLOCK_S
     bandwidth = copy_bandwidth_gbps(device, mbytes=32 if quick else 256, block_s=block_s)
+    gemm = gemm_gflops(device, n=256 if quick else 1024, block_s=block_s)
     usage = core.Usage()
     rows = []
     for fam in families:
@@ -76,7 +77,7 @@ def run(device="cpu", quick=False, threads=None, only=None, compile_baselines=Tr
         for case in cases:
             if progress:  # on stdout: stderr carries errors only
                 print(f"  {case.op:18s} {case.size:24s} {case.mode:8s}", flush=True)
-            rows.extend(run_case(case, device, bandwidth, pairs, block_s, usage))
+            rows.extend(run_case(case, device, bandwidth, pairs, block_s, usage, gemm))
     load_after = core.LOAD_READER()
     cpu_count = os.cpu_count() or 1
     reasons = core.busy_reasons(load_before, cpu_count, usage.share)
@@ -93,6 +94,7 @@ def run(device="cpu", quick=False, threads=None, only=None, compile_baselines=Tr
         "pairs": pairs,
         "block_ms": 1e3 * block_s,
         "copy_bandwidth_gbps": bandwidth,
+        "gemm_gflops": gemm,
         "cpu_count": cpu_count,
         "load_before": load_before,
         "load_after": load_after,
@@ -124,7 +126,8 @@ def format_header(report: dict) -> str:
     load = lambda v: "n/a" if v is None else f"{v:.2f}"  # noqa: E731
     lines = [f"vaeiso_ext.bench on {report['device']} ({report['device_name']}), "
              f"{report['threads']} threads, torch {report['torch']}, "
-             f"copy bandwidth {report['copy_bandwidth_gbps']:.1f} GB/s"]
+             f"copy bandwidth {report['copy_bandwidth_gbps']:.1f} GB/s"
+             + (f", float32 GEMM {report['gemm_gflops']:.0f} GFLOP/s" if report.get("gemm_gflops") else "")]
     if "load_before" in report:
         lines.append(f"load average {load(report['load_before'])} before, {load(report['load_after'])} after "
                      f"({report['cpu_count']} cores); CPU share while timing "
@@ -144,16 +147,22 @@ def format_table(report: dict) -> str:
         groups.setdefault(key, {})[r["impl"]] = r
         if r["impl"] != "fused" and r["impl"] not in impls:
             impls.append(r["impl"])
-    head = ["op", "size", "mode", "fused ms", "GB/s", "% copy bw"] + [f"vs {i}" for i in impls]
+    # GFLOP/s columns only when some case counts its FLOPs (compute-bound ops)
+    compute = any(r.get("gflops") for r in report["results"])
+    head = (["op", "size", "mode", "fused ms", "GB/s", "% copy bw"] + (["GFLOP/s", "% GEMM"] if compute else [])
+            + [f"vs {i}" for i in impls])
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for (op, size, mode), g in groups.items():
         f = g.get("fused", {})
         if f.get("status", "ok") != "ok":
-            cells = [op, size, mode, f["status"], "", ""] + ["" for _ in impls]
+            cells = [op, size, mode, f["status"], "", ""] + (["", ""] if compute else []) + ["" for _ in impls]
         else:
             cells = [op, size, mode, f"{f['median_ms']:.3f}",
                      f"{f['gbps']:.1f}" if f.get("gbps") else "",
                      f"{100 * f['bw_fraction']:.0f}%" if f.get("bw_fraction") else ""]
+            if compute:
+                cells += [f"{f['gflops']:.1f}" if f.get("gflops") else "",
+                          f"{100 * f['gemm_fraction']:.0f}%" if f.get("gemm_fraction") else ""]
             for i in impls:
                 b = g.get(i)
                 if b is None:
