@@ -103,6 +103,7 @@ def fake(monkeypatch):
     monkeypatch.setattr(core, "WALL", clock)
     monkeypatch.setattr(runner, "copy_bandwidth_gbps", lambda *a, **k: 10.0)
     monkeypatch.setattr(runner, "gemm_gflops", lambda *a, **k: 100.0)
+    monkeypatch.setattr(core, "steady_allocator", lambda: "fake allocator policy")  # leave pytest's malloc alone
     env = types.SimpleNamespace(clock=clock, log=[], load=0.0, cases_built=0)
     monkeypatch.setattr(core, "LOAD_READER", lambda: env.load)
     monkeypatch.setattr(core, "CPU_READER", FakeCPU(1.0, 0.0))  # quiet: every asked-for second got
@@ -211,6 +212,40 @@ def test_compute_bound_cases_get_gflops_beside_the_same_run_gemm(fake, monkeypat
     assert "float32 GEMM 100 GFLOP/s" in runner.format_header(report)
     # a memory-bound family alone: no GFLOP/s columns
     assert "GFLOP/s" not in runner.format_table(runner.run(only=["fake"], progress=False))
+
+
+def test_cli_records_the_allocator_policy(fake, tmp_path):
+    out = tmp_path / "r.json"
+    assert runner.main(["--only", "fake", "--json", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert report["allocator"] == "fake allocator policy"
+    assert "fake allocator policy" in runner.format_header(report)
+
+
+def test_steady_allocator_fixes_glibc_thresholds():
+    """In a subprocess (it changes malloc for the whole process): on glibc the policy is set and
+    a large temporary no longer costs a fresh mapping each time."""
+    import subprocess
+    import sys
+
+    code = (
+        "import resource, torch\n"
+        "from vaeiso_ext.bench import core\n"
+        "def faults():\n"
+        "  a = resource.getrusage(resource.RUSAGE_SELF).ru_minflt\n"
+        "  for _ in range(20): torch.empty(4 << 20).fill_(1)\n"
+        "  return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - a\n"
+        "before = faults(); policy = core.steady_allocator(); faults(); after = faults()\n"
+        "print(policy, before, after)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd="/")
+    assert out.returncode == 0, out.stderr[-2000:]
+    words = out.stdout.split()
+    if words[0] == "None":
+        pytest.skip("not glibc")
+    before, after = int(words[-2]), int(words[-1])
+    assert "glibc malloc" in out.stdout
+    assert after < before / 4  # 16 MB temporaries: re-faulted each time before, reused after
 
 
 # ------------------------------------------------------------------ busy detection

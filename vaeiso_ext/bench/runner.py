@@ -49,10 +49,11 @@ def _parse(argv):
 
 
 def run(device="cpu", quick=False, threads=None, only=None, compile_baselines=True, overrides=None,
-        progress=True, pairs=None, load_before=None) -> dict:
+        progress=True, pairs=None, load_before=None, allocator=None) -> dict:
     """Run the benchmark and return the JSON-ready report. ``overrides`` maps a family to keyword
     arguments for its ``cases()`` (the test hook that injects a wrong kernel). ``load_before`` is
-    the load average read before the start (read here when not given)."""
+    the load average read before the start (read here when not given); ``allocator`` describes
+    the allocator policy the caller set (``core.steady_allocator``), recorded as is."""
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise SystemExit("bench: --device cuda asked for, but torch sees no CUDA device")
     if load_before is None:
@@ -95,6 +96,7 @@ def run(device="cpu", quick=False, threads=None, only=None, compile_baselines=Tr
         "block_ms": 1e3 * block_s,
         "copy_bandwidth_gbps": bandwidth,
         "gemm_gflops": gemm,
+        "allocator": allocator,
         "cpu_count": cpu_count,
         "load_before": load_before,
         "load_after": load_after,
@@ -132,6 +134,8 @@ def format_header(report: dict) -> str:
         lines.append(f"load average {load(report['load_before'])} before, {load(report['load_after'])} after "
                      f"({report['cpu_count']} cores); CPU share while timing "
                      + ("n/a" if share is None else f"{100 * share:.1f}%"))
+    if report.get("allocator"):
+        lines.append(report["allocator"] + " (the same steady state for every implementation)")
     pairs = f"median of {report['pairs']} A/B pairs (min-max over the pairs)" if "pairs" in report else "medians"
     lines.append(f"speedup = baseline time / fused time; {pairs}")
     return "\n".join(lines)
@@ -211,7 +215,7 @@ def main(argv=None) -> int:
         if reasons:
             return _error(_refusal(reasons, args.json, ran=False))
     report = run(args.device, args.quick, args.threads, args.only, not args.no_compile,
-                 pairs=args.pairs, load_before=load_before)
+                 pairs=args.pairs, load_before=load_before, allocator=core.steady_allocator())
     print("\n" + format_header(report) + "\n")
     print(format_table(report))
     if args.json:
