@@ -61,7 +61,8 @@ def _baselines_ms(compiled):
 def _baselines_l1(compiled):
     b = {
         # the same "same" padding as ssim_l1_loss's default: the same work
-        "fused 1-ssim + eager L1": lambda a, b: (1 - W_SSIM) * _l1(a, b) + W_SSIM * one_minus_ssim(a, b, padding="same"),
+        "fused 1-ssim + eager L1": lambda a, b: ((1 - W_SSIM) * _l1(a, b)
+                                                 + W_SSIM * one_minus_ssim(a, b, padding="same")),
         "eager": lambda a, b: ref.ssim_l1_loss(a, b, ssim_weight=W_SSIM),
     }
     if compiled is not None:
