@@ -37,6 +37,9 @@ TORCH_LIBRARY(vaeiso, m) {
   m.def("ssim_metric_gram(Tensor x, Tensor v, *, bool diagonal=False, int window_size=11,"
         " float sigma=1.5, float k1=0.01, float k2=0.03, float data_range=1.0,"
         " str padding=\"valid\") -> Tensor");
+  // Private: the CUDA launch planner as integers, so that CPU-only builds test it
+  // (csrc/ssim/ssim_cuda_plan.h, tests/test_cuda_kernels.py).
+  m.def("_ssim_cuda_plan(int window_size, int acc_bytes, int smem_limit, str kind) -> int[]");
 
   // ---- Pair distances (docs/ops.md, pair_distances): kernels in csrc/distance/ ----
 

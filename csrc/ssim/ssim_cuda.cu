@@ -6,8 +6,9 @@
 // into one partial per tile; a second kernel adds the partials per output in double, in a fixed
 // order (deterministic: no atomics). The forward also sums |y - x| over the tile's own pixels
 // for the fused L1 loss; ssim_pairs keeps the base statistics of the tile in registers and loops
-// over the K others. The backward filters the derivative maps with the adjoint window (vertical
-// pass into shared memory, horizontal pass in registers) and writes dense gradients.
+// over the K others; ssim_filter (under ssim_metric_gram) runs on the same tile filter. The
+// backward filters the derivative maps with the adjoint window (vertical pass into shared
+// memory, horizontal pass in registers) and writes dense gradients.
 // float16/bfloat16 are read and written as such and computed in float.
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
@@ -241,38 +242,26 @@ __global__ void __launch_bounds__(kThreads)
 
 // -------------------------------------------------------------------------------- filter
 
-// Forward: tmp (M, H + 2 pad, Wo) horizontal, then dst (M, Ho, Wo) vertical.
+// Forward, on the tile staging of the SSIM pass: dst (M, Ho, Wo) from the dense planes src
+// (M, H, W); g.N = M planes of one channel.
 template <typename scalar_t, typename acc_t>
-__global__ void filter_h_kernel(const scalar_t* __restrict__ src, acc_t* __restrict__ tmp,
-                                Window<acc_t> win, Geometry g, int64_t total) {
-  const int64_t Hp = g.H + 2 * g.pad;
-  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < total;
-       i += int64_t(blockDim.x) * gridDim.x) {
-    const int64_t j = i % g.Wo, r = (i / g.Wo) % Hp, m = i / (g.Wo * Hp);
-    const int64_t ar = r - g.pad;
-    acc_t s = 0;
-    if (ar >= 0 && ar < g.H) {
-      const scalar_t* row = src + (m * g.H + ar) * g.W;
-      for (int t = 0; t < g.ws; ++t) {
-        const int64_t ac = j + t - g.pad;
-        if (ac >= 0 && ac < g.W) s += win.w[t] * ld<scalar_t, acc_t>(row, ac);
-      }
+__global__ void __launch_bounds__(kThreads)
+    filter_kernel(const scalar_t* __restrict__ src, Window<acc_t> win, Geometry g, int chunk,
+                  scalar_t* __restrict__ dst) {
+  extern __shared__ unsigned char smem_raw[];
+  acc_t* h = reinterpret_cast<acc_t*>(smem_raw);  // 1 x R x kTW
+  const int ty = threadIdx.y;
+  const int64_t o0 = int64_t(blockIdx.y) * kTH, j = int64_t(blockIdx.x) * kTW + threadIdx.x;
+  for (int64_t plane = blockIdx.z; plane < g.N; plane += gridDim.z) {
+    const scalar_t* sp = src + plane * g.H * g.W;
+    acc_t v[kRowsPerThread][1];
+    filter_tile<1>(win, g, chunk, o0, j, h, v, [&](int64_t ar, int64_t ac, acc_t wt, acc_t (&s)[1]) {
+      s[0] += wt * ld<scalar_t, acc_t>(sp, ar * g.W + ac);
+    });
+    for (int ii = 0; ii < kRowsPerThread; ++ii) {
+      const int64_t oi = o0 + ty + ii * kBY;
+      if (oi < g.Ho && j < g.Wo) dst[(plane * g.Ho + oi) * g.Wo + j] = static_cast<scalar_t>(v[ii][0]);
     }
-    tmp[i] = s;
-  }
-}
-
-template <typename scalar_t, typename acc_t>
-__global__ void filter_v_kernel(const acc_t* __restrict__ tmp, scalar_t* __restrict__ dst,
-                                Window<acc_t> win, Geometry g, int64_t total) {
-  const int64_t Hp = g.H + 2 * g.pad;
-  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < total;
-       i += int64_t(blockDim.x) * gridDim.x) {
-    const int64_t j = i % g.Wo, r = (i / g.Wo) % g.Ho, m = i / (g.Wo * g.Ho);
-    const acc_t* col = tmp + (m * Hp + r) * g.Wo + j;
-    acc_t s = 0;
-    for (int t = 0; t < g.ws; ++t) s += win.w[t] * col[t * g.Wo];
-    dst[i] = static_cast<scalar_t>(s);
   }
 }
 
@@ -435,13 +424,11 @@ void filter_cuda(const at::Tensor& src, const std::vector<double>& window, int64
     const auto acc_opts = src.options().dtype(c10::CppTypeToScalarType<acc_t>::value);
     const auto win = make_window<acc_t>(window);
     if (!transpose) {
-      auto tmp = at::empty({M, g.H + 2 * g.pad, g.Wo}, acc_opts);
-      const int64_t n1 = tmp.numel(), n2 = dst.numel();
-      filter_h_kernel<scalar_t, acc_t><<<blocks_for(n1, threads), threads, 0, stream>>>(
-          src.const_data_ptr<scalar_t>(), tmp.mutable_data_ptr<acc_t>(), win, g, n1);
-      C10_CUDA_KERNEL_LAUNCH_CHECK();
-      filter_v_kernel<scalar_t, acc_t><<<blocks_for(n2, threads), threads, 0, stream>>>(
-          tmp.const_data_ptr<acc_t>(), dst.mutable_data_ptr<scalar_t>(), win, g, n2);
+      // Planned as the forward pass (5 staged planes, 1 used): always within the device's limit.
+      auto kernel = filter_kernel<scalar_t, acc_t>;
+      const auto p = plan_launch<acc_t>(kernel, cuda_plan::Pass::kForward, ws, "ssim_filter");
+      kernel<<<tile_grid(g.Wo, g.Ho, M), dim3(kBX, kBY), p.dynamic_bytes, stream>>>(
+          src.const_data_ptr<scalar_t>(), win, g, static_cast<int>(p.chunk), dst.mutable_data_ptr<scalar_t>());
       C10_CUDA_KERNEL_LAUNCH_CHECK();
     } else {
       auto tmp = at::empty({M, g.H, g.Wo}, acc_opts);
