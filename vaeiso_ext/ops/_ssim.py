@@ -15,7 +15,7 @@ function and the argument) and divides the images by their range (:func:`scale_b
 the kernels see values of order 1 at any scale.
 
 Sections: public wrappers; argument checks; range and padding; the SSIM pass; fake
-implementations; autograd.
+implementations; autograd (the metric Gram's composite under transforms last).
 """
 
 import math
@@ -154,12 +154,16 @@ def ssim_metric_gram(x: Tensor, v: Tensor, *, diagonal: bool = False, window_siz
     fn = "ssim_metric_gram"
     out_dtype = check_batch(fn, x, v, "x", "v")
     x, v, ws, sigma, k1, k2, dr, same = _prepare(fn, x, v, window_size, sigma, k1, k2, data_range, padding)
-    if not compiling() and _transformed(x, v):
-        out = _metric_gram_composite(x, v, bool(diagonal), ws, sigma, k1, k2, dr, same)
-    else:
-        out = torch.ops.vaeiso.ssim_metric_gram(x, v, diagonal=bool(diagonal), window_size=ws, sigma=sigma,
-                                                k1=k1, k2=k2, data_range=dr,
-                                                padding="same" if same else "valid")
+
+    def op():
+        return torch.ops.vaeiso.ssim_metric_gram(x, v, diagonal=bool(diagonal), window_size=ws, sigma=sigma,
+                                                 k1=k1, k2=k2, data_range=dr, padding="same" if same else "valid")
+
+    # The C++ composite differentiates through ATen and ssim_filter's registered autograd; under
+    # forward AD or a torch.func transform the same composite runs in Python instead.
+    out = dispatch((x, v), op, op,
+                   lambda: _metric_gram_composite(x, v, bool(diagonal), ws, sigma, k1, k2, dr, same)
+                   if _transformed(x, v) else op())
     return out.to(out_dtype)
 
 
