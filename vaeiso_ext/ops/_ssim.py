@@ -30,6 +30,7 @@ from torch.autograd import forward_ad
 from ._modes import HALF, acc_dtype, call_kernel, compiling, dispatch, fused_ok, merge_batch, need_maps
 from ._modes import register_no_double_backward, split_batch, with_eager_twin
 
+
 def ssim(x: Tensor, y: Tensor, *, window_size: int = 11, sigma: float = 1.5, k1: float = 0.01,
          k2: float = 0.03, data_range=1.0, padding: str = "valid") -> Tensor:
     """Structural similarity per image, fused forward and backward (docs/ops.md).
@@ -80,14 +81,12 @@ def one_minus_ssim(x: Tensor, y: Tensor, *, window_size: int = 11, sigma: float 
     return _ssim_value("one_minus_ssim", x, y, window_size, sigma, k1, k2, data_range, padding, loss=True)
 
 
-
 def _ssim_value(fn, x, y, window_size, sigma, k1, k2, data_range, padding, loss):
     out_dtype = check_pair(fn, x, y)
     x, y, ws, sigma, k1, k2, dr, same = _prepare(fn, x, y, window_size, sigma, k1, k2, data_range, padding)
     one_minus, _ = ssim_pass(x, y, ws, sigma, k1, k2, dr, same, cs_only=False, with_l1=False)
     v = one_minus.mean(1)  # the mean over channels of the per-channel 1 - SSIM
     return (v if loss else 1 - v).to(out_dtype)
-
 
 
 def ssim_pairs(base: Tensor, others: Tensor, *, window_size: int = 11, sigma: float = 1.5,
@@ -464,7 +463,6 @@ def _ssim_backward_fake(grad, grad_l1, x, y, maps, window_size, sigma, same_padd
     return x.new_empty(x.shape), y.new_empty(y.shape)
 
 
-
 @torch.library.register_fake("vaeiso::ssim_pairs")
 def _ssim_pairs_fake(base, others, *, window_size=11, sigma=1.5, k1=0.01, k2=0.03, data_range=1.0,
                      padding="valid"):
@@ -751,7 +749,6 @@ def _pairs_grads_unsummed(g, base, others, args):
     g_om = (g.to(acc_dtype(base)).reshape(N * K, 1) / C).expand(N * K, C)
     gx, gy = _grads(g_om, None, xb, others.reshape(xb.shape), base.new_empty((0,)), args)
     return gx.reshape(others.shape), gy.reshape(others.shape)
-
 
 
 def _pairs_setup(ctx, inputs, keyword_only_inputs, output):
