@@ -17,15 +17,19 @@ TORCH_LIBRARY(vaeiso, m) {
 
   // ---- SSIM family (docs/ops.md, ssim to ssim_metric_gram): kernels in csrc/ssim/ ----
 
-  // `ssim_forward` filters x and d = y - x (cancellation-free 1 - SSIM, ssim_math.h) and returns
-  // SSIM, or 1 - SSIM when `loss`; `maps` (N, C, 4, Ho, Wo) holds the per-position derivatives
-  // the backward filters back onto the pixels (empty unless `need_maps`). `ssim` and
-  // `ssim_metric_gram` are composites; `ssim_filter` is the separable window filter (and its
-  // adjoint) they are built on.
+  // `ssim_forward` is the one SSIM pass under ssim, one_minus_ssim, ms_ssim and ssim_l1_loss:
+  // it filters x and d = y - x (cancellation-free, ssim_math.h) and returns per (image, channel)
+  // the mean of 1 - v (v = SSIM, or the contrast-structure term cs when `cs_only`), the mean
+  // |y - x| when `with_l1` (else empty), and `maps` (N, C, 4, Ho, Wo), the per-position
+  // derivatives the backward filters back onto the pixels (empty unless `need_maps`); all in the
+  // accumulation dtype. `ssim_backward` takes the gradients of both (N, C) outputs (`grad_l1`
+  // empty without the L1 term). `ssim` and `ssim_metric_gram` are composites; `ssim_filter` is
+  // the separable window filter (and its adjoint).
   m.def("ssim_forward(Tensor x, Tensor y, int window_size, float sigma, float k1, float k2,"
-        " float data_range, bool same_padding, bool loss, bool need_maps) -> (Tensor out, Tensor maps)");
-  m.def("ssim_backward(Tensor grad, Tensor x, Tensor y, Tensor maps, int window_size, float sigma,"
-        " bool same_padding) -> (Tensor grad_x, Tensor grad_y)");
+        " float data_range, bool same_padding, bool cs_only, bool with_l1, bool need_maps)"
+        " -> (Tensor one_minus, Tensor l1, Tensor maps)");
+  m.def("ssim_backward(Tensor grad, Tensor grad_l1, Tensor x, Tensor y, Tensor maps, int window_size,"
+        " float sigma, bool same_padding) -> (Tensor grad_x, Tensor grad_y)");
   m.def("ssim(Tensor x, Tensor y, *, int window_size=11, float sigma=1.5, float k1=0.01,"
         " float k2=0.03, float data_range=1.0, str padding=\"valid\") -> Tensor");
   m.def("ssim_pairs(Tensor base, Tensor others, *, int window_size=11, float sigma=1.5,"
@@ -34,16 +38,9 @@ TORCH_LIBRARY(vaeiso, m) {
   m.def("ssim_metric_gram(Tensor x, Tensor v, *, bool diagonal=False, int window_size=11,"
         " float sigma=1.5, float k1=0.01, float k2=0.03, float data_range=1.0,"
         " str padding=\"valid\") -> Tensor");
-
-  // `ssim_channels` (behind ms_ssim and ssim_l1_loss; kernels in csrc/ssim/ms_ssim*) returns the
-  // per-(image, channel) mean of 1 - v (v = cs when `cs_only`, else SSIM), the mean |y - x| per
-  // channel when `with_l1` (else empty), and the derivative maps of the former when `need_maps`
-  // (else empty).
-  m.def("ssim_channels(Tensor x, Tensor y, int window_size, float sigma, float k1, float k2,"
-        " float data_range, bool same_padding, bool cs_only, bool with_l1, bool need_maps)"
-        " -> (Tensor one_minus, Tensor l1, Tensor maps)");
-  m.def("ssim_channels_backward(Tensor grad, Tensor grad_l1, Tensor x, Tensor y, Tensor maps,"
-        " int window_size, float sigma, bool same_padding) -> (Tensor grad_x, Tensor grad_y)");
+  // Private: the CUDA launch planner as integers, so that CPU-only builds test it
+  // (csrc/ssim/ssim_cuda_plan.h, tests/test_cuda_kernels.py).
+  m.def("_ssim_cuda_plan(int window_size, int acc_bytes, int smem_limit, str kind) -> int[]");
 
   // ---- Pair distances (docs/ops.md, pair_distances): kernels in csrc/distance/ ----
 

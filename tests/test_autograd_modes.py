@@ -395,8 +395,8 @@ def test_mixed_devices_raise_naming_the_argument():
     with pytest.raises(ValueError, match="ssim: y: expected a tensor on cpu"):
         ops.ssim(xr, meta, **SSIM_KW)
     with pytest.raises(RuntimeError, match="ssim_backward: maps: expected a tensor on cpu"):
-        torch.ops.vaeiso.ssim_backward(torch.ones(2, dtype=D), x, y, torch.empty(2, 2, 4, 3, 4, device="meta"),
-                                       5, 1.5, False)
+        torch.ops.vaeiso.ssim_backward(torch.ones(2, 2, dtype=D), x.new_empty(0), x, y,
+                                       torch.empty(2, 2, 4, 3, 4, device="meta"), 5, 1.5, False)
 
 
 def test_meta_inputs_give_meta_outputs():

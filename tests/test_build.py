@@ -19,8 +19,12 @@ def test_build_info():
 
 
 def test_ops_registered():
-    for name in ("gdn", "gdn_forward", "gdn_backward"):
+    for name in ("gdn", "gdn_forward", "gdn_backward", "ssim", "ssim_forward", "ssim_backward", "ssim_pairs",
+                 "ssim_filter", "ssim_metric_gram", "pair_distances"):
         assert hasattr(torch.ops.vaeiso, name)
+    # one SSIM forward / backward pair serves the whole SSIM family
+    for name in ("ssim_channels", "ssim_channels_backward"):
+        assert not hasattr(torch.ops.vaeiso, name)
 
 
 def test_torch_mismatch_raises_clear_import_error():

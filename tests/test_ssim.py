@@ -158,9 +158,9 @@ def test_ssim_gradient_of_one_input_only_and_no_grad_forward():
     torch.testing.assert_close(ya.grad, yr.grad, rtol=1e-9, atol=1e-14)
     # Forward without maps (need_maps=False), then backward anyway: the maps are recomputed.
     xa = x.clone().requires_grad_()
-    out, maps = torch.ops.vaeiso.ssim_forward(xa, y, 11, 1.5, 0.01, 0.03, 1.0, False, False, False)
+    om, _, maps = torch.ops.vaeiso.ssim_forward(xa, y, 11, 1.5, 0.01, 0.03, 1.0, False, False, False, False)
     assert maps.numel() == 0
-    out.sum().backward()
+    (1 - om.mean(1)).sum().backward()
     xr = x.clone().requires_grad_()
     ref.ssim(xr, y).sum().backward()
     torch.testing.assert_close(xa.grad, xr.grad, rtol=1e-9, atol=1e-14)
@@ -186,9 +186,10 @@ def test_ssim_double_backward_matches_reference():
     # float64, the same formula summed in another order: round-off only
     torch.testing.assert_close(got[0], want[0], rtol=1e-9, atol=1e-12)
     # the raw backward kernel has no derivative of its own and says so
-    _, maps = torch.ops.vaeiso.ssim_forward(x, y, 3, 1.5, 0.01, 0.03, 1.0, False, False, True)
+    _, _, maps = torch.ops.vaeiso.ssim_forward(x, y, 3, 1.5, 0.01, 0.03, 1.0, False, False, False, True)
     xg = x.clone().requires_grad_()
-    gx, _ = torch.ops.vaeiso.ssim_backward(torch.ones(1, dtype=x.dtype), xg, y, maps, 3, 1.5, False)
+    gx, _ = torch.ops.vaeiso.ssim_backward(torch.ones(1, 1, dtype=x.dtype), x.new_empty(0), xg, y, maps, 3, 1.5,
+                                           False)
     with pytest.raises(RuntimeError, match="ssim_backward: the raw backward kernel has no derivative"):
         torch.autograd.grad(gx.sum(), xg)
 
@@ -548,11 +549,16 @@ def test_opcheck():
     xg, yg = x.clone().requires_grad_(), y.clone().requires_grad_()
     o = (x.unsqueeze(1) + 0.1 * torch.randn(2, 3, 2, 10, 11, dtype=torch.float64)).requires_grad_()
     v = torch.randn(2, 3, 2, 10, 11, dtype=torch.float64, requires_grad=True)
-    _, maps = torch.ops.vaeiso.ssim_forward(x, y, 5, 1.5, 0.01, 0.03, 1.0, True, False, True)
+    _, _, maps = torch.ops.vaeiso.ssim_forward(x, y, 5, 1.5, 0.01, 0.03, 1.0, True, False, False, True)
+    g = torch.rand(2, 2, dtype=torch.float64)
     cases = [
-        (torch.ops.vaeiso.ssim_forward.default, (xg, yg, 5, 1.5, 0.01, 0.03, 1.0, False, False, True), {}),
-        (torch.ops.vaeiso.ssim_forward.default, (x, y, 5, 1.5, 0.01, 0.03, 1.0, True, True, False), {}),
-        (torch.ops.vaeiso.ssim_backward.default, (torch.ones(2, dtype=torch.float64), x, y, maps, 5, 1.5, True), {}),
+        (torch.ops.vaeiso.ssim_forward.default, (xg, yg, 5, 1.5, 0.01, 0.03, 1.0, False, False, False, True), {}),
+        (torch.ops.vaeiso.ssim_forward.default, (x, y, 5, 1.5, 0.01, 0.03, 1.0, True, False, True, False), {}),
+        # the per-channel pass's other modes (MS-SSIM's cs levels, the fused L1 term)
+        (torch.ops.vaeiso.ssim_forward.default, (xg, yg, 5, 1.5, 0.01, 0.03, 1.0, False, True, False, True), {}),
+        (torch.ops.vaeiso.ssim_forward.default, (xg, yg, 5, 1.5, 0.01, 0.03, 1.0, True, False, True, True), {}),
+        (torch.ops.vaeiso.ssim_backward.default, (g, x.new_empty(0), x, y, maps, 5, 1.5, True), {}),
+        (torch.ops.vaeiso.ssim_backward.default, (g, g, x, y, maps, 5, 1.5, True), {}),
         (torch.ops.vaeiso.ssim.default, (xg, yg), dict(window_size=5, padding="same")),
         (torch.ops.vaeiso.ssim_pairs.default, (xg, o), dict(window_size=5)),
         (torch.ops.vaeiso.ssim_filter.default, (v, 5, 1.5, True, False), {}),

@@ -1,7 +1,9 @@
-// The SSIM family on any device (docs/ops.md, ssim to ssim_metric_gram): argument checks, the Gaussian window, output
-// allocation and the device kernels of ssim_kernels.h; plus the composite public ops `ssim`
-// (over ssim_forward, whose autograd lives in vaeiso_ext/ops/_ssim.py) and `ssim_metric_gram`
-// (window filters and two GEMMs, see docs/design.md, performance rules).
+// The SSIM family on any device (docs/ops.md, ssim to ssim_l1_loss): argument checks, the
+// Gaussian window, output allocation and the device kernels of ssim_kernels.h. `ssim_forward` /
+// `ssim_backward` are the one per-(image, channel) SSIM pass under ssim, one_minus_ssim,
+// ms_ssim and ssim_l1_loss (their reductions and autograd live in vaeiso_ext/ops/_ssim.py);
+// plus the composite public ops `ssim` (1 - the channel mean of ssim_forward) and
+// `ssim_metric_gram` (window filters and two GEMMs, see docs/design.md, performance rules).
 #include <ATen/ATen.h>
 #include <ATen/core/dispatch/Dispatcher.h>
 #include <c10/core/DeviceGuard.h>
@@ -15,8 +17,9 @@
 #include "ssim/ssim_kernels.h"
 
 namespace vaeiso::ssim {
-// Argument checks and the window: external linkage, as ms_ssim.cpp uses them too (declared in
-// ms_ssim_kernels.h).
+namespace {
+// Argument checks (for direct callers of torch.ops.vaeiso: the Python wrappers check first,
+// with the public function's name) and the window.
 
 // Normalised in double on the host, as docs/ops.md says.
 std::vector<double> gaussian_window(int64_t ws, double sigma) {
@@ -98,53 +101,61 @@ at::ScalarType check_pair(const char* op, const at::Tensor& y, const char* yname
 
 at::ScalarType acc_type(const at::Tensor& x) { return vaeiso::acc_type(x.scalar_type()); }
 
-// (end of the checks shared with ms_ssim.cpp)
+}  // namespace
 
-std::tuple<at::Tensor, at::Tensor> ssim_forward(const at::Tensor& x, const at::Tensor& y,
-                                                int64_t window_size, double sigma, double k1,
-                                                double k2, double data_range, bool same_padding,
-                                                bool loss, bool need_maps) {
-  const char* op = "ssim";
+// The one SSIM pass: per (image, channel) the mean of 1 - v (v = SSIM, or cs when `cs_only`),
+// the mean |y - x| when `with_l1`, and the derivative maps when `need_maps`. Outputs in the
+// accumulation dtype (float32 for the half types and autocast's half / float32 mix).
+std::tuple<at::Tensor, at::Tensor, at::Tensor> ssim_forward(
+    const at::Tensor& x, const at::Tensor& y, int64_t window_size, double sigma, double k1,
+    double k2, double data_range, bool same_padding, bool cs_only, bool with_l1, bool need_maps) {
+  const char* op = "ssim_forward";
   check_window(op, window_size, sigma);
   const Constants k = check_constants(op, k1, k2, data_range);
   check_image(op, x, "x", window_size);
-  // A half prediction against a float32 target (or the reverse) computes in float32 and returns
-  // float32; the half input is converted once (the kernels take one dtype).
+  // A half prediction against a float32 target (or the reverse) computes in float32; the half
+  // input is converted once (the kernels take one dtype).
   const auto dt = check_pair(op, y, "y", x, "x", /*mixed=*/true);
   c10::DeviceGuard guard(x.device());
   const Geometry g =
       make_geometry(x.size(0), x.size(1), x.size(2), x.size(3), window_size, same_padding);
-  const auto acc = vaeiso::acc_type(dt);
-  auto out = at::empty({g.N}, x.options().dtype(dt));
-  auto maps = need_maps ? at::empty({g.N, g.C, 4, g.Ho, g.Wo}, x.options().dtype(acc))
-                        : at::empty({0}, x.options().dtype(acc));
-  if (g.N == 0) return {out, maps};
+  const auto acc_opts = x.options().dtype(vaeiso::acc_type(dt));
+  auto one_minus = at::empty({g.N, g.C}, acc_opts);
+  auto l1 = with_l1 ? at::empty({g.N, g.C}, acc_opts) : at::empty({0}, acc_opts);
+  auto maps = need_maps ? at::empty({g.N, g.C, 4, g.Ho, g.Wo}, acc_opts) : at::empty({0}, acc_opts);
+  if (g.N == 0) return {one_minus, l1, maps};
   const auto window = gaussian_window(window_size, sigma);
   const auto xc = x.to(dt), yc = y.to(dt);
-  VAEISO_ON_DEVICE(forward, x, xc, yc, window, g, k, loss, out, maps);
-  return {out, maps};
+  VAEISO_ON_DEVICE(forward, x, xc, yc, window, g, k, Mode{cs_only, with_l1}, one_minus, l1, maps);
+  return {one_minus, l1, maps};
 }
 
-std::tuple<at::Tensor, at::Tensor> ssim_backward(const at::Tensor& grad, const at::Tensor& x,
-                                                 const at::Tensor& y, const at::Tensor& maps,
-                                                 int64_t window_size, double sigma,
-                                                 bool same_padding) {
+std::tuple<at::Tensor, at::Tensor> ssim_backward(const at::Tensor& grad, const at::Tensor& grad_l1,
+                                                 const at::Tensor& x, const at::Tensor& y,
+                                                 const at::Tensor& maps, int64_t window_size,
+                                                 double sigma, bool same_padding) {
   const char* op = "ssim_backward";
   check_window(op, window_size, sigma);
   check_image(op, x, "x", window_size);
   const auto dt = check_pair(op, y, "y", x, "x", /*mixed=*/true);
-  TORCH_CHECK(grad.dim() == 1 && grad.size(0) == x.size(0), op, ": grad: expected shape (",
-              x.size(0), ",), got ", grad.sizes());
-  TORCH_CHECK(grad.scalar_type() == dt, op, ": grad: expected dtype ", dt,
-              " (the dtype of ssim_forward's output), got ", grad.scalar_type());
+  const auto acc = vaeiso::acc_type(dt);
+  const int64_t N = x.size(0), C = x.size(1);
+  TORCH_CHECK(grad.dim() == 2 && grad.size(0) == N && grad.size(1) == C, op,
+              ": grad: expected shape (", N, ", ", C, "), got ", grad.sizes());
+  check_float_dtype(grad, "ssim_backward: grad");
   check_same_device(grad, x, "ssim_backward: grad", "x");
-  const Geometry g =
-      make_geometry(x.size(0), x.size(1), x.size(2), x.size(3), window_size, same_padding);
+  const bool l1 = grad_l1.numel() > 0;
+  TORCH_CHECK(!l1 || (grad_l1.dim() == 2 && grad_l1.size(0) == N && grad_l1.size(1) == C), op,
+              ": grad_l1: expected shape (", N, ", ", C, ") or an empty tensor, got ", grad_l1.sizes());
+  if (l1) {
+    check_float_dtype(grad_l1, "ssim_backward: grad_l1");
+    check_same_device(grad_l1, x, "ssim_backward: grad_l1", "x");
+  }
+  const Geometry g = make_geometry(N, C, x.size(2), x.size(3), window_size, same_padding);
   TORCH_CHECK(maps.dim() == 5 && maps.size(0) == g.N && maps.size(1) == g.C && maps.size(2) == 4 &&
                   maps.size(3) == g.Ho && maps.size(4) == g.Wo,
               op, ": maps: expected shape (", g.N, ", ", g.C, ", 4, ", g.Ho, ", ", g.Wo,
               ") from ssim_forward(need_maps=True), got ", maps.sizes());
-  const auto acc = vaeiso::acc_type(dt);
   TORCH_CHECK(maps.scalar_type() == acc, op, ": maps: expected dtype ", acc, ", got ",
               maps.scalar_type());
   check_same_device(maps, x, "ssim_backward: maps", "x");
@@ -154,10 +165,11 @@ std::tuple<at::Tensor, at::Tensor> ssim_backward(const at::Tensor& grad, const a
   auto gy = at::empty(x.sizes(), x.options().dtype(dt));
   if (g.N > 0) {
     const auto window = gaussian_window(window_size, sigma);
-    const auto gc = grad.contiguous();
+    const auto gc = grad.to(acc).contiguous();
+    const auto glc = l1 ? grad_l1.to(acc).contiguous() : grad_l1;
     const auto mc = maps.contiguous();
     const auto xc = x.to(dt), yc = y.to(dt);
-    VAEISO_ON_DEVICE(backward, x, gc, xc, yc, mc, window, g, gx, gy);
+    VAEISO_ON_DEVICE(backward, x, gc, glc, xc, yc, mc, window, g, gx, gy);
   }
   return {gx.to(x.scalar_type()), gy.to(y.scalar_type())};
 }
@@ -228,9 +240,9 @@ at::Tensor ssim_filter(const at::Tensor& t, int64_t window_size, double sigma, b
 
 namespace {
 
-using ForwardFn = std::tuple<at::Tensor, at::Tensor>(const at::Tensor&, const at::Tensor&, int64_t,
-                                                     double, double, double, double, bool, bool,
-                                                     bool);
+using ForwardFn = std::tuple<at::Tensor, at::Tensor, at::Tensor>(const at::Tensor&, const at::Tensor&,
+                                                                 int64_t, double, double, double,
+                                                                 double, bool, bool, bool, bool);
 using FilterFn = at::Tensor(const at::Tensor&, int64_t, double, bool, bool);
 
 at::Tensor call_filter(const at::Tensor& t, int64_t ws, double sigma, bool same, bool transpose) {
@@ -242,8 +254,8 @@ at::Tensor call_filter(const at::Tensor& t, int64_t ws, double sigma, bool same,
 
 }  // namespace
 
-// The public op: ssim_forward (whose autograd is registered in Python) with the derivative
-// maps only when a gradient will be asked for.
+// The public op: 1 - the channel mean of ssim_forward's 1 - SSIM (whose autograd is registered
+// in Python), with the derivative maps only when a gradient will be asked for.
 at::Tensor ssim(const at::Tensor& x, const at::Tensor& y, int64_t window_size, double sigma,
                 double k1, double k2, double data_range, c10::string_view padding) {
   static const auto op = c10::Dispatcher::singleton()
@@ -251,7 +263,10 @@ at::Tensor ssim(const at::Tensor& x, const at::Tensor& y, int64_t window_size, d
                              .typed<ForwardFn>();
   const bool same = parse_padding("ssim", padding);
   const bool need_maps = at::GradMode::is_enabled() && (x.requires_grad() || y.requires_grad());
-  return std::get<0>(op.call(x, y, window_size, sigma, k1, k2, data_range, same, false, need_maps));
+  const auto one_minus =
+      std::get<0>(op.call(x, y, window_size, sigma, k1, k2, data_range, same, false, false, need_maps));
+  const auto dt = x.scalar_type() == y.scalar_type() ? x.scalar_type() : one_minus.scalar_type();
+  return at::rsub(one_minus.mean(1), 1).to(dt);
 }
 
 // u^T G_x v for all pairs of directions (docs/ops.md, ssim_metric_gram), as two weighted Gram products:

@@ -25,29 +25,33 @@ void strides_of(const at::Tensor& t, int64_t (&s)[D]) {
 }  // namespace
 
 void forward_cpu(const at::Tensor& x, const at::Tensor& y, const std::vector<double>& window,
-                 const Geometry& g, Constants k, bool loss, at::Tensor& out, at::Tensor& maps) {
-  // Per-image means of 1 - SSIM, accumulated in double by the kernel.
-  auto mean = at::empty({g.N}, x.options().dtype(at::kDouble));
+                 const Geometry& g, Constants k, Mode mode, at::Tensor& one_minus, at::Tensor& l1,
+                 at::Tensor& maps) {
+  // Means per (image, channel) in double from the kernel, rounded once to the output dtype.
+  auto om = at::empty({g.N, g.C}, x.options().dtype(at::kDouble));
+  auto lm = at::empty({mode.with_l1 ? g.N : 0, g.C}, x.options().dtype(at::kDouble));
   int64_t sx[4], sy[4];
   strides_of(x, sx);
   strides_of(y, sy);
   VAEISO_CPU_DISPATCH(x.scalar_type(), "ssim_forward_cpu", [&] {
-    VAEISO_PICK(forward<S>, cptr<S>(x), sx, cptr<S>(y), sy, window.data(), g, k, loss,
-                maps.numel() > 0 ? mptr<acc_t<S>>(maps) : nullptr, mptr<double>(mean));
+    VAEISO_PICK(forward<S>, cptr<S>(x), sx, cptr<S>(y), sy, window.data(), g, k, mode,
+                maps.numel() > 0 ? mptr<acc_t<S>>(maps) : nullptr, mptr<double>(om),
+                mode.with_l1 ? mptr<double>(lm) : nullptr);
   });
-  out.copy_(loss ? mean : 1.0 - mean);
+  one_minus.copy_(om);
+  if (mode.with_l1) l1.copy_(lm);
 }
 
-void backward_cpu(const at::Tensor& grad, const at::Tensor& x, const at::Tensor& y,
-                  const at::Tensor& maps, const std::vector<double>& window, const Geometry& g,
-                  at::Tensor& grad_x, at::Tensor& grad_y) {
-  const auto ga = grad.to(maps.scalar_type()).contiguous();
+void backward_cpu(const at::Tensor& grad, const at::Tensor& grad_l1, const at::Tensor& x,
+                  const at::Tensor& y, const at::Tensor& maps, const std::vector<double>& window,
+                  const Geometry& g, at::Tensor& grad_x, at::Tensor& grad_y) {
   int64_t sx[4], sy[4];
   strides_of(x, sx);
   strides_of(y, sy);
   VAEISO_CPU_DISPATCH(x.scalar_type(), "ssim_backward_cpu", [&] {
-    VAEISO_PICK(backward<S>, cptr<acc_t<S>>(ga), cptr<S>(x), sx, cptr<S>(y), sy,
-                cptr<acc_t<S>>(maps), window.data(), g, mptr<S>(grad_x), mptr<S>(grad_y));
+    VAEISO_PICK(backward<S>, cptr<acc_t<S>>(grad), grad_l1.numel() > 0 ? cptr<acc_t<S>>(grad_l1) : nullptr,
+                cptr<S>(x), sx, cptr<S>(y), sy, cptr<acc_t<S>>(maps), window.data(), g, mptr<S>(grad_x),
+                mptr<S>(grad_y));
   });
 }
 

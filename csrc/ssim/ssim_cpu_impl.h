@@ -1,7 +1,9 @@
 // CPU passes of the SSIM family. Work is split into tasks of (image, channel, strip of rows);
-// each task filters its strip separably (horizontal pass into a cache-resident buffer, then
-// vertical pass) and evaluates ssim_math.h per position. Per-task sums land in a fixed slot and
-// are added in a fixed order, so results do not depend on the thread count.
+// each task runs the one strip pipeline (strip_pass: the moment rows staged, filtered
+// horizontally into a cache-resident buffer, then vertically) and evaluates ssim_math.h per
+// position. The per-(image, channel) forward (1 - SSIM or 1 - cs, optional L1), ssim_pairs and
+// ssim_filter all run on it. Per-task sums land in a fixed slot and are added in a fixed order,
+// so results do not depend on the thread count.
 //
 // Compiled once per instruction set (ssim_cpu_default.cpp, ssim_cpu_avx2.cpp) into the namespace
 // VAEISO_CPU_ISA (see host_device.h); ssim_cpu.cpp dispatches on dtype and picks one at run time.
@@ -14,6 +16,7 @@
 #include <ATen/Parallel.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstring>
 #include <vector>
 
@@ -122,9 +125,8 @@ VAEISO_AI void gather_row(const S* src, int64_t stride, int64_t n, T* dst) {
   }
 }
 
-// One image row of a strip pass: x and d = y - x into the padded row buffers xr, dr (their
-// margins stay zero) and the products x*x, d*d, x*d. Shared by the SSIM and the per-channel
-// (MS-SSIM, SSIM + L1) forward passes.
+// One image row of the forward: x and d = y - x into the padded row buffers xr, dr (their
+// margins stay zero) and the products x*x, d*d, x*d.
 template <typename S, typename T>
 VAEISO_AI void stage_row(const S* xsrc, int64_t xs, const S* ysrc, int64_t ys, int64_t W, int64_t pad,
                          T* xr, T* dr, T* pxx, T* pdd, T* pxd) {
@@ -141,17 +143,34 @@ VAEISO_AI void stage_row(const S* xsrc, int64_t xs, const S* ysrc, int64_t ys, i
   }
 }
 
-// The horizontal window pass of the five staged rows into row r of the five maps in h.
-template <typename T>
-VAEISO_AI void filter_staged_row(const T* xr, const T* dr, const T* pxx, const T* pdd, const T* pxd,
-                                 const T* w, int ws, T* h, int64_t rows, int64_t r, int64_t Wo) {
-  const T* src[5] = {xr, dr, pxx, pdd, pxd};
-  for (int m = 0; m < 5; ++m) fir(src[m], 1, w, ws, h + (m * rows + r) * Wo, Wo);
-}
-
 template <typename T>
 VAEISO_AI void zero(T* p, int64_t n) {
   for (int64_t j = 0; j < n; ++j) p[j] = T(0);
+}
+
+// The strip pipeline. For output rows [o0, o1) of one plane: each image row the window reaches
+// is staged by `stage(ar, r, src)` (image row ar, strip row r; it points src[0..NM) at NM rows
+// padded by g.pad on each side, margins zero) and filtered horizontally into h (NM planes of
+// `hrows` x Wo); then each output row i is filtered vertically into v (NM x Wo) and handed to
+// `emit(i, v)`. Rows outside the image are zero (the "same" padding).
+template <int NM, typename T, typename Stage, typename Emit>
+VAEISO_AI void strip_pass(const Geometry& g, const T* w, int64_t o0, int64_t o1, int64_t hrows, T* h,
+                          T* v, Stage&& stage, Emit&& emit) {
+  const int64_t ws = g.ws, Wo = g.Wo, nrows = o1 - o0 + ws - 1;
+  for (int64_t r = 0; r < nrows; ++r) {
+    const int64_t ar = o0 + r - g.pad;
+    if (ar < 0 || ar >= g.H) {
+      for (int m = 0; m < NM; ++m) zero(h + (m * hrows + r) * Wo, Wo);
+      continue;
+    }
+    const T* src[NM];
+    stage(ar, r, src);
+    for (int m = 0; m < NM; ++m) fir(src[m], 1, w, ws, h + (m * hrows + r) * Wo, Wo);
+  }
+  for (int64_t i = o0; i < o1; ++i) {
+    for (int m = 0; m < NM; ++m) fir(h + (m * hrows + (i - o0)) * Wo, Wo, w, ws, v + m * Wo, Wo);
+    emit(i, static_cast<const T*>(v));
+  }
 }
 
 // Rows per strip: the strip's horizontal results (`maps` arrays of Wo) stay in about 192 KB;
@@ -175,12 +194,12 @@ std::vector<T> cast_window(const double* w, int64_t ws, bool flip) {
 }
 
 // The derivative maps of one output row from its five moment rows v (x, d, xx, dd, xd).
-template <typename T>
+template <bool CS, typename T>
 VAEISO_AI void grad_row(const T* __restrict v, int64_t Wo, T C1, T C2, T scale, T* __restrict m0,
                         T* __restrict m1, T* __restrict m2, T* __restrict m3) {
   const T *mx = v, *md = v + Wo, *exx = v + 2 * Wo, *edd = v + 3 * Wo, *exd = v + 4 * Wo;
   for (int64_t j = 0; j < Wo; ++j) {
-    const Grad<T> gr = ssim_grad(stats_from_moments(mx[j], exx[j], md[j], edd[j], exd[j]), C1, C2, scale);
+    const Grad<T> gr = value_grad<CS>(stats_from_moments(mx[j], exx[j], md[j], edd[j], exd[j]), C1, C2, scale);
     m0[j] = gr.mx;
     m1[j] = gr.my;
     m2[j] = gr.s;
@@ -188,14 +207,22 @@ VAEISO_AI void grad_row(const T* __restrict v, int64_t Wo, T C1, T C2, T scale, 
   }
 }
 
-// Gradient rows from the adjoint-filtered maps G (mx, my, s, xy; W each), ssim_math.h Grad.
-template <typename S, typename T>
+// Gradient rows from the adjoint-filtered maps G (mx, my, s, xy; W each), ssim_math.h Grad,
+// weighted by gn, plus gl * sign(y - x) for the L1 term (L1: gl = grad_l1 / (H W)).
+template <bool L1, typename S, typename T>
 VAEISO_AI void combine_row(const T* __restrict G, const T* __restrict xr, const T* __restrict yr, T gn,
-                           int64_t W, S* __restrict ox, S* __restrict oy) {
+                           T gl, int64_t W, S* __restrict ox, S* __restrict oy) {
   const T *Gmx = G, *Gmy = G + W, *Gs = G + 2 * W, *Gxy = G + 3 * W;
   for (int64_t j = 0; j < W; ++j) {
-    ox[j] = store<S>(gn * (Gmx[j] + T(2) * xr[j] * Gs[j] + yr[j] * Gxy[j]));
-    oy[j] = store<S>(gn * (Gmy[j] + T(2) * yr[j] * Gs[j] + xr[j] * Gxy[j]));
+    T gx = gn * (Gmx[j] + T(2) * xr[j] * Gs[j] + yr[j] * Gxy[j]);
+    T gy = gn * (Gmy[j] + T(2) * yr[j] * Gs[j] + xr[j] * Gxy[j]);
+    if constexpr (L1) {
+      const T t = gl * sign0(yr[j] - xr[j]);
+      gx -= t;
+      gy += t;
+    }
+    ox[j] = store<S>(gx);
+    oy[j] = store<S>(gy);
   }
 }
 
@@ -210,7 +237,9 @@ struct FwdArgs {
   Geometry g;
   int64_t th, nstrips;
   T C1, C2, scale;
-  double* partial;  // [N * C * nstrips]: sum of 1 - SSIM over the task's positions
+  bool with_l1;
+  double* part_v;   // [N * C * nstrips]: sum of 1 - v over the task's positions
+  double* part_l1;  // [N * C * nstrips]: sum of |y - x| over the task's own image rows
   T* maps;          // nullptr when no backward is needed
 };
 
@@ -220,10 +249,11 @@ int64_t forward_scratch(const Geometry& g, int64_t th) {
   return 5 * Wp + 5 * (th + g.ws - 1) * g.Wo + 6 * g.Wo;
 }
 
-template <typename S, typename T>
+template <bool CS, typename S, typename T>
 VAEISO_AI void forward_tasks(const FwdArgs<S, T>& a, int64_t t0, int64_t t1, T* scratch) {
   const Geometry& g = a.g;
   const int64_t ws = g.ws, pad = g.pad, Wo = g.Wo, Wp = g.W + 2 * pad, rows = a.th + ws - 1;
+  const int64_t P = g.Ho * Wo;
   T* xr = scratch;
   T* dr = xr + Wp;
   T* pxx = dr + Wp;
@@ -235,34 +265,42 @@ VAEISO_AI void forward_tasks(const FwdArgs<S, T>& a, int64_t t0, int64_t t1, T* 
   zero(scratch, 5 * Wp);  // the padding margins stay zero
   for (int64_t task = t0; task < t1; ++task) {
     const int64_t s = task % a.nstrips, nc = task / a.nstrips, c = nc % g.C, n = nc / g.C;
-    const int64_t o0 = s * a.th, o1 = std::min(g.Ho, o0 + a.th), nrows = o1 - o0 + ws - 1;
+    const int64_t o0 = s * a.th, o1 = std::min(g.Ho, o0 + a.th);
+    // Image rows whose |d| this strip counts: [o0 - pad, o1 - pad), the first and last strips
+    // extended to the image's edges, so every row is counted by exactly one strip.
+    const int64_t l1_lo = s == 0 ? 0 : o0 - pad, l1_hi = s + 1 == a.nstrips ? g.H : o1 - pad;
     const S* xp = a.x + n * a.sx[0] + c * a.sx[1];
     const S* yp = a.y + n * a.sy[0] + c * a.sy[1];
-    for (int64_t r = 0; r < nrows; ++r) {
-      const int64_t ar = o0 + r - pad;
-      if (ar < 0 || ar >= g.H) {
-        for (int m = 0; m < 5; ++m) zero(h + (m * rows + r) * Wo, Wo);
-        continue;
-      }
+    double acc = 0, l1 = 0;
+    auto stage = [&](int64_t ar, int64_t, const T** src) {
       stage_row(xp + ar * a.sx[2], a.sx[3], yp + ar * a.sy[2], a.sy[3], g.W, pad, xr, dr, pxx, pdd, pxd);
-      filter_staged_row(xr, dr, pxx, pdd, pxd, a.w, ws, h, rows, r, Wo);
-    }
-    double acc = 0;
-    for (int64_t i = o0; i < o1; ++i) {
-      for (int m = 0; m < 5; ++m) fir(h + (m * rows + (i - o0)) * Wo, Wo, a.w, ws, v + m * Wo, Wo);
-      const T *mx = v, *md = v + Wo, *exx = v + 2 * Wo, *edd = v + 3 * Wo, *exd = v + 4 * Wo;
+      if (a.with_l1 && ar >= l1_lo && ar < l1_hi) {
+        const T* di = dr + pad;
+        T racc = T(0);
+        for (int64_t j = 0; j < g.W; ++j) racc += std::abs(di[j]);
+        l1 += static_cast<double>(racc);
+      }
+      src[0] = xr;
+      src[1] = dr;
+      src[2] = pxx;
+      src[3] = pdd;
+      src[4] = pxd;
+    };
+    auto emit = [&](int64_t i, const T* vv) {
+      const T *mx = vv, *md = vv + Wo, *exx = vv + 2 * Wo, *edd = vv + 3 * Wo, *exd = vv + 4 * Wo;
       for (int64_t j = 0; j < Wo; ++j)
-        lrow[j] = one_minus_ssim(stats_from_moments(mx[j], exx[j], md[j], edd[j], exd[j]), a.C1, a.C2);
+        lrow[j] = one_minus_value<CS>(stats_from_moments(mx[j], exx[j], md[j], edd[j], exd[j]), a.C1, a.C2);
       T racc = T(0);
       for (int64_t j = 0; j < Wo; ++j) racc += lrow[j];
       acc += static_cast<double>(racc);
       if (a.maps != nullptr) {
-        const int64_t P = g.Ho * Wo;
-        T* m0 = a.maps + (n * g.C + c) * 4 * P + i * Wo;
-        grad_row(v, Wo, a.C1, a.C2, a.scale, m0, m0 + P, m0 + 2 * P, m0 + 3 * P);
+        T* m0 = a.maps + nc * 4 * P + i * Wo;
+        grad_row<CS>(vv, Wo, a.C1, a.C2, a.scale, m0, m0 + P, m0 + 2 * P, m0 + 3 * P);
       }
-    }
-    a.partial[task] = acc;
+    };
+    strip_pass<5>(g, a.w, o0, o1, rows, h, v, stage, emit);
+    a.part_v[task] = acc;
+    a.part_l1[task] = l1;
   }
 }
 
@@ -271,7 +309,8 @@ VAEISO_AI void forward_tasks(const FwdArgs<S, T>& a, int64_t t0, int64_t t1, T* 
 
 template <typename S, typename T = acc_t<S>>
 struct BwdArgs {
-  const T* grad;  // (N,) dense
+  const T* grad;     // (N, C) dense
+  const T* grad_l1;  // (N, C) dense, or nullptr
   const S* x;
   const S* y;
   int64_t sx[4], sy[4];
@@ -279,6 +318,7 @@ struct BwdArgs {
   const T* wf;    // flipped window: the adjoint of the filter is a filter with wf
   Geometry g;
   int64_t tr, nstrips;
+  T inv_hw;
   S* gx;
   S* gy;
 };
@@ -307,7 +347,7 @@ VAEISO_AI void adjoint_row(const T* mp, int64_t P, int nmaps, const T* wf, const
   }
 }
 
-template <typename S, typename T>
+template <bool L1, typename S, typename T>
 VAEISO_AI void backward_tasks(const BwdArgs<S, T>& a, int64_t t0, int64_t t1, T* scratch) {
   const Geometry& g = a.g;
   const int64_t W = g.W, P = g.Ho * g.Wo;
@@ -320,14 +360,15 @@ VAEISO_AI void backward_tasks(const BwdArgs<S, T>& a, int64_t t0, int64_t t1, T*
     const int64_t s = task % a.nstrips, nc = task / a.nstrips, c = nc % g.C, n = nc / g.C;
     const int64_t r0 = s * a.tr, r1 = std::min(g.H, r0 + a.tr);
     const T* mp = a.maps + nc * 4 * P;
-    const T gn = a.grad[n];
+    const T gn = a.grad[nc];
+    const T gl = L1 ? a.grad_l1[nc] * a.inv_hw : T(0);
     for (int64_t r = r0; r < r1; ++r) {
       adjoint_row(mp, P, 4, a.wf, g, r, vpad, G);
       gather_row(a.x + n * a.sx[0] + c * a.sx[1] + r * a.sx[2], a.sx[3], W, xr);
       gather_row(a.y + n * a.sy[0] + c * a.sy[1] + r * a.sy[2], a.sy[3], W, yr);
       S* ox = a.gx + (nc * g.H + r) * W;
       S* oy = a.gy + (nc * g.H + r) * W;
-      combine_row(G, xr, yr, gn, W, ox, oy);
+      combine_row<L1>(G, xr, yr, gn, gl, W, ox, oy);
     }
   }
 }
@@ -366,75 +407,62 @@ VAEISO_AI void pairs_tasks(const PairArgs<S, T>& a, int64_t t0, int64_t t1, T* s
   T* v = h + 3 * rows * Wo;    // 3 x Wo
   T* lrow = v + 3 * Wo;        // Wo
   zero(scratch, rows * Wp + 3 * Wp);
+  T *bmu = bst, *bsxx = bst + a.th * Wo, *bx1 = bsxx + a.th * Wo, *bx2 = bx1 + a.th * Wo;
   for (int64_t task = t0; task < t1; ++task) {
     const int64_t kc = task % a.nkc, strip_id = task / a.nkc;
     const int64_t s = strip_id % a.nstrips, nc = strip_id / a.nstrips, c = nc % g.C, n = nc / g.C;
-    const int64_t o0 = s * a.th, o1 = std::min(g.Ho, o0 + a.th), nrows = o1 - o0 + ws - 1;
+    const int64_t o0 = s * a.th, o1 = std::min(g.Ho, o0 + a.th);
     const int64_t k0 = kc * a.kchunk, k1 = std::min(a.K, k0 + a.kchunk);
     const S* bp = a.base + n * a.sb[0] + c * a.sb[1];
-    auto inside = [&](int64_t r) {
-      const int64_t ar = o0 + r - pad;
-      return ar >= 0 && ar < g.H;
-    };
 
-    // Base statistics, once for all k of the chunk.
-    for (int64_t r = 0; r < nrows; ++r) {
+    // Base statistics (moments x, xx), once for all k of the chunk; the base rows are kept.
+    auto stage_base = [&](int64_t ar, int64_t r, const T** src) {
       T* xrow = xrows + r * Wp;
-      if (!inside(r)) {
-        zero(xrow, Wp);
-        zero(h + r * Wo, Wo);
-        zero(h + (rows + r) * Wo, Wo);
-        continue;
-      }
-      gather_row(bp + (o0 + r - pad) * a.sb[2], a.sb[3], g.W, xrow + pad);
+      gather_row(bp + ar * a.sb[2], a.sb[3], g.W, xrow + pad);
       for (int64_t j = 0; j < g.W; ++j) pdd[pad + j] = xrow[pad + j] * xrow[pad + j];
-      fir(xrow, 1, a.w, ws, h + r * Wo, Wo);
-      fir(pdd, 1, a.w, ws, h + (rows + r) * Wo, Wo);
-    }
-    const int64_t nout = o1 - o0;
-    T *bmu = bst, *bsxx = bst + a.th * Wo, *bx1 = bsxx + a.th * Wo, *bx2 = bx1 + a.th * Wo;
-    for (int64_t i = 0; i < nout; ++i) {
-      fir(h + i * Wo, Wo, a.w, ws, v, Wo);
-      fir(h + (rows + i) * Wo, Wo, a.w, ws, v + Wo, Wo);
+      src[0] = xrow;
+      src[1] = pdd;
+    };
+    auto emit_base = [&](int64_t i, const T* vv) {
+      const int64_t o = (i - o0) * Wo;
       for (int64_t j = 0; j < Wo; ++j) {
-        const T mu = v[j], sxx = clamp0(v[Wo + j] - mu * mu);
-        bmu[i * Wo + j] = mu;
-        bsxx[i * Wo + j] = sxx;
-        bx1[i * Wo + j] = mu * mu + a.C1;
-        bx2[i * Wo + j] = T(2) * sxx + a.C2;
+        const T mu = vv[j], sxx = clamp0(vv[Wo + j] - mu * mu);
+        bmu[o + j] = mu;
+        bsxx[o + j] = sxx;
+        bx1[o + j] = mu * mu + a.C1;
+        bx2[o + j] = T(2) * sxx + a.C2;
       }
-    }
+    };
+    strip_pass<2>(g, a.w, o0, o1, rows, h, v, stage_base, emit_base);
 
+    // Per other: the moments d, dd, xd against the kept base rows.
     for (int64_t k = k0; k < k1; ++k) {
       const S* op = a.others + n * a.so[0] + k * a.so[1] + c * a.so[2];
-      for (int64_t r = 0; r < nrows; ++r) {
-        if (!inside(r)) {
-          for (int m = 0; m < 3; ++m) zero(h + (m * rows + r) * Wo, Wo);
-          continue;
-        }
+      auto stage = [&](int64_t ar, int64_t r, const T** src) {
         const T* xrow = xrows + r * Wp;
         T* di = dr + pad;
-        gather_row(op + (o0 + r - pad) * a.so[3], a.so[4], g.W, di);
+        gather_row(op + ar * a.so[3], a.so[4], g.W, di);
         for (int64_t j = 0; j < g.W; ++j) {
           const T xv = xrow[pad + j], dv = di[j] - xv;
           di[j] = dv;
           pdd[pad + j] = dv * dv;
           pxd[pad + j] = xv * dv;
         }
-        fir(dr, 1, a.w, ws, h + r * Wo, Wo);
-        fir(pdd, 1, a.w, ws, h + (rows + r) * Wo, Wo);
-        fir(pxd, 1, a.w, ws, h + (2 * rows + r) * Wo, Wo);
-      }
+        src[0] = dr;
+        src[1] = pdd;
+        src[2] = pxd;
+      };
       double acc = 0;
-      for (int64_t i = 0; i < nout; ++i) {
-        for (int m = 0; m < 3; ++m) fir(h + (m * rows + i) * Wo, Wo, a.w, ws, v + m * Wo, Wo);
-        const T *mu = bmu + i * Wo, *sxx = bsxx + i * Wo, *b1 = bx1 + i * Wo, *b2 = bx2 + i * Wo;
+      auto emit = [&](int64_t i, const T* vv) {
+        const int64_t o = (i - o0) * Wo;
+        const T *mu = bmu + o, *sxx = bsxx + o, *b1 = bx1 + o, *b2 = bx2 + o;
         for (int64_t j = 0; j < Wo; ++j)
-          lrow[j] = one_minus_ssim_pre(mu[j], sxx[j], b1[j], b2[j], v[j], v[Wo + j], v[2 * Wo + j], a.C1);
+          lrow[j] = one_minus_ssim_pre(mu[j], sxx[j], b1[j], b2[j], vv[j], vv[Wo + j], vv[2 * Wo + j], a.C1);
         T racc = T(0);
         for (int64_t j = 0; j < Wo; ++j) racc += lrow[j];
         acc += static_cast<double>(racc);
-      }
+      };
+      strip_pass<3>(g, a.w, o0, o1, rows, h, v, stage, emit);
       a.partial[strip_id * a.K + k] = acc;
     }
   }
@@ -455,7 +483,7 @@ struct FilterArgs {
 template <typename T>
 VAEISO_AI void filter_tasks(const FilterArgs<T>& a, int64_t t0, int64_t t1, T* scratch) {
   const Geometry& g = a.g;
-  const int64_t ws = g.ws, pad = g.pad, Wo = g.Wo, Wp = g.W + 2 * pad, Hp = g.H + 2 * pad;
+  const int64_t ws = g.ws, pad = g.pad, Wo = g.Wo, Wp = g.W + 2 * pad;
   if (a.transpose) {
     T* vpad = scratch;
     zero(vpad, Wo + 2 * (ws - 1));
@@ -465,27 +493,26 @@ VAEISO_AI void filter_tasks(const FilterArgs<T>& a, int64_t t0, int64_t t1, T* s
     }
     return;
   }
-  T* rb = scratch;  // Wp, margins zero
-  T* h = rb + Wp;   // Hp x Wo
+  // The whole plane is one strip of the pipeline.
+  const int64_t rows = g.Ho + ws - 1;
+  T* rb = scratch;    // Wp, margins zero
+  T* h = rb + Wp;     // rows x Wo
+  T* v = h + rows * Wo;  // Wo
   zero(rb, Wp);
   for (int64_t p = t0; p < t1; ++p) {
-    for (int64_t r = 0; r < Hp; ++r) {
-      const int64_t ar = r - pad;
-      if (ar < 0 || ar >= g.H) {
-        zero(h + r * Wo, Wo);
-        continue;
-      }
+    auto stage = [&](int64_t ar, int64_t, const T** src) {
       std::memcpy(rb + pad, a.src + (p * g.H + ar) * g.W, g.W * sizeof(T));
-      fir(rb, 1, a.w, ws, h + r * Wo, Wo);
-    }
-    for (int64_t i = 0; i < g.Ho; ++i) fir(h + i * Wo, Wo, a.w, ws, a.dst + (p * g.Ho + i) * Wo, Wo);
+      src[0] = rb;
+    };
+    auto emit = [&](int64_t i, const T* vv) { std::memcpy(a.dst + (p * g.Ho + i) * Wo, vv, Wo * sizeof(T)); };
+    strip_pass<1>(g, a.w, 0, g.Ho, rows, h, v, stage, emit);
   }
 }
 
 
 template <typename S>
 void forward(const S* x, const int64_t* sx, const S* y, const int64_t* sy, const double* window,
-             const Geometry& g, Constants k, bool loss, acc_t<S>* maps, double* mean) {
+             const Geometry& g, Constants k, Mode mode, acc_t<S>* maps, double* one_minus, double* l1) {
   using T = acc_t<S>;
   const auto w = cast_window<T>(window, g.ws, false);
   FwdArgs<S> a{};
@@ -499,32 +526,44 @@ void forward(const S* x, const int64_t* sx, const S* y, const int64_t* sy, const
   a.nstrips = (g.Ho + a.th - 1) / a.th;
   a.C1 = static_cast<T>(k.C1);
   a.C2 = static_cast<T>(k.C2);
-  const double inv = 1.0 / static_cast<double>(g.C * g.positions());
-  a.scale = static_cast<T>(loss ? -inv : inv);
+  const double inv = 1.0 / static_cast<double>(g.positions());
+  a.scale = static_cast<T>(-inv);  // the maps differentiate the mean of 1 - v
+  a.with_l1 = mode.with_l1;
   const int64_t ntasks = g.N * g.C * a.nstrips;
-  std::vector<double> partial(ntasks);
-  a.partial = partial.data();
+  std::vector<double> part_v(ntasks), part_l1(ntasks);
+  a.part_v = part_v.data();
+  a.part_l1 = part_l1.data();
   a.maps = maps;
   const int64_t scratch = forward_scratch<T>(g, a.th);
   at::parallel_for(0, ntasks, 1, [&](int64_t b, int64_t e) {
     std::vector<T> buf(scratch);
-    forward_tasks(a, b, e, buf.data());
+    if (mode.cs_only) {
+      forward_tasks<true>(a, b, e, buf.data());
+    } else {
+      forward_tasks<false>(a, b, e, buf.data());
+    }
   });
-  const int64_t per_image = g.C * a.nstrips;
-  for (int64_t n = 0; n < g.N; ++n) {
-    double s = 0;
-    for (int64_t t = 0; t < per_image; ++t) s += partial[n * per_image + t];
-    mean[n] = s * inv;
+  const double inv_hw = 1.0 / static_cast<double>(g.H * g.W);
+  for (int64_t nc = 0; nc < g.N * g.C; ++nc) {
+    double sv = 0, sl = 0;
+    for (int64_t t = 0; t < a.nstrips; ++t) {
+      sv += part_v[nc * a.nstrips + t];
+      sl += part_l1[nc * a.nstrips + t];
+    }
+    one_minus[nc] = sv * inv;
+    if (mode.with_l1) l1[nc] = sl * inv_hw;
   }
 }
 
 template <typename S>
-void backward(const acc_t<S>* grad, const S* x, const int64_t* sx, const S* y, const int64_t* sy,
-              const acc_t<S>* maps, const double* window, const Geometry& g, S* grad_x, S* grad_y) {
+void backward(const acc_t<S>* grad, const acc_t<S>* grad_l1, const S* x, const int64_t* sx, const S* y,
+              const int64_t* sy, const acc_t<S>* maps, const double* window, const Geometry& g,
+              S* grad_x, S* grad_y) {
   using T = acc_t<S>;
   const auto wf = cast_window<T>(window, g.ws, true);
   BwdArgs<S> a{};
   a.grad = grad;
+  a.grad_l1 = grad_l1;
   a.x = x;
   a.y = y;
   std::copy(sx, sx + 4, a.sx);
@@ -535,12 +574,17 @@ void backward(const acc_t<S>* grad, const S* x, const int64_t* sx, const S* y, c
   a.tr = g.N * g.C >= 8 ? g.H : std::max<int64_t>(8, (g.H * g.N * g.C + 7) / 8);
   a.tr = std::min(a.tr, g.H);
   a.nstrips = (g.H + a.tr - 1) / a.tr;
+  a.inv_hw = static_cast<T>(1.0 / static_cast<double>(g.H * g.W));
   a.gx = grad_x;
   a.gy = grad_y;
   const int64_t scratch = backward_scratch<T>(g);
   at::parallel_for(0, g.N * g.C * a.nstrips, 1, [&](int64_t b, int64_t e) {
     std::vector<T> buf(scratch);
-    backward_tasks(a, b, e, buf.data());
+    if (grad_l1 != nullptr) {
+      backward_tasks<true>(a, b, e, buf.data());
+    } else {
+      backward_tasks<false>(a, b, e, buf.data());
+    }
   });
 }
 
@@ -594,19 +638,20 @@ void filter(const T* src, T* dst, int64_t M, int64_t H, int64_t W, const double*
   const auto w = cast_window<T>(window, ws, transpose);
   FilterArgs<T> a{src, dst, w.data(), g, transpose};
   const int64_t scratch =
-      transpose ? g.Wo + 2 * (ws - 1) + g.W : (g.W + 2 * g.pad) * (1 + g.H + 2 * g.pad);
+      transpose ? g.Wo + 2 * (ws - 1) + g.W : (g.W + 2 * g.pad) + (g.Ho + ws - 1 + 1) * g.Wo;
   at::parallel_for(0, M, 1, [&](int64_t b, int64_t e) {
     std::vector<T> buf(scratch);
     filter_tasks(a, b, e, buf.data());
   });
 }
 
-#define VAEISO_SSIM_INSTANTIATE(S)                                                               \
-  template void forward<S>(const S*, const int64_t*, const S*, const int64_t*, const double*,    \
-                           const Geometry&, Constants, bool, acc_t<S>*, double*);                \
-  template void backward<S>(const acc_t<S>*, const S*, const int64_t*, const S*, const int64_t*, \
-                            const acc_t<S>*, const double*, const Geometry&, S*, S*);            \
-  template void pairs<S>(const S*, const int64_t*, const S*, const int64_t*, int64_t,            \
+#define VAEISO_SSIM_INSTANTIATE(S)                                                                \
+  template void forward<S>(const S*, const int64_t*, const S*, const int64_t*, const double*,     \
+                           const Geometry&, Constants, Mode, acc_t<S>*, double*, double*);        \
+  template void backward<S>(const acc_t<S>*, const acc_t<S>*, const S*, const int64_t*, const S*, \
+                            const int64_t*, const acc_t<S>*, const double*, const Geometry&, S*,  \
+                            S*);                                                                  \
+  template void pairs<S>(const S*, const int64_t*, const S*, const int64_t*, int64_t,             \
                          const double*, const Geometry&, Constants, double*);
 VAEISO_SSIM_INSTANTIATE(float)
 VAEISO_SSIM_INSTANTIATE(double)

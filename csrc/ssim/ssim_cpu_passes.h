@@ -1,7 +1,7 @@
 // The SSIM CPU passes as each instruction-set build exports them (ssim_cpu_impl.h defines them,
 // ssim_cpu.cpp dispatches on dtype and ISA). Images are raw storage S (float, double, f16,
 // bf16) read through their strides (sx: N, C, H, W; so: N, K, C, H, W); maps, grad and the
-// filter work in acc_t<S>; per-image results come back as double means of 1 - SSIM. No tensors
+// filter work in acc_t<S>; per-(image, channel) results come back as double means. No tensors
 // and no checks here: those stay out of the ISA units.
 #pragma once
 #include <cstdint>
@@ -13,11 +13,12 @@
   namespace ns {                                                                                  \
   template <typename S>                                                                           \
   void forward(const S* x, const int64_t* sx, const S* y, const int64_t* sy, const double* window, \
-               const Geometry& g, Constants k, bool loss, acc_t<S>* maps, double* mean);          \
+               const Geometry& g, Constants k, Mode mode, acc_t<S>* maps, double* one_minus,      \
+               double* l1);                                                                       \
   template <typename S>                                                                           \
-  void backward(const acc_t<S>* grad, const S* x, const int64_t* sx, const S* y,                  \
-                const int64_t* sy, const acc_t<S>* maps, const double* window, const Geometry& g, \
-                S* grad_x, S* grad_y);                                                            \
+  void backward(const acc_t<S>* grad, const acc_t<S>* grad_l1, const S* x, const int64_t* sx,     \
+                const S* y, const int64_t* sy, const acc_t<S>* maps, const double* window,        \
+                const Geometry& g, S* grad_x, S* grad_y);                                         \
   template <typename S>                                                                           \
   void pairs(const S* base, const int64_t* sb, const S* others, const int64_t* so, int64_t K,     \
              const double* window, const Geometry& g, Constants k, double* mean);                 \

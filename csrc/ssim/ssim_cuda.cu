@@ -1,13 +1,14 @@
 // CUDA passes of the SSIM family, on the same ssim_math.h as the CPU passes.
 //
-// ssim / ssim_pairs: one block per (output tile, image plane). The block filters its tile
-// horizontally into shared memory (reading x and y, or base and other, straight from global
-// memory through L1: consecutive threads read consecutive pixels), then vertically from shared
-// memory into registers, evaluates ssim_math.h, and reduces its sum in a fixed order into one
-// partial per tile; a second kernel adds the partials per output in double, in a fixed order
-// (deterministic: no atomics). ssim_pairs keeps the base statistics of the tile in registers
-// and loops over the K others. The backward filters the derivative maps with the adjoint window
-// (vertical pass into shared memory, horizontal pass in registers) and writes dense gradients.
+// The per-(image, channel) forward and ssim_pairs: one block per (output tile, image plane).
+// The block filters its tile with filter_tile (ssim_cuda_tile.cuh: horizontally into shared
+// memory, vertically into registers), evaluates ssim_math.h, and reduces its sum in a fixed order
+// into one partial per tile; a second kernel adds the partials per output in double, in a fixed
+// order (deterministic: no atomics). The forward also sums |y - x| over the tile's own pixels
+// for the fused L1 loss; ssim_pairs keeps the base statistics of the tile in registers and loops
+// over the K others; ssim_filter (under ssim_metric_gram) runs on the same tile filter. The
+// backward filters the derivative maps with the adjoint window (vertical pass into shared
+// memory, horizontal pass in registers) and writes dense gradients.
 // float16/bfloat16 are read and written as such and computed in float.
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
@@ -18,6 +19,7 @@
 #include <cuda_runtime.h>
 
 #include "ssim/ssim_cuda_plan.h"
+#include "ssim/ssim_cuda_tile.cuh"
 #include "ssim/ssim_kernels.h"
 #include "ssim/ssim_math.h"
 
@@ -27,120 +29,54 @@ namespace {
 // Tile geometry and shared-memory planning live in ssim_cuda_plan.h (tested on the CPU). Large
 // windows are staged `chunk` taps at a time (the kernels' `chunk` argument), so the shared
 // memory stays within the device's limit for every window up to kMaxCudaWindow.
-using cuda_plan::kBX;
-using cuda_plan::kBY;
-using cuda_plan::kRowsPerThread;
-using cuda_plan::kTH;
-using cuda_plan::kThreads;
-using cuda_plan::kTW;
-
-template <typename acc_t>
-struct Window {
-  acc_t w[kMaxCudaWindow];
-};
-
-struct Str4 {
-  int64_t s[4];
-};
-struct Str5 {
-  int64_t s[5];
-};
-
-template <typename acc_t>
-Window<acc_t> make_window(const std::vector<double>& w) {
-  Window<acc_t> out{};
-  for (size_t i = 0; i < w.size(); ++i) out.w[i] = static_cast<acc_t>(w[i]);
-  return out;
-}
-
-template <size_t D>
-auto strides_of(const at::Tensor& t) {
-  std::conditional_t<D == 4, Str4, Str5> s{};
-  for (size_t i = 0; i < D; ++i) s.s[i] = t.stride(i);
-  return s;
-}
-
-// Sum over the block in a fixed order (warp shuffles, then the first warp); the result is
-// valid in thread 0. Ends with a barrier so `red` can be reused.
-template <typename acc_t>
-__device__ acc_t block_sum(acc_t v, acc_t* red) {
-  const int tid = threadIdx.y * blockDim.x + threadIdx.x;
-  for (int off = 16; off > 0; off >>= 1) v += __shfl_down_sync(0xffffffffu, v, off);
-  if ((tid & 31) == 0) red[tid >> 5] = v;
-  __syncthreads();
-  if (tid < 32) {
-    v = tid < kThreads / 32 ? red[tid] : acc_t(0);
-    for (int off = 16; off > 0; off >>= 1) v += __shfl_down_sync(0xffffffffu, v, off);
-  }
-  __syncthreads();
-  return v;
-}
-
-template <typename scalar_t, typename acc_t>
-__device__ __forceinline__ acc_t ld(const scalar_t* p, int64_t off) {
-  return static_cast<acc_t>(p[off]);
-}
+using namespace cuda_tile;
 
 // ------------------------------------------------------------------------------- forward
 
-template <typename scalar_t, typename acc_t>
+// Per plane (image, channel): the sum of 1 - v (v = cs when CS, else SSIM) over the tile's
+// positions into part_v, with with_l1 the sum of |y - x| over the tile's own pixels into
+// part_l1, and the derivative maps when maps is not null.
+template <bool CS, typename scalar_t, typename acc_t>
 __global__ void __launch_bounds__(kThreads)
     forward_kernel(const scalar_t* __restrict__ x, const scalar_t* __restrict__ y, Str4 sx, Str4 sy,
                    Window<acc_t> win, Geometry g, int chunk, acc_t C1, acc_t C2, acc_t scale,
-                   acc_t* __restrict__ partial, acc_t* __restrict__ maps) {
+                   bool with_l1, acc_t* __restrict__ part_v, acc_t* __restrict__ part_l1,
+                   acc_t* __restrict__ maps) {
   extern __shared__ unsigned char smem_raw[];
   acc_t* h = reinterpret_cast<acc_t*>(smem_raw);  // 5 x R x kTW: x, d, xx, dd, xd
   __shared__ acc_t red[kThreads / 32];
-  const int ws = static_cast<int>(g.ws), R = kTH + chunk - 1;
   const int tx = threadIdx.x, ty = threadIdx.y;
-  const int64_t o0 = int64_t(blockIdx.y) * kTH, j = int64_t(blockIdx.x) * kTW + tx;
+  const int64_t o0 = int64_t(blockIdx.y) * kTH, j0 = int64_t(blockIdx.x) * kTW, j = j0 + tx;
   const int64_t tiles = int64_t(gridDim.x) * gridDim.y, tile = int64_t(blockIdx.y) * gridDim.x + blockIdx.x;
   const int64_t planes = g.N * g.C, P = g.Ho * g.Wo;
+  // Pixels whose |d| this tile counts: its output rows and columns shifted by -pad, the edge
+  // tiles extended to the image's edges, so every pixel is counted by exactly one tile.
+  const int64_t r_lo = blockIdx.y == 0 ? 0 : o0 - g.pad;
+  const int64_t r_hi = blockIdx.y + 1 == gridDim.y ? g.H : o0 + kTH - g.pad;
+  const int64_t c_lo = blockIdx.x == 0 ? 0 : j0 - g.pad;
+  const int64_t c_hi = blockIdx.x + 1 == gridDim.x ? g.W : j0 + kTW - g.pad;
   for (int64_t plane = blockIdx.z; plane < planes; plane += gridDim.z) {
     const int64_t n = plane / g.C, c = plane % g.C;
     const scalar_t* xp = x + n * sx.s[0] + c * sx.s[1];
     const scalar_t* yp = y + n * sy.s[0] + c * sy.s[1];
-    acc_t v[kRowsPerThread][5] = {};
-    // Taps t0 .. t0 + taps - 1 of the vertical window: rows o0 + t0 .. o0 + t0 + kTH + taps - 2.
-    for (int t0 = 0; t0 < ws; t0 += chunk) {
-      const int taps = min(chunk, ws - t0), rows = kTH + taps - 1;
-      for (int r = ty; r < rows; r += kBY) {
-        acc_t s[5] = {0, 0, 0, 0, 0};
-        const int64_t ar = o0 + t0 + r - g.pad;
-        if (j < g.Wo && ar >= 0 && ar < g.H) {
-          for (int t = 0; t < ws; ++t) {
-            const int64_t ac = j + t - g.pad;
-            if (ac < 0 || ac >= g.W) continue;
-            const acc_t xv = ld<scalar_t, acc_t>(xp, ar * sx.s[2] + ac * sx.s[3]);
-            const acc_t dv = ld<scalar_t, acc_t>(yp, ar * sy.s[2] + ac * sy.s[3]) - xv;
-            const acc_t wt = win.w[t];
-            s[0] += wt * xv;
-            s[1] += wt * dv;
-            s[2] += wt * xv * xv;
-            s[3] += wt * dv * dv;
-            s[4] += wt * xv * dv;
-          }
-        }
-        for (int m = 0; m < 5; ++m) h[(m * R + r) * kTW + tx] = s[m];
-      }
-      __syncthreads();
-      for (int ii = 0; ii < kRowsPerThread; ++ii) {
-        const int i = ty + ii * kBY;
-        for (int t = 0; t < taps; ++t) {
-          const acc_t wt = win.w[t0 + t];
-          for (int m = 0; m < 5; ++m) v[ii][m] += wt * h[(m * R + i + t) * kTW + tx];
-        }
-      }
-      __syncthreads();  // h is refilled by the next chunk (or plane)
-    }
+    acc_t v[kRowsPerThread][5];
+    filter_tile<5>(win, g, chunk, o0, j, h, v, [&](int64_t ar, int64_t ac, acc_t wt, acc_t (&s)[5]) {
+      const acc_t xv = ld<scalar_t, acc_t>(xp, ar * sx.s[2] + ac * sx.s[3]);
+      const acc_t dv = ld<scalar_t, acc_t>(yp, ar * sy.s[2] + ac * sy.s[3]) - xv;
+      s[0] += wt * xv;
+      s[1] += wt * dv;
+      s[2] += wt * xv * xv;
+      s[3] += wt * dv * dv;
+      s[4] += wt * xv * dv;
+    });
     acc_t local = 0;
     for (int ii = 0; ii < kRowsPerThread; ++ii) {
       const int64_t oi = o0 + ty + ii * kBY;
       if (oi >= g.Ho || j >= g.Wo) continue;
       const Stats<acc_t> st = stats_from_moments(v[ii][0], v[ii][2], v[ii][1], v[ii][3], v[ii][4]);
-      local += one_minus_ssim(st, C1, C2);
+      local += one_minus_value<CS>(st, C1, C2);
       if (maps != nullptr) {
-        const Grad<acc_t> gr = ssim_grad(st, C1, C2, scale);
+        const Grad<acc_t> gr = value_grad<CS>(st, C1, C2, scale);
         acc_t* mp = maps + plane * 4 * P + oi * g.Wo + j;
         mp[0] = gr.mx;
         mp[P] = gr.my;
@@ -149,16 +85,26 @@ __global__ void __launch_bounds__(kThreads)
       }
     }
     local = block_sum(local, red);
-    if (tx == 0 && ty == 0) partial[plane * tiles + tile] = local;
+    if (tx == 0 && ty == 0) part_v[plane * tiles + tile] = local;
+    if (with_l1) {
+      acc_t l1 = 0;
+      for (int64_t ar = r_lo + ty; ar < r_hi; ar += kBY) {
+        for (int64_t ac = c_lo + tx; ac < c_hi; ac += kBX) {
+          const acc_t xv = ld<scalar_t, acc_t>(xp, ar * sx.s[2] + ac * sx.s[3]);
+          l1 += ::fabs(ld<scalar_t, acc_t>(yp, ar * sy.s[2] + ac * sy.s[3]) - xv);
+        }
+      }
+      l1 = block_sum(l1, red);
+      if (tx == 0 && ty == 0) part_l1[plane * tiles + tile] = l1;
+    }
   }
 }
 
-// out[o] = mean (or 1 - mean when one_minus) of the `per` partials of output o, summed in
-// double in a fixed order.
-template <typename scalar_t, typename acc_t>
+// out[o] = inv * the sum of the `per` partials of output o, summed in double in a fixed order.
+template <typename out_t, typename acc_t>
 __global__ void __launch_bounds__(256)
     finish_kernel(const acc_t* __restrict__ partial, int64_t per, int64_t nout, double inv,
-                  bool one_minus, scalar_t* __restrict__ out) {
+                  out_t* __restrict__ out) {
   __shared__ double red[256];
   for (int64_t o = blockIdx.x; o < nout; o += gridDim.x) {
     double s = 0;
@@ -169,10 +115,7 @@ __global__ void __launch_bounds__(256)
       if (threadIdx.x < half) red[threadIdx.x] += red[threadIdx.x + half];
       __syncthreads();
     }
-    if (threadIdx.x == 0) {
-      const double mean = red[0] * inv;
-      out[o] = static_cast<scalar_t>(one_minus ? 1.0 - mean : mean);
-    }
+    if (threadIdx.x == 0) out[o] = static_cast<out_t>(red[0] * inv);
     __syncthreads();
   }
 }
@@ -181,10 +124,10 @@ __global__ void __launch_bounds__(256)
 
 template <typename scalar_t, typename acc_t>
 __global__ void __launch_bounds__(kThreads)
-    backward_kernel(const scalar_t* __restrict__ grad, const scalar_t* __restrict__ x,
-                    const scalar_t* __restrict__ y, Str4 sx, Str4 sy, const acc_t* __restrict__ maps,
-                    Window<acc_t> win, Geometry g, int chunk, scalar_t* __restrict__ gx,
-                    scalar_t* __restrict__ gy) {
+    backward_kernel(const acc_t* __restrict__ grad, const acc_t* __restrict__ grad_l1,
+                    const scalar_t* __restrict__ x, const scalar_t* __restrict__ y, Str4 sx, Str4 sy,
+                    const acc_t* __restrict__ maps, Window<acc_t> win, Geometry g, int chunk,
+                    acc_t inv_hw, scalar_t* __restrict__ gx, scalar_t* __restrict__ gy) {
   extern __shared__ unsigned char smem_raw[];
   acc_t* V = reinterpret_cast<acc_t*>(smem_raw);  // 4 x kTH x CW
   const int ws = static_cast<int>(g.ws), CW = kTW + chunk - 1;
@@ -226,7 +169,9 @@ __global__ void __launch_bounds__(kThreads)
       }
       __syncthreads();  // V is refilled by the next chunk (or plane)
     }
-    const scalar_t gn = grad[n];
+    // grad, grad_l1: (N, C) per plane; the L1 term's derivative is grad_l1 sign(y - x) / (H W).
+    const acc_t gv = grad[plane];
+    const acc_t gl = grad_l1 != nullptr ? grad_l1[plane] * inv_hw : acc_t(0);
     for (int ii = 0; ii < kRowsPerThread; ++ii) {
       const int i = ty + ii * kBY;
       const int64_t row = r0 + i, col = c0 + tx;
@@ -234,10 +179,10 @@ __global__ void __launch_bounds__(kThreads)
       const acc_t* Gi = G[ii];
       const acc_t xv = ld<scalar_t, acc_t>(x, n * sx.s[0] + c * sx.s[1] + row * sx.s[2] + col * sx.s[3]);
       const acc_t yv = ld<scalar_t, acc_t>(y, n * sy.s[0] + c * sy.s[1] + row * sy.s[2] + col * sy.s[3]);
-      const acc_t gv = static_cast<acc_t>(gn);
+      const acc_t tl = gl * sign0(yv - xv);
       const int64_t o = (plane * g.H + row) * g.W + col;
-      gx[o] = static_cast<scalar_t>(gv * (Gi[0] + acc_t(2) * xv * Gi[2] + yv * Gi[3]));
-      gy[o] = static_cast<scalar_t>(gv * (Gi[1] + acc_t(2) * yv * Gi[2] + xv * Gi[3]));
+      gx[o] = static_cast<scalar_t>(gv * (Gi[0] + acc_t(2) * xv * Gi[2] + yv * Gi[3]) - tl);
+      gy[o] = static_cast<scalar_t>(gv * (Gi[1] + acc_t(2) * yv * Gi[2] + xv * Gi[3]) + tl);
     }
   }
 }
@@ -252,7 +197,6 @@ __global__ void __launch_bounds__(kThreads)
   extern __shared__ unsigned char smem_raw[];
   acc_t* h = reinterpret_cast<acc_t*>(smem_raw);  // 3 x R x kTW
   __shared__ acc_t red[kThreads / 32];
-  const int ws = static_cast<int>(g.ws), R = kTH + chunk - 1;
   const int tx = threadIdx.x, ty = threadIdx.y;
   const int64_t o0 = int64_t(blockIdx.y) * kTH, j = int64_t(blockIdx.x) * kTW + tx;
   const int64_t tiles = int64_t(gridDim.x) * gridDim.y, tile = int64_t(blockIdx.y) * gridDim.x + blockIdx.x;
@@ -260,79 +204,30 @@ __global__ void __launch_bounds__(kThreads)
   for (int64_t plane = blockIdx.z; plane < planes; plane += gridDim.z) {
     const int64_t n = plane / g.C, c = plane % g.C;
     const scalar_t* bp = base + n * sb.s[0] + c * sb.s[1];
-    // Base statistics of this thread's output positions, once for all K (window chunks as in
-    // forward_kernel).
-    acc_t m0[kRowsPerThread] = {}, m1[kRowsPerThread] = {};
-    for (int t0 = 0; t0 < ws; t0 += chunk) {
-      const int taps = min(chunk, ws - t0), rows = kTH + taps - 1;
-      for (int r = ty; r < rows; r += kBY) {
-        acc_t s0 = 0, s1 = 0;
-        const int64_t ar = o0 + t0 + r - g.pad;
-        if (j < g.Wo && ar >= 0 && ar < g.H) {
-          for (int t = 0; t < ws; ++t) {
-            const int64_t ac = j + t - g.pad;
-            if (ac < 0 || ac >= g.W) continue;
-            const acc_t xv = ld<scalar_t, acc_t>(bp, ar * sb.s[2] + ac * sb.s[3]);
-            s0 += win.w[t] * xv;
-            s1 += win.w[t] * xv * xv;
-          }
-        }
-        h[r * kTW + tx] = s0;
-        h[(R + r) * kTW + tx] = s1;
-      }
-      __syncthreads();
-      for (int ii = 0; ii < kRowsPerThread; ++ii) {
-        const int i = ty + ii * kBY;
-        for (int t = 0; t < taps; ++t) {
-          m0[ii] += win.w[t0 + t] * h[(i + t) * kTW + tx];
-          m1[ii] += win.w[t0 + t] * h[(R + i + t) * kTW + tx];
-        }
-      }
-      __syncthreads();
-    }
+    // Base statistics of this thread's output positions, once for all K.
+    acc_t m[kRowsPerThread][2];
+    filter_tile<2>(win, g, chunk, o0, j, h, m, [&](int64_t ar, int64_t ac, acc_t wt, acc_t (&s)[2]) {
+      const acc_t xv = ld<scalar_t, acc_t>(bp, ar * sb.s[2] + ac * sb.s[3]);
+      s[0] += wt * xv;
+      s[1] += wt * xv * xv;
+    });
     acc_t bmu[kRowsPerThread], bsxx[kRowsPerThread], bx1[kRowsPerThread], bx2[kRowsPerThread];
     for (int ii = 0; ii < kRowsPerThread; ++ii) {
-      bmu[ii] = m0[ii];
-      bsxx[ii] = clamp0(m1[ii] - m0[ii] * m0[ii]);
-      bx1[ii] = m0[ii] * m0[ii] + C1;
+      bmu[ii] = m[ii][0];
+      bsxx[ii] = clamp0(m[ii][1] - m[ii][0] * m[ii][0]);
+      bx1[ii] = m[ii][0] * m[ii][0] + C1;
       bx2[ii] = acc_t(2) * bsxx[ii] + C2;
     }
     for (int64_t k = 0; k < K; ++k) {
       const scalar_t* op = others + n * so.s[0] + k * so.s[1] + c * so.s[2];
-      acc_t v[kRowsPerThread][3] = {};
-      for (int t0 = 0; t0 < ws; t0 += chunk) {
-        const int taps = min(chunk, ws - t0), rows = kTH + taps - 1;
-        for (int r = ty; r < rows; r += kBY) {
-          acc_t s0 = 0, s1 = 0, s2 = 0;
-          const int64_t ar = o0 + t0 + r - g.pad;
-          if (j < g.Wo && ar >= 0 && ar < g.H) {
-            for (int t = 0; t < ws; ++t) {
-              const int64_t ac = j + t - g.pad;
-              if (ac < 0 || ac >= g.W) continue;
-              const acc_t xv = ld<scalar_t, acc_t>(bp, ar * sb.s[2] + ac * sb.s[3]);
-              const acc_t dv = ld<scalar_t, acc_t>(op, ar * so.s[3] + ac * so.s[4]) - xv;
-              const acc_t wt = win.w[t];
-              s0 += wt * dv;
-              s1 += wt * dv * dv;
-              s2 += wt * xv * dv;
-            }
-          }
-          h[r * kTW + tx] = s0;
-          h[(R + r) * kTW + tx] = s1;
-          h[(2 * R + r) * kTW + tx] = s2;
-        }
-        __syncthreads();
-        for (int ii = 0; ii < kRowsPerThread; ++ii) {
-          const int i = ty + ii * kBY;
-          for (int t = 0; t < taps; ++t) {
-            const acc_t wt = win.w[t0 + t];
-            v[ii][0] += wt * h[(i + t) * kTW + tx];
-            v[ii][1] += wt * h[(R + i + t) * kTW + tx];
-            v[ii][2] += wt * h[(2 * R + i + t) * kTW + tx];
-          }
-        }
-        __syncthreads();  // h is refilled by the next chunk (or k)
-      }
+      acc_t v[kRowsPerThread][3];
+      filter_tile<3>(win, g, chunk, o0, j, h, v, [&](int64_t ar, int64_t ac, acc_t wt, acc_t (&s)[3]) {
+        const acc_t xv = ld<scalar_t, acc_t>(bp, ar * sb.s[2] + ac * sb.s[3]);
+        const acc_t dv = ld<scalar_t, acc_t>(op, ar * so.s[3] + ac * so.s[4]) - xv;
+        s[0] += wt * dv;
+        s[1] += wt * dv * dv;
+        s[2] += wt * xv * dv;
+      });
       acc_t local = 0;
       for (int ii = 0; ii < kRowsPerThread; ++ii) {
         const int i = ty + ii * kBY;
@@ -347,38 +242,26 @@ __global__ void __launch_bounds__(kThreads)
 
 // -------------------------------------------------------------------------------- filter
 
-// Forward: tmp (M, H + 2 pad, Wo) horizontal, then dst (M, Ho, Wo) vertical.
+// Forward, on the tile staging of the SSIM pass: dst (M, Ho, Wo) from the dense planes src
+// (M, H, W); g.N = M planes of one channel.
 template <typename scalar_t, typename acc_t>
-__global__ void filter_h_kernel(const scalar_t* __restrict__ src, acc_t* __restrict__ tmp,
-                                Window<acc_t> win, Geometry g, int64_t total) {
-  const int64_t Hp = g.H + 2 * g.pad;
-  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < total;
-       i += int64_t(blockDim.x) * gridDim.x) {
-    const int64_t j = i % g.Wo, r = (i / g.Wo) % Hp, m = i / (g.Wo * Hp);
-    const int64_t ar = r - g.pad;
-    acc_t s = 0;
-    if (ar >= 0 && ar < g.H) {
-      const scalar_t* row = src + (m * g.H + ar) * g.W;
-      for (int t = 0; t < g.ws; ++t) {
-        const int64_t ac = j + t - g.pad;
-        if (ac >= 0 && ac < g.W) s += win.w[t] * ld<scalar_t, acc_t>(row, ac);
-      }
+__global__ void __launch_bounds__(kThreads)
+    filter_kernel(const scalar_t* __restrict__ src, Window<acc_t> win, Geometry g, int chunk,
+                  scalar_t* __restrict__ dst) {
+  extern __shared__ unsigned char smem_raw[];
+  acc_t* h = reinterpret_cast<acc_t*>(smem_raw);  // 1 x R x kTW
+  const int ty = threadIdx.y;
+  const int64_t o0 = int64_t(blockIdx.y) * kTH, j = int64_t(blockIdx.x) * kTW + threadIdx.x;
+  for (int64_t plane = blockIdx.z; plane < g.N; plane += gridDim.z) {
+    const scalar_t* sp = src + plane * g.H * g.W;
+    acc_t v[kRowsPerThread][1];
+    filter_tile<1>(win, g, chunk, o0, j, h, v, [&](int64_t ar, int64_t ac, acc_t wt, acc_t (&s)[1]) {
+      s[0] += wt * ld<scalar_t, acc_t>(sp, ar * g.W + ac);
+    });
+    for (int ii = 0; ii < kRowsPerThread; ++ii) {
+      const int64_t oi = o0 + ty + ii * kBY;
+      if (oi < g.Ho && j < g.Wo) dst[(plane * g.Ho + oi) * g.Wo + j] = static_cast<scalar_t>(v[ii][0]);
     }
-    tmp[i] = s;
-  }
-}
-
-template <typename scalar_t, typename acc_t>
-__global__ void filter_v_kernel(const acc_t* __restrict__ tmp, scalar_t* __restrict__ dst,
-                                Window<acc_t> win, Geometry g, int64_t total) {
-  const int64_t Hp = g.H + 2 * g.pad;
-  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < total;
-       i += int64_t(blockDim.x) * gridDim.x) {
-    const int64_t j = i % g.Wo, r = (i / g.Wo) % g.Ho, m = i / (g.Wo * g.Ho);
-    const acc_t* col = tmp + (m * Hp + r) * g.Wo + j;
-    acc_t s = 0;
-    for (int t = 0; t < g.ws; ++t) s += win.w[t] * col[t * g.Wo];
-    dst[i] = static_cast<scalar_t>(s);
   }
 }
 
@@ -454,31 +337,41 @@ int blocks_for(int64_t n, int threads) {
 }  // namespace
 
 void forward_cuda(const at::Tensor& x, const at::Tensor& y, const std::vector<double>& window,
-                  const Geometry& g, Constants k, bool loss, at::Tensor& out, at::Tensor& maps) {
+                  const Geometry& g, Constants k, Mode mode, at::Tensor& one_minus, at::Tensor& l1,
+                  at::Tensor& maps) {
   const auto stream = c10::cuda::getCurrentCUDAStream();
   const dim3 grid = tile_grid(g.Wo, g.Ho, g.N * g.C);
-  const int64_t tiles = int64_t(grid.x) * grid.y;
+  const int64_t tiles = int64_t(grid.x) * grid.y, planes = g.N * g.C;
   VAEISO_DISPATCH_CUDA(x.scalar_type(), "ssim_forward_cuda", [&] {
     using acc_t = at::opmath_type<scalar_t>;
-    auto partial = at::empty({g.N * g.C * tiles}, x.options().dtype(c10::CppTypeToScalarType<acc_t>::value));
-    auto kernel = forward_kernel<scalar_t, acc_t>;
-    const auto p = plan_launch<acc_t>(kernel, cuda_plan::Pass::kForward, g.ws, "ssim");
-    const double inv = 1.0 / static_cast<double>(g.C * g.Ho * g.Wo);
+    const auto acc_opts = x.options().dtype(c10::CppTypeToScalarType<acc_t>::value);
+    auto part_v = at::empty({planes * tiles}, acc_opts);
+    auto part_l1 = at::empty({mode.with_l1 ? planes * tiles : 0}, acc_opts);
+    auto kernel = mode.cs_only ? forward_kernel<true, scalar_t, acc_t> : forward_kernel<false, scalar_t, acc_t>;
+    const auto p = plan_launch<acc_t>(kernel, cuda_plan::Pass::kForward, g.ws, "ssim_forward");
+    const double inv = 1.0 / static_cast<double>(g.Ho * g.Wo);
     kernel<<<grid, dim3(kBX, kBY), p.dynamic_bytes, stream>>>(
         x.const_data_ptr<scalar_t>(), y.const_data_ptr<scalar_t>(), strides_of<4>(x), strides_of<4>(y),
-        make_window<acc_t>(window), g, static_cast<int>(p.chunk), static_cast<acc_t>(k.C1), static_cast<acc_t>(k.C2),
-        static_cast<acc_t>(loss ? -inv : inv), partial.mutable_data_ptr<acc_t>(),
+        make_window<acc_t>(window), g, static_cast<int>(p.chunk), static_cast<acc_t>(k.C1),
+        static_cast<acc_t>(k.C2), static_cast<acc_t>(-inv), mode.with_l1, part_v.mutable_data_ptr<acc_t>(),
+        mode.with_l1 ? part_l1.mutable_data_ptr<acc_t>() : nullptr,
         maps.numel() > 0 ? maps.mutable_data_ptr<acc_t>() : nullptr);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
-    finish_kernel<scalar_t, acc_t><<<blocks_for(g.N * 256, 256), 256, 0, stream>>>(
-        partial.const_data_ptr<acc_t>(), g.C * tiles, g.N, inv, !loss, out.mutable_data_ptr<scalar_t>());
+    finish_kernel<acc_t, acc_t><<<blocks_for(planes * 256, 256), 256, 0, stream>>>(
+        part_v.const_data_ptr<acc_t>(), tiles, planes, inv, one_minus.mutable_data_ptr<acc_t>());
     C10_CUDA_KERNEL_LAUNCH_CHECK();
+    if (mode.with_l1) {
+      finish_kernel<acc_t, acc_t><<<blocks_for(planes * 256, 256), 256, 0, stream>>>(
+          part_l1.const_data_ptr<acc_t>(), tiles, planes, 1.0 / static_cast<double>(g.H * g.W),
+          l1.mutable_data_ptr<acc_t>());
+      C10_CUDA_KERNEL_LAUNCH_CHECK();
+    }
   });
 }
 
-void backward_cuda(const at::Tensor& grad, const at::Tensor& x, const at::Tensor& y,
-                   const at::Tensor& maps, const std::vector<double>& window, const Geometry& g,
-                   at::Tensor& grad_x, at::Tensor& grad_y) {
+void backward_cuda(const at::Tensor& grad, const at::Tensor& grad_l1, const at::Tensor& x,
+                   const at::Tensor& y, const at::Tensor& maps, const std::vector<double>& window,
+                   const Geometry& g, at::Tensor& grad_x, at::Tensor& grad_y) {
   const auto stream = c10::cuda::getCurrentCUDAStream();
   const dim3 grid = tile_grid(g.W, g.H, g.N * g.C);
   VAEISO_DISPATCH_CUDA(x.scalar_type(), "ssim_backward_cuda", [&] {
@@ -486,9 +379,11 @@ void backward_cuda(const at::Tensor& grad, const at::Tensor& x, const at::Tensor
     auto kernel = backward_kernel<scalar_t, acc_t>;
     const auto p = plan_launch<acc_t>(kernel, cuda_plan::Pass::kBackward, g.ws, "ssim_backward");
     kernel<<<grid, dim3(kBX, kBY), p.dynamic_bytes, stream>>>(
-        grad.const_data_ptr<scalar_t>(), x.const_data_ptr<scalar_t>(), y.const_data_ptr<scalar_t>(),
-        strides_of<4>(x), strides_of<4>(y), maps.const_data_ptr<acc_t>(), make_window<acc_t>(window), g,
-        static_cast<int>(p.chunk), grad_x.mutable_data_ptr<scalar_t>(), grad_y.mutable_data_ptr<scalar_t>());
+        grad.const_data_ptr<acc_t>(), grad_l1.numel() > 0 ? grad_l1.const_data_ptr<acc_t>() : nullptr,
+        x.const_data_ptr<scalar_t>(), y.const_data_ptr<scalar_t>(), strides_of<4>(x), strides_of<4>(y),
+        maps.const_data_ptr<acc_t>(), make_window<acc_t>(window), g, static_cast<int>(p.chunk),
+        static_cast<acc_t>(1.0 / static_cast<double>(g.H * g.W)), grad_x.mutable_data_ptr<scalar_t>(),
+        grad_y.mutable_data_ptr<scalar_t>());
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
 }
@@ -512,8 +407,7 @@ void pairs_cuda(const at::Tensor& base, const at::Tensor& others, const std::vec
     C10_CUDA_KERNEL_LAUNCH_CHECK();
     const double inv = 1.0 / static_cast<double>(g.C * g.Ho * g.Wo);
     finish_kernel<scalar_t, acc_t><<<blocks_for(g.N * K * 256, 256), 256, 0, stream>>>(
-        partial.const_data_ptr<acc_t>(), g.C * tiles, g.N * K, inv, false,
-        out.mutable_data_ptr<scalar_t>());
+        partial.const_data_ptr<acc_t>(), g.C * tiles, g.N * K, inv, out.mutable_data_ptr<scalar_t>());
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
 }
@@ -530,13 +424,11 @@ void filter_cuda(const at::Tensor& src, const std::vector<double>& window, int64
     const auto acc_opts = src.options().dtype(c10::CppTypeToScalarType<acc_t>::value);
     const auto win = make_window<acc_t>(window);
     if (!transpose) {
-      auto tmp = at::empty({M, g.H + 2 * g.pad, g.Wo}, acc_opts);
-      const int64_t n1 = tmp.numel(), n2 = dst.numel();
-      filter_h_kernel<scalar_t, acc_t><<<blocks_for(n1, threads), threads, 0, stream>>>(
-          src.const_data_ptr<scalar_t>(), tmp.mutable_data_ptr<acc_t>(), win, g, n1);
-      C10_CUDA_KERNEL_LAUNCH_CHECK();
-      filter_v_kernel<scalar_t, acc_t><<<blocks_for(n2, threads), threads, 0, stream>>>(
-          tmp.const_data_ptr<acc_t>(), dst.mutable_data_ptr<scalar_t>(), win, g, n2);
+      // Planned as the forward pass (5 staged planes, 1 used): always within the device's limit.
+      auto kernel = filter_kernel<scalar_t, acc_t>;
+      const auto p = plan_launch<acc_t>(kernel, cuda_plan::Pass::kForward, ws, "ssim_filter");
+      kernel<<<tile_grid(g.Wo, g.Ho, M), dim3(kBX, kBY), p.dynamic_bytes, stream>>>(
+          src.const_data_ptr<scalar_t>(), win, g, static_cast<int>(p.chunk), dst.mutable_data_ptr<scalar_t>());
       C10_CUDA_KERNEL_LAUNCH_CHECK();
     } else {
       auto tmp = at::empty({M, g.H, g.Wo}, acc_opts);
@@ -553,5 +445,3 @@ void filter_cuda(const at::Tensor& src, const std::vector<double>& window, int64
 
 }  // namespace vaeiso::ssim
 
-// Per-channel passes (MS-SSIM, SSIM + L1) on the same tiling and helpers.
-#include "ssim/ms_ssim_cuda.cuh"

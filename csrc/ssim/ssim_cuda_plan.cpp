@@ -1,5 +1,7 @@
 // vaeiso::_ssim_cuda_plan: the SSIM CUDA launch planner (ssim_cuda_plan.h) as plain integers,
-// so that CPU-only builds test the planning the GPU kernels use. Private (leading underscore).
+// so that CPU-only builds test the planning the GPU kernels use. Private (leading underscore);
+// schema in csrc/registration.cpp. No tensor argument: the CompositeImplicitAutograd kernel is
+// the one the dispatcher picks.
 #include <torch/library.h>
 
 #include <string>
@@ -25,9 +27,8 @@ std::vector<int64_t> ssim_cuda_plan(int64_t window_size, int64_t acc_bytes, int6
 
 }  // namespace
 
-TORCH_LIBRARY_FRAGMENT(vaeiso, m) {
-  m.def("_ssim_cuda_plan(int window_size, int acc_bytes, int smem_limit, str kind) -> int[]",
-        &ssim_cuda_plan);
+TORCH_LIBRARY_IMPL(vaeiso, CompositeImplicitAutograd, m) {
+  m.impl("_ssim_cuda_plan", &ssim_cuda_plan);
 }
 
 }  // namespace vaeiso::ssim

@@ -1,11 +1,12 @@
-// The SSIM family's passes, one implementation per device (ssim_cpu.cpp, ssim_cuda.cu), both
-// built on ssim_math.h. ssim.cpp checks arguments and allocates; these only compute.
+// The SSIM family's passes, one implementation per device (ssim_cpu.cpp on ssim_cpu_impl.h,
+// ssim_cuda.cu on ssim_cuda_tile.cuh), both built on ssim_math.h. ssim.cpp checks arguments and
+// allocates; these only compute.
 //
 // Conventions: images are read through their strides (any layout, expanded dims included);
 // `maps` is dense (N, C, 4, Ho, Wo) in the accumulation dtype (float for half types) and holds
-// d(value)/d(moment) per output position, already divided by C*Ho*Wo (ssim_math.h, Grad);
-// gradients and filter outputs are dense. `window` holds the Gaussian taps, normalised in
-// double on the host.
+// d(one_minus[n, c])/d(moment) per output position, already divided by Ho*Wo (ssim_math.h,
+// Grad); gradients and filter outputs are dense. `window` holds the Gaussian taps, normalised
+// in double on the host.
 #pragma once
 #include <ATen/core/Tensor.h>
 
@@ -29,14 +30,24 @@ struct Constants {
   double C1, C2;
 };
 
-// out (N,): the mean over channels and positions of SSIM, or of 1 - SSIM when `loss`;
-// maps (when not empty): the per-position derivatives of that value for ssim_backward.
+// What the per-(image, channel) pass computes besides 1 - SSIM.
+struct Mode {
+  bool cs_only;  // 1 - cs (the contrast-structure term, MS-SSIM's upper levels) instead of 1 - SSIM
+  bool with_l1;  // also the mean |y - x| per channel (the fused SSIM + L1 loss)
+};
+
+// one_minus (N, C) dense, accumulation dtype: the mean over positions of 1 - v, v = SSIM or cs;
+// l1 (N, C) (when mode.with_l1): the mean |y - x| over the channel's pixels; maps (when not
+// empty): the per-position derivatives of one_minus for the backward.
 void forward_cpu(const at::Tensor& x, const at::Tensor& y, const std::vector<double>& window,
-                 const Geometry& g, Constants k, bool loss, at::Tensor& out, at::Tensor& maps);
-// grad_x, grad_y (dense (N, C, H, W), input dtype) = grad[n] * d(value)/d(x, y), from `maps`.
-void backward_cpu(const at::Tensor& grad, const at::Tensor& x, const at::Tensor& y,
-                  const at::Tensor& maps, const std::vector<double>& window, const Geometry& g,
-                  at::Tensor& grad_x, at::Tensor& grad_y);
+                 const Geometry& g, Constants k, Mode mode, at::Tensor& one_minus, at::Tensor& l1,
+                 at::Tensor& maps);
+// grad_x, grad_y (dense (N, C, H, W), compute dtype) = sum over (n, c) of grad[n, c] d(one_minus[n, c])
+// + grad_l1[n, c] d(l1[n, c]), from `maps`; grad and grad_l1 in the accumulation dtype, grad_l1
+// empty when there is no L1 term.
+void backward_cpu(const at::Tensor& grad, const at::Tensor& grad_l1, const at::Tensor& x,
+                  const at::Tensor& y, const at::Tensor& maps, const std::vector<double>& window,
+                  const Geometry& g, at::Tensor& grad_x, at::Tensor& grad_y);
 // out (N, K) = 1 - SSIM(base[n], others[n, k]), statistics of base computed once per tile.
 void pairs_cpu(const at::Tensor& base, const at::Tensor& others, const std::vector<double>& window,
                const Geometry& g, Constants k, at::Tensor& out);
@@ -47,10 +58,11 @@ void filter_cpu(const at::Tensor& src, const std::vector<double>& window, int64_
 
 #ifdef VAEISO_WITH_CUDA
 void forward_cuda(const at::Tensor& x, const at::Tensor& y, const std::vector<double>& window,
-                  const Geometry& g, Constants k, bool loss, at::Tensor& out, at::Tensor& maps);
-void backward_cuda(const at::Tensor& grad, const at::Tensor& x, const at::Tensor& y,
-                   const at::Tensor& maps, const std::vector<double>& window, const Geometry& g,
-                   at::Tensor& grad_x, at::Tensor& grad_y);
+                  const Geometry& g, Constants k, Mode mode, at::Tensor& one_minus, at::Tensor& l1,
+                  at::Tensor& maps);
+void backward_cuda(const at::Tensor& grad, const at::Tensor& grad_l1, const at::Tensor& x,
+                   const at::Tensor& y, const at::Tensor& maps, const std::vector<double>& window,
+                   const Geometry& g, at::Tensor& grad_x, at::Tensor& grad_y);
 void pairs_cuda(const at::Tensor& base, const at::Tensor& others, const std::vector<double>& window,
                 const Geometry& g, Constants k, at::Tensor& out);
 void filter_cuda(const at::Tensor& src, const std::vector<double>& window, int64_t ws, int64_t pad,

@@ -1,4 +1,4 @@
-// Per-window SSIM math shared by the CPU and CUDA kernels (docs/ops.md, ssim).
+// Per-window SSIM math shared by the CPU and CUDA kernels (docs/ops.md, ssim to ssim_l1_loss).
 //
 // The kernels filter the base image x and the difference d = y - x (never y itself): from the
 // windowed moments mu_x, s_xx and mu_d, s_dd, s_xd everything follows without cancellation,
@@ -93,6 +93,57 @@ VAEISO_HD Grad<T> ssim_grad(const Stats<T>& st, T C1, T C2, T scale) {
   g.s = scale * ds;
   g.xy = scale * dxy;
   return g;
+}
+
+// The contrast-structure term of MS-SSIM's upper levels, cs = A2 / B2, and its complement
+// without cancellation: 1 - cs = (s_xx + s_yy - 2 s_xy) / B2 = s_dd / B2.
+template <typename T>
+VAEISO_HD T one_minus_cs(const Stats<T>& s, T C2) {
+  const T s_yy = clamp0(s.s_xx + T(2) * s.s_xd + s.s_dd);
+  return s.s_dd / (s.s_xx + s_yy + C2);
+}
+
+// d(cs)/d(raw moments) times `scale`, in the layout of ssim_grad.
+template <typename T>
+VAEISO_HD Grad<T> cs_grad(const Stats<T>& st, T C2, T scale) {
+  const T mu_x = st.mu_x, mu_y = st.mu_x + st.mu_d;
+  const T s_xy = st.s_xx + st.s_xd;
+  const T s_yy = clamp0(st.s_xx + T(2) * st.s_xd + st.s_dd);
+  const T inv = T(1) / (st.s_xx + s_yy + C2);
+  const T cs = (T(2) * s_xy + C2) * inv;
+  const T ds = -cs * inv;    // dcs/ds_xx = dcs/ds_yy
+  const T dxy = T(2) * inv;  // dcs/ds_xy
+  Grad<T> g;
+  g.mx = scale * (-T(2) * mu_x * ds - mu_y * dxy);
+  g.my = scale * (-T(2) * mu_y * ds - mu_x * dxy);
+  g.s = scale * ds;
+  g.xy = scale * dxy;
+  return g;
+}
+
+// 1 - v at one position, v = cs (CS) or SSIM, and its derivative maps.
+template <bool CS, typename T>
+VAEISO_HD T one_minus_value(const Stats<T>& s, T C1, T C2) {
+  if constexpr (CS) {
+    return one_minus_cs(s, C2);
+  } else {
+    return one_minus_ssim(s, C1, C2);
+  }
+}
+
+template <bool CS, typename T>
+VAEISO_HD Grad<T> value_grad(const Stats<T>& s, T C1, T C2, T scale) {
+  if constexpr (CS) {
+    return cs_grad(s, C2, scale);
+  } else {
+    return ssim_grad(s, C1, C2, scale);
+  }
+}
+
+// The |d| term of the fused L1 loss: d|d|/dd is sign(d), 0 at d = 0.
+template <typename T>
+VAEISO_HD T sign0(T d) {
+  return T(d > T(0)) - T(d < T(0));  // branch-free, so the CPU loop vectorises
 }
 
 // The Gaussian window is computed in double on the host (gaussian_window in ssim.cpp) and

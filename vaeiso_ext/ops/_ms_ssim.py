@@ -1,13 +1,17 @@
-"""MS-SSIM and the fused SSIM + L1 loss (docs/ops.md): wrappers, fake implementation and
-autograd of ``torch.ops.vaeiso.ssim_channels``, the per-(image, channel) SSIM pass they share.
+"""MS-SSIM and the fused SSIM + L1 loss (docs/ops.md): wrappers over the one SSIM pass
+(``torch.ops.vaeiso.ssim_forward``, :func:`._ssim.ssim_pass`, which holds its fake
+implementation and autograd).
 
-One kernel pass per pyramid level reads both images once and returns the mean of ``1 - v`` per
-channel (``v`` the contrast-structure term ``cs`` or SSIM, computed without cancellation), the
-mean ``|y - x|`` when asked (the L1 term of :func:`ssim_l1_loss`, read in the same pass), and the
-derivative maps for the backward. The average-pooling pyramid is ``torch.nn.functional.avg_pool2d``
-(its adjoint in the backward is ATen's ``avg_pool2d_backward``, through autograd); the
-normalisation and the product over levels act on ``(levels, N, C)`` numbers only and are plain
-torch ops, run in float64.
+One kernel pass per pyramid level reads both images once (any of the four float dtypes, or
+autocast's half / float32 mix, in the kernel) and returns the mean of ``1 - v`` per channel
+(``v`` the contrast-structure term ``cs`` or SSIM, computed without cancellation), the mean
+``|y - x|`` when asked (the L1 term of :func:`ssim_l1_loss`, read in the same pass), and the
+derivative maps for the backward. The average-pooling pyramid is
+``torch.nn.functional.avg_pool2d`` (its adjoint in the backward is ATen's
+``avg_pool2d_backward``, through autograd); the normalisation and the product over levels act on
+``(levels, N, C)`` numbers only and are plain torch ops, run in float64.
+
+Sections: public wrappers; argument checks.
 """
 
 from __future__ import annotations
@@ -19,10 +23,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ._modes import HALF, call_kernel, dispatch, fused_ok, merge_batch, need_maps
-from ._modes import register_no_double_backward, split_batch, with_eager_twin
-from ._ssim import (channel_grads_torch, check_finite, check_pair, check_params, check_range_for, check_window_fits,
-                    pad_small, scale_by_range)
+from ._modes import acc_dtype
+from ._ssim import check_finite, check_pair, check_params, check_range_for, check_window_fits, pad_small
+from ._ssim import scale_by_range, ssim_pass
 
 MS_SSIM_WEIGHTS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)
 _NORMALIZE = ("relu", "simple", None)
@@ -90,18 +93,18 @@ def ms_ssim(x: Tensor, y: Tensor, *, weights: Sequence[float] = MS_SSIM_WEIGHTS,
     if min(H, W) <= need:
         raise ValueError(f"{fn}: x: the image ({H}x{W}) is too small for {m} levels with window_size={ws}: "
                          f"the smaller side must exceed (window_size - 1) * 2**(levels - 1) = {need}")
-    xc, yc = _compute(x, y)
-    (xc, yc), dr, _ = scale_by_range(rng, xc, yc)
-    kw = (ws, sigma, k1, k2, dr)
+    (xc, yc), dr, _ = scale_by_range(rng, x, y)
     vals = []
     for level in range(m):
         last = level == m - 1
-        om, _, _ = _channels(xc, yc, kw, same=False, cs_only=not last, with_l1=False)
+        om, _ = ssim_pass(xc, yc, ws, sigma, k1, k2, dr, False, cs_only=not last, with_l1=False)
         vals.append(1 - om.double())
         if not last:
+            # The lower levels are pooled in the compute dtype (float32 for the half types: the
+            # kernel reads level 0 as it is, the pyramid below it loses no digit to rounding).
             pad = (xc.shape[2] % 2, xc.shape[3] % 2)
-            xc = F.avg_pool2d(xc, kernel_size=2, padding=pad)
-            yc = F.avg_pool2d(yc, kernel_size=2, padding=pad)
+            xc = F.avg_pool2d(xc.to(acc_dtype(xc)), kernel_size=2, padding=pad)
+            yc = F.avg_pool2d(yc.to(acc_dtype(yc)), kernel_size=2, padding=pad)
     v = torch.stack(vals)  # (m, N, C)
     if normalize == "simple":
         v = (v + 1) / 2
@@ -152,11 +155,10 @@ def ssim_l1_loss(x: Tensor, y: Tensor, *, ssim_weight: float = 0.2, window_size:
         x, y = x.unsqueeze(0), y.unsqueeze(0)
     rng = check_range_for(fn, rng, x)
     same = check_window_fits(fn, x, ws, same)
-    xc, yc = _compute(x, y)
-    (xc, yc), dr, scale = scale_by_range(rng, xc, yc)
+    (xc, yc), dr, scale = scale_by_range(rng, x, y)
     hw = xc.shape[2] * xc.shape[3]
     (xc, yc), same = pad_small(xc, yc, window_size=ws, same=same)
-    om, l1, _ = _channels(xc, yc, (ws, sigma, k1, k2, dr), same=same, cs_only=False, with_l1=True)
+    om, l1 = ssim_pass(xc, yc, ws, sigma, k1, k2, dr, same, cs_only=False, with_l1=True)
     # the kernel's L1 is of the scaled images (mean over the padded ones for a small image):
     # back to the images' units and to the mean over their own H x W pixels
     l1 = l1.mean(1) * (xc.shape[2] * xc.shape[3] / hw)
@@ -165,94 +167,7 @@ def ssim_l1_loss(x: Tensor, y: Tensor, *, ssim_weight: float = 0.2, window_size:
     return out.squeeze(0) if unbatched else out
 
 
-# ------------------------------------------------------------------------------ helpers
-
-
-def _channels(x, y, kw, *, same, cs_only, with_l1):
-    args = (*kw, same, cs_only, with_l1)
-    return dispatch((x, y),
-                    lambda: torch.ops.vaeiso.ssim_channels(x, y, *args, need_maps(x, y)),
-                    lambda: call_kernel(torch.ops.vaeiso.ssim_channels.default, x, y, *args, False),
-                    lambda: _ChannelsFn.call(x, y, *args, need_maps(x, y)))
-
-
-def _channel_grads(g_om, g_l1, x, y, maps, args):
-    """Per-channel gradients: the fused backward kernel when nothing differentiates through it,
-    else channel_grads_torch (ops/_ssim.py). g_om or g_l1 may be None (no gradient for that output)."""
-    window_size, sigma, k1, k2, data_range, same, cs_only, with_l1 = args
-    if not with_l1:
-        g_l1 = None
-    if g_om is None:
-        g_om = torch.zeros(x.shape[:2], dtype=x.dtype, device=x.device)
-    if not fused_ok(g_om, g_l1, x, y):
-        return channel_grads_torch(g_om, g_l1, x, y, window_size, sigma, k1, k2, data_range, same, cs_only)
-    if maps.numel() == 0 and x.shape[0] > 0:
-        # The forward ran without maps (no gradient was expected then): recompute them.
-        _, _, maps = call_kernel(torch.ops.vaeiso.ssim_channels.default, x, y, window_size, sigma, k1, k2,
-                                 data_range, same, cs_only, False, True)
-    gl1 = g_l1 if g_l1 is not None else x.new_empty((0,))
-    return call_kernel(torch.ops.vaeiso.ssim_channels_backward.default, g_om.contiguous(), gl1.contiguous(),
-                       x, y, maps, window_size, sigma, same)
-
-
-def _plane_dot(a: Tensor, b: Tensor) -> Tensor:
-    """Inner products per (image, channel) plane: ``(N, C, H, W)`` pairs to ``(N, C)``."""
-    return (a * b).sum(dim=(-2, -1))
-
-
-@with_eager_twin
-class _ChannelsFn(torch.autograd.Function):
-    """``ssim_channels`` in every autograd mode: the fused backward kernel in reverse mode,
-    channel_grads_torch where the derivative is itself differentiated or batched, forward mode
-    as the per-channel gradient contracted with the tangents, vmap folded into N."""
-
-    @staticmethod
-    def forward(x, y, window_size, sigma, k1, k2, data_range, same, cs_only, with_l1, need_maps):
-        return call_kernel(torch.ops.vaeiso.ssim_channels.default, x, y, window_size, sigma, k1, k2,
-                           data_range, same, cs_only, with_l1, need_maps)
-
-    @staticmethod
-    def setup_context(ctx, inputs, output):
-        _channels_setup(ctx, inputs, output)
-        ctx.save_for_forward(inputs[0], inputs[1], output[2])
-
-    @staticmethod
-    def backward(ctx, grad_om, grad_l1, _grad_maps):
-        return _channels_backward(ctx, grad_om, grad_l1, _grad_maps)
-
-    @staticmethod
-    def jvp(ctx, tx, ty, *_):
-        x, y, maps = ctx.saved_tensors
-        # Each (image, channel) value depends on its own plane only, so the backward with unit
-        # weights gives every row of the Jacobian at once.
-        ones = torch.ones(x.shape[:2], dtype=x.dtype, device=x.device)
-        gx, gy = _channel_grads(ones, None, x, y, maps, ctx.args[:7] + (False,))
-        d_om = None
-        for gr, t in ((gx, tx), (gy, ty)):
-            if t is not None:
-                d_om = _plane_dot(gr, t) if d_om is None else d_om + _plane_dot(gr, t)
-        # no l1 asked for: a tangent for its empty output all the same (None there trips an
-        # internal assert of forward AD in torch 2.14)
-        d_l1 = x.new_zeros((0,))
-        if ctx.args[7]:
-            dt = (ty if ty is not None else 0) - (tx if tx is not None else 0)
-            d_l1 = _plane_dot(torch.sign(y - x), dt) / (x.shape[2] * x.shape[3])
-        return d_om, d_l1, None
-
-    @staticmethod
-    def vmap(info, in_dims, x, y, *args):
-        # the vmapped batch joins N (an unbatched image is expanded): one fused call
-        B = info.batch_size
-        outs = _ChannelsFn.call(merge_batch(x, in_dims[0], B), merge_batch(y, in_dims[1], B), *args)
-        res, dims = [], []
-        for t in outs:
-            if t.dim() == 1:  # an output not asked for: one empty (0,) tensor, unbatched
-                res.append(t)
-                dims.append(None)
-            else:
-                res.append(split_batch(t, B))
-                dims.append(0)
-        return tuple(res), tuple(dims)
+# ------------------------------------------------------------------------ argument checks
 
 
 def check_weights(op, weights) -> tuple[float, ...]:
@@ -263,62 +178,3 @@ def check_weights(op, weights) -> tuple[float, ...]:
     if len(w) == 0 or not all(math.isfinite(v) and v >= 0 for v in w):
         raise ValueError(f"{op}: weights: expected one or more finite numbers >= 0, got {weights!r}")
     return w
-
-
-def _compute(x: Tensor, y: Tensor):
-    """``x, y`` in the compute dtype (the pair is checked): float32 for the half types and
-    for autocast's half / float32 mix (the kernel takes float32 and float64 only)."""
-    if x.dtype == y.dtype and x.dtype not in HALF:
-        return x, y
-    return x.float(), y.float()
-
-
-# --------------------------------------------------------------------- fake and autograd
-
-
-@torch.library.register_fake("vaeiso::ssim_channels")
-def _channels_fake(x, y, window_size, sigma, k1, k2, data_range, same_padding, cs_only, with_l1, need_maps):
-    torch._check(x.dim() == 4, lambda: f"ssim_channels: x: expected a 4-D tensor, got shape {tuple(x.shape)}")
-    torch._check(y.shape == x.shape, lambda: f"ssim_channels: y: expected shape {tuple(x.shape)}, got {tuple(y.shape)}")
-    N, C, H, W = x.shape
-    pad = window_size // 2 if same_padding else 0
-    ho, wo = H + 2 * pad - window_size + 1, W + 2 * pad - window_size + 1
-    one_minus = x.new_empty((N, C))
-    l1 = x.new_empty((N, C) if with_l1 else (0,))
-    maps = x.new_empty((N, C, 4, ho, wo) if need_maps else (0,))
-    return one_minus, l1, maps
-
-
-@torch.library.register_fake("vaeiso::ssim_channels_backward")
-def _channels_backward_fake(grad, grad_l1, x, y, maps, window_size, sigma, same_padding):
-    return x.new_empty(x.shape), x.new_empty(x.shape)
-
-
-def _channels_setup(ctx, inputs, output):
-    x, y, window_size, sigma, k1, k2, data_range, same, cs_only, with_l1, _need_maps = inputs
-    _om, _l1, maps = output
-    ctx.save_for_backward(x, y, maps)
-    ctx.args = (window_size, sigma, k1, k2, data_range, same, cs_only, with_l1)
-    ctx.mark_non_differentiable(maps)
-    # No zero-filled gradient for maps (or for an unused output): the backward takes None.
-    ctx.set_materialize_grads(False)
-
-
-def _channels_backward(ctx, grad_om, grad_l1, _grad_maps=None):
-    x, y, maps = ctx.saved_tensors
-    none = (None,) * 9
-    if not any(ctx.needs_input_grad[:2]) or (grad_om is None and grad_l1 is None):
-        return (None, None) + none
-    gx, gy = _channel_grads(grad_om, grad_l1, x, y, maps, ctx.args)
-    return (gx if ctx.needs_input_grad[0] else None, gy if ctx.needs_input_grad[1] else None) + none
-
-
-torch.library.register_autograd("vaeiso::ssim_channels", _channels_backward, setup_context=_channels_setup)
-
-
-# ops.ms_ssim / ssim_l1_loss never reach this: with create_graph their backward runs
-# channel_grads_torch instead of this kernel. Direct callers of the raw op get an error.
-register_no_double_backward(
-    "vaeiso::ssim_channels_backward",
-    "vaeiso::ssim_channels_backward: the raw backward kernel is not differentiable; second derivatives "
-    "of ms_ssim and ssim_l1_loss go through vaeiso_ext.ops")

@@ -1,11 +1,21 @@
 """SSIM family: wrappers, argument checks, fake implementations and autograd for
 ``torch.ops.vaeiso.ssim*``.
 
+One kernel pass serves the whole family: ``ssim_forward`` / ``ssim_backward`` compute, per
+(image, channel), the mean of ``1 - SSIM`` (or of ``1 - cs``, MS-SSIM's contrast-structure term)
+without cancellation, the mean ``|y - x|`` when asked (the fused SSIM + L1 loss), and the
+derivative maps for the backward. :func:`ssim`, :func:`one_minus_ssim` (here) and
+``ms_ssim`` / ``ssim_l1_loss`` (``._ms_ssim``) are reductions of its ``(N, C)`` output
+(:func:`ssim_pass`); ``ssim_pairs`` shares its staging, ``ssim_metric_gram`` its window filter.
+
 Every SSIM-family entry point (here, in ``._ms_ssim`` and the loss modules of ``vaeiso_ext.nn``)
 checks its arguments with the functions of the "argument checks" section (one convention:
 ``TypeError`` for a wrong type, ``ValueError`` for a wrong value, the message naming the public
 function and the argument) and divides the images by their range (:func:`scale_by_range`) so that
 the kernels see values of order 1 at any scale.
+
+Sections: public wrappers; argument checks; range and padding; the SSIM pass; fake
+implementations; autograd (the metric Gram's composite under transforms last).
 """
 
 import math
@@ -74,11 +84,9 @@ def one_minus_ssim(x: Tensor, y: Tensor, *, window_size: int = 11, sigma: float 
 def _ssim_value(fn, x, y, window_size, sigma, k1, k2, data_range, padding, loss):
     out_dtype = check_pair(fn, x, y)
     x, y, ws, sigma, k1, k2, dr, same = _prepare(fn, x, y, window_size, sigma, k1, k2, data_range, padding)
-    out = dispatch((x, y),
-                   lambda: torch.ops.vaeiso.ssim_forward(x, y, ws, sigma, k1, k2, dr, same, loss, need_maps(x, y))[0],
-                   lambda: call_kernel(_FORWARD, x, y, ws, sigma, k1, k2, dr, same, loss, False)[0],
-                   lambda: _SSIMFunction.call(x, y, ws, sigma, k1, k2, dr, same, loss, need_maps(x, y))[0])
-    return out.to(out_dtype)
+    one_minus, _ = ssim_pass(x, y, ws, sigma, k1, k2, dr, same, cs_only=False, with_l1=False)
+    v = one_minus.mean(1)  # the mean over channels of the per-channel 1 - SSIM
+    return (v if loss else 1 - v).to(out_dtype)
 
 
 def ssim_pairs(base: Tensor, others: Tensor, *, window_size: int = 11, sigma: float = 1.5,
@@ -145,12 +153,16 @@ def ssim_metric_gram(x: Tensor, v: Tensor, *, diagonal: bool = False, window_siz
     fn = "ssim_metric_gram"
     out_dtype = check_batch(fn, x, v, "x", "v")
     x, v, ws, sigma, k1, k2, dr, same = _prepare(fn, x, v, window_size, sigma, k1, k2, data_range, padding)
-    if not compiling() and _transformed(x, v):
-        out = _metric_gram_composite(x, v, bool(diagonal), ws, sigma, k1, k2, dr, same)
-    else:
-        out = torch.ops.vaeiso.ssim_metric_gram(x, v, diagonal=bool(diagonal), window_size=ws, sigma=sigma,
-                                                k1=k1, k2=k2, data_range=dr,
-                                                padding="same" if same else "valid")
+
+    def op():
+        return torch.ops.vaeiso.ssim_metric_gram(x, v, diagonal=bool(diagonal), window_size=ws, sigma=sigma,
+                                                 k1=k1, k2=k2, data_range=dr, padding="same" if same else "valid")
+
+    # The C++ composite differentiates through ATen and ssim_filter's registered autograd; under
+    # forward AD or a torch.func transform the same composite runs in Python instead.
+    out = dispatch((x, v), op, op,
+                   lambda: _metric_gram_composite(x, v, bool(diagonal), ws, sigma, k1, k2, dr, same)
+                   if _transformed(x, v) else op())
     return out.to(out_dtype)
 
 
@@ -372,6 +384,24 @@ def pad_small(*ts: Tensor, window_size: int, same: bool):
     return tuple(F.pad(t, (p, p, p, p)) for t in ts), False
 
 
+# ------------------------------------------------------------------------------ the SSIM pass
+
+
+def ssim_pass(x, y, window_size, sigma, k1, k2, data_range, same, *, cs_only, with_l1):
+    """The one SSIM kernel pass on checked, range-scaled images: ``(one_minus, l1)``.
+
+    ``one_minus`` ``(N, C)``: the mean over positions of ``1 - v``, ``v`` = SSIM or (``cs_only``)
+    the contrast-structure term; ``l1`` ``(N, C)`` (``with_l1``, else empty): the mean
+    ``|y - x|``. Both in the accumulation dtype (float32 for the half types and autocast's mix).
+    Differentiable in every autograd mode (:class:`_SSIMFunction`)."""
+    args = (window_size, sigma, k1, k2, data_range, same, cs_only, with_l1)
+    one_minus, l1, _ = dispatch((x, y),
+                                lambda: torch.ops.vaeiso.ssim_forward(x, y, *args, need_maps(x, y)),
+                                lambda: call_kernel(_FORWARD, x, y, *args, False),
+                                lambda: _SSIMFunction.call(x, y, *args, need_maps(x, y)))
+    return one_minus, l1
+
+
 # ------------------------------------------------------------------ shape rules (fake impls)
 
 
@@ -411,21 +441,24 @@ def _out_hw(h, w, window_size: int, same: bool):
 
 
 @torch.library.register_fake("vaeiso::ssim_forward")
-def _ssim_forward_fake(x, y, window_size, sigma, k1, k2, data_range, same_padding, loss, need_maps):
-    _fake_check_image("ssim", x, "x", window_size)
+def _ssim_forward_fake(x, y, window_size, sigma, k1, k2, data_range, same_padding, cs_only, with_l1, need_maps):
+    op = "ssim_forward"
+    _fake_check_image(op, x, "x", window_size)
     torch._check(y.shape == x.shape,
-                 lambda: f"ssim: y: expected shape {tuple(x.shape)} (the shape of x), got {tuple(y.shape)}")
-    _fake_check_device("ssim", x, "x", y=y)
-    dt = _fake_pair_dtype("ssim", x, y)
+                 lambda: f"{op}: y: expected shape {tuple(x.shape)} (the shape of x), got {tuple(y.shape)}")
+    _fake_check_device(op, x, "x", y=y)
+    dt = _fake_pair_dtype(op, x, y)
+    acc = torch.float32 if dt in HALF else dt
     N, C, H, W = x.shape
     ho, wo = _out_hw(H, W, window_size, same_padding)
-    out = x.new_empty((N,), dtype=dt)
-    maps = x.new_empty((N, C, 4, ho, wo) if need_maps else (0,), dtype=torch.float32 if dt in HALF else dt)
-    return out, maps
+    one_minus = x.new_empty((N, C), dtype=acc)
+    l1 = x.new_empty((N, C) if with_l1 else (0,), dtype=acc)
+    maps = x.new_empty((N, C, 4, ho, wo) if need_maps else (0,), dtype=acc)
+    return one_minus, l1, maps
 
 
 @torch.library.register_fake("vaeiso::ssim_backward")
-def _ssim_backward_fake(grad, x, y, maps, window_size, sigma, same_padding):
+def _ssim_backward_fake(grad, grad_l1, x, y, maps, window_size, sigma, same_padding):
     _fake_check_device("ssim_backward", x, "x", grad=grad, y=y, maps=maps)
     return x.new_empty(x.shape), y.new_empty(y.shape)
 
@@ -457,12 +490,13 @@ def _ssim_filter_fake(t, window_size, sigma, same_padding, transpose):
 # ------------------------------------------------------------------------------- autograd
 
 _FORWARD = torch.ops.vaeiso.ssim_forward.default
+_BACKWARD = torch.ops.vaeiso.ssim_backward.default
 
 # Reverse mode runs the fused ssim_backward kernel. When the gradient must itself be
 # differentiable or batchable (create_graph, forward AD, torch.func wrappers: _modes.fused_ok),
-# the same derivative is evaluated by _grads_torch from the window filter (an autograd.Function
-# with every rule) and torch ops. Forward mode contracts the fused per-image gradient with the
-# tangents: each output depends on one image (pair), so the JVP is <dSSIM/dx, tx> + <dSSIM/dy, ty>.
+# the same derivative is evaluated by channel_grads_torch from the window filter (an
+# autograd.Function with every rule) and torch ops. Forward mode contracts the fused
+# per-channel gradient with the tangents: each output depends on one image plane (pair).
 
 
 def _transformed(*ts: Tensor) -> bool:
@@ -545,82 +579,107 @@ def channel_grads_torch(g_om, g_l1, x, y, window_size, sigma, k1, k2, data_range
     return gx.to(x.dtype), gy.to(y.dtype)
 
 
-def _grads_torch(g, x, y, window_size, sigma, k1, k2, data_range, same, loss):
-    """d(sum_n g_n SSIM_n)/dx, /dy (of 1 - SSIM when ``loss``) with differentiable ops: SSIM is
-    1 minus the mean over channels of the per-channel ``1 - SSIM``."""
-    n, c = x.shape[:2]
-    g_om = (g.to(acc_dtype(x)) * ((1.0 if loss else -1.0) / c)).reshape(n, 1).expand(n, c)
-    return channel_grads_torch(g_om, None, x, y, window_size, sigma, k1, k2, data_range, same, False)
-
-
-def _grads_fused(g, x, y, maps, window_size, sigma, k1, k2, data_range, same, loss):
+def _grads(g_om, g_l1, x, y, maps, args):
+    """Gradients of ``sum g_om * one_minus + g_l1 * l1``: the fused backward kernel when nothing
+    differentiates through it, else channel_grads_torch. g_om or g_l1 may be None (no gradient
+    for that output); ``args`` as :func:`ssim_pass` takes them."""
+    window_size, sigma, k1, k2, data_range, same, cs_only, with_l1 = args
+    if not with_l1:
+        g_l1 = None
+    if g_om is None:
+        g_om = torch.zeros(x.shape[:2], dtype=acc_dtype(x) if x.dtype == y.dtype else torch.float32,
+                           device=x.device)
+    if not fused_ok(g_om, g_l1, x, y):
+        return channel_grads_torch(g_om, g_l1, x, y, window_size, sigma, k1, k2, data_range, same, cs_only)
     if maps.numel() == 0 and x.shape[0] > 0:
-        # the forward ran without maps (no derivative was expected then): recompute them
-        _, maps = call_kernel(_FORWARD, x, y, window_size, sigma, k1, k2, data_range, same, loss, True)
-    return call_kernel(torch.ops.vaeiso.ssim_backward.default, g, x, y, maps, window_size, sigma, same)
-
-
-def _grads(g, x, y, maps, args):
-    """Per-image gradients of ``sum_n g_n out_n``: fused when nothing differentiates through."""
-    if fused_ok(g, x, y):
-        return _grads_fused(g, x, y, maps, *args)
-    return _grads_torch(g, x, y, *args)
+        # The forward ran without maps (no gradient was expected then): recompute them.
+        _, _, maps = call_kernel(_FORWARD, x, y, window_size, sigma, k1, k2, data_range, same, cs_only, False, True)
+    gl1 = g_l1.contiguous() if g_l1 is not None else g_om.new_empty((0,))
+    return call_kernel(_BACKWARD, g_om.contiguous(), gl1, x, y, maps, window_size, sigma, same)
 
 
 def _forward_setup(ctx, inputs, output):
-    x, y, window_size, sigma, k1, k2, data_range, same, loss, _need = inputs
-    maps = output[1]
+    x, y, window_size, sigma, k1, k2, data_range, same, cs_only, with_l1, _need_maps = inputs
+    _om, _l1, maps = output
     ctx.save_for_backward(x, y, maps)
-    ctx.args = (window_size, sigma, k1, k2, data_range, same, loss)
+    ctx.args = (window_size, sigma, k1, k2, data_range, same, cs_only, with_l1)
     ctx.mark_non_differentiable(maps)
+    # No zero-filled gradient for maps (or for an unused output): the backward takes None.
+    ctx.set_materialize_grads(False)
 
 
-def _forward_backward(ctx, grad_out, _grad_maps=None):
+def _forward_backward(ctx, grad_om, grad_l1, _grad_maps=None):
     x, y, maps = ctx.saved_tensors
-    if grad_out is None or not any(ctx.needs_input_grad[:2]):
-        return (None,) * 10
-    gx, gy = _grads(grad_out, x, y, maps, ctx.args)
-    return (gx if ctx.needs_input_grad[0] else None, gy if ctx.needs_input_grad[1] else None) + (None,) * 8
+    none = (None,) * 9
+    if not any(ctx.needs_input_grad[:2]) or (grad_om is None and grad_l1 is None):
+        return (None, None) + none
+    gx, gy = _grads(grad_om, grad_l1, x, y, maps, ctx.args)
+    return (gx if ctx.needs_input_grad[0] else None, gy if ctx.needs_input_grad[1] else None) + none
+
+
+def _plane_dot(a: Tensor, b: Tensor) -> Tensor:
+    """Inner products per (image, channel) plane: ``(N, C, H, W)`` pairs to ``(N, C)``."""
+    return (a * b).sum(dim=(-2, -1))
 
 
 def _image_dot(a: Tensor, b: Tensor) -> Tensor:
+    """Inner products per image: ``(.., C, H, W)`` pairs to ``(..)``."""
     return (a * b).sum(dim=(-3, -2, -1))
 
 
 @with_eager_twin
 class _SSIMFunction(torch.autograd.Function):
-    """``ssim_forward`` (SSIM or 1 - SSIM, and the maps) for eager mode and ``torch.func``."""
+    """``ssim_forward`` in every autograd mode: the fused backward kernel in reverse mode,
+    channel_grads_torch where the derivative is itself differentiated or batched, forward mode
+    as the per-channel gradient contracted with the tangents, vmap folded into N."""
 
     @staticmethod
-    def forward(x, y, window_size, sigma, k1, k2, data_range, same, loss, need_maps):
-        return call_kernel(_FORWARD, x, y, window_size, sigma, k1, k2, data_range, same, loss, need_maps)
+    def forward(x, y, window_size, sigma, k1, k2, data_range, same, cs_only, with_l1, need_maps):
+        return call_kernel(_FORWARD, x, y, window_size, sigma, k1, k2, data_range, same, cs_only, with_l1,
+                           need_maps)
 
     @staticmethod
     def setup_context(ctx, inputs, output):
         _forward_setup(ctx, inputs, output)
-        ctx.save_for_forward(inputs[0], inputs[1], output[1])
+        ctx.save_for_forward(inputs[0], inputs[1], output[2])
 
     backward = staticmethod(_forward_backward)
 
     @staticmethod
     def jvp(ctx, tx, ty, *_):
         x, y, maps = ctx.saved_tensors
-        ones = torch.ones(x.shape[0], dtype=x.dtype, device=x.device)
-        gx, gy = _grads(ones, x, y, maps, ctx.args)
-        out = None
+        acc = acc_dtype(x) if x.dtype == y.dtype else torch.float32
+        # Each (image, channel) value depends on its own plane only, so the backward with unit
+        # weights gives every row of the Jacobian at once.
+        ones = torch.ones(x.shape[:2], dtype=acc, device=x.device)
+        gx, gy = _grads(ones, None, x, y, maps, ctx.args[:7] + (False,))
+        d_om = None
         for gr, t in ((gx, tx), (gy, ty)):
             if t is not None:
-                out = _image_dot(gr, t) if out is None else out + _image_dot(gr, t)
-        return out, None
+                d = _plane_dot(gr.to(acc), t.to(acc))
+                d_om = d if d_om is None else d_om + d
+        # no l1 asked for: a tangent for its empty output all the same (None there trips an
+        # internal assert of forward AD in torch 2.14)
+        d_l1 = x.new_zeros((0,), dtype=acc)
+        if ctx.args[7]:
+            dt = (ty.to(acc) if ty is not None else 0) - (tx.to(acc) if tx is not None else 0)
+            d_l1 = _plane_dot(torch.sign(y.to(acc) - x.to(acc)), dt) / (x.shape[2] * x.shape[3])
+        return d_om, d_l1, None
 
     @staticmethod
     def vmap(info, in_dims, x, y, *args):
         # the vmapped batch joins N (an unbatched image is expanded): one fused call
         B = info.batch_size
-        out, maps = _SSIMFunction.call(merge_batch(x, in_dims[0], B), merge_batch(y, in_dims[1], B), *args)
-        if maps.dim() == 1:  # no maps were asked for: one empty (0,) tensor, unbatched
-            return (split_batch(out, B), maps), (0, None)
-        return (split_batch(out, B), split_batch(maps, B)), (0, 0)
+        outs = _SSIMFunction.call(merge_batch(x, in_dims[0], B), merge_batch(y, in_dims[1], B), *args)
+        res, dims = [], []
+        for t in outs:
+            if t.dim() == 1:  # an output not asked for: one empty (0,) tensor, unbatched
+                res.append(t)
+                dims.append(None)
+            else:
+                res.append(split_batch(t, B))
+                dims.append(0)
+        return tuple(res), tuple(dims)
 
 
 # The custom op keeps its own autograd (torch.compile and direct torch.ops callers), with the
@@ -630,7 +689,7 @@ torch.library.register_autograd("vaeiso::ssim_forward", _forward_backward, setup
 
 def _pairs_args(ctx_kw):
     window_size, sigma, k1, k2, data_range, padding = ctx_kw
-    return (window_size, sigma, k1, k2, data_range, padding == "same", True)
+    return (window_size, sigma, k1, k2, data_range, padding == "same", False, False)
 
 
 def _pairs_grads(g, base, others, args):
@@ -683,9 +742,12 @@ class _SSIMPairsFunction(torch.autograd.Function):
 
 
 def _pairs_grads_unsummed(g, base, others, args):
-    N, K = others.shape[:2]
+    # 1 - SSIM of a pair is the channel mean of the SSIM pass's (N, C) output: its gradient is
+    # the pass's backward with g / C per channel, over the K pairs as N * K images.
+    N, K, C = others.shape[:3]
     xb = base.unsqueeze(1).expand(others.shape).reshape((N * K,) + tuple(base.shape[1:]))
-    gx, gy = _grads(g.reshape(N * K), xb, others.reshape(xb.shape), base.new_empty((0,)), args)
+    g_om = (g.to(acc_dtype(base)).reshape(N * K, 1) / C).expand(N * K, C)
+    gx, gy = _grads(g_om, None, xb, others.reshape(xb.shape), base.new_empty((0,)), args)
     return gx.reshape(others.shape), gy.reshape(others.shape)
 
 
@@ -723,8 +785,9 @@ torch.library.register_autograd("vaeiso::ssim_filter", _filter_backward, setup_c
 
 register_no_double_backward(
     "vaeiso::ssim_backward",
-    "vaeiso::ssim_backward: the raw backward kernel has no derivative of its own; differentiate "
-    "vaeiso_ext.ops.ssim (or torch.ops.vaeiso.ssim) instead, whose backward is differentiable")
+    "vaeiso::ssim_backward: the raw backward kernel has no derivative of its own (it is not "
+    "differentiable); differentiate vaeiso_ext.ops.ssim, ms_ssim or ssim_l1_loss (or torch.ops.vaeiso.ssim) "
+    "instead, whose backward is differentiable")
 
 
 # ------------------------------------------------------------ metric Gram under transforms
