@@ -112,5 +112,63 @@ VAEISO_HD T term(T b, T o) {
   }
 }
 
+// ---- derivatives (the fused backward, docs/ops.md, pair_distances) ----
+//   sse: dD/do = 2 (o - b), dD/db = -dD/do.
+//   bce: dD/do = (1-b)/(1-o) - b/o = (o - b) / (o (1 - o)),
+//        dD/db = log(b/o) - log((1-b)/(1-o)) = log(b (1 - o) / (o (1 - b))) = log1p(x),
+//        x = (b - o) / (o (1 - b)).
+// The combined forms have no cancellation for o near b; where a weight b or 1 - b (or o,
+// 1 - o) is 0 they fall back to the two-ratio forms in the value's zero-weight convention
+// (a term with weight 0 is its linear remainder: dD/db contributes -1, a 0/0 ratio is 0), as
+// the eager formulas of vaeiso_ext/ops/_distance.py do.
+
+template <typename T>
+VAEISO_HD T safe_ratio(T num, T den) {
+  return (num == T(0) && den == T(0)) ? T(0) : num / den;
+}
+
+template <typename T>
+VAEISO_HD T log_ratio(T p, T q) {
+  return p == T(0) ? T(-1) : vlog(p) - vlog(q);
+}
+
+// Whether the series forms below apply: |x| < kSmallT with x as above. It implies
+// 0 < o < 1 and b < 1 (so every denominator is positive); false for NaN.
+template <typename T>
+VAEISO_HD bool bce_grad_is_small(T b, T o) {
+  return vabs(b - o) < T(kSmallT) * (o * (T(1) - b));
+}
+
+// dD/do where bce_grad_is_small (branch-free: the CPU kernel evaluates it for a whole vector).
+template <typename T>
+VAEISO_HD T bce_grad_other_series(T b, T o) {
+  return (o - b) / (o * (T(1) - o));
+}
+
+// dD/db where bce_grad_is_small: log1p(x) = 2 atanh(u) with u = x / (2 + x)
+// = (b - o) / (b (1 - o) + o (1 - b)), |u| < 1/7 (the atanh series of kl_half_series).
+template <typename T>
+VAEISO_HD T bce_grad_base_series(T b, T o) {
+  const T u = (b - o) / (b * (T(1) - o) + o * (T(1) - b));
+  const T w = u * u;
+  return T(2) * u + T(2) * u * w * atanh_tail(w);
+}
+
+template <typename T>
+VAEISO_HD T bce_grad_other(T b, T o) {
+  if (bce_grad_is_small(b, o)) return bce_grad_other_series(b, o);
+  const T den = o * (T(1) - o);
+  if (den != T(0)) return (o - b) / den;
+  return safe_ratio(T(1) - b, T(1) - o) - safe_ratio(b, o);
+}
+
+template <typename T>
+VAEISO_HD T bce_grad_base(T b, T o) {
+  if (bce_grad_is_small(b, o)) return bce_grad_base_series(b, o);
+  const T bc = T(1) - b;
+  if (b != T(0) && bc != T(0)) return vlog((b * (T(1) - o)) / (o * bc));  // products: no 1 + x rounding
+  return log_ratio(b, o) - log_ratio(bc, T(1) - o);
+}
+
 VAEISO_ISA_END
 }  // namespace vaeiso::distance
