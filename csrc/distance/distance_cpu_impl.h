@@ -11,16 +11,18 @@
 // blocks of others only choose who computes which sum, so results never depend on the thread
 // count.
 //
-// Backward: tasks of (sample, chunk of kChunk elements). A task walks its chunk in blocks of
-// kBlock elements; for each block it visits the K others in order, writing d/d others and
-// adding into d/d base (kept in L1 for the block), so every input is read once and every
-// output written once.
+// Backward: tasks of (sample, chunk of kChunk elements). A task visits the K others in order,
+// streaming each one's chunk (one read and one write stream at a time, which the hardware
+// prefetchers follow) while d/d base for the chunk accumulates in cache; every input is read
+// once and every output written once.
 #ifndef VAEISO_CPU_ISA
 #error "define VAEISO_CPU_ISA before including distance_cpu_impl.h"
 #endif
 #include <ATen/Parallel.h>
 
 #include <algorithm>
+#include <cstring>
+#include <type_traits>
 #include <vector>
 
 #include "cpu_half.h"
@@ -31,6 +33,10 @@ namespace vaeiso::distance {
 VAEISO_DISTANCE_DECLARE_PASSES(VAEISO_CPU_ISA)
 }
 
+// The 32-byte vectors below never cross a non-inlined call between builds (internal linkage),
+// so GCC's note that their ABI differs without AVX does not apply.
+#pragma GCC diagnostic ignored "-Wpsabi"
+
 namespace vaeiso::distance::VAEISO_CPU_ISA {
 namespace {
 
@@ -39,62 +45,100 @@ constexpr int64_t kGrainElems = 1 << 15;  // work per parallel task below which 
 constexpr int kLanes = 16;                // independent accumulators (fixed order: deterministic)
 constexpr int kFlush = 32;                // terms per lane summed in the input dtype
 constexpr int64_t kChunk = 4096;          // backward: elements per task (fixed: deterministic)
-constexpr int64_t kBlock = kLanes * kFlush;  // backward: elements of base per sweep over K
+
+// A group of kLanes elements is kVecs SIMD vectors (GCC vector extensions: 8 floats or 4
+// doubles per 32 bytes; the baseline build lowers each to two SSE registers). Loads and stores
+// convert the half types lane by lane.
+template <typename T>
+struct VecOf {
+  typedef T type __attribute__((vector_size(32)));
+};
+template <typename T>
+using vec_t = typename VecOf<T>::type;
+template <typename T>
+constexpr int kWidth = static_cast<int>(32 / sizeof(T));
+template <typename T>
+constexpr int kVecs = kLanes / kWidth<T>;
 
 template <typename S>
-inline void load_group(const S* p, acc_t<S>* v) {
-  for (int l = 0; l < kLanes; ++l) v[l] = load(p[l]);
-}
-
-// The kLanes partial sums in double, added as a fixed tree (vectorises; deterministic).
-template <typename T>
-inline double lanes_sum(const T* acc) {
-  double d[kLanes];
-  for (int l = 0; l < kLanes; ++l) d[l] = static_cast<double>(acc[l]);
-  for (int l = 0; l < kLanes / 2; ++l) d[l] += d[l + kLanes / 2];
-  for (int l = 0; l < kLanes / 4; ++l) d[l] += d[l + kLanes / 4];
-  for (int l = 0; l < kLanes / 8; ++l) d[l] += d[l + kLanes / 8];
-  return d[0] + d[1];
-}
-
-// term(b[l], o[l]) for kLanes elements, written so the compiler vectorises it. BCE: the series
-// form of both halves for all lanes at once (branch-free), and the exact scalar bce_term for
-// the whole group only where some lane needs another branch (binary targets, perturbations
-// beyond kSmallT, NaN): the formulas of bce_term, ~4x faster.
-template <Metric M, typename T>
-inline void group_terms(const T* b, const T* o, T* t) {
-  if constexpr (M == Metric::kSSE) {
-    for (int l = 0; l < kLanes; ++l) t[l] = sse_term(b[l], o[l]);
+inline vec_t<acc_t<S>> vload(const S* p) {
+  using T = acc_t<S>;
+  vec_t<T> v;
+  if constexpr (std::is_same_v<S, T>) {
+    std::memcpy(&v, p, sizeof(v));
   } else {
-    int ok = 1;
-    for (int l = 0; l < kLanes; ++l) {
-      const T p = b[l], q = o[l], d = q - p, pc = T(1) - p, qc = T(1) - q;
-      ok &= static_cast<int>(kl_half_is_small(p, d)) & static_cast<int>(kl_half_is_small(pc, -d));
-      t[l] = kl_half_series(p, q, d) + kl_half_series(pc, qc, -d);
-    }
-    if (!ok)
-      for (int l = 0; l < kLanes; ++l) t[l] = bce_term(b[l], o[l]);
+    for (int l = 0; l < kWidth<T>; ++l) v[l] = load(p[l]);
+  }
+  return v;
+}
+
+template <typename S>
+inline void vstore(S* p, vec_t<acc_t<S>> v) {
+  using T = acc_t<S>;
+  if constexpr (std::is_same_v<S, T>) {
+    std::memcpy(p, &v, sizeof(v));
+  } else {
+    for (int l = 0; l < kWidth<T>; ++l) p[l] = store<S>(v[l]);
   }
 }
 
-// dD/do and dD/db for kLanes elements, the same way: the series forms branch-free, the exact
-// scalar functions for a group where some lane needs them.
-template <Metric M, typename T>
-inline void group_grads(const T* b, const T* o, T* po, T* pb) {
-  if constexpr (M == Metric::kSSE) {
-    for (int l = 0; l < kLanes; ++l) {
-      po[l] = T(2) * (o[l] - b[l]);
-      pb[l] = -po[l];
-    }
+template <typename M>
+inline bool all_lanes(M m) {
+  for (int l = 0; l < static_cast<int>(sizeof(m) / sizeof(m[0])); ++l)
+    if (!m[l]) return false;
+  return true;
+}
+
+// The kLanes partial sums added as a fixed tree (deterministic): float lanes pairwise in float
+// (one more rounding each), then in double.
+template <typename T>
+inline double lanes_sum(const vec_t<T>* acc) {
+  typedef double v4d __attribute__((vector_size(32)));
+  if constexpr (std::is_same_v<T, float>) {
+    typedef float v4f __attribute__((vector_size(16)));
+    const vec_t<float> s = acc[0] + acc[1];
+    v4f lo, hi;
+    std::memcpy(&lo, &s, sizeof(lo));
+    std::memcpy(&hi, reinterpret_cast<const char*>(&s) + sizeof(lo), sizeof(hi));
+    const v4d d = __builtin_convertvector(lo, v4d) + __builtin_convertvector(hi, v4d);
+    return (d[0] + d[2]) + (d[1] + d[3]);
   } else {
-    int ok = 1;
-    for (int l = 0; l < kLanes; ++l) {
-      ok &= static_cast<int>(bce_grad_is_small(b[l], o[l]));
-      po[l] = bce_grad_other_series(b[l], o[l]);
-      pb[l] = bce_grad_base_series(b[l], o[l]);
-    }
-    if (!ok)
-      for (int l = 0; l < kLanes; ++l) {
+    const v4d d = (acc[0] + acc[1]) + (acc[2] + acc[3]);
+    return (d[0] + d[2]) + (d[1] + d[3]);
+  }
+}
+
+// term(b, o) for one vector. BCE: the series form of both halves for all lanes at once
+// (branch-free), and the exact scalar bce_term lane by lane only where some lane needs another
+// branch (binary targets, perturbations beyond kSmallT, NaN): the formulas of bce_term.
+template <Metric M, typename T>
+inline vec_t<T> vec_terms(vec_t<T> b, vec_t<T> o) {
+  using V = vec_t<T>;
+  if constexpr (M == Metric::kSSE) {
+    const V d = o - b;
+    return d * d;
+  } else {
+    const V d = o - b, bc = T(1) - b, oc = T(1) - o;
+    const auto ok = kl_half_is_small<V, T>(b, d) & kl_half_is_small<V, T>(bc, -d);
+    V t = kl_half_series<V, T>(b, o, d) + kl_half_series<V, T>(bc, oc, -d);
+    if (!all_lanes(ok))
+      for (int l = 0; l < kWidth<T>; ++l) t[l] = bce_term(b[l], o[l]);
+    return t;
+  }
+}
+
+// dD/do and dD/db for one vector, the same way.
+template <Metric M, typename T>
+inline void vec_grads(vec_t<T> b, vec_t<T> o, vec_t<T>& po, vec_t<T>& pb) {
+  using V = vec_t<T>;
+  if constexpr (M == Metric::kSSE) {
+    po = T(2) * (o - b);
+    pb = -po;
+  } else {
+    po = bce_grad_other_series<V, T>(b, o);
+    pb = bce_grad_base_series<V, T>(b, o);
+    if (!all_lanes(bce_grad_is_small<V, T>(b, o)))
+      for (int l = 0; l < kWidth<T>; ++l) {
         po[l] = bce_grad_other(b[l], o[l]);
         pb[l] = bce_grad_base(b[l], o[l]);
       }
@@ -102,23 +146,19 @@ inline void group_grads(const T* b, const T* o, T* po, T* pb) {
 }
 
 // Sum of term(b[i], o[i]) over one segment, kLanes at a time. Each lane sums up to kFlush
-// terms in the accumulation dtype (float SIMD with AVX2), then the lanes are added in double,
-// so the rounding stays ~kFlush ulp per lane for any segment length. Fixed order: deterministic.
+// terms in the accumulation dtype, then the lanes are added in double, so the rounding stays
+// ~kFlush ulp per lane for any segment length. Fixed order: deterministic.
 template <Metric M, typename S>
 double segment_sum(const S* b, const S* o, int64_t len) {
   using T = acc_t<S>;
+  constexpr int W = kWidth<T>, NV = kVecs<T>;
   double total = 0;
   int64_t i = 0;
   while (i + kLanes <= len) {
-    T acc[kLanes] = {};
-    for (int g = 0; g < kFlush && i + kLanes <= len; ++g, i += kLanes) {
-      T bv[kLanes], ov[kLanes], t[kLanes];
-      load_group(b + i, bv);
-      load_group(o + i, ov);
-      group_terms<M>(bv, ov, t);
-      for (int l = 0; l < kLanes; ++l) acc[l] += t[l];
-    }
-    total += lanes_sum(acc);
+    vec_t<T> acc[NV] = {};
+    for (int g = 0; g < kFlush && i + kLanes <= len; ++g, i += kLanes)
+      for (int a = 0; a < NV; ++a) acc[a] += vec_terms<M, T>(vload(b + i + a * W), vload(o + i + a * W));
+    total += lanes_sum<T>(acc);
   }
   for (; i < len; ++i) total += static_cast<double>(term<M>(load(b[i]), load(o[i])));
   return total;
@@ -180,37 +220,47 @@ void backward_impl(const S* bp, const S* op, const Strided& s, const Grads<S>& g
   const bool need_d = g.grad_weight != nullptr;
   // D[n, k] per chunk (for the weight's gradient), added in order below
   std::vector<double> part(need_d ? N * chunks * K : 0);
+  S* const gbp = g.grad_base;
+  S* const gop = g.grad_others;
   at::parallel_for(0, N * chunks, grain, [&](int64_t tb, int64_t te) {
-    alignas(64) T db[kBlock];
+    alignas(64) T db[kChunk];
     for (int64_t task = tb; task < te; ++task) {
       const int64_t n = task / chunks, c = task % chunks;
       const int64_t c0 = c * kChunk, c1 = std::min(L, c0 + kChunk);
       const T wn = g.weight != nullptr ? load(g.weight[n * g.weight_sn]) : T(1);
       double* dsum = need_d ? part.data() + task * K : nullptr;
-      if (need_d) std::fill(dsum, dsum + K, 0.0);
-      for (int64_t i0 = c0; i0 < c1; i0 += kBlock) {
-        const int64_t len = std::min(kBlock, c1 - i0), full = len - len % kLanes;
+      {
+        const int64_t i0 = c0, len = c1 - c0, full = len - len % kLanes;
         const S* b = bp + n * s.base_sn + i0;
-        if (g.grad_base != nullptr) std::fill(db, db + len, T(0));
+        if (gbp != nullptr) std::fill(db, db + len, T(0));
         for (int64_t k = 0; k < K; ++k) {
           const S* o = op + n * s.others_sn + k * s.others_sk + i0;
-          S* dop = g.grad_others != nullptr ? g.grad_others + (n * K + k) * L + i0 : nullptr;
+          S* dop = gop != nullptr ? gop + (n * K + k) * L + i0 : nullptr;
           // the eager formula's grad * weight, rounded once in the accumulation dtype
           const T gw = load(g.grad[n * g.grad_sn + k * g.grad_sk]) * wn;
-          T tacc[kLanes] = {};
+          constexpr int W = kWidth<T>, NV = kVecs<T>;
+          vec_t<T> tacc[NV] = {};
+          double dk = 0;  // D[n, k] over the chunk: kFlush terms per lane, then in double
+          int groups = 0;
           for (int64_t i = 0; i < full; i += kLanes) {
-            T bv[kLanes], ov[kLanes], po[kLanes], pb[kLanes];
-            load_group(b + i, bv);
-            load_group(o + i, ov);
-            group_grads<M>(bv, ov, po, pb);
-            if (dop != nullptr)
-              for (int l = 0; l < kLanes; ++l) dop[i + l] = store<S>(gw * po[l]);
-            if (g.grad_base != nullptr)
-              for (int l = 0; l < kLanes; ++l) db[i + l] += gw * pb[l];
-            if (need_d) {
-              T t[kLanes];
-              group_terms<M>(bv, ov, t);
-              for (int l = 0; l < kLanes; ++l) tacc[l] += t[l];
+            for (int a = 0; a < NV; ++a) {
+              const int64_t j = i + a * W;
+              const vec_t<T> bv = vload(b + j), ov = vload(o + j);
+              vec_t<T> po, pb;
+              vec_grads<M, T>(bv, ov, po, pb);
+              if (dop != nullptr) vstore(dop + j, gw * po);
+              if (gbp != nullptr) {
+                vec_t<T> dv;
+                std::memcpy(&dv, db + j, sizeof(dv));
+                dv += gw * pb;
+                std::memcpy(db + j, &dv, sizeof(dv));
+              }
+              if (need_d) tacc[a] += vec_terms<M, T>(bv, ov);
+            }
+            if (need_d && ++groups == kFlush) {
+              dk += lanes_sum<T>(tacc);
+              for (auto& t : tacc) t = vec_t<T>{};
+              groups = 0;
             }
           }
           double tail = 0;
@@ -225,13 +275,13 @@ void backward_impl(const S* bp, const S* op, const Strided& s, const Grads<S>& g
               pb = bce_grad_base(bi, oi);
             }
             if (dop != nullptr) dop[i] = store<S>(gw * po);
-            if (g.grad_base != nullptr) db[i] += gw * pb;
+            if (gbp != nullptr) db[i] += gw * pb;
             if (need_d) tail += static_cast<double>(term<M>(bi, oi));
           }
-          if (need_d) dsum[k] += lanes_sum(tacc) + tail;
+          if (need_d) dsum[k] = dk + lanes_sum<T>(tacc) + tail;
         }
-        if (g.grad_base != nullptr) {
-          S* dbp = g.grad_base + n * L + i0;
+        if (gbp != nullptr) {
+          S* dbp = gbp + n * L + i0;
           for (int64_t i = 0; i < len; ++i) dbp[i] = store<S>(db[i]);
         }
       }
