@@ -41,7 +41,9 @@ namespace vaeiso::distance::VAEISO_CPU_ISA {
 namespace {
 
 constexpr int64_t kSegment = kCpuSegment;
-constexpr int64_t kGrainElems = 1 << 15;  // work per parallel task below which threads cost more
+// Elements per parallel task: below ~2 tasks of this (tens of microseconds on one thread) a
+// call runs on the calling thread, as waking the pool would cost as much as the work.
+constexpr int64_t kGrainElems = 1 << 17;
 constexpr int kLanes = 16;                // independent accumulators (fixed order: deterministic)
 constexpr int kFlush = 32;                // terms per lane summed in the input dtype
 constexpr int64_t kChunk = 4096;          // backward: elements per task (fixed: deterministic)
