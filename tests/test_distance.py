@@ -409,7 +409,8 @@ def test_backward_deterministic_and_thread_independent():
     threads = torch.get_num_threads()
     cases = [inputs(5, 32, (3, 40, 40), dtype=torch.float32), inputs(1, 7, (3, 70, 90), dtype=torch.float32),
              inputs(300, 9, (17,), dtype=torch.float32),
-             inputs(2, 16, (3, 100, 100), dtype=torch.float32)]  # few samples: others split across threads
+             inputs(2, 16, (3, 100, 100), dtype=torch.float32),  # few samples: others split across threads
+             inputs(2, 40, (3, 7), dtype=torch.float32)]  # short rows: 8 others reduced at once or one by one
     try:
         for base, others, w in cases:
             gy = torch.randn(others.shape[:2], generator=torch.Generator().manual_seed(5))
