@@ -269,21 +269,30 @@ void backward_impl(const S* bp, const S* op, const Strided& s, const Grads<S>& g
   S* const gbp = g.grad_base;
   S* const gop = g.grad_others;
   at::parallel_for(0, N * chunks, grain, [&](int64_t tb, int64_t te) {
+    // locals, not captures: the stores below could otherwise alias them (reloads per vector)
+    S* const gbp_l = gbp;
+    S* const gop_l = gop;
+    const Strided sl = s;
+    const Grads<S> gl = g;
+    const bool nd = need_d;
+    const S* const bp_l = bp;
+    const S* const op_l = op;
+    const int64_t Ln = L, Kn = K, Cn = chunks;
     alignas(64) T db[kChunk];
     for (int64_t task = tb; task < te; ++task) {
-      const int64_t n = task / chunks, c = task % chunks;
-      const int64_t c0 = c * kChunk, c1 = std::min(L, c0 + kChunk);
-      const T wn = g.weight != nullptr ? load(g.weight[n * g.weight_sn]) : T(1);
-      double* dsum = need_d ? part.data() + task * K : nullptr;
+      const int64_t n = task / Cn, c = task % Cn;
+      const int64_t c0 = c * kChunk, c1 = std::min(Ln, c0 + kChunk);
+      const T wn = gl.weight != nullptr ? load(gl.weight[n * gl.weight_sn]) : T(1);
+      double* dsum = nd ? part.data() + task * Kn : nullptr;
       {
         const int64_t i0 = c0, len = c1 - c0, full = len - len % kLanes;
-        const S* b = bp + n * s.base_sn + i0;
-        if (gbp != nullptr) std::fill(db, db + len, T(0));
-        for (int64_t k = 0; k < K; ++k) {
-          const S* o = op + n * s.others_sn + k * s.others_sk + i0;
-          S* dop = gop != nullptr ? gop + (n * K + k) * L + i0 : nullptr;
+        const S* b = bp_l + n * sl.base_sn + i0;
+        if (gbp_l != nullptr) std::fill(db, db + len, T(0));
+        for (int64_t k = 0; k < Kn; ++k) {
+          const S* o = op_l + n * sl.others_sn + k * sl.others_sk + i0;
+          S* dop = gop_l != nullptr ? gop_l + (n * Kn + k) * Ln + i0 : nullptr;
           // the eager formula's grad * weight, rounded once in the accumulation dtype
-          const T gw = load(g.grad[n * g.grad_sn + k * g.grad_sk]) * wn;
+          const T gw = load(gl.grad[n * gl.grad_sn + k * gl.grad_sk]) * wn;
           constexpr int W = kWidth<T>, NV = kVecs<T>;
           vec_t<T> tacc[NV] = {};
           double dk = 0;  // D[n, k] over the chunk: kFlush terms per lane, then in double
@@ -295,15 +304,15 @@ void backward_impl(const S* bp, const S* op, const Strided& s, const Grads<S>& g
               vec_t<T> po, pb;
               vec_grads<M, T>(bv, ov, po, pb);
               if (dop != nullptr) vstore(dop + j, gw * po);
-              if (gbp != nullptr) {
+              if (gbp_l != nullptr) {
                 vec_t<T> dv;
                 std::memcpy(&dv, db + j, sizeof(dv));
                 dv += gw * pb;
                 std::memcpy(db + j, &dv, sizeof(dv));
               }
-              if (need_d) tacc[a] += vec_terms<M, T>(bv, ov);
+              if (nd) tacc[a] += vec_terms<M, T>(bv, ov);
             }
-            if (need_d && ++groups == kFlush) {
+            if (nd && ++groups == kFlush) {
               dk += lanes_sum<T>(tacc);
               for (auto& t : tacc) t = vec_t<T>{};
               groups = 0;
@@ -321,13 +330,13 @@ void backward_impl(const S* bp, const S* op, const Strided& s, const Grads<S>& g
               pb = bce_grad_base(bi, oi);
             }
             if (dop != nullptr) dop[i] = store<S>(gw * po);
-            if (gbp != nullptr) db[i] += gw * pb;
-            if (need_d) tail += static_cast<double>(term<M>(bi, oi));
+            if (gbp_l != nullptr) db[i] += gw * pb;
+            if (nd) tail += static_cast<double>(term<M>(bi, oi));
           }
-          if (need_d) dsum[k] = dk + lanes_sum<T>(tacc) + tail;
+          if (nd) dsum[k] = dk + lanes_sum<T>(tacc) + tail;
         }
-        if (gbp != nullptr) {
-          S* dbp = gbp + n * L + i0;
+        if (gbp_l != nullptr) {
+          S* dbp = gbp_l + n * Ln + i0;
           for (int64_t i = 0; i < len; ++i) dbp[i] = store<S>(db[i]);
         }
       }
