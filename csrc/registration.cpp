@@ -48,6 +48,10 @@ TORCH_LIBRARY(vaeiso, m) {
   // weight (N,) multiplies per sample. weight is positional here (so autograd reaches it);
   // the Python wrapper makes it keyword-only.
   m.def("pair_distances(Tensor base, Tensor others, str metric, Tensor? weight=None) -> Tensor");
+  // Its fused backward (not differentiable: the wrapper differentiates torch ops for double
+  // backward): the gradients output_mask asks for, empty tensors elsewhere.
+  m.def("pair_distances_backward(Tensor grad, Tensor base, Tensor others, str metric, Tensor? weight,"
+        " bool[3] output_mask) -> (Tensor grad_base, Tensor grad_others, Tensor grad_weight)");
 }
 
 static PyModuleDef vaeiso_module = {PyModuleDef_HEAD_INIT, "_C",

@@ -307,3 +307,132 @@ def test_baseline_isa_build():
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, cwd="/")
     assert out.returncode == 0, out.stderr[-2000:]
     assert "baseline ok" in out.stdout
+
+
+# ------------------------------------------------------------------ the fused backward
+
+
+def _grads(fn, base, others, w, gy):
+    """Gradients of sum(gy * fn(base, others, w)) w.r.t. base, others (and w when given)."""
+    ins = [t.detach().clone().requires_grad_() for t in (base, others) + ((w,) if w is not None else ())]
+    out = fn(ins[0], ins[1], ins[2] if w is not None else None)
+    return torch.autograd.grad(out, ins, gy)
+
+
+def _ref_grads(base, others, metric, w, gy):
+    """Oracle: autograd through the float64 reference."""
+    return _grads(lambda b, o, ww: reference.pair_distances(b, o, metric, weight=ww), base.double(), others.double(),
+                  None if w is None else w.double(), gy.double())
+
+
+@pytest.mark.parametrize("device", devices())
+@pytest.mark.parametrize("metric", METRICS)
+@pytest.mark.parametrize("shape", [(16,), (3, 5, 7), (2, 100, 90), (3, 100, 70)])  # odd L, several chunks, segments
+@pytest.mark.parametrize("weighted", [False, True])
+@pytest.mark.parametrize("pert", [1e-3, 0.3])  # the series forms; beyond them the exact ones
+def test_backward_matches_autograd_of_reference(device, metric, shape, weighted, pert):
+    base, others, w = inputs(2, 5, shape, device=device, pert=pert)
+    w = w if weighted else None
+    gy = torch.randn(2, 5, generator=torch.Generator().manual_seed(1), dtype=torch.float64).to(device)
+    got = _grads(lambda b, o, ww: ops.pair_distances(b, o, metric, weight=ww), base, others, w, gy)
+    want = _ref_grads(base, others, metric, w, gy)
+    # float64 throughout; d/d base sums K terms of either sign, so an absolute floor at the
+    # scale of the largest entry (1e-10 of it: ~1e6 ulp of headroom, a wrong term fails it)
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-10 * b.abs().max().item())
+    # the raw kernel, every subset of outputs
+    for mask in ([True, True, True], [True, False, False], [False, True, False], [False, False, True]):
+        gb, go, gw = torch.ops.vaeiso.pair_distances_backward(gy, base, others, metric, w, mask)
+        for m, t, ref in zip(mask, (gb, go, gw), want + (None,) * (3 - len(want))):
+            if m and ref is not None:
+                torch.testing.assert_close(t, ref, rtol=1e-9, atol=1e-10 * ref.abs().max().item())
+            else:
+                assert t.numel() == 0
+
+
+@pytest.mark.parametrize("metric", METRICS)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+def test_backward_low_precision(metric, dtype):
+    base, others, w = inputs(3, 4, (3, 11, 13), dtype=torch.float32, pert=1e-2)
+    base, others, w = base.to(dtype), others.to(dtype), w.to(dtype)
+    gy = torch.randn(3, 4, generator=torch.Generator().manual_seed(2)).to(dtype)
+    got = _grads(lambda b, o, ww: ops.pair_distances(b, o, metric, weight=ww), base, others, w, gy)
+    want = _ref_grads(base, others, metric, w, gy)
+    # float32 math (the half types too), rounded once to the dtype (eps 2**-8 for bfloat16)
+    rtol = {torch.float32: 1e-4, torch.float16: 4e-3, torch.bfloat16: 2e-2}[dtype]
+    for a, b in zip(got, want):
+        assert a.dtype == dtype
+        torch.testing.assert_close(a.double(), b, rtol=rtol, atol=rtol * b.abs().max().item())
+
+
+def test_backward_bce_edges_and_layouts():
+    """Binary targets, equality and out-of-range others: the eager formulas' conventions; strided,
+    transposed and expanded inputs and gradients: the contiguous result."""
+    g = torch.Generator().manual_seed(4)
+    b = (torch.rand(3, 40, generator=g, dtype=torch.float64) < 0.3).double()
+    b[:, ::5] = 0.5
+    o = 0.02 + 0.96 * torch.rand(3, 4, 40, generator=g, dtype=torch.float64)
+    o[:, 0] = b  # equality, binary included
+    o[:, 1, :3] = 0.0
+    o[:, 1, 3:6] = 1.0
+    gy = torch.randn(3, 4, generator=g, dtype=torch.float64)
+    got = _grads(lambda bb, oo, _: ops.pair_distances(bb, oo, "bce"), b, o, None, gy)
+    # the eager formulas (the path double backward takes) are the oracle for the conventions
+    with torch.enable_grad():
+        bb, oo = b.clone().requires_grad_(), o.clone().requires_grad_()
+        want = torch.autograd.grad(ops.pair_distances(bb, oo, "bce"), (bb, oo), gy, create_graph=True)
+    for a, w in zip(got, want):
+        fin = torch.isfinite(w)
+        assert torch.equal(fin, torch.isfinite(a)) and torch.equal(torch.isnan(w), torch.isnan(a))
+        assert torch.equal(a[~fin], w[~fin].detach())
+        torch.testing.assert_close(a[fin], w[fin].detach(), rtol=1e-9, atol=1e-12)
+    base, others, w = inputs(3, 8, (3, 6, 7))
+    gy = torch.randn(8, 3, generator=g, dtype=torch.float64).t()  # non-contiguous grad
+    for metric in METRICS:
+        want = _grads(lambda bb, oo, ww: ops.pair_distances(bb, oo, metric, weight=ww), base, others, w, gy.contiguous())
+        got = _grads(lambda bb, oo, ww: ops.pair_distances(bb.transpose(-1, -2), oo.transpose(-1, -2), metric,
+                                                           weight=ww),
+                     base.transpose(-1, -2).contiguous().transpose(-1, -2),
+                     others.transpose(-1, -2).contiguous().transpose(-1, -2), w, gy)
+        for a, ref in zip(got, want):
+            torch.testing.assert_close(a, ref, rtol=1e-12, atol=1e-14)
+        # a K-slice (strided along K) and the expanded gradient of .sum()
+        bb, oo = base.clone().requires_grad_(), others.clone().requires_grad_()
+        gb, go = torch.autograd.grad(ops.pair_distances(bb, oo[:, ::2], metric).sum(), (bb, oo))
+        want = _ref_grads(base, others[:, ::2], metric, None, torch.ones(3, 4, dtype=torch.float64))
+        torch.testing.assert_close(gb, want[0], rtol=1e-9, atol=1e-12)
+        torch.testing.assert_close(go[:, ::2], want[1], rtol=1e-9, atol=1e-12)
+        assert torch.equal(go[:, 1::2], torch.zeros_like(go[:, 1::2]))
+
+
+def test_backward_deterministic_and_thread_independent():
+    threads = torch.get_num_threads()
+    cases = [inputs(5, 32, (3, 40, 40), dtype=torch.float32), inputs(1, 7, (3, 70, 90), dtype=torch.float32),
+             inputs(300, 9, (17,), dtype=torch.float32),
+             inputs(2, 16, (3, 100, 100), dtype=torch.float32),  # few samples: others split across threads
+             inputs(2, 40, (3, 7), dtype=torch.float32)]  # short rows: 8 others reduced at once or one by one
+    try:
+        for base, others, w in cases:
+            gy = torch.randn(others.shape[:2], generator=torch.Generator().manual_seed(5))
+            for metric in METRICS:
+                outs = []
+                for t in (1, 2, 3, 1):
+                    torch.set_num_threads(t)
+                    fwd = ops.pair_distances(base, others, metric, weight=w)
+                    outs.append((fwd,) + _grads(lambda b, o, ww: ops.pair_distances(b, o, metric, weight=ww),
+                                                base, others, w, gy))
+                # bitwise: fixed segments and chunks, fixed order over K, whatever the split
+                for o in outs[1:]:
+                    assert all(torch.equal(a, b) for a, b in zip(outs[0], o))
+    finally:
+        torch.set_num_threads(threads)
+
+
+def test_forward_long_rows_and_few_samples():
+    """One sample over several segments (its others split across threads), odd lengths."""
+    for L in (1, 15, 17, 16384, 16385, 40001):
+        base, others, w = inputs(1, 5, (L,), dtype=torch.float32, pert=0.1)
+        for metric in METRICS:
+            got = ops.pair_distances(base, others, metric, weight=w)
+            want = naive(base, others, metric, w)
+            torch.testing.assert_close(got.double(), want, rtol=1e-5, atol=0)

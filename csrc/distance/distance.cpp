@@ -1,11 +1,13 @@
-// pair_distances on any device (docs/ops.md, pair_distances): argument checks, the (N, L) / (N, K, L) views with a
-// unit stride along L (copying only when the input has none), then the partial and finalize
-// passes of distance_kernels.h.
+// pair_distances and its fused backward on any device (docs/ops.md, pair_distances): argument
+// checks, the (N, L) / (N, K, L) views with a unit stride along L (copying only when the input
+// has none), then the device's pass of distance_kernels.h, which writes the results directly.
 #include <ATen/ATen.h>
 #include <c10/core/DeviceGuard.h>
 #include <torch/library.h>
 
+#include <array>
 #include <string>
+#include <tuple>
 
 #include "common.h"
 #include "distance/distance_kernels.h"
@@ -75,21 +77,64 @@ at::Tensor pair_distances(const at::Tensor& base, const at::Tensor& others, c10:
   const auto b = unit_inner(base.to(dt), {N, L});
   const auto o = unit_inner(others.to(dt), {N, K, L});
   const Strided s{N, K, L, b.stride(0), o.stride(0), o.stride(1)};
-  const int64_t seg = VAEISO_ON_DEVICE(segment_length, base);
-  const int64_t S = (L + seg - 1) / seg;
-  const auto pdt = VAEISO_ON_DEVICE(partial_dtype, base, dt);
-  auto partial = at::empty({N, S, K}, base.options().dtype(pdt));
-  VAEISO_ON_DEVICE(partials, base, b, o, s, m, partial);
   std::optional<at::Tensor> w;
   if (weight.has_value()) w = weight->to(dt);
-  VAEISO_ON_DEVICE(finalize, base, partial, w, out);
+  VAEISO_ON_DEVICE(forward, base, b, o, s, m, w, out);
   return out;
 }
 
-TORCH_LIBRARY_IMPL(vaeiso, CPU, m) { m.impl("pair_distances", &pair_distances); }
+// d/d base, d/d others, d/d weight of sum(grad * pair_distances(base, others, metric, weight))
+// where output_mask asks (an empty tensor elsewhere). One dtype for base, others and weight
+// (the Python wrapper takes the eager formulas for autocast's mix); not differentiable itself.
+std::tuple<at::Tensor, at::Tensor, at::Tensor> pair_distances_backward(
+    const at::Tensor& grad, const at::Tensor& base, const at::Tensor& others, c10::string_view metric,
+    const std::optional<at::Tensor>& weight, std::array<bool, 3> output_mask) {
+  const Metric m = parse_metric(metric);
+  const auto dt = check_args(base, others, weight);
+  TORCH_CHECK(others.scalar_type() == base.scalar_type(), "pair_distances_backward: others: expected dtype ",
+              base.scalar_type(), " (the dtype of base), got ", others.scalar_type());
+  const int64_t N = base.size(0), K = others.size(1);
+  TORCH_CHECK(grad.dim() == 2 && grad.size(0) == N && grad.size(1) == K,
+              "pair_distances_backward: grad: expected shape (", N, ", ", K, "), got ", grad.sizes());
+  check_same_device(grad, base, "pair_distances_backward: grad", "base");
+  c10::DeviceGuard guard(base.device());
+  const int64_t L = N > 0 ? base.numel() / N : c10::multiply_integers(base.sizes().slice(1));
+  const auto opts = base.options().dtype(dt);
+  const bool need_w = output_mask[2] && weight.has_value();
+  at::Tensor gb = output_mask[0] ? at::empty(base.sizes(), opts) : at::Tensor();
+  at::Tensor go = output_mask[1] ? at::empty(others.sizes(), opts) : at::Tensor();
+  at::Tensor gw = need_w ? at::empty({N}, opts) : at::Tensor();
+  auto result = [&] {
+    auto none = at::empty({0}, opts);
+    return std::make_tuple(gb.defined() ? gb : none, go.defined() ? go : none,
+                           gw.defined() ? gw : none);
+  };
+  if (N * K * L == 0) {  // empty sums: zero gradients (others' is empty itself)
+    if (gb.defined()) gb.zero_();
+    if (gw.defined()) gw.zero_();
+    return result();
+  }
+  if (!gb.defined() && !go.defined() && !gw.defined()) return result();
+  const auto b = unit_inner(base, {N, L});
+  const auto o = unit_inner(others, {N, K, L});
+  const Strided s{N, K, L, b.stride(0), o.stride(0), o.stride(1)};
+  const auto g = grad.to(dt);
+  std::optional<at::Tensor> w;
+  if (weight.has_value()) w = weight->to(dt);
+  VAEISO_ON_DEVICE(backward, base, b, o, s, m, g, w, gb, go, gw);
+  return result();
+}
+
+TORCH_LIBRARY_IMPL(vaeiso, CPU, m) {
+  m.impl("pair_distances", &pair_distances);
+  m.impl("pair_distances_backward", &pair_distances_backward);
+}
 
 #ifdef VAEISO_WITH_CUDA
-TORCH_LIBRARY_IMPL(vaeiso, CUDA, m) { m.impl("pair_distances", &pair_distances); }
+TORCH_LIBRARY_IMPL(vaeiso, CUDA, m) {
+  m.impl("pair_distances", &pair_distances);
+  m.impl("pair_distances_backward", &pair_distances_backward);
+}
 #endif
 
 }  // namespace vaeiso::distance

@@ -1,16 +1,32 @@
-// CPU pair distances: at::parallel_for over (sample, segment) tasks. Compiled once per
-// instruction set (distance_cpu_default.cpp, distance_cpu_avx2.cpp) into the namespace
-// VAEISO_CPU_ISA (see host_device.h); distance_cpu.cpp dispatches on dtype and picks one at run
-// time. A task keeps one segment of base in cache and streams the K matching segments of others
-// past it, so base is read from memory once for all K. Terms are computed in the accumulation
-// dtype (float for the half types, loaded per element), summed in short runs per SIMD lane in
-// that dtype and then in double.
+// CPU pair distances, forward and backward, each one pass over the inputs that writes its
+// results directly. Compiled once per instruction set (distance_cpu_default.cpp,
+// distance_cpu_avx2.cpp) into the namespace VAEISO_CPU_ISA (see host_device.h);
+// distance_cpu.cpp dispatches on dtype and picks one at run time.
+//
+// Forward: at::parallel_for over (sample, segment, block of others) tasks. A task keeps one
+// segment of base in cache and streams its others past it, so base is read from memory once
+// for all K. Terms are computed in the accumulation dtype (float for the half types), summed
+// kLanes wide in short runs in that dtype and then in double; a sample longer than one segment
+// sums its per-segment results in order afterwards. Segments have a fixed length and the
+// blocks of others only choose who computes which sum, so results never depend on the thread
+// count.
+//
+// Backward: tasks of (sample, chunk of kChunk elements). A task visits the K others in order,
+// streaming each one's chunk (one read and one write stream at a time, which the hardware
+// prefetchers follow) while d/d base for the chunk accumulates in cache; every input is read
+// once and every output written once.
 #ifndef VAEISO_CPU_ISA
 #error "define VAEISO_CPU_ISA before including distance_cpu_impl.h"
 #endif
 #include <ATen/Parallel.h>
 
 #include <algorithm>
+#include <cstring>
+#ifdef __AVX2__
+#include <immintrin.h>
+#endif
+#include <type_traits>
+#include <vector>
 
 #include "cpu_half.h"
 #include "distance/distance_math.h"
@@ -20,82 +36,323 @@ namespace vaeiso::distance {
 VAEISO_DISTANCE_DECLARE_PASSES(VAEISO_CPU_ISA)
 }
 
+// The 32-byte vectors below never cross a non-inlined call between builds (internal linkage),
+// so GCC's note that their ABI differs without AVX does not apply.
+#pragma GCC diagnostic ignored "-Wpsabi"
+
 namespace vaeiso::distance::VAEISO_CPU_ISA {
 namespace {
 
 constexpr int64_t kSegment = kCpuSegment;
-constexpr int64_t kGrainElems = 1 << 15;  // work per parallel task below which threads cost more
-constexpr int kLanes = 8;                 // independent accumulators (fixed order: deterministic)
+// Elements per parallel task: below ~2 tasks of this (tens of microseconds on one thread) a
+// call runs on the calling thread, as waking the pool would cost as much as the work.
+constexpr int64_t kGrainElems = 1 << 17;
+constexpr int kLanes = 16;                // independent accumulators (fixed order: deterministic)
 constexpr int kFlush = 32;                // terms per lane summed in the input dtype
+constexpr int64_t kChunk = 4096;          // backward: elements per task (fixed: deterministic)
 
-// term(b[i], o[i]) for kLanes consecutive elements, written so the compiler vectorises it.
-// BCE: the series form of both halves for all lanes at once (branch-free), and the exact
-// scalar bce_term for the whole group only where some lane needs another branch (binary
-// targets, perturbations beyond kSmallT, NaN): the formulas of bce_term, ~4x faster.
-template <Metric M, typename S, typename scalar_t = acc_t<S>>
-inline void group_terms(const S* bs, const S* os, scalar_t* t) {
-  scalar_t b[kLanes], o[kLanes];
-  for (int l = 0; l < kLanes; ++l) {
-    b[l] = load(bs[l]);
-    o[l] = load(os[l]);
-  }
-  if constexpr (M == Metric::kSSE) {
-    for (int l = 0; l < kLanes; ++l) t[l] = sse_term(b[l], o[l]);
+// A group of kLanes elements is kVecs SIMD vectors (GCC vector extensions: 8 floats or 4
+// doubles per 32 bytes; the baseline build lowers each to two SSE registers). Loads and stores
+// convert the half types lane by lane.
+template <typename T>
+struct VecOf {
+  typedef T type __attribute__((vector_size(32)));
+};
+template <typename T>
+using vec_t = typename VecOf<T>::type;
+template <typename T>
+constexpr int kWidth = static_cast<int>(32 / sizeof(T));
+template <typename T>
+constexpr int kVecs = kLanes / kWidth<T>;
+
+template <typename S>
+inline vec_t<acc_t<S>> vload(const S* p) {
+  using T = acc_t<S>;
+  vec_t<T> v;
+  if constexpr (std::is_same_v<S, T>) {
+    std::memcpy(&v, p, sizeof(v));
   } else {
-    int ok = 1;
-    for (int l = 0; l < kLanes; ++l) {
-      const scalar_t p = b[l], q = o[l], d = q - p, pc = scalar_t(1) - p, qc = scalar_t(1) - q;
-      ok &= static_cast<int>(kl_half_is_small(p, d)) & static_cast<int>(kl_half_is_small(pc, -d));
-      t[l] = kl_half_series(p, q, d) + kl_half_series(pc, qc, -d);
-    }
-    if (!ok)
-      for (int l = 0; l < kLanes; ++l) t[l] = bce_term(b[l], o[l]);
+    for (int l = 0; l < kWidth<T>; ++l) v[l] = load(p[l]);
+  }
+  return v;
+}
+
+template <typename S>
+inline void vstore(S* p, vec_t<acc_t<S>> v) {
+  using T = acc_t<S>;
+  if constexpr (std::is_same_v<S, T>) {
+    std::memcpy(p, &v, sizeof(v));
+  } else {
+    for (int l = 0; l < kWidth<T>; ++l) p[l] = store<S>(v[l]);
+  }
+}
+
+template <typename M>
+inline bool all_lanes(M m) {
+  for (int l = 0; l < static_cast<int>(sizeof(m) / sizeof(m[0])); ++l)
+    if (!m[l]) return false;
+  return true;
+}
+
+// The kLanes partial sums added as a fixed tree (deterministic). float: the two vectors lane
+// by lane, then the 8 lanes pairwise in float (3 more roundings, ~2e-7 relative), the order
+// reduce8 below reproduces for eight sums at once; double: the same in double.
+template <typename T>
+inline double lanes_sum(const vec_t<T>* acc) {
+  if constexpr (std::is_same_v<T, float>) {
+    const vec_t<float> s = acc[0] + acc[1];
+    return static_cast<double>(((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7])));
+  } else {
+    const vec_t<double> s = (acc[0] + acc[1]) + (acc[2] + acc[3]);
+    return (s[0] + s[1]) + (s[2] + s[3]);
+  }
+}
+
+// r[p] = the float tree of lanes_sum for s[p], p = 0..7, bitwise: hadd adds lanes (0, 1),
+// (2, 3), ... in that order, so the transposing reduction below performs the same additions.
+inline void reduce8(const vec_t<float>* s, float* r) {
+#ifdef __AVX2__
+  __m256 v[8];
+  std::memcpy(v, s, sizeof(v));
+  const __m256 u0 = _mm256_hadd_ps(_mm256_hadd_ps(v[0], v[1]), _mm256_hadd_ps(v[2], v[3]));
+  const __m256 u1 = _mm256_hadd_ps(_mm256_hadd_ps(v[4], v[5]), _mm256_hadd_ps(v[6], v[7]));
+  const __m256 sum = _mm256_add_ps(_mm256_permute2f128_ps(u0, u1, 0x20), _mm256_permute2f128_ps(u0, u1, 0x31));
+  _mm256_storeu_ps(r, sum);
+#else
+  for (int p = 0; p < 8; ++p) {
+    const vec_t<float>& x = s[p];
+    r[p] = ((x[0] + x[1]) + (x[2] + x[3])) + ((x[4] + x[5]) + (x[6] + x[7]));
+  }
+#endif
+}
+
+// term(b, o) for one vector. BCE: the series form of both halves for all lanes at once
+// (branch-free), and the exact scalar bce_term lane by lane only where some lane needs another
+// branch (binary targets, perturbations beyond kSmallT, NaN): the formulas of bce_term.
+template <Metric M, typename T>
+inline vec_t<T> vec_terms(vec_t<T> b, vec_t<T> o) {
+  using V = vec_t<T>;
+  if constexpr (M == Metric::kSSE) {
+    const V d = o - b;
+    return d * d;
+  } else {
+    const V d = o - b, bc = T(1) - b, oc = T(1) - o;
+    const auto ok = kl_half_is_small<V, T>(b, d) & kl_half_is_small<V, T>(bc, -d);
+    V t = kl_half_series<V, T>(b, o, d) + kl_half_series<V, T>(bc, oc, -d);
+    if (!all_lanes(ok))
+      for (int l = 0; l < kWidth<T>; ++l) t[l] = bce_term(b[l], o[l]);
+    return t;
+  }
+}
+
+// dD/do and dD/db for one vector, the same way.
+template <Metric M, typename T>
+inline void vec_grads(vec_t<T> b, vec_t<T> o, vec_t<T>& po, vec_t<T>& pb) {
+  using V = vec_t<T>;
+  if constexpr (M == Metric::kSSE) {
+    po = T(2) * (o - b);
+    pb = -po;
+  } else {
+    po = bce_grad_other_series<V, T>(b, o);
+    pb = bce_grad_base_series<V, T>(b, o);
+    if (!all_lanes(bce_grad_is_small<V, T>(b, o)))
+      for (int l = 0; l < kWidth<T>; ++l) {
+        po[l] = bce_grad_other(b[l], o[l]);
+        pb[l] = bce_grad_base(b[l], o[l]);
+      }
   }
 }
 
 // Sum of term(b[i], o[i]) over one segment, kLanes at a time. Each lane sums up to kFlush
-// terms in the input dtype (float SIMD: 4 or 8 wide with AVX2), then the lanes are added in double, so the rounding
-// stays ~kFlush ulp per lane for any segment length. Fixed order: deterministic.
+// terms in the accumulation dtype, then the lanes are added in double, so the rounding stays
+// ~kFlush ulp per lane for any segment length. Fixed order: deterministic.
 template <Metric M, typename S>
 double segment_sum(const S* b, const S* o, int64_t len) {
-  using scalar_t = acc_t<S>;
+  using T = acc_t<S>;
+  constexpr int W = kWidth<T>, NV = kVecs<T>;
   double total = 0;
-  scalar_t acc[kLanes] = {};
-  int groups = 0;
-  auto flush = [&] {
-    double s = 0;
-    for (int l = 0; l < kLanes; ++l) {
-      s += static_cast<double>(acc[l]);
-      acc[l] = scalar_t(0);
-    }
-    total += s;
-    groups = 0;
-  };
   int64_t i = 0;
-  for (; i + kLanes <= len; i += kLanes) {
-    scalar_t t[kLanes];
-    group_terms<M>(b + i, o + i, t);
-    for (int l = 0; l < kLanes; ++l) acc[l] += t[l];
-    if (++groups == kFlush) flush();
+  while (i + kLanes <= len) {
+    vec_t<T> acc[NV] = {};
+    for (int g = 0; g < kFlush && i + kLanes <= len; ++g, i += kLanes)
+      for (int a = 0; a < NV; ++a) acc[a] += vec_terms<M, T>(vload(b + i + a * W), vload(o + i + a * W));
+    total += lanes_sum<T>(acc);
   }
-  flush();
   for (; i < len; ++i) total += static_cast<double>(term<M>(load(b[i]), load(o[i])));
   return total;
 }
 
+template <typename S>
+inline S weighted(double v, const S* w, int64_t n, int64_t w_sn) {
+  if (w != nullptr) v *= static_cast<double>(load(w[n * w_sn]));
+  return store<S>(static_cast<acc_t<S>>(v));
+}
+
 template <Metric M, typename S>
-void partials_impl(const S* bp, const S* op, const Strided& s, int64_t S_, double* pp) {
-  const int64_t K = s.K, L = s.L;
-  const int64_t work = std::max<int64_t>(1, std::min(L, kSegment) * K);
-  const int64_t grain = std::max<int64_t>(1, kGrainElems / work);
-  at::parallel_for(0, s.N * S_, grain, [&](int64_t tb, int64_t te) {
+void forward_impl(const S* bp, const S* op, const Strided& s, const S* w, int64_t w_sn, S* out) {
+  const int64_t N = s.N, K = s.K, L = s.L;
+  const int64_t segs = L > kSegment ? (L + kSegment - 1) / kSegment : 1;
+  const int64_t seg_len = std::min(L, kSegment);
+  // Blocks of others only when (sample, segment) units are too few to occupy the threads
+  // (few big samples); which thread sums what never changes a result.
+  const int64_t units = N * segs, want = 4 * static_cast<int64_t>(at::get_num_threads());
+  const int64_t kb = units >= want ? K : std::max<int64_t>(1, K * units / want);
+  const int64_t kblocks = (K + kb - 1) / kb;
+  const int64_t grain = std::max<int64_t>(1, kGrainElems / std::max<int64_t>(1, seg_len * kb));
+  // per-segment sums of samples longer than one segment, added in order below
+  std::vector<double> part(segs > 1 ? N * segs * K : 0);
+  at::parallel_for(0, units * kblocks, grain, [&](int64_t tb, int64_t te) {
     for (int64_t task = tb; task < te; ++task) {
-      const int64_t n = task / S_, seg = task % S_;
+      const int64_t unit = task / kblocks, k0 = (task % kblocks) * kb, k1 = std::min(K, k0 + kb);
+      const int64_t n = unit / segs, seg = unit % segs;
       const int64_t i0 = seg * kSegment, len = std::min(kSegment, L - i0);
       const S* b = bp + n * s.base_sn + i0;
-      double* out = pp + task * K;
-      for (int64_t k = 0; k < K; ++k)
-        out[k] = segment_sum<M>(b, op + n * s.others_sn + k * s.others_sk + i0, len);
+      const S* o = op + n * s.others_sn + i0;
+      int64_t k = k0;
+      if constexpr (std::is_same_v<acc_t<S>, float>) {
+        // Short rows (one flush each): eight others at a time, their lane sums reduced together
+        // (reduce8), the tail added as segment_sum does: the same bits as segment_sum.
+        if (segs == 1 && len <= kLanes * kFlush) {
+          const int64_t full = len - len % kLanes;
+          for (; k + 8 <= k1; k += 8) {
+            vec_t<float> sums[8];
+            for (int p = 0; p < 8; ++p) {
+              const S* op_k = o + (k + p) * s.others_sk;
+              vec_t<float> acc[2] = {};
+              for (int64_t i = 0; i < full; i += kLanes)
+                for (int a = 0; a < 2; ++a)
+                  acc[a] += vec_terms<M, float>(vload(b + i + a * 8), vload(op_k + i + a * 8));
+              sums[p] = acc[0] + acc[1];
+            }
+            float r[8];
+            reduce8(sums, r);
+            for (int p = 0; p < 8; ++p) {
+              const S* op_k = o + (k + p) * s.others_sk;
+              double v = 0.0;
+              if (full > 0) v += static_cast<double>(r[p]);
+              for (int64_t i = full; i < len; ++i) v += static_cast<double>(term<M>(load(b[i]), load(op_k[i])));
+              out[n * K + k + p] = weighted(v, w, n, w_sn);
+            }
+          }
+        }
+      }
+      for (; k < k1; ++k) {
+        const double v = segment_sum<M>(b, o + k * s.others_sk, len);
+        if (segs == 1) {
+          out[n * K + k] = weighted(v, w, n, w_sn);
+        } else {
+          part[unit * K + k] = v;
+        }
+      }
+    }
+  });
+  if (segs == 1) return;
+  at::parallel_for(0, N, std::max<int64_t>(1, 4096 / (segs * K)), [&](int64_t nb, int64_t ne) {
+    for (int64_t n = nb; n < ne; ++n)
+      for (int64_t k = 0; k < K; ++k) {
+        double acc = 0;
+        for (int64_t seg = 0; seg < segs; ++seg) acc += part[(n * segs + seg) * K + k];
+        out[n * K + k] = weighted(acc, w, n, w_sn);
+      }
+  });
+}
+
+template <Metric M, typename S>
+void backward_impl(const S* bp, const S* op, const Strided& s, const Grads<S>& g) {
+  using T = acc_t<S>;
+  const int64_t N = s.N, K = s.K, L = s.L;
+  const int64_t chunks = std::max<int64_t>(1, (L + kChunk - 1) / kChunk);
+  const int64_t grain = std::max<int64_t>(1, kGrainElems / std::max<int64_t>(1, K * std::min(L, kChunk)));
+  const bool need_d = g.grad_weight != nullptr;
+  // D[n, k] per chunk (for the weight's gradient), added in order below
+  std::vector<double> part(need_d ? N * chunks * K : 0);
+  S* const gbp = g.grad_base;
+  S* const gop = g.grad_others;
+  at::parallel_for(0, N * chunks, grain, [&](int64_t tb, int64_t te) {
+    // locals, not captures: the stores below could otherwise alias them (reloads per vector)
+    S* const gbp_l = gbp;
+    S* const gop_l = gop;
+    const Strided sl = s;
+    const Grads<S> gl = g;
+    const bool nd = need_d;
+    const S* const bp_l = bp;
+    const S* const op_l = op;
+    const int64_t Ln = L, Kn = K, Cn = chunks;
+    alignas(64) T db[kChunk];
+    for (int64_t task = tb; task < te; ++task) {
+      const int64_t n = task / Cn, c = task % Cn;
+      const int64_t c0 = c * kChunk, c1 = std::min(Ln, c0 + kChunk);
+      const T wn = gl.weight != nullptr ? load(gl.weight[n * gl.weight_sn]) : T(1);
+      double* dsum = nd ? part.data() + task * Kn : nullptr;
+      {
+        const int64_t i0 = c0, len = c1 - c0, full = len - len % kLanes;
+        const S* b = bp_l + n * sl.base_sn + i0;
+        if (gbp_l != nullptr) std::fill(db, db + len, T(0));
+        for (int64_t k = 0; k < Kn; ++k) {
+          const S* o = op_l + n * sl.others_sn + k * sl.others_sk + i0;
+          S* dop = gop_l != nullptr ? gop_l + (n * Kn + k) * Ln + i0 : nullptr;
+          // the eager formula's grad * weight, rounded once in the accumulation dtype
+          const T gw = load(gl.grad[n * gl.grad_sn + k * gl.grad_sk]) * wn;
+          constexpr int W = kWidth<T>, NV = kVecs<T>;
+          vec_t<T> tacc[NV] = {};
+          double dk = 0;  // D[n, k] over the chunk: kFlush terms per lane, then in double
+          int groups = 0;
+          for (int64_t i = 0; i < full; i += kLanes) {
+            for (int a = 0; a < NV; ++a) {
+              const int64_t j = i + a * W;
+              const vec_t<T> bv = vload(b + j), ov = vload(o + j);
+              vec_t<T> po, pb;
+              vec_grads<M, T>(bv, ov, po, pb);
+              if (dop != nullptr) vstore(dop + j, gw * po);
+              if (gbp_l != nullptr) {
+                vec_t<T> dv;
+                std::memcpy(&dv, db + j, sizeof(dv));
+                dv += gw * pb;
+                std::memcpy(db + j, &dv, sizeof(dv));
+              }
+              if (nd) tacc[a] += vec_terms<M, T>(bv, ov);
+            }
+            if (nd && ++groups == kFlush) {
+              dk += lanes_sum<T>(tacc);
+              for (auto& t : tacc) t = vec_t<T>{};
+              groups = 0;
+            }
+          }
+          double tail = 0;
+          for (int64_t i = full; i < len; ++i) {
+            const T bi = load(b[i]), oi = load(o[i]);
+            T po, pb;
+            if constexpr (M == Metric::kSSE) {
+              po = T(2) * (oi - bi);
+              pb = -po;
+            } else {
+              po = bce_grad_other(bi, oi);
+              pb = bce_grad_base(bi, oi);
+            }
+            if (dop != nullptr) dop[i] = store<S>(gw * po);
+            if (gbp_l != nullptr) db[i] += gw * pb;
+            if (nd) tail += static_cast<double>(term<M>(bi, oi));
+          }
+          if (nd) dsum[k] = dk + lanes_sum<T>(tacc) + tail;
+        }
+        if (gbp_l != nullptr) {
+          S* dbp = gbp_l + n * Ln + i0;
+          for (int64_t i = 0; i < len; ++i) dbp[i] = store<S>(db[i]);
+        }
+      }
+    }
+  });
+  if (!need_d) return;
+  // d/d weight[n] = sum over k of grad[n, k] D[n, k], D summed over chunks in order, in double
+  at::parallel_for(0, N, std::max<int64_t>(1, 4096 / (chunks * K)), [&](int64_t nb, int64_t ne) {
+    for (int64_t n = nb; n < ne; ++n) {
+      double acc = 0;
+      for (int64_t k = 0; k < K; ++k) {
+        double d = 0;
+        for (int64_t c = 0; c < chunks; ++c) d += part[(n * chunks + c) * K + k];
+        acc += static_cast<double>(load(g.grad[n * g.grad_sn + k * g.grad_sk])) * d;
+      }
+      g.grad_weight[n] = store<S>(static_cast<T>(acc));
     }
   });
 }
@@ -103,18 +360,31 @@ void partials_impl(const S* bp, const S* op, const Strided& s, int64_t S_, doubl
 }  // namespace
 
 template <typename S>
-void partials(const S* base, const S* others, const Strided& s, Metric m, int64_t segments,
-              double* partial) {
+void forward(const S* base, const S* others, const Strided& s, Metric m, const S* weight,
+             int64_t weight_sn, S* out) {
   if (m == Metric::kSSE) {
-    partials_impl<Metric::kSSE>(base, others, s, segments, partial);
+    forward_impl<Metric::kSSE>(base, others, s, weight, weight_sn, out);
   } else {
-    partials_impl<Metric::kBCE>(base, others, s, segments, partial);
+    forward_impl<Metric::kBCE>(base, others, s, weight, weight_sn, out);
   }
 }
 
-template void partials<float>(const float*, const float*, const Strided&, Metric, int64_t, double*);
-template void partials<double>(const double*, const double*, const Strided&, Metric, int64_t, double*);
-template void partials<f16>(const f16*, const f16*, const Strided&, Metric, int64_t, double*);
-template void partials<bf16>(const bf16*, const bf16*, const Strided&, Metric, int64_t, double*);
+template <typename S>
+void backward(const S* base, const S* others, const Strided& s, Metric m, const Grads<S>& g) {
+  if (m == Metric::kSSE) {
+    backward_impl<Metric::kSSE>(base, others, s, g);
+  } else {
+    backward_impl<Metric::kBCE>(base, others, s, g);
+  }
+}
+
+#define VAEISO_DISTANCE_INSTANTIATE(S)                                                         \
+  template void forward<S>(const S*, const S*, const Strided&, Metric, const S*, int64_t, S*); \
+  template void backward<S>(const S*, const S*, const Strided&, Metric, const Grads<S>&);
+VAEISO_DISTANCE_INSTANTIATE(float)
+VAEISO_DISTANCE_INSTANTIATE(double)
+VAEISO_DISTANCE_INSTANTIATE(f16)
+VAEISO_DISTANCE_INSTANTIATE(bf16)
+#undef VAEISO_DISTANCE_INSTANTIATE
 
 }  // namespace vaeiso::distance::VAEISO_CPU_ISA

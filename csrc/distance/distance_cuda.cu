@@ -1,14 +1,15 @@
-// CUDA pair distances. A block owns one tile of kTile elements of one sample: it loads that
+// CUDA pair distances. Forward: a partial pass, then a finalize pass. A block owns one tile of kTile elements of one sample: it loads that
 // tile of base into shared memory once, then its warps sweep (k, segment) tasks over the K
 // others, each warp reducing one 256-element segment of one other with shuffles (fixed order:
 // deterministic) and writing one partial. Each lane owns kPerLane elements of a segment, in
 // runs of kVec (16 bytes: 8 halves, 4 floats, 2 doubles) that it loads with one 128-bit access
 // when the inputs are aligned (cuda_vec.cuh); unaligned inputs take the same elements one at
 // a time, in the same order, so both paths give the same bits. Terms and partials use float
-// for float/half/bfloat16 and double for double.
+// for float/half/bfloat16 and double for double. Backward: one thread per element of base,
+// visiting the K others in order (the derivatives of distance_math.h).
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
-#include <ATen/core/Tensor.h>
+#include <ATen/ATen.h>
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAStream.h>
 
@@ -112,16 +113,42 @@ __global__ void finalize_kernel(const acc_t* __restrict__ partial, const scalar_
   }
 }
 
+template <Metric M, typename scalar_t, typename acc_t>
+__global__ void backward_kernel(const scalar_t* __restrict__ base, const scalar_t* __restrict__ others,
+                                const scalar_t* __restrict__ grad, int64_t g_sn, int64_t g_sk,
+                                const scalar_t* __restrict__ w, int64_t w_sn,
+                                scalar_t* __restrict__ gb, scalar_t* __restrict__ go, Strided s) {
+  for (int64_t n = blockIdx.y; n < s.N; n += gridDim.y) {
+    const acc_t wn = w != nullptr ? static_cast<acc_t>(w[n * w_sn]) : acc_t(1);
+    for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < s.L;
+         i += int64_t(blockDim.x) * gridDim.x) {
+      const acc_t b = static_cast<acc_t>(base[n * s.base_sn + i]);
+      acc_t db = acc_t(0);
+      for (int64_t k = 0; k < s.K; ++k) {
+        const acc_t o = static_cast<acc_t>(others[n * s.others_sn + k * s.others_sk + i]);
+        const acc_t gw = static_cast<acc_t>(grad[n * g_sn + k * g_sk]) * wn;
+        acc_t po, pb;
+        if constexpr (M == Metric::kSSE) {
+          po = acc_t(2) * (o - b);
+          pb = -po;
+        } else {
+          po = bce_grad_other(b, o);
+          pb = bce_grad_base(b, o);
+        }
+        if (go != nullptr) go[(n * s.K + k) * s.L + i] = static_cast<scalar_t>(gw * po);
+        db += gw * pb;
+      }
+      if (gb != nullptr) gb[n * s.L + i] = static_cast<scalar_t>(db);
+    }
+  }
+}
+
 }  // namespace
 
 #define VAEISO_DISPATCH_CUDA(TYPE, NAME, ...) \
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, TYPE, NAME, __VA_ARGS__)
 
-int64_t segment_length_cuda() { return kSegment; }
-
-at::ScalarType partial_dtype_cuda(at::ScalarType dt) {
-  return dt == at::kDouble ? at::kDouble : at::kFloat;
-}
+namespace {
 
 void partials_cuda(const at::Tensor& base, const at::Tensor& others, const Strided& s, Metric m,
                    at::Tensor& partial) {
@@ -169,6 +196,50 @@ void finalize_cuda(const at::Tensor& partial, const std::optional<at::Tensor>& w
             K);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
+}
+
+}  // namespace
+
+void forward_cuda(const at::Tensor& base, const at::Tensor& others, const Strided& s, Metric m,
+                  const std::optional<at::Tensor>& weight, at::Tensor& out) {
+  const int64_t S = (s.L + kSegment - 1) / kSegment;
+  const auto pdt = base.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
+  auto partial = at::empty({s.N, S, s.K}, base.options().dtype(pdt));
+  partials_cuda(base, others, s, m, partial);
+  finalize_cuda(partial, weight, out);
+}
+
+void backward_cuda(const at::Tensor& base, const at::Tensor& others, const Strided& s, Metric m,
+                   const at::Tensor& grad, const std::optional<at::Tensor>& weight,
+                   at::Tensor& grad_base, at::Tensor& grad_others, at::Tensor& grad_weight) {
+  if (grad_base.defined() || grad_others.defined()) {
+    const int64_t bx = std::min<int64_t>((s.L + 255) / 256, 65535);
+    const dim3 grid(static_cast<unsigned>(bx), static_cast<unsigned>(std::min(s.N, kMaxGridY)));
+    VAEISO_DISPATCH_CUDA(base.scalar_type(), "pair_distances_backward_cuda", [&] {
+      using acc_t = at::opmath_type<scalar_t>;
+      auto launch = [&](auto kernel) {
+        kernel<<<grid, 256, 0, c10::cuda::getCurrentCUDAStream()>>>(
+            base.const_data_ptr<scalar_t>(), others.const_data_ptr<scalar_t>(),
+            grad.const_data_ptr<scalar_t>(), grad.stride(0), grad.stride(1),
+            weight.has_value() ? weight->const_data_ptr<scalar_t>() : nullptr,
+            weight.has_value() ? weight->stride(0) : 0,
+            grad_base.defined() ? grad_base.mutable_data_ptr<scalar_t>() : nullptr,
+            grad_others.defined() ? grad_others.mutable_data_ptr<scalar_t>() : nullptr, s);
+        C10_CUDA_KERNEL_LAUNCH_CHECK();
+      };
+      if (m == Metric::kSSE) {
+        launch(backward_kernel<Metric::kSSE, scalar_t, acc_t>);
+      } else {
+        launch(backward_kernel<Metric::kBCE, scalar_t, acc_t>);
+      }
+    });
+  }
+  if (grad_weight.defined()) {
+    // d/d weight[n] = sum over k of grad[n, k] D[n, k], with D from the forward pass
+    auto d = at::empty({s.N, s.K}, base.options());
+    forward_cuda(base, others, s, m, std::nullopt, d);
+    grad_weight.copy_((grad.to(at::kDouble) * d.to(at::kDouble)).sum(1));
+  }
 }
 
 }  // namespace vaeiso::distance

@@ -1,12 +1,15 @@
-// The two passes of pair_distances, one implementation per device (distance_cpu.cpp,
+// The pair_distances passes, one implementation per device (distance_cpu.cpp,
 // distance_cuda.cu), both built on distance_math.h.
 //
 // Inputs are viewed as base (N, L) and others (N, K, L) with a unit stride along L and
-// arbitrary strides along N and K. The partial pass splits L into segments of a fixed,
-// device-chosen length (never dependent on the thread count, so results are bitwise
-// reproducible) and writes partial[n, s, k] = sum over segment s of term(base, others[k]) in
-// the accumulation dtype; each segment of base is read from memory once for all K. The
-// finalize pass sums the segments in order and applies the per-sample weight.
+// arbitrary strides along N and K, all in one dtype (the compute dtype of distance.cpp). L is
+// split into segments of a fixed, device-chosen length (never dependent on the thread count, so
+// results are bitwise reproducible); each segment's sum is taken in a fixed order and the
+// segments are added in order, then the per-sample weight applied. Each segment of base is
+// read from memory once for all K.
+//
+// The backward writes d/d base (N, L) and d/d others (N, K, L) (contiguous) and d/d weight
+// (N,), each only where the tensor passed is defined.
 #pragma once
 #include <ATen/core/Tensor.h>
 #include <optional>
@@ -21,23 +24,22 @@ struct Strided {
   int64_t others_sn, others_sk;    // others strides along N and K (unit along L)
 };
 
-// Elements of L per partial segment, per device. CPU: 64-128 KB of base per task stays in L2
-// while the K others stream past it in long runs.
+// Elements of L per segment on the CPU: 64-128 KB of base per task stays in L2 while the K
+// others stream past it in long runs.
 constexpr int64_t kCpuSegment = 16384;
-int64_t segment_length_cpu();
-at::ScalarType partial_dtype_cpu(at::ScalarType dt);
-void partials_cpu(const at::Tensor& base, const at::Tensor& others, const Strided& s, Metric m,
-                  at::Tensor& partial);
-void finalize_cpu(const at::Tensor& partial, const std::optional<at::Tensor>& weight,
-                  at::Tensor& out);
+
+void forward_cpu(const at::Tensor& base, const at::Tensor& others, const Strided& s, Metric m,
+                 const std::optional<at::Tensor>& weight, at::Tensor& out);
+void backward_cpu(const at::Tensor& base, const at::Tensor& others, const Strided& s, Metric m,
+                  const at::Tensor& grad, const std::optional<at::Tensor>& weight,
+                  at::Tensor& grad_base, at::Tensor& grad_others, at::Tensor& grad_weight);
 
 #ifdef VAEISO_WITH_CUDA
-int64_t segment_length_cuda();
-at::ScalarType partial_dtype_cuda(at::ScalarType dt);
-void partials_cuda(const at::Tensor& base, const at::Tensor& others, const Strided& s, Metric m,
-                   at::Tensor& partial);
-void finalize_cuda(const at::Tensor& partial, const std::optional<at::Tensor>& weight,
-                   at::Tensor& out);
+void forward_cuda(const at::Tensor& base, const at::Tensor& others, const Strided& s, Metric m,
+                  const std::optional<at::Tensor>& weight, at::Tensor& out);
+void backward_cuda(const at::Tensor& base, const at::Tensor& others, const Strided& s, Metric m,
+                   const at::Tensor& grad, const std::optional<at::Tensor>& weight,
+                   at::Tensor& grad_base, at::Tensor& grad_others, at::Tensor& grad_weight);
 #endif
 
 }  // namespace vaeiso::distance

@@ -25,9 +25,11 @@ VAEISO_HD T vlog(T v) {
 #endif
 }
 
-template <typename T>
+// The series forms below also take a CPU SIMD vector T (GCC vector extension) with element
+// type E: constants are written as E, never as T, and comparisons give a lane mask there.
+template <typename T, typename E = T>
 VAEISO_HD T vabs(T v) {
-  return v < T(0) ? -v : v;
+  return v < E(0) ? -v : v;
 }
 
 // |t| below this uses the series form of log1p(t) - t; above it the direct form loses at most
@@ -36,26 +38,24 @@ constexpr double kSmallT = 0.25;
 
 // 1/3 + w/5 + w^2/7 + ...: the atanh series tail. |u| <= 1/7 below kSmallT, so w = u^2 <= 0.0205
 // and 5 terms reach float precision, 10 reach double.
-template <typename T>
+template <typename T, typename E = T>
 VAEISO_HD T atanh_tail(T w) {
   T s;
-  if constexpr (sizeof(T) >= 8) {
-    s = T(1) / T(21);
-    s = T(1) / T(19) + w * s;
-    s = T(1) / T(17) + w * s;
-    s = T(1) / T(15) + w * s;
-    s = T(1) / T(13) + w * s;
-    s = T(1) / T(11) + w * s;
-    s = T(1) / T(9) + w * s;
-    s = T(1) / T(7) + w * s;
-    s = T(1) / T(5) + w * s;
-    s = T(1) / T(3) + w * s;
+  if constexpr (sizeof(E) >= 8) {
+    s = E(1) / E(19) + w * (E(1) / E(21));
+    s = E(1) / E(17) + w * s;
+    s = E(1) / E(15) + w * s;
+    s = E(1) / E(13) + w * s;
+    s = E(1) / E(11) + w * s;
+    s = E(1) / E(9) + w * s;
+    s = E(1) / E(7) + w * s;
+    s = E(1) / E(5) + w * s;
+    s = E(1) / E(3) + w * s;
   } else {
-    s = T(1) / T(11);
-    s = T(1) / T(9) + w * s;
-    s = T(1) / T(7) + w * s;
-    s = T(1) / T(5) + w * s;
-    s = T(1) / T(3) + w * s;
+    s = E(1) / E(9) + w * (E(1) / E(11));
+    s = E(1) / E(7) + w * s;
+    s = E(1) / E(5) + w * s;
+    s = E(1) / E(3) + w * s;
   }
   return s;
 }
@@ -69,18 +69,18 @@ VAEISO_HD T atanh_tail(T w) {
 // cancellation (the second term is at most ~4% of the first) and one division.
 // When p == 0 the log term is 0 (the xlogy convention: binary targets give no NaN) and d is
 // what remains.
-template <typename T>
-VAEISO_HD bool kl_half_is_small(T p, T d) {
-  return vabs(d) < T(kSmallT) * p;  // false for p == 0 and for NaN
+template <typename T, typename E = T>
+VAEISO_HD auto kl_half_is_small(T p, T d) {
+  return vabs<T, E>(d) < E(kSmallT) * p;  // false for p == 0 and for NaN
 }
 
 // The series branch alone, branch-free (valid where kl_half_is_small): the CPU kernel evaluates
 // it for a whole vector of elements and falls back to kl_half only where it does not apply.
-template <typename T>
+template <typename T, typename E = T>
 VAEISO_HD T kl_half_series(T p, T q, T d) {
   const T u = d / (p + q);
   const T w = u * u;
-  return d * u - T(2) * p * u * w * atanh_tail(w);
+  return d * u - E(2) * p * u * w * atanh_tail<T, E>(w);
 }
 
 template <typename T>
@@ -110,6 +110,64 @@ VAEISO_HD T term(T b, T o) {
   } else {
     return bce_term(b, o);
   }
+}
+
+// ---- derivatives (the fused backward, docs/ops.md, pair_distances) ----
+//   sse: dD/do = 2 (o - b), dD/db = -dD/do.
+//   bce: dD/do = (1-b)/(1-o) - b/o = (o - b) / (o (1 - o)),
+//        dD/db = log(b/o) - log((1-b)/(1-o)) = log(b (1 - o) / (o (1 - b))) = log1p(x),
+//        x = (b - o) / (o (1 - b)).
+// The combined forms have no cancellation for o near b; where a weight b or 1 - b (or o,
+// 1 - o) is 0 they fall back to the two-ratio forms in the value's zero-weight convention
+// (a term with weight 0 is its linear remainder: dD/db contributes -1, a 0/0 ratio is 0), as
+// the eager formulas of vaeiso_ext/ops/_distance.py do.
+
+template <typename T>
+VAEISO_HD T safe_ratio(T num, T den) {
+  return (num == T(0) && den == T(0)) ? T(0) : num / den;
+}
+
+template <typename T>
+VAEISO_HD T log_ratio(T p, T q) {
+  return p == T(0) ? T(-1) : vlog(p) - vlog(q);
+}
+
+// Whether the series forms below apply: |x| < kSmallT with x as above. It implies
+// 0 < o < 1 and b < 1 (so every denominator is positive); false for NaN.
+template <typename T, typename E = T>
+VAEISO_HD auto bce_grad_is_small(T b, T o) {
+  return vabs<T, E>(b - o) < E(kSmallT) * (o * (E(1) - b));
+}
+
+// dD/do where bce_grad_is_small (branch-free: the CPU kernel evaluates it for a whole vector).
+template <typename T, typename E = T>
+VAEISO_HD T bce_grad_other_series(T b, T o) {
+  return (o - b) / (o * (E(1) - o));
+}
+
+// dD/db where bce_grad_is_small: log1p(x) = 2 atanh(u) with u = x / (2 + x)
+// = (b - o) / (b (1 - o) + o (1 - b)), |u| < 1/7 (the atanh series of kl_half_series).
+template <typename T, typename E = T>
+VAEISO_HD T bce_grad_base_series(T b, T o) {
+  const T u = (b - o) / (b * (E(1) - o) + o * (E(1) - b));
+  const T w = u * u;
+  return E(2) * u + E(2) * u * w * atanh_tail<T, E>(w);
+}
+
+template <typename T>
+VAEISO_HD T bce_grad_other(T b, T o) {
+  if (bce_grad_is_small(b, o)) return bce_grad_other_series(b, o);
+  const T den = o * (T(1) - o);
+  if (den != T(0)) return (o - b) / den;
+  return safe_ratio(T(1) - b, T(1) - o) - safe_ratio(b, o);
+}
+
+template <typename T>
+VAEISO_HD T bce_grad_base(T b, T o) {
+  if (bce_grad_is_small(b, o)) return bce_grad_base_series(b, o);
+  const T bc = T(1) - b;
+  if (b != T(0) && bc != T(0)) return vlog((b * (T(1) - o)) / (o * bc));  // products: no 1 + x rounding
+  return log_ratio(b, o) - log_ratio(bc, T(1) - o);
 }
 
 VAEISO_ISA_END

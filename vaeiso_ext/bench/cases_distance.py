@@ -10,7 +10,7 @@ from torch import nn
 from .. import metrics, ops, reference
 from .. import nn as vnn
 from ..analysis import dj_prime
-from .core import Case, assert_close
+from .core import Case, assert_close, fwd_bwd
 
 
 def naive_dj_prime(decoder, z, metric, eps):
@@ -78,6 +78,29 @@ def _pairs_cases(device, quick, compile_baselines):
             out.append(Case(f"pair_distances {m.name}", size, "fwd",
                             _no_grad(lambda m=m, base=base, others=others: m.pairs(base, others)),
                             {k: _no_grad(f) for k, f in bl.items()}, check, bytes=traffic))
+
+            # forward + backward w.r.t. base and others (and the weight a_x, itself a function
+            # of base, for downward): the reference computes a_x from base the same way
+            br, orr = base.clone().requires_grad_(), others.clone().requires_grad_()
+            gy = torch.randn((N, K), generator=g).to(device)
+
+            def ref(b, o, m=m, op=op):
+                return reference.pair_distances(b, o, op, weight=m._weight(b) if isinstance(m, metrics.SSE) else None)
+
+            def check_bwd(m=m, br=br, orr=orr, gy=gy, ref=ref):
+                got = fwd_bwd(m.pairs, (br, orr), gy)()
+                ref_in = tuple(t.detach().double().requires_grad_() for t in (br, orr))
+                want = fwd_bwd(ref, ref_in, gy.double())()
+                scale = [w.abs().max().item() for w in want]
+                for i, (a, b) in enumerate(zip(got, want)):
+                    assert_close(a, b, 1e-3, 1e-5 * scale[i], f"pairs {m.name} grads[{i}]")
+
+            bb = {"eager": fwd_bwd(ref, (br, orr), gy)}
+            if compile_baselines:
+                bb["compile"] = fwd_bwd(torch.compile(ref, dynamic=False), (br, orr), gy)
+            # forward reads others and base; backward reads them again and writes their gradients
+            out.append(Case(f"pair_distances {m.name}", size, "fwd+bwd", fwd_bwd(m.pairs, (br, orr), gy), bb,
+                            check_bwd, bytes=3 * traffic, notes="gradients to base and others"))
     return out
 
 

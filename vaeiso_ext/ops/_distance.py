@@ -3,7 +3,8 @@
 import torch
 from torch import Tensor
 
-from ._modes import call_kernel, dispatch, merge_batch, split_batch, with_eager_twin
+from ._modes import (call_kernel, dispatch, fused_ok, merge_batch, register_no_double_backward, split_batch,
+                     with_eager_twin)
 
 METRICS = ("sse", "bce")
 
@@ -87,6 +88,25 @@ def _pair_distances_fake(base, others, metric, weight=None):
     return base.new_empty((base.shape[0], others.shape[1]), dtype=dt)
 
 
+@torch.library.register_fake("vaeiso::pair_distances_backward")
+def _pair_distances_backward_fake(grad, base, others, metric, weight, output_mask):
+    _check(base, others, metric, weight)
+    torch._check(others.dtype == base.dtype, lambda: f"pair_distances_backward: others: expected dtype {base.dtype} "
+                 f"(the dtype of base), got {others.dtype}")
+    torch._check(tuple(grad.shape) == (base.shape[0], others.shape[1]),
+                 lambda: f"pair_distances_backward: grad: expected shape {(base.shape[0], others.shape[1])}, "
+                 f"got {tuple(grad.shape)}")
+    none = base.new_empty((0,))
+    gb = base.new_empty(base.shape) if output_mask[0] else none
+    go = others.new_empty(others.shape) if output_mask[1] else none
+    gw = base.new_empty((base.shape[0],)) if output_mask[2] and weight is not None else none
+    return gb, go, gw
+
+
+register_no_double_backward("vaeiso::pair_distances_backward",
+                            "pair_distances_backward is not differentiable: differentiate ops.pair_distances instead")
+
+
 # ------------------------------------------------------------------------------- autograd
 #
 # Per element, with b the base, o an other and D summed over the trailing dims:
@@ -96,6 +116,9 @@ def _pair_distances_fake(base, others, metric, weight=None):
 # (or 1 - b) is 0 is the linear remainder of the KL half, whose derivatives are finite; so at
 # o = b = 0 the gradient is dD/do = 1, dD/db = -1 (and mirrored at 1), never 0/0. Written with
 # torch ops: autograd, forward AD and vmap see through it (double backward, per-sample grads).
+# A plain backward takes the fused kernel instead (one pass writing both gradients, and the
+# weight's from D computed in the same pass), the same derivatives in cancellation-free forms
+# (csrc/distance/distance_math.h).
 
 
 def _safe_ratio(num: Tensor, den: Tensor) -> Tensor:
@@ -146,6 +169,11 @@ def _backward(ctx, grad: Tensor):
     need_b, need_o, need_w = needs[0], needs[1], len(needs) > 3 and needs[3]
     if not (need_b or need_o or need_w):
         return (None,) * len(needs)
+    if base.dtype == others.dtype and fused_ok(grad, base, others, weight):
+        mask = [bool(need_b), bool(need_o), bool(need_w)]
+        d_b, d_o, d_w = call_kernel(torch.ops.vaeiso.pair_distances_backward.default, grad, base, others,
+                                    ctx.metric, weight, mask)
+        return (d_b if need_b else None, d_o if need_o else None, None, d_w if need_w else None)[: len(needs)]
     g = grad if weight is None else grad * weight[:, None]
     d_b = d_o = d_w = None
     if need_b or need_o:
