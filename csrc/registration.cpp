@@ -62,6 +62,11 @@ PyMODINIT_FUNC PyInit__C(void) {
   PyObject* mod = PyModule_Create(&vaeiso_module);
   if (mod == nullptr) return nullptr;
   PyModule_AddStringConstant(mod, "TORCH_VERSION", VAEISO_TORCH_VERSION);
+#ifdef _OPENMP  // at::parallel_for runs on several threads only in units built with OpenMP
+  PyModule_AddIntConstant(mod, "OPENMP", 1);
+#else
+  PyModule_AddIntConstant(mod, "OPENMP", 0);
+#endif
 #ifdef VAEISO_WITH_CUDA
   PyModule_AddIntConstant(mod, "CUDA_COMPILED", 1);
 #else

@@ -18,6 +18,16 @@ def test_build_info():
         assert info["torch_cuda_version"] == torch.version.cuda
 
 
+def test_cpu_kernels_run_in_parallel():
+    """at::parallel_for is a header template: in a unit built without OpenMP it runs every task
+    on the calling thread. Wherever torch has OpenMP, the kernels must be built with it."""
+    if not torch.backends.openmp.is_available():
+        import pytest
+
+        pytest.skip("this torch has no OpenMP")
+    assert vaeiso_ext.build_info()["openmp"] is True
+
+
 def test_ops_registered():
     for name in ("gdn", "gdn_forward", "gdn_backward", "ssim", "ssim_forward", "ssim_backward", "ssim_pairs",
                  "ssim_filter", "ssim_metric_gram", "pair_distances"):

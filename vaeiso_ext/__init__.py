@@ -33,7 +33,9 @@ def build_info() -> dict:
     Returns a dict with ``torch_version`` (the torch the kernels were compiled against),
     ``torch_cuda_version`` (torch's CUDA version, or ``""`` for a CPU build of torch),
     ``cuda`` (whether the CUDA kernels are compiled in) and ``cuda_archs`` (the CMake CUDA
-    architectures, e.g. ``["80-real", "90"]``; empty without CUDA).
+    architectures, e.g. ``["80-real", "90"]``; empty without CUDA) and ``openmp`` (whether the
+    CPU kernels were built with OpenMP: without it they run on one thread whatever
+    ``torch.set_num_threads`` says).
     """
     return {
         "torch_version": _build_info.TORCH_VERSION,
@@ -41,4 +43,5 @@ def build_info() -> dict:
         "cuda": bool(_C.CUDA_COMPILED),
         "cuda_archs": list(_build_info.CUDA_ARCHS),
         "nvcc_version": _build_info.NVCC_VERSION,
+        "openmp": bool(_C.OPENMP),
     }
