@@ -389,7 +389,8 @@ def test_backward_bce_edges_and_layouts():
     base, others, w = inputs(3, 8, (3, 6, 7))
     gy = torch.randn(8, 3, generator=g, dtype=torch.float64).t()  # non-contiguous grad
     for metric in METRICS:
-        want = _grads(lambda bb, oo, ww: ops.pair_distances(bb, oo, metric, weight=ww), base, others, w, gy.contiguous())
+        want = _grads(lambda bb, oo, ww: ops.pair_distances(bb, oo, metric, weight=ww), base, others, w,
+                      gy.contiguous())
         got = _grads(lambda bb, oo, ww: ops.pair_distances(bb.transpose(-1, -2), oo.transpose(-1, -2), metric,
                                                            weight=ww),
                      base.transpose(-1, -2).contiguous().transpose(-1, -2),
