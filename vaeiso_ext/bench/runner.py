@@ -65,6 +65,13 @@ def run(device="cpu", quick=False, threads=None, only=None, compile_baselines=Tr
     if unknown:
         raise SystemExit(f"bench: unknown op family {unknown}; choose from {list(CASE_FAMILIES)}")
     pairs = pairs or (core.QUICK_PAIRS if quick else core.PAIRS)
+    # torch.compile baselines: each (size, variant, grad mode) of one reference function is a
+    # recompilation of the same code; past dynamo's default limit (8) it silently runs the
+    # function eagerly, and the "compile" column would time eager code. Allow enough for every case.
+    from torch import _dynamo
+
+    if getattr(_dynamo.config, "recompile_limit", 64) < 64:
+        _dynamo.config.recompile_limit = 64
     block_s = core.QUICK_BLOCK_S if quick else core.BLOCK_S
     bandwidth = copy_bandwidth_gbps(device, mbytes=32 if quick else 256, block_s=block_s)
     gemm = gemm_gflops(device, n=256 if quick else 1024, block_s=block_s)
