@@ -25,3 +25,18 @@ def pytest_collection_modifyitems(config, items):
 def devices():
     """Device parameters: cpu always, cuda marked (skipped without a GPU)."""
     return ["cpu", pytest.param("cuda", marks=pytest.mark.cuda)]
+
+
+def run_python(code: str, done: str, **env: str) -> str:
+    """Run ``code`` in a fresh interpreter (the tests' own, from "/" so the installed package is
+    imported) with ``env`` added to the environment, for checks that need a setting read once at
+    start-up (VAEISO_CPU_BASELINE, VAEISO_BLAS_FALLBACK). It must exit 0 and print ``done``;
+    returns its stdout."""
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", code], env=dict(os.environ, **env), capture_output=True,
+                         text=True, cwd="/")
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert done in out.stdout
+    return out.stdout

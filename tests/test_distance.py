@@ -1,9 +1,6 @@
 """pair_distances: the fused op against the float64 reference and an independent xlogy oracle,
 precision for tiny perturbations, layouts, autograd and the dispatcher."""
 
-import os
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -12,7 +9,7 @@ from hypothesis import strategies as st
 
 from vaeiso_ext import ops, reference
 
-from conftest import devices
+from conftest import devices, run_python
 
 METRICS = ("sse", "bce")
 
@@ -303,10 +300,7 @@ def test_baseline_isa_build():
         "    torch.testing.assert_close(got.double(), want, rtol=1e-5 if dt == torch.float32 else 1e-12, atol=0)\n"
         "print('baseline ok')\n"
     )
-    env = dict(os.environ, VAEISO_CPU_BASELINE="1")
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, cwd="/")
-    assert out.returncode == 0, out.stderr[-2000:]
-    assert "baseline ok" in out.stdout
+    run_python(code, "baseline ok", VAEISO_CPU_BASELINE="1")
 
 
 # ------------------------------------------------------------------ the fused backward

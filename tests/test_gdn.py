@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 from vaeiso_ext import nn as vnn
 from vaeiso_ext import ops, reference
 
-from conftest import devices
+from conftest import devices, run_python
 
 VARIANTS = [(inv, simp) for inv in (False, True) for simp in (False, True)]
 
@@ -236,9 +236,6 @@ def test_inference_skips_norm():
 def test_cpu_blas_fallback_matches():
     """Where torch exports no BLAS symbols the blocks' GEMMs go through at::mm
     (VAEISO_BLAS_FALLBACK=1 forces that path): same values as the reference."""
-    import os
-    import subprocess
-    import sys
 
     code = (
         "import torch\n"
@@ -262,10 +259,7 @@ def test_cpu_blas_fallback_matches():
         "    torch.testing.assert_close(a, c, rtol=100 * tol, atol=100 * tol * c.abs().max().item())\n"
         "print('fallback ok')\n"
     )
-    env = dict(os.environ, VAEISO_BLAS_FALLBACK="1")
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, cwd="/")
-    assert out.returncode == 0, out.stderr[-2000:]
-    assert "fallback ok" in out.stdout
+    run_python(code, "fallback ok", VAEISO_BLAS_FALLBACK="1")
 
 
 # ------------------------------------------------------------------------ bad input
@@ -401,9 +395,6 @@ def test_module_fallback_under_forward_ad():
 def test_baseline_cpu_build_matches():
     """The kernels are built twice (baseline and AVX2+FMA); run the baseline build in a
     subprocess and check it against the float64 reference too."""
-    import os
-    import subprocess
-    import sys
 
     code = (
         "import torch, vaeiso_ext\n"
@@ -421,7 +412,4 @@ def test_baseline_cpu_build_matches():
         "      torch.testing.assert_close(a, c, rtol=1e-10, atol=1e-10)\n"
         "print('baseline ok')\n"
     )
-    env = dict(os.environ, VAEISO_CPU_BASELINE="1")
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, cwd="/")
-    assert out.returncode == 0, out.stderr[-2000:]
-    assert "baseline ok" in out.stdout
+    run_python(code, "baseline ok", VAEISO_CPU_BASELINE="1")

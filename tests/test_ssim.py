@@ -4,9 +4,6 @@ Oracles: vaeiso_ext.reference in float64, scikit-image and pytorch_msssim. Small
 gradcheck, Hessians and torch.compile fast.
 """
 
-import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -17,6 +14,8 @@ from vaeiso_ext import nn as vnn
 from vaeiso_ext import ops
 from vaeiso_ext import reference as ref
 from vaeiso_ext.ops._ssim import one_minus_ssim
+
+from conftest import run_python
 
 # ---------------------------------------------------------------- shared fixtures
 
@@ -533,10 +532,7 @@ def test_baseline_isa_build_matches_reference():
         "  torch.testing.assert_close(ops.ssim_metric_gram(x, v, **kw), ref.ssim_metric_gram(x, v, **kw))\n"
         "print('baseline ok')\n"
     )
-    env = dict(os.environ, VAEISO_CPU_BASELINE="1")
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, cwd="/")
-    assert out.returncode == 0, out.stderr[-2000:]
-    assert "baseline ok" in out.stdout
+    run_python(code, "baseline ok", VAEISO_CPU_BASELINE="1")
 
 
 # ---------------------------------------------------------------- torch.library / compile
