@@ -1,33 +1,60 @@
 // Run-time choice of the CPU instruction set for kernels compiled more than once
-// (`*_avx2.cpp` files are built with -mavx2 -mfma on x86-64; see CMakeLists.txt).
-// VAEISO_CPU_BASELINE=1 in the environment forces the baseline build (tests use it so both
-// builds of every kernel are checked on an AVX2 machine).
+// (`*_avx2.cpp` built with -mavx2 -mfma, `*_avx512.cpp` with AVX-512 F/VL/BW/DQ on x86-64; see
+// CMakeLists.txt). VAEISO_CPU_ISA=baseline|avx2|avx512 in the environment caps the choice (tests
+// use it so that every build of every kernel is checked on one machine); unset, the best build
+// the processor runs is taken.
 #pragma once
+#include <c10/util/Exception.h>
+
 #include <cstdlib>
 #include <cstring>
 
 namespace vaeiso {
 
-inline bool cpu_has_avx2() {
+// 0: the portable build, 1: AVX2 + FMA, 2: AVX-512 (F, VL, BW, DQ) besides.
+inline int cpu_isa_level() {
 #if defined(VAEISO_CPU_AVX2) && (defined(__x86_64__) || defined(_M_X64))
-  static const bool ok = [] {
-    const char* force = std::getenv("VAEISO_CPU_BASELINE");
-    if (force != nullptr && std::strcmp(force, "") != 0 && std::strcmp(force, "0") != 0) return false;
-    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  static const int level = [] {
+    int cpu = 0;
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) {
+      cpu = 1;
+      if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") &&
+          __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512dq"))
+        cpu = 2;
+    }
+    const char* cap = std::getenv("VAEISO_CPU_ISA");
+    if (cap == nullptr || *cap == '\0') return cpu;
+    const int want = std::strcmp(cap, "baseline") == 0 ? 0
+                     : std::strcmp(cap, "avx2") == 0   ? 1
+                     : std::strcmp(cap, "avx512") == 0 ? 2
+                                                       : -1;
+    TORCH_CHECK(want >= 0, "VAEISO_CPU_ISA: expected baseline, avx2 or avx512, got '", cap, "'");
+    return want < cpu ? want : cpu;
   }();
-  return ok;
+  return level;
 #else
-  return false;
+  return 0;
 #endif
+}
+
+inline const char* cpu_isa_name() {
+  static const char* names[] = {"baseline", "avx2", "avx512"};
+  return names[cpu_isa_level()];
 }
 
 }  // namespace vaeiso
 
-// VAEISO_PICK(fn, args...): call isa_avx2::fn where the CPU has AVX2+FMA, else isa_default::fn
-// (each *_cpu.cpp declares both namespaces for its family's kernels).
+// VAEISO_PICK(fn, args...): isa_avx2::fn where the CPU has AVX2+FMA (and the cap allows it),
+// else isa_default::fn. VAEISO_PICK_AVX512 puts isa_avx512::fn first, for the families that
+// have an `*_avx512.cpp` build. Each *_cpu.cpp declares the namespaces its family has.
 #if defined(VAEISO_CPU_AVX2)
 #define VAEISO_PICK(fn, ...) \
-  (::vaeiso::cpu_has_avx2() ? isa_avx2::fn(__VA_ARGS__) : isa_default::fn(__VA_ARGS__))
+  (::vaeiso::cpu_isa_level() >= 1 ? isa_avx2::fn(__VA_ARGS__) : isa_default::fn(__VA_ARGS__))
+#define VAEISO_PICK_AVX512(fn, ...)                                                  \
+  (::vaeiso::cpu_isa_level() >= 2   ? isa_avx512::fn(__VA_ARGS__)                    \
+   : ::vaeiso::cpu_isa_level() >= 1 ? isa_avx2::fn(__VA_ARGS__)                      \
+                                    : isa_default::fn(__VA_ARGS__))
 #else
 #define VAEISO_PICK(fn, ...) isa_default::fn(__VA_ARGS__)
+#define VAEISO_PICK_AVX512(fn, ...) isa_default::fn(__VA_ARGS__)
 #endif

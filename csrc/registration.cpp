@@ -5,6 +5,8 @@
 #include <Python.h>
 #include <torch/library.h>
 
+#include "cpu_isa.h"
+
 TORCH_LIBRARY(vaeiso, m) {
   // GDN / IGDN (docs/ops.md, gdn). `norm` is the pre-activation beta + gamma @ f(x), returned so the
   // backward needs no second GEMM (empty when not `need_norm`: inference); `vaeiso::gdn` is the
@@ -67,6 +69,14 @@ PyMODINIT_FUNC PyInit__C(void) {
 #else
   PyModule_AddIntConstant(mod, "OPENMP", 0);
 #endif
+  // The CPU kernel build in use (cpu_isa.h); a bad VAEISO_CPU_ISA fails the import, clearly.
+  try {
+    PyModule_AddStringConstant(mod, "CPU_ISA", vaeiso::cpu_isa_name());
+  } catch (const std::exception& e) {
+    PyErr_SetString(PyExc_ValueError, e.what());
+    Py_DECREF(mod);
+    return nullptr;
+  }
 #ifdef VAEISO_WITH_CUDA
   PyModule_AddIntConstant(mod, "CUDA_COMPILED", 1);
 #else

@@ -35,7 +35,8 @@ def build_info() -> dict:
     ``cuda`` (whether the CUDA kernels are compiled in) and ``cuda_archs`` (the CMake CUDA
     architectures, e.g. ``["80-real", "90"]``; empty without CUDA) and ``openmp`` (whether the
     CPU kernels were built with OpenMP: without it they run on one thread whatever
-    ``torch.set_num_threads`` says).
+    ``torch.set_num_threads`` says) and ``cpu_isa`` (the CPU kernel build in use: ``"avx512"``,
+    ``"avx2"`` or ``"baseline"``, the best this processor runs unless ``VAEISO_CPU_ISA`` caps it).
     """
     return {
         "torch_version": _build_info.TORCH_VERSION,
@@ -44,4 +45,5 @@ def build_info() -> dict:
         "cuda_archs": list(_build_info.CUDA_ARCHS),
         "nvcc_version": _build_info.NVCC_VERSION,
         "openmp": bool(_C.OPENMP),
+        "cpu_isa": _C.CPU_ISA,
     }

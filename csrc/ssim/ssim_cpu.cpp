@@ -1,5 +1,5 @@
-// SSIM CPU entry points: tensors to raw buffers, dtype dispatch, then the AVX2 build of the passes
-// where the CPU has it, else the baseline (ssim_cpu_passes.h).
+// SSIM CPU entry points: tensors to raw buffers, dtype dispatch, then the AVX-512 or AVX2 build of
+// the passes where the CPU has it, else the baseline (ssim_cpu_passes.h).
 #include <ATen/ATen.h>
 
 #include "common.h"
@@ -13,6 +13,7 @@ namespace vaeiso::ssim {
 VAEISO_SSIM_DECLARE_PASSES(isa_default)
 #ifdef VAEISO_CPU_AVX2
 VAEISO_SSIM_DECLARE_PASSES(isa_avx2)
+VAEISO_SSIM_DECLARE_PASSES(isa_avx512)
 #endif
 
 namespace {
@@ -34,7 +35,7 @@ void forward_cpu(const at::Tensor& x, const at::Tensor& y, const std::vector<dou
   strides_of(x, sx);
   strides_of(y, sy);
   VAEISO_CPU_DISPATCH(x.scalar_type(), "ssim_forward_cpu", [&] {
-    VAEISO_PICK(forward<S>, cptr<S>(x), sx, cptr<S>(y), sy, window.data(), g, k, mode,
+    VAEISO_PICK_AVX512(forward<S>, cptr<S>(x), sx, cptr<S>(y), sy, window.data(), g, k, mode,
                 maps.numel() > 0 ? mptr<acc_t<S>>(maps) : nullptr, mptr<double>(om),
                 mode.with_l1 ? mptr<double>(lm) : nullptr);
   });
@@ -49,7 +50,7 @@ void backward_cpu(const at::Tensor& grad, const at::Tensor& grad_l1, const at::T
   strides_of(x, sx);
   strides_of(y, sy);
   VAEISO_CPU_DISPATCH(x.scalar_type(), "ssim_backward_cpu", [&] {
-    VAEISO_PICK(backward<S>, cptr<acc_t<S>>(grad), grad_l1.numel() > 0 ? cptr<acc_t<S>>(grad_l1) : nullptr,
+    VAEISO_PICK_AVX512(backward<S>, cptr<acc_t<S>>(grad), grad_l1.numel() > 0 ? cptr<acc_t<S>>(grad_l1) : nullptr,
                 cptr<S>(x), sx, cptr<S>(y), sy, cptr<acc_t<S>>(maps), window.data(), g, mptr<S>(grad_x),
                 mptr<S>(grad_y));
   });
@@ -63,7 +64,7 @@ void pairs_cpu(const at::Tensor& base, const at::Tensor& others, const std::vect
   strides_of(base, sb);
   strides_of(others, so);
   VAEISO_CPU_DISPATCH(base.scalar_type(), "ssim_pairs_cpu", [&] {
-    VAEISO_PICK(pairs<S>, cptr<S>(base), sb, cptr<S>(others), so, K, window.data(), g, k,
+    VAEISO_PICK_AVX512(pairs<S>, cptr<S>(base), sb, cptr<S>(others), so, K, window.data(), g, k,
                 mptr<double>(mean));
   });
   out.copy_(mean);
@@ -81,7 +82,7 @@ void filter_cpu(const at::Tensor& src, const std::vector<double>& window, int64_
   }
   const at::Tensor& img = transpose ? dst : src;
   AT_DISPATCH_FLOATING_TYPES(src.scalar_type(), "ssim_filter_cpu", [&] {
-    VAEISO_PICK(filter<scalar_t>, src.const_data_ptr<scalar_t>(), dst.mutable_data_ptr<scalar_t>(),
+    VAEISO_PICK_AVX512(filter<scalar_t>, src.const_data_ptr<scalar_t>(), dst.mutable_data_ptr<scalar_t>(),
                 src.size(0), img.size(1), img.size(2), window.data(), ws, pad, transpose);
   });
 }

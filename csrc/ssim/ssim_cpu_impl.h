@@ -5,7 +5,7 @@
 // ssim_filter all run on it. Per-task sums land in a fixed slot and are added in a fixed order,
 // so results do not depend on the thread count.
 //
-// Compiled once per instruction set (ssim_cpu_default.cpp, ssim_cpu_avx2.cpp) into the namespace
+// Compiled once per instruction set (ssim_cpu_{default,avx2,avx512}.cpp) into the namespace
 // VAEISO_CPU_ISA (see host_device.h); ssim_cpu.cpp dispatches on dtype and picks one at run time.
 // The FIR loops use GCC vector extensions of one native register. Images of a half type (storage
 // S) are converted to float (T = acc_t<S>) as their rows are gathered; gradients are rounded to S
@@ -38,8 +38,10 @@ VAEISO_SSIM_DECLARE_PASSES(VAEISO_CPU_ISA)
 // and the task lambdas below capture these argument structs.
 namespace vaeiso::ssim::VAEISO_CPU_ISA {
 
-// One native register: 32 bytes with AVX, 16 (SSE2 and most other targets) otherwise.
-#if defined(__AVX__)
+// One native register: 64 bytes with AVX-512, 32 with AVX, 16 (SSE2 and most others) otherwise.
+#if defined(__AVX512F__)
+constexpr int kVecBytes = 64;
+#elif defined(__AVX__)
 constexpr int kVecBytes = 32;
 #else
 constexpr int kVecBytes = 16;
@@ -51,62 +53,104 @@ struct Vec {
   static constexpr int64_t L = kVecBytes / sizeof(T);
 };
 
-// G vectors of outputs starting at j[0..G): independent accumulators, so the FMA latency of
-// one chain hides behind the others.
-template <typename T, int G>
-VAEISO_AI void fir_group(const T* __restrict in, int64_t stride, const T* __restrict w, int64_t nt,
-                         T* __restrict out, const int64_t* j) {
+// Accumulators: FMA latency x issue rate is about 8 vector operations in flight, so the
+// one-row FIR keeps 8 independent chains and the R-row FIR R x kRowG of them.
+constexpr int kRowsR = 4;
+constexpr int kRowG = kVecBytes == 64 ? 4 : 2;
+
+// R output rows of G consecutive vectors from column j0: out[r * os + j] = sum_{t < nt} w[t]
+// in[(r + t) * is + j]. Each input vector is loaded once for every output row it reaches, so a
+// vertical FIR over R rows loads (nt + R - 1) / (nt R) vectors per FMA instead of one.
+template <typename T, int R, int G>
+VAEISO_AI void fir_group(const T* __restrict in, int64_t is, const T* __restrict w, int64_t nt,
+                         T* __restrict out, int64_t os, int64_t j0) {
   using V = typename Vec<T>::type;
-  V acc[G];
-  for (int i = 0; i < G; ++i) acc[i] = V{};
-  for (int64_t t = 0; t < nt; ++t) {
-    const T wt = w[t];
-    const T* row = in + t * stride;
-    for (int i = 0; i < G; ++i) {
-      V v;
-      std::memcpy(&v, row + j[i], sizeof(V));
-      acc[i] += wt * v;
+  constexpr int64_t L = Vec<T>::L;
+  V acc[R][G];
+  for (int r = 0; r < R; ++r)
+    for (int i = 0; i < G; ++i) acc[r][i] = V{};
+  for (int64_t t = 0; t < nt + R - 1; ++t) {
+    const T* row = in + t * is + j0;
+    if (t >= R - 1 && t < nt) {  // every output row takes this input row
+      T wk[R];
+      for (int r = 0; r < R; ++r) wk[r] = w[t - r];
+      for (int i = 0; i < G; ++i) {
+        V v;
+        std::memcpy(&v, row + i * L, sizeof(V));
+        for (int r = 0; r < R; ++r) acc[r][i] += wk[r] * v;
+      }
+    } else {  // the first and last R - 1 input rows reach only some output rows
+      for (int i = 0; i < G; ++i) {
+        V v;
+        std::memcpy(&v, row + i * L, sizeof(V));
+        for (int r = 0; r < R; ++r) {
+          const int64_t k = t - r;
+          if (k >= 0 && k < nt) acc[r][i] += w[k] * v;
+        }
+      }
     }
   }
-  for (int i = 0; i < G; ++i) std::memcpy(out + j[i], &acc[i], sizeof(V));
+  for (int r = 0; r < R; ++r)
+    for (int i = 0; i < G; ++i) std::memcpy(out + r * os + j0 + i * L, &acc[r][i], sizeof(V));
 }
 
-// out[j] = sum_{t < nt} w[t] * in[t * stride + j] for j < n. in and out must not overlap.
+// out[r * os + j] = sum_{t < nt} w[t] * in[(r + t) * is + j] for r < R, j < n (zero when nt <= 0).
+// in and out must not overlap. Vectors in groups of G, then single ones; the last overlaps the
+// previous one when n is not a multiple of the vector length.
+template <typename T, int R, int G>
+VAEISO_AI void fir_rows(const T* __restrict in, int64_t is, const T* __restrict w, int64_t nt,
+                        T* __restrict out, int64_t os, int64_t n) {
+  constexpr int64_t L = Vec<T>::L;
+  if (n < L) {
+    for (int r = 0; r < R; ++r)
+      for (int64_t j = 0; j < n; ++j) {
+        T acc = T(0);
+        for (int64_t t = 0; t < nt; ++t) acc += w[t] * in[(r + t) * is + j];
+        out[r * os + j] = acc;
+      }
+    return;
+  }
+  int64_t j = 0;
+  for (; j + G * L <= n; j += G * L) fir_group<T, R, G>(in, is, w, nt, out, os, j);
+  for (; j + L <= n; j += L) fir_group<T, R, 1>(in, is, w, nt, out, os, j);
+  if (j < n) fir_group<T, R, 1>(in, is, w, nt, out, os, n - L);
+}
+
+// One output row: out[j] = sum_{t < nt} w[t] * in[t * stride + j] for j < n.
 template <typename T>
 VAEISO_AI void fir(const T* __restrict in, int64_t stride, const T* __restrict w, int64_t nt,
                    T* __restrict out, int64_t n) {
+  fir_rows<T, 1, 8>(in, stride, w, nt, out, 0, n);
+}
+
+// sum_j p[j] for j < n (f(p[j]) with Abs) in a fixed order: lanes of 4 vector accumulators, then
+// the lanes in order, then the tail. A plain `acc += p[j]` loop stays scalar (no reassociation
+// without -ffast-math) and cost as much as the filtering around it.
+template <bool Abs = false, typename T>
+VAEISO_AI T row_sum(const T* __restrict p, int64_t n) {
+  using V = typename Vec<T>::type;
   constexpr int64_t L = Vec<T>::L;
-  if (nt <= 0) {
-    for (int64_t j = 0; j < n; ++j) out[j] = T(0);
-    return;
-  }
-  if (n < L) {
-    for (int64_t j = 0; j < n; ++j) {
-      T acc = T(0);
-      for (int64_t t = 0; t < nt; ++t) acc += w[t] * in[t * stride + j];
-      out[j] = acc;
+  V acc[4] = {V{}, V{}, V{}, V{}};
+  int64_t j = 0;
+  for (; j + 4 * L <= n; j += 4 * L) {
+    for (int i = 0; i < 4; ++i) {
+      V v;
+      std::memcpy(&v, p + j + i * L, sizeof(V));
+      if constexpr (Abs) v = v < V{} ? -v : v;
+      acc[i] += v;
     }
-    return;
   }
-  // Full vectors; the last one overlaps the previous when n is not a multiple of L.
-  const int64_t nv = (n + L - 1) / L;
-  int64_t i = 0;
-  for (; i + 4 <= nv; i += 4) {
-    const int64_t j[4] = {std::min(i * L, n - L), std::min((i + 1) * L, n - L),
-                          std::min((i + 2) * L, n - L), std::min((i + 3) * L, n - L)};
-    fir_group<T, 4>(in, stride, w, nt, out, j);
+  for (; j + L <= n; j += L) {
+    V v;
+    std::memcpy(&v, p + j, sizeof(V));
+    if constexpr (Abs) v = v < V{} ? -v : v;
+    acc[0] += v;
   }
-  const int64_t rest = nv - i;
-  if (rest == 3) {
-    const int64_t j[3] = {i * L, (i + 1) * L, n - L};
-    fir_group<T, 3>(in, stride, w, nt, out, j);
-  } else if (rest == 2) {
-    const int64_t j[2] = {i * L, n - L};
-    fir_group<T, 2>(in, stride, w, nt, out, j);
-  } else if (rest == 1) {
-    const int64_t j[1] = {n - L};
-    fir_group<T, 1>(in, stride, w, nt, out, j);
-  }
+  const V t = (acc[0] + acc[1]) + (acc[2] + acc[3]);
+  T out = T(0);
+  for (int64_t i = 0; i < L; ++i) out += t[i];
+  for (; j < n; ++j) out += Abs ? std::abs(p[j]) : p[j];
+  return out;
 }
 
 // n elements of a strided row of storage type S into dst, converted to the compute type T.
@@ -125,21 +169,34 @@ VAEISO_AI void gather_row(const S* src, int64_t stride, int64_t n, T* dst) {
   }
 }
 
-// One image row of the forward: x and d = y - x into the padded row buffers xr, dr (their
-// margins stay zero) and the products x*x, d*d, x*d.
+// One image row of the forward into the strip's five rows: x, d = y - x, x*x, d*d, x*d, read
+// straight from the images (one loop per layout, so the contiguous one vectorises).
 template <typename S, typename T>
-VAEISO_AI void stage_row(const S* xsrc, int64_t xs, const S* ysrc, int64_t ys, int64_t W, int64_t pad,
-                         T* xr, T* dr, T* pxx, T* pdd, T* pxd) {
-  T* xi = xr + pad;
-  T* di = dr + pad;
-  gather_row(xsrc, xs, W, xi);
-  gather_row(ysrc, ys, W, di);
-  for (int64_t j = 0; j < W; ++j) {
-    const T xv = xi[j], dv = di[j] - xv;
-    di[j] = dv;
-    pxx[pad + j] = xv * xv;
-    pdd[pad + j] = dv * dv;
-    pxd[pad + j] = xv * dv;
+VAEISO_AI void stage_row(const S* __restrict xsrc, int64_t xs, const S* __restrict ysrc, int64_t ys,
+                         int64_t W, T* const* dst) {
+  T* __restrict xi = dst[0];
+  T* __restrict di = dst[1];
+  T* __restrict pxx = dst[2];
+  T* __restrict pdd = dst[3];
+  T* __restrict pxd = dst[4];
+  if (xs == 1 && ys == 1) {
+    for (int64_t j = 0; j < W; ++j) {
+      const T xv = load(xsrc[j]), dv = load(ysrc[j]) - xv;
+      xi[j] = xv;
+      di[j] = dv;
+      pxx[j] = xv * xv;
+      pdd[j] = dv * dv;
+      pxd[j] = xv * dv;
+    }
+  } else {
+    for (int64_t j = 0; j < W; ++j) {
+      const T xv = load(xsrc[j * xs]), dv = load(ysrc[j * ys]) - xv;
+      xi[j] = xv;
+      di[j] = dv;
+      pxx[j] = xv * xv;
+      pdd[j] = dv * dv;
+      pxd[j] = xv * dv;
+    }
   }
 }
 
@@ -148,37 +205,63 @@ VAEISO_AI void zero(T* p, int64_t n) {
   for (int64_t j = 0; j < n; ++j) p[j] = T(0);
 }
 
-// The strip pipeline. For output rows [o0, o1) of one plane: each image row the window reaches
-// is staged by `stage(ar, r, src)` (image row ar, strip row r; it points src[0..NM) at NM rows
-// padded by g.pad on each side, margins zero) and filtered horizontally into h (NM planes of
-// `hrows` x Wo); then each output row i is filtered vertically into v (NM x Wo) and handed to
-// `emit(i, v)`. Rows outside the image are zero (the "same" padding).
-template <int NM, typename T, typename Stage, typename Emit>
-VAEISO_AI void strip_pass(const Geometry& g, const T* w, int64_t o0, int64_t o1, int64_t hrows, T* h,
-                          T* v, Stage&& stage, Emit&& emit) {
-  const int64_t ws = g.ws, Wo = g.Wo, nrows = o1 - o0 + ws - 1;
-  for (int64_t r = 0; r < nrows; ++r) {
-    const int64_t ar = o0 + r - g.pad;
-    if (ar < 0 || ar >= g.H) {
-      for (int m = 0; m < NM; ++m) zero(h + (m * hrows + r) * Wo, Wo);
-      continue;
-    }
-    const T* src[NM];
-    stage(ar, r, src);
-    for (int m = 0; m < NM; ++m) fir(src[m], 1, w, ws, h + (m * hrows + r) * Wo, Wo);
-  }
-  for (int64_t i = o0; i < o1; ++i) {
-    for (int m = 0; m < NM; ++m) fir(h + (m * hrows + (i - o0)) * Wo, Wo, w, ws, v + m * Wo, Wo);
-    emit(i, static_cast<const T*>(v));
+// Padded row width of the strip buffers: W + 2 pad, the horizontal FIR's input.
+inline int64_t padded_width(const Geometry& g) { return g.W + 2 * g.pad; }
+
+// Output rows i .. i + R - 1 of a strip: each of the NM staged planes (s: NM x srows x Wp, strip
+// row r0 the first the window of row i reaches) is filtered vertically, R rows at once, into vb
+// (NM x R rows of Wp, margins zero), then each row horizontally into v (NM x Wo) for emit.
+template <int NM, int R, typename T, typename Emit>
+VAEISO_AI void strip_out_rows(const Geometry& g, const T* w, const T* s, int64_t srows, int64_t r0,
+                              T* vb, T* v, int64_t i, Emit& emit) {
+  const int64_t Wp = padded_width(g), Wo = g.Wo, pad = g.pad;
+  for (int m = 0; m < NM; ++m)
+    fir_rows<T, R, kRowG>(s + (m * srows + r0) * Wp + pad, Wp, w, g.ws, vb + m * R * Wp + pad, Wp, g.W);
+  for (int r = 0; r < R; ++r) {
+    for (int m = 0; m < NM; ++m) fir(vb + (m * R + r) * Wp, 1, w, g.ws, v + m * Wo, Wo);
+    emit(i + r, static_cast<const T*>(v));
   }
 }
 
-// Rows per strip: the strip's horizontal results (`maps` arrays of Wo) stay in about 192 KB;
+// The strip pipeline, vertical pass first. For output rows [o0, o1) of one plane: every image
+// row the strip's windows reach is staged once by `stage(ar, r, dst)` (image row ar, strip row r;
+// dst[m] points at W values of plane m's row, inside margins of g.pad that stay zero) into s
+// (NM planes of `srows` rows x Wp); rows outside the image are zero (the "same" padding). Then
+// kRowsR output rows at a time are filtered (strip_out_rows) and handed to `emit(i, v)`, v
+// holding NM rows of Wo. Staging is the only work repeated where strips overlap. s and vb
+// (NM x kRowsR x Wp) must come zeroed: only the columns [pad, pad + W) are ever written.
+template <int NM, typename T, typename Stage, typename Emit>
+VAEISO_AI void strip_pass(const Geometry& g, const T* w, int64_t o0, int64_t o1, int64_t srows, T* s,
+                          T* vb, T* v, Stage&& stage, Emit&& emit) {
+  const int64_t Wp = padded_width(g), nrows = o1 - o0 + g.ws - 1;
+  for (int64_t r = 0; r < nrows; ++r) {
+    const int64_t ar = o0 + r - g.pad;
+    T* dst[NM];
+    for (int m = 0; m < NM; ++m) dst[m] = s + (m * srows + r) * Wp + g.pad;
+    if (ar < 0 || ar >= g.H) {
+      for (int m = 0; m < NM; ++m) zero(dst[m], g.W);
+      continue;
+    }
+    stage(ar, r, dst);
+  }
+  int64_t i = o0;
+  for (; i + kRowsR <= o1; i += kRowsR) strip_out_rows<NM, kRowsR>(g, w, s, srows, i - o0, vb, v, i, emit);
+  for (; i < o1; ++i) strip_out_rows<NM, 1>(g, w, s, srows, i - o0, vb, v, i, emit);
+}
+
+// Scratch of strip_pass for NM planes and strips of th output rows: s, vb, v.
+template <typename T>
+int64_t strip_scratch(const Geometry& g, int nm, int64_t th) {
+  const int64_t Wp = padded_width(g);
+  return nm * ((th + g.ws - 1) * Wp + kRowsR * Wp + g.Wo);
+}
+
+// Rows per strip: the strip's staged planes (`maps` planes of Wp) stay in about 256 KB (L2);
 // small batches are cut into more strips so that both cores get work. Shape-only, so the
 // summation order never depends on the thread count.
 int64_t strip_rows(const Geometry& g, int64_t maps, int64_t elem, int64_t planes) {
-  const int64_t per_row = std::max<int64_t>(1, maps * g.Wo * elem);
-  int64_t th = std::max<int64_t>(8, (192 * 1024) / per_row - (g.ws - 1));
+  const int64_t per_row = std::max<int64_t>(1, maps * padded_width(g) * elem);
+  int64_t th = std::max<int64_t>(8, (256 * 1024) / per_row - (g.ws - 1));
   if (planes < 8) {
     const int64_t want = (8 + planes - 1) / planes;
     th = std::min(th, std::max<int64_t>(8, (g.Ho + want - 1) / want));
@@ -207,12 +290,12 @@ VAEISO_AI void grad_row(const T* __restrict v, int64_t Wo, T C1, T C2, T scale, 
   }
 }
 
-// Gradient rows from the adjoint-filtered maps G (mx, my, s, xy; W each), ssim_math.h Grad,
+// Gradient rows from the adjoint-filtered maps G (mx, my, s, xy; W values, gs apart), ssim_math.h Grad,
 // weighted by gn, plus gl * sign(y - x) for the L1 term (L1: gl = grad_l1 / (H W)).
 template <bool L1, typename S, typename T>
-VAEISO_AI void combine_row(const T* __restrict G, const T* __restrict xr, const T* __restrict yr, T gn,
-                           T gl, int64_t W, S* __restrict ox, S* __restrict oy) {
-  const T *Gmx = G, *Gmy = G + W, *Gs = G + 2 * W, *Gxy = G + 3 * W;
+VAEISO_AI void combine_row(const T* __restrict G, int64_t gs, const T* __restrict xr, const T* __restrict yr,
+                           T gn, T gl, int64_t W, S* __restrict ox, S* __restrict oy) {
+  const T *Gmx = G, *Gmy = G + gs, *Gs = G + 2 * gs, *Gxy = G + 3 * gs;
   for (int64_t j = 0; j < W; ++j) {
     T gx = gn * (Gmx[j] + T(2) * xr[j] * Gs[j] + yr[j] * Gxy[j]);
     T gy = gn * (Gmy[j] + T(2) * yr[j] * Gs[j] + xr[j] * Gxy[j]);
@@ -245,60 +328,44 @@ struct FwdArgs {
 
 template <typename T>
 int64_t forward_scratch(const Geometry& g, int64_t th) {
-  const int64_t Wp = g.W + 2 * g.pad;
-  return 5 * Wp + 5 * (th + g.ws - 1) * g.Wo + 6 * g.Wo;
+  return strip_scratch<T>(g, 5, th) + g.Wo;
 }
 
 template <bool CS, typename S, typename T>
 VAEISO_AI void forward_tasks(const FwdArgs<S, T>& a, int64_t t0, int64_t t1, T* scratch) {
   const Geometry& g = a.g;
-  const int64_t ws = g.ws, pad = g.pad, Wo = g.Wo, Wp = g.W + 2 * pad, rows = a.th + ws - 1;
+  const int64_t pad = g.pad, Wo = g.Wo, Wp = padded_width(g), srows = a.th + g.ws - 1;
   const int64_t P = g.Ho * Wo;
-  T* xr = scratch;
-  T* dr = xr + Wp;
-  T* pxx = dr + Wp;
-  T* pdd = pxx + Wp;
-  T* pxd = pdd + Wp;
-  T* h = pxd + Wp;  // 5 maps x rows x Wo: x, d, xx, dd, xd
-  T* v = h + 5 * rows * Wo;
-  T* lrow = v + 5 * Wo;
-  zero(scratch, 5 * Wp);  // the padding margins stay zero
+  T* s = scratch;                // 5 planes x srows x Wp: x, d, xx, dd, xd
+  T* vb = s + 5 * srows * Wp;    // 5 x kRowsR x Wp
+  T* v = vb + 5 * kRowsR * Wp;   // 5 x Wo
+  T* lrow = v + 5 * Wo;          // Wo
   for (int64_t task = t0; task < t1; ++task) {
-    const int64_t s = task % a.nstrips, nc = task / a.nstrips, c = nc % g.C, n = nc / g.C;
-    const int64_t o0 = s * a.th, o1 = std::min(g.Ho, o0 + a.th);
+    const int64_t st = task % a.nstrips, nc = task / a.nstrips, c = nc % g.C, n = nc / g.C;
+    const int64_t o0 = st * a.th, o1 = std::min(g.Ho, o0 + a.th);
     // Image rows whose |d| this strip counts: [o0 - pad, o1 - pad), the first and last strips
     // extended to the image's edges, so every row is counted by exactly one strip.
-    const int64_t l1_lo = s == 0 ? 0 : o0 - pad, l1_hi = s + 1 == a.nstrips ? g.H : o1 - pad;
+    const int64_t l1_lo = st == 0 ? 0 : o0 - pad, l1_hi = st + 1 == a.nstrips ? g.H : o1 - pad;
     const S* xp = a.x + n * a.sx[0] + c * a.sx[1];
     const S* yp = a.y + n * a.sy[0] + c * a.sy[1];
     double acc = 0, l1 = 0;
-    auto stage = [&](int64_t ar, int64_t, const T** src) {
-      stage_row(xp + ar * a.sx[2], a.sx[3], yp + ar * a.sy[2], a.sy[3], g.W, pad, xr, dr, pxx, pdd, pxd);
+    auto stage = [&](int64_t ar, int64_t, T* const* dst) {
+      stage_row(xp + ar * a.sx[2], a.sx[3], yp + ar * a.sy[2], a.sy[3], g.W, dst);
       if (a.with_l1 && ar >= l1_lo && ar < l1_hi) {
-        const T* di = dr + pad;
-        T racc = T(0);
-        for (int64_t j = 0; j < g.W; ++j) racc += std::abs(di[j]);
-        l1 += static_cast<double>(racc);
+        l1 += static_cast<double>(row_sum<true>(dst[1], g.W));
       }
-      src[0] = xr;
-      src[1] = dr;
-      src[2] = pxx;
-      src[3] = pdd;
-      src[4] = pxd;
     };
     auto emit = [&](int64_t i, const T* vv) {
       const T *mx = vv, *md = vv + Wo, *exx = vv + 2 * Wo, *edd = vv + 3 * Wo, *exd = vv + 4 * Wo;
       for (int64_t j = 0; j < Wo; ++j)
         lrow[j] = one_minus_value<CS>(stats_from_moments(mx[j], exx[j], md[j], edd[j], exd[j]), a.C1, a.C2);
-      T racc = T(0);
-      for (int64_t j = 0; j < Wo; ++j) racc += lrow[j];
-      acc += static_cast<double>(racc);
+      acc += static_cast<double>(row_sum(lrow, Wo));
       if (a.maps != nullptr) {
         T* m0 = a.maps + nc * 4 * P + i * Wo;
         grad_row<CS>(vv, Wo, a.C1, a.C2, a.scale, m0, m0 + P, m0 + 2 * P, m0 + 3 * P);
       }
     };
-    strip_pass<5>(g, a.w, o0, o1, rows, h, v, stage, emit);
+    strip_pass<5>(g, a.w, o0, o1, srows, s, vb, v, stage, emit);
     a.part_v[task] = acc;
     a.part_l1[task] = l1;
   }
@@ -323,9 +390,10 @@ struct BwdArgs {
   S* gy;
 };
 
+// vpad: 4 x kRowsR rows of Wo + 2 (ws - 1) (margins zero); G: 4 x kRowsR rows of W; x and y rows.
 template <typename T>
 int64_t backward_scratch(const Geometry& g) {
-  return 4 * (g.Wo + 2 * (g.ws - 1)) + 6 * g.W;
+  return 4 * kRowsR * (g.Wo + 2 * (g.ws - 1)) + 4 * kRowsR * g.W + 2 * g.W;
 }
 
 // One image row r of the adjoint filter applied to `nmaps` position maps at mp (plane stride P):
@@ -338,37 +406,58 @@ VAEISO_AI void adjoint_row(const T* mp, int64_t P, int nmaps, const T* wf, const
   const int64_t t0 = std::max<int64_t>(0, -lo), t1 = std::min<int64_t>(ws, g.Ho - lo);
   for (int m = 0; m < nmaps; ++m) {
     T* vm = vpad + m * lv;
-    if (t1 > t0) {
-      fir(mp + m * P + (lo + t0) * Wo, Wo, wf + t0, t1 - t0, vm + ws - 1, Wo);
-    } else {
-      zero(vm + ws - 1, Wo);
-    }
+    fir(mp + m * P + (lo + t0) * Wo, Wo, wf + t0, t1 - t0, vm + ws - 1, Wo);
     fir(vm + g.pad, 1, wf, ws, G + m * g.W, g.W);
   }
+}
+
+// Image rows r .. r + R - 1 at once, where every window lies inside the maps
+// (adjoint_interior): map m of row r + k lands at G + (m * R + k) * W.
+template <int R, typename T>
+VAEISO_AI void adjoint_rows(const T* mp, int64_t P, const T* wf, const Geometry& g, int64_t r, T* vpad, T* G) {
+  const int64_t ws = g.ws, Wo = g.Wo, lv = Wo + 2 * (ws - 1), lo = r + g.pad - ws + 1;
+  for (int m = 0; m < 4; ++m) fir_rows<T, R, kRowG>(mp + m * P + lo * Wo, Wo, wf, ws, vpad + m * R * lv + ws - 1, lv, Wo);
+  for (int k = 0; k < 4 * R; ++k) fir(vpad + k * lv + g.pad, 1, wf, ws, G + k * g.W, g.W);
+}
+
+// Whether image rows r .. r + R - 1 see full windows of map rows (no clipping at the top or
+// bottom of the maps).
+inline bool adjoint_interior(const Geometry& g, int64_t r, int64_t R) {
+  return r + g.pad - g.ws + 1 >= 0 && r + R - 1 + g.pad < g.Ho;
 }
 
 template <bool L1, typename S, typename T>
 VAEISO_AI void backward_tasks(const BwdArgs<S, T>& a, int64_t t0, int64_t t1, T* scratch) {
   const Geometry& g = a.g;
   const int64_t W = g.W, P = g.Ho * g.Wo;
-  T* vpad = scratch;  // 4 x (Wo + 2 (ws - 1)), margins zero
-  T* G = vpad + 4 * (g.Wo + 2 * (g.ws - 1));
-  T* xr = G + 4 * W;
+  T* vpad = scratch;
+  T* G = vpad + 4 * kRowsR * (g.Wo + 2 * (g.ws - 1));
+  T* xr = G + 4 * kRowsR * W;
   T* yr = xr + W;
-  zero(vpad, 4 * (g.Wo + 2 * (g.ws - 1)));
   for (int64_t task = t0; task < t1; ++task) {
     const int64_t s = task % a.nstrips, nc = task / a.nstrips, c = nc % g.C, n = nc / g.C;
     const int64_t r0 = s * a.tr, r1 = std::min(g.H, r0 + a.tr);
     const T* mp = a.maps + nc * 4 * P;
     const T gn = a.grad[nc];
     const T gl = L1 ? a.grad_l1[nc] * a.inv_hw : T(0);
-    for (int64_t r = r0; r < r1; ++r) {
-      adjoint_row(mp, P, 4, a.wf, g, r, vpad, G);
+    // Image row r from G (its four adjoint maps kk * W apart).
+    auto finish = [&](int64_t r, const T* Gr, int64_t gs) {
       gather_row(a.x + n * a.sx[0] + c * a.sx[1] + r * a.sx[2], a.sx[3], W, xr);
       gather_row(a.y + n * a.sy[0] + c * a.sy[1] + r * a.sy[2], a.sy[3], W, yr);
       S* ox = a.gx + (nc * g.H + r) * W;
       S* oy = a.gy + (nc * g.H + r) * W;
-      combine_row<L1>(G, xr, yr, gn, gl, W, ox, oy);
+      combine_row<L1>(Gr, gs, xr, yr, gn, gl, W, ox, oy);
+    };
+    for (int64_t r = r0; r < r1;) {
+      if (r + kRowsR <= r1 && adjoint_interior(g, r, kRowsR)) {
+        adjoint_rows<kRowsR>(mp, P, a.wf, g, r, vpad, G);
+        for (int k = 0; k < kRowsR; ++k) finish(r + k, G + k * W, kRowsR * W);
+        r += kRowsR;
+      } else {
+        adjoint_row(mp, P, 4, a.wf, g, r, vpad, G);
+        finish(r, G, W);
+        ++r;
+      }
     }
   }
 }
@@ -390,38 +479,35 @@ struct PairArgs {
 
 template <typename T>
 int64_t pairs_scratch(const Geometry& g, int64_t th) {
-  const int64_t Wp = g.W + 2 * g.pad, rows = th + g.ws - 1;
-  return rows * Wp + 3 * Wp + 4 * th * g.Wo + 3 * rows * g.Wo + 4 * g.Wo;
+  return (th + g.ws - 1) * g.W + 4 * th * g.Wo + strip_scratch<T>(g, 3, th) + g.Wo;
 }
 
 template <typename S, typename T>
 VAEISO_AI void pairs_tasks(const PairArgs<S, T>& a, int64_t t0, int64_t t1, T* scratch) {
   const Geometry& g = a.g;
-  const int64_t ws = g.ws, pad = g.pad, Wo = g.Wo, Wp = g.W + 2 * pad, rows = a.th + ws - 1;
-  T* xrows = scratch;          // rows x Wp: the strip's base rows, zero-padded
-  T* dr = xrows + rows * Wp;   // Wp
-  T* pdd = dr + Wp;            // Wp
-  T* pxd = pdd + Wp;           // Wp
-  T* bst = pxd + Wp;           // 4 x th x Wo: mu_x, s_xx, mu_x^2 + C1, 2 s_xx + C2
-  T* h = bst + 4 * a.th * Wo;  // 3 x rows x Wo
-  T* v = h + 3 * rows * Wo;    // 3 x Wo
-  T* lrow = v + 3 * Wo;        // Wo
-  zero(scratch, rows * Wp + 3 * Wp);
+  const int64_t Wo = g.Wo, W = g.W, Wp = padded_width(g), srows = a.th + g.ws - 1;
+  T* xrows = scratch;            // srows x W: the strip's base rows
+  T* bst = xrows + srows * W;    // 4 x th x Wo: mu_x, s_xx, mu_x^2 + C1, 2 s_xx + C2
+  T* s = bst + 4 * a.th * Wo;    // strip_pass buffers for up to 3 planes
+  T* vb = s + 3 * srows * Wp;
+  T* v = vb + 3 * kRowsR * Wp;
+  T* lrow = v + 3 * Wo;          // Wo
   T *bmu = bst, *bsxx = bst + a.th * Wo, *bx1 = bsxx + a.th * Wo, *bx2 = bx1 + a.th * Wo;
   for (int64_t task = t0; task < t1; ++task) {
     const int64_t kc = task % a.nkc, strip_id = task / a.nkc;
-    const int64_t s = strip_id % a.nstrips, nc = strip_id / a.nstrips, c = nc % g.C, n = nc / g.C;
-    const int64_t o0 = s * a.th, o1 = std::min(g.Ho, o0 + a.th);
+    const int64_t st = strip_id % a.nstrips, nc = strip_id / a.nstrips, c = nc % g.C, n = nc / g.C;
+    const int64_t o0 = st * a.th, o1 = std::min(g.Ho, o0 + a.th);
     const int64_t k0 = kc * a.kchunk, k1 = std::min(a.K, k0 + a.kchunk);
     const S* bp = a.base + n * a.sb[0] + c * a.sb[1];
 
     // Base statistics (moments x, xx), once for all k of the chunk; the base rows are kept.
-    auto stage_base = [&](int64_t ar, int64_t r, const T** src) {
-      T* xrow = xrows + r * Wp;
-      gather_row(bp + ar * a.sb[2], a.sb[3], g.W, xrow + pad);
-      for (int64_t j = 0; j < g.W; ++j) pdd[pad + j] = xrow[pad + j] * xrow[pad + j];
-      src[0] = xrow;
-      src[1] = pdd;
+    auto stage_base = [&](int64_t ar, int64_t r, T* const* dst) {
+      T* xrow = xrows + r * W;
+      gather_row(bp + ar * a.sb[2], a.sb[3], W, xrow);
+      for (int64_t j = 0; j < W; ++j) {
+        dst[0][j] = xrow[j];
+        dst[1][j] = xrow[j] * xrow[j];
+      }
     };
     auto emit_base = [&](int64_t i, const T* vv) {
       const int64_t o = (i - o0) * Wo;
@@ -433,24 +519,23 @@ VAEISO_AI void pairs_tasks(const PairArgs<S, T>& a, int64_t t0, int64_t t1, T* s
         bx2[o + j] = T(2) * sxx + a.C2;
       }
     };
-    strip_pass<2>(g, a.w, o0, o1, rows, h, v, stage_base, emit_base);
+    strip_pass<2>(g, a.w, o0, o1, srows, s, vb, v, stage_base, emit_base);
 
     // Per other: the moments d, dd, xd against the kept base rows.
     for (int64_t k = k0; k < k1; ++k) {
       const S* op = a.others + n * a.so[0] + k * a.so[1] + c * a.so[2];
-      auto stage = [&](int64_t ar, int64_t r, const T** src) {
-        const T* xrow = xrows + r * Wp;
-        T* di = dr + pad;
-        gather_row(op + ar * a.so[3], a.so[4], g.W, di);
-        for (int64_t j = 0; j < g.W; ++j) {
-          const T xv = xrow[pad + j], dv = di[j] - xv;
+      auto stage = [&](int64_t ar, int64_t r, T* const* dst) {
+        const T* __restrict xrow = xrows + r * W;
+        T* __restrict di = dst[0];
+        T* __restrict pdd = dst[1];
+        T* __restrict pxd = dst[2];
+        gather_row(op + ar * a.so[3], a.so[4], W, di);
+        for (int64_t j = 0; j < W; ++j) {
+          const T xv = xrow[j], dv = di[j] - xv;
           di[j] = dv;
-          pdd[pad + j] = dv * dv;
-          pxd[pad + j] = xv * dv;
+          pdd[j] = dv * dv;
+          pxd[j] = xv * dv;
         }
-        src[0] = dr;
-        src[1] = pdd;
-        src[2] = pxd;
       };
       double acc = 0;
       auto emit = [&](int64_t i, const T* vv) {
@@ -458,11 +543,9 @@ VAEISO_AI void pairs_tasks(const PairArgs<S, T>& a, int64_t t0, int64_t t1, T* s
         const T *mu = bmu + o, *sxx = bsxx + o, *b1 = bx1 + o, *b2 = bx2 + o;
         for (int64_t j = 0; j < Wo; ++j)
           lrow[j] = one_minus_ssim_pre(mu[j], sxx[j], b1[j], b2[j], vv[j], vv[Wo + j], vv[2 * Wo + j], a.C1);
-        T racc = T(0);
-        for (int64_t j = 0; j < Wo; ++j) racc += lrow[j];
-        acc += static_cast<double>(racc);
+        acc += static_cast<double>(row_sum(lrow, Wo));
       };
-      strip_pass<3>(g, a.w, o0, o1, rows, h, v, stage, emit);
+      strip_pass<3>(g, a.w, o0, o1, srows, s, vb, v, stage, emit);
       a.partial[strip_id * a.K + k] = acc;
     }
   }
@@ -481,31 +564,31 @@ struct FilterArgs {
 };
 
 template <typename T>
+int64_t filter_scratch(const Geometry& g, bool transpose) {
+  return transpose ? g.Wo + 2 * (g.ws - 1) : strip_scratch<T>(g, 1, g.Ho);
+}
+
+template <typename T>
 VAEISO_AI void filter_tasks(const FilterArgs<T>& a, int64_t t0, int64_t t1, T* scratch) {
   const Geometry& g = a.g;
-  const int64_t ws = g.ws, pad = g.pad, Wo = g.Wo, Wp = g.W + 2 * pad;
+  const int64_t Wo = g.Wo, Wp = padded_width(g), srows = g.Ho + g.ws - 1;
   if (a.transpose) {
-    T* vpad = scratch;
-    zero(vpad, Wo + 2 * (ws - 1));
     for (int64_t p = t0; p < t1; ++p) {
       for (int64_t r = 0; r < g.H; ++r)
-        adjoint_row(a.src + p * g.Ho * Wo, g.Ho * Wo, 1, a.w, g, r, vpad, a.dst + (p * g.H + r) * g.W);
+        adjoint_row(a.src + p * g.Ho * Wo, g.Ho * Wo, 1, a.w, g, r, scratch, a.dst + (p * g.H + r) * g.W);
     }
     return;
   }
   // The whole plane is one strip of the pipeline.
-  const int64_t rows = g.Ho + ws - 1;
-  T* rb = scratch;    // Wp, margins zero
-  T* h = rb + Wp;     // rows x Wo
-  T* v = h + rows * Wo;  // Wo
-  zero(rb, Wp);
+  T* s = scratch;
+  T* vb = s + srows * Wp;
+  T* v = vb + kRowsR * Wp;
   for (int64_t p = t0; p < t1; ++p) {
-    auto stage = [&](int64_t ar, int64_t, const T** src) {
-      std::memcpy(rb + pad, a.src + (p * g.H + ar) * g.W, g.W * sizeof(T));
-      src[0] = rb;
+    auto stage = [&](int64_t ar, int64_t, T* const* dst) {
+      std::memcpy(dst[0], a.src + (p * g.H + ar) * g.W, g.W * sizeof(T));
     };
     auto emit = [&](int64_t i, const T* vv) { std::memcpy(a.dst + (p * g.Ho + i) * Wo, vv, Wo * sizeof(T)); };
-    strip_pass<1>(g, a.w, 0, g.Ho, rows, h, v, stage, emit);
+    strip_pass<1>(g, a.w, 0, g.Ho, srows, s, vb, v, stage, emit);
   }
 }
 
@@ -637,8 +720,7 @@ void filter(const T* src, T* dst, int64_t M, int64_t H, int64_t W, const double*
   const Geometry g = make_geometry(M, 1, H, W, ws, pad > 0);
   const auto w = cast_window<T>(window, ws, transpose);
   FilterArgs<T> a{src, dst, w.data(), g, transpose};
-  const int64_t scratch =
-      transpose ? g.Wo + 2 * (ws - 1) + g.W : (g.W + 2 * g.pad) + (g.Ho + ws - 1 + 1) * g.Wo;
+  const int64_t scratch = filter_scratch<T>(g, transpose);
   at::parallel_for(0, M, 1, [&](int64_t b, int64_t e) {
     std::vector<T> buf(scratch);
     filter_tasks(a, b, e, buf.data());
