@@ -16,6 +16,8 @@
 #include <ATen/Parallel.h>
 
 #include <algorithm>
+#include <bit>
+#include <cstdint>
 #include <cmath>
 #include <cstring>
 #include <vector>
@@ -54,8 +56,10 @@ struct Vec {
 };
 
 // Accumulators: FMA latency x issue rate is about 8 vector operations in flight, so the
-// one-row FIR keeps 8 independent chains and the R-row FIR R x kRowG of them.
-constexpr int kRowsR = 4;
+// one-row FIR keeps 8 independent chains and the R-row FIRs R x G of them, as many as the
+// registers hold (32 with AVX-512, 16 otherwise).
+constexpr int kAccRegs = kVecBytes == 64 ? 20 : 10;
+constexpr int kRowsR = 4;  // rows per block of the adjoint's vertical FIR (one map at a time)
 constexpr int kRowG = kVecBytes == 64 ? 4 : 2;
 
 // R output rows of G consecutive vectors from column j0: out[r * os + j] = sum_{t < nt} w[t]
@@ -123,34 +127,44 @@ VAEISO_AI void fir(const T* __restrict in, int64_t stride, const T* __restrict w
   fir_rows<T, 1, 8>(in, stride, w, nt, out, 0, n);
 }
 
-// sum_j p[j] for j < n (f(p[j]) with Abs) in a fixed order: lanes of 4 vector accumulators, then
-// the lanes in order, then the tail. A plain `acc += p[j]` loop stays scalar (no reassociation
-// without -ffast-math) and cost as much as the filtering around it.
-template <bool Abs = false, typename T>
-VAEISO_AI T row_sum(const T* __restrict p, int64_t n) {
+// sum_j p[j] (Diff: sum_j |q[j] - p[j]|) for j < n in a fixed order: lanes of 4 vector
+// accumulators, then the lanes in order, then the tail. A plain `acc += p[j]` loop stays scalar
+// (no reassociation without -ffast-math) and cost as much as the filtering around it.
+template <bool Diff, typename T>
+VAEISO_AI T lane_sum(const T* __restrict p, const T* __restrict q, int64_t n) {
   using V = typename Vec<T>::type;
   constexpr int64_t L = Vec<T>::L;
-  V acc[4] = {V{}, V{}, V{}, V{}};
-  int64_t j = 0;
-  for (; j + 4 * L <= n; j += 4 * L) {
-    for (int i = 0; i < 4; ++i) {
-      V v;
-      std::memcpy(&v, p + j + i * L, sizeof(V));
-      if constexpr (Abs) v = v < V{} ? -v : v;
-      acc[i] += v;
-    }
-  }
-  for (; j + L <= n; j += L) {
+  auto term = [&](int64_t j) {
     V v;
     std::memcpy(&v, p + j, sizeof(V));
-    if constexpr (Abs) v = v < V{} ? -v : v;
-    acc[0] += v;
-  }
+    if constexpr (Diff) {
+      V u;
+      std::memcpy(&u, q + j, sizeof(V));
+      v = u - v;
+      v = v < V{} ? -v : v;
+    }
+    return v;
+  };
+  V acc[4] = {V{}, V{}, V{}, V{}};
+  int64_t j = 0;
+  for (; j + 4 * L <= n; j += 4 * L)
+    for (int i = 0; i < 4; ++i) acc[i] += term(j + i * L);
+  for (; j + L <= n; j += L) acc[0] += term(j);
   const V t = (acc[0] + acc[1]) + (acc[2] + acc[3]);
   T out = T(0);
   for (int64_t i = 0; i < L; ++i) out += t[i];
-  for (; j < n; ++j) out += Abs ? std::abs(p[j]) : p[j];
+  for (; j < n; ++j) out += Diff ? std::abs(q[j] - p[j]) : p[j];
   return out;
+}
+
+template <typename T>
+VAEISO_AI T row_sum(const T* p, int64_t n) {
+  return lane_sum<false>(p, p, n);
+}
+
+template <typename T>
+VAEISO_AI T abs_diff_sum(const T* x, const T* y, int64_t n) {
+  return lane_sum<true>(x, y, n);
 }
 
 // n elements of a strided row of storage type S into dst, converted to the compute type T.
@@ -169,98 +183,183 @@ VAEISO_AI void gather_row(const S* src, int64_t stride, int64_t n, T* dst) {
   }
 }
 
-// One image row of the forward into the strip's five rows: x, d = y - x, x*x, d*d, x*d, read
-// straight from the images (one loop per layout, so the contiguous one vectorises).
-template <typename S, typename T>
-VAEISO_AI void stage_row(const S* __restrict xsrc, int64_t xs, const S* __restrict ysrc, int64_t ys,
-                         int64_t W, T* const* dst) {
-  T* __restrict xi = dst[0];
-  T* __restrict di = dst[1];
-  T* __restrict pxx = dst[2];
-  T* __restrict pdd = dst[3];
-  T* __restrict pxd = dst[4];
-  if (xs == 1 && ys == 1) {
-    for (int64_t j = 0; j < W; ++j) {
-      const T xv = load(xsrc[j]), dv = load(ysrc[j]) - xv;
-      xi[j] = xv;
-      di[j] = dv;
-      pxx[j] = xv * xv;
-      pdd[j] = dv * dv;
-      pxd[j] = xv * dv;
-    }
-  } else {
-    for (int64_t j = 0; j < W; ++j) {
-      const T xv = load(xsrc[j * xs]), dv = load(ysrc[j * ys]) - xv;
-      xi[j] = xv;
-      di[j] = dv;
-      pxx[j] = xv * xv;
-      pdd[j] = dv * dv;
-      pxd[j] = xv * dv;
-    }
-  }
-}
-
 template <typename T>
 VAEISO_AI void zero(T* p, int64_t n) {
   for (int64_t j = 0; j < n; ++j) p[j] = T(0);
 }
 
-// Padded row width of the strip buffers: W + 2 pad, the horizontal FIR's input.
-inline int64_t padded_width(const Geometry& g) { return g.W + 2 * g.pad; }
+// ------------------------------------------------------------------- the strip pipeline
 
-// Output rows i .. i + R - 1 of a strip: each of the NM staged planes (s: NM x srows x Wp, strip
-// row r0 the first the window of row i reaches) is filtered vertically, R rows at once, into vb
-// (NM x R rows of Wp, margins zero), then each row horizontally into v (NM x Wo) for emit.
-template <int NM, int R, typename T, typename Emit>
-VAEISO_AI void strip_out_rows(const Geometry& g, const T* w, const T* s, int64_t srows, int64_t r0,
-                              T* vb, T* v, int64_t i, Emit& emit) {
-  const int64_t Wp = padded_width(g), Wo = g.Wo, pad = g.pad;
+// The windowed moments a pass filters, as bits of a mask; their planes come in this order.
+// x is the base image, d = y - x the difference (ssim_math.h).
+enum : unsigned { kX = 1, kD = 2, kXX = 4, kDD = 8, kXD = 16, kAll = 31 };
+
+template <unsigned M>
+constexpr int kPlanes = std::popcount(M);
+// Output rows per block of the moments FIR, and vectors per group: R x G x planes accumulators.
+template <unsigned M>
+constexpr int kMomR = std::min(4, std::max(1, kAccRegs / kPlanes<M>));
+template <unsigned M>
+constexpr int kMomG = std::max(1, kAccRegs / (kPlanes<M> * kMomR<M>));
+
+// Rows of the strip buffers: W values at `lead` (64-byte aligned, so the vertical FIR's loads and
+// stores are aligned), zero margins of at least pad on each side, `stride` apart; filtered rows
+// of Wo values `vs` apart.
+struct Layout {
+  int64_t lead, stride, vs;
+};
+
+template <typename T>
+Layout layout_of(const Geometry& g) {
+  constexpr int64_t A = 64 / sizeof(T);
+  auto up = [](int64_t v) { return (v + A - 1) / A * A; };
+  const int64_t lead = up(g.pad);
+  return Layout{lead, up(lead + g.W + g.pad), up(g.Wo)};
+}
+
+// p rounded up to 64 bytes (strip_scratch asks for the slack).
+template <typename T>
+T* aligned_up(T* p) {
+  const auto u = reinterpret_cast<uintptr_t>(p);
+  return reinterpret_cast<T*>((u + 63) / 64 * 64);
+}
+
+// R output rows of G consecutive vectors from column j0 of every moment in M, from the staged
+// rows of x (xs) and y (ys), `is` apart: out[m * ps + r * rs + j] = sum_{t < nt} w[t] mom_m(row
+// r + t, j). The products are formed in registers, once per input vector for all R rows.
+template <unsigned M, int R, int G, typename T>
+VAEISO_AI void moments_group(const T* __restrict xs, const T* __restrict ys, int64_t is, const T* __restrict w,
+                             int64_t nt, T* __restrict out, int64_t ps, int64_t rs, int64_t j0) {
+  using V = typename Vec<T>::type;
+  constexpr int64_t L = Vec<T>::L;
+  constexpr int NM = kPlanes<M>;
+  constexpr bool needs_y = (M & (kD | kDD | kXD)) != 0;
+  V acc[NM][R][G];
   for (int m = 0; m < NM; ++m)
-    fir_rows<T, R, kRowG>(s + (m * srows + r0) * Wp + pad, Wp, w, g.ws, vb + m * R * Wp + pad, Wp, g.W);
+    for (int r = 0; r < R; ++r)
+      for (int i = 0; i < G; ++i) acc[m][r][i] = V{};
+  for (int64_t t = 0; t < nt + R - 1; ++t) {
+    T wk[R];
+    bool on[R];
+    for (int r = 0; r < R; ++r) {
+      const int64_t k = t - r;
+      on[r] = k >= 0 && k < nt;
+      wk[r] = on[r] ? w[k] : T(0);
+    }
+    const bool full = t >= R - 1 && t < nt;  // every output row takes this input row
+    for (int i = 0; i < G; ++i) {
+      V x, y = V{};
+      std::memcpy(&x, xs + t * is + j0 + i * L, sizeof(V));
+      if constexpr (needs_y) std::memcpy(&y, ys + t * is + j0 + i * L, sizeof(V));
+      const V d = y - x;
+      V p[NM];
+      int q = 0;
+      if constexpr ((M & kX) != 0) p[q++] = x;
+      if constexpr ((M & kD) != 0) p[q++] = d;
+      if constexpr ((M & kXX) != 0) p[q++] = x * x;
+      if constexpr ((M & kDD) != 0) p[q++] = d * d;
+      if constexpr ((M & kXD) != 0) p[q++] = x * d;
+      for (int r = 0; r < R; ++r) {
+        if (!full && !on[r]) continue;
+        for (int m = 0; m < NM; ++m) acc[m][r][i] += wk[r] * p[m];
+      }
+    }
+  }
+  for (int m = 0; m < NM; ++m)
+    for (int r = 0; r < R; ++r)
+      for (int i = 0; i < G; ++i) std::memcpy(out + m * ps + r * rs + j0 + i * L, &acc[m][r][i], sizeof(V));
+}
+
+// moments_group over columns [0, n): groups of G vectors, then single ones, the last overlapping
+// the previous when n is not a multiple of the vector length.
+template <unsigned M, int R, int G, typename T>
+VAEISO_AI void moments_rows(const T* xs, const T* ys, int64_t is, const T* w, int64_t nt, T* out, int64_t ps,
+                            int64_t rs, int64_t n) {
+  constexpr int64_t L = Vec<T>::L;
+  if (n < L) {  // narrower than one vector: scalar
+    constexpr int NM = kPlanes<M>;
+    for (int r = 0; r < R; ++r)
+      for (int64_t j = 0; j < n; ++j) {
+        T acc[NM] = {};
+        for (int64_t t = 0; t < nt; ++t) {
+          const T x = xs[(r + t) * is + j], d = ((M & ~kX) != 0 ? ys[(r + t) * is + j] : T(0)) - x;
+          T p[NM];
+          int q = 0;
+          if constexpr ((M & kX) != 0) p[q++] = x;
+          if constexpr ((M & kD) != 0) p[q++] = d;
+          if constexpr ((M & kXX) != 0) p[q++] = x * x;
+          if constexpr ((M & kDD) != 0) p[q++] = d * d;
+          if constexpr ((M & kXD) != 0) p[q++] = x * d;
+          for (int m = 0; m < NM; ++m) acc[m] += w[t] * p[m];
+        }
+        for (int m = 0; m < NM; ++m) out[m * ps + r * rs + j] = acc[m];
+      }
+    return;
+  }
+  int64_t j = 0;
+  for (; j + G * L <= n; j += G * L) moments_group<M, R, G>(xs, ys, is, w, nt, out, ps, rs, j);
+  for (; j + L <= n; j += L) moments_group<M, R, 1>(xs, ys, is, w, nt, out, ps, rs, j);
+  if (j < n) moments_group<M, R, 1>(xs, ys, is, w, nt, out, ps, rs, n - L);
+}
+
+// Output rows i .. i + R - 1 of a strip: the moments M of the staged x and y planes (s: 2 x
+// srows rows; r0 the strip row the window of row i starts at) filtered vertically into vb
+// (planes x R rows, margins zero), then each row horizontally into v (planes x vs) for emit.
+template <unsigned M, int R, typename T, typename Emit>
+VAEISO_AI void strip_out_rows(const Geometry& g, const Layout& lay, const T* w, const T* s, int64_t srows,
+                              int64_t r0, T* vb, T* v, int64_t i, Emit& emit) {
+  constexpr int NM = kPlanes<M>;
+  const int64_t st = lay.stride;
+  const T* xs = s + r0 * st + lay.lead;
+  moments_rows<M, R, kMomG<M>>(xs, xs + srows * st, st, w, g.ws, vb + lay.lead, R * st, st, g.W);
   for (int r = 0; r < R; ++r) {
-    for (int m = 0; m < NM; ++m) fir(vb + (m * R + r) * Wp, 1, w, g.ws, v + m * Wo, Wo);
+    for (int m = 0; m < NM; ++m)
+      fir(vb + (m * R + r) * st + lay.lead - g.pad, 1, w, g.ws, v + m * lay.vs, g.Wo);
     emit(i + r, static_cast<const T*>(v));
   }
 }
 
 // The strip pipeline, vertical pass first. For output rows [o0, o1) of one plane: every image
-// row the strip's windows reach is staged once by `stage(ar, r, dst)` (image row ar, strip row r;
-// dst[m] points at W values of plane m's row, inside margins of g.pad that stay zero) into s
-// (NM planes of `srows` rows x Wp); rows outside the image are zero (the "same" padding). Then
-// kRowsR output rows at a time are filtered (strip_out_rows) and handed to `emit(i, v)`, v
-// holding NM rows of Wo. Staging is the only work repeated where strips overlap. s and vb
-// (NM x kRowsR x Wp) must come zeroed: only the columns [pad, pad + W) are ever written.
-template <int NM, typename T, typename Stage, typename Emit>
-VAEISO_AI void strip_pass(const Geometry& g, const T* w, int64_t o0, int64_t o1, int64_t srows, T* s,
-                          T* vb, T* v, Stage&& stage, Emit&& emit) {
-  const int64_t Wp = padded_width(g), nrows = o1 - o0 + g.ws - 1;
+// row the strip's windows reach is staged once by `stage(ar, r, xrow, yrow)` (image row ar, strip
+// row r; W values each, inside margins that stay zero) into s (x then y: 2 x srows rows); rows
+// outside the image are zero (the "same" padding). Then a block of output rows at a time, the
+// moments M are formed and filtered (strip_out_rows) and handed to `emit(i, v)`: v holds one
+// filtered row per moment, lay.vs apart. Staging is the only work repeated where strips overlap.
+// s and vb (kPlanes<M> x kMomR<M> rows) must come zeroed: only the interiors are written.
+template <unsigned M, typename T, typename Stage, typename Emit>
+VAEISO_AI void strip_pass(const Geometry& g, const Layout& lay, const T* w, int64_t o0, int64_t o1,
+                          int64_t srows, T* s, T* vb, T* v, Stage&& stage, Emit&& emit) {
+  const int64_t nrows = o1 - o0 + g.ws - 1;
   for (int64_t r = 0; r < nrows; ++r) {
     const int64_t ar = o0 + r - g.pad;
-    T* dst[NM];
-    for (int m = 0; m < NM; ++m) dst[m] = s + (m * srows + r) * Wp + g.pad;
+    T* xrow = s + r * lay.stride + lay.lead;
+    T* yrow = xrow + srows * lay.stride;
     if (ar < 0 || ar >= g.H) {
-      for (int m = 0; m < NM; ++m) zero(dst[m], g.W);
+      zero(xrow, g.W);
+      zero(yrow, g.W);
       continue;
     }
-    stage(ar, r, dst);
+    stage(ar, r, xrow, yrow);
   }
+  constexpr int R = kMomR<M>;
   int64_t i = o0;
-  for (; i + kRowsR <= o1; i += kRowsR) strip_out_rows<NM, kRowsR>(g, w, s, srows, i - o0, vb, v, i, emit);
-  for (; i < o1; ++i) strip_out_rows<NM, 1>(g, w, s, srows, i - o0, vb, v, i, emit);
+  for (; i + R <= o1; i += R) strip_out_rows<M, R>(g, lay, w, s, srows, i - o0, vb, v, i, emit);
+  for (; i < o1; ++i) strip_out_rows<M, 1>(g, lay, w, s, srows, i - o0, vb, v, i, emit);
 }
 
-// Scratch of strip_pass for NM planes and strips of th output rows: s, vb, v.
+// Scratch of strip_pass (s, vb, v) for strips of th output rows, with the alignment slack.
 template <typename T>
-int64_t strip_scratch(const Geometry& g, int nm, int64_t th) {
-  const int64_t Wp = padded_width(g);
-  return nm * ((th + g.ws - 1) * Wp + kRowsR * Wp + g.Wo);
+int64_t strip_scratch(const Geometry& g, int64_t th) {
+  const Layout lay = layout_of<T>(g);
+  return 2 * (th + g.ws - 1) * lay.stride + 5 * 4 * lay.stride + 5 * lay.vs + 64 / sizeof(T);
 }
 
-// Rows per strip: the strip's staged planes (`maps` planes of Wp) stay in about 256 KB (L2);
-// small batches are cut into more strips so that both cores get work. Shape-only, so the
-// summation order never depends on the thread count.
-int64_t strip_rows(const Geometry& g, int64_t maps, int64_t elem, int64_t planes) {
-  const int64_t per_row = std::max<int64_t>(1, maps * padded_width(g) * elem);
+// Rows per strip: the strip's staged x and y stay in about 256 KB (L2); small batches are cut
+// into more strips so that both cores get work. Shape-only, so the summation order never
+// depends on the thread count.
+template <typename T>
+int64_t strip_rows(const Geometry& g, int64_t planes) {
+  const int64_t per_row = 2 * layout_of<T>(g).stride * static_cast<int64_t>(sizeof(T));
   int64_t th = std::max<int64_t>(8, (256 * 1024) / per_row - (g.ws - 1));
   if (planes < 8) {
     const int64_t want = (8 + planes - 1) / planes;
@@ -276,11 +375,11 @@ std::vector<T> cast_window(const double* w, int64_t ws, bool flip) {
   return out;
 }
 
-// The derivative maps of one output row from its five moment rows v (x, d, xx, dd, xd).
+// The derivative maps of one output row from its five moment rows v (x, d, xx, dd, xd; vs apart).
 template <bool CS, typename T>
-VAEISO_AI void grad_row(const T* __restrict v, int64_t Wo, T C1, T C2, T scale, T* __restrict m0,
+VAEISO_AI void grad_row(const T* __restrict v, int64_t vs, int64_t Wo, T C1, T C2, T scale, T* __restrict m0,
                         T* __restrict m1, T* __restrict m2, T* __restrict m3) {
-  const T *mx = v, *md = v + Wo, *exx = v + 2 * Wo, *edd = v + 3 * Wo, *exd = v + 4 * Wo;
+  const T *mx = v, *md = v + vs, *exx = v + 2 * vs, *edd = v + 3 * vs, *exd = v + 4 * vs;
   for (int64_t j = 0; j < Wo; ++j) {
     const Grad<T> gr = value_grad<CS>(stats_from_moments(mx[j], exx[j], md[j], edd[j], exd[j]), C1, C2, scale);
     m0[j] = gr.mx;
@@ -328,18 +427,19 @@ struct FwdArgs {
 
 template <typename T>
 int64_t forward_scratch(const Geometry& g, int64_t th) {
-  return strip_scratch<T>(g, 5, th) + g.Wo;
+  return strip_scratch<T>(g, th) + layout_of<T>(g).vs;
 }
 
 template <bool CS, typename S, typename T>
 VAEISO_AI void forward_tasks(const FwdArgs<S, T>& a, int64_t t0, int64_t t1, T* scratch) {
   const Geometry& g = a.g;
-  const int64_t pad = g.pad, Wo = g.Wo, Wp = padded_width(g), srows = a.th + g.ws - 1;
+  const Layout lay = layout_of<T>(g);
+  const int64_t pad = g.pad, Wo = g.Wo, vs = lay.vs, srows = a.th + g.ws - 1;
   const int64_t P = g.Ho * Wo;
-  T* s = scratch;                // 5 planes x srows x Wp: x, d, xx, dd, xd
-  T* vb = s + 5 * srows * Wp;    // 5 x kRowsR x Wp
-  T* v = vb + 5 * kRowsR * Wp;   // 5 x Wo
-  T* lrow = v + 5 * Wo;          // Wo
+  T* s = aligned_up(scratch);            // staged x, y: 2 x srows rows
+  T* vb = s + 2 * srows * lay.stride;    // 5 x kMomR rows
+  T* v = vb + 5 * 4 * lay.stride;        // 5 x vs
+  T* lrow = v + 5 * vs;                  // Wo
   for (int64_t task = t0; task < t1; ++task) {
     const int64_t st = task % a.nstrips, nc = task / a.nstrips, c = nc % g.C, n = nc / g.C;
     const int64_t o0 = st * a.th, o1 = std::min(g.Ho, o0 + a.th);
@@ -349,23 +449,22 @@ VAEISO_AI void forward_tasks(const FwdArgs<S, T>& a, int64_t t0, int64_t t1, T* 
     const S* xp = a.x + n * a.sx[0] + c * a.sx[1];
     const S* yp = a.y + n * a.sy[0] + c * a.sy[1];
     double acc = 0, l1 = 0;
-    auto stage = [&](int64_t ar, int64_t, T* const* dst) {
-      stage_row(xp + ar * a.sx[2], a.sx[3], yp + ar * a.sy[2], a.sy[3], g.W, dst);
-      if (a.with_l1 && ar >= l1_lo && ar < l1_hi) {
-        l1 += static_cast<double>(row_sum<true>(dst[1], g.W));
-      }
+    auto stage = [&](int64_t ar, int64_t, T* xrow, T* yrow) {
+      gather_row(xp + ar * a.sx[2], a.sx[3], g.W, xrow);
+      gather_row(yp + ar * a.sy[2], a.sy[3], g.W, yrow);
+      if (a.with_l1 && ar >= l1_lo && ar < l1_hi) l1 += static_cast<double>(abs_diff_sum(xrow, yrow, g.W));
     };
     auto emit = [&](int64_t i, const T* vv) {
-      const T *mx = vv, *md = vv + Wo, *exx = vv + 2 * Wo, *edd = vv + 3 * Wo, *exd = vv + 4 * Wo;
+      const T *mx = vv, *md = vv + vs, *exx = vv + 2 * vs, *edd = vv + 3 * vs, *exd = vv + 4 * vs;
       for (int64_t j = 0; j < Wo; ++j)
         lrow[j] = one_minus_value<CS>(stats_from_moments(mx[j], exx[j], md[j], edd[j], exd[j]), a.C1, a.C2);
       acc += static_cast<double>(row_sum(lrow, Wo));
       if (a.maps != nullptr) {
         T* m0 = a.maps + nc * 4 * P + i * Wo;
-        grad_row<CS>(vv, Wo, a.C1, a.C2, a.scale, m0, m0 + P, m0 + 2 * P, m0 + 3 * P);
+        grad_row<CS>(vv, vs, Wo, a.C1, a.C2, a.scale, m0, m0 + P, m0 + 2 * P, m0 + 3 * P);
       }
     };
-    strip_pass<5>(g, a.w, o0, o1, srows, s, vb, v, stage, emit);
+    strip_pass<kAll>(g, lay, a.w, o0, o1, srows, s, vb, v, stage, emit);
     a.part_v[task] = acc;
     a.part_l1[task] = l1;
   }
@@ -420,6 +519,20 @@ VAEISO_AI void adjoint_rows(const T* mp, int64_t P, const T* wf, const Geometry&
   for (int k = 0; k < 4 * R; ++k) fir(vpad + k * lv + g.pad, 1, wf, ws, G + k * g.W, g.W);
 }
 
+// The map rows a block of image rows from r newly reaches (its last kRowsR), into the cache:
+// the block at r reads 4 x (ws + kRowsR - 1) rows from memory, too many streams for the
+// hardware prefetchers, so the loads stalled on memory (perf) without this.
+template <typename T>
+VAEISO_AI void prefetch_map_rows(const T* mp, int64_t P, const Geometry& g, int64_t r) {
+  const int64_t q1 = std::min(g.Ho, r + g.pad + kRowsR), q0 = std::max<int64_t>(0, q1 - kRowsR);
+  constexpr int64_t line = 64 / sizeof(T);
+  for (int m = 0; m < 4; ++m)
+    for (int64_t q = q0; q < q1; ++q) {
+      const T* row = mp + m * P + q * g.Wo;
+      for (int64_t j = 0; j < g.Wo; j += line) __builtin_prefetch(row + j);
+    }
+}
+
 // Whether image rows r .. r + R - 1 see full windows of map rows (no clipping at the top or
 // bottom of the maps).
 inline bool adjoint_interior(const Geometry& g, int64_t r, int64_t R) {
@@ -449,6 +562,7 @@ VAEISO_AI void backward_tasks(const BwdArgs<S, T>& a, int64_t t0, int64_t t1, T*
       combine_row<L1>(Gr, gs, xr, yr, gn, gl, W, ox, oy);
     };
     for (int64_t r = r0; r < r1;) {
+      prefetch_map_rows(mp, P, g, r + 2 * kRowsR);
       if (r + kRowsR <= r1 && adjoint_interior(g, r, kRowsR)) {
         adjoint_rows<kRowsR>(mp, P, a.wf, g, r, vpad, G);
         for (int k = 0; k < kRowsR; ++k) finish(r + k, G + k * W, kRowsR * W);
@@ -479,19 +593,19 @@ struct PairArgs {
 
 template <typename T>
 int64_t pairs_scratch(const Geometry& g, int64_t th) {
-  return (th + g.ws - 1) * g.W + 4 * th * g.Wo + strip_scratch<T>(g, 3, th) + g.Wo;
+  return 4 * th * g.Wo + strip_scratch<T>(g, th) + layout_of<T>(g).vs;
 }
 
 template <typename S, typename T>
 VAEISO_AI void pairs_tasks(const PairArgs<S, T>& a, int64_t t0, int64_t t1, T* scratch) {
   const Geometry& g = a.g;
-  const int64_t Wo = g.Wo, W = g.W, Wp = padded_width(g), srows = a.th + g.ws - 1;
-  T* xrows = scratch;            // srows x W: the strip's base rows
-  T* bst = xrows + srows * W;    // 4 x th x Wo: mu_x, s_xx, mu_x^2 + C1, 2 s_xx + C2
-  T* s = bst + 4 * a.th * Wo;    // strip_pass buffers for up to 3 planes
-  T* vb = s + 3 * srows * Wp;
-  T* v = vb + 3 * kRowsR * Wp;
-  T* lrow = v + 3 * Wo;          // Wo
+  const Layout lay = layout_of<T>(g);
+  const int64_t Wo = g.Wo, W = g.W, vs = lay.vs, srows = a.th + g.ws - 1;
+  T* bst = scratch;                      // 4 x th x Wo: mu_x, s_xx, mu_x^2 + C1, 2 s_xx + C2
+  T* s = aligned_up(bst + 4 * a.th * Wo);  // staged base (x) and other (y) rows
+  T* vb = s + 2 * srows * lay.stride;
+  T* v = vb + 5 * 4 * lay.stride;
+  T* lrow = v + 5 * vs;                  // Wo
   T *bmu = bst, *bsxx = bst + a.th * Wo, *bx1 = bsxx + a.th * Wo, *bx2 = bx1 + a.th * Wo;
   for (int64_t task = t0; task < t1; ++task) {
     const int64_t kc = task % a.nkc, strip_id = task / a.nkc;
@@ -500,52 +614,33 @@ VAEISO_AI void pairs_tasks(const PairArgs<S, T>& a, int64_t t0, int64_t t1, T* s
     const int64_t k0 = kc * a.kchunk, k1 = std::min(a.K, k0 + a.kchunk);
     const S* bp = a.base + n * a.sb[0] + c * a.sb[1];
 
-    // Base statistics (moments x, xx), once for all k of the chunk; the base rows are kept.
-    auto stage_base = [&](int64_t ar, int64_t r, T* const* dst) {
-      T* xrow = xrows + r * W;
-      gather_row(bp + ar * a.sb[2], a.sb[3], W, xrow);
-      for (int64_t j = 0; j < W; ++j) {
-        dst[0][j] = xrow[j];
-        dst[1][j] = xrow[j] * xrow[j];
-      }
-    };
+    // Base statistics (moments x, xx), once for all k of the chunk; the staged base rows stay.
+    auto stage_base = [&](int64_t ar, int64_t, T* xrow, T*) { gather_row(bp + ar * a.sb[2], a.sb[3], W, xrow); };
     auto emit_base = [&](int64_t i, const T* vv) {
       const int64_t o = (i - o0) * Wo;
       for (int64_t j = 0; j < Wo; ++j) {
-        const T mu = vv[j], sxx = clamp0(vv[Wo + j] - mu * mu);
+        const T mu = vv[j], sxx = clamp0(vv[vs + j] - mu * mu);
         bmu[o + j] = mu;
         bsxx[o + j] = sxx;
         bx1[o + j] = mu * mu + a.C1;
         bx2[o + j] = T(2) * sxx + a.C2;
       }
     };
-    strip_pass<2>(g, a.w, o0, o1, srows, s, vb, v, stage_base, emit_base);
+    strip_pass<kX | kXX>(g, lay, a.w, o0, o1, srows, s, vb, v, stage_base, emit_base);
 
     // Per other: the moments d, dd, xd against the kept base rows.
     for (int64_t k = k0; k < k1; ++k) {
       const S* op = a.others + n * a.so[0] + k * a.so[1] + c * a.so[2];
-      auto stage = [&](int64_t ar, int64_t r, T* const* dst) {
-        const T* __restrict xrow = xrows + r * W;
-        T* __restrict di = dst[0];
-        T* __restrict pdd = dst[1];
-        T* __restrict pxd = dst[2];
-        gather_row(op + ar * a.so[3], a.so[4], W, di);
-        for (int64_t j = 0; j < W; ++j) {
-          const T xv = xrow[j], dv = di[j] - xv;
-          di[j] = dv;
-          pdd[j] = dv * dv;
-          pxd[j] = xv * dv;
-        }
-      };
+      auto stage = [&](int64_t ar, int64_t, T*, T* yrow) { gather_row(op + ar * a.so[3], a.so[4], W, yrow); };
       double acc = 0;
       auto emit = [&](int64_t i, const T* vv) {
         const int64_t o = (i - o0) * Wo;
         const T *mu = bmu + o, *sxx = bsxx + o, *b1 = bx1 + o, *b2 = bx2 + o;
         for (int64_t j = 0; j < Wo; ++j)
-          lrow[j] = one_minus_ssim_pre(mu[j], sxx[j], b1[j], b2[j], vv[j], vv[Wo + j], vv[2 * Wo + j], a.C1);
+          lrow[j] = one_minus_ssim_pre(mu[j], sxx[j], b1[j], b2[j], vv[j], vv[vs + j], vv[2 * vs + j], a.C1);
         acc += static_cast<double>(row_sum(lrow, Wo));
       };
-      strip_pass<3>(g, a.w, o0, o1, srows, s, vb, v, stage, emit);
+      strip_pass<kD | kDD | kXD>(g, lay, a.w, o0, o1, srows, s, vb, v, stage, emit);
       a.partial[strip_id * a.K + k] = acc;
     }
   }
@@ -565,13 +660,13 @@ struct FilterArgs {
 
 template <typename T>
 int64_t filter_scratch(const Geometry& g, bool transpose) {
-  return transpose ? g.Wo + 2 * (g.ws - 1) : strip_scratch<T>(g, 1, g.Ho);
+  return transpose ? g.Wo + 2 * (g.ws - 1) : strip_scratch<T>(g, g.Ho);
 }
 
 template <typename T>
 VAEISO_AI void filter_tasks(const FilterArgs<T>& a, int64_t t0, int64_t t1, T* scratch) {
   const Geometry& g = a.g;
-  const int64_t Wo = g.Wo, Wp = padded_width(g), srows = g.Ho + g.ws - 1;
+  const int64_t Wo = g.Wo, srows = g.Ho + g.ws - 1;
   if (a.transpose) {
     for (int64_t p = t0; p < t1; ++p) {
       for (int64_t r = 0; r < g.H; ++r)
@@ -580,15 +675,16 @@ VAEISO_AI void filter_tasks(const FilterArgs<T>& a, int64_t t0, int64_t t1, T* s
     return;
   }
   // The whole plane is one strip of the pipeline.
-  T* s = scratch;
-  T* vb = s + srows * Wp;
-  T* v = vb + kRowsR * Wp;
+  const Layout lay = layout_of<T>(g);
+  T* s = aligned_up(scratch);
+  T* vb = s + 2 * srows * lay.stride;
+  T* v = vb + 5 * 4 * lay.stride;
   for (int64_t p = t0; p < t1; ++p) {
-    auto stage = [&](int64_t ar, int64_t, T* const* dst) {
-      std::memcpy(dst[0], a.src + (p * g.H + ar) * g.W, g.W * sizeof(T));
+    auto stage = [&](int64_t ar, int64_t, T* xrow, T*) {
+      std::memcpy(xrow, a.src + (p * g.H + ar) * g.W, g.W * sizeof(T));
     };
     auto emit = [&](int64_t i, const T* vv) { std::memcpy(a.dst + (p * g.Ho + i) * Wo, vv, Wo * sizeof(T)); };
-    strip_pass<1>(g, a.w, 0, g.Ho, srows, s, vb, v, stage, emit);
+    strip_pass<kX>(g, lay, a.w, 0, g.Ho, srows, s, vb, v, stage, emit);
   }
 }
 
@@ -605,7 +701,7 @@ void forward(const S* x, const int64_t* sx, const S* y, const int64_t* sy, const
   std::copy(sy, sy + 4, a.sy);
   a.w = w.data();
   a.g = g;
-  a.th = strip_rows(g, 5, sizeof(T), g.N * g.C);
+  a.th = strip_rows<T>(g, g.N * g.C);
   a.nstrips = (g.Ho + a.th - 1) / a.th;
   a.C1 = static_cast<T>(k.C1);
   a.C2 = static_cast<T>(k.C2);
@@ -684,7 +780,7 @@ void pairs(const S* base, const int64_t* sb, const S* others, const int64_t* so,
   a.w = w.data();
   a.g = g;
   a.K = K;
-  a.th = strip_rows(g, 4, sizeof(T), g.N * g.C);
+  a.th = strip_rows<T>(g, g.N * g.C);
   a.nstrips = (g.Ho + a.th - 1) / a.th;
   // Split K so that small batches still feed every thread; each k's sum is the same
   // whatever the split, so this does not change the result.
