@@ -30,7 +30,7 @@ def devices():
 def run_python(code: str, done: str, **env: str) -> str:
     """Run ``code`` in a fresh interpreter (the tests' own, from "/" so the installed package is
     imported) with ``env`` added to the environment, for checks that need a setting read once at
-    start-up (VAEISO_CPU_BASELINE, VAEISO_BLAS_FALLBACK). It must exit 0 and print ``done``;
+    start-up (VAEISO_CPU_ISA, VAEISO_BLAS_FALLBACK). It must exit 0 and print ``done``;
     returns its stdout."""
     import subprocess
     import sys

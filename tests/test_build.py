@@ -1,5 +1,6 @@
 """The build: what build_info reports, and the import-time torch version check."""
 
+import os
 import subprocess
 import sys
 
@@ -26,6 +27,22 @@ def test_cpu_kernels_run_in_parallel():
 
         pytest.skip("this torch has no OpenMP")
     assert vaeiso_ext.build_info()["openmp"] is True
+
+
+def test_cpu_isa_reported_and_cap_checked():
+    """build_info names the CPU kernel build in use; a VAEISO_CPU_ISA that names no build fails
+    the import with a message naming the variable and the values it takes."""
+    assert vaeiso_ext.build_info()["cpu_isa"] in ("baseline", "avx2", "avx512")
+    code = (
+        "try:\n"
+        "    import vaeiso_ext\n"
+        "except ValueError as e:\n"
+        "    print('VALUE ERROR:', e)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd="/",
+                         env=dict(os.environ, VAEISO_CPU_ISA="sse9"))
+    assert "VALUE ERROR" in out.stdout, out.stdout + out.stderr[-2000:]
+    assert "VAEISO_CPU_ISA" in out.stdout and "baseline, avx2 or avx512" in out.stdout and "sse9" in out.stdout
 
 
 def test_ops_registered():

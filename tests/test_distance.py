@@ -300,7 +300,7 @@ def test_baseline_isa_build():
         "    torch.testing.assert_close(got.double(), want, rtol=1e-5 if dt == torch.float32 else 1e-12, atol=0)\n"
         "print('baseline ok')\n"
     )
-    run_python(code, "baseline ok", VAEISO_CPU_BASELINE="1")
+    run_python(code, "baseline ok", VAEISO_CPU_ISA="baseline")
 
 
 # ------------------------------------------------------------------ the fused backward

@@ -378,18 +378,20 @@ def _half_outputs():
     return outs
 
 
-def test_baseline_and_avx2_builds_agree_for_half_types(tmp_path):
-    # The baseline build (VAEISO_CPU_BASELINE=1, in a subprocess: the choice is made once per
-    # process) against the default one. They differ only in float32 rounding (FMA contraction),
-    # which can move a half output by one unit in the last place: 2 U relative, plus F32.
-    path = tmp_path / "baseline.pt"
+@pytest.mark.parametrize("isa", ["baseline", "avx2"])
+def test_isa_builds_agree_for_half_types(tmp_path, isa):
+    # A capped build (VAEISO_CPU_ISA, in a subprocess: the choice is made once per process)
+    # against the default one. They differ only in float32 rounding (FMA contraction, the order
+    # of vector lanes in sums), which can move a half output by one unit in the last place:
+    # 2 U relative, plus F32.
+    path = tmp_path / f"{isa}.pt"
     code = (
         "import sys, torch\n"
         f"sys.path.insert(0, {str(pathlib.Path(__file__).parent)!r})\n"
         "import test_dtypes\n"
         f"torch.save(test_dtypes._half_outputs(), {str(path)!r})\n"
     )
-    env = dict(os.environ, VAEISO_CPU_BASELINE="1")
+    env = dict(os.environ, VAEISO_CPU_ISA=isa)
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, cwd="/")
     assert out.returncode == 0, out.stderr[-2000:]
     base = torch.load(path)
@@ -408,18 +410,19 @@ def _object_files():
     return sorted(root.glob("*/CMakeFiles/_C.dir/csrc/**/*.o"))
 
 
-def test_isa_units_export_only_per_isa_symbols():
+@pytest.mark.parametrize("isa", ["avx2", "avx512"])
+def test_isa_units_export_only_per_isa_symbols(isa):
     # Every vague-linkage symbol (inline functions, template instantiations: nm types W, V, u)
-    # that an *_avx2 object defines must carry the isa_avx2 namespace, so that the linker cannot
-    # merge it with the baseline build's copy. DW.ref.__gxx_personality_v0 is a data pointer to
+    # that an *_avx2 (*_avx512) object defines must carry the isa_avx2 (isa_avx512) namespace, so
+    # that the linker cannot merge it with another build's copy. DW.ref.__gxx_personality_v0 is a data pointer to
     # the C++ runtime's personality routine, the same in every unit; _ZZN2at... are static
     # variables inside ATen's inline functions (at::parallel_for's once-per-thread init flag,
     # built in with OpenMP): data that must be one per program, not code.
     objs = _object_files()
-    avx2 = [o for o in objs if o.name.endswith("_avx2.cpp.o")]
-    if not avx2:
-        pytest.skip("no build tree with AVX2 objects (build/*/CMakeFiles) next to the tests")
-    nm = subprocess.run(["nm", "--defined-only", *map(str, avx2)], capture_output=True, text=True)
+    units = [o for o in objs if o.name.endswith(f"_{isa}.cpp.o")]
+    if not units:
+        pytest.skip(f"no build tree with {isa} objects (build/*/CMakeFiles) next to the tests")
+    nm = subprocess.run(["nm", "--defined-only", *map(str, units)], capture_output=True, text=True)
     if nm.returncode != 0:
         pytest.skip(f"nm unavailable: {nm.stderr[:200]}")
     shared = []
@@ -427,9 +430,9 @@ def test_isa_units_export_only_per_isa_symbols():
         parts = line.split()
         if len(parts) == 3 and parts[1] in ("W", "V", "u", "w", "v"):
             name = parts[2]
-            if "isa_avx2" not in name and not name.startswith(("DW.ref.", "_ZZN2at")):
+            if f"isa_{isa}" not in name and not name.startswith(("DW.ref.", "_ZZN2at")):
                 shared.append(name)
-    assert not shared, f"symbols without per-ISA linkage in the AVX2 units: {shared[:10]}"
+    assert not shared, f"symbols without per-ISA linkage in the {isa} units: {shared[:10]}"
 
 
 # ------------------------------------------------------------------------------------ CUDA

@@ -412,4 +412,4 @@ def test_baseline_cpu_build_matches():
         "      torch.testing.assert_close(a, c, rtol=1e-10, atol=1e-10)\n"
         "print('baseline ok')\n"
     )
-    run_python(code, "baseline ok", VAEISO_CPU_BASELINE="1")
+    run_python(code, "baseline ok", VAEISO_CPU_ISA="baseline")

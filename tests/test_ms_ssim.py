@@ -369,7 +369,7 @@ def test_baseline_isa_build_matches_reference():
         "assert (ops.ssim_l1_loss(x, y) - ref.ssim_l1_loss(x, y)).abs().max() < 1e-12\n"
         "print('ok')\n"
     )
-    env = dict(os.environ, VAEISO_CPU_BASELINE="1")
+    env = dict(os.environ, VAEISO_CPU_ISA="baseline")
     res = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
     assert res.returncode == 0 and "ok" in res.stdout, res.stderr
 

@@ -1,9 +1,12 @@
 // CPU passes of the SSIM family. Work is split into tasks of (image, channel, strip of rows);
-// each task runs the one strip pipeline (strip_pass: the moment rows staged, filtered
-// horizontally into a cache-resident buffer, then vertically) and evaluates ssim_math.h per
-// position. The per-(image, channel) forward (1 - SSIM or 1 - cs, optional L1), ssim_pairs and
-// ssim_filter all run on it. Per-task sums land in a fixed slot and are added in a fixed order,
-// so results do not depend on the thread count.
+// each task runs the one strip pipeline (strip_pass: the rows of x and y the strip's windows
+// reach staged once; then, a block of output rows at a time, the windowed moments formed in
+// registers and filtered vertically, each input vector feeding every output row of the block,
+// then horizontally) and evaluates ssim_math.h per position. The per-(image, channel) forward
+// (1 - SSIM or 1 - cs, optional L1), ssim_pairs and ssim_filter all run on it; the backward
+// filters the derivative maps with the adjoint window the same way, vertically in blocks of rows.
+// Per-task sums land in a fixed slot and are added in a fixed order, so results do not depend
+// on the thread count.
 //
 // Compiled once per instruction set (ssim_cpu_{default,avx2,avx512}.cpp) into the namespace
 // VAEISO_CPU_ISA (see host_device.h); ssim_cpu.cpp dispatches on dtype and picks one at run time.
