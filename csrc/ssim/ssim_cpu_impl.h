@@ -357,13 +357,13 @@ int64_t strip_scratch(const Geometry& g, int64_t th) {
   return 2 * (th + g.ws - 1) * lay.stride + 5 * 4 * lay.stride + 5 * lay.vs + 64 / sizeof(T);
 }
 
-// Rows per strip: the strip's staged x and y stay in about 256 KB (L2); small batches are cut
+// Rows per strip: the strip's staged x and y stay in about 128 KB (L2); small batches are cut
 // into more strips so that both cores get work. Shape-only, so the summation order never
 // depends on the thread count.
 template <typename T>
 int64_t strip_rows(const Geometry& g, int64_t planes) {
   const int64_t per_row = 2 * layout_of<T>(g).stride * static_cast<int64_t>(sizeof(T));
-  int64_t th = std::max<int64_t>(8, (256 * 1024) / per_row - (g.ws - 1));
+  int64_t th = std::max<int64_t>(8, (128 * 1024) / per_row - (g.ws - 1));
   if (planes < 8) {
     const int64_t want = (8 + planes - 1) / planes;
     th = std::min(th, std::max<int64_t>(8, (g.Ho + want - 1) / want));
@@ -492,10 +492,20 @@ struct BwdArgs {
   S* gy;
 };
 
-// vpad: 4 x kRowsR rows of Wo + 2 (ws - 1) (margins zero); G: 4 x kRowsR rows of W; x and y rows.
+// Rows of the adjoint's vertical results: Wo values at `lead` (64-byte aligned) inside zero
+// margins of ws - 1, `stride` apart.
+template <typename T>
+Layout adjoint_layout(const Geometry& g) {
+  constexpr int64_t A = 64 / sizeof(T);
+  auto up = [](int64_t v) { return (v + A - 1) / A * A; };
+  const int64_t lead = up(g.ws - 1);
+  return Layout{lead, up(lead + g.Wo + g.ws - 1), 0};
+}
+
+// vpad: 4 x kRowsR adjoint rows (margins zero); G: 4 x kRowsR rows of W; x and y rows; slack.
 template <typename T>
 int64_t backward_scratch(const Geometry& g) {
-  return 4 * kRowsR * (g.Wo + 2 * (g.ws - 1)) + 4 * kRowsR * g.W + 2 * g.W;
+  return 4 * kRowsR * adjoint_layout<T>(g).stride + 4 * kRowsR * g.W + 2 * g.W + 64 / sizeof(T);
 }
 
 // One image row r of the adjoint filter applied to `nmaps` position maps at mp (plane stride P):
@@ -503,13 +513,14 @@ int64_t backward_scratch(const Geometry& g) {
 template <typename T>
 VAEISO_AI void adjoint_row(const T* mp, int64_t P, int nmaps, const T* wf, const Geometry& g,
                            int64_t r, T* vpad, T* G) {
-  const int64_t ws = g.ws, Wo = g.Wo, lv = Wo + 2 * (ws - 1);
+  const Layout lay = adjoint_layout<T>(g);
+  const int64_t ws = g.ws, Wo = g.Wo;
   const int64_t q = r + g.pad, lo = q - ws + 1;  // map rows lo .. q reach padded row q
   const int64_t t0 = std::max<int64_t>(0, -lo), t1 = std::min<int64_t>(ws, g.Ho - lo);
   for (int m = 0; m < nmaps; ++m) {
-    T* vm = vpad + m * lv;
-    fir(mp + m * P + (lo + t0) * Wo, Wo, wf + t0, t1 - t0, vm + ws - 1, Wo);
-    fir(vm + g.pad, 1, wf, ws, G + m * g.W, g.W);
+    T* vm = vpad + m * lay.stride;
+    fir(mp + m * P + (lo + t0) * Wo, Wo, wf + t0, t1 - t0, vm + lay.lead, Wo);
+    fir(vm + lay.lead - (ws - 1) + g.pad, 1, wf, ws, G + m * g.W, g.W);
   }
 }
 
@@ -517,9 +528,10 @@ VAEISO_AI void adjoint_row(const T* mp, int64_t P, int nmaps, const T* wf, const
 // (adjoint_interior): map m of row r + k lands at G + (m * R + k) * W.
 template <int R, typename T>
 VAEISO_AI void adjoint_rows(const T* mp, int64_t P, const T* wf, const Geometry& g, int64_t r, T* vpad, T* G) {
-  const int64_t ws = g.ws, Wo = g.Wo, lv = Wo + 2 * (ws - 1), lo = r + g.pad - ws + 1;
-  for (int m = 0; m < 4; ++m) fir_rows<T, R, kRowG>(mp + m * P + lo * Wo, Wo, wf, ws, vpad + m * R * lv + ws - 1, lv, Wo);
-  for (int k = 0; k < 4 * R; ++k) fir(vpad + k * lv + g.pad, 1, wf, ws, G + k * g.W, g.W);
+  const Layout lay = adjoint_layout<T>(g);
+  const int64_t ws = g.ws, Wo = g.Wo, lv = lay.stride, lo = r + g.pad - ws + 1;
+  for (int m = 0; m < 4; ++m) fir_rows<T, R, kRowG>(mp + m * P + lo * Wo, Wo, wf, ws, vpad + m * R * lv + lay.lead, lv, Wo);
+  for (int k = 0; k < 4 * R; ++k) fir(vpad + k * lv + lay.lead - (ws - 1) + g.pad, 1, wf, ws, G + k * g.W, g.W);
 }
 
 // The map rows a block of image rows from r newly reaches (its last kRowsR), into the cache:
@@ -546,8 +558,8 @@ template <bool L1, typename S, typename T>
 VAEISO_AI void backward_tasks(const BwdArgs<S, T>& a, int64_t t0, int64_t t1, T* scratch) {
   const Geometry& g = a.g;
   const int64_t W = g.W, P = g.Ho * g.Wo;
-  T* vpad = scratch;
-  T* G = vpad + 4 * kRowsR * (g.Wo + 2 * (g.ws - 1));
+  T* vpad = aligned_up(scratch);
+  T* G = vpad + 4 * kRowsR * adjoint_layout<T>(g).stride;
   T* xr = G + 4 * kRowsR * W;
   T* yr = xr + W;
   for (int64_t task = t0; task < t1; ++task) {
@@ -556,13 +568,23 @@ VAEISO_AI void backward_tasks(const BwdArgs<S, T>& a, int64_t t0, int64_t t1, T*
     const T* mp = a.maps + nc * 4 * P;
     const T gn = a.grad[nc];
     const T gl = L1 ? a.grad_l1[nc] * a.inv_hw : T(0);
-    // Image row r from G (its four adjoint maps kk * W apart).
+    // Image row r from G (its four adjoint maps gs apart); x and y read in place when their
+    // rows are dense rows of T, else gathered.
     auto finish = [&](int64_t r, const T* Gr, int64_t gs) {
-      gather_row(a.x + n * a.sx[0] + c * a.sx[1] + r * a.sx[2], a.sx[3], W, xr);
-      gather_row(a.y + n * a.sy[0] + c * a.sy[1] + r * a.sy[2], a.sy[3], W, yr);
+      const S* xs = a.x + n * a.sx[0] + c * a.sx[1] + r * a.sx[2];
+      const S* ys = a.y + n * a.sy[0] + c * a.sy[1] + r * a.sy[2];
+      const T* xp = xr;
+      const T* yp = yr;
+      if constexpr (std::is_same_v<S, T>) {
+        if (a.sx[3] == 1) xp = xs; else gather_row(xs, a.sx[3], W, xr);
+        if (a.sy[3] == 1) yp = ys; else gather_row(ys, a.sy[3], W, yr);
+      } else {
+        gather_row(xs, a.sx[3], W, xr);
+        gather_row(ys, a.sy[3], W, yr);
+      }
       S* ox = a.gx + (nc * g.H + r) * W;
       S* oy = a.gy + (nc * g.H + r) * W;
-      combine_row<L1>(Gr, gs, xr, yr, gn, gl, W, ox, oy);
+      combine_row<L1>(Gr, gs, xp, yp, gn, gl, W, ox, oy);
     };
     for (int64_t r = r0; r < r1;) {
       prefetch_map_rows(mp, P, g, r + 2 * kRowsR);
@@ -663,7 +685,7 @@ struct FilterArgs {
 
 template <typename T>
 int64_t filter_scratch(const Geometry& g, bool transpose) {
-  return transpose ? g.Wo + 2 * (g.ws - 1) : strip_scratch<T>(g, g.Ho);
+  return transpose ? adjoint_layout<T>(g).stride + 64 / sizeof(T) : strip_scratch<T>(g, g.Ho);
 }
 
 template <typename T>
@@ -673,7 +695,7 @@ VAEISO_AI void filter_tasks(const FilterArgs<T>& a, int64_t t0, int64_t t1, T* s
   if (a.transpose) {
     for (int64_t p = t0; p < t1; ++p) {
       for (int64_t r = 0; r < g.H; ++r)
-        adjoint_row(a.src + p * g.Ho * Wo, g.Ho * Wo, 1, a.w, g, r, scratch, a.dst + (p * g.H + r) * g.W);
+        adjoint_row(a.src + p * g.Ho * Wo, g.Ho * Wo, 1, a.w, g, r, aligned_up(scratch), a.dst + (p * g.H + r) * g.W);
     }
     return;
   }
