@@ -323,31 +323,41 @@ VAEISO_AI void strip_out_rows(const Geometry& g, const Layout& lay, const T* w, 
 }
 
 // The strip pipeline, vertical pass first. For output rows [o0, o1) of one plane: every image
-// row the strip's windows reach is staged once by `stage(ar, r, xrow, yrow)` (image row ar, strip
-// row r; W values each, inside margins that stay zero) into s (x then y: 2 x srows rows); rows
-// outside the image are zero (the "same" padding). Then a block of output rows at a time, the
+// row the strip's windows reach is staged once, just before it is first needed, by
+// `stage(ar, r, xrow, yrow)` (image row ar, strip row r; W values each, inside margins that stay
+// zero) into s (x then y: 2 x srows rows); rows outside the image are zero (the "same" padding). Then a block of output rows at a time, the
 // moments M are formed and filtered (strip_out_rows) and handed to `emit(i, v)`: v holds one
 // filtered row per moment, lay.vs apart. Staging is the only work repeated where strips overlap.
 // s and vb (kPlanes<M> x kMomR<M> rows) must come zeroed: only the interiors are written.
 template <unsigned M, typename T, typename Stage, typename Emit>
 VAEISO_AI void strip_pass(const Geometry& g, const Layout& lay, const T* w, int64_t o0, int64_t o1,
                           int64_t srows, T* s, T* vb, T* v, Stage&& stage, Emit&& emit) {
-  const int64_t nrows = o1 - o0 + g.ws - 1;
-  for (int64_t r = 0; r < nrows; ++r) {
-    const int64_t ar = o0 + r - g.pad;
-    T* xrow = s + r * lay.stride + lay.lead;
-    T* yrow = xrow + srows * lay.stride;
-    if (ar < 0 || ar >= g.H) {
-      zero(xrow, g.W);
-      zero(yrow, g.W);
-      continue;
+  // Rows are staged just before the first block that needs them, so that reading the images
+  // overlaps the filtering (staged all at once, the strip's reads stalled on memory first).
+  int64_t staged = 0;
+  auto stage_to = [&](int64_t upto) {
+    for (; staged < upto; ++staged) {
+      const int64_t r = staged, ar = o0 + r - g.pad;
+      T* xrow = s + r * lay.stride + lay.lead;
+      T* yrow = xrow + srows * lay.stride;
+      if (ar < 0 || ar >= g.H) {
+        zero(xrow, g.W);
+        zero(yrow, g.W);
+      } else {
+        stage(ar, r, xrow, yrow);
+      }
     }
-    stage(ar, r, xrow, yrow);
-  }
+  };
   constexpr int R = kMomR<M>;
   int64_t i = o0;
-  for (; i + R <= o1; i += R) strip_out_rows<M, R>(g, lay, w, s, srows, i - o0, vb, v, i, emit);
-  for (; i < o1; ++i) strip_out_rows<M, 1>(g, lay, w, s, srows, i - o0, vb, v, i, emit);
+  for (; i + R <= o1; i += R) {
+    stage_to(i - o0 + g.ws - 1 + R);
+    strip_out_rows<M, R>(g, lay, w, s, srows, i - o0, vb, v, i, emit);
+  }
+  for (; i < o1; ++i) {
+    stage_to(i - o0 + g.ws);
+    strip_out_rows<M, 1>(g, lay, w, s, srows, i - o0, vb, v, i, emit);
+  }
 }
 
 // Scratch of strip_pass (s, vb, v) for strips of th output rows, with the alignment slack.
