@@ -285,7 +285,7 @@ VAEISO_AI void moments_rows(const T* xs, const T* ys, int64_t is, const T* w, in
       for (int64_t j = 0; j < n; ++j) {
         T acc[NM] = {};
         for (int64_t t = 0; t < nt; ++t) {
-          const T x = xs[(r + t) * is + j], d = ((M & ~kX) != 0 ? ys[(r + t) * is + j] : T(0)) - x;
+          const T x = xs[(r + t) * is + j], d = ((M & (kD | kDD | kXD)) != 0 ? ys[(r + t) * is + j] : T(0)) - x;
           T p[NM];
           int q = 0;
           if constexpr ((M & kX) != 0) p[q++] = x;
