@@ -227,6 +227,21 @@ T* aligned_up(T* p) {
   return reinterpret_cast<T*>((u + 63) / 64 * 64);
 }
 
+template <unsigned M>
+constexpr bool kNeedsY = (M & (kD | kDD | kXD)) != 0;
+
+// The moments in M of one x and y (vectors or scalars), in plane order, into p.
+template <unsigned M, typename V>
+VAEISO_AI void form_moments(V x, V y, V* p) {
+  const V d = y - x;
+  int q = 0;
+  if constexpr ((M & kX) != 0) p[q++] = x;
+  if constexpr ((M & kD) != 0) p[q++] = d;
+  if constexpr ((M & kXX) != 0) p[q++] = x * x;
+  if constexpr ((M & kDD) != 0) p[q++] = d * d;
+  if constexpr ((M & kXD) != 0) p[q++] = x * d;
+}
+
 // R output rows of G consecutive vectors from column j0 of every moment in M, from the staged
 // rows of x (xs) and y (ys), `is` apart: out[m * ps + r * rs + j] = sum_{t < nt} w[t] mom_m(row
 // r + t, j). The products are formed in registers, once per input vector for all R rows.
@@ -236,7 +251,6 @@ VAEISO_AI void moments_group(const T* __restrict xs, const T* __restrict ys, int
   using V = typename Vec<T>::type;
   constexpr int64_t L = Vec<T>::L;
   constexpr int NM = kPlanes<M>;
-  constexpr bool needs_y = (M & (kD | kDD | kXD)) != 0;
   V acc[NM][R][G];
   for (int m = 0; m < NM; ++m)
     for (int r = 0; r < R; ++r)
@@ -253,15 +267,9 @@ VAEISO_AI void moments_group(const T* __restrict xs, const T* __restrict ys, int
     for (int i = 0; i < G; ++i) {
       V x, y = V{};
       std::memcpy(&x, xs + t * is + j0 + i * L, sizeof(V));
-      if constexpr (needs_y) std::memcpy(&y, ys + t * is + j0 + i * L, sizeof(V));
-      const V d = y - x;
+      if constexpr (kNeedsY<M>) std::memcpy(&y, ys + t * is + j0 + i * L, sizeof(V));
       V p[NM];
-      int q = 0;
-      if constexpr ((M & kX) != 0) p[q++] = x;
-      if constexpr ((M & kD) != 0) p[q++] = d;
-      if constexpr ((M & kXX) != 0) p[q++] = x * x;
-      if constexpr ((M & kDD) != 0) p[q++] = d * d;
-      if constexpr ((M & kXD) != 0) p[q++] = x * d;
+      form_moments<M>(x, y, p);
       for (int r = 0; r < R; ++r) {
         if (!full && !on[r]) continue;
         for (int m = 0; m < NM; ++m) acc[m][r][i] += wk[r] * p[m];
@@ -285,14 +293,8 @@ VAEISO_AI void moments_rows(const T* xs, const T* ys, int64_t is, const T* w, in
       for (int64_t j = 0; j < n; ++j) {
         T acc[NM] = {};
         for (int64_t t = 0; t < nt; ++t) {
-          const T x = xs[(r + t) * is + j], d = ((M & (kD | kDD | kXD)) != 0 ? ys[(r + t) * is + j] : T(0)) - x;
           T p[NM];
-          int q = 0;
-          if constexpr ((M & kX) != 0) p[q++] = x;
-          if constexpr ((M & kD) != 0) p[q++] = d;
-          if constexpr ((M & kXX) != 0) p[q++] = x * x;
-          if constexpr ((M & kDD) != 0) p[q++] = d * d;
-          if constexpr ((M & kXD) != 0) p[q++] = x * d;
+          form_moments<M>(xs[(r + t) * is + j], kNeedsY<M> ? ys[(r + t) * is + j] : T(0), p);
           for (int m = 0; m < NM; ++m) acc[m] += w[t] * p[m];
         }
         for (int m = 0; m < NM; ++m) out[m * ps + r * rs + j] = acc[m];
