@@ -543,6 +543,37 @@ def test_capped_isa_builds_match_reference(isa):
     run_python(code, "baseline ok", VAEISO_CPU_ISA=isa)
 
 
+@pytest.mark.parametrize("padding", PADDINGS)
+@pytest.mark.parametrize("window_size", [7, 9, 11, 13, 15])
+def test_float32_horizontal_fast_path_matches_reference(padding, window_size):
+    """float32 rows of 16 or more outputs take the AVX-512 horizontal FIR (fir_h in
+    ssim_cpu_impl.h: groups of 8 vectors, single vectors, an overlapping last one) for these
+    windows: every SSIM-family pass against the float64 reference (the generic FIR), at widths
+    that reach each part."""
+    for w in (16 + window_size, 45, 150, 203):
+        x, y = _pair((2, 2, 23, w), seed=w + window_size)
+        kw = dict(window_size=window_size, sigma=window_size / 6, padding=padding)
+        expected = ref.ssim(x, y, **kw)
+        torch.testing.assert_close(ops.ssim(x.float(), y.float(), **kw).double(), expected, rtol=0, atol=2e-6)
+        xa, ya = x.float().requires_grad_(), y.float().requires_grad_()
+        one_minus_ssim(xa, ya, **kw).sum().backward()
+        xr, yr = x.clone().requires_grad_(), y.clone().requires_grad_()
+        (1 - ref.ssim(xr, yr, **kw)).sum().backward()
+        for got, want in ((xa.grad, xr.grad), (ya.grad, yr.grad)):
+            torch.testing.assert_close(got.double(), want, rtol=0, atol=1e-4 * want.abs().max().item())
+        others = torch.stack([y, x], 1)
+        torch.testing.assert_close(ops.ssim_pairs(x.float(), others.float(), **kw).double(),
+                                   ref.ssim_pairs(x, others, **kw), rtol=0, atol=2e-6)
+        # the window filter and its adjoint alone (float64 takes the generic FIR)
+        same = padding == "same"
+        t = x.reshape(-1, 23, w)
+        for transpose in (False, True):
+            src = t if not transpose or same else t[:, : 23 - window_size + 1, : w - window_size + 1].contiguous()
+            f64 = torch.ops.vaeiso.ssim_filter(src, window_size, window_size / 6, same, transpose)
+            f32 = torch.ops.vaeiso.ssim_filter(src.float(), window_size, window_size / 6, same, transpose)
+            torch.testing.assert_close(f32.double(), f64, rtol=0, atol=1e-6)
+
+
 # ---------------------------------------------------------------- torch.library / compile
 
 

@@ -23,7 +23,12 @@
 #include <cstdint>
 #include <cmath>
 #include <cstring>
+#include <utility>
 #include <vector>
+
+#if defined(__AVX512F__)
+#include <immintrin.h>
+#endif
 
 #include "cpu_half.h"
 #include "ssim/ssim_cpu_passes.h"
@@ -128,6 +133,70 @@ template <typename T>
 VAEISO_AI void fir(const T* __restrict in, int64_t stride, const T* __restrict w, int64_t nt,
                    T* __restrict out, int64_t n) {
   fir_rows<T, 1, 8>(in, stride, w, nt, out, 0, n);
+}
+
+#if defined(__AVX512F__)
+// The horizontal FIR of an NT-tap window in float, from a 64-byte aligned row (readable one
+// vector past the last output's window). With every tap an unaligned load, 10 of 11 loads split
+// a cache line and the loop ran at about one tap per cycle (perf: a third of each pass). Here
+// the odd taps' shifted inputs come from two aligned vectors by valignd (the shuffle port) and
+// the even ones from unaligned loads (the load ports): 1.7x faster (microbenchmark, 256 wide).
+template <int G, int t>
+VAEISO_AI void fir_h_tap(const float* __restrict p, const __m512* a, float wt, __m512* acc) {
+  const __m512 wv = _mm512_set1_ps(wt);
+  for (int i = 0; i < G; ++i) {
+    __m512 v;
+    if constexpr (t == 0) {
+      v = a[i];
+    } else if constexpr (t % 2 == 1) {
+      v = _mm512_castsi512_ps(_mm512_alignr_epi32(_mm512_castps_si512(a[i + 1]), _mm512_castps_si512(a[i]), t));
+    } else {
+      v = _mm512_loadu_ps(p + i * 16 + t);
+    }
+    acc[i] = _mm512_fmadd_ps(wv, v, acc[i]);
+  }
+}
+
+template <int G, int... t>
+VAEISO_AI void fir_h_group(const float* __restrict p, const float* __restrict w, float* __restrict out,
+                           std::integer_sequence<int, t...>) {
+  __m512 a[G + 1], acc[G];
+  for (int i = 0; i <= G; ++i) a[i] = _mm512_load_ps(p + i * 16);
+  for (int i = 0; i < G; ++i) acc[i] = _mm512_setzero_ps();
+  (fir_h_tap<G, t>(p, a, w[t], acc), ...);
+  for (int i = 0; i < G; ++i) _mm512_storeu_ps(out + i * 16, acc[i]);
+}
+
+template <int NT>
+inline void fir_h_row(const float* __restrict in, const float* __restrict w, float* __restrict out, int64_t n) {
+  static_assert(NT <= 16, "valignd shifts by less than one vector");
+  using Taps = std::make_integer_sequence<int, NT>;
+  int64_t j = 0;
+  for (; j + 8 * 16 <= n; j += 8 * 16) fir_h_group<8>(in + j, w, out + j, Taps{});
+  for (; j + 16 <= n; j += 16) fir_h_group<1>(in + j, w, out + j, Taps{});
+  if (j < n) fir_group<float, 1, 1>(in, 1, w, NT, out, 0, n - 16);  // overlaps the previous vector
+}
+#endif
+
+// One row of the horizontal FIR, out[j] = sum_{t < nt} w[t] in[j + t] for j < n, from a 64-byte
+// aligned row readable up to one vector past in[n + nt - 1].
+template <typename T>
+VAEISO_AI void fir_h(const T* __restrict in, const T* __restrict w, int64_t nt, T* __restrict out, int64_t n) {
+#if defined(__AVX512F__)
+  if constexpr (std::is_same_v<T, float>) {
+    if (n >= 16) {
+      switch (nt) {
+        case 11: return fir_h_row<11>(in, w, out, n);  // the SSIM window
+        case 7: return fir_h_row<7>(in, w, out, n);
+        case 9: return fir_h_row<9>(in, w, out, n);
+        case 13: return fir_h_row<13>(in, w, out, n);
+        case 15: return fir_h_row<15>(in, w, out, n);
+        default: break;
+      }
+    }
+  }
+#endif
+  fir(in, 1, w, nt, out, n);
 }
 
 // sum_j p[j] (Diff: sum_j |q[j] - p[j]|) for j < n in a fixed order: lanes of 4 vector
@@ -316,10 +385,10 @@ VAEISO_AI void strip_out_rows(const Geometry& g, const Layout& lay, const T* w, 
   constexpr int NM = kPlanes<M>;
   const int64_t st = lay.stride;
   const T* xs = s + r0 * st + lay.lead;
-  moments_rows<M, R, kMomG<M>>(xs, xs + srows * st, st, w, g.ws, vb + lay.lead, R * st, st, g.W);
+  // vb rows hold W values at column pad, so that the horizontal pass reads aligned rows
+  moments_rows<M, R, kMomG<M>>(xs, xs + srows * st, st, w, g.ws, vb + g.pad, R * st, st, g.W);
   for (int r = 0; r < R; ++r) {
-    for (int m = 0; m < NM; ++m)
-      fir(vb + (m * R + r) * st + lay.lead - g.pad, 1, w, g.ws, v + m * lay.vs, g.Wo);
+    for (int m = 0; m < NM; ++m) fir_h(vb + (m * R + r) * st, w, g.ws, v + m * lay.vs, g.Wo);
     emit(i + r, static_cast<const T*>(v));
   }
 }
@@ -390,13 +459,16 @@ std::vector<T> cast_window(const double* w, int64_t ws, bool flip) {
   return out;
 }
 
-// The derivative maps of one output row from its five moment rows v (x, d, xx, dd, xd; vs apart).
+// 1 - v (into om) and the derivative maps of one output row from its five moment rows v (x, d,
+// xx, dd, xd; vs apart).
 template <bool CS, typename T>
-VAEISO_AI void grad_row(const T* __restrict v, int64_t vs, int64_t Wo, T C1, T C2, T scale, T* __restrict m0,
-                        T* __restrict m1, T* __restrict m2, T* __restrict m3) {
+VAEISO_AI void value_grad_row(const T* __restrict v, int64_t vs, int64_t Wo, T C1, T C2, T scale, T* __restrict om,
+                              T* __restrict m0, T* __restrict m1, T* __restrict m2, T* __restrict m3) {
   const T *mx = v, *md = v + vs, *exx = v + 2 * vs, *edd = v + 3 * vs, *exd = v + 4 * vs;
   for (int64_t j = 0; j < Wo; ++j) {
-    const Grad<T> gr = value_grad<CS>(stats_from_moments(mx[j], exx[j], md[j], edd[j], exd[j]), C1, C2, scale);
+    const Stats<T> st = stats_from_moments(mx[j], exx[j], md[j], edd[j], exd[j]);
+    om[j] = one_minus_value<CS>(st, C1, C2);
+    const Grad<T> gr = value_grad<CS>(st, C1, C2, scale);
     m0[j] = gr.mx;
     m1[j] = gr.my;
     m2[j] = gr.s;
@@ -471,13 +543,14 @@ VAEISO_AI void forward_tasks(const FwdArgs<S, T>& a, int64_t t0, int64_t t1, T* 
     };
     auto emit = [&](int64_t i, const T* vv) {
       const T *mx = vv, *md = vv + vs, *exx = vv + 2 * vs, *edd = vv + 3 * vs, *exd = vv + 4 * vs;
-      for (int64_t j = 0; j < Wo; ++j)
-        lrow[j] = one_minus_value<CS>(stats_from_moments(mx[j], exx[j], md[j], edd[j], exd[j]), a.C1, a.C2);
-      acc += static_cast<double>(row_sum(lrow, Wo));
-      if (a.maps != nullptr) {
+      if (a.maps != nullptr) {  // the value and the maps from one evaluation of the statistics
         T* m0 = a.maps + nc * 4 * P + i * Wo;
-        grad_row<CS>(vv, vs, Wo, a.C1, a.C2, a.scale, m0, m0 + P, m0 + 2 * P, m0 + 3 * P);
+        value_grad_row<CS>(vv, vs, Wo, a.C1, a.C2, a.scale, lrow, m0, m0 + P, m0 + 2 * P, m0 + 3 * P);
+      } else {
+        for (int64_t j = 0; j < Wo; ++j)
+          lrow[j] = one_minus_value<CS>(stats_from_moments(mx[j], exx[j], md[j], edd[j], exd[j]), a.C1, a.C2);
       }
+      acc += static_cast<double>(row_sum(lrow, Wo));
     };
     strip_pass<kAll>(g, lay, a.w, o0, o1, srows, s, vb, v, stage, emit);
     a.part_v[task] = acc;
@@ -504,14 +577,14 @@ struct BwdArgs {
   S* gy;
 };
 
-// Rows of the adjoint's vertical results: Wo values at `lead` (64-byte aligned) inside zero
-// margins of ws - 1, `stride` apart.
+// Rows of the adjoint's vertical results: Wo values at `lead` = ws - 1 - pad inside zero margins,
+// `stride` apart (64-byte multiples). Image column c takes row columns c .. c + ws - 1, so the
+// horizontal pass reads aligned rows; one vector of slack past them (fir_h).
 template <typename T>
 Layout adjoint_layout(const Geometry& g) {
   constexpr int64_t A = 64 / sizeof(T);
   auto up = [](int64_t v) { return (v + A - 1) / A * A; };
-  const int64_t lead = up(g.ws - 1);
-  return Layout{lead, up(lead + g.Wo + g.ws - 1), 0};
+  return Layout{g.ws - 1 - g.pad, up(g.W + g.ws - 1) + A, 0};
 }
 
 // vpad: 4 x kRowsR adjoint rows (margins zero); G: 4 x kRowsR rows of W; x and y rows; slack.
@@ -532,7 +605,7 @@ VAEISO_AI void adjoint_row(const T* mp, int64_t P, int nmaps, const T* wf, const
   for (int m = 0; m < nmaps; ++m) {
     T* vm = vpad + m * lay.stride;
     fir(mp + m * P + (lo + t0) * Wo, Wo, wf + t0, t1 - t0, vm + lay.lead, Wo);
-    fir(vm + lay.lead - (ws - 1) + g.pad, 1, wf, ws, G + m * g.W, g.W);
+    fir_h(vm, wf, ws, G + m * g.W, g.W);
   }
 }
 
@@ -543,12 +616,14 @@ VAEISO_AI void adjoint_rows(const T* mp, int64_t P, const T* wf, const Geometry&
   const Layout lay = adjoint_layout<T>(g);
   const int64_t ws = g.ws, Wo = g.Wo, lv = lay.stride, lo = r + g.pad - ws + 1;
   for (int m = 0; m < 4; ++m) fir_rows<T, R, kRowG>(mp + m * P + lo * Wo, Wo, wf, ws, vpad + m * R * lv + lay.lead, lv, Wo);
-  for (int k = 0; k < 4 * R; ++k) fir(vpad + k * lv + lay.lead - (ws - 1) + g.pad, 1, wf, ws, G + k * g.W, g.W);
+  for (int k = 0; k < 4 * R; ++k) fir_h(vpad + k * lv, wf, ws, G + k * g.W, g.W);
 }
 
 // The map rows a block of image rows from r newly reaches (its last kRowsR), into the cache:
 // the block at r reads 4 x (ws + kRowsR - 1) rows from memory, too many streams for the
-// hardware prefetchers, so the loads stalled on memory (perf) without this.
+// hardware prefetchers, so the loads stalled on memory (perf) without this. Only for planes
+// whose maps exceed 1 MiB (map_prefetch): at 256 x 256 the prefetches themselves stalled (a
+// sixth of the pass, perf) and the backward ran 15-25% faster without them; at 512 x 512 with.
 template <typename T>
 VAEISO_AI void prefetch_map_rows(const T* mp, int64_t P, const Geometry& g, int64_t r) {
   const int64_t q1 = std::min(g.Ho, r + g.pad + kRowsR), q0 = std::max<int64_t>(0, q1 - kRowsR);
@@ -558,6 +633,11 @@ VAEISO_AI void prefetch_map_rows(const T* mp, int64_t P, const Geometry& g, int6
       const T* row = mp + m * P + q * g.Wo;
       for (int64_t j = 0; j < g.Wo; j += line) __builtin_prefetch(row + j);
     }
+}
+
+template <typename T>
+inline bool map_prefetch(const Geometry& g) {
+  return 4 * g.Ho * g.Wo * static_cast<int64_t>(sizeof(T)) > (int64_t{1} << 20);
 }
 
 // Whether image rows r .. r + R - 1 see full windows of map rows (no clipping at the top or
@@ -574,6 +654,7 @@ VAEISO_AI void backward_tasks(const BwdArgs<S, T>& a, int64_t t0, int64_t t1, T*
   T* G = vpad + 4 * kRowsR * adjoint_layout<T>(g).stride;
   T* xr = G + 4 * kRowsR * W;
   T* yr = xr + W;
+  const bool prefetch = map_prefetch<T>(g);
   for (int64_t task = t0; task < t1; ++task) {
     const int64_t s = task % a.nstrips, nc = task / a.nstrips, c = nc % g.C, n = nc / g.C;
     const int64_t r0 = s * a.tr, r1 = std::min(g.H, r0 + a.tr);
@@ -599,7 +680,7 @@ VAEISO_AI void backward_tasks(const BwdArgs<S, T>& a, int64_t t0, int64_t t1, T*
       combine_row<L1>(Gr, gs, xp, yp, gn, gl, W, ox, oy);
     };
     for (int64_t r = r0; r < r1;) {
-      prefetch_map_rows(mp, P, g, r + 2 * kRowsR);
+      if (prefetch) prefetch_map_rows(mp, P, g, r + 2 * kRowsR);
       if (r + kRowsR <= r1 && adjoint_interior(g, r, kRowsR)) {
         adjoint_rows<kRowsR>(mp, P, a.wf, g, r, vpad, G);
         for (int k = 0; k < kRowsR; ++k) finish(r + k, G + k * W, kRowsR * W);
