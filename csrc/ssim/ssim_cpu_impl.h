@@ -621,9 +621,10 @@ VAEISO_AI void adjoint_rows(const T* mp, int64_t P, const T* wf, const Geometry&
 
 // The map rows a block of image rows from r newly reaches (its last kRowsR), into the cache:
 // the block at r reads 4 x (ws + kRowsR - 1) rows from memory, too many streams for the
-// hardware prefetchers, so the loads stalled on memory (perf) without this. Only for planes
-// whose maps exceed 1 MiB (map_prefetch): at 256 x 256 the prefetches themselves stalled (a
-// sixth of the pass, perf) and the backward ran 15-25% faster without them; at 512 x 512 with.
+// hardware prefetchers, so the loads stalled on memory (perf) without this. Only when the
+// call's maps pass 16 MiB (map_prefetch): smaller ones stay in the caches between the passes and
+// the prefetches themselves stalled (interleaved A/B in one process: N=4 3x256x256, 12 MiB of
+// maps, 5% faster without; N=16, 48 MiB, 2-15% faster with).
 template <typename T>
 VAEISO_AI void prefetch_map_rows(const T* mp, int64_t P, const Geometry& g, int64_t r) {
   const int64_t q1 = std::min(g.Ho, r + g.pad + kRowsR), q0 = std::max<int64_t>(0, q1 - kRowsR);
@@ -637,7 +638,7 @@ VAEISO_AI void prefetch_map_rows(const T* mp, int64_t P, const Geometry& g, int6
 
 template <typename T>
 inline bool map_prefetch(const Geometry& g) {
-  return 4 * g.Ho * g.Wo * static_cast<int64_t>(sizeof(T)) > (int64_t{1} << 20);
+  return g.N * g.C * 4 * g.Ho * g.Wo * static_cast<int64_t>(sizeof(T)) > (int64_t{16} << 20);
 }
 
 // Whether image rows r .. r + R - 1 see full windows of map rows (no clipping at the top or
