@@ -72,12 +72,18 @@ constexpr int kRowG = kVecBytes == 64 ? 4 : 2;
 
 // R output rows of G consecutive vectors from column j0: out[r * os + j] = sum_{t < nt} w[t]
 // in[(r + t) * is + j]. Each input vector is loaded once for every output row it reaches, so a
-// vertical FIR over R rows loads (nt + R - 1) / (nt R) vectors per FMA instead of one.
+// vertical FIR over R rows loads (nt + R - 1) / (nt R) vectors per FMA instead of one. A non-null
+// pf has R rows (is apart) whose same columns are prefetched.
 template <typename T, int R, int G>
 VAEISO_AI void fir_group(const T* __restrict in, int64_t is, const T* __restrict w, int64_t nt,
-                         T* __restrict out, int64_t os, int64_t j0) {
+                         T* __restrict out, int64_t os, int64_t j0, const T* pf = nullptr) {
   using V = typename Vec<T>::type;
   constexpr int64_t L = Vec<T>::L;
+  if (pf != nullptr) {  // R rows (is apart) at this group's columns, for a later call
+    constexpr int64_t kLines = (G * L * static_cast<int64_t>(sizeof(T)) + 63) / 64, kLine = 64 / sizeof(T);
+    for (int r = 0; r < R; ++r)
+      for (int64_t i = 0; i < kLines; ++i) __builtin_prefetch(pf + r * is + j0 + i * kLine);
+  }
   V acc[R][G];
   for (int r = 0; r < R; ++r)
     for (int i = 0; i < G; ++i) acc[r][i] = V{};
@@ -111,7 +117,7 @@ VAEISO_AI void fir_group(const T* __restrict in, int64_t is, const T* __restrict
 // previous one when n is not a multiple of the vector length.
 template <typename T, int R, int G>
 VAEISO_AI void fir_rows(const T* __restrict in, int64_t is, const T* __restrict w, int64_t nt,
-                        T* __restrict out, int64_t os, int64_t n) {
+                        T* __restrict out, int64_t os, int64_t n, const T* pf = nullptr) {
   constexpr int64_t L = Vec<T>::L;
   if (n < L) {
     for (int r = 0; r < R; ++r)
@@ -123,8 +129,8 @@ VAEISO_AI void fir_rows(const T* __restrict in, int64_t is, const T* __restrict 
     return;
   }
   int64_t j = 0;
-  for (; j + G * L <= n; j += G * L) fir_group<T, R, G>(in, is, w, nt, out, os, j);
-  for (; j + L <= n; j += L) fir_group<T, R, 1>(in, is, w, nt, out, os, j);
+  for (; j + G * L <= n; j += G * L) fir_group<T, R, G>(in, is, w, nt, out, os, j, pf);
+  for (; j + L <= n; j += L) fir_group<T, R, 1>(in, is, w, nt, out, os, j, pf);
   if (j < n) fir_group<T, R, 1>(in, is, w, nt, out, os, n - L);
 }
 
@@ -615,30 +621,17 @@ template <int R, typename T>
 VAEISO_AI void adjoint_rows(const T* mp, int64_t P, const T* wf, const Geometry& g, int64_t r, T* vpad, T* G) {
   const Layout lay = adjoint_layout<T>(g);
   const int64_t ws = g.ws, Wo = g.Wo, lv = lay.stride, lo = r + g.pad - ws + 1;
-  for (int m = 0; m < 4; ++m) fir_rows<T, R, kRowG>(mp + m * P + lo * Wo, Wo, wf, ws, vpad + m * R * lv + lay.lead, lv, Wo);
-  for (int k = 0; k < 4 * R; ++k) fir_h(vpad + k * lv, wf, ws, G + k * g.W, g.W);
-}
-
-// The map rows a block of image rows from r newly reaches (its last kRowsR), into the cache:
-// the block at r reads 4 x (ws + kRowsR - 1) rows from memory, too many streams for the
-// hardware prefetchers, so the loads stalled on memory (perf) without this. Only when the
-// call's maps pass 16 MiB (map_prefetch): smaller ones stay in the caches between the passes and
-// the prefetches themselves stalled (interleaved A/B in one process: N=4 3x256x256, 12 MiB of
-// maps, 5% faster without; N=16, 48 MiB, 2-15% faster with).
-template <typename T>
-VAEISO_AI void prefetch_map_rows(const T* mp, int64_t P, const Geometry& g, int64_t r) {
-  const int64_t q1 = std::min(g.Ho, r + g.pad + kRowsR), q0 = std::max<int64_t>(0, q1 - kRowsR);
-  constexpr int64_t line = 64 / sizeof(T);
+  // While filtering, each column group prefetches its part of the R map rows the block two
+  // ahead newly reaches: the block reads 4 x (ws + R - 1) rows, too many streams for the
+  // hardware prefetchers, and its loads stalled on memory (perf). Prefetching all those rows at
+  // once per block stalled on the fill buffers instead; spread over the groups, the backward
+  // ran 5-15% faster than either at N=4 and 16 3x256x256 and N=4 3x512x768 (interleaved A/B).
+  const int64_t q = lo + ws - 1 + 2 * R;
+  const bool pf = q + R <= g.Ho;
   for (int m = 0; m < 4; ++m)
-    for (int64_t q = q0; q < q1; ++q) {
-      const T* row = mp + m * P + q * g.Wo;
-      for (int64_t j = 0; j < g.Wo; j += line) __builtin_prefetch(row + j);
-    }
-}
-
-template <typename T>
-inline bool map_prefetch(const Geometry& g) {
-  return g.N * g.C * 4 * g.Ho * g.Wo * static_cast<int64_t>(sizeof(T)) > (int64_t{16} << 20);
+    fir_rows<T, R, kRowG>(mp + m * P + lo * Wo, Wo, wf, ws, vpad + m * R * lv + lay.lead, lv, Wo,
+                          pf ? mp + m * P + q * Wo : nullptr);
+  for (int k = 0; k < 4 * R; ++k) fir_h(vpad + k * lv, wf, ws, G + k * g.W, g.W);
 }
 
 // Whether image rows r .. r + R - 1 see full windows of map rows (no clipping at the top or
@@ -655,7 +648,6 @@ VAEISO_AI void backward_tasks(const BwdArgs<S, T>& a, int64_t t0, int64_t t1, T*
   T* G = vpad + 4 * kRowsR * adjoint_layout<T>(g).stride;
   T* xr = G + 4 * kRowsR * W;
   T* yr = xr + W;
-  const bool prefetch = map_prefetch<T>(g);
   for (int64_t task = t0; task < t1; ++task) {
     const int64_t s = task % a.nstrips, nc = task / a.nstrips, c = nc % g.C, n = nc / g.C;
     const int64_t r0 = s * a.tr, r1 = std::min(g.H, r0 + a.tr);
@@ -681,7 +673,6 @@ VAEISO_AI void backward_tasks(const BwdArgs<S, T>& a, int64_t t0, int64_t t1, T*
       combine_row<L1>(Gr, gs, xp, yp, gn, gl, W, ox, oy);
     };
     for (int64_t r = r0; r < r1;) {
-      if (prefetch) prefetch_map_rows(mp, P, g, r + 2 * kRowsR);
       if (r + kRowsR <= r1 && adjoint_interior(g, r, kRowsR)) {
         adjoint_rows<kRowsR>(mp, P, a.wf, g, r, vpad, G);
         for (int k = 0; k < kRowsR; ++k) finish(r + k, G + k * W, kRowsR * W);
