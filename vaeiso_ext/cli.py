@@ -60,6 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     from .experiments import UsageError, analyze_checkpoint
     from .train import CheckpointError
 
+    finished = False
     try:
         parser = _parser()
         args, extra = parser.parse_known_args(argv)
@@ -77,6 +78,7 @@ def main(argv: list[str] | None = None) -> int:
                                progress=not args.no_progress)
         else:
             args.exp.main(args)
+        finished = True
         return 0
     except (UsageError, CheckpointError, ValueError, FileNotFoundError, ImportError) as e:
         print(f"error: {e}", file=sys.stderr)
@@ -89,6 +91,12 @@ def main(argv: list[str] | None = None) -> int:
         import torch.distributed as dist
 
         if dist.is_available() and dist.is_initialized():
+            # After a run that finished, every rank waits for the others before the group is
+            # torn down: a rank that destroyed it while rank 0 was still writing its results
+            # sometimes aborted inside gloo ("terminate called without an active exception").
+            # Not after an error, where the other ranks may never arrive.
+            if finished:
+                dist.barrier()
             dist.destroy_process_group()
 
 
