@@ -351,3 +351,22 @@ def test_bce_metric_refuses_values_outside_the_unit_interval():
     p = torch.tensor([[0.2, 0.9, 0.3]], dtype=torch.float64)
     want = -math.log(0.8) - math.log(0.9)
     assert metrics.BCE().distance(t, p).item() == pytest.approx(want, rel=1e-12)
+
+
+def test_the_example_of_the_docs_runs_and_leaves_the_model_as_it_was():
+    # docs/analysis.md's example, run as written, on a model that is not ours; its log-sigma
+    # encoder read through the adapter gives the analysis of the same model read as log-variance
+    import re
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[1] / "docs" / "analysis.md").read_text()
+    block = next(b for b in re.findall(r"```python\n(.*?)```", text, re.S) if "class TutorialVAE" in b)
+    env = {"x_heldout": torch.randn(24, 16, generator=torch.Generator().manual_seed(8))}
+    exec(compile(block.replace("print(", "(lambda *a: a)("), "docs/analysis.md", "exec"), env)
+    model, res = env["model"], env["res"]
+    assert model.training and len(res["dims"]) == 3 and "eval mode" in res["model_mode"]
+    as_logvar = VAEAdapter(lambda x: (model.body(x).chunk(2, dim=1)[0], 2 * model.body(x).chunk(2, dim=1)[1]),
+                           model.dec, posterior="logvar", modules=model)
+    want = analyze_latents(as_logvar, env["x_heldout"], "sse", beta=0.01)
+    for a, b in zip(_norms(res).values(), _norms(want).values()):
+        torch.testing.assert_close(torch.tensor(a), torch.tensor(b), rtol=1e-12, atol=0)

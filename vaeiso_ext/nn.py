@@ -152,7 +152,7 @@ def _check_tensor(module: str, name: str, value) -> None:
 # ---------------------------------------------------------------- SSIM loss (docs/ops.md)
 
 from .ops._ms_ssim import check_weights  # noqa: E402
-from .ops._ssim import check_finite, check_pair, check_params, check_weight, one_minus_ssim  # noqa: E402
+from .ops._ssim import check_pair, check_params, check_weight, one_minus_ssim  # noqa: E402
 
 _SSIM_DEFAULTS = dict(window_size=11, sigma=1.5, k1=0.01, k2=0.03, data_range=1.0)
 
