@@ -90,6 +90,18 @@ def theory_summary(dims: list[dict]) -> dict:
             "norm_ratio_informative": mean_sd([d["norm_ratio_mean"] for d in inf])}
 
 
+def check_analysis_args(where: str, model, metric, beta, eps, kl_threshold, informative_threshold, ratio_floor):
+    """The arguments every full analysis takes, checked in the name of ``where`` (the public
+    function called): ``(vae, metric, beta, eps)``."""
+    vae = as_vae(where, model)
+    metric = as_metric(where, metric)
+    beta = check_positive(where, "beta", beta)
+    eps = check_positive(where, "eps", eps)
+    check_threshold(where, kl_threshold)
+    check_theory_args(where, informative_threshold, ratio_floor)
+    return vae, metric, beta, eps
+
+
 def _check_method(where: str, method) -> str:
     from .derivatives import METHODS
 
@@ -168,13 +180,9 @@ def analyze_latents(model, x: Tensor, metric, beta: float, *, kl_threshold: floa
     keeps the model's dtype (faster, e.g. on a GPU without fast float64).
     """
     where = "analyze_latents"
-    vae = as_vae(where, model)
+    vae, metric, beta, eps = check_analysis_args(where, model, metric, beta, eps, kl_threshold,
+                                                 informative_threshold, ratio_floor)
     x = check_data(where, x)
-    metric = as_metric(where, metric)
-    beta = check_positive(where, "beta", beta)
-    eps = check_positive(where, "eps", eps)
-    check_threshold(where, kl_threshold)
-    check_theory_args(where, informative_threshold, ratio_floor)
     _check_method(where, method)
     chunk = check_count(where, "chunk", chunk)
     if dtype is not None and not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):

@@ -125,8 +125,8 @@ def running(modules: tuple[nn.Module, ...], dtype: torch.dtype | None = None):
     saved = [(p, p.data, p.grad, None if p.grad is None else p.grad.data, p.requires_grad) for p in params]
     buffers = [(m, k, b) for m in subs for k, b in m._buffers.items()]
     try:
-        for m in subs:
-            m.training = False
+        for root in modules:
+            root.eval()  # through train(False), which a module may override
         if dtype is not None:
             for root in modules:
                 root.to(dtype)

@@ -13,7 +13,7 @@ from ..metrics import as_metric
 from .derivatives import dj_prime, isometry_gram
 from .model import (EVAL_NOTE, FlatDecoder, as_vae, check_count, check_data, check_decoder, check_positive,
                     check_threshold, encode_all, running)
-from .latents import (INFORMATIVE_THRESHOLD, RATIO_FLOOR, check_theory_args, mean_sd, theory_stats,
+from .latents import (INFORMATIVE_THRESHOLD, RATIO_FLOOR, check_analysis_args, mean_sd, theory_stats,
                       theory_summary)
 
 LOG_2PI = math.log(2.0 * math.pi)
@@ -141,12 +141,8 @@ def analyze(model, data, metric, beta: float, *, kl_threshold: float = 0.1, eps:
     ``norm_ratio_informative`` (all from the forward-difference norm).
     """
     where = "analyze"
-    vae = as_vae(where, model)
-    metric = as_metric(where, metric)
-    beta = check_positive(where, "beta", beta)
-    eps = check_positive(where, "eps", eps)
-    check_threshold(where, kl_threshold)
-    check_theory_args(where, informative_threshold, ratio_floor)
+    vae, metric, beta, eps = check_analysis_args(where, model, metric, beta, eps, kl_threshold,
+                                                 informative_threshold, ratio_floor)
     mc_samples = check_count(where, "mc_samples", mc_samples)
     if n_samples is not None:
         check_count(where, "n_samples", n_samples)
