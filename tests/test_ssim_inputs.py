@@ -105,6 +105,8 @@ BAD_ARGS = [
     ("weights_number", "weights", dict(weights=3), TypeError),
     ("normalize_clamp", "normalize", dict(normalize="clamp"), ValueError),
     ("ssim_weight_inf", "ssim_weight", dict(ssim_weight=math.inf), ValueError),
+    ("ssim_weight_negative", "ssim_weight", dict(ssim_weight=-0.5), ValueError),
+    ("ssim_weight_above_one", "ssim_weight", dict(ssim_weight=1.5), ValueError),
     ("ssim_weight_str", "ssim_weight", dict(ssim_weight="0.2"), TypeError),
 ]
 
@@ -177,11 +179,15 @@ def test_ms_ssim_image_too_small(entry):
         fn(x, y, weights=(0.3, 0.3, 0.4))
 
 
-def test_unbatched_is_for_ssim_l1_loss_only():
+@pytest.mark.parametrize("entry", ["ssim", "one_minus_ssim", "ms_ssim", "ssim_l1_loss"])
+def test_every_ssim_function_takes_an_unbatched_pair(entry):
+    # one convention for the whole family: a (C, H, W) pair gives the 0-d value of the batch of one
     x, y = _images()
-    with pytest.raises(ValueError, match=r"^ssim: x: expected a 4-D tensor"):
-        ops.ssim(x[0], y[0])
-    assert ops.ssim_l1_loss(x[0], y[0]).shape == ()
+    kw = dict(weights=(0.5, 0.5), window_size=5) if entry == "ms_ssim" else {}
+    fn = getattr(ops, entry)
+    got = fn(x[0], y[0], **kw)
+    assert got.shape == ()
+    torch.testing.assert_close(got, fn(x[:1], y[:1], **kw)[0], rtol=0, atol=0)
 
 
 # ---------------------------------------------------------------- the forms of data_range

@@ -1,7 +1,9 @@
 """Command line: ``python -m vaeiso_ext reproduce <experiment> [options]`` (one subcommand per
 module of :mod:`vaeiso_ext.experiments`, with that experiment's options only) and ``python -m
 vaeiso_ext analyze CHECKPOINT|RUN_DIR``. Every user error is one ``error: ...`` line on stderr and
-exit code 2. Under ``torchrun`` ``reproduce`` trains data-parallel; rank 0 writes."""
+exit code 2. Under ``torchrun`` ``reproduce`` joins the process group first and trains
+data-parallel; rank 0 alone prints and writes (``analyze`` refuses torchrun: it is one process's
+work)."""
 
 from __future__ import annotations
 
@@ -58,7 +60,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     from .experiments import UsageError, analyze_checkpoint
-    from .train import CheckpointError
+    from .train import CheckpointError, init_distributed, launch_info
 
     finished = False
     try:
@@ -68,6 +70,13 @@ def main(argv: list[str] | None = None) -> int:
             cmd = f"reproduce {args.experiment}" if args.command == "reproduce" else args.command
             raise UsageError(f"unrecognized arguments for `{cmd}`: {' '.join(extra)} "
                              f"(see `{parser.prog} {cmd} --help`)")
+        if launch_info()[1] > 1:
+            if args.command != "reproduce":
+                raise UsageError(f"`{args.command}` runs in one process: run it without torchrun")
+            # joined before anything else, so that every rank knows its rank from the start
+            # (status lines, folder checks, which rank writes)
+            init_distributed()
+        echo = print if launch_info()[0] == 0 else None
         if args.threads:
             torch.set_num_threads(args.threads)
         elif args.command == "reproduce" and args.exp.default_threads:
@@ -77,11 +86,12 @@ def main(argv: list[str] | None = None) -> int:
                                overwrite=args.overwrite, figures=not args.no_figures,
                                progress=not args.no_progress)
         else:
-            args.exp.main(args)
+            args.exp.main(args, echo=echo)
         finished = True
         return 0
     except (UsageError, CheckpointError, ValueError, FileNotFoundError, ImportError) as e:
-        print(f"error: {e}", file=sys.stderr)
+        if launch_info()[0] == 0:  # every rank meets the same error: one line
+            print(f"error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("\ninterrupted: the last checkpoint written is kept (continue with --resume)",

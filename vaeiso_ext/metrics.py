@@ -11,7 +11,10 @@ Every metric has
   the exact limit used by ``dj_prime(method="jvp")`` and ``isometry_gram``.
 
 The square-error family (:class:`SSE`, :class:`DownwardConvex`, :class:`UpwardConvex`) has
-``G_x = a_x I`` and also ``scale(x) -> (N,)`` giving ``a_x`` (``isotropic`` is True).
+``G_x = a_x I`` and also ``scale(x) -> (N,)`` giving ``a_x`` (``isotropic`` is True): only these
+have the scalar metric tensor the Eq. 22-23 density estimates need. ``check(where, name, t)``
+refuses a tensor the metric cannot take (BCE: values outside [0, 1]; SSIM: not 4-D images).
+:func:`as_metric` is how every function taking a metric reads its argument (an object or a name).
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from torch import Tensor
 
 from . import ops
 
-__all__ = ["Metric", "SSE", "DownwardConvex", "UpwardConvex", "BCE", "SSIM", "by_name", "METRIC_NAMES"]
+__all__ = ["Metric", "SSE", "DownwardConvex", "UpwardConvex", "BCE", "SSIM", "by_name", "as_metric", "METRIC_NAMES"]
 
 
 def _flat(v: Tensor, lead: int) -> Tensor:
@@ -72,6 +75,13 @@ class Metric:
 
     def __call__(self, x: Tensor, y: Tensor) -> Tensor:
         return self.distance(x, y)
+
+    def check(self, where: str, name: str, t: Tensor) -> None:
+        """ValueError naming ``where`` and ``name`` unless ``t`` is a valid input of this metric
+        (here: any floating-point tensor with a batch dim)."""
+        if not t.is_floating_point() or t.dim() < 1:
+            raise ValueError(f"{where}: {name}: expected a floating-point tensor with a batch dim for "
+                             f"the {self.name} metric, got {t.dtype} of shape {tuple(t.shape)}")
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"
@@ -136,11 +146,29 @@ class BCE(Metric):
 
     name = "bce"
 
+    def check(self, where: str, name: str, t: Tensor) -> None:
+        """Also: every value in [0, 1] (a probability; outside it the Bernoulli KL is NaN)."""
+        super().check(where, name, t)
+        if t.numel() and not torch.compiler.is_compiling():
+            lo, hi = float(t.detach().min()), float(t.detach().max())
+            if not (0.0 <= lo and hi <= 1.0):  # NaN fails too
+                raise ValueError(f"{where}: {name}: the BCE metric takes probabilities in [0, 1], got "
+                                 f"values in [{lo:g}, {hi:g}]")
+
+    def distance(self, x: Tensor, y: Tensor) -> Tensor:
+        _check_pair("BCE", x, y)
+        self.check("BCE.distance", "x", x)
+        self.check("BCE.distance", "y", y)
+        return ops.pair_distances(x, y.unsqueeze(1), "bce")[:, 0]
+
     def pairs(self, base: Tensor, others: Tensor) -> Tensor:
+        self.check("BCE.pairs", "base", base)
+        self.check("BCE.pairs", "others", others)
         return ops.pair_distances(base, others, "bce")
 
     def gram(self, x: Tensor, v: Tensor, diagonal: bool = False) -> Tensor:
         _check_dirs("BCE", x, v)
+        self.check("BCE.gram", "x", x)
         vf, xf = _flat(v, 2), _flat(x, 1).unsqueeze(1)
         u = torch.where(vf == 0, torch.zeros_like(vf), vf * torch.rsqrt(2 * xf * (1 - xf)))
         return _gram(u, diagonal)
@@ -157,6 +185,13 @@ class SSIM(Metric):
 
     def __init__(self, **ssim_kwargs):
         self.ssim_kwargs = dict(ssim_kwargs)
+
+    def check(self, where: str, name: str, t: Tensor) -> None:
+        """Also: ``(N, C, H, W)`` images."""
+        super().check(where, name, t)
+        if t.dim() != 4:
+            raise ValueError(f"{where}: {name}: the SSIM metric takes (N, C, H, W) images, got shape "
+                             f"{tuple(t.shape)}")
 
     def distance(self, x: Tensor, y: Tensor) -> Tensor:
         _check_pair("SSIM", x, y)
@@ -184,3 +219,22 @@ def by_name(name: str, **kwargs) -> Metric:
     except KeyError:
         raise ValueError(f"metric: expected one of {METRIC_NAMES}, got {name!r}") from None
     return cls(**kwargs)
+
+
+def as_metric(where: str, metric, arg: str = "metric") -> Metric:
+    """``metric`` as a :class:`Metric`: an object of this module (or a subclass) is returned as
+    it is, a name of :data:`METRIC_NAMES` gives that metric with its defaults. Anything else is a
+    TypeError (a wrong name a ValueError) naming ``where``, the argument and the accepted names."""
+    if isinstance(metric, Metric):
+        return metric
+    if isinstance(metric, str):
+        if metric in _BY_NAME:
+            return _BY_NAME[metric]()
+        raise ValueError(f"{where}: {arg}: expected a vaeiso_ext.metrics object or one of the names "
+                         f"{METRIC_NAMES}, got {metric!r}")
+    if isinstance(metric, type) and issubclass(metric, Metric):
+        hint = f" or {metric.name!r}" if metric.name else ""
+        raise TypeError(f"{where}: {arg}: expected a metric object, got the class {metric.__name__}: "
+                        f"pass {metric.__name__}(){hint}")
+    raise TypeError(f"{where}: {arg}: expected a vaeiso_ext.metrics object (SSE(), BCE(), ...) or one of "
+                    f"the names {METRIC_NAMES}, got {type(metric).__name__}")

@@ -152,7 +152,7 @@ def _check_tensor(module: str, name: str, value) -> None:
 # ---------------------------------------------------------------- SSIM loss (docs/ops.md)
 
 from .ops._ms_ssim import check_weights  # noqa: E402
-from .ops._ssim import check_finite, check_pair, check_params, one_minus_ssim  # noqa: E402
+from .ops._ssim import check_pair, check_params, check_weight, one_minus_ssim  # noqa: E402
 
 _SSIM_DEFAULTS = dict(window_size=11, sigma=1.5, k1=0.01, k2=0.03, data_range=1.0)
 
@@ -273,7 +273,7 @@ class SSIML1Loss(nn.Module):
         _check_ssim_kwargs("SSIML1Loss", ssim_kwargs, {"window_size", "sigma", "k1", "k2", "data_range", "padding"},
                            padding_default="same")
         self.reduction = reduction
-        self.ssim_weight = check_finite("SSIML1Loss", "ssim_weight", ssim_weight)
+        self.ssim_weight = check_weight("SSIML1Loss", "ssim_weight", ssim_weight)
         self.ssim_kwargs = ssim_kwargs
 
     def forward(self, x: Tensor, y: Tensor) -> Tensor:

@@ -120,6 +120,32 @@ def dist_info() -> tuple[int, int]:
     return 0, 1
 
 
+def launch_info() -> tuple[int, int]:
+    """(rank, world_size) of this process: the process group's once joined, before that what
+    torchrun set (RANK, WORLD_SIZE); (0, 1) in a plain process."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def backend_name() -> str | None:
+    """The process group's backend (``gloo``, ``nccl``); None in a single process."""
+    if dist.is_available() and dist.is_initialized():
+        return str(dist.get_backend())
+    return None
+
+
+def check_world(checkpoint: str, ck: dict, world: int, what=CheckpointError) -> None:
+    """Refuse (``what``) to continue a checkpoint under another world size: each rank draws its
+    own noise stream, so the continuation would not be the run the checkpoint started."""
+    saved = int(ck.get("world_size", 1))
+    if saved != world:
+        launch = f"torchrun --nproc_per_node={saved}" if saved > 1 else "one process (no torchrun)"
+        raise what(f"--resume refused: {checkpoint!r} was trained with world size {saved} (recorded); "
+                   f"this run has world size {world} (current): resume it with {launch}, or start again "
+                   "with --overwrite")
+
+
 def init_distributed() -> tuple[int, int]:
     """Join the process group when launched by torchrun (WORLD_SIZE > 1): nccl on GPU, else gloo."""
     if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
@@ -239,9 +265,12 @@ class History(list):
     """Per-segment training records (a segment is an epoch, or the part of one that a run
     trained: the last epoch of an ``iterations`` run, or each side of a resume), each with
     ``epoch``, ``step`` (Adam steps done at its end), ``loss``, ``distortion``, ``kl`` (means over
-    the segment's samples) and ``seconds``. ``evals`` holds the ``evaluate`` callback's records."""
+    the segment's samples) and ``seconds``. ``evals`` holds the ``evaluate`` callback's records,
+    ``world_size`` and ``backend`` the process group it trained in (1 and None: one process)."""
 
     evals: list
+    world_size: int = 1
+    backend: str | None = None
 
     @property
     def steps(self) -> int:
@@ -263,6 +292,8 @@ def train(model: nn.Module, x_train: Tensor, metric, config: TrainConfig, *,
     ``resume``: continue from it (model, optimizer, history, the exact step, mid-epoch included;
     the config must agree except for its length). ``meta`` (e.g. the run description) is stored
     in the checkpoint. ``kl_threshold`` only labels the progress bar's count of active dims.
+    A resume under another world size than the checkpoint's is refused (CheckpointError): the
+    ranks' noise streams depend on it, so the run would silently become another one.
     ``evaluate(model)`` (eval mode, no grad) runs before the first step, every
     ``eval_every`` steps and at the end;
     its dicts, with ``step`` added, go to ``History.evals`` and the checkpoint.
@@ -283,6 +314,7 @@ def train(model: nn.Module, x_train: Tensor, metric, config: TrainConfig, *,
     opt = torch.optim.Adam(model.parameters(), lr=config.lr, fused=True)
     history = History()
     history.evals = []
+    history.world_size, history.backend = world, backend_name()
     step = 0
     if resume:
         if checkpoint is None:
@@ -294,6 +326,7 @@ def train(model: nn.Module, x_train: Tensor, metric, config: TrainConfig, *,
         if mismatch:
             raise CheckpointError(f"checkpoint {checkpoint!r} was trained with a different config "
                                   f"(saved, requested): {mismatch}")
+        check_world(checkpoint, ck, world)
         model.load_state_dict(ck["model"])
         opt.load_state_dict(ck["optimizer"])
         history.extend(ck["history"])
@@ -320,7 +353,7 @@ def train(model: nn.Module, x_train: Tensor, metric, config: TrainConfig, *,
                          "train": asdict(config), "model_config": dict(getattr(model, "config", {})),
                          "model": model.state_dict(), "optimizer": opt.state_dict(),
                          "history": list(history), "evals": history.evals, "meta": meta or {},
-                         "world_size": world, "versions": versions()}, checkpoint)
+                         "world_size": world, "backend": history.backend, "versions": versions()}, checkpoint)
 
     def run_eval():
         if evaluate is None or rank != 0:

@@ -25,7 +25,8 @@ import torch
 import torch.autograd.forward_ad as fwAD
 from torch import Tensor, nn
 
-from ..metrics import Metric
+from ..metrics import Metric, as_metric
+from .model import _modules_of, running
 
 __all__ = ["dj_prime", "isometry_gram"]
 
@@ -156,15 +157,25 @@ def _jvp_parts(decoder: Decoder, z: Tensor, chunk_size: int | None):
         yield sl, _jvp_chunk(decoder, z[sl], plan.rows_per_call)
 
 
-def dj_prime(decoder: Decoder, z: Tensor, metric: Metric, *, eps: float = 1e-3, method: str = "forward",
+def _check_decoder(fn: str, decoder) -> tuple[nn.Module, ...]:
+    """The modules to run in eval mode while ``decoder`` is called (none for a plain function)."""
+    if not callable(decoder):
+        raise TypeError(f"{fn}: decoder: expected a callable (B, n) -> (B, *S), got {type(decoder).__name__}")
+    return _modules_of(decoder) or ()
+
+
+def dj_prime(decoder: Decoder, z: Tensor, metric: Metric | str, *, eps: float = 1e-3, method: str = "forward",
              chunk_size: int | None = None) -> Tensor:
     """``D'_j(z) = D(Dec(z), Dec(z + eps e_j)) / eps**2`` for every sample and latent dim: ``(N, n)``.
 
     Args:
-        decoder: maps ``(B, n)`` latents to ``(B, *S)`` outputs (a module in eval mode; any
-            batch size, rows independent).
+        decoder: maps ``(B, n)`` latents to ``(B, *S)`` outputs (any batch size, rows
+            independent). A module, or a method of one, runs in eval mode (dropout off: a
+            training-mode dropout would make D'_j noise) and gets its training flags back; a
+            plain function is called as it is.
         z: ``(N, n)`` latents (the encoder means ``mu(x)``).
-        metric: a :mod:`vaeiso_ext.metrics` object (the training metric).
+        metric: a :mod:`vaeiso_ext.metrics` object (the training metric) or its name
+            (:data:`vaeiso_ext.metrics.METRIC_NAMES`).
         eps: finite-difference step (> 0); ignored by ``"jvp"``.
         method: ``"forward"`` (the paper's; n+1 decodes per sample, error O(eps)),
             ``"central"`` (``(D(Dec z, Dec(z - eps e_j)) + D(Dec z, Dec(z + eps e_j))) /
@@ -180,7 +191,9 @@ def dj_prime(decoder: Decoder, z: Tensor, metric: Metric, *, eps: float = 1e-3, 
     The finite-difference forms divide by the step actually taken (``(z + eps) - z`` after
     rounding). Runs without building an autograd graph.
     """
+    mods = _check_decoder("dj_prime", decoder)
     _check_z("dj_prime", z)
+    metric = as_metric("dj_prime", metric)
     if method not in METHODS:
         raise ValueError(f"dj_prime: method: expected one of {METHODS}, got {method!r}")
     if not (isinstance(eps, (int, float)) and math.isfinite(eps) and eps > 0):
@@ -189,7 +202,7 @@ def dj_prime(decoder: Decoder, z: Tensor, metric: Metric, *, eps: float = 1e-3, 
     N, n = z.shape
     if N == 0 or n == 0:
         return z.new_zeros((N, n))
-    with torch.no_grad():
+    with torch.no_grad(), running(mods):
         if method == "jvp":
             parts = [metric.gram(base, J, diagonal=True) for _, (base, J) in _jvp_parts(decoder, z, chunk_size)]
             return torch.cat(parts)
@@ -199,7 +212,7 @@ def dj_prime(decoder: Decoder, z: Tensor, metric: Metric, *, eps: float = 1e-3, 
                           for sl in _chunks(N, plan.samples_per_chunk)])
 
 
-def isometry_gram(decoder: Decoder, z: Tensor, sigma: Tensor, metric: Metric, beta: float, *,
+def isometry_gram(decoder: Decoder, z: Tensor, sigma: Tensor, metric: Metric | str, beta: float, *,
                   chunk_size: int | None = None) -> Tensor:
     """The isometry Gram ``Gamma_jk(x) = (2/beta) sigma_j sigma_k J_j^T G_x J_k``: ``(N, n, n)``.
 
@@ -213,7 +226,9 @@ def isometry_gram(decoder: Decoder, z: Tensor, sigma: Tensor, metric: Metric, be
         sigma: ``(N, n)`` posterior standard deviations ``sigma(x)``.
         beta: the training beta (``1 / lambda``), > 0.
     """
+    mods = _check_decoder("isometry_gram", decoder)
     _check_z("isometry_gram", z)
+    metric = as_metric("isometry_gram", metric)
     if not isinstance(sigma, Tensor) or sigma.shape != z.shape:
         shape = tuple(sigma.shape) if isinstance(sigma, Tensor) else type(sigma).__name__
         raise ValueError(f"isometry_gram: sigma: expected shape {tuple(z.shape)} (that of z), got {shape}")
@@ -223,7 +238,7 @@ def isometry_gram(decoder: Decoder, z: Tensor, sigma: Tensor, metric: Metric, be
     N, n = z.shape
     if N == 0 or n == 0:
         return z.new_zeros((N, n, n))
-    with torch.no_grad():
+    with torch.no_grad(), running(mods):
         parts = []
         for sl, (base, J) in _jvp_parts(decoder, z, chunk_size):
             s = sigma[sl].to(base.dtype)

@@ -4,33 +4,19 @@ estimates (Eq. 22-23) against the true density, and rate / distortion beside the
 
 from __future__ import annotations
 
-import copy
 import math
 
 import torch
 from torch import Tensor
 
+from ..metrics import as_metric
 from .derivatives import dj_prime, isometry_gram
-from .latents import (INFORMATIVE_THRESHOLD, RATIO_FLOOR, check_theory_args, mean_sd, theory_stats,
+from .model import (EVAL_NOTE, FlatDecoder, as_vae, check_count, check_data, check_decoder, check_positive,
+                    check_threshold, encode_all, running)
+from .latents import (INFORMATIVE_THRESHOLD, RATIO_FLOOR, check_analysis_args, mean_sd, theory_stats,
                       theory_summary)
 
 LOG_2PI = math.log(2.0 * math.pi)
-
-
-def _encode(model, x: Tensor, chunk: int = 8192) -> tuple[Tensor, Tensor]:
-    mus, lvs = [], []
-    for c in x.split(chunk):
-        mu, lv = model.encode(c)
-        mus.append(mu)
-        lvs.append(lv)
-    return torch.cat(mus), torch.cat(lvs)
-
-
-def _as_float64(model):
-    p = next(model.parameters())
-    if p.dtype == torch.float64:
-        return model
-    return copy.deepcopy(model).to(torch.float64)
 
 
 def _kl(mu: Tensor, logvar: Tensor) -> Tensor:
@@ -41,15 +27,23 @@ def _active(kl_mean: Tensor, threshold: float) -> Tensor:
     return kl_mean >= threshold
 
 
-def loss_estimate(model, x: Tensor, metric, beta: float, mu: Tensor | None = None,
-                  logvar: Tensor | None = None) -> Tensor:
+def density_note(metric) -> str | None:
+    """Why the Eq. 22-23 estimates that need ``a_x`` are not available for ``metric`` (None when
+    they are): they need a metric tensor that is a scalar multiple of the identity."""
+    if metric.isotropic:
+        return None
+    why = {"bce": "G_x = diag(1 / (2 x (1 - x))) differs per component",
+           "ssim": "G_x couples the pixels of each window"}.get(metric.name, "its metric tensor is not a_x I")
+    return (f"the Eq. 22-23 estimates scaled by a_x need G_x = a_x I (metrics sse, downward, upward); "
+            f"{type(metric).__name__} has no scalar metric tensor ({why})")
+
+
+def _loss_estimate(decode, x: Tensor, metric, beta: float, mu: Tensor, logvar: Tensor) -> Tensor:
     """L_x = E_q[D] + beta KL with E_q[D] ~ (D(x, Dec(mu + sigma)) + D(x, Dec(mu - sigma))) / 2
     (App. C.2) -> (N,)."""
-    if mu is None:
-        mu, logvar = _encode(model, x)
     sigma = torch.exp(0.5 * logvar)
     n = x.shape[0]
-    out = model.decode(torch.cat([mu + sigma, mu - sigma]))
+    out = decode(torch.cat([mu + sigma, mu - sigma]))
     ed = 0.5 * (metric.distance(x, out[:n]) + metric.distance(x, out[n:]))
     return ed + beta * _kl(mu, logvar).sum(1)
 
@@ -61,21 +55,38 @@ def log_density(model, x: Tensor, metric, beta: float, *, method: str = "posteri
 
     ``method="posterior"``: ``(n/2) log a_x + log p(mu(x)) + sum_j log sigma_j(x)``;
     ``method="elbo"``: ``(n/2) log a_x - L_x / beta``. ``a_x`` is ``metric.scale(x)`` (G_x = a_x I;
-    1 for square error); ``n`` the number of active dims: ``n_active`` if given, else those with
+    1 for square error): only the metrics with such a scalar metric tensor (``sse``,
+    ``downward``, ``upward``) are supported; BCE and SSIM are refused with the reason. ``n`` the
+    number of active dims: ``n_active`` if given, else those with
     mean KL >= ``kl_threshold`` over this ``x`` (pass ``n_active`` for single samples).
+    ``model`` and ``metric`` as in :func:`vaeiso_ext.analysis.analyze_latents`; the model runs in
+    float64 and eval mode and is left as it was.
     """
-    m = _as_float64(model)
+    where = "log_density"
+    vae = as_vae(where, model)
+    x = check_data(where, x)
+    metric = as_metric(where, metric)
+    beta = check_positive(where, "beta", beta)
+    check_threshold(where, kl_threshold)
+    if method not in ("posterior", "elbo"):
+        raise ValueError(f"{where}: method: expected 'posterior' or 'elbo', got {method!r}")
+    if n_active is not None:
+        check_count(where, "n_active", n_active, low=0)
+    note = density_note(metric)
+    if note is not None:
+        raise ValueError(f"{where}: metric: {note}")
     x = x.to(torch.float64)
-    mu, logvar = _encode(m, x)
-    if n_active is None:
-        n_active = int(_active(_kl(mu, logvar).mean(0), kl_threshold).sum())
-    log_a = torch.log(metric.scale(x))
-    if method == "posterior":
-        est = (-0.5 * mu * mu - 0.5 * LOG_2PI).sum(1) + 0.5 * logvar.sum(1)
-    elif method == "elbo":
-        est = -loss_estimate(m, x, metric, beta, mu, logvar) / beta
-    else:
-        raise ValueError(f"method: expected 'posterior' or 'elbo', got {method!r}")
+    with running(vae.modules, torch.float64):
+        mu, logvar, lat = encode_all(where, vae, x, 8192)
+        decode = FlatDecoder(vae, lat)
+        check_decoder(where, decode, mu, x, metric)
+        if n_active is None:
+            n_active = int(_active(_kl(mu, logvar).mean(0), kl_threshold).sum())
+        log_a = torch.log(metric.scale(x))
+        if method == "posterior":
+            est = (-0.5 * mu * mu - 0.5 * LOG_2PI).sum(1) + 0.5 * logvar.sum(1)
+        else:
+            est = -_loss_estimate(decode, x, metric, beta, mu, logvar) / beta
     return 0.5 * n_active * log_a + est
 
 
@@ -114,8 +125,12 @@ def analyze(model, data, metric, beta: float, *, kl_threshold: float = 0.1, eps:
 
     ``data``: a :class:`vaeiso_ext.data.ToyData` (its held-out ``x_test``, exact ``logp_test``,
     true variances and entropy are used) or a plain (N, D) tensor (then the density correlations
-    and the data-dependent theory values are omitted). ``metric`` and ``beta`` are those of
-    training. Computations run in float64 on a copy of the model. ``keep_samples`` adds the
+    and the data-dependent theory values are omitted). ``metric`` (an object or its name) and
+    ``beta`` are those of training; ``model`` as in
+    :func:`vaeiso_ext.analysis.analyze_latents`. Computations run in float64, the model in eval
+    mode; it is left as it was (``model_mode``). The Eq. 22-23 estimates scaled by ``a_x`` need
+    ``G_x = a_x I`` (sse, downward, upward): for other metrics (BCE, SSIM) they are left out and
+    ``density_note`` says why. ``keep_samples`` adds the
     per-sample arrays (for the scatter plots) under ``"samples"``.
 
     Besides the KL rule (``active``), a dim is *informative* when E[sigma^-2] >=
@@ -125,17 +140,30 @@ def analyze(model, data, metric, beta: float, *, kl_threshold: float = 0.1, eps:
     the results ``norm_active``, ``informative_dims``, ``norm_informative`` and
     ``norm_ratio_informative`` (all from the forward-difference norm).
     """
-    check_theory_args("analyze", informative_threshold, ratio_floor)
-    m = _as_float64(model)
-    m.eval()
+    where = "analyze"
+    vae, metric, beta, eps = check_analysis_args(where, model, metric, beta, eps, kl_threshold,
+                                                 informative_threshold, ratio_floor)
+    mc_samples = check_count(where, "mc_samples", mc_samples)
+    if n_samples is not None:
+        check_count(where, "n_samples", n_samples)
     toy = hasattr(data, "x_test")
-    x = (data.x_test if toy else data).to(torch.float64)
+    x = check_data(where, data.x_test if toy else data).to(torch.float64)
     logp_true = data.logp_test if toy else None
     if n_samples is not None:
         x = x[:n_samples]
         logp_true = None if logp_true is None else logp_true[:n_samples]
+    with running(vae.modules, torch.float64):
+        return _analyze(where, vae, x, logp_true, data if toy else None, metric, beta, kl_threshold=kl_threshold,
+                        eps=eps, informative_threshold=informative_threshold, ratio_floor=ratio_floor,
+                        mc_samples=mc_samples, seed=seed, chunk_size=chunk_size, keep_samples=keep_samples)
+
+
+def _analyze(where, vae, x, logp_true, toy, metric, beta, *, kl_threshold, eps, informative_threshold,
+             ratio_floor, mc_samples, seed, chunk_size, keep_samples) -> dict:
     N = x.shape[0]
-    mu, logvar = _encode(m, x)
+    mu, logvar, lat = encode_all(where, vae, x, 8192)
+    decode = FlatDecoder(vae, lat)
+    check_decoder(where, decode, mu, x, metric)
     n_lat = mu.shape[1]
     sigma2 = logvar.exp()
     sigma = sigma2.sqrt()
@@ -146,10 +174,10 @@ def analyze(model, data, metric, beta: float, *, kl_threshold: float = 0.1, eps:
     inv_s2 = (1.0 / sigma2).mean(0)
 
     # D'_j (paper's forward difference, and the exact jvp limit) and the isometry norm
-    dj_f = dj_prime(m.decoder, mu, metric, eps=eps, method="forward", chunk_size=chunk_size)
+    dj_f = dj_prime(decode, mu, metric, eps=eps, method="forward", chunk_size=chunk_size)
     with torch.enable_grad():
-        dj_j = dj_prime(m.decoder, mu, metric, eps=eps, method="jvp", chunk_size=chunk_size)
-        gram = isometry_gram(m.decoder, mu, sigma, metric, beta)
+        dj_j = dj_prime(decode, mu, metric, eps=eps, method="jvp", chunk_size=chunk_size)
+        gram = isometry_gram(decode, mu, sigma, metric, beta)
     norm_f = (2.0 / beta) * sigma2 * dj_f
     norm_j = (2.0 / beta) * sigma2 * dj_j
     dj_mean, dj_sd = _mean_sd(dj_f)
@@ -185,29 +213,28 @@ def analyze(model, data, metric, beta: float, *, kl_threshold: float = 0.1, eps:
         "dims": ia.tolist(),
     }
 
-    # data probability (Eq. 22-23)
-    log_a = torch.log(metric.scale(x))
-    L = loss_estimate(m, x, metric, beta, mu, logvar)
+    # data probability (Eq. 22-23); the a_x-scaled forms only where G_x = a_x I
+    note = density_note(metric)
+    log_a = torch.log(metric.scale(x)) if note is None else None
+    L = _loss_estimate(decode, x, metric, beta, mu, logvar)
     log_pmu = (-0.5 * mu * mu - 0.5 * LOG_2PI).sum(1)
     log_prod_sigma = 0.5 * logvar.sum(1)
-    est = {
-        "p_mu": log_pmu,
-        "exp_neg_L": -L / beta,
-        "scaled_p_mu_prod_sigma": 0.5 * n_act * log_a + log_pmu + log_prod_sigma,
-        "scaled_exp_neg_L": 0.5 * n_act * log_a - L / beta,
-        "p_mu_prod_sigma": log_pmu + log_prod_sigma,
-    }
+    est = {"p_mu": log_pmu, "exp_neg_L": -L / beta}
+    if log_a is not None:
+        est["scaled_p_mu_prod_sigma"] = 0.5 * n_act * log_a + log_pmu + log_prod_sigma
+        est["scaled_exp_neg_L"] = 0.5 * n_act * log_a - L / beta
+    est["p_mu_prod_sigma"] = log_pmu + log_prod_sigma
     correlations = ({k: correlation(v, logp_true) for k, v in est.items()}
                     if logp_true is not None else {})
 
     # rate and distortion (Eq. 14-15, 54; App. B)
     g = torch.Generator().manual_seed(seed)
-    x_breve = m.decode(mu)
+    x_breve = decode(mu)
     coding = torch.zeros(N, dtype=torch.float64)
     total_d = torch.zeros(N, dtype=torch.float64)
     for _ in range(mc_samples):
         noise = torch.randn(mu.shape, generator=g, dtype=torch.float64)
-        x_hat = m.decode(mu + sigma * noise)
+        x_hat = decode(mu + sigma * noise)
         coding += metric.distance(x_breve, x_hat) / mc_samples
         total_d += metric.distance(x, x_hat) / mc_samples
     transform = metric.distance(x, x_breve)
@@ -219,11 +246,12 @@ def analyze(model, data, metric, beta: float, *, kl_threshold: float = 0.1, eps:
         "distortion": float(total_d.mean()), "rate": float(rate),
         "n_active": n_act, "beta": beta, "mc_samples": mc_samples,
     }
-    if toy:
-        inv_var = [1.0 / v for v in data.variances]
+    if toy is not None:
+        inv_var = [1.0 / v for v in toy.variances]
         rd["transform_loss_theory"] = (beta / 2.0) ** 2 * sum(inv_var)
         rd["transform_coding_ratio_theory"] = (beta / 2.0) * sum(inv_var) / len(inv_var)
-        h_s = data.entropy
+    if toy is not None and log_a is not None:
+        h_s = toy.entropy
         log_a_term = float(0.5 * n_act * log_a.mean())
         rd["entropy_s"] = h_s
         rd["entropy_y"] = h_s + log_a_term
@@ -233,7 +261,8 @@ def analyze(model, data, metric, beta: float, *, kl_threshold: float = 0.1, eps:
         "n_samples": N, "n_latent": n_lat, "n_active": n_act, "kl_threshold": kl_threshold,
         "informative_threshold": informative_threshold, "ratio_floor": ratio_floor,
         "norm_active": mean_sd([d["norm_mean"] for d in dims if d["active"]]), **theory_summary(dims),
-        "eps": eps, "beta": beta, "metric": type(metric).__name__,
+        "eps": eps, "beta": beta, "metric": type(metric).__name__, "latent_shape": list(lat),
+        "model_mode": EVAL_NOTE, **({"density_note": note} if note else {}),
         "dims": dims, "gram": gram_res, "correlations": correlations, "rate_distortion": rd,
     }
     if keep_samples:

@@ -18,8 +18,8 @@ from typing import Any, ClassVar
 
 import torch
 
-from ..train import (CheckpointError, TrainConfig, TrainingDiverged, checkpoint_steps, dist_info,
-                     load_checkpoint, steps_per_epoch, train)
+from ..train import (CheckpointError, TrainConfig, TrainingDiverged, check_world, checkpoint_steps,
+                     launch_info, load_checkpoint, steps_per_epoch, train)
 
 CHECKPOINT = "checkpoint.pt"
 # What a run writes into its folder (figures/ holds the rest): any of them marks a run there.
@@ -152,12 +152,12 @@ def differing_fields(saved: Config, requested: Config, ignore=()) -> list[str]:
 def status(message: str, enabled: bool = True):
     """``message ...`` on stderr, completed with the seconds it took."""
     t0 = time.perf_counter()
-    if enabled and dist_info()[0] == 0:
+    if enabled and launch_info()[0] == 0:
         print(f"{message} ...", end="", file=sys.stderr, flush=True)
     try:
         yield
     finally:
-        if enabled and dist_info()[0] == 0:
+        if enabled and launch_info()[0] == 0:
             print(f" {time.perf_counter() - t0:.1f} s", file=sys.stderr, flush=True)
 
 
@@ -236,17 +236,24 @@ def clear_run(out: str) -> None:
                 os.unlink(os.path.join(figs, f))
 
 
-def trained_summary(ck_or_history, cfg: Config, n_train: int, batch_size: int) -> dict:
-    """What a checkpoint (or a finished training's history) actually trained; ``evals`` (the
-    records of a ``train_hooks`` evaluation) only where there are any."""
+def trained_summary(ck_or_history, cfg: Config, n_train: int, batch_size: int, *,
+                    fresh: bool = False) -> dict:
+    """What a checkpoint (or a finished training's history) actually trained, in how many
+    processes (``world_size``, ``backend``: None for one); ``fresh``: the samples were drawn
+    afresh at every step (a stream), so an "epoch" is only the stream's reseeding period;
+    ``evals`` (the records of a ``train_hooks`` evaluation) only where there are any."""
     if isinstance(ck_or_history, dict):
         steps = checkpoint_steps(ck_or_history, n_train)
         history = list(ck_or_history["history"])
         evals = list(ck_or_history.get("evals") or [])
+        world, backend = int(ck_or_history.get("world_size", 1)), ck_or_history.get("backend")
+        if world > 1 and backend is None:  # written before the backend was recorded
+            backend = "unknown"
     else:
         history = list(ck_or_history)
         steps = int(history[-1]["step"]) if history and "step" in history[-1] else 0
         evals = list(getattr(ck_or_history, "evals", None) or [])
+        world, backend = int(getattr(ck_or_history, "world_size", 1)), getattr(ck_or_history, "backend", None)
     spe = steps_per_epoch(n_train, batch_size)
     requested = cfg.length()
     done = steps if cfg.LENGTH == "iterations" else steps / spe
@@ -254,15 +261,23 @@ def trained_summary(ck_or_history, cfg: Config, n_train: int, batch_size: int) -
     return {"steps": steps, "epochs_done": steps / spe if steps % spe else steps // spe,
             "n_train": n_train, "batch_size": batch_size, "steps_per_epoch": spe,
             "length_field": cfg.LENGTH, "requested": requested, "complete": done >= requested,
-            "final": history[-1] if history else None,
+            "final": history[-1] if history else None, "world_size": world, "backend": backend,
+            "fresh_samples": bool(fresh),
             "seconds": sum(secs), "seconds_per_epoch_median": sorted(secs)[len(secs) // 2] if secs else None,
             **({"evals": evals} if evals else {})}  # the train_hooks() curve, if the run has one
 
 
 def trained_text(t: dict) -> str:
-    """``trained 1,200 Adam steps = 2 epochs of 600 samples (batch 100)`` (+ what was asked)."""
-    s = (f"trained {plural(t['steps'], 'Adam step')} = {plural(t['epochs_done'], 'epoch')} of "
-         f"{plural(t['n_train'], 'sample')} (batch {t['batch_size']})")
+    """``trained 1,200 Adam steps = 2 epochs of 600 samples (batch 100) in 1 process`` (+ what
+    was asked); for a stream, ``trained 50 Adam steps of 16 samples drawn afresh at every step``."""
+    if t.get("fresh_samples"):
+        s = (f"trained {plural(t['steps'], 'Adam step')} of {t['batch_size']} samples drawn afresh at every "
+             f"step ({plural(t['steps'] * t['batch_size'], 'sample')} in all)")
+    else:
+        s = (f"trained {plural(t['steps'], 'Adam step')} = {plural(t['epochs_done'], 'epoch')} of "
+             f"{plural(t['n_train'], 'sample')} (batch {t['batch_size']})")
+    world = int(t.get("world_size", 1))
+    s += (f" data-parallel in {world} processes ({t.get('backend')})" if world > 1 else " in 1 process")
     if not t["complete"]:
         s += (f"; INCOMPLETE: {plural(t['requested'], t['length_field'].rstrip('s'))} "
               f"{'was' if t['requested'] == 1 else 'were'} requested")
@@ -309,9 +324,10 @@ class Experiment:
                            metavar=md["metavar"], help=md["help"] + shown)
         if "quick" in self.presets:
             g.add_argument("--quick", action="store_true", help=self.presets["quick"][0])
-        if set(self.presets) - {"quick"}:
-            g.add_argument("--preset", choices=sorted(self.presets),
-                           help="; ".join(f"{k}: {h}" for k, (h, _) in self.presets.items()))
+        named = sorted(set(self.presets) - {"quick"})  # --quick is the one way to ask for "quick"
+        if named:
+            g.add_argument("--preset", choices=named,
+                           help="; ".join(f"{k}: {self.presets[k][0]}" for k in named))
         self.add_run_arguments(p)
 
     @staticmethod
@@ -329,7 +345,7 @@ class Experiment:
         """Defaults, then the preset, then every option given explicitly."""
         values: dict[str, Any] = {}
         preset = getattr(args, "preset", None) or ("quick" if getattr(args, "quick", False) else None)
-        if getattr(args, "quick", False) and getattr(args, "preset", None) not in (None, "quick"):
+        if getattr(args, "quick", False) and getattr(args, "preset", None) is not None:
             raise UsageError("--quick and --preset: give one")
         if preset:
             values.update(self.presets[preset][1])
@@ -363,6 +379,10 @@ class Experiment:
 
     def train_x(self, data) -> torch.Tensor:
         raise NotImplementedError
+
+    def fresh(self, data) -> bool:
+        """Whether training draws fresh samples at every step (a stream, e.g. random crops)."""
+        return hasattr(self.train_x(data), "set_epoch")
 
     def new_model(self, cfg: Config) -> torch.nn.Module:
         raise NotImplementedError
@@ -449,6 +469,7 @@ class Experiment:
                 raise UsageError(f"--resume refused: {out!r} holds a different {self.name} run; "
                                  f"differing options: {'; '.join(diff)}. Use another --out, or "
                                  "--overwrite (without --resume) to replace it")
+            check_world(ck_path, load_checkpoint(ck_path), launch_info()[1], what=UsageError)
             # analysis-only options are taken as asked for now
             return replace(saved, **{k: getattr(cfg, k) for k in cfg.analysis_only()})
         if held is not None and has_ck and self.same_run(held[1], cfg):
@@ -487,7 +508,7 @@ class Experiment:
         if ck is not None and checkpoint_steps(ck, n_train) >= tcfg.total_steps(n_train):
             asked = cfg.length()
             cfg = saved  # the run as it was trained (with the analysis options asked for now)
-            trained = trained_summary(ck, cfg, n_train, tcfg.batch_size)
+            trained = trained_summary(ck, cfg, n_train, tcfg.batch_size, fresh=self.fresh(data))
             if echo:
                 echo(f"already done: {out} holds a run that {trained_text(trained)}; "
                      f"{plural(asked, cfg.LENGTH.rstrip('s'))} requested; re-analysing it")
@@ -497,7 +518,7 @@ class Experiment:
                              f"{tcfg.total_steps(n_train):,} Adam steps): pass --resume to continue "
                              "it or --overwrite to start again")
         else:
-            if overwrite and dist_info()[0] == 0:
+            if overwrite and launch_info()[0] == 0:
                 clear_run(out)
             try:
                 history = train(model, self.train_x(data), self.metric(cfg), tcfg, checkpoint=ck_path,
@@ -508,8 +529,8 @@ class Experiment:
                 kept = (f"the last good checkpoint (step {e.good_step}) is kept in {ck_path}"
                         if e.good_step else "no checkpoint was written")
                 raise UsageError(f"{e}; {kept}; {self.suggestion(cfg)}") from None
-            trained = trained_summary(history, cfg, n_train, tcfg.batch_size)
-        if dist_info()[0] != 0:
+            trained = trained_summary(history, cfg, n_train, tcfg.batch_size, fresh=self.fresh(data))
+        if launch_info()[0] != 0:
             return None
         res = self.analyze_model(cfg, model, data, trained, n_samples=None, progress=progress)
         res["wall_seconds"] = time.perf_counter() - t0
@@ -519,6 +540,35 @@ class Experiment:
             echo("wrote " + ", ".join(paths))
         return res
 
+    def other_run(self, out: str, ck: dict, checkpoint: str, cfg: Config) -> str | None:
+        """What ``out`` holds if it is not this checkpoint's run (None if it holds nothing, or
+        this run): a checkpoint counts as this run only when it is the same file content; the
+        outputs of an earlier ``analyze --out`` only when their description (analysis-only
+        options aside), Adam steps and world size are this checkpoint's."""
+        import filecmp
+        import json
+
+        held = folder_run(out)
+        if held is None:
+            return None
+        theirs = os.path.join(out, CHECKPOINT)
+        if os.path.exists(theirs):
+            same = filecmp.cmp(theirs, checkpoint, shallow=False)
+            return None if same else f"{held[0]} (another checkpoint)"
+        if not self.same_run(held[1], cfg):
+            return held[0]
+        try:
+            with open(os.path.join(out, "results.json")) as f:
+                t = json.load(f).get("training") or {}
+        except (OSError, ValueError):
+            return held[0]
+        world = int(ck.get("world_size", 1))
+        steps = checkpoint_steps(ck, int(t.get("n_train") or 1))  # n_train: old checkpoints only
+        if t.get("steps") != steps or int(t.get("world_size", 1)) != world:
+            return (f"{held[0]} trained otherwise ({t.get('steps')} Adam steps in world size "
+                    f"{t.get('world_size', 1)}; this checkpoint: {steps} in world size {world})")
+        return None
+
     def analyze(self, ck: dict, desc: dict, checkpoint: str, out: str | None = None, *,
                 n_samples: int | None = None, overwrite: bool = False, figures: bool = True,
                 progress: bool = True, echo=print) -> dict:
@@ -527,15 +577,16 @@ class Experiment:
         cfg = self.config_cls.from_dict(desc)
         here = os.path.dirname(os.path.abspath(checkpoint))
         out = out or here
-        if os.path.abspath(out) != here:
-            held = folder_run(out)
-            if held is not None and not self.same_run(held[1], cfg) and not overwrite:
-                raise UsageError(f"{out!r} already holds {held[0]}: pass --overwrite to write this "
+        if os.path.abspath(out) != here and not overwrite:
+            other = self.other_run(out, ck, checkpoint, cfg)
+            if other is not None:
+                raise UsageError(f"{out!r} already holds {other}: pass --overwrite to write this "
                                  "analysis there (or choose another --out)")
         data = self.load_data(cfg, progress)
         model = self.model_from_checkpoint(ck, checkpoint)
         model.eval()
-        trained = trained_summary(ck, cfg, self.n_train(data), int(ck["train"]["batch_size"]))
+        trained = trained_summary(ck, cfg, self.n_train(data), int(ck["train"]["batch_size"]),
+                                  fresh=self.fresh(data))
         res = self.analyze_model(cfg, model, data, trained, n_samples=n_samples, progress=progress)
         paths = self.write_outputs(out, res, model, data, figures=figures)
         if echo:

@@ -15,7 +15,7 @@ import torch
 from .. import metrics
 from ..data.digits import DIGIT_PIXELS
 from ..models import DigitsVAE
-from ..train import dist_info
+from ..train import launch_info
 from .base import UsageError, int_at_least, nonneg_int, opt, positive_float, positive_int
 from .real import RealConfig, RealData, RealExperiment
 
@@ -94,7 +94,7 @@ class DigitsExperiment(RealExperiment):
 
         t0 = time.perf_counter()
         m = load_mnist(cfg.data)  # read before any status line: a bad file is one error line
-        if progress and dist_info()[0] == 0:
+        if progress and launch_info()[0] == 0:
             print(f"loaded MNIST: {m.train.shape[0]:,} training and {m.test.shape[0]:,} held-out images "
                   f"... {time.perf_counter() - t0:.1f} s", file=sys.stderr, flush=True)
         return RealData(m.train, m.test, m.source, progress)

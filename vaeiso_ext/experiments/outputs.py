@@ -77,7 +77,8 @@ def run_title(results: dict, what: str) -> str:
     cfg = results.get("config", {})
     t = results.get("training") or {}
     ep = t.get("epochs_done")
-    ep_s = "" if ep is None else f" ({plural(ep, 'epoch')})"
+    # a stream of fresh samples has no epochs to speak of (its "epoch" is a reseeding period)
+    ep_s = "" if ep is None or t.get("fresh_samples") else f" ({plural(ep, 'epoch')})"
     parts = [results.get("experiment", "?")]
     if cfg.get("dataset"):
         parts.append(cfg["dataset"])

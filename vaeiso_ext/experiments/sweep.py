@@ -12,6 +12,7 @@ import os
 from dataclasses import dataclass, fields
 
 from ..data import TOY_DATASETS
+from ..train import launch_info
 from .base import (Config, Experiment, UsageError, folder_run, int_at_least, nonneg_int, opt, plural,
                    positive_float, positive_int)
 from .outputs import fmt, md_table, plt, results_json, save_figure, write_atomic
@@ -76,6 +77,10 @@ class SweepExperiment(Experiment):
     description = ("Train and analyse a toy run per (dataset, loss, lambda) into OUT/<dataset>_<loss>_"
                    "lam<lambda>/, then sweep.json, report.md and figures. Re-running continues it.")
     config_cls = SweepConfig
+    presets = {"quick": ("a smoke run of the sweep: mix, sse and downward, lambda 10, 100, 1000, 5 epochs "
+                         "of 10,000 samples, 2,000 held out", {"datasets": "mix", "losses": "sse,downward",
+                                                               "lambdas": "10,100,1000", "epochs": 5,
+                                                               "n_train": 10_000, "n_test": 2_000})}
     default_threads = 1
     analyzable = False
 
@@ -109,7 +114,8 @@ def _finished(folder: str, run: ToyConfig) -> dict | None:
 def sweep(cfg: SweepConfig, out: str, *, overwrite: bool = False, progress: bool = True,
           echo=print) -> list[dict]:
     """Train and analyse every run of the grid (sequentially: one core each is what this tiny
-    model uses well), then write the sweep table and figures."""
+    model uses well), then write the sweep table and figures. Under torchrun each run trains
+    data-parallel; rank 0 alone analyses and writes (other ranks return [])."""
     runs = cfg.runs()
     plan = []
     for run in runs:  # every refusal before any training
@@ -122,6 +128,11 @@ def sweep(cfg: SweepConfig, out: str, *, overwrite: bool = False, progress: bool
             raise UsageError(f"{folder!r} holds {held[0]} with other settings than this sweep's; "
                              "pass --overwrite to replace it, or choose another --out")
         plan.append((run, folder, "new" if held is None else "resume" if same else "replace"))
+    rank, world = launch_info()
+    if world > 1:  # every rank has read the folders before rank 0 changes any
+        import torch.distributed as dist
+
+        dist.barrier()
     all_res = []
     for i, (run, folder, mode) in enumerate(plan):
         old = _finished(folder, run) if mode == "resume" else None
@@ -132,8 +143,12 @@ def sweep(cfg: SweepConfig, out: str, *, overwrite: bool = False, progress: bool
             echo(f"[{i + 1}/{len(plan)}] {run.dataset} {run.loss} lambda={run.lam:g}")
         res = TOY.reproduce(run, folder, resume=mode == "resume", overwrite=mode == "replace",
                             progress=progress, figures=False, echo=None)
+        if res is None:  # a rank other than 0 of a data-parallel sweep: rank 0 analyses and writes
+            continue
         res.pop("samples", None)
         all_res.append(json.loads(results_json(res)))
+    if rank != 0:
+        return []
     rows = sweep_rows(all_res)
     figs = sweep_figures(rows, os.path.join(out, "figures"))
     write_atomic(os.path.join(out, "sweep.json"), json.dumps(rows, indent=1) + "\n")

@@ -348,7 +348,7 @@ class ToyExperiment(Experiment):
     description = ("Train the App. D.1 VAE on a toy dataset, analyse it on held-out data against the "
                    "true density, and write results.json, report.md and figures.")
     config_cls = ToyConfig
-    presets = {"quick": ("60 epochs (the demo; about half a minute on one core)", {"epochs": 60})}
+    presets = {"quick": ("60 epochs (the demo, `make demo`)", {"epochs": 60})}
     default_threads = 1  # the tiny MLP gains nothing from more
 
     def default_out(self, cfg: ToyConfig) -> str:

@@ -24,8 +24,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ._modes import acc_dtype
-from ._ssim import check_finite, check_pair, check_params, check_range_for, check_window_fits, pad_small
-from ._ssim import scale_by_range, ssim_pass
+from ._ssim import check_pair, check_params, check_range_for, check_weight, check_window_fits
+from ._ssim import pad_small, scale_by_range, ssim_pass
 
 MS_SSIM_WEIGHTS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)
 _NORMALIZE = ("relu", "simple", None)
@@ -72,6 +72,9 @@ def ms_ssim(x: Tensor, y: Tensor, *, weights: Sequence[float] = MS_SSIM_WEIGHTS,
             per-image ``(N,)`` tensor; the value does not change when ``x``, ``y`` and
             ``data_range`` are scaled together): as in :func:`ssim`.
 
+    ``x``, ``y`` may also be one unbatched ``(C, H, W)`` pair (a 0-d result), as in every SSIM-family
+    function.
+
     Returns:
         ``(N,)``. Every autograd mode works (docs/ops.md, conventions): the fused backward kernel per level in
         reverse mode; double backward (``create_graph=True``), ``hessian`` and ``vmap`` over a
@@ -81,7 +84,10 @@ def ms_ssim(x: Tensor, y: Tensor, *, weights: Sequence[float] = MS_SSIM_WEIGHTS,
         ``torch.compile`` each level's kernel is one custom-op node.
     """
     fn = "ms_ssim"
-    out_dtype = check_pair(fn, x, y)
+    out_dtype = check_pair(fn, x, y, unbatched=True)
+    if x.dim() == 3:  # one (C, H, W) pair: a 0-d value, as every SSIM-family function gives
+        return ms_ssim(x.unsqueeze(0), y.unsqueeze(0), weights=weights, window_size=window_size, sigma=sigma,
+                       k1=k1, k2=k2, data_range=data_range, normalize=normalize).squeeze(0)
     ws, sigma, k1, k2, rng, _ = check_params(fn, window_size, sigma, k1, k2, data_range)
     w = check_weights(fn, weights)
     if normalize not in _NORMALIZE:
@@ -136,7 +142,8 @@ def ssim_l1_loss(x: Tensor, y: Tensor, *, ssim_weight: float = 0.2, window_size:
     Args:
         x, y: ``(N, C, H, W)``, or one ``(C, H, W)`` pair, dtypes and strides as in
             :func:`ms_ssim`.
-        ssim_weight: the weight of ``1 - SSIM``, a finite number (usually in [0, 1]).
+        ssim_weight: the weight of ``1 - SSIM``, in [0, 1] (``1 - ssim_weight`` weighs the L1
+            term; a weight outside would reward one of the two terms for growing).
         window_size, sigma, k1, k2, data_range, padding ("same", the default, or "valid"): as in
             :func:`ssim`. The SSIM term does not change when ``x``, ``y`` and ``data_range`` are
             scaled together; the L1 term is in the images' units.
@@ -149,7 +156,7 @@ def ssim_l1_loss(x: Tensor, y: Tensor, *, ssim_weight: float = 0.2, window_size:
     fn = "ssim_l1_loss"
     out_dtype = check_pair(fn, x, y, unbatched=True)
     ws, sigma, k1, k2, rng, same = check_params(fn, window_size, sigma, k1, k2, data_range, padding)
-    sw = check_finite(fn, "ssim_weight", ssim_weight)
+    sw = check_weight(fn, "ssim_weight", ssim_weight)
     unbatched = x.dim() == 3
     if unbatched:
         x, y = x.unsqueeze(0), y.unsqueeze(0)

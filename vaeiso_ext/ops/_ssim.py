@@ -44,7 +44,8 @@ def ssim(x: Tensor, y: Tensor, *, window_size: int = 11, sigma: float = 1.5, k1:
     and averages all ``H x W`` positions (an image smaller than the window included).
 
     Args:
-        x, y: ``(N, C, H, W)``, same shape and device; float32, float64, float16 or bfloat16
+        x, y: ``(N, C, H, W)``, same shape and device, or one unbatched ``(C, H, W)`` pair (a 0-d
+            result; so in every SSIM-family function); float32, float64, float16 or bfloat16
             (the half types compute in float32); any strides. With ``"valid"`` the window must
             fit in ``H`` and ``W``. Same dtype, or autocast's mix of a half type and float32 (a
             half prediction against a float32 target), which computes in float32.
@@ -82,7 +83,10 @@ def one_minus_ssim(x: Tensor, y: Tensor, *, window_size: int = 11, sigma: float 
 
 
 def _ssim_value(fn, x, y, window_size, sigma, k1, k2, data_range, padding, loss):
-    out_dtype = check_pair(fn, x, y)
+    out_dtype = check_pair(fn, x, y, unbatched=True)
+    if x.dim() == 3:  # one (C, H, W) pair: a 0-d value, as every SSIM-family function gives
+        return _ssim_value(fn, x.unsqueeze(0), y.unsqueeze(0), window_size, sigma, k1, k2, data_range,
+                           padding, loss).squeeze(0)
     x, y, ws, sigma, k1, k2, dr, same = _prepare(fn, x, y, window_size, sigma, k1, k2, data_range, padding)
     one_minus, _ = ssim_pass(x, y, ws, sigma, k1, k2, dr, same, cs_only=False, with_l1=False)
     v = one_minus.mean(1)  # the mean over channels of the per-channel 1 - SSIM
@@ -250,6 +254,15 @@ def check_finite(fn: str, name: str, value) -> float:
     if not math.isfinite(float(value)):
         raise ValueError(f"{fn}: {name}: expected a finite number, got {value!r}")
     return float(value)
+
+
+def check_weight(fn: str, name: str, value) -> float:
+    """A weight in [0, 1] (``TypeError`` for a non-number, ``ValueError`` otherwise): outside it,
+    one of the two terms it mixes would be rewarded for growing."""
+    value = check_finite(fn, name, value)
+    if not 0 <= value <= 1:
+        raise ValueError(f"{fn}: {name}: expected a weight in [0, 1], got {value!r}")
+    return value
 
 
 def check_window_size(fn: str, window_size) -> int:
