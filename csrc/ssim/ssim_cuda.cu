@@ -304,7 +304,11 @@ __global__ void filter_ht_kernel(const acc_t* __restrict__ tmp, scalar_t* __rest
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, TYPE, NAME, __VA_ARGS__)
 
 // The launch plan of a pass on the current device (ssim_cuda_plan.h), opting the kernel in to
-// more than 48 KB of shared memory when the plan needs it.
+// more than 48 KB of shared memory when the plan needs it. The opt-in is always the largest the
+// device allows beside the kernel's static shared memory (as the runtime counts it), never this
+// call's need: the attribute is the kernel's, shared by every host thread, and a thread that set
+// it to a smaller need between another thread's set and launch would fail that launch. Every
+// writer writes the same value.
 template <typename acc_t, typename Kernel>
 cuda_plan::Plan plan_launch(Kernel kernel, cuda_plan::Pass pass, int64_t ws, const char* op) {
   int dev = 0, max_bytes = 0;
@@ -315,8 +319,16 @@ cuda_plan::Plan plan_launch(Kernel kernel, cuda_plan::Pass pass, int64_t ws, con
   TORCH_CHECK(p.chunk >= 1, op, ": this GPU's shared memory per block (", max_bytes,
               " bytes) is too small for the SSIM tile");
   if (p.opt_in) {
+    cudaFuncAttributes attr{};
+    C10_CUDA_CHECK(cudaFuncGetAttributes(&attr, kernel));
+    const int64_t most = int64_t(max_bytes) - int64_t(attr.sharedSizeBytes);
+    // The planner budgets p.static_bytes beside the tile (the resource gate checks the built
+    // kernels against it); should the runtime count more, a clear error instead of a bad launch.
+    TORCH_CHECK(p.dynamic_bytes <= most, op, ": the SSIM tile needs ", p.dynamic_bytes,
+                " bytes of dynamic shared memory, this kernel may use ", most, " (static ",
+                attr.sharedSizeBytes, " of ", max_bytes, " bytes per block)");
     C10_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                        static_cast<int>(p.dynamic_bytes)));
+                                        static_cast<int>(most)));
   }
   return p;
 }
