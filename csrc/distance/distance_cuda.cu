@@ -5,13 +5,15 @@
 // runs of kVec (16 bytes: 8 halves, 4 floats, 2 doubles) that it loads with one 128-bit access
 // when the inputs are aligned (cuda_vec.cuh); unaligned inputs take the same elements one at
 // a time, in the same order, so both paths give the same bits. Terms and partials use float
-// for float/half/bfloat16 and double for double. Backward: one thread per element of base,
+// for float/half/bfloat16 and double for double; the finalize adds the partials in double. Backward: one thread per element of base,
 // visiting the K others in order (the derivatives of distance_math.h).
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
 #include <ATen/ATen.h>
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAStream.h>
+
+#include <type_traits>
 
 #include "cuda_vec.cuh"
 #include "distance/distance_kernels.h"
@@ -99,17 +101,23 @@ partials_kernel(const scalar_t* __restrict__ base, const scalar_t* __restrict__ 
   }
 }
 
-template <typename scalar_t, typename acc_t>
+// out[n, k] = (the S partials of (n, k), added in order in double) * w[n], as the CPU does:
+// in float, ~4,000 partials at L = 10^6 would lose ~log2(4000) bits to the running sum.
+template <typename scalar_t, typename acc_t, typename out_t>
 __global__ void finalize_kernel(const acc_t* __restrict__ partial, const scalar_t* __restrict__ w,
-                                int64_t w_sn, scalar_t* __restrict__ out, int64_t N, int64_t S,
+                                int64_t w_sn, out_t* __restrict__ out, int64_t N, int64_t S,
                                 int64_t K) {
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < N * K;
        i += int64_t(blockDim.x) * gridDim.x) {
     const int64_t n = i / K, k = i % K;
-    acc_t acc = acc_t(0);
-    for (int64_t seg = 0; seg < S; ++seg) acc += partial[(n * S + seg) * K + k];
-    if (w != nullptr) acc *= static_cast<acc_t>(w[n * w_sn]);
-    out[i] = static_cast<scalar_t>(acc);
+    double acc = 0.0;
+    for (int64_t seg = 0; seg < S; ++seg) acc += static_cast<double>(partial[(n * S + seg) * K + k]);
+    if (w != nullptr) acc *= static_cast<double>(static_cast<acc_t>(w[n * w_sn]));
+    if constexpr (std::is_same_v<out_t, double>) {
+      out[i] = acc;
+    } else {
+      out[i] = static_cast<out_t>(static_cast<acc_t>(acc));  // via acc_t, as the CPU rounds
+    }
   }
 }
 
@@ -181,32 +189,43 @@ void partials_cuda(const at::Tensor& base, const at::Tensor& others, const Strid
   });
 }
 
-void finalize_cuda(const at::Tensor& partial, const std::optional<at::Tensor>& weight,
-                   at::Tensor& out) {
+// out: (N, K) in the inputs' dtype (`scalar_type`), or double (the D of grad_weight).
+void finalize_cuda(const at::Tensor& partial, at::ScalarType scalar_type,
+                   const std::optional<at::Tensor>& weight, at::Tensor& out) {
   const int64_t N = partial.size(0), S = partial.size(1), K = partial.size(2);
   if (N * K == 0) return;
   const int64_t blocks = std::min<int64_t>((N * K + 255) / 256, 65535);
-  VAEISO_DISPATCH_CUDA(out.scalar_type(), "pair_distances_finalize_cuda", [&] {
+  VAEISO_DISPATCH_CUDA(scalar_type, "pair_distances_finalize_cuda", [&] {
     using acc_t = at::opmath_type<scalar_t>;
-    finalize_kernel<scalar_t, acc_t>
-        <<<static_cast<unsigned>(blocks), 256, 0, c10::cuda::getCurrentCUDAStream()>>>(
-            partial.const_data_ptr<acc_t>(),
-            weight.has_value() ? weight->const_data_ptr<scalar_t>() : nullptr,
-            weight.has_value() ? weight->stride(0) : 0, out.mutable_data_ptr<scalar_t>(), N, S,
-            K);
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
+    auto launch = [&](auto* out_ptr) {
+      finalize_kernel<<<static_cast<unsigned>(blocks), 256, 0, c10::cuda::getCurrentCUDAStream()>>>(
+          partial.const_data_ptr<acc_t>(), weight.has_value() ? weight->const_data_ptr<scalar_t>() : nullptr,
+          weight.has_value() ? weight->stride(0) : 0, out_ptr, N, S, K);
+      C10_CUDA_KERNEL_LAUNCH_CHECK();
+    };
+    if (out.scalar_type() == at::kDouble) {
+      launch(out.mutable_data_ptr<double>());
+    } else {
+      launch(out.mutable_data_ptr<scalar_t>());
+    }
   });
+}
+
+// D (N, K) of the forward without weight into `out` (the inputs' dtype, or double).
+void distances_cuda(const at::Tensor& base, const at::Tensor& others, const Strided& s, Metric m,
+                    const std::optional<at::Tensor>& weight, at::Tensor& out) {
+  const int64_t S = (s.L + kSegment - 1) / kSegment;
+  const auto pdt = base.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
+  auto partial = at::empty({s.N, S, s.K}, base.options().dtype(pdt));
+  partials_cuda(base, others, s, m, partial);
+  finalize_cuda(partial, base.scalar_type(), weight, out);
 }
 
 }  // namespace
 
 void forward_cuda(const at::Tensor& base, const at::Tensor& others, const Strided& s, Metric m,
                   const std::optional<at::Tensor>& weight, at::Tensor& out) {
-  const int64_t S = (s.L + kSegment - 1) / kSegment;
-  const auto pdt = base.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
-  auto partial = at::empty({s.N, S, s.K}, base.options().dtype(pdt));
-  partials_cuda(base, others, s, m, partial);
-  finalize_cuda(partial, weight, out);
+  distances_cuda(base, others, s, m, weight, out);
 }
 
 void backward_cuda(const at::Tensor& base, const at::Tensor& others, const Strided& s, Metric m,
@@ -235,10 +254,11 @@ void backward_cuda(const at::Tensor& base, const at::Tensor& others, const Strid
     });
   }
   if (grad_weight.defined()) {
-    // d/d weight[n] = sum over k of grad[n, k] D[n, k], with D from the forward pass
-    auto d = at::empty({s.N, s.K}, base.options());
-    forward_cuda(base, others, s, m, std::nullopt, d);
-    grad_weight.copy_((grad.to(at::kDouble) * d.to(at::kDouble)).sum(1));
+    // d/d weight[n] = sum over k of grad[n, k] D[n, k], with D from the forward pass kept in
+    // double as on the CPU (in a half dtype D would be rounded to 11 or 8 bits, or overflow).
+    auto d = at::empty({s.N, s.K}, base.options().dtype(at::kDouble));
+    distances_cuda(base, others, s, m, std::nullopt, d);
+    grad_weight.copy_((grad.to(at::kDouble) * d).sum(1));
   }
 }
 
