@@ -220,40 +220,6 @@ def test_pair_distances_cuda_vector_and_scalar_paths_agree(dtype, metric):
 # ------------------------------------------------------------------- GEMM policy (TF32, determinism)
 
 @cuda
-def test_gemms_ignore_tf32_and_restore_the_flag():
-    """With TF32 allowed globally, GDN's channel mixing and ssim_metric_gram's Gram products still
-    run in full float32 (TF32 keeps 10 mantissa bits: ~5e-4 relative error on these sums, which
-    the tolerances below reject), and the user's setting is left as it was."""
-    old = torch.backends.cuda.matmul.allow_tf32
-    try:
-        torch.backends.cuda.matmul.allow_tf32 = True
-        C = 192
-        beta, gamma = _gdn_params(C, "cuda", torch.float32)
-        gamma = gamma + 0.5  # large off-diagonal mixing: the GEMM dominates norm
-        x = torch.randn(4, C, 16, 16, generator=torch.Generator().manual_seed(5)).cuda()
-        out = ops.gdn(x, beta, gamma)
-        want = reference.gdn(x.double(), beta.double(), gamma.double())
-        # float32: norm sums C = 192 positive products, relative error <= C eps / 2 = 5.7e-6 in any
-        # summation order, halved by norm^-1/2, plus a few roundings; TF32 errs ~2e-5 typically
-        # and beyond 5e-5 somewhere among these 196608 outputs
-        torch.testing.assert_close(out.double(), want, rtol=6e-6, atol=1e-7)
-        assert torch.backends.cuda.matmul.allow_tf32 is True
-
-        xi, _ = _images(1, 3, 48, 48, "cuda", torch.float32, seed=6)
-        v = torch.randn(1, 24, 3, 48, 48, generator=torch.Generator().manual_seed(7)).cuda()
-        gram = ops.ssim_metric_gram(xi, v)
-        gram_want = reference.ssim_metric_gram(xi.double(), v.double())
-        # dot products of n = 3 * 48 * 48 terms: float32 errs ~sqrt(n) eps |term| ~ 1e-9 of the
-        # diagonal scale (n |term|) off the diagonal and ~5e-6 relative on it; TF32 (eps 4.9e-4)
-        # errs ~6e-6 of the diagonal scale off the diagonal, 30x this atol
-        diag = gram_want.diagonal(dim1=1, dim2=2).abs().max().item()
-        torch.testing.assert_close(gram.double(), gram_want, rtol=2e-5, atol=2e-7 * diag)
-        assert torch.backends.cuda.matmul.allow_tf32 is True
-    finally:
-        torch.backends.cuda.matmul.allow_tf32 = old
-
-
-@cuda
 def test_deterministic_mode_repeats_bitwise_or_names_the_fix():
     """Under torch.use_deterministic_algorithms(True) the GEMM-based ops either repeat bit for bit
     (torch >= 2.10 needs no CUBLAS_WORKSPACE_CONFIG) or fail with an error naming the op and the
@@ -391,10 +357,11 @@ _PRECISION_APIS = {
 @cuda
 @pytest.mark.parametrize("api", list(_PRECISION_APIS))
 def test_gemms_full_float32_under_every_precision_api(api):
-    """Each of torch's ways to allow TF32: gdn, its backward and ssim_metric_gram neither raise
-    (the legacy flag, which the old scope read and wrote, raises once the new API has set it) nor
-    change the user's setting (read back through the API that set it), and still run in full
-    float32 (the tolerances of test_gemms_ignore_tf32_and_restore_the_flag, which TF32 fails)."""
+    """With TF32 allowed through each of torch's ways, GDN's channel mixing (forward and backward)
+    and ssim_metric_gram's Gram products neither raise (the legacy flag, which the old scope read
+    and wrote, raises once the new API has set it) nor change the user's setting (read back
+    through the API that set it), and still run in full float32 (TF32 keeps 10 mantissa bits:
+    ~5e-4 relative error on these sums, which the tolerances below reject)."""
     set_, check = _PRECISION_APIS[api]
     old = torch.get_float32_matmul_precision()
     try:
@@ -406,6 +373,9 @@ def test_gemms_full_float32_under_every_precision_api(api):
         out = ops.gdn(x, beta, gamma)
         assert check(), "the user's precision setting changed"
         want = reference.gdn(x.detach().double(), beta.double(), gamma.double())
+        # float32: norm sums C = 192 positive products, relative error <= C eps / 2 = 5.7e-6 in any
+        # summation order, halved by norm^-1/2, plus a few roundings; TF32 errs ~2e-5 typically
+        # and beyond 5e-5 somewhere among these 196608 outputs
         torch.testing.assert_close(out.detach().double(), want, rtol=6e-6, atol=1e-7)
         (gx,) = torch.autograd.grad(out, x, torch.ones_like(out))
         assert check()
@@ -419,6 +389,9 @@ def test_gemms_full_float32_under_every_precision_api(api):
         v = torch.randn(1, 24, 3, 48, 48, generator=torch.Generator().manual_seed(7)).cuda()
         gram = ops.ssim_metric_gram(xi, v)
         gram_want = reference.ssim_metric_gram(xi.double(), v.double())
+        # dot products of n = 3 * 48 * 48 terms: float32 errs ~sqrt(n) eps |term| ~ 1e-9 of the
+        # diagonal scale (n |term|) off the diagonal and ~5e-6 relative on it; TF32 (eps 4.9e-4)
+        # errs ~6e-6 of the diagonal scale off the diagonal, 30x this atol
         diag = gram_want.diagonal(dim1=1, dim2=2).abs().max().item()
         torch.testing.assert_close(gram.double(), gram_want, rtol=2e-5, atol=2e-7 * diag)
         assert check()
