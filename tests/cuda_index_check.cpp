@@ -1,5 +1,6 @@
-// CPU check of the SSIM CUDA kernels' own index arithmetic (csrc/ssim/ssim_cuda_index.h), built
-// and run by tests/test_cuda_index.py with the system C++ compiler (no torch, no CUDA). Each
+// CPU check of the CUDA kernels' own index arithmetic (csrc/ssim/ssim_cuda_index.h,
+// csrc/distance/distance_cuda_index.h), built and run by tests/test_cuda_index.py with the
+// system C++ compiler (no torch, no CUDA). Each
 // check restates what the kernel needs from first principles; the program prints the first
 // failures of each and exits 1 when any failed, else prints "ok" and the number of cases.
 #include <cstdint>
@@ -9,11 +10,13 @@
 #include <string>
 #include <vector>
 
+#include "distance/distance_cuda_index.h"
 #include "ssim/ssim_cuda_index.h"
 #include "ssim/ssim_cuda_plan.h"
 
 namespace ci = vaeiso::ssim::cuda_index;
 namespace cp = vaeiso::ssim::cuda_plan;
+namespace di = vaeiso::distance::cuda_index;
 
 namespace {
 
@@ -28,6 +31,14 @@ void fail(const char* what, int64_t a, int64_t b, int64_t c, int64_t d, int64_t 
     std::printf("FAIL %s: %lld %lld %lld %lld %lld\n", what, (long long)a, (long long)b, (long long)c,
                 (long long)d, (long long)e);
   }
+}
+
+// The first staged slot no tap reads, or -1.
+int64_t first_unread(const std::vector<int>& used) {
+  for (size_t i = 0; i < used.size(); ++i) {
+    if (used[i] == 0) return int64_t(i);
+  }
+  return -1;
 }
 
 // The kernel's zero padding for "valid" (false) and "same" (true), and its outputs (ssim_kernels.h).
@@ -112,11 +123,99 @@ void check_adjoint(int64_t ws, int64_t chunk, int64_t c0, int64_t pad) {
         }
       }
     }
-    for (int64_t lc = 0; lc < cols; ++lc) {
-      if (used[lc] == 0) {
-        fail("staged adjoint column never read (ws chunk t0 lc c0)", ws, chunk, t0, lc, c0);
+    if (const int64_t lc = first_unread(used); lc >= 0) {
+      fail("staged adjoint column never read (ws chunk t0 lc c0)", ws, chunk, t0, lc, c0);
+      return;
+    }
+  }
+}
+
+// The forward's staged rows: for every window and chunk of taps, output row o0 + i (i < kTH)
+// reads tap t0 + t from a staged row inside the chunk's kTH + taps - 1 rows, holding image row
+// o0 + i + t0 + t - pad; and every staged row is read.
+void check_forward_staging(int64_t ws, int64_t chunk, int64_t o0, int64_t pad) {
+  ++cases;
+  for (int t0 = 0; t0 < ws; t0 += int(chunk)) {
+    const int taps = int(chunk < ws - t0 ? chunk : ws - t0), rows = cp::kTH + taps - 1;
+    std::vector<int> used(rows, 0);
+    for (int i = 0; i < cp::kTH; ++i) {
+      for (int t = 0; t < taps; ++t) {
+        const int r = ci::forward_slot(i, t);
+        if (r < 0 || r >= rows) {
+          fail("forward slot outside the staged rows (ws chunk t0 i t)", ws, chunk, t0, i, t);
+          return;
+        }
+        ++used[r];
+        if (ci::forward_staged_row(o0, t0, r, pad) != o0 + i + t0 + t - pad) {
+          fail("forward slot holds the wrong image row (ws chunk t0 i t)", ws, chunk, t0, i, t);
+          return;
+        }
+      }
+    }
+    if (const int64_t r = first_unread(used); r >= 0) {
+      fail("staged forward row never read (ws chunk t0 r o0)", ws, chunk, t0, r, o0);
+      return;
+    }
+  }
+}
+
+// pair_distances' partials pass over a sample of L elements, runs of V elements per lane: every
+// element in exactly one (block, warp task, lane, run, q), each warp task writing its own
+// partial in [0, segments(L)); full segments (the vector path) read whole runs starting at a
+// multiple of V.
+void check_distance(int64_t L, int V, std::vector<int>& count, std::vector<int>& seg_used) {
+  ++cases;
+  const int64_t blocks = di::tiles_for(L), S = di::segments(L);
+  count.assign(L, 0);
+  seg_used.assign(S, 0);
+  for (int64_t b = 0; b < blocks; ++b) {
+    const int64_t tile_len = di::tile_length(L, b);
+    if (tile_len < 1 || tile_len > di::kTile) {
+      fail("distance tile length (L V block)", L, V, b, tile_len, 0);
+      return;
+    }
+    const int64_t segs = di::segments(tile_len);
+    for (int seg = 0; seg < segs; ++seg) {
+      const int64_t p = di::segment_of(b, seg);
+      if (p < 0 || p >= S || seg_used[p]++ != 0) {
+        fail("distance partial index out of range or shared (L V block seg)", L, V, b, seg, p);
         return;
       }
+      const int64_t len = tile_len - int64_t(seg) * di::kSegment;
+      for (int lane = 0; lane < di::kWarp; ++lane) {
+        for (int r = 0; r < di::kPerLane / V; ++r) {
+          if (len >= di::kSegment && di::lane_element(r, lane, 0, V) % V != 0) {
+            fail("distance run not vector-aligned (L V r lane)", L, V, r, lane, 0);
+          }
+          for (int q = 0; q < V; ++q) {
+            const int e = di::lane_element(r, lane, q, V);
+            if (e < 0 || e >= di::kSegment) {
+              fail("distance element outside its segment (L V r lane q)", L, V, r, lane, q);
+              return;
+            }
+            if (q > 0 && e != di::lane_element(r, lane, 0, V) + q) fail("distance run not contiguous", L, V, r, lane, q);
+            const int64_t i = b * di::kTile + int64_t(seg) * di::kSegment + e;
+            if (e >= len) continue;  // past the sample's end: the kernel skips it
+            if (i >= L) {
+              fail("distance element beyond the sample (L V block seg e)", L, V, b, seg, e);
+              return;
+            }
+            ++count[i];
+          }
+        }
+      }
+    }
+  }
+  for (int64_t i = 0; i < L; ++i) {
+    if (count[i] != 1) {
+      fail("distance element not summed exactly once (L V element)", L, V, i, count[i], 0);
+      return;
+    }
+  }
+  for (int64_t p = 0; p < S; ++p) {
+    if (seg_used[p] != 1) {
+      fail("distance partial never written (L V partial)", L, V, p, 0, 0);
+      return;
     }
   }
 }
@@ -147,7 +246,15 @@ int main() {
   for (int64_t ws = 1; ws <= kMaxWindow; ++ws) {
     for (int64_t chunk = 1; chunk <= ws; ++chunk) {
       check_adjoint(ws, chunk, /*c0=*/cp::kTW * 3, /*pad=*/ws / 2);
+      check_forward_staging(ws, chunk, /*o0=*/cp::kTH * 2, /*pad=*/ws / 2);
     }
+  }
+  std::vector<int> seg_used;
+  for (int V : {1, 2, 4, 8}) {
+    for (int64_t L = 1; L <= 3 * di::kTile + di::kSegment + 7; L += (L < 2 * di::kSegment + 3 ? 1 : 13)) {
+      check_distance(L, V, count, seg_used);
+    }
+    check_distance(int64_t(di::kTile) * 5, V, count, seg_used);
   }
   if (failures > 0) {
     for (const auto& [what, n] : failed) std::printf("%lld x %s\n", (long long)n, what.c_str());

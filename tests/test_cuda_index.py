@@ -1,10 +1,13 @@
-"""The SSIM CUDA kernels' own index arithmetic (csrc/ssim/ssim_cuda_index.h), checked on the CPU.
+"""The CUDA kernels' own index arithmetic (csrc/ssim/ssim_cuda_index.h,
+csrc/distance/distance_cuda_index.h), checked on the CPU.
 
-The header is host-and-device and needs neither torch nor CUDA, so tests/cuda_index_check.cpp
-includes it as the kernels do and is built here with the system C++ compiler: the L1 term's tiles
-cover every image [0, H) x [0, W) exactly once for every padding, window up to 255 and image size
-from 1 (the first tiles' spans start before the image when the padding exceeds the tile, issue 32),
-and the backward's staged adjoint columns hold the map columns each tap reads.
+The headers are host-and-device and need neither torch nor CUDA, so tests/cuda_index_check.cpp
+includes them as the kernels do and is built here with the system C++ compiler: the SSIM L1
+term's tiles cover every image [0, H) x [0, W) exactly once for every padding, window up to 255
+and image size from 1 (the first tiles' spans started before the image when the padding
+exceeded the tile, issue 32), the rows the forward and the columns the backward stage per chunk
+of taps hold what each tap reads, and pair_distances' blocks, warp tasks and lane runs sum
+every element of a sample exactly once into its own partial.
 """
 
 import os

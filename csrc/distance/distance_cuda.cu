@@ -16,17 +16,15 @@
 #include <type_traits>
 
 #include "cuda_vec.cuh"
+#include "distance/distance_cuda_index.h"
 #include "distance/distance_kernels.h"
 
 namespace vaeiso::distance {
 namespace {
 
-constexpr int kWarp = 32;
-constexpr int kWarps = 8;
-constexpr int kThreads = kWarp * kWarps;
-constexpr int kPerLane = 8;
-constexpr int kSegment = kWarp * kPerLane;  // elements per warp task and per partial
-constexpr int kTile = kSegment * kWarps;    // elements of base per block
+// The tiling (kTile elements per block, kSegment per warp task and partial, kPerLane per lane)
+// and its index arithmetic: distance_cuda_index.h, checked on the CPU.
+using namespace cuda_index;
 constexpr int64_t kMaxGridY = 65535;
 
 template <typename acc_t>
@@ -36,7 +34,7 @@ __device__ __forceinline__ acc_t warp_sum(acc_t v) {
   return v;
 }
 
-// Elements of a lane's runs: run r covers e = r * kWarp * V + lane * V + q, q = 0 .. V - 1.
+// The length V of a lane's runs (lane_element, distance_cuda_index.h): one 16-byte vector.
 template <typename scalar_t>
 constexpr int run_length() {
   return kVec<scalar_t> < kPerLane ? kVec<scalar_t> : kPerLane;
@@ -51,9 +49,8 @@ partials_kernel(const scalar_t* __restrict__ base, const scalar_t* __restrict__ 
   __shared__ alignas(32) acc_t tile[kTile];
   const int lane = threadIdx.x % kWarp, warp = threadIdx.x / kWarp;
   const int64_t t0 = int64_t(blockIdx.x) * kTile;
-  const int64_t tile_len = s.L - t0 < kTile ? s.L - t0 : kTile;
-  const int segs = static_cast<int>((tile_len + kSegment - 1) / kSegment);
-  const int64_t seg0 = int64_t(blockIdx.x) * kWarps;
+  const int64_t tile_len = tile_length(s.L, blockIdx.x);
+  const int segs = static_cast<int>(segments(tile_len));
   for (int64_t n = blockIdx.y; n < s.N; n += gridDim.y) {
     const scalar_t* b = base + n * s.base_sn + t0;
     if (kVecOK && tile_len == kTile) {
@@ -78,7 +75,7 @@ partials_kernel(const scalar_t* __restrict__ base, const scalar_t* __restrict__ 
       if (kVecOK && len >= kSegment) {
 #pragma unroll
         for (int r = 0; r < kRuns; ++r) {
-          const int e0 = r * kWarp * V + lane * V;
+          const int e0 = lane_element(r, lane, 0, V);
           const auto ov = load_vec<V>(o + e0);
           const auto tv = load_vec<V>(bt + e0);
 #pragma unroll
@@ -89,13 +86,13 @@ partials_kernel(const scalar_t* __restrict__ base, const scalar_t* __restrict__ 
         for (int r = 0; r < kRuns; ++r) {
 #pragma unroll
           for (int q = 0; q < V; ++q) {
-            const int e = r * kWarp * V + lane * V + q;
+            const int e = lane_element(r, lane, q, V);
             if (e < len) acc += term<M>(bt[e], static_cast<acc_t>(o[e]));
           }
         }
       }
       acc = warp_sum(acc);
-      if (lane == 0) partial[(n * S + seg0 + seg) * s.K + k] = acc;
+      if (lane == 0) partial[(n * S + segment_of(blockIdx.x, seg)) * s.K + k] = acc;
     }
     __syncthreads();  // the tile is reused for the next sample
   }
@@ -161,7 +158,7 @@ namespace {
 void partials_cuda(const at::Tensor& base, const at::Tensor& others, const Strided& s, Metric m,
                    at::Tensor& partial) {
   if (s.N == 0 || s.K == 0 || s.L == 0) return;
-  const int64_t tiles = (s.L + kTile - 1) / kTile;
+  const int64_t tiles = tiles_for(s.L);
   TORCH_CHECK(tiles <= int64_t(INT32_MAX), "pair_distances: others: too many elements per sample (",
               s.L, ")");
   const dim3 grid(static_cast<unsigned>(tiles), static_cast<unsigned>(std::min(s.N, kMaxGridY)));
@@ -214,7 +211,7 @@ void finalize_cuda(const at::Tensor& partial, at::ScalarType scalar_type,
 // D (N, K) of the forward without weight into `out` (the inputs' dtype, or double).
 void distances_cuda(const at::Tensor& base, const at::Tensor& others, const Strided& s, Metric m,
                     const std::optional<at::Tensor>& weight, at::Tensor& out) {
-  const int64_t S = (s.L + kSegment - 1) / kSegment;
+  const int64_t S = segments(s.L);
   const auto pdt = base.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
   auto partial = at::empty({s.N, S, s.K}, base.options().dtype(pdt));
   partials_cuda(base, others, s, m, partial);

@@ -1,6 +1,6 @@
-// Index arithmetic of the SSIM CUDA kernels (ssim_cuda.cu) that no CPU kernel shares: which
-// tiles a pass launches, which pixels each tile of the forward adds to the fused L1 sum, and
-// where the backward stages the adjoint filter's columns. Host-and-device and free of CUDA and
+// Index arithmetic of the SSIM CUDA kernels (ssim_cuda.cu, ssim_cuda_tile.cuh) that no CPU
+// kernel shares: which tiles a pass launches, which pixels each tile of the forward adds to the
+// fused L1 sum, and where the forward and backward stage the window's rows and columns. Host-and-device and free of CUDA and
 // torch, so that tests/test_cuda_index.py compiles it with the system C++ compiler and checks
 // it on the CPU for every padding, window and image size (no GPU has to run the kernels).
 #pragma once
@@ -32,6 +32,13 @@ VAEISO_HD Span l1_span(int64_t tile, int64_t tiles, int64_t len, int64_t n, int6
   const int64_t hi = tile + 1 == tiles ? n : o0 + len - pad;
   return Span{clamp_to(lo, 0, n), clamp_to(hi, 0, n)};
 }
+
+// The forward's filter_tile (ssim_cuda_tile.cuh) stages, per chunk of taps t0 .. t0 + taps - 1,
+// the horizontal sums of tile rows r = 0 .. kTH + taps - 2, row r being image row
+// forward_staged_row(o0, t0, r, pad) (o0 the tile's first output row); output row o0 + i takes
+// tap t0 + t from staged row forward_slot(i, t), which holds image row o0 + i + t0 + t - pad.
+VAEISO_HD int64_t forward_staged_row(int64_t o0, int t0, int r, int64_t pad) { return o0 + t0 + r - pad; }
+VAEISO_HD int forward_slot(int i, int t) { return i + t; }
 
 // The backward's vertical adjoint pass stages, per chunk of taps t0 .. t0 + taps - 1 and per
 // tile row, the columns lc = 0 .. width + taps - 2 (width = the tile's kTW). Staged column lc
