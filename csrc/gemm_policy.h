@@ -10,7 +10,7 @@
 //   operands), so they get the same treatment. The switch is at::NoTF32Guard: a thread-local
 //   override that torch's cuBLAS paths consult before the global precision, so the user's
 //   setting is never read, written or restored (reading it through the legacy
-//   allowTF32CuBLAS() raises in torch >= 2.10 once the new fp32_precision API has set it), no
+//   allowTF32CuBLAS() raises once the new fp32_precision API has set it: torch 2.14.1), no
 //   mutex is needed, and other threads' matmuls keep their own precision.
 // - Deterministic mode. The torch releases this package supports (>= 2.10) give each CUDA
 //   stream its own cuBLAS workspace, so cuBLAS GEMMs repeat bit for bit on one device under

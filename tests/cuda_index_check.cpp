@@ -193,7 +193,9 @@ void check_distance(int64_t L, int V, std::vector<int>& count, std::vector<int>&
               fail("distance element outside its segment (L V r lane q)", L, V, r, lane, q);
               return;
             }
-            if (q > 0 && e != di::lane_element(r, lane, 0, V) + q) fail("distance run not contiguous", L, V, r, lane, q);
+            if (q > 0 && e != di::lane_element(r, lane, 0, V) + q) {
+              fail("distance run not contiguous (L V r lane q)", L, V, r, lane, q);
+            }
             const int64_t i = b * di::kTile + int64_t(seg) * di::kSegment + e;
             if (e >= len) continue;  // past the sample's end: the kernel skips it
             if (i >= L) {

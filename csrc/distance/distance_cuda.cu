@@ -5,8 +5,9 @@
 // runs of kVec (16 bytes: 8 halves, 4 floats, 2 doubles) that it loads with one 128-bit access
 // when the inputs are aligned (cuda_vec.cuh); unaligned inputs take the same elements one at
 // a time, in the same order, so both paths give the same bits. Terms and partials use float
-// for float/half/bfloat16 and double for double; the finalize adds the partials in double. Backward: one thread per element of base,
-// visiting the K others in order (the derivatives of distance_math.h).
+// for float/half/bfloat16 and double for double; the finalize adds the partials in double.
+// Backward: one thread per element of base, visiting the K others in order (the derivatives of
+// distance_math.h).
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
 #include <ATen/ATen.h>
@@ -98,8 +99,8 @@ partials_kernel(const scalar_t* __restrict__ base, const scalar_t* __restrict__ 
   }
 }
 
-// out[n, k] = (the S partials of (n, k), added in order in double) * w[n], as the CPU does:
-// in float, ~4,000 partials at L = 10^6 would lose ~log2(4000) bits to the running sum.
+// out[n, k] = (the S partials of (n, k), added in order in double) * w[n], as the CPU does: a
+// float running sum would add ~4,000 float roundings at L = 10^6.
 template <typename scalar_t, typename acc_t, typename out_t>
 __global__ void finalize_kernel(const acc_t* __restrict__ partial, const scalar_t* __restrict__ w,
                                 int64_t w_sn, out_t* __restrict__ out, int64_t N, int64_t S,

@@ -145,7 +145,8 @@ __global__ void __launch_bounds__(kThreads)
       const int taps = min(chunk, ws - t0), cols = kTW + taps - 1;
       for (int idx = tid; idx < kTH * cols; idx += kThreads) {
         const int r = idx / cols, lc = idx % cols;
-        const int64_t q = r0 + r + g.pad, pc = cuda_index::adjoint_staged_col(c0, g.pad, ws, t0, taps, lc);
+        const int64_t q = r0 + r + g.pad;
+        const int64_t pc = cuda_index::adjoint_staged_col(c0, g.pad, ws, t0, taps, lc);
         acc_t s[4] = {0, 0, 0, 0};
         if (pc >= 0 && pc < g.Wo && r0 + r < g.H) {
           for (int t = 0; t < ws; ++t) {

@@ -1,8 +1,9 @@
 // Index arithmetic of the SSIM CUDA kernels (ssim_cuda.cu, ssim_cuda_tile.cuh) that no CPU
 // kernel shares: which tiles a pass launches, which pixels each tile of the forward adds to the
-// fused L1 sum, and where the forward and backward stage the window's rows and columns. Host-and-device and free of CUDA and
-// torch, so that tests/test_cuda_index.py compiles it with the system C++ compiler and checks
-// it on the CPU for every padding, window and image size (no GPU has to run the kernels).
+// fused L1 sum, and where the forward and backward stage the window's rows and columns.
+// Host-and-device and free of CUDA and torch, so that tests/test_cuda_index.py compiles it with
+// the system C++ compiler and checks it on the CPU for every padding, window and image size (no
+// GPU has to run the kernels).
 #pragma once
 #include <cstdint>
 
