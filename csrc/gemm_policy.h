@@ -1,14 +1,17 @@
 // How the op families run their GEMMs (the channel mixing of GDN, the weighted Gram products
 // of ssim_metric_gram), which go to cuBLAS through ATen on CUDA:
 //
-// - Full float32. TF32 (torch.backends.cuda.matmul.allow_tf32, or
-//   torch.set_float32_matmul_precision("high")) keeps 10 mantissa bits, a relative error of
-//   ~1e-3 per product: far outside what these ops promise for float32 (docs/ops.md: float32 round-off).
-//   So a float32 GEMM on CUDA runs with TF32 switched off whatever the global setting, and the
-//   setting is restored afterwards. Half inputs are computed in float32 here too (their GEMMs
-//   take float operands), so they get the same treatment. A mutex keeps concurrent calls from
-//   restoring each other's state; the flag is global, so a matmul that another thread starts
-//   during the GEMM also runs without TF32 (more accurate, never less).
+// - Full float32. TF32 (torch.backends.cuda.matmul.allow_tf32 = True,
+//   torch.backends.cuda.matmul.fp32_precision = "tf32", or
+//   torch.set_float32_matmul_precision("high"/"medium")) keeps 10 mantissa bits, a relative
+//   error of ~1e-3 per product: far outside what these ops promise for float32 (docs/ops.md:
+//   float32 round-off). So a float32 GEMM on CUDA runs with TF32 switched off whatever the
+//   global setting. Half inputs are computed in float32 here too (their GEMMs take float
+//   operands), so they get the same treatment. The switch is at::NoTF32Guard: a thread-local
+//   override that torch's cuBLAS paths consult before the global precision, so the user's
+//   setting is never read, written or restored (reading it through the legacy
+//   allowTF32CuBLAS() raises once the new fp32_precision API has set it: torch 2.14.1), no
+//   mutex is needed, and other threads' matmuls keep their own precision.
 // - Deterministic mode. The torch releases this package supports (>= 2.10) give each CUDA
 //   stream its own cuBLAS workspace, so cuBLAS GEMMs repeat bit for bit on one device under
 //   torch.use_deterministic_algorithms(True) without CUBLAS_WORKSPACE_CONFIG. Should a torch
@@ -18,33 +21,20 @@
 #include <ATen/core/Tensor.h>
 #include <c10/util/Exception.h>
 
-#include <mutex>
+#include <optional>
 #include <string>
 
 namespace vaeiso {
 
+// TF32 off on this thread while alive, when `active`.
 class NoTF32Scope {
  public:
-  explicit NoTF32Scope(bool active) : active_(active) {
-    if (!active_) return;
-    lock_ = std::unique_lock<std::mutex>(mutex());
-    restore_ = at::globalContext().allowTF32CuBLAS();
-    if (restore_) at::globalContext().setAllowTF32CuBLAS(false);
+  explicit NoTF32Scope(bool active) {
+    if (active) guard_.emplace();
   }
-  ~NoTF32Scope() {
-    if (active_ && restore_) at::globalContext().setAllowTF32CuBLAS(true);
-  }  // then lock_ is released
-  NoTF32Scope(const NoTF32Scope&) = delete;
-  NoTF32Scope& operator=(const NoTF32Scope&) = delete;
 
  private:
-  static std::mutex& mutex() {
-    static std::mutex m;
-    return m;
-  }
-  bool active_;
-  bool restore_ = false;
-  std::unique_lock<std::mutex> lock_;
+  std::optional<at::NoTF32Guard> guard_;
 };
 
 // Runs `gemms()` (any ATen matmuls on tensors like `operand`) under the policy above; `op` names

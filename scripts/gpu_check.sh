@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# One command for a GPU hour: build for the GPU present, run the CUDA tests, compute-sanitizer
-# over a short CUDA subset, and the CUDA benchmark; everything lands in OUTDIR with a summary.
+# One command for a GPU hour: build for the GPU present, run the CUDA tests (the code review's
+# first: tests/test_cuda_kernels.py), the kernels' resource table (scripts/cuda_resources.py),
+# compute-sanitizer over a short CUDA subset, and the CUDA benchmark; everything lands in OUTDIR
+# with a summary.
 #
 #   bash scripts/gpu_check.sh [OUTDIR]        (default: out/gpu_check-<date>)
 #
@@ -88,9 +90,15 @@ fi
 run_step build_info env -C "$out" "$py" -c "import json, vaeiso_ext; i = vaeiso_ext.build_info()
 print(json.dumps(i, indent=1)); assert i['cuda'], 'the CUDA kernels were not built'"
 
-# ---- 3. the CUDA tests
+# ---- 3. the CUDA tests: first the review's (tests/test_cuda_kernels.py: each defect found by
+#         reading the code before any GPU ran it), with the CPU checks of the kernels' index
+#         arithmetic and the resource gate of the built kernels; then every other CUDA test
+first=("$repo/tests/test_cuda_kernels.py" "$repo/tests/test_cuda_index.py" "$repo/tests/test_cuda_resources.py")
+run_step pytest_cuda_first env -C "$out" "$py" -m pytest -q -rfEs -p no:cacheprovider \
+    --junitxml="$out/pytest_cuda_first.xml" "${first[@]}"
+run_step resources env -C "$out" "$py" "$repo/scripts/cuda_resources.py"
 run_step pytest_cuda env -C "$out" "$py" -m pytest -m cuda -q -rfEs -p no:cacheprovider \
-    --junitxml="$out/pytest_cuda.xml" "$repo/tests"
+    --junitxml="$out/pytest_cuda.xml" --ignore="$repo/tests/test_cuda_kernels.py" "$repo/tests"
 
 # ---- 4. compute-sanitizer over a short subset (the caching allocator off, so that memcheck
 #         sees each allocation's real bounds)
@@ -140,10 +148,15 @@ sum=$out/summary.md
     echo
     echo "Commands: commands.sh (each step as run)."
     echo
-    echo "## CUDA tests"
-    echo
-    if [ -f "$out/pytest_cuda.xml" ]; then
-        "$py" - "$out/pytest_cuda.xml" <<'PY'
+    for x in pytest_cuda_first pytest_cuda; do
+        if [ $x = pytest_cuda_first ]; then
+            echo "## CUDA tests: the review's first (test_cuda_kernels.py, test_cuda_index.py, test_cuda_resources.py)"
+        else
+            echo "## CUDA tests: the others"
+        fi
+        echo
+        if [ -f "$out/$x.xml" ]; then
+            "$py" - "$out/$x.xml" <<'PY'
 import sys
 import xml.etree.ElementTree as ET
 
@@ -163,9 +176,16 @@ for s in suites:
                 msg = (el.get("message") or "").splitlines()[0][:160] if el.get("message") else ""
                 print(f"- {tag.upper()}: {case.get('classname')}::{case.get('name')}: {msg}")
 PY
-    else
-        echo "no junit report (see pytest_cuda.log)"
-    fi
+        else
+            echo "no junit report (see $x.log)"
+        fi
+        echo
+    done
+    echo "## Resource usage (resources.log)"
+    echo
+    echo '```'
+    cat "$out/resources.log" 2>/dev/null
+    echo '```'
     echo
     echo "## compute-sanitizer"
     echo

@@ -220,40 +220,6 @@ def test_pair_distances_cuda_vector_and_scalar_paths_agree(dtype, metric):
 # ------------------------------------------------------------------- GEMM policy (TF32, determinism)
 
 @cuda
-def test_gemms_ignore_tf32_and_restore_the_flag():
-    """With TF32 allowed globally, GDN's channel mixing and ssim_metric_gram's Gram products still
-    run in full float32 (TF32 keeps 10 mantissa bits: ~5e-4 relative error on these sums, which
-    the tolerances below reject), and the user's setting is left as it was."""
-    old = torch.backends.cuda.matmul.allow_tf32
-    try:
-        torch.backends.cuda.matmul.allow_tf32 = True
-        C = 192
-        beta, gamma = _gdn_params(C, "cuda", torch.float32)
-        gamma = gamma + 0.5  # large off-diagonal mixing: the GEMM dominates norm
-        x = torch.randn(4, C, 16, 16, generator=torch.Generator().manual_seed(5)).cuda()
-        out = ops.gdn(x, beta, gamma)
-        want = reference.gdn(x.double(), beta.double(), gamma.double())
-        # float32: norm sums C = 192 positive products, relative error <= C eps / 2 = 5.7e-6 in any
-        # summation order, halved by norm^-1/2, plus a few roundings; TF32 errs ~2e-5 typically
-        # and beyond 5e-5 somewhere among these 196608 outputs
-        torch.testing.assert_close(out.double(), want, rtol=6e-6, atol=1e-7)
-        assert torch.backends.cuda.matmul.allow_tf32 is True
-
-        xi, _ = _images(1, 3, 48, 48, "cuda", torch.float32, seed=6)
-        v = torch.randn(1, 24, 3, 48, 48, generator=torch.Generator().manual_seed(7)).cuda()
-        gram = ops.ssim_metric_gram(xi, v)
-        gram_want = reference.ssim_metric_gram(xi.double(), v.double())
-        # dot products of n = 3 * 48 * 48 terms: float32 errs ~sqrt(n) eps |term| ~ 1e-9 of the
-        # diagonal scale (n |term|) off the diagonal and ~5e-6 relative on it; TF32 (eps 4.9e-4)
-        # errs ~6e-6 of the diagonal scale off the diagonal, 30x this atol
-        diag = gram_want.diagonal(dim1=1, dim2=2).abs().max().item()
-        torch.testing.assert_close(gram.double(), gram_want, rtol=2e-5, atol=2e-7 * diag)
-        assert torch.backends.cuda.matmul.allow_tf32 is True
-    finally:
-        torch.backends.cuda.matmul.allow_tf32 = old
-
-
-@cuda
 def test_deterministic_mode_repeats_bitwise_or_names_the_fix():
     """Under torch.use_deterministic_algorithms(True) the GEMM-based ops either repeat bit for bit
     (torch >= 2.10 needs no CUBLAS_WORKSPACE_CONFIG) or fail with an error naming the op and the
@@ -281,3 +247,208 @@ def test_deterministic_mode_repeats_bitwise_or_names_the_fix():
             assert torch.equal(a, b)  # deterministic mode: the same bits on one device
     finally:
         torch.use_deterministic_algorithms(old, warn_only=old_warn)
+
+
+# ------------------------------------------------------------------------- issue 32 (review)
+#
+# Defects a review of the CUDA code found before any GPU ran it. The index arithmetic of the first
+# is also checked on the CPU (tests/test_cuda_index.py), finding 6 by the resource gate
+# (tests/test_cuda_resources.py), the torch behaviour behind the second below without a GPU.
+
+@cuda
+@pytest.mark.parametrize("ws,HW", [(35, (64, 64)), (67, (70, 45)), (127, (40, 150)), (255, (33, 300))],
+                         ids=["35-64x64", "67-70x45", "127-40x150", "255-33x300"])
+def test_ssim_l1_loss_cuda_large_windows_match_cpu(ws, HW):
+    """With "same" padding and pad > 16 (ws >= 35) the first L1 tiles started before the image:
+    they read before the plane (an illegal address for plane 0, the previous plane's pixels
+    otherwise). The fused L1 term alone (ssim_weight 0: the mean |x - y| in float64) and the whole
+    loss and its gradients against the CPU."""
+    x, y = _images(2, 3, *HW, "cpu", torch.float64, seed=11)
+    kw = dict(window_size=ws, sigma=ws / 6)
+    l1 = ops.ssim_l1_loss(x.cuda(), y.cuda(), ssim_weight=0.0, **kw)
+    # float64 sums of <= 10^5 terms of O(0.1): ~1e-15 relative
+    torch.testing.assert_close(l1.cpu(), (x - y).abs().mean((1, 2, 3)), rtol=1e-12, atol=0)
+    xc, yc = x.cuda().requires_grad_(), y.cuda().requires_grad_()
+    xr, yr = x.clone().requires_grad_(), y.clone().requires_grad_()
+    got, want = ops.ssim_l1_loss(xc, yc, **kw), ops.ssim_l1_loss(xr, yr, **kw)
+    torch.testing.assert_close(got.cpu(), want.detach(), rtol=1e-10, atol=1e-12)
+    gw = torch.tensor([0.7, -1.3], dtype=torch.float64)
+    gxc, gyc = torch.autograd.grad(got, (xc, yc), gw.cuda())
+    gxr, gyr = torch.autograd.grad(want, (xr, yr), gw)
+    scale = max(gxr.abs().max().item(), gyr.abs().max().item())
+    torch.testing.assert_close(gxc.cpu(), gxr, rtol=1e-9, atol=1e-10 * scale)
+    torch.testing.assert_close(gyc.cpu(), gyr, rtol=1e-9, atol=1e-10 * scale)
+
+
+@cuda
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=str)
+def test_pair_distances_cuda_half_weight_grad_keeps_d_in_double(dtype):
+    """d/d weight[n] = sum_k grad[n, k] D[n, k]: the CUDA backward recomputed D in the inputs'
+    dtype (11 or 8 mantissa bits, float16 overflows above 65504). Here D ~ 1.3e3 and the two
+    others differ by ~1 in D, with grad (1, -1): D rounded to float16 (spacing 1) or bfloat16
+    (spacing 8) loses that difference; kept in double it survives to the final rounding. And
+    D ~ 1e5 with grad 1e-3: finite (~100) only when D is not stored in float16."""
+    g = torch.Generator().manual_seed(12)
+    L = 8192
+    base = torch.rand(2, L, generator=g, dtype=torch.float64).to(dtype).double()
+    o0 = (base + 0.4 * torch.randn(2, L, generator=g, dtype=torch.float64)).to(dtype).double()
+    o1 = o0.clone()
+    o1[:, :16] = o1[:, :16] + 0.25  # D(o1) - D(o0) = O(1)
+    others = torch.stack([o0, o1], 1).to(dtype).double()
+    weight = torch.tensor([0.5, 2.0], dtype=torch.float64)
+    grad = torch.tensor([[1.0, -1.0], [1.0, -1.0]], dtype=torch.float64)
+    d = reference.pair_distances(base, others, "sse")
+    want = (grad * d).sum(1)  # exact inputs (representable in dtype), float64 oracle
+    args = [t.to(dtype) for t in (grad, base, others)]
+    for device in ("cpu", "cuda"):
+        gr, b, o = (t.to(device) for t in args)
+        _, _, gw = torch.ops.vaeiso.pair_distances_backward(gr, b, o, "sse", weight.to(device, dtype),
+                                                            [False, False, True])
+        # D's float partials err ~1e-6 relative (~1e-3 absolute): far below the result's own
+        # rounding to dtype (spacing 2^-10 or 2^-7 of |want| ~ 1..10)
+        eps = torch.finfo(dtype).eps
+        torch.testing.assert_close(gw.double().cpu(), want, rtol=eps, atol=1e-2, msg=device)
+    # the autograd path takes the same fused kernel
+    w = weight.to("cuda", dtype).requires_grad_()
+    out = ops.pair_distances(args[1].cuda(), args[2].cuda(), "sse", weight=w)
+    (gw,) = torch.autograd.grad(out, w, args[0].cuda())
+    torch.testing.assert_close(gw.double().cpu(), want, rtol=torch.finfo(dtype).eps, atol=1e-2)
+    if dtype == torch.float16:
+        big_o = (base + 3.5).to(dtype)  # D = sum (o - b)^2 ~ 8192 * 12 ~ 1e5 > 65504
+        gsmall = torch.full((2, 1), 1e-3, dtype=dtype, device="cuda")
+        _, _, gw = torch.ops.vaeiso.pair_distances_backward(
+            gsmall, args[1].cuda(), big_o.unsqueeze(1).cuda(), "sse", weight.to("cuda", dtype),
+            [False, False, True])
+        dbig = reference.pair_distances(base, big_o.double().unsqueeze(1), "sse")
+        assert dbig.min() > 65504
+        torch.testing.assert_close(gw.double().cpu(), 1e-3 * dbig[:, 0], rtol=2e-3, atol=0)
+
+
+@cuda
+def test_pair_distances_cuda_finalize_sums_partials_in_double():
+    """The forward's L/256 per-segment partials are added in double (as the CPU does): at L = 2^22
+    (16384 partials) float32 against float64."""
+    g = torch.Generator().manual_seed(13)
+    L = 1 << 22
+    base = torch.rand(1, L, generator=g, dtype=torch.float64).float()
+    others = (base.double().unsqueeze(1) + 0.01 * torch.randn(1, 2, L, generator=g, dtype=torch.float64)).float()
+    want = reference.pair_distances(base.double(), others.double(), "sse")
+    got = ops.pair_distances(base.cuda(), others.cuda(), "sse")
+    # each 256-term float partial errs at most 8 eps relative (shuffle tree), ~eps typically, and
+    # those errors average out over the partials; the double sum adds nothing and the result
+    # rounds once to float32 (eps / 2 = 6e-8; the CPU kernel errs 3.6e-8 here). A float running
+    # sum of these 16384 partials errs 1.2e-6 (computed on the CPU).
+    torch.testing.assert_close(got.double().cpu(), want, rtol=3e-7, atol=0)
+    torch.testing.assert_close(got.cpu(), ops.pair_distances(base, others, "sse"), rtol=3e-7, atol=0)
+
+
+_PRECISION_APIS = {
+    "legacy allow_tf32": (lambda: setattr(torch.backends.cuda.matmul, "allow_tf32", True),
+                          lambda: torch.backends.cuda.matmul.allow_tf32 is True),
+    "fp32_precision tf32": (lambda: setattr(torch.backends.cuda.matmul, "fp32_precision", "tf32"),
+                            lambda: torch.backends.cuda.matmul.fp32_precision == "tf32"),
+    "set_float32_matmul_precision high": (lambda: torch.set_float32_matmul_precision("high"),
+                                          lambda: torch.get_float32_matmul_precision() == "high"),
+    "set_float32_matmul_precision medium": (lambda: torch.set_float32_matmul_precision("medium"),
+                                            lambda: torch.get_float32_matmul_precision() == "medium"),
+}
+
+
+@cuda
+@pytest.mark.parametrize("api", list(_PRECISION_APIS))
+def test_gemms_full_float32_under_every_precision_api(api):
+    """With TF32 allowed through each of torch's ways, GDN's channel mixing (forward and backward)
+    and ssim_metric_gram's Gram products neither raise (the legacy flag, which the old scope read
+    and wrote, raises once the new API has set it) nor change the user's setting (read back
+    through the API that set it), and still run in full float32 (TF32 keeps 10 mantissa bits:
+    ~5e-4 relative error on these sums, which the tolerances below reject)."""
+    set_, check = _PRECISION_APIS[api]
+    old = torch.get_float32_matmul_precision()
+    try:
+        set_()
+        C = 192
+        beta, gamma = _gdn_params(C, "cuda", torch.float32)
+        gamma = gamma + 0.5
+        x = torch.randn(4, C, 16, 16, generator=torch.Generator().manual_seed(5)).cuda().requires_grad_()
+        out = ops.gdn(x, beta, gamma)
+        assert check(), "the user's precision setting changed"
+        want = reference.gdn(x.detach().double(), beta.double(), gamma.double())
+        # float32: norm sums C = 192 positive products, relative error <= C eps / 2 = 5.7e-6 in any
+        # summation order, halved by norm^-1/2, plus a few roundings; TF32 errs ~2e-5 typically
+        # and beyond 5e-5 somewhere among these 196608 outputs
+        torch.testing.assert_close(out.detach().double(), want, rtol=6e-6, atol=1e-7)
+        (gx,) = torch.autograd.grad(out, x, torch.ones_like(out))
+        assert check()
+        x64 = x.detach().double().requires_grad_()
+        (gx_want,) = torch.autograd.grad(reference.gdn(x64, beta.double(), gamma.double()), x64,
+                                         torch.ones_like(x64))
+        # the backward's GEMM (gamma^T t) sums C = 192 products of mixed signs: float32 errs
+        # ~sqrt(C) eps ~ 1e-6 of the largest term, 20x below this atol
+        torch.testing.assert_close(gx.double(), gx_want, rtol=1e-5, atol=2e-5 * gx_want.abs().max().item())
+        xi, _ = _images(1, 3, 48, 48, "cuda", torch.float32, seed=6)
+        v = torch.randn(1, 24, 3, 48, 48, generator=torch.Generator().manual_seed(7)).cuda()
+        gram = ops.ssim_metric_gram(xi, v)
+        gram_want = reference.ssim_metric_gram(xi.double(), v.double())
+        # dot products of n = 3 * 48 * 48 terms: float32 errs ~sqrt(n) eps |term| ~ 1e-9 of the
+        # diagonal scale (n |term|) off the diagonal and ~5e-6 relative on it; TF32 (eps 4.9e-4)
+        # errs ~6e-6 of the diagonal scale off the diagonal, 30x this atol
+        diag = gram_want.diagonal(dim1=1, dim2=2).abs().max().item()
+        torch.testing.assert_close(gram.double(), gram_want, rtol=2e-5, atol=2e-7 * diag)
+        assert check()
+    finally:
+        # set_float32_matmul_precision leaves every API readable again (mixing them does not)
+        torch.set_float32_matmul_precision(old)
+
+
+def test_legacy_tf32_flag_raises_after_the_new_api():
+    """The torch behaviour the GEMM scope (csrc/gemm_policy.h) must avoid, checked without a GPU:
+    in torch 2.14.1 reading the legacy flag (what allowTF32CuBLAS() reads) after
+    torch.backends.cuda.matmul.fp32_precision = "tf32" raises RuntimeError. Run in a fresh
+    interpreter: the mixed state is process-wide."""
+    from conftest import run_python
+
+    if tuple(int(p) for p in torch.__version__.split("+")[0].split(".")[:2]) < (2, 14):
+        pytest.skip("checked on torch 2.14 (the project's torch), not on older releases")
+    code = (
+        "import torch\n"
+        "torch.backends.cuda.matmul.fp32_precision = 'tf32'\n"
+        "try:\n"
+        "    torch.backends.cuda.matmul.allow_tf32\n"
+        "except RuntimeError as e:\n"
+        "    print('RAISED', 'legacy and new APIs' in str(e))\n"
+        "assert torch.backends.cuda.matmul.fp32_precision == 'tf32'\n"
+    )
+    out = run_python(code, "RAISED")
+    assert "RAISED True" in out
+
+
+@cuda
+def test_ssim_cuda_two_threads_with_different_windows():
+    """The kernels' MaxDynamicSharedMemorySize is per kernel, shared by host threads: set to each
+    call's own need, a thread with a smaller window could lower it between another's set and
+    launch ("invalid argument"). Two threads, float64 windows 255 and 67 (both over 48 KB), each
+    repeating its call, must all succeed with the single-threaded values."""
+    import threading
+
+    x, y = _images(1, 1, 40, 40, "cuda", torch.float64, seed=14)
+    cases = {255: dict(window_size=255, sigma=40.0, padding="same"),
+             67: dict(window_size=67, sigma=10.0, padding="same")}
+    want = {ws: ops.ssim(x, y, **kw) for ws, kw in cases.items()}
+    errors, start = [], threading.Barrier(len(cases))
+
+    def work(ws):
+        try:
+            start.wait()
+            for _ in range(20):
+                got = ops.ssim(x, y, **cases[ws])
+                torch.testing.assert_close(got, want[ws], rtol=0, atol=0)
+            torch.cuda.synchronize()
+        except Exception as e:  # noqa: BLE001  (reported below with its window)
+            errors.append((ws, repr(e)))
+
+    threads = [threading.Thread(target=work, args=(ws,)) for ws in cases]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors

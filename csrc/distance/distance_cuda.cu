@@ -5,26 +5,27 @@
 // runs of kVec (16 bytes: 8 halves, 4 floats, 2 doubles) that it loads with one 128-bit access
 // when the inputs are aligned (cuda_vec.cuh); unaligned inputs take the same elements one at
 // a time, in the same order, so both paths give the same bits. Terms and partials use float
-// for float/half/bfloat16 and double for double. Backward: one thread per element of base,
-// visiting the K others in order (the derivatives of distance_math.h).
+// for float/half/bfloat16 and double for double; the finalize adds the partials in double.
+// Backward: one thread per element of base, visiting the K others in order (the derivatives of
+// distance_math.h).
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
 #include <ATen/ATen.h>
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAStream.h>
 
+#include <type_traits>
+
 #include "cuda_vec.cuh"
+#include "distance/distance_cuda_index.h"
 #include "distance/distance_kernels.h"
 
 namespace vaeiso::distance {
 namespace {
 
-constexpr int kWarp = 32;
-constexpr int kWarps = 8;
-constexpr int kThreads = kWarp * kWarps;
-constexpr int kPerLane = 8;
-constexpr int kSegment = kWarp * kPerLane;  // elements per warp task and per partial
-constexpr int kTile = kSegment * kWarps;    // elements of base per block
+// The tiling (kTile elements per block, kSegment per warp task and partial, kPerLane per lane)
+// and its index arithmetic: distance_cuda_index.h, checked on the CPU.
+using namespace cuda_index;
 constexpr int64_t kMaxGridY = 65535;
 
 template <typename acc_t>
@@ -34,7 +35,7 @@ __device__ __forceinline__ acc_t warp_sum(acc_t v) {
   return v;
 }
 
-// Elements of a lane's runs: run r covers e = r * kWarp * V + lane * V + q, q = 0 .. V - 1.
+// The length V of a lane's runs (lane_element, distance_cuda_index.h): one 16-byte vector.
 template <typename scalar_t>
 constexpr int run_length() {
   return kVec<scalar_t> < kPerLane ? kVec<scalar_t> : kPerLane;
@@ -49,9 +50,8 @@ partials_kernel(const scalar_t* __restrict__ base, const scalar_t* __restrict__ 
   __shared__ alignas(32) acc_t tile[kTile];
   const int lane = threadIdx.x % kWarp, warp = threadIdx.x / kWarp;
   const int64_t t0 = int64_t(blockIdx.x) * kTile;
-  const int64_t tile_len = s.L - t0 < kTile ? s.L - t0 : kTile;
-  const int segs = static_cast<int>((tile_len + kSegment - 1) / kSegment);
-  const int64_t seg0 = int64_t(blockIdx.x) * kWarps;
+  const int64_t tile_len = tile_length(s.L, blockIdx.x);
+  const int segs = static_cast<int>(segments(tile_len));
   for (int64_t n = blockIdx.y; n < s.N; n += gridDim.y) {
     const scalar_t* b = base + n * s.base_sn + t0;
     if (kVecOK && tile_len == kTile) {
@@ -76,7 +76,7 @@ partials_kernel(const scalar_t* __restrict__ base, const scalar_t* __restrict__ 
       if (kVecOK && len >= kSegment) {
 #pragma unroll
         for (int r = 0; r < kRuns; ++r) {
-          const int e0 = r * kWarp * V + lane * V;
+          const int e0 = lane_element(r, lane, 0, V);
           const auto ov = load_vec<V>(o + e0);
           const auto tv = load_vec<V>(bt + e0);
 #pragma unroll
@@ -87,29 +87,35 @@ partials_kernel(const scalar_t* __restrict__ base, const scalar_t* __restrict__ 
         for (int r = 0; r < kRuns; ++r) {
 #pragma unroll
           for (int q = 0; q < V; ++q) {
-            const int e = r * kWarp * V + lane * V + q;
+            const int e = lane_element(r, lane, q, V);
             if (e < len) acc += term<M>(bt[e], static_cast<acc_t>(o[e]));
           }
         }
       }
       acc = warp_sum(acc);
-      if (lane == 0) partial[(n * S + seg0 + seg) * s.K + k] = acc;
+      if (lane == 0) partial[(n * S + segment_of(blockIdx.x, seg)) * s.K + k] = acc;
     }
     __syncthreads();  // the tile is reused for the next sample
   }
 }
 
-template <typename scalar_t, typename acc_t>
+// out[n, k] = (the S partials of (n, k), added in order in double) * w[n], as the CPU does: a
+// float running sum would add ~4,000 float roundings at L = 10^6.
+template <typename scalar_t, typename acc_t, typename out_t>
 __global__ void finalize_kernel(const acc_t* __restrict__ partial, const scalar_t* __restrict__ w,
-                                int64_t w_sn, scalar_t* __restrict__ out, int64_t N, int64_t S,
+                                int64_t w_sn, out_t* __restrict__ out, int64_t N, int64_t S,
                                 int64_t K) {
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < N * K;
        i += int64_t(blockDim.x) * gridDim.x) {
     const int64_t n = i / K, k = i % K;
-    acc_t acc = acc_t(0);
-    for (int64_t seg = 0; seg < S; ++seg) acc += partial[(n * S + seg) * K + k];
-    if (w != nullptr) acc *= static_cast<acc_t>(w[n * w_sn]);
-    out[i] = static_cast<scalar_t>(acc);
+    double acc = 0.0;
+    for (int64_t seg = 0; seg < S; ++seg) acc += static_cast<double>(partial[(n * S + seg) * K + k]);
+    if (w != nullptr) acc *= static_cast<double>(static_cast<acc_t>(w[n * w_sn]));
+    if constexpr (std::is_same_v<out_t, double>) {
+      out[i] = acc;
+    } else {
+      out[i] = static_cast<out_t>(static_cast<acc_t>(acc));  // via acc_t, as the CPU rounds
+    }
   }
 }
 
@@ -153,7 +159,7 @@ namespace {
 void partials_cuda(const at::Tensor& base, const at::Tensor& others, const Strided& s, Metric m,
                    at::Tensor& partial) {
   if (s.N == 0 || s.K == 0 || s.L == 0) return;
-  const int64_t tiles = (s.L + kTile - 1) / kTile;
+  const int64_t tiles = tiles_for(s.L);
   TORCH_CHECK(tiles <= int64_t(INT32_MAX), "pair_distances: others: too many elements per sample (",
               s.L, ")");
   const dim3 grid(static_cast<unsigned>(tiles), static_cast<unsigned>(std::min(s.N, kMaxGridY)));
@@ -181,32 +187,43 @@ void partials_cuda(const at::Tensor& base, const at::Tensor& others, const Strid
   });
 }
 
-void finalize_cuda(const at::Tensor& partial, const std::optional<at::Tensor>& weight,
-                   at::Tensor& out) {
+// out: (N, K) in the inputs' dtype (`scalar_type`), or double (the D of grad_weight).
+void finalize_cuda(const at::Tensor& partial, at::ScalarType scalar_type,
+                   const std::optional<at::Tensor>& weight, at::Tensor& out) {
   const int64_t N = partial.size(0), S = partial.size(1), K = partial.size(2);
   if (N * K == 0) return;
   const int64_t blocks = std::min<int64_t>((N * K + 255) / 256, 65535);
-  VAEISO_DISPATCH_CUDA(out.scalar_type(), "pair_distances_finalize_cuda", [&] {
+  VAEISO_DISPATCH_CUDA(scalar_type, "pair_distances_finalize_cuda", [&] {
     using acc_t = at::opmath_type<scalar_t>;
-    finalize_kernel<scalar_t, acc_t>
-        <<<static_cast<unsigned>(blocks), 256, 0, c10::cuda::getCurrentCUDAStream()>>>(
-            partial.const_data_ptr<acc_t>(),
-            weight.has_value() ? weight->const_data_ptr<scalar_t>() : nullptr,
-            weight.has_value() ? weight->stride(0) : 0, out.mutable_data_ptr<scalar_t>(), N, S,
-            K);
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
+    auto launch = [&](auto* out_ptr) {
+      finalize_kernel<<<static_cast<unsigned>(blocks), 256, 0, c10::cuda::getCurrentCUDAStream()>>>(
+          partial.const_data_ptr<acc_t>(), weight.has_value() ? weight->const_data_ptr<scalar_t>() : nullptr,
+          weight.has_value() ? weight->stride(0) : 0, out_ptr, N, S, K);
+      C10_CUDA_KERNEL_LAUNCH_CHECK();
+    };
+    if (out.scalar_type() == at::kDouble) {
+      launch(out.mutable_data_ptr<double>());
+    } else {
+      launch(out.mutable_data_ptr<scalar_t>());
+    }
   });
+}
+
+// D (N, K) of the forward without weight into `out` (the inputs' dtype, or double).
+void distances_cuda(const at::Tensor& base, const at::Tensor& others, const Strided& s, Metric m,
+                    const std::optional<at::Tensor>& weight, at::Tensor& out) {
+  const int64_t S = segments(s.L);
+  const auto pdt = base.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
+  auto partial = at::empty({s.N, S, s.K}, base.options().dtype(pdt));
+  partials_cuda(base, others, s, m, partial);
+  finalize_cuda(partial, base.scalar_type(), weight, out);
 }
 
 }  // namespace
 
 void forward_cuda(const at::Tensor& base, const at::Tensor& others, const Strided& s, Metric m,
                   const std::optional<at::Tensor>& weight, at::Tensor& out) {
-  const int64_t S = (s.L + kSegment - 1) / kSegment;
-  const auto pdt = base.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
-  auto partial = at::empty({s.N, S, s.K}, base.options().dtype(pdt));
-  partials_cuda(base, others, s, m, partial);
-  finalize_cuda(partial, weight, out);
+  distances_cuda(base, others, s, m, weight, out);
 }
 
 void backward_cuda(const at::Tensor& base, const at::Tensor& others, const Strided& s, Metric m,
@@ -235,10 +252,11 @@ void backward_cuda(const at::Tensor& base, const at::Tensor& others, const Strid
     });
   }
   if (grad_weight.defined()) {
-    // d/d weight[n] = sum over k of grad[n, k] D[n, k], with D from the forward pass
-    auto d = at::empty({s.N, s.K}, base.options());
-    forward_cuda(base, others, s, m, std::nullopt, d);
-    grad_weight.copy_((grad.to(at::kDouble) * d.to(at::kDouble)).sum(1));
+    // d/d weight[n] = sum over k of grad[n, k] D[n, k], with D from the forward pass kept in
+    // double as on the CPU (in a half dtype D would be rounded to 11 or 8 bits, or overflow).
+    auto d = at::empty({s.N, s.K}, base.options().dtype(at::kDouble));
+    distances_cuda(base, others, s, m, std::nullopt, d);
+    grad_weight.copy_((grad.to(at::kDouble) * d).sum(1));
   }
 }
 

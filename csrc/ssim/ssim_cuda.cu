@@ -18,6 +18,7 @@
 #include <c10/cuda/CUDAStream.h>
 #include <cuda_runtime.h>
 
+#include "ssim/ssim_cuda_index.h"
 #include "ssim/ssim_cuda_plan.h"
 #include "ssim/ssim_cuda_tile.cuh"
 #include "ssim/ssim_kernels.h"
@@ -46,15 +47,12 @@ __global__ void __launch_bounds__(kThreads)
   acc_t* h = reinterpret_cast<acc_t*>(smem_raw);  // 5 x R x kTW: x, d, xx, dd, xd
   __shared__ acc_t red[kThreads / 32];
   const int tx = threadIdx.x, ty = threadIdx.y;
-  const int64_t o0 = int64_t(blockIdx.y) * kTH, j0 = int64_t(blockIdx.x) * kTW, j = j0 + tx;
+  const int64_t o0 = int64_t(blockIdx.y) * kTH, j = int64_t(blockIdx.x) * kTW + tx;
   const int64_t tiles = int64_t(gridDim.x) * gridDim.y, tile = int64_t(blockIdx.y) * gridDim.x + blockIdx.x;
   const int64_t planes = g.N * g.C, P = g.Ho * g.Wo;
-  // Pixels whose |d| this tile counts: its output rows and columns shifted by -pad, the edge
-  // tiles extended to the image's edges, so every pixel is counted by exactly one tile.
-  const int64_t r_lo = blockIdx.y == 0 ? 0 : o0 - g.pad;
-  const int64_t r_hi = blockIdx.y + 1 == gridDim.y ? g.H : o0 + kTH - g.pad;
-  const int64_t c_lo = blockIdx.x == 0 ? 0 : j0 - g.pad;
-  const int64_t c_hi = blockIdx.x + 1 == gridDim.x ? g.W : j0 + kTW - g.pad;
+  // Pixels whose |d| this tile counts (ssim_cuda_index.h): every pixel by exactly one tile.
+  const cuda_index::Span rows = cuda_index::l1_span(blockIdx.y, gridDim.y, kTH, g.H, g.pad);
+  const cuda_index::Span cols = cuda_index::l1_span(blockIdx.x, gridDim.x, kTW, g.W, g.pad);
   for (int64_t plane = blockIdx.z; plane < planes; plane += gridDim.z) {
     const int64_t n = plane / g.C, c = plane % g.C;
     const scalar_t* xp = x + n * sx.s[0] + c * sx.s[1];
@@ -88,8 +86,8 @@ __global__ void __launch_bounds__(kThreads)
     if (tx == 0 && ty == 0) part_v[plane * tiles + tile] = local;
     if (with_l1) {
       acc_t l1 = 0;
-      for (int64_t ar = r_lo + ty; ar < r_hi; ar += kBY) {
-        for (int64_t ac = c_lo + tx; ac < c_hi; ac += kBX) {
+      for (int64_t ar = rows.lo + ty; ar < rows.hi; ar += kBY) {
+        for (int64_t ac = cols.lo + tx; ac < cols.hi; ac += kBX) {
           const acc_t xv = ld<scalar_t, acc_t>(xp, ar * sx.s[2] + ac * sx.s[3]);
           l1 += ::fabs(ld<scalar_t, acc_t>(yp, ar * sy.s[2] + ac * sy.s[3]) - xv);
         }
@@ -140,14 +138,15 @@ __global__ void __launch_bounds__(kThreads)
     // G[m] of pixel (r0 + i, c0 + tx) = sum_t w[t] Vfull[m][i][tx + ws - 1 - t], with the vertical
     // adjoint pass Vfull[m][r][jc] = sum_t w[t] map_m[q - t][pc], q = r0 + r + pad the padded
     // row of pixel row r0 + r, pc = c0 + pad - (ws - 1) + jc the map column. A chunk of taps
-    // t0 .. t0 + taps - 1 needs the columns jc = jlo + lc, jlo = ws - t0 - taps,
-    // lc = 0 .. kTW + taps - 2: V holds those (lc = tx + t0 + taps - 1 - t).
+    // t0 .. t0 + taps - 1 needs the columns jc = ws - t0 - taps + lc, lc = 0 .. kTW + taps - 2:
+    // V holds those (ssim_cuda_index.h: adjoint_staged_col, adjoint_slot).
     acc_t G[kRowsPerThread][4] = {};
     for (int t0 = 0; t0 < ws; t0 += chunk) {
-      const int taps = min(chunk, ws - t0), cols = kTW + taps - 1, jlo = ws - t0 - taps;
+      const int taps = min(chunk, ws - t0), cols = kTW + taps - 1;
       for (int idx = tid; idx < kTH * cols; idx += kThreads) {
         const int r = idx / cols, lc = idx % cols;
-        const int64_t q = r0 + r + g.pad, pc = c0 + g.pad - (ws - 1) + jlo + lc;
+        const int64_t q = r0 + r + g.pad;
+        const int64_t pc = cuda_index::adjoint_staged_col(c0, g.pad, ws, t0, taps, lc);
         acc_t s[4] = {0, 0, 0, 0};
         if (pc >= 0 && pc < g.Wo && r0 + r < g.H) {
           for (int t = 0; t < ws; ++t) {
@@ -164,7 +163,8 @@ __global__ void __launch_bounds__(kThreads)
         const int i = ty + ii * kBY;
         for (int t = t0; t < t0 + taps; ++t) {
           const acc_t wt = win.w[t];
-          for (int m = 0; m < 4; ++m) G[ii][m] += wt * V[(m * kTH + i) * CW + tx + t0 + taps - 1 - t];
+          const int lc = cuda_index::adjoint_slot(tx, t0, taps, t);
+          for (int m = 0; m < 4; ++m) G[ii][m] += wt * V[(m * kTH + i) * CW + lc];
         }
       }
       __syncthreads();  // V is refilled by the next chunk (or plane)
@@ -305,7 +305,11 @@ __global__ void filter_ht_kernel(const acc_t* __restrict__ tmp, scalar_t* __rest
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, TYPE, NAME, __VA_ARGS__)
 
 // The launch plan of a pass on the current device (ssim_cuda_plan.h), opting the kernel in to
-// more than 48 KB of shared memory when the plan needs it.
+// more than 48 KB of shared memory when the plan needs it. The opt-in is always the largest the
+// device allows beside the kernel's static shared memory (as the runtime counts it), never this
+// call's need: the attribute is the kernel's, shared by every host thread, and a thread that set
+// it to a smaller need between another thread's set and launch would fail that launch. Every
+// writer writes the same value.
 template <typename acc_t, typename Kernel>
 cuda_plan::Plan plan_launch(Kernel kernel, cuda_plan::Pass pass, int64_t ws, const char* op) {
   int dev = 0, max_bytes = 0;
@@ -316,14 +320,22 @@ cuda_plan::Plan plan_launch(Kernel kernel, cuda_plan::Pass pass, int64_t ws, con
   TORCH_CHECK(p.chunk >= 1, op, ": this GPU's shared memory per block (", max_bytes,
               " bytes) is too small for the SSIM tile");
   if (p.opt_in) {
+    cudaFuncAttributes attr{};
+    C10_CUDA_CHECK(cudaFuncGetAttributes(&attr, kernel));
+    const int64_t most = int64_t(max_bytes) - int64_t(attr.sharedSizeBytes);
+    // The planner budgets p.static_bytes beside the tile (the resource gate checks the built
+    // kernels against it); should the runtime count more, a clear error instead of a bad launch.
+    TORCH_CHECK(p.dynamic_bytes <= most, op, ": the SSIM tile needs ", p.dynamic_bytes,
+                " bytes of dynamic shared memory, this kernel may use ", most, " (static ",
+                attr.sharedSizeBytes, " of ", max_bytes, " bytes per block)");
     C10_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                        static_cast<int>(p.dynamic_bytes)));
+                                        static_cast<int>(most)));
   }
   return p;
 }
 
 dim3 tile_grid(int64_t cols, int64_t rows, int64_t planes) {
-  const int64_t gx = (cols + kTW - 1) / kTW, gy = (rows + kTH - 1) / kTH;
+  const int64_t gx = cuda_index::tiles_for(cols, kTW), gy = cuda_index::tiles_for(rows, kTH);
   TORCH_CHECK(gx <= INT32_MAX && gy <= 65535, "ssim: image too large for the CUDA tiling (", rows,
               " x ", cols, ")");
   return dim3(static_cast<unsigned>(gx), static_cast<unsigned>(gy),

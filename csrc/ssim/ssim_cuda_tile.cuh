@@ -11,6 +11,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "ssim/ssim_cuda_index.h"
 #include "ssim/ssim_cuda_plan.h"
 #include "ssim/ssim_kernels.h"
 
@@ -91,7 +92,7 @@ __device__ __forceinline__ void filter_tile(const Window<acc_t>& win, const Geom
     for (int r = ty; r < rows; r += kBY) {
       acc_t s[NM];
       for (int m = 0; m < NM; ++m) s[m] = acc_t(0);
-      const int64_t ar = o0 + t0 + r - g.pad;
+      const int64_t ar = cuda_index::forward_staged_row(o0, t0, r, g.pad);
       if (j < g.Wo && ar >= 0 && ar < g.H) {
         for (int t = 0; t < ws; ++t) {
           const int64_t ac = j + t - g.pad;
@@ -106,7 +107,8 @@ __device__ __forceinline__ void filter_tile(const Window<acc_t>& win, const Geom
       const int i = ty + ii * kBY;
       for (int t = 0; t < taps; ++t) {
         const acc_t wt = win.w[t0 + t];
-        for (int m = 0; m < NM; ++m) v[ii][m] += wt * h[(m * R + i + t) * kTW + tx];
+        const int slot = cuda_index::forward_slot(i, t);
+        for (int m = 0; m < NM; ++m) v[ii][m] += wt * h[(m * R + slot) * kTW + tx];
       }
     }
     __syncthreads();  // h is refilled by the next chunk (or plane)
