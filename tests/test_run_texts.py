@@ -31,7 +31,7 @@ def test_a_run_on_fresh_crops_is_reported_as_such(tmp_path):
 
 
 def test_a_run_on_a_fixed_sample_set_is_reported_in_epochs():
-    from vaeiso_ext.experiments.base import trained_text
+    from vaeiso_ext.experiments.runs import trained_text
 
     t = {"steps": 12, "epochs_done": 2, "n_train": 600, "batch_size": 100, "complete": True, "world_size": 1}
     assert trained_text(t) == "trained 12 Adam steps = 2 epochs of 600 samples (batch 100) in 1 process"
