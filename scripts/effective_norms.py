@@ -25,7 +25,7 @@ import torch
 
 from vaeiso_ext.analysis.derivatives import dj_prime
 from vaeiso_ext.experiments import experiments
-from vaeiso_ext.experiments.base import read_run
+from vaeiso_ext.experiments.runs import read_run
 from vaeiso_ext.models import build_model
 
 

@@ -468,7 +468,7 @@ def test_n_eval_default_is_all_held_out_at_most_256(digits_run, tmp_path, capsys
 
 
 def test_reports_say_1_epoch(tmp_path):
-    from vaeiso_ext.experiments.base import trained_text
+    from vaeiso_ext.experiments.runs import trained_text
     from vaeiso_ext.experiments.outputs import run_title
 
     out = tmp_path / "one"

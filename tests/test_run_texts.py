@@ -1,6 +1,7 @@
-"""What reports and help texts say agrees with what is trained and with the README: a run on
-crops drawn afresh at every step is not reported in epochs of a fixed sample set, every preset
-the command line offers is documented, and no help text promises a time."""
+"""What reports and help texts say agrees with what is trained and with the command-line reference
+(docs/experiments.md): a run on crops drawn afresh at every step is not reported in epochs of a
+fixed sample set, every preset the command line offers is documented, and no help text promises a
+time."""
 
 import re
 from pathlib import Path
@@ -12,7 +13,8 @@ from vaeiso_ext.cli import _parser
 from vaeiso_ext.experiments import experiments
 from vaeiso_ext.experiments.outputs import run_title
 
-README = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+# the command-line reference, whose table has one row per experiment
+CLI_DOC = (Path(__file__).resolve().parents[1] / "docs" / "experiments.md").read_text()
 
 
 def test_a_run_on_fresh_crops_is_reported_as_such(tmp_path):
@@ -31,7 +33,7 @@ def test_a_run_on_fresh_crops_is_reported_as_such(tmp_path):
 
 
 def test_a_run_on_a_fixed_sample_set_is_reported_in_epochs():
-    from vaeiso_ext.experiments.base import trained_text
+    from vaeiso_ext.experiments.runs import trained_text
 
     t = {"steps": 12, "epochs_done": 2, "n_train": 600, "batch_size": 100, "complete": True, "world_size": 1}
     assert trained_text(t) == "trained 12 Adam steps = 2 epochs of 600 samples (batch 100) in 1 process"
@@ -51,11 +53,11 @@ def test_every_preset_offered_is_documented_and_offered_once(name):
     preset = next((a for a in p._actions if a.dest == "preset"), None)
     named = sorted(preset.choices) if preset else []
     assert "quick" not in named  # --quick is the one way to ask for it
-    row = next(line for line in README.splitlines() if line.startswith(f"| `reproduce {name} "))
+    row = next(line for line in CLI_DOC.splitlines() if line.startswith(f"| `reproduce {name} "))
     for k in exp.presets:
         want = "--quick" if k == "quick" else f"--preset {k}"
         assert (want.split()[0] in flags) and want in row, (name, want)
-    # a help text that gives a time gives the README's (which says how it was measured)
+    # a help text that gives a time gives the reference's (which says how it was measured)
     for a in p._actions:
         for part in re.findall(r"\(([^()]*\b(?:minute|second|seconds|minutes)\b[^()]*)\)", a.help or ""):
             assert part in row, (name, part)

@@ -32,8 +32,9 @@ def build_info() -> dict:
 
     Returns a dict with ``torch_version`` (the torch the kernels were compiled against),
     ``torch_cuda_version`` (torch's CUDA version, or ``""`` for a CPU build of torch),
-    ``cuda`` (whether the CUDA kernels are compiled in) and ``cuda_archs`` (the CMake CUDA
-    architectures, e.g. ``["80-real", "90"]``; empty without CUDA) and ``openmp`` (whether the
+    ``cuda`` (whether the CUDA kernels are compiled in), ``cuda_archs`` (the CMake CUDA
+    architectures, e.g. ``["80-real", "90"]``; empty without CUDA), ``nvcc_version`` (the nvcc
+    that compiled the CUDA kernels; empty without CUDA), ``openmp`` (whether the
     CPU kernels were built with OpenMP: without it they run on one thread whatever
     ``torch.set_num_threads`` says) and ``cpu_isa`` (the CPU kernel build in use: ``"avx512"``,
     ``"avx2"`` or ``"baseline"``, the best this processor runs unless ``VAEISO_CPU_ISA`` caps it).

@@ -29,7 +29,7 @@ class _Parser(argparse.ArgumentParser):
 
 def _parser() -> argparse.ArgumentParser:
     from .experiments import experiments
-    from .experiments.base import int_at_least, positive_int
+    from .experiments.config import int_at_least, positive_int
 
     p = _Parser(prog="python -m vaeiso_ext",
                 description="Reproduce and analyse the paper's beta-VAE experiments.")

@@ -4,7 +4,10 @@ import torch
 from torch import Tensor, nn
 
 from . import ops, reference
+from .ops import one_minus_ssim
 from .ops._modes import with_eager_twin
+from .ops._ms_ssim import check_weights
+from .ops.checks import check_pair, check_params, check_weight
 
 _REPARAM_OFFSET = 2.0**-18
 
@@ -150,9 +153,6 @@ def _check_tensor(module: str, name: str, value) -> None:
 
 
 # ---------------------------------------------------------------- SSIM loss (docs/ops.md)
-
-from .ops._ms_ssim import check_weights  # noqa: E402
-from .ops._ssim import check_pair, check_params, check_weight, one_minus_ssim  # noqa: E402
 
 _SSIM_DEFAULTS = dict(window_size=11, sigma=1.5, k1=0.01, k2=0.03, data_range=1.0)
 

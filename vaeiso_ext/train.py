@@ -299,24 +299,56 @@ def train(model: nn.Module, x_train: Tensor, metric, config: TrainConfig, *,
     its dicts, with ``step`` added, go to ``History.evals`` and the checkpoint.
     A non-finite loss raises :class:`TrainingDiverged` (the checkpoint keeps the last good state).
     """
-    config.validate()
-    rank, world = init_distributed()
-    device = device or default_device()
-    if config.batch_size % world:
-        raise ValueError(f"batch_size {config.batch_size} must be divisible by the world size {world}")
-    model.to(device)
-    x_train = x_train.to(device)
-    n = x_train.shape[0]
-    stream = hasattr(x_train, "set_epoch")  # fresh samples each step (data.images.RandomCrops)
-    B = config.batch_size
-    spe = steps_per_epoch(n, B)
-    total = config.total_steps(n)
-    opt = torch.optim.Adam(model.parameters(), lr=config.lr, fused=True)
-    history = History()
-    history.evals = []
-    history.world_size, history.backend = world, backend_name()
-    step = 0
-    if resume:
+    return _Training(model, x_train, metric, config, checkpoint=checkpoint, resume=resume, progress=progress,
+                     meta=meta, device=device, kl_threshold=kl_threshold, evaluate=evaluate,
+                     eval_every=eval_every, save_every=save_every).run()
+
+
+class _Training:
+    """One call of :func:`train` as named steps: set-up (resume, progress bar), :meth:`run`,
+    :meth:`epoch`, :meth:`adam_step`, :meth:`show_progress`, :meth:`end_epoch`, :meth:`save`."""
+
+    def __init__(self, model: nn.Module, x_train: Tensor, metric, config: TrainConfig, *, checkpoint, resume,
+                 progress, meta, device, kl_threshold, evaluate, eval_every, save_every):
+        config.validate()
+        self.rank, self.world = init_distributed()
+        self.device = device = device or default_device()
+        if config.batch_size % self.world:
+            raise ValueError(f"batch_size {config.batch_size} must be divisible by the world size {self.world}")
+        model.to(device)
+        self.model, self.config, self.x_train = model, config, x_train.to(device)
+        self.n = self.x_train.shape[0]
+        self.stream = hasattr(self.x_train, "set_epoch")  # fresh samples each step (data.images.RandomCrops)
+        self.B = config.batch_size
+        self.spe = steps_per_epoch(self.n, self.B)
+        self.total = config.total_steps(self.n)
+        self.opt = torch.optim.Adam(model.parameters(), lr=config.lr, fused=True)
+        self.history = History()
+        self.history.evals = []
+        self.history.world_size, self.history.backend = self.world, backend_name()
+        self.checkpoint, self.meta, self.kl_threshold = checkpoint, meta, kl_threshold
+        self.evaluate, self.eval_every, self.save_every = evaluate, eval_every, save_every
+        self.step = 0
+        if resume:
+            self.resume()
+        objective = Objective(model, metric, config.lam, config.decomposed)
+        self.step_module: nn.Module = objective
+        if self.world > 1:
+            self.step_module = nn.parallel.DistributedDataParallel(
+                objective, device_ids=[device.index] if device.type == "cuda" else None)
+        self.bar = None
+        if progress and self.rank == 0 and self.step < self.total:
+            from tqdm.auto import tqdm
+
+            self.bar = tqdm(total=self.total, initial=self.step, desc="train", unit="step", file=sys.stderr,
+                            dynamic_ncols=True, mininterval=0.5)
+        self.good_step = self.step
+        self.last_save = None  # perf_counter of the last checkpoint write
+        self.last_show = 0.0  # the first step shows the numbers at once
+
+    def resume(self) -> None:
+        """Model, optimizer, history and step from the checkpoint (same config but its length, same world)."""
+        checkpoint, config = self.checkpoint, self.config
         if checkpoint is None:
             raise CheckpointError("resume: no checkpoint path given")
         ck = load_checkpoint(checkpoint)
@@ -326,128 +358,134 @@ def train(model: nn.Module, x_train: Tensor, metric, config: TrainConfig, *,
         if mismatch:
             raise CheckpointError(f"checkpoint {checkpoint!r} was trained with a different config "
                                   f"(saved, requested): {mismatch}")
-        check_world(checkpoint, ck, world)
-        model.load_state_dict(ck["model"])
-        opt.load_state_dict(ck["optimizer"])
-        history.extend(ck["history"])
-        history.evals = list(ck.get("evals", []))
-        step = checkpoint_steps(ck, n)
-    objective = Objective(model, metric, config.lam, config.decomposed)
-    step_module: nn.Module = objective
-    if world > 1:
-        step_module = nn.parallel.DistributedDataParallel(
-            objective, device_ids=[device.index] if device.type == "cuda" else None)
-    epochs_total = math.ceil(total / spe)
-    bar = None
-    if progress and rank == 0 and step < total:
-        from tqdm.auto import tqdm
+        check_world(checkpoint, ck, self.world)
+        self.model.load_state_dict(ck["model"])
+        self.opt.load_state_dict(ck["optimizer"])
+        self.history.extend(ck["history"])
+        self.history.evals = list(ck.get("evals", []))
+        self.step = checkpoint_steps(ck, self.n)
 
-        bar = tqdm(total=total, initial=step, desc="train", unit="step", file=sys.stderr,
-                   dynamic_ncols=True, mininterval=0.5)
-    good_step = step
-    last_save = None  # perf_counter of the last checkpoint write
+    def save(self) -> None:
+        if self.checkpoint is not None and self.rank == 0:
+            model, history = self.model, self.history
+            save_atomic({"format": CHECKPOINT_FORMAT, "epoch": self.step // self.spe, "step": self.step,
+                         "train": asdict(self.config), "model_config": dict(getattr(model, "config", {})),
+                         "model": model.state_dict(), "optimizer": self.opt.state_dict(),
+                         "history": list(history), "evals": history.evals, "meta": self.meta or {},
+                         "world_size": self.world, "backend": history.backend, "versions": versions()},
+                        self.checkpoint)
 
-    def save():
-        if checkpoint is not None and rank == 0:
-            save_atomic({"format": CHECKPOINT_FORMAT, "epoch": step // spe, "step": step,
-                         "train": asdict(config), "model_config": dict(getattr(model, "config", {})),
-                         "model": model.state_dict(), "optimizer": opt.state_dict(),
-                         "history": list(history), "evals": history.evals, "meta": meta or {},
-                         "world_size": world, "backend": history.backend, "versions": versions()}, checkpoint)
-
-    def run_eval():
-        if evaluate is None or rank != 0:
+    def evaluate_now(self) -> None:
+        if self.evaluate is None or self.rank != 0:
             return
-        model.eval()
+        self.model.eval()
         with torch.no_grad():
-            rec = dict(evaluate(model))
-        model.train()
-        history.evals.append({"step": step, **rec})
+            rec = dict(self.evaluate(self.model))
+        self.model.train()
+        self.history.evals.append({"step": self.step, **rec})
 
-    # Adam's first moment of a parameter whose gradient stays ~0 decays through float32's
-    # denormal range, where CPU arithmetic is many times slower (measured on the digits model:
-    # most exp_avg entries denormal after ~1,000 steps, steps 1.8x slower). Flushing denormals to
-    # zero changes an Adam update by less than ~1e-30, far below the resolution of any trained
-    # weight. It applies to this thread and to worker threads started after it (they inherit the
-    # setting); restored when training ends. Training and evaluation run under it.
-    flush = device.type == "cpu" and torch.set_flush_denormal(True)
-    try:
-        if step == 0 and total > 0:
-            run_eval()  # the curve starts at the initialisation
-        model.train()
-        last_show = 0.0  # the first step shows the numbers at once
-        while step < total:
-            epoch, first = divmod(step, spe)
-            t0 = time.perf_counter()
-            perm = torch.randperm(n, generator=_epoch_generator(config.seed, epoch, 0)).to(device)
-            g_noise = _epoch_generator(config.seed, epoch, 1 + rank)
-            if stream:
-                x_train.set_epoch(epoch)
-            for b in range(first):  # a mid-epoch resume: replay the noise (and stream) of the batches done
-                torch.randn(_share(n, B, b, rank, world), model.latent, generator=g_noise)
-                if stream:
-                    x_train.skip(_share(n, B, b, rank, world))
-            tot = torch.zeros(3, dtype=torch.float64, device=device)
-            kl_dims = torch.zeros(model.latent, dtype=torch.float64, device=device)
-            seen = 0
-            step_losses = []
-            last = min(spe, first + total - step)
-            for b in range(first, last):
-                idx = perm[b * B:(b + 1) * B]
-                nb = idx.shape[0]
-                idx = idx[rank::world]
-                x = x_train[idx]
-                noise = torch.randn(x.shape[0], model.latent, generator=g_noise).to(device)
-                rec, kl = step_module(x, noise)
+    def run(self) -> History:
+        # Adam's first moment of a parameter whose gradient stays ~0 decays through float32's
+        # denormal range, where CPU arithmetic is many times slower (measured on the digits model:
+        # most exp_avg entries denormal after ~1,000 steps, steps 1.8x slower). Flushing denormals to
+        # zero changes an Adam update by less than ~1e-30, far below the resolution of any trained
+        # weight. It applies to this thread and to worker threads started after it (they inherit the
+        # setting); restored when training ends. Training and evaluation run under it.
+        flush = self.device.type == "cpu" and torch.set_flush_denormal(True)
+        try:
+            if self.step == 0 and self.total > 0:
+                self.evaluate_now()  # the curve starts at the initialisation
+            self.model.train()
+            while self.step < self.total:
+                self.epoch()
+        finally:
+            if flush:
+                torch.set_flush_denormal(False)
+            if self.bar is not None:
+                self.bar.close()
+        self.model.eval()
+        return self.history
+
+    def epoch(self) -> None:
+        """The rest of the current epoch, or as much of it as the run's length leaves."""
+        n, B, rank, world, latent = self.n, self.B, self.rank, self.world, self.model.latent
+        epoch, first = divmod(self.step, self.spe)
+        t0 = time.perf_counter()
+        perm = torch.randperm(n, generator=_epoch_generator(self.config.seed, epoch, 0)).to(self.device)
+        g_noise = _epoch_generator(self.config.seed, epoch, 1 + rank)
+        if self.stream:
+            self.x_train.set_epoch(epoch)
+        for b in range(first):  # a mid-epoch resume: replay the noise (and stream) of the batches done
+            torch.randn(_share(n, B, b, rank, world), latent, generator=g_noise)
+            if self.stream:
+                self.x_train.skip(_share(n, B, b, rank, world))
+        tot = torch.zeros(3, dtype=torch.float64, device=self.device)
+        kl_dims = torch.zeros(latent, dtype=torch.float64, device=self.device)
+        seen, step_losses = 0, []
+        last = min(self.spe, first + self.total - self.step)
+        for b in range(first, last):
+            nb, rec, kl, loss = self.adam_step(perm[b * B:(b + 1) * B], g_noise)
+            seen += nb
+            with torch.no_grad():
                 kl_sum = kl.sum(1)
-                # sum over this rank's share / global batch size; DDP averages over ranks -> x world
-                loss = (rec + kl_sum).sum() * (world / nb)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                for group in opt.param_groups:  # from the step alone: a resumed run gets the same lr
-                    group["lr"] = config.lr_at(step)
-                opt.step()
-                step += 1
-                seen += nb
-                with torch.no_grad():
-                    tot += torch.stack([(rec + kl_sum).sum(), rec.sum(), kl_sum.sum()]).double()
-                    kl_dims += kl.sum(0).double()
-                    step_losses.append(loss.detach())
-                if bar is not None:
-                    bar.update(1)
-                    now = time.perf_counter()
-                    if now - last_show >= 1.0:
-                        last_show = now
-                        if world == 1:  # under DDP every rank must stop at the same step
-                            _check_finite(step_losses, step - len(step_losses), good_step, epoch)
-                        m = (tot / max(seen // world, 1)).tolist()
-                        act = int((kl_dims / max(seen // world, 1) >= kl_threshold).sum())
-                        bar.set_postfix_str(f"epoch {epoch + 1}/{epochs_total} loss {m[0]:.4g} "
-                                            f"KL {m[2]:.3g} active dims {act}/{model.latent}", refresh=False)
-                if evaluate is not None and eval_every and step % eval_every == 0 and step < total:
-                    run_eval()
-            if world > 1:
-                dist.all_reduce(tot)
-            tot = (tot / seen).tolist()
-            _check_finite(step_losses, step - len(step_losses), good_step, epoch)
-            if not all(math.isfinite(v) for v in tot):
-                raise TrainingDiverged(step, good_step, epoch + 1, f"mean loss {tot[0]}")
-            history.append({"epoch": epoch + 1, "step": step, "loss": tot[0],
-                            "distortion": tot[1] / config.lam, "kl": tot[2],
-                            "seconds": time.perf_counter() - t0})
-            if step == total:
-                run_eval()
-            now = time.perf_counter()
-            if step == total or last_save is None or now - last_save >= save_every:
-                save()
-                good_step, last_save = step, now
-    finally:
-        if flush:
-            torch.set_flush_denormal(False)
-        if bar is not None:
-            bar.close()
-    model.eval()
-    return history
+                tot += torch.stack([(rec + kl_sum).sum(), rec.sum(), kl_sum.sum()]).double()
+                kl_dims += kl.sum(0).double()
+                step_losses.append(loss.detach())
+            self.show_progress(epoch, tot, kl_dims, seen, step_losses)
+            if self.evaluate is not None and self.eval_every and self.step % self.eval_every == 0 \
+                    and self.step < self.total:
+                self.evaluate_now()
+        self.end_epoch(epoch, t0, tot, seen, step_losses)
+
+    def adam_step(self, idx: Tensor, g_noise: torch.Generator):
+        """One Adam step on this rank's share of the batch ``idx``: ``(len(idx), rec, KL per dim, loss)``."""
+        nb = idx.shape[0]
+        x = self.x_train[idx[self.rank::self.world]]
+        noise = torch.randn(x.shape[0], self.model.latent, generator=g_noise).to(self.device)
+        rec, kl = self.step_module(x, noise)
+        # sum over this rank's share / global batch size; DDP averages over ranks -> x world
+        loss = (rec + kl.sum(1)).sum() * (self.world / nb)
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        for group in self.opt.param_groups:  # from the step alone: a resumed run gets the same lr
+            group["lr"] = self.config.lr_at(self.step)
+        self.opt.step()
+        self.step += 1
+        return nb, rec, kl, loss
+
+    def show_progress(self, epoch: int, tot: Tensor, kl_dims: Tensor, seen: int, step_losses: list) -> None:
+        """The progress bar's step, and at most once a second its numbers (and the finiteness check)."""
+        if self.bar is None:
+            return
+        self.bar.update(1)
+        now = time.perf_counter()
+        if now - self.last_show < 1.0:
+            return
+        self.last_show = now
+        if self.world == 1:  # under DDP every rank must stop at the same step
+            _check_finite(step_losses, self.step - len(step_losses), self.good_step, epoch)
+        m = (tot / max(seen // self.world, 1)).tolist()
+        act = int((kl_dims / max(seen // self.world, 1) >= self.kl_threshold).sum())
+        self.bar.set_postfix_str(f"epoch {epoch + 1}/{math.ceil(self.total / self.spe)} loss {m[0]:.4g} "
+                                 f"KL {m[2]:.3g} active dims {act}/{self.model.latent}", refresh=False)
+
+    def end_epoch(self, epoch: int, t0: float, tot: Tensor, seen: int, step_losses: list) -> None:
+        """The epoch's record (means over all ranks' samples), the final evaluation, the checkpoint when due."""
+        if self.world > 1:
+            dist.all_reduce(tot)
+        tot = (tot / seen).tolist()
+        _check_finite(step_losses, self.step - len(step_losses), self.good_step, epoch)
+        if not all(math.isfinite(v) for v in tot):
+            raise TrainingDiverged(self.step, self.good_step, epoch + 1, f"mean loss {tot[0]}")
+        self.history.append({"epoch": epoch + 1, "step": self.step, "loss": tot[0],
+                             "distortion": tot[1] / self.config.lam, "kl": tot[2],
+                             "seconds": time.perf_counter() - t0})
+        if self.step == self.total:
+            self.evaluate_now()
+        now = time.perf_counter()
+        if self.step == self.total or self.last_save is None or now - self.last_save >= self.save_every:
+            self.save()
+            self.good_step, self.last_save = self.step, now
 
 
 def _check_finite(losses: list, first_step: int, good_step: int, epoch: int) -> None:

@@ -15,7 +15,7 @@ namespace {
 
 // Channel-last dense input (channels_last images, (N, C) matrices) is used as an (M, C) matrix
 // with no copy; anything else is made contiguous channel-first (N, C, S). The fake impl in
-// ops/gdn.py mirrors this rule so output strides match.
+// ops/_gdn.py mirrors this rule so output strides match.
 bool use_channel_last(const at::Tensor& x) { return x.movedim(1, -1).is_contiguous(); }
 
 at::Tensor empty_in_layout(const at::Tensor& like, bool cl, at::ScalarType dt) {
@@ -183,7 +183,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> gdn_backward(
 }
 
 // The public single-output op: decomposes into gdn_forward, whose autograd is registered in
-// Python (vaeiso_ext/ops/gdn.py), so gradients and torch.compile see one kernel.
+// Python (vaeiso_ext/ops/_gdn.py), so gradients and torch.compile see one kernel.
 at::Tensor gdn(const at::Tensor& x, const at::Tensor& beta, const at::Tensor& gamma, bool inverse,
                bool simplified) {
   static const auto op = c10::Dispatcher::singleton()

@@ -1,6 +1,7 @@
 """The paper's experiments, one module each (``toy``, ``sweep``, ``images``, ``digits``), on the
-shared plumbing of :mod:`.base` (run config and description, run-folder rules, the reproduce /
-analyse pipeline) and :mod:`.outputs`. A module of this package that defines ``EXPERIMENT`` (an
+shared plumbing of :mod:`.config` (the run's config and description, its command-line options),
+:mod:`.runs` (the run folder and its checkpoint), :mod:`.base` (the reproduce / analyse pipeline)
+and :mod:`.outputs`. A module of this package that defines ``EXPERIMENT`` (an
 :class:`~.base.Experiment`) is an experiment: ``python -m vaeiso_ext reproduce <name>`` runs it,
 with the options of its config."""
 
@@ -9,7 +10,9 @@ from __future__ import annotations
 import importlib
 import pkgutil
 
-from .base import CHECKPOINT, Config, Experiment, UsageError, read_run
+from .base import Experiment
+from .config import Config, UsageError
+from .runs import CHECKPOINT, read_run
 
 
 def experiments() -> dict[str, Experiment]:
@@ -26,7 +29,7 @@ def experiments() -> dict[str, Experiment]:
 def analyze_checkpoint(path: str, out: str | None = None, **kwargs) -> dict:
     """Re-analyse the run of a checkpoint (or run folder) written by any version of
     ``reproduce``; keyword arguments as :meth:`Experiment.analyze`."""
-    from .base import checkpoint_path
+    from .runs import checkpoint_path
 
     ck, name, desc = read_run(path)
     exps = experiments()

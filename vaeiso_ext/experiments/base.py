@@ -1,291 +1,24 @@
-"""What every experiment shares: the run configuration (a dataclass whose fields are the run's
-full description and, through their metadata, its command-line options), the rules that keep a
-run folder one run's record (refuse a different run on ``--resume``, refuse to replace a run
-without ``--overwrite``), training with a status line, checkpoint reading (old layouts
-included) and the reproduce / analyse pipeline. An experiment module subclasses
-:class:`Experiment` and sets ``EXPERIMENT``; :mod:`vaeiso_ext.experiments` finds it."""
+"""What every experiment shares: :class:`Experiment`, the reproduce / analyse pipeline (the
+command line of a run, training with a status line, the rules that keep a run folder one run's
+record: refuse a different run on ``--resume``, refuse to replace a run without ``--overwrite``).
+An experiment module subclasses :class:`Experiment` with its :class:`~.config.Config` and sets
+``EXPERIMENT``; :mod:`vaeiso_ext.experiments` finds it. The run's configuration lives in
+:mod:`.config`, the run folder and checkpoints in :mod:`.runs`."""
 
 from __future__ import annotations
 
 import argparse
-import math
 import os
-import sys
 import time
-from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field, fields, replace
-from typing import Any, ClassVar
+from dataclasses import fields, replace
+from typing import Any
 
 import torch
 
-from ..train import (CheckpointError, TrainConfig, TrainingDiverged, check_world, checkpoint_steps,
-                     launch_info, load_checkpoint, steps_per_epoch, train)
-
-CHECKPOINT = "checkpoint.pt"
-# What a run writes into its folder (figures/ holds the rest): any of them marks a run there.
-RUN_FILES = (CHECKPOINT, "results.json", "report.md", "curve.json")
-LAYOUT = 2  # meta["layout"] of checkpoints written since the experiments moved here
-
-
-class UsageError(Exception):
-    """A user error: the CLI prints ``error: <message>`` and exits with code 2."""
-
-
-# ------------------------------------------------------------------ option types
-
-
-def _number(kind, s: str):
-    try:
-        return kind(s)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected {'an integer' if kind is int else 'a number'}, "
-                                         f"got {s!r}") from None
-
-
-def positive_float(s: str) -> float:
-    v = _number(float, s)
-    if not (math.isfinite(v) and v > 0):
-        raise argparse.ArgumentTypeError(f"expected a finite number > 0, got {s!r}")
-    return v
-
-
-def int_at_least(low: int):
-    def parse(s: str) -> int:
-        v = _number(int, s)
-        if v < low:
-            raise argparse.ArgumentTypeError(f"expected an integer >= {low}, got {s!r}")
-        return v
-
-    parse.__name__ = f"int>={low}"
-    return parse
-
-
-positive_int = int_at_least(1)
-nonneg_int = int_at_least(0)
-
-
-def opt(default, help: str, *, flag: str | None = None, type=None, choices=None, metavar=None,
-        analysis_only: bool = False):
-    """A config field that is also a command-line option (``--field-name`` unless ``flag``).
-    ``analysis_only``: the field changes the analysis, not the training (e.g. how many held-out
-    samples are analysed), so a different value never blocks ``--resume`` or the re-analysis of
-    a finished run; the value asked for is used."""
-    return field(default=default, metadata={"help": help, "flag": flag, "type": type,
-                                            "choices": choices, "metavar": metavar,
-                                            "analysis_only": analysis_only})
-
-
-def option_name(f) -> str:
-    """The command-line flag of a config field (``--lambda`` for ``lam``); a field that is not an
-    option keeps its name."""
-    if "help" not in f.metadata:
-        return f.name
-    return f.metadata.get("flag") or "--" + f.name.replace("_", "-")
-
-
-def plural(n, unit: str) -> str:
-    """``1 epoch``, ``2 epochs``, ``1.50 epochs``, ``1,200 Adam steps``: a count and its unit."""
-    if isinstance(n, int) or float(n).is_integer():
-        return f"{int(n):,} {unit}" + ("" if int(n) == 1 else "s")
-    return f"{n:.2f} {unit}s"
-
-
-# ------------------------------------------------------------------ configs
-
-
-@dataclass
-class Config:
-    """Base of the experiment configs. Every field is part of the run's description (stored in
-    its checkpoint, compared on ``--resume``, printed in its report); fields made with
-    :func:`opt` are command-line options too. ``LENGTH`` names the field that may grow on
-    ``--resume`` (``epochs`` or ``iterations``)."""
-
-    LENGTH: ClassVar[str] = "epochs"
-    # Fields added after runs were recorded: the value a stored description lacking the field
-    # means (how those runs were trained), where that differs from today's default.
-    LEGACY: ClassVar[dict] = {}
-
-    def validate(self) -> "Config":
-        """Cross-field checks; raise :class:`UsageError`."""
-        return self
-
-    def description(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "Config":
-        names = {f.name for f in fields(cls)}
-        unknown = {k: v for k, v in d.items() if k not in names and v is not None}
-        if unknown:
-            raise CheckpointError(f"the run description holds fields this version does not know: "
-                                  f"{sorted(unknown)} (written by a newer vaeiso_ext?)")
-        return cls(**{**{k: v for k, v in cls.LEGACY.items() if k not in d},
-                      **{k: v for k, v in d.items() if k in names}})
-
-    def length(self) -> int:
-        return int(getattr(self, self.LENGTH))
-
-    @classmethod
-    def analysis_only(cls) -> tuple[str, ...]:
-        """The fields that do not change the training (:func:`opt`'s ``analysis_only``)."""
-        return tuple(f.name for f in fields(cls) if f.metadata.get("analysis_only"))
-
-    def training_description(self) -> dict:
-        """The description without the analysis-only fields: what a run folder's training is."""
-        skip = self.analysis_only()
-        return {k: v for k, v in self.description().items() if k not in skip}
-
-
-def differing_fields(saved: Config, requested: Config, ignore=()) -> list[str]:
-    """``--flag: saved -> requested`` for every field that differs (analysis-only fields never
-    do: they change no training), named by its command-line flag."""
-    a, b = asdict(saved), asdict(requested)
-    skip = set(ignore) | set(type(requested).analysis_only())
-    return [f"{option_name(f)}: {a[f.name]!r} (saved) -> {b[f.name]!r} (requested)"
-            for f in fields(requested) if f.name in a and f.name not in skip and a[f.name] != b[f.name]]
-
-
-# ------------------------------------------------------------------ status lines
-
-
-@contextmanager
-def status(message: str, enabled: bool = True):
-    """``message ...`` on stderr, completed with the seconds it took."""
-    t0 = time.perf_counter()
-    if enabled and launch_info()[0] == 0:
-        print(f"{message} ...", end="", file=sys.stderr, flush=True)
-    try:
-        yield
-    finally:
-        if enabled and launch_info()[0] == 0:
-            print(f" {time.perf_counter() - t0:.1f} s", file=sys.stderr, flush=True)
-
-
-# ------------------------------------------------------------------ checkpoints
-
-
-def checkpoint_path(path: str) -> str:
-    """``path`` itself, or ``path/checkpoint.pt`` for a folder."""
-    return os.path.join(path, CHECKPOINT) if os.path.isdir(path) else path
-
-
-def read_run(path: str) -> tuple[dict, str, dict]:
-    """(checkpoint, experiment name, description) of a checkpoint file or run folder. Reads the
-    current layout (``meta = {"experiment", "description", "layout"}``) and the one before
-    (``meta = {"kind": "toy"|"images"|"digits", "run": {...}}``)."""
-    path = checkpoint_path(path)
-    ck = load_checkpoint(path)
-    return (ck, *_run_of(ck, path))
-
-
-def _run_of(ck: dict, path: str) -> tuple[str, dict]:
-    """(experiment name, description) of a loaded checkpoint."""
-    meta = ck.get("meta") or {}
-    if "experiment" in meta and "description" in meta:
-        return meta["experiment"], dict(meta["description"])
-    if meta.get("kind") in ("toy", "images", "digits") and isinstance(meta.get("run"), dict):
-        desc = dict(meta["run"])
-        desc.pop("experiment", None)
-        return meta["kind"], desc
-    raise CheckpointError(f"checkpoint {path!r} holds no run description (not written by "
-                          "`python -m vaeiso_ext reproduce`)")
-
-
-def folder_run(out: str) -> tuple[str, dict | None] | None:
-    """What run ``out`` holds: None if none; (what, description or None) otherwise. A checkpoint
-    that cannot be continued gives (``a damaged checkpoint (why)``, None)."""
-    ck = os.path.join(out, CHECKPOINT)
-    if os.path.exists(ck):
-        try:
-            loaded = load_checkpoint(ck)
-        except CheckpointError as e:  # truncated (an interrupted copy, a full disk) or corrupt
-            return f"a damaged checkpoint ({e})", None
-        try:
-            name, desc = _run_of(loaded, ck)
-            return f"a {name} run", {"experiment": name, **desc}
-        except CheckpointError as e:
-            return f"a checkpoint this version cannot continue ({e})", None
-    present = [f for f in RUN_FILES if os.path.exists(os.path.join(out, f))]
-    res_path = os.path.join(out, "results.json")
-    if os.path.exists(res_path):  # an analysis written without its checkpoint (analyze --out)
-        import json
-
-        try:
-            with open(res_path) as f:
-                res = json.load(f)
-            if res.get("experiment") and isinstance(res.get("config"), dict):
-                return f"the outputs of a {res['experiment']} run", {"experiment": res["experiment"],
-                                                                      **res["config"]}
-        except (OSError, ValueError):
-            pass
-    if present:
-        return f"the outputs of a run ({', '.join(present)})", None
-    return None
-
-
-def clear_run(out: str) -> None:
-    """Remove a run's files (``--overwrite``): the checkpoint, results, report and figures."""
-    for f in RUN_FILES:
-        p = os.path.join(out, f)
-        if os.path.exists(p):
-            os.unlink(p)
-    figs = os.path.join(out, "figures")
-    if os.path.isdir(figs):
-        for f in os.listdir(figs):
-            if f.endswith(".png"):
-                os.unlink(os.path.join(figs, f))
-
-
-def trained_summary(ck_or_history, cfg: Config, n_train: int, batch_size: int, *,
-                    fresh: bool = False) -> dict:
-    """What a checkpoint (or a finished training's history) actually trained, in how many
-    processes (``world_size``, ``backend``: None for one); ``fresh``: the samples were drawn
-    afresh at every step (a stream), so an "epoch" is only the stream's reseeding period;
-    ``evals`` (the records of a ``train_hooks`` evaluation) only where there are any."""
-    if isinstance(ck_or_history, dict):
-        steps = checkpoint_steps(ck_or_history, n_train)
-        history = list(ck_or_history["history"])
-        evals = list(ck_or_history.get("evals") or [])
-        world, backend = int(ck_or_history.get("world_size", 1)), ck_or_history.get("backend")
-        if world > 1 and backend is None:  # written before the backend was recorded
-            backend = "unknown"
-    else:
-        history = list(ck_or_history)
-        steps = int(history[-1]["step"]) if history and "step" in history[-1] else 0
-        evals = list(getattr(ck_or_history, "evals", None) or [])
-        world, backend = int(getattr(ck_or_history, "world_size", 1)), getattr(ck_or_history, "backend", None)
-    spe = steps_per_epoch(n_train, batch_size)
-    requested = cfg.length()
-    done = steps if cfg.LENGTH == "iterations" else steps / spe
-    secs = [h["seconds"] for h in history]
-    return {"steps": steps, "epochs_done": steps / spe if steps % spe else steps // spe,
-            "n_train": n_train, "batch_size": batch_size, "steps_per_epoch": spe,
-            "length_field": cfg.LENGTH, "requested": requested, "complete": done >= requested,
-            "final": history[-1] if history else None, "world_size": world, "backend": backend,
-            "fresh_samples": bool(fresh),
-            "seconds": sum(secs), "seconds_per_epoch_median": sorted(secs)[len(secs) // 2] if secs else None,
-            **({"evals": evals} if evals else {})}  # the train_hooks() curve, if the run has one
-
-
-def trained_text(t: dict) -> str:
-    """``trained 1,200 Adam steps = 2 epochs of 600 samples (batch 100) in 1 process`` (+ what
-    was asked); for a stream, ``trained 50 Adam steps of 16 samples drawn afresh at every step``."""
-    if t.get("fresh_samples"):
-        s = (f"trained {plural(t['steps'], 'Adam step')} of {t['batch_size']} samples drawn afresh at every "
-             f"step ({plural(t['steps'] * t['batch_size'], 'sample')} in all)")
-    else:
-        s = (f"trained {plural(t['steps'], 'Adam step')} = {plural(t['epochs_done'], 'epoch')} of "
-             f"{plural(t['n_train'], 'sample')} (batch {t['batch_size']})")
-    world = int(t.get("world_size", 1))
-    s += (f" data-parallel in {world} processes ({t.get('backend')})" if world > 1 else " in 1 process")
-    if not t["complete"]:
-        s += (f"; INCOMPLETE: {plural(t['requested'], t['length_field'].rstrip('s'))} "
-              f"{'was' if t['requested'] == 1 else 'were'} requested")
-    return s
-
-
-# ------------------------------------------------------------------ experiments
-
+from ..train import (CheckpointError, TrainConfig, TrainingDiverged, check_world, checkpoint_steps, launch_info,
+                     load_checkpoint, train)
+from .config import Config, UsageError, differing_fields, option_name, positive_int
+from .runs import CHECKPOINT, LAYOUT, clear_run, folder_run, plural, trained_summary, trained_text
 
 class Experiment:
     """One experiment: its config, data, model, metric, analysis and outputs. Subclasses set the
@@ -312,7 +45,7 @@ class Experiment:
             md = f.metadata
             if "help" not in md:
                 continue
-            flag = md["flag"] or "--" + f.name.replace("_", "-")
+            flag = option_name(f)
             default = getattr(defaults, f.name)
             if f.type in (bool, "bool"):
                 g.add_argument(flag, dest=f.name, action="store_const", const=True, default=None,

@@ -16,7 +16,7 @@ from .. import metrics
 from ..data.digits import DIGIT_PIXELS
 from ..models import DigitsVAE
 from ..train import launch_info
-from .base import UsageError, int_at_least, nonneg_int, opt, positive_float, positive_int
+from .config import UsageError, int_at_least, nonneg_int, opt, positive_float, positive_int
 from .real import RealConfig, RealData, RealExperiment
 
 

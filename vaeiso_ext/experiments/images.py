@@ -14,7 +14,8 @@ from dataclasses import dataclass, replace
 from .. import metrics
 from ..models import CONV_INITS, ConvVAE
 from ..train import TrainConfig, init_distributed
-from .base import UsageError, int_at_least, nonneg_int, opt, positive_float, positive_int, status
+from .config import UsageError, int_at_least, nonneg_int, opt, positive_float, positive_int
+from .runs import status
 from .real import RealConfig, RealData, RealExperiment
 
 import torch

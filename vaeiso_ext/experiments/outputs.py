@@ -9,7 +9,7 @@ import math
 import os
 import tempfile
 
-from .base import plural, trained_text
+from .runs import plural, trained_text
 
 
 def write_atomic(path: str, data: str | bytes) -> None:

@@ -16,7 +16,9 @@ from dataclasses import dataclass
 import torch
 
 from ..train import TrainConfig, versions
-from .base import Config, Experiment, UsageError, status
+from .base import Experiment
+from .config import Config, UsageError
+from .runs import status
 from .outputs import (clean, dims_panel, fmt, legend_below, md_table, plt, results_json, rule_lines,
                       run_title, save_figure, training_line, write_atomic)
 

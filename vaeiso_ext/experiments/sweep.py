@@ -13,8 +13,9 @@ from dataclasses import dataclass, fields
 
 from ..data import TOY_DATASETS
 from ..train import launch_info
-from .base import (Config, Experiment, UsageError, folder_run, int_at_least, nonneg_int, opt, plural,
-                   positive_float, positive_int)
+from .base import Experiment
+from .config import Config, UsageError, int_at_least, nonneg_int, opt, positive_float, positive_int
+from .runs import folder_run, plural
 from .outputs import fmt, md_table, plt, results_json, save_figure, write_atomic
 from .toy import ESTIMATES, LOSS_NAMES, LOSSES, ToyConfig, table_dims
 from .toy import EXPERIMENT as TOY

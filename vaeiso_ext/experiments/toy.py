@@ -13,8 +13,9 @@ from ..data import TOY_DATASETS, make_toy
 from ..metrics import by_name as metric_from_name
 from ..models import ToyVAE
 from ..train import TrainConfig, versions
-from .base import (Config, Experiment, UsageError, int_at_least, nonneg_int, opt, positive_float,
-                   positive_int, status)
+from .base import Experiment
+from .config import Config, UsageError, int_at_least, nonneg_int, opt, positive_float, positive_int
+from .runs import status
 from .outputs import (fmt, inv_sigma2_axis, legend_below, md_table, plt, results_json, rule_lines, run_title,
                       save_figure, shade_dims, training_line, write_atomic)
 

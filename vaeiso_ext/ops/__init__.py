@@ -1,7 +1,8 @@
-"""Python entry points of the fused ops (the only callers of ``torch.ops.vaeiso``).
+"""Python entry points of the fused ops, which call ``torch.ops.vaeiso`` (as does ``nn.GDN`` under TorchScript).
 
 Each op family lives in its own module here with its wrapper, fake (meta) implementation and
-autograd registration.
+autograd registration (the SSIM family's in ``._ssim``, ``._ssim_fake`` and ``._ssim_autograd``);
+``.checks`` holds the wrappers' argument checks.
 """
 
 from ._gdn import gdn

@@ -24,8 +24,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ._modes import acc_dtype
-from ._ssim import check_pair, check_params, check_range_for, check_weight, check_window_fits
 from ._ssim import pad_small, scale_by_range, ssim_pass
+from .checks import check_pair, check_params, check_range_for, check_weight, check_window_fits
 
 MS_SSIM_WEIGHTS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)
 _NORMALIZE = ("relu", "simple", None)
