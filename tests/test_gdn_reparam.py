@@ -32,6 +32,7 @@ def test_reparam_node_matches_the_chain(which, dtype):
         ga = torch.autograd.grad(r(p), p, gy, create_graph=True)[0]
         gb = torch.autograd.grad(_chain(r, p), p, gy, create_graph=True)[0]
         assert torch.equal(ga, gb)
+        assert torch.equal(torch.autograd.grad(r(p), p, gy)[0], gb)  # the plain backward's path
         v = torch.randn(p.shape, generator=g).to(dtype)
         assert torch.equal(torch.autograd.grad(ga, p, v)[0], torch.autograd.grad(gb, p, v)[0])
     t = torch.randn(p.shape, generator=g).to(dtype)

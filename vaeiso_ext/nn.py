@@ -84,9 +84,12 @@ class _BoundedSquareFn(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad):
         p, bound = ctx.saved_tensors
-        m = _LowerBoundFn.call(p, bound) if torch.is_grad_enabled() else torch.max(p, bound)
-        gm = grad * (2 * m)  # the square's derivative, then the bound's straight-through rule
-        return gm * ((p >= bound) | (gm < 0)).to(gm.dtype), None, None
+        # the square's derivative, then the bound's straight-through rule
+        if torch.is_grad_enabled():  # differentiable (double backward): through _LowerBoundFn
+            gm = grad * (2 * _LowerBoundFn.call(p, bound))
+            return gm * ((p >= bound) | (gm < 0)).to(gm.dtype), None, None
+        gm = torch.max(p, bound).mul_(2).mul_(grad)  # the same bits, one parameter-sized temporary
+        return gm.mul_((p >= bound) | (gm < 0)), None, None
 
     @staticmethod
     def jvp(ctx, tp, _tbound, _tpedestal):
