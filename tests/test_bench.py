@@ -216,7 +216,7 @@ def test_compute_bound_cases_get_gflops_beside_the_same_run_gemm(fake, monkeypat
 
 def test_cli_records_the_allocator_policy(fake, tmp_path):
     out = tmp_path / "r.json"
-    assert runner.main(["--only", "fake", "--json", str(out)]) == 0
+    assert runner.main(["--only", "fake", "--steady-allocator", "--json", str(out)]) == 0
     report = json.loads(out.read_text())
     assert report["allocator"] == "fake allocator policy"
     assert "fake allocator policy" in runner.format_header(report)

@@ -10,6 +10,7 @@
 #include <tuple>
 
 #include "common.h"
+#include "cpu_workspace.h"
 #include "distance/distance_kernels.h"
 
 namespace vaeiso::distance {
@@ -101,8 +102,13 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> pair_distances_backward(
   const int64_t L = N > 0 ? base.numel() / N : c10::multiply_integers(base.sizes().slice(1));
   const auto opts = base.options().dtype(dt);
   const bool need_w = output_mask[2] && weight.has_value();
-  at::Tensor gb = output_mask[0] ? at::empty(base.sizes(), opts) : at::Tensor();
-  at::Tensor go = output_mask[1] ? at::empty(others.sizes(), opts) : at::Tensor();
+  // The input-sized gradients on the CPU from the kept cache (cpu_workspace.h): no fresh
+  // multi-MB heap block per call.
+  auto input_sized = [&](at::IntArrayRef sizes) {
+    return base.is_cuda() ? at::empty(sizes, opts) : kept_empty(sizes, opts);
+  };
+  at::Tensor gb = output_mask[0] ? input_sized(base.sizes()) : at::Tensor();
+  at::Tensor go = output_mask[1] ? input_sized(others.sizes()) : at::Tensor();
   at::Tensor gw = need_w ? at::empty({N}, opts) : at::Tensor();
   auto result = [&] {
     auto none = at::empty({0}, opts);

@@ -7,6 +7,7 @@
 #include <torch/library.h>
 
 #include "common.h"
+#include "cpu_workspace.h"
 #include "gdn/gdn_kernels.h"
 #include "gemm_policy.h"
 
@@ -18,10 +19,15 @@ namespace {
 // ops/_gdn.py mirrors this rule so output strides match.
 bool use_channel_last(const at::Tensor& x) { return x.movedim(1, -1).is_contiguous(); }
 
+// On the CPU from the kept cache (cpu_workspace.h), outputs included: no fresh multi-MB heap
+// block per call, and so no page faults per call in a user's process.
 at::Tensor empty_in_layout(const at::Tensor& like, bool cl, at::ScalarType dt) {
   const auto opts = like.options().dtype(dt);
-  if (cl) return at::empty(like.movedim(1, -1).sizes(), opts).movedim(-1, 1);
-  return at::empty(like.sizes(), opts);
+  auto make = [&](at::IntArrayRef sizes) {
+    return like.is_cuda() ? at::empty(sizes, opts) : kept_empty(sizes, opts);
+  };
+  if (cl) return make(like.movedim(1, -1).sizes()).movedim(-1, 1);
+  return make(like.sizes());
 }
 
 at::Tensor to_layout(const at::Tensor& t, bool cl) {
@@ -147,11 +153,16 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> gdn_backward(
   auto gx = output_mask[0] ? empty_in_layout(x, cl, x.scalar_type()) : at::empty({0}, x.options());
   // The parameter gradients have the parameters' dtype (that of gamma; beta shares it).
   const auto popts = gamma.options();
-  // zeros: an empty x has zero gradients; otherwise the kernels overwrite them
-  auto gbeta = output_mask[1] ? at::zeros({C}, popts) : at::empty({0}, popts);
-  auto ggamma = output_mask[2] ? at::zeros({C, C}, popts) : at::empty({0}, popts);
+  // On the CPU from the kept cache like gx (a C x C gamma gradient is above malloc's mmap
+  // threshold from C = 182 on). An empty x has zero gradients; otherwise the kernels overwrite them.
+  auto param_grad = [&](bool want, at::IntArrayRef sizes) {
+    if (!want) return at::empty({0}, popts);
+    return x.is_cuda() ? at::empty(sizes, popts) : kept_empty(sizes, popts);
+  };
+  auto gbeta = param_grad(output_mask[1], {C});
+  auto ggamma = param_grad(output_mask[2], {C, C});
   if (x.numel() == 0) {
-    if (output_mask[0]) gx.zero_();
+    for (auto* t : {&gx, &gbeta, &ggamma}) t->zero_();
     return {gx, gbeta, ggamma};
   }
 

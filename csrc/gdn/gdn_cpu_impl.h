@@ -12,10 +12,8 @@
 
 #include <algorithm>
 #include <type_traits>
-#include <vector>
-
-
 #include "cpu_gemm.h"
+#include "cpu_workspace.h"
 #include "cpu_half.h"
 #include "gdn/gdn_cpu_passes.h"
 #include "gdn/gdn_math.h"
@@ -183,17 +181,21 @@ void forward(const S* xp, const acc_t<S>* beta, const acc_t<S>* gamma, S* op, ac
   with_variant(v, [&](auto sv) {
     using SV = decltype(sv);
     at::parallel_for(0, B.count, 1, [&](int64_t b0, int64_t b1) {
-      std::vector<A> fx(B.len * C), nbuf(np ? 0 : B.len * C);
+      // f(x), and the norm block when norm is not kept: written before read, never zeroed
+      const int64_t bsz = B.len * C;
+      Scratch<A> buf(np ? bsz : 2 * bsz, WorkspaceSlot::kTask, false);
+      A* const fx = buf.data();
+      A* const nbuf = fx + bsz;
       for (int64_t i = b0; i < b1; ++i) {
         const auto blk = B.at(i);
         const S* x = xp + blk.base;
         S* out = op + blk.base;
         each_run(B, blk.n, [&](int64_t o, int64_t q, int64_t, int64_t len) {
-          fx_run<SV>(x + o, fx.data() + q, len);
+          fx_run<SV>(x + o, fx + q, len);
         });
         // the norm block in the tensor (index o) or in the buffer (index q)
-        A* nrm = np ? np + blk.base : nbuf.data();
-        mix_forward(B, blk.n, gamma, fx.data(), nrm, np ? B.t_ld() : B.b_ld(blk.n));
+        A* nrm = np ? np + blk.base : nbuf;
+        mix_forward(B, blk.n, gamma, fx, nrm, np ? B.t_ld() : B.b_ld(blk.n));
         each_run(B, blk.n, [&](int64_t o, int64_t q, int64_t c, int64_t len) {
           if (np && c >= 0) epilogue_run<SV, true, true>(x + o, nrm + o, beta + c, out + o, len);
           else if (np) epilogue_run<SV, false, true>(x + o, nrm + o, beta, out + o, len);
@@ -216,14 +218,24 @@ void backward(const S* gp, const S* xp, const acc_t<S>* np, const acc_t<S>* gamm
   // the result does not depend on the number of threads.
   const bool need_params = gbeta != nullptr || ggamma != nullptr;
   const int64_t groups = need_params ? std::min<int64_t>(B.count, 32) : B.count;
-  std::vector<A> gb_part(gbeta ? groups * C : 0, A(0)), gg_part(ggamma ? groups * C * C : 0, A(0));
+  // The groups' partial sums, zeroed, on this thread's call slot (its tasks use the task slot).
+  const int64_t nb = gbeta ? groups * C : 0, ng = ggamma ? groups * C * C : 0;
+  Scratch<A> parts(nb + ng, WorkspaceSlot::kCall, true);
+  A* const gb_part = parts.data();
+  A* const gg_part = gb_part + nb;
   with_variant(v, [&](auto sv) {
     using SV = decltype(sv);
     at::parallel_for(0, groups, 1, [&](int64_t g0, int64_t g1) {
-      std::vector<A> t(B.len * C), fx(ggamma ? B.len * C : 0), u(gxp ? B.len * C : 0), sc(gxp ? B.len * C : 0);
+      // t, f(x) (gamma gradient), u and the scale (gx): written before read, never zeroed
+      const int64_t bsz = B.len * C;
+      Scratch<A> buf(bsz * (1 + (ggamma ? 1 : 0) + (gxp ? 2 : 0)), WorkspaceSlot::kTask, false);
+      A* const t = buf.data();
+      A* const fx = t + bsz;
+      A* const u = fx + (ggamma ? bsz : 0);
+      A* const sc = u + (gxp ? bsz : 0);
       for (int64_t grp = g0; grp < g1; ++grp) {
-        A* gb = gbeta ? gb_part.data() + grp * C : nullptr;
-        A* gg = ggamma ? gg_part.data() + grp * C * C : nullptr;
+        A* gb = gbeta ? gb_part + grp * C : nullptr;
+        A* gg = ggamma ? gg_part + grp * C * C : nullptr;
         const int64_t i0 = grp * B.count / groups, i1 = (grp + 1) * B.count / groups;
         for (int64_t i = i0; i < i1; ++i) {
           const auto blk = B.at(i);
@@ -233,20 +245,20 @@ void backward(const S* gp, const S* xp, const acc_t<S>* np, const acc_t<S>* gamm
           auto first = [&](auto want_fx, auto want_s) {
             constexpr bool kFx = decltype(want_fx)::value, kS = decltype(want_s)::value;
             each_run(B, blk.n, [&](int64_t o, int64_t q, int64_t, int64_t len) {
-              first_run<SV, kFx, kS>(g + o, x + o, nrm + o, t.data() + q, fx.data() + q, sc.data() + q, len);
+              first_run<SV, kFx, kS>(g + o, x + o, nrm + o, t + q, fx + q, sc + q, len);
             });
           };
           if (gg && gxp) first(std::true_type{}, std::true_type{});
           else if (gg) first(std::true_type{}, std::false_type{});
           else if (gxp) first(std::false_type{}, std::true_type{});
           else first(std::false_type{}, std::false_type{});
-          if (gg) gamma_grad_add(B, blk.n, t.data(), fx.data(), gg);
-          if (gb) add_channel_sums(B, blk.n, t.data(), gb);
+          if (gg) gamma_grad_add(B, blk.n, t, fx, gg);
+          if (gb) add_channel_sums(B, blk.n, t, gb);
           if (gxp) {
-            mix_backward(B, blk.n, gamma, t.data(), u.data());
+            mix_backward(B, blk.n, gamma, t, u);
             S* gx = gxp + blk.base;
             each_run(B, blk.n, [&](int64_t o, int64_t q, int64_t, int64_t len) {
-              gx_run<SV>(g + o, x + o, sc.data() + q, u.data() + q, gx + o, len);
+              gx_run<SV>(g + o, x + o, sc + q, u + q, gx + o, len);
             });
           }
         }

@@ -13,6 +13,7 @@
 #include <string>
 
 #include "common.h"
+#include "cpu_workspace.h"
 #include "gemm_policy.h"
 #include "ssim/ssim_kernels.h"
 
@@ -122,7 +123,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> ssim_forward(
   const auto acc_opts = x.options().dtype(vaeiso::acc_type(dt));
   auto one_minus = at::empty({g.N, g.C}, acc_opts);
   auto l1 = with_l1 ? at::empty({g.N, g.C}, acc_opts) : at::empty({0}, acc_opts);
-  auto maps = need_maps ? at::empty({g.N, g.C, 4, g.Ho, g.Wo}, acc_opts) : at::empty({0}, acc_opts);
+  // The maps live from the forward to the backward: on the CPU from the kept cache.
+  auto maps = !need_maps ? at::empty({0}, acc_opts)
+              : x.is_cuda() ? at::empty({g.N, g.C, 4, g.Ho, g.Wo}, acc_opts)
+                            : kept_empty({g.N, g.C, 4, g.Ho, g.Wo}, acc_opts);
   if (g.N == 0) return {one_minus, l1, maps};
   const auto window = gaussian_window(window_size, sigma);
   const auto xc = x.to(dt), yc = y.to(dt);
@@ -161,8 +165,10 @@ std::tuple<at::Tensor, at::Tensor> ssim_backward(const at::Tensor& grad, const a
   check_same_device(maps, x, "ssim_backward: maps", "x");
   c10::DeviceGuard guard(x.device());
   // Each gradient has its input's dtype; a mixed pair computes in float32 and rounds once.
-  auto gx = at::empty(x.sizes(), x.options().dtype(dt));
-  auto gy = at::empty(x.sizes(), x.options().dtype(dt));
+  // On the CPU from the kept cache (cpu_workspace.h): no fresh heap block per call.
+  const auto gopts = x.options().dtype(dt);
+  auto gx = x.is_cuda() ? at::empty(x.sizes(), gopts) : kept_empty(x.sizes(), gopts);
+  auto gy = x.is_cuda() ? at::empty(x.sizes(), gopts) : kept_empty(x.sizes(), gopts);
   if (g.N > 0) {
     const auto window = gaussian_window(window_size, sigma);
     const auto gc = grad.to(acc).contiguous();

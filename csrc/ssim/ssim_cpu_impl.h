@@ -31,6 +31,7 @@
 #endif
 
 #include "cpu_half.h"
+#include "cpu_workspace.h"
 #include "ssim/ssim_cpu_passes.h"
 #include "ssim/ssim_math.h"
 
@@ -825,7 +826,7 @@ void forward(const S* x, const int64_t* sx, const S* y, const int64_t* sy, const
   a.maps = maps;
   const int64_t scratch = forward_scratch<T>(g, a.th);
   at::parallel_for(0, ntasks, 1, [&](int64_t b, int64_t e) {
-    std::vector<T> buf(scratch);
+    Scratch<T> buf(scratch);  // kept between calls (cpu_workspace.h)
     if (mode.cs_only) {
       forward_tasks<true>(a, b, e, buf.data());
     } else {
@@ -868,7 +869,7 @@ void backward(const acc_t<S>* grad, const acc_t<S>* grad_l1, const S* x, const i
   a.gy = grad_y;
   const int64_t scratch = backward_scratch<T>(g);
   at::parallel_for(0, g.N * g.C * a.nstrips, 1, [&](int64_t b, int64_t e) {
-    std::vector<T> buf(scratch);
+    Scratch<T> buf(scratch);  // kept between calls (cpu_workspace.h)
     if (grad_l1 != nullptr) {
       backward_tasks<true>(a, b, e, buf.data());
     } else {
@@ -905,7 +906,7 @@ void pairs(const S* base, const int64_t* sb, const S* others, const int64_t* so,
   a.partial = partial.data();
   const int64_t scratch = pairs_scratch<T>(g, a.th);
   at::parallel_for(0, strips * a.nkc, 1, [&](int64_t b, int64_t e) {
-    std::vector<T> buf(scratch);
+    Scratch<T> buf(scratch);  // kept between calls (cpu_workspace.h)
     pairs_tasks(a, b, e, buf.data());
   });
   const double inv = 1.0 / static_cast<double>(g.C * g.positions());
@@ -928,7 +929,7 @@ void filter(const T* src, T* dst, int64_t M, int64_t H, int64_t W, const double*
   FilterArgs<T> a{src, dst, w.data(), g, transpose};
   const int64_t scratch = filter_scratch<T>(g, transpose);
   at::parallel_for(0, M, 1, [&](int64_t b, int64_t e) {
-    std::vector<T> buf(scratch);
+    Scratch<T> buf(scratch);  // kept between calls (cpu_workspace.h)
     filter_tasks(a, b, e, buf.data());
   });
 }

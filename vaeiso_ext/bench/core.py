@@ -12,6 +12,12 @@ implementation, each call timed alone (CUDA events on a GPU), and its time is th
 calls. Each pair gives one ratio, B's block time / A's: contention that comes and goes hits both
 sides of a pair alike, and the spread of the ratios over the pairs shows how steady the run was.
 
+Page faults: every timed block also counts the process's minor page faults (``getrusage``),
+reported per call for the fused implementation and each baseline. A call that faults pays the
+kernel for fresh zeroed pages: in a user's process (glibc's default malloc) that is what a
+per-call multi-MB temporary costs. The run times with the allocator as a user's process has it;
+``--steady-allocator`` (:func:`steady_allocator`) is the named second view with fixed thresholds.
+
 Busy detection: the 1-minute load average before the start, and the share of the CPU the process
 got while timing. A thread that is ready to run but finds every core taken waits on the kernel's
 run queue; Linux counts that wait per thread (``/proc/self/task/*/schedstat``). The share is the
@@ -70,8 +76,19 @@ def read_cpu() -> dict[int, tuple[float, float]] | None:
     return out or None
 
 
+def read_minflt() -> int | None:
+    """The process's minor page faults so far (all threads); None where there is no getrusage."""
+    try:
+        import resource
+
+        return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    except (ImportError, OSError):
+        return None
+
+
 LOAD_READER: Callable[[], float | None] = read_load
 CPU_READER: Callable[[], dict[int, tuple[float, float]] | None] = read_cpu
+FAULT_READER: Callable[[], int | None] = read_minflt
 
 
 @dataclass
@@ -105,6 +122,28 @@ class Result:
     ratio_min: float | None = None
     ratio_max: float | None = None
     fused_ms: float | None = None  # baseline rows: the fused median over this baseline's pairs
+    faults_per_call: float | None = None  # minor page faults per timed call (None: not measured)
+
+
+@dataclass
+class Faults:
+    """Minor page faults over the timed calls of one implementation (``measured`` turns False
+    when a block had no reading)."""
+
+    faults: int = 0
+    calls: int = 0
+    measured: bool = True
+
+    def add(self, before: int | None, after: int | None, calls: int) -> None:
+        if before is None or after is None:
+            self.measured = False
+            return
+        self.faults += after - before
+        self.calls += calls
+
+    @property
+    def per_call(self) -> float | None:
+        return self.faults / self.calls if self.measured and self.calls else None
 
 
 @dataclass
@@ -181,15 +220,20 @@ def warm_up(fn: Callable[[], object], device: str, block_s: float, calls: int = 
     return max(1, min(MAX_REPS, int(block_s * 1e3 / ms) if ms > 0 else MAX_REPS))
 
 
-def time_block(fn: Callable[[], object], device: str, reps: int, usage: Usage) -> float:
+def time_block(fn: Callable[[], object], device: str, reps: int, usage: Usage, faults: Faults | None = None) -> float:
     """Median time in ms of ``reps`` calls of ``fn``, each timed alone; the block's wall time,
-    CPU time and run-queue wait go to ``usage``."""
+    CPU time and run-queue wait go to ``usage``, its minor page faults to ``faults``."""
+    times = [0.0] * reps  # allocated before the count starts
+    f0 = FAULT_READER()
     before = CPU_READER()
     w0 = WALL()
-    times = [_call_ms(fn, device) for _ in range(reps)]
+    for i in range(reps):
+        times[i] = _call_ms(fn, device)
     sync(device)
     w1 = WALL()
     usage.add(w1 - w0, before, CPU_READER())
+    if faults is not None:
+        faults.add(f0, FAULT_READER(), reps)
     return statistics.median(times)
 
 
@@ -207,6 +251,15 @@ def copy_bandwidth_gbps(device: str, mbytes: int = 256, block_s: float = BLOCK_S
     dst = torch.empty_like(src)
     ms = median_ms(lambda: dst.copy_(src), device, block_s)
     return 2 * src.numel() * 4 / (ms * 1e-3) / 1e9
+
+
+def default_allocator() -> str:
+    """What a user's process has: the C library's malloc with its default settings."""
+    import platform
+
+    if platform.system() == "Linux" and platform.libc_ver()[0] == "glibc":
+        return "glibc malloc, default thresholds (a user's process)"
+    return f"{platform.system() or 'this platform'}'s default malloc (a user's process)"
 
 
 def steady_allocator() -> str | None:
@@ -260,14 +313,16 @@ def run_case(case: Case, device: str, bandwidth: float, pairs: int = PAIRS, bloc
         return [Result(case.op, case.size, case.mode, "fused", None, status=f"FAILED: {msg}")]
     fused_reps = warm_up(case.fused, device, block_s)
     fused_blocks: list[float] = []
+    fused_faults = Faults()
     rows = []
     for name, fn in case.baselines.items():
         try:
             reps = warm_up(fn, device, block_s)
             a, b = [], []
+            base_faults = Faults()
             for _ in range(pairs):
-                a.append(time_block(case.fused, device, fused_reps, usage))
-                b.append(time_block(fn, device, reps, usage))
+                a.append(time_block(case.fused, device, fused_reps, usage, fused_faults))
+                b.append(time_block(fn, device, reps, usage, base_faults))
         except Exception as e:  # a peer or torch.compile that cannot run here is reported, not fatal
             rows.append(Result(case.op, case.size, case.mode, name, None,
                                status=f"error: {type(e).__name__}: {str(e).splitlines()[0][:120] if str(e) else ''}"))
@@ -276,15 +331,17 @@ def run_case(case: Case, device: str, bandwidth: float, pairs: int = PAIRS, bloc
         ratios = [tb / ta for ta, tb in zip(a, b)]
         rows.append(Result(case.op, case.size, case.mode, name, statistics.median(b),
                            speedup=statistics.median(ratios), ratios=ratios, ratio_min=min(ratios),
-                           ratio_max=max(ratios), fused_ms=statistics.median(a)))
+                           ratio_max=max(ratios), fused_ms=statistics.median(a),
+                           faults_per_call=base_faults.per_call))
     if not fused_blocks:  # no baseline ran: the fused implementation alone, as many blocks
-        fused_blocks = [time_block(case.fused, device, fused_reps, usage) for _ in range(pairs)]
+        fused_blocks = [time_block(case.fused, device, fused_reps, usage, fused_faults) for _ in range(pairs)]
     fused_ms = statistics.median(fused_blocks)
     gbps = case.bytes / (fused_ms * 1e-3) / 1e9 if case.bytes else None
     gflops = case.flops / (fused_ms * 1e-3) / 1e9 if case.flops else None
     fused_row = Result(case.op, case.size, case.mode, "fused", fused_ms, gbps=gbps,
                        bw_fraction=(gbps / bandwidth) if gbps and bandwidth else None,
-                       gflops=gflops, gemm_fraction=(gflops / gemm) if gflops and gemm else None)
+                       gflops=gflops, gemm_fraction=(gflops / gemm) if gflops and gemm else None,
+                       faults_per_call=fused_faults.per_call)
     return [fused_row] + rows
 
 
@@ -311,3 +368,83 @@ def fwd_bwd(fn: Callable[..., torch.Tensor], inputs: tuple, grad: torch.Tensor) 
         return torch.autograd.grad(out, wrt, grad)
 
     return run
+
+
+# ------------------------------------------------------------------ the machine
+
+CPUINFO_PATH = "/proc/cpuinfo"  # seams: tests point these at fake files
+CACHE_DIR = "/sys/devices/system/cpu/cpu0/cache"
+
+
+def cpu_model() -> str:
+    """The processor's model name (``/proc/cpuinfo`` on Linux), else what ``platform`` says."""
+    import platform
+
+    try:
+        with open(CPUINFO_PATH) as fh:
+            for line in fh:
+                key, _, value = line.partition(":")
+                if key.strip() in ("model name", "Model", "cpu model") and value.strip():
+                    return value.strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown"
+
+
+def cache_sizes_kb() -> dict[str, int | None]:
+    """Data/unified cache sizes of the first core by level, KiB (``l2_kb``, ``l3_kb``; None when
+    the OS does not say). An L3 is the slice the OS reports for that core's group (one CCX on
+    AMD), not the sum over the package."""
+    out: dict[str, int | None] = {"l2_kb": None, "l3_kb": None}
+    try:
+        entries = sorted(os.listdir(CACHE_DIR))
+    except OSError:
+        return out
+    units = {"K": 1, "M": 1024, "G": 1024 * 1024}
+    for e in entries:
+        if not e.startswith("index"):
+            continue
+        try:
+            def read(name, e=e):
+                with open(os.path.join(CACHE_DIR, e, name)) as fh:
+                    return fh.read().strip()
+            level, kind, size = int(read("level")), read("type"), read("size")
+        except (OSError, ValueError):
+            continue
+        if kind == "Instruction" or level not in (2, 3) or not size:
+            continue
+        num, unit = (size[:-1], size[-1]) if size[-1] in units else (size, "B")
+        try:
+            kb = int(num) * units[unit] if unit in units else int(num) // 1024
+        except ValueError:
+            continue
+        out[f"l{level}_kb"] = kb
+    return out
+
+
+def machine_info(device: str, allocator: str, bandwidth: float, gemm: float) -> dict:
+    """What a figure depends on besides the code: the processor (model, the CPU kernel build in
+    use, cores, L2 and L3), the allocator policy, and the copy bandwidth and float32 GEMM rate
+    measured in the same run. On a GPU run the processor is the host's."""
+    import vaeiso_ext
+
+    info = {"cpu_model": cpu_model(), "cpu_isa": vaeiso_ext.build_info()["cpu_isa"],
+            "cores": os.cpu_count() or 1, **cache_sizes_kb(), "allocator": allocator,
+            "copy_bandwidth_gbps": bandwidth, "gemm_gflops": gemm}
+    if device.startswith("cuda"):
+        info["gpu"] = torch.cuda.get_device_name(device)
+    return info
+
+
+def _kb(v: int | None) -> str:
+    if v is None:
+        return "n/a"
+    return f"{v // 1024} MB" if v >= 1024 and v % 1024 == 0 else f"{v} KB"
+
+
+def format_machine(m: dict) -> str:
+    """One line naming the machine of a recording (see :func:`machine_info`)."""
+    return (f"machine: {m['cpu_model']}" + (f" + {m['gpu']}" if m.get("gpu") else "")
+            + f", {m['cpu_isa']} CPU kernels, {m['cores']} cores, L2 {_kb(m.get('l2_kb'))}, "
+            f"L3 {_kb(m.get('l3_kb'))}; copy bandwidth {m['copy_bandwidth_gbps']:.1f} GB/s, "
+            f"float32 GEMM {m['gemm_gflops']:.0f} GFLOP/s; allocator: {m['allocator']}")

@@ -5,6 +5,11 @@ with its spread (min-max over the pairs). A recording (``--json``) is refused wh
 busy: the 1-minute load average before the start above 0.3 per core, or the process got less than
 85% of the CPU time it asked for while timing (CPU time / (CPU time + run-queue wait)).
 ``--allow-busy`` writes it anyway, marked ``"busy": true``; every table made from it says so.
+
+Every recording names its machine (processor model, CPU kernel build, cores, L2 and L3, the
+allocator policy, the copy bandwidth and GEMM rate of the same run), and a second table gives the
+minor page faults per call of every implementation. The run uses the allocator a user's process
+has (glibc's defaults); ``--steady-allocator`` fixes glibc's thresholds first (a second view).
 """
 
 from __future__ import annotations
@@ -44,6 +49,10 @@ def _parse(argv):
     p.add_argument("--only", metavar="OP", action="append",
                    help=f"run only these op families (repeatable): {', '.join(CASE_FAMILIES)}")
     p.add_argument("--no-compile", action="store_true", help="skip the torch.compile baselines")
+    p.add_argument("--steady-allocator", action="store_true",
+                   help="fix glibc malloc's thresholds first (mmap above 1 GiB, no trimming): every "
+                        "implementation in a long run's steady state; default: the allocator as a "
+                        "user's process has it")
     p.add_argument("--table", metavar="PATH", help="print the table of a recorded JSON file and exit (no timing)")
     return p.parse_args(argv)
 
@@ -53,7 +62,8 @@ def run(device="cpu", quick=False, threads=None, only=None, compile_baselines=Tr
     """Run the benchmark and return the JSON-ready report. ``overrides`` maps a family to keyword
     arguments for its ``cases()`` (the test hook that injects a wrong kernel). ``load_before`` is
     the load average read before the start (read here when not given); ``allocator`` describes
-    the allocator policy the caller set (``core.steady_allocator``), recorded as is."""
+    the allocator policy the caller set (``core.steady_allocator``), recorded as is; None: the
+    default (``core.default_allocator``)."""
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise SystemExit("bench: --device cuda asked for, but torch sees no CUDA device")
     if load_before is None:
@@ -75,6 +85,8 @@ def run(device="cpu", quick=False, threads=None, only=None, compile_baselines=Tr
     block_s = core.QUICK_BLOCK_S if quick else core.BLOCK_S
     bandwidth = copy_bandwidth_gbps(device, mbytes=32 if quick else 256, block_s=block_s)
     gemm = gemm_gflops(device, n=256 if quick else 1024, block_s=block_s)
+    if allocator is None:
+        allocator = core.default_allocator()
     usage = core.Usage()
     rows = []
     for fam in families:
@@ -104,6 +116,7 @@ def run(device="cpu", quick=False, threads=None, only=None, compile_baselines=Tr
         "copy_bandwidth_gbps": bandwidth,
         "gemm_gflops": gemm,
         "allocator": allocator,
+        "machine": core.machine_info(device, allocator, bandwidth, gemm),
         "cpu_count": cpu_count,
         "load_before": load_before,
         "load_after": load_after,
@@ -133,7 +146,8 @@ def format_header(report: dict) -> str:
     """What was measured where: device, threads, bandwidth, load and CPU share, the ratio rule."""
     share = report.get("cpu_share")
     load = lambda v: "n/a" if v is None else f"{v:.2f}"  # noqa: E731
-    lines = [f"vaeiso_ext.bench on {report['device']} ({report['device_name']}), "
+    lines = [core.format_machine(report["machine"])] if report.get("machine") else []
+    lines += [f"vaeiso_ext.bench on {report['device']} ({report['device_name']}), "
              f"{report['threads']} threads, torch {report['torch']}, "
              f"copy bandwidth {report['copy_bandwidth_gbps']:.1f} GB/s"
              + (f", float32 GEMM {report['gemm_gflops']:.0f} GFLOP/s" if report.get("gemm_gflops") else "")]
@@ -141,7 +155,7 @@ def format_header(report: dict) -> str:
         lines.append(f"load average {load(report['load_before'])} before, {load(report['load_after'])} after "
                      f"({report['cpu_count']} cores); CPU share while timing "
                      + ("n/a" if share is None else f"{100 * share:.1f}%"))
-    if report.get("allocator"):
+    if report.get("allocator") and not report.get("machine"):  # a recording made before the machine line
         lines.append(report["allocator"] + " (the same steady state for every implementation)")
     pairs = f"median of {report['pairs']} A/B pairs (min-max over the pairs)" if "pairs" in report else "medians"
     lines.append(f"speedup = baseline time / fused time; {pairs}")
@@ -186,7 +200,35 @@ def format_table(report: dict) -> str:
                     cells.append(f"{_x(b['speedup'])}x ({_x(b['ratio_min'])}-{_x(b['ratio_max'])})")
         lines.append("| " + " | ".join(cells) + " |")
     warning = busy_warning(report)
-    return "\n".join(([warning, ""] if warning else []) + lines)
+    faults = format_faults(report)
+    return "\n".join(([warning, ""] if warning else []) + lines + (["", faults] if faults else []))
+
+
+def _pf(v: float | None) -> str:
+    return "n/a" if v is None else f"{v:.0f}" if v >= 10 else f"{v:.1f}"
+
+
+def format_faults(report: dict) -> str | None:
+    """Markdown table of minor page faults per call, fused and each baseline (None for a
+    recording without them)."""
+    if not any(r.get("faults_per_call") is not None for r in report["results"]):
+        return None
+    groups: dict[tuple, dict] = {}
+    impls: list[str] = []
+    for r in report["results"]:
+        groups.setdefault((r["op"], r["size"], r["mode"]), {})[r["impl"]] = r
+        if r["impl"] != "fused" and r["impl"] not in impls:
+            impls.append(r["impl"])
+    head = ["op", "size", "mode", "fused"] + impls
+    lines = ["minor page faults per call (" + (report.get("allocator") or "allocator not recorded") + ")", "",
+             "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for (op, size, mode), g in groups.items():
+        cells = [op, size, mode]
+        for i in ["fused"] + impls:
+            r = g.get(i)
+            cells.append("" if r is None else _pf(r.get("faults_per_call")) if r.get("status", "ok") == "ok" else "n/a")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
 def _error(msg: str) -> int:
@@ -221,8 +263,13 @@ def main(argv=None) -> int:
         reasons = core.busy_reasons(load_before, os.cpu_count() or 1, None)
         if reasons:
             return _error(_refusal(reasons, args.json, ran=False))
+    policy = None
+    if args.steady_allocator:
+        policy = core.steady_allocator()
+        if policy is None:
+            return _error("--steady-allocator: fixing malloc's thresholds needs glibc (Linux); run without it")
     report = run(args.device, args.quick, args.threads, args.only, not args.no_compile,
-                 pairs=args.pairs, load_before=load_before, allocator=core.steady_allocator())
+                 pairs=args.pairs, load_before=load_before, allocator=policy)
     print("\n" + format_header(report) + "\n")
     print(format_table(report))
     if args.json:
