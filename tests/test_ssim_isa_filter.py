@@ -110,7 +110,8 @@ def test_filter_matches_float64_oracle(builds, oracle, isa):
     tol = {str(torch.float32): 1e-6, str(torch.float64): 2e-15}
     for name, want in oracle.items():
         for dt, atol in tol.items():
-            torch.testing.assert_close(out[(name, dt)], want, rtol=0, atol=atol, msg=lambda m: f"{isa} {name} {dt}: {m}")
+            torch.testing.assert_close(out[(name, dt)], want, rtol=0, atol=atol,
+                                       msg=lambda m: f"{isa} {name} {dt}: {m}")
 
 
 @pytest.mark.parametrize("isa", ["avx2", "avx512"])
