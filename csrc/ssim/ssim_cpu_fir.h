@@ -121,7 +121,11 @@ VAEISO_AI void fir_h_group(const T* __restrict p, const T* __restrict w, T* __re
 template <typename T, int NT>
 inline void fir_h_row(const T* __restrict in, const T* __restrict w, T* __restrict out, int64_t n) {
   constexpr int64_t L = Vec<T>::L;
-  constexpr int G = kVecBytes == 64 ? 8 : 4;  // accumulators + loaded vectors within the registers
+  // Output vectors per group: their accumulators, the aligned vectors and the shifted ones within
+  // the registers (32 with AVX-512; 16 with AVX2, where groups of 4 spilled and ran slower than
+  // one unaligned load per tap, groups of 2 faster: an interleaved microbenchmark, to be timed
+  // on a quiet machine).
+  constexpr int G = kVecBytes == 64 ? 8 : 2;
   using Taps = std::make_integer_sequence<int, NT>;
   int64_t j = 0;
   for (; j + G * L <= n; j += G * L) fir_h_group<T, G>(in + j, w, out + j, Taps{});
