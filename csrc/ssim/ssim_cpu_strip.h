@@ -59,11 +59,26 @@ enum : unsigned { kX = 1, kD = 2, kXX = 4, kDD = 8, kXD = 16, kAll = 31 };
 
 template <unsigned M>
 constexpr int kPlanes = std::popcount(M);
-// Output rows per block of the moments FIR, and vectors per group: R x G x planes accumulators.
+// Output rows per block of the moments FIR, and vectors per group: R x G x planes accumulators,
+// up to kAccRegs, and fewer where they would not fit the registers beside one input vector's
+// products and x, y (with AVX2 the five moments took R = 2 and spilled, slower than R = 1 in an
+// interleaved microbenchmark).
+constexpr int kVecRegs = kVecBytes == 64 ? 32 : 16;
+constexpr bool mom_fits(int planes, int r, int g) { return r * g * planes + planes + 2 <= kVecRegs; }
+constexpr int mom_rows(int planes) {
+  int r = std::min(4, std::max(1, kAccRegs / planes));
+  while (r > 1 && !mom_fits(planes, r, 1)) --r;
+  return r;
+}
+constexpr int mom_group(int planes, int r) {
+  int g = std::max(1, kAccRegs / (planes * r));
+  while (g > 1 && !mom_fits(planes, r, g)) --g;
+  return g;
+}
 template <unsigned M>
-constexpr int kMomR = std::min(4, std::max(1, kAccRegs / kPlanes<M>));
+constexpr int kMomR = mom_rows(kPlanes<M>);
 template <unsigned M>
-constexpr int kMomG = std::max(1, kAccRegs / (kPlanes<M> * kMomR<M>));
+constexpr int kMomG = mom_group(kPlanes<M>, kMomR<M>);
 
 template <unsigned M>
 constexpr bool kNeedsY = (M & (kD | kDD | kXD)) != 0;
@@ -103,9 +118,8 @@ VAEISO_AI void moments_group(const T* __restrict xs, const T* __restrict ys, int
     }
     const bool full = t >= R - 1 && t < nt;  // every output row takes this input row
     for (int i = 0; i < G; ++i) {
-      V x, y = V{};
-      std::memcpy(&x, xs + t * is + j0 + i * L, sizeof(V));
-      if constexpr (kNeedsY<M>) std::memcpy(&y, ys + t * is + j0 + i * L, sizeof(V));
+      const V x = loadu<V>(xs + t * is + j0 + i * L);
+      const V y = kNeedsY<M> ? loadu<V>(ys + t * is + j0 + i * L) : V{};
       V p[NM];
       form_moments<M>(x, y, p);
       for (int r = 0; r < R; ++r) {
@@ -116,7 +130,7 @@ VAEISO_AI void moments_group(const T* __restrict xs, const T* __restrict ys, int
   }
   for (int m = 0; m < NM; ++m)
     for (int r = 0; r < R; ++r)
-      for (int i = 0; i < G; ++i) std::memcpy(out + m * ps + r * rs + j0 + i * L, &acc[m][r][i], sizeof(V));
+      for (int i = 0; i < G; ++i) storeu(out + m * ps + r * rs + j0 + i * L, acc[m][r][i]);
 }
 
 // moments_group over columns [0, n): groups of G vectors, then single ones, the last overlapping
