@@ -546,10 +546,10 @@ def test_capped_isa_builds_match_reference(isa):
 @pytest.mark.parametrize("padding", PADDINGS)
 @pytest.mark.parametrize("window_size", [7, 9, 11, 13, 15])
 def test_float32_horizontal_fast_path_matches_reference(padding, window_size):
-    """float32 rows of 16 or more outputs take the AVX-512 horizontal FIR (fir_h in
-    ssim_cpu_impl.h: groups of 8 vectors, single vectors, an overlapping last one) for these
-    windows: every SSIM-family pass against the float64 reference (the generic FIR), at widths
-    that reach each part."""
+    """Rows of one vector or more take the aligned-row horizontal FIR of the AVX2 / AVX-512
+    builds (fir_h in ssim_cpu_fir.h: groups of vectors, single vectors, an overlapping last one)
+    for these windows: every SSIM-family pass against the float64 reference, at widths that
+    reach each part (test_ssim_isa_filter.py checks the filter alone in every build)."""
     for w in (16 + window_size, 45, 150, 203):
         x, y = _pair((2, 2, 23, w), seed=w + window_size)
         kw = dict(window_size=window_size, sigma=window_size / 6, padding=padding)
@@ -564,7 +564,7 @@ def test_float32_horizontal_fast_path_matches_reference(padding, window_size):
         others = torch.stack([y, x], 1)
         torch.testing.assert_close(ops.ssim_pairs(x.float(), others.float(), **kw).double(),
                                    ref.ssim_pairs(x, others, **kw), rtol=0, atol=2e-6)
-        # the window filter and its adjoint alone (float64 takes the generic FIR)
+        # the window filter and its adjoint alone, float32 against float64
         same = padding == "same"
         t = x.reshape(-1, 23, w)
         for transpose in (False, True):

@@ -22,23 +22,17 @@
 
 #include <algorithm>
 #include <cstring>
-#ifdef __AVX2__
-#include <immintrin.h>
-#endif
 #include <type_traits>
 #include <vector>
 
 #include "cpu_half.h"
+#include "cpu_simd.h"
 #include "distance/distance_math.h"
 #include "distance/distance_cpu_passes.h"
 
 namespace vaeiso::distance {
 VAEISO_DISTANCE_DECLARE_PASSES(VAEISO_CPU_ISA)
 }
-
-// The 32-byte vectors below never cross a non-inlined call between builds (internal linkage),
-// so GCC's note that their ABI differs without AVX does not apply.
-#pragma GCC diagnostic ignored "-Wpsabi"
 
 namespace vaeiso::distance::VAEISO_CPU_ISA {
 namespace {
@@ -51,15 +45,13 @@ constexpr int kLanes = 16;                // independent accumulators (fixed ord
 constexpr int kFlush = 32;                // terms per lane summed in the input dtype
 constexpr int64_t kChunk = 4096;          // backward: elements per task (fixed: deterministic)
 
-// A group of kLanes elements is kVecs SIMD vectors (GCC vector extensions: 8 floats or 4
-// doubles per 32 bytes; the baseline build lowers each to two SSE registers). Loads and stores
-// convert the half types lane by lane.
+// A group of kLanes elements is kVecs SIMD vectors (cpu_simd.h: 8 floats or 4 doubles per 32
+// bytes; the baseline build lowers each to two SSE registers). Loads and stores convert the half
+// types lane by lane.
+using simd::all_lanes;
+using simd::reduce8;
 template <typename T>
-struct VecOf {
-  typedef T type __attribute__((vector_size(32)));
-};
-template <typename T>
-using vec_t = typename VecOf<T>::type;
+using vec_t = typename simd::VecOf<T, 32>::type;
 template <typename T>
 constexpr int kWidth = static_cast<int>(32 / sizeof(T));
 template <typename T>
@@ -70,7 +62,7 @@ inline vec_t<acc_t<S>> vload(const S* p) {
   using T = acc_t<S>;
   vec_t<T> v;
   if constexpr (std::is_same_v<S, T>) {
-    std::memcpy(&v, p, sizeof(v));
+    v = simd::loadu<vec_t<T>>(p);
   } else {
     for (int l = 0; l < kWidth<T>; ++l) v[l] = load(p[l]);
   }
@@ -81,22 +73,15 @@ template <typename S>
 inline void vstore(S* p, vec_t<acc_t<S>> v) {
   using T = acc_t<S>;
   if constexpr (std::is_same_v<S, T>) {
-    std::memcpy(p, &v, sizeof(v));
+    simd::storeu(p, v);
   } else {
     for (int l = 0; l < kWidth<T>; ++l) p[l] = store<S>(v[l]);
   }
 }
 
-template <typename M>
-inline bool all_lanes(M m) {
-  for (int l = 0; l < static_cast<int>(sizeof(m) / sizeof(m[0])); ++l)
-    if (!m[l]) return false;
-  return true;
-}
-
 // The kLanes partial sums added as a fixed tree (deterministic). float: the two vectors lane
 // by lane, then the 8 lanes pairwise in float (3 more roundings, ~2e-7 relative), the order
-// reduce8 below reproduces for eight sums at once; double: the same in double.
+// reduce8 (cpu_simd.h) reproduces for eight sums at once; double: the same in double.
 template <typename T>
 inline double lanes_sum(const vec_t<T>* acc) {
   if constexpr (std::is_same_v<T, float>) {
@@ -106,24 +91,6 @@ inline double lanes_sum(const vec_t<T>* acc) {
     const vec_t<double> s = (acc[0] + acc[1]) + (acc[2] + acc[3]);
     return (s[0] + s[1]) + (s[2] + s[3]);
   }
-}
-
-// r[p] = the float tree of lanes_sum for s[p], p = 0..7, bitwise: hadd adds lanes (0, 1),
-// (2, 3), ... in that order, so the transposing reduction below performs the same additions.
-inline void reduce8(const vec_t<float>* s, float* r) {
-#ifdef __AVX2__
-  __m256 v[8];
-  std::memcpy(v, s, sizeof(v));
-  const __m256 u0 = _mm256_hadd_ps(_mm256_hadd_ps(v[0], v[1]), _mm256_hadd_ps(v[2], v[3]));
-  const __m256 u1 = _mm256_hadd_ps(_mm256_hadd_ps(v[4], v[5]), _mm256_hadd_ps(v[6], v[7]));
-  const __m256 sum = _mm256_add_ps(_mm256_permute2f128_ps(u0, u1, 0x20), _mm256_permute2f128_ps(u0, u1, 0x31));
-  _mm256_storeu_ps(r, sum);
-#else
-  for (int p = 0; p < 8; ++p) {
-    const vec_t<float>& x = s[p];
-    r[p] = ((x[0] + x[1]) + (x[2] + x[3])) + ((x[4] + x[5]) + (x[6] + x[7]));
-  }
-#endif
 }
 
 // term(b, o) for one vector. BCE: the series form of both halves for all lanes at once
