@@ -1,7 +1,7 @@
 // Dtype dispatch for the per-ISA CPU kernels, done in the dispatcher units (never in an ISA unit,
 // see host_device.h): VAEISO_CPU_DISPATCH(dt, name, ...) runs the lambda body with `S`, the
-// storage type the kernels take (float, double, vaeiso::f16, vaeiso::bf16), and `ptr<S>(t)`
-// gives a tensor's data as such.
+// storage type the kernels take (float, double, vaeiso::f16, vaeiso::bf16); `cptr<S>(t)` and
+// `mptr<S>(t)` give a tensor's data as such (const and mutable).
 #pragma once
 #include <ATen/Dispatch.h>
 #include <ATen/core/Tensor.h>

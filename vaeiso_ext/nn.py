@@ -6,8 +6,7 @@ from torch import Tensor, nn
 from . import ops, reference
 from .ops import one_minus_ssim
 from .ops._modes import with_eager_twin
-from .ops._ms_ssim import check_weights
-from .ops.checks import check_pair, check_params, check_weight
+from .ops.checks import check_pair, check_params, check_weight, check_weights
 
 _REPARAM_OFFSET = 2.0**-18
 

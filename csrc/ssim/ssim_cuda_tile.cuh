@@ -1,7 +1,7 @@
-// The staging of the SSIM CUDA passes, shared by the per-(image, channel) forward and ssim_pairs
-// (ssim_cuda.cu): the window, strides and loads, the fixed-order block sum, and filter_tile, the
-// separable window filter of one output tile. A real header: templates and inline device
-// functions only, nothing with internal linkage.
+// The staging of the SSIM CUDA passes, shared by the per-(image, channel) forward, ssim_pairs and
+// the filter pass's filter_kernel (ssim_cuda.cu): the window, strides and loads, the fixed-order
+// block sum, and filter_tile, the separable window filter of one output tile. A real header:
+// templates and inline device functions only, nothing with internal linkage.
 #pragma once
 #include <cuda_runtime.h>
 

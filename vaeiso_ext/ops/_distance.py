@@ -5,6 +5,7 @@ from torch import Tensor
 
 from ._modes import (call_kernel, dispatch, fused_ok, merge_batch, register_no_double_backward, split_batch,
                      with_eager_twin)
+from .checks import check_pair_distances
 
 METRICS = ("sse", "bce")
 
@@ -42,9 +43,12 @@ def pair_distances(base: Tensor, others: Tensor, metric: str, *, weight: Tensor 
     and the ``torch.func`` transforms (``vmap`` folds its batch into ``N``). The bce gradient is
     finite wherever the value is: with ``o == b`` in ``{0, 1}`` it is the reference's (the
     zero-weight convention), e.g. ``dD/do = 1`` at ``b = o = 0``.
+
+    Raises ``TypeError`` for a non-tensor, a non-string ``metric`` or a dtype outside these
+    rules, ``ValueError`` for an unknown ``metric``, a wrong shape or device (each naming the
+    argument).
     """
-    if metric not in METRICS:
-        raise ValueError(f"pair_distances: metric: expected one of {METRICS}, got {metric!r}")
+    check_pair_distances("pair_distances", base, others, metric, weight, METRICS)
     return dispatch((base, others, weight),
                     lambda: torch.ops.vaeiso.pair_distances(base, others, metric, weight),
                     lambda: call_kernel(torch.ops.vaeiso.pair_distances.default, base, others, metric, weight),

@@ -5,6 +5,7 @@ from torch import Tensor
 
 from ._modes import HALF as _HALF
 from ._modes import autograd_function, call_kernel, dispatch, fused_ok, merge_batch, split_batch, vmap_by_loop
+from .checks import check_gdn
 
 
 def gdn(x: Tensor, beta: Tensor, gamma: Tensor, inverse: bool = False, simplified: bool = False) -> Tensor:
@@ -36,7 +37,11 @@ def gdn(x: Tensor, beta: Tensor, gamma: Tensor, inverse: bool = False, simplifie
     transforms (``vmap`` folds the batch into ``N`` for one fused call) are exact. Under
     ``torch.compile``/``torch.export`` the custom op ``torch.ops.vaeiso.gdn`` is traced as one
     node; its double backward is exact too, its forward mode is not available there.
+
+    Raises ``TypeError`` for a non-tensor or a dtype outside these rules, ``ValueError`` for a
+    wrong shape or device (each naming the argument).
     """
+    check_gdn("gdn", x, beta, gamma)
     return dispatch((x, beta, gamma),
                     lambda: torch.ops.vaeiso.gdn(x, beta, gamma, inverse, simplified),
                     lambda: call_kernel(torch.ops.vaeiso.gdn_forward.default, x, beta, gamma, inverse, simplified,

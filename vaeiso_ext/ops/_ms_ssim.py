@@ -1,6 +1,6 @@
 """MS-SSIM and the fused SSIM + L1 loss (docs/ops.md): wrappers over the one SSIM pass
-(``torch.ops.vaeiso.ssim_forward``, :func:`._ssim.ssim_pass`, which holds its fake
-implementation and autograd).
+(``torch.ops.vaeiso.ssim_forward``, :func:`._ssim.ssim_pass`; its fake implementation is in
+``._ssim_fake``, its autograd in ``._ssim_autograd``).
 
 One kernel pass per pyramid level reads both images once (any of the four float dtypes, or
 autocast's half / float32 mix, in the kernel) and returns the mean of ``1 - v`` per channel
@@ -11,12 +11,11 @@ derivative maps for the backward. The average-pooling pyramid is
 ``avg_pool2d_backward``, through autograd); the normalisation and the product over levels act on
 ``(levels, N, C)`` numbers only and are plain torch ops, run in float64.
 
-Sections: public wrappers; argument checks.
+Argument checks: ``.checks``.
 """
 
 from __future__ import annotations
 
-import math
 from typing import Optional, Sequence
 
 import torch
@@ -25,7 +24,7 @@ from torch import Tensor
 
 from ._modes import acc_dtype
 from ._ssim import pad_small, scale_by_range, ssim_pass
-from .checks import check_pair, check_params, check_range_for, check_weight, check_window_fits
+from .checks import check_pair, check_params, check_range_for, check_weight, check_weights, check_window_fits
 
 MS_SSIM_WEIGHTS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)
 _NORMALIZE = ("relu", "simple", None)
@@ -179,15 +178,3 @@ def ssim_l1_loss(x: Tensor, y: Tensor, *, ssim_weight: float = 0.2, window_size:
     out = torch.addmv(l1.mv(om.new_full((C,), k_l1)), om, om.new_full((C,), sw / C)).to(out_dtype)
     return out.squeeze(0) if unbatched else out
 
-
-# ------------------------------------------------------------------------ argument checks
-
-
-def check_weights(op, weights) -> tuple[float, ...]:
-    try:
-        w = tuple(float(v) for v in weights)
-    except TypeError:
-        raise TypeError(f"{op}: weights: expected a sequence of numbers, got {weights!r}") from None
-    if len(w) == 0 or not all(math.isfinite(v) and v >= 0 for v in w):
-        raise ValueError(f"{op}: weights: expected one or more finite numbers >= 0, got {weights!r}")
-    return w

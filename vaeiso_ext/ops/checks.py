@@ -1,9 +1,12 @@
 """Argument checks of the ops' Python wrappers and of the loss modules (``vaeiso_ext.nn``).
 
 One convention: ``TypeError`` for a wrong type, ``ValueError`` for a wrong value, the message
-naming the public function (or module) and the argument. Every SSIM-family entry point
-(``._ssim``, ``._ms_ssim``, the loss modules of ``vaeiso_ext.nn``) checks its arguments here;
-the module is internal to the package (not part of the public API, which is ``vaeiso_ext.ops``).
+naming the public function (or module) and the argument. Every public op (the SSIM family in
+``._ssim`` and ``._ms_ssim``, ``gdn``, ``pair_distances``) and the loss modules of
+``vaeiso_ext.nn`` check their arguments here, before any kernel runs, from shapes, dtypes and
+devices only (no value is read from a device, so the checks also run on fake tensors under
+``torch.compile``); the module is internal to the package (not part of the public API, which is
+``vaeiso_ext.ops``).
 """
 
 import math
@@ -187,3 +190,80 @@ def check_window_fits(fn: str, x: Tensor, window_size: int, same: bool) -> bool:
                          f"(H={H}, W={W}); use a smaller window_size, larger images or padding=\"same\"")
     return same
 
+
+
+def check_weights(fn: str, weights) -> tuple[float, ...]:
+    """The MS-SSIM level weights: one or more finite numbers >= 0."""
+    try:
+        w = tuple(float(v) for v in weights)
+    except TypeError:
+        raise TypeError(f"{fn}: weights: expected a sequence of numbers, got {weights!r}") from None
+    if len(w) == 0 or not all(math.isfinite(v) and v >= 0 for v in w):
+        raise ValueError(f"{fn}: weights: expected one or more finite numbers >= 0, got {weights!r}")
+    return w
+
+
+def check_gdn(fn: str, x, beta, gamma) -> None:
+    """``x`` of shape ``(N, C, *)``, ``beta`` ``(C,)`` and ``gamma`` ``(C, C)`` on x's device, in
+    x's dtype or float32 with a half ``x`` (autocast keeps parameters in float32), gamma in
+    beta's dtype: the rules of csrc/gdn/gdn.cpp, checked first here."""
+    check_tensor(fn, "x", x)
+    check_tensor(fn, "beta", beta)
+    check_tensor(fn, "gamma", gamma)
+    if x.dim() < 2:
+        raise ValueError(f"{fn}: x: expected a tensor of shape (N, C, *) with at least 2 dims, got shape "
+                         f"{tuple(x.shape)}")
+    C = x.shape[1]
+    if beta.dim() != 1 or beta.shape[0] != C:
+        raise ValueError(f"{fn}: beta: expected shape ({C},) for x with {C} channels, got {tuple(beta.shape)}")
+    if gamma.dim() != 2 or gamma.shape[0] != C or gamma.shape[1] != C:
+        raise ValueError(f"{fn}: gamma: expected shape ({C}, {C}) for x with {C} channels, got "
+                         f"{tuple(gamma.shape)}")
+    half = x.dtype in HALF
+    for name, p in (("beta", beta), ("gamma", gamma)):
+        if p.dtype != x.dtype and not (half and p.dtype == torch.float32):
+            raise TypeError(f"{fn}: {name}: expected dtype {x.dtype} (the dtype of x){' or float32' if half else ''}, "
+                            f"got {p.dtype}")
+    if gamma.dtype != beta.dtype:
+        raise TypeError(f"{fn}: gamma: expected dtype {beta.dtype} (the dtype of beta), got {gamma.dtype}")
+    check_device(fn, "beta", beta, x, "x")
+    check_device(fn, "gamma", gamma, x, "x")
+
+
+def check_pair_distances(fn: str, base, others, metric, weight, metrics: tuple[str, ...]) -> None:
+    """``base`` ``(N, *)``, ``others`` ``(N, K, *)`` with base's trailing shape and device, in
+    base's dtype or autocast's half / float32 mix; ``weight`` None or ``(N,)`` on base's device in
+    the dtype of base or of others: the rules of csrc/distance/distance.cpp, checked first here."""
+    if not isinstance(metric, str):
+        raise TypeError(f"{fn}: metric: expected one of {metrics}, got {type(metric).__name__} {metric!r}")
+    if metric not in metrics:
+        raise ValueError(f"{fn}: metric: expected one of {metrics}, got {metric!r}")
+    check_tensor(fn, "base", base)
+    check_tensor(fn, "others", others)
+    if base.dim() < 1:
+        raise ValueError(f"{fn}: base: expected a tensor of shape (N, *), got a 0-dim tensor")
+    if others.dim() != base.dim() + 1:
+        raise ValueError(f"{fn}: others: expected shape (N, K{', *base.shape[1:]' if base.dim() > 1 else ''}) "
+                         f"with {base.dim() + 1} dims for base of shape {tuple(base.shape)}, got shape "
+                         f"{tuple(others.shape)}")
+    if others.shape[0] != base.shape[0]:
+        raise ValueError(f"{fn}: others: expected {base.shape[0]} samples in dim 0 (the N of base), got shape "
+                         f"{tuple(others.shape)}")
+    if others.shape[2:] != base.shape[1:]:
+        raise ValueError(f"{fn}: others: expected per-sample shape {tuple(base.shape[1:])} (that of base) in "
+                         f"dims 2.., got shape {tuple(others.shape)}")
+    if not (others.dtype == base.dtype or (others.dtype in HALF and base.dtype == torch.float32)
+            or (others.dtype == torch.float32 and base.dtype in HALF)):
+        raise TypeError(f"{fn}: others: expected dtype {base.dtype} (the dtype of base), or float32 against a "
+                        f"float16/bfloat16 base (autocast's mix), got {others.dtype}")
+    check_device(fn, "others", others, base, "base")
+    if weight is None:
+        return
+    check_tensor(fn, "weight", weight)
+    if weight.dim() != 1 or weight.shape[0] != base.shape[0]:
+        raise ValueError(f"{fn}: weight: expected shape ({base.shape[0]},) (one weight per sample of base), got "
+                         f"{tuple(weight.shape)}")
+    if weight.dtype != base.dtype and weight.dtype != others.dtype:
+        also = " or that of others" if others.dtype != base.dtype else ""
+        raise TypeError(f"{fn}: weight: expected dtype {base.dtype} (the dtype of base){also}, got {weight.dtype}")
+    check_device(fn, "weight", weight, base, "base")
