@@ -59,6 +59,10 @@ class RealExperiment(Experiment):
     loss_name = "?"
     paper: dict = {}
 
+    def paper_for(self, cfg) -> dict:
+        """The paper's results for the configuration ``cfg`` (results.json's ``paper``)."""
+        return self.paper
+
     def load_x(self, cfg) -> tuple[torch.Tensor, str]:
         """All samples and a description of where they come from."""
         raise NotImplementedError
@@ -153,7 +157,7 @@ class RealExperiment(Experiment):
         evals = trained.pop("evals", None)
         res = {"experiment": self.name, "config": cfg.description(), "versions": versions(),
                "data": data.source, "loss_name": self.loss_name, "n_held_out": avail,
-               "training": trained, **ana, "paper": self.paper,
+               "training": trained, **ana, "paper": self.paper_for(cfg),
                "fit": self.fit_report(cfg, model, data, ana["n_samples"])}
         if n_note:
             res["n_eval_note"] = n_note
