@@ -1,6 +1,6 @@
 """The resource gate of the CUDA kernels (scripts/cuda_resources.py), on the built extension and
-without a GPU: no kernel may have a stack frame (spills) or local memory, nor more static shared
-memory than the SSIM planner budgets. Skipped only when the build has no CUDA kernels."""
+without a GPU: no kernel may have local memory, a stack frame (spills) on sm_90, nor more static
+shared memory than the SSIM planner budgets. Skipped only when the build has no CUDA kernels."""
 
 import importlib.util
 from pathlib import Path
