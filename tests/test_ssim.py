@@ -5,7 +5,6 @@ gradcheck, Hessians and torch.compile fast.
 """
 
 
-import numpy as np
 import pytest
 import torch
 
