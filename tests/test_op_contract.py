@@ -18,6 +18,8 @@ Each former test is covered by a row checking the same thing against the same or
 as strictly (bitwise layouts stay bitwise; tolerances are the families' own, in the table).
 """
 
+import re
+
 import pytest
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
@@ -43,13 +45,14 @@ def value_and_grads(f, args):
     return out, grads
 
 
-def assert_same(got, want, tol, what):
-    """Bitwise where tol is None; else |got - want| <= atol (times max(1, max|want|) when scaled)
-    + rtol |want|."""
+def assert_same(got, want, tol, what, grad=False):
+    """Bitwise where tol is None; else |got - want| <= atol (times max(1, max|want|) when scaled,
+    or for gradients only when scaled == "grads") + rtol |want|."""
     if tol is None:  # NaN where the oracle has NaN (normalize=None's negative cs), bitwise elsewhere
         assert torch.equal(got.isnan(), want.isnan()) and torch.equal(got.nan_to_num(), want.nan_to_num()), what
         return
-    atol = tol["atol"] * (max(1.0, want.abs().max().item()) if tol["scaled"] and want.numel() else 1.0)
+    scaled = tol["scaled"] is True or (tol["scaled"] == "grads" and grad)
+    atol = tol["atol"] * (max(1.0, want.abs().max().item()) if scaled and want.numel() else 1.0)
     torch.testing.assert_close(got.to(want.dtype), want, rtol=tol["rtol"], atol=atol, equal_nan=True,
                                msg=lambda m: f"{what}: {m}")
 
@@ -65,6 +68,11 @@ def twin_layouts(a):
         wide = torch.full(a.shape[:1] + (2 * a.shape[1],) + a.shape[2:], float("nan"), dtype=a.dtype)
         wide[:, ::2] = a
         out["strided_dim1"] = wide[:, ::2]  # channels (or K) sliced out of a bigger tensor
+    if a.dim() >= 3:  # sliced in two dims at once
+        wide = torch.full(a.shape[:1] + (2 * a.shape[1],) + a.shape[2:-1] + (2 * a.shape[-1],), float("nan"),
+                          dtype=a.dtype)
+        wide[:, ::2, ..., ::2] = a
+        out["strided_dim1_and_last"] = wide[:, ::2, ..., ::2]
     wide = torch.full(a.shape[:-1] + (2 * a.shape[-1],), float("nan"), dtype=a.dtype)
     wide[..., ::2] = a
     out["strided_last"] = wide[..., ::2]  # the NaN columns must never be read
@@ -76,8 +84,8 @@ def twin_layouts(a):
     return {k: v for k, v in out.items() if not v.is_contiguous()}  # 1-D or N = 1: some are no-ops
 
 
-LAYOUTS = ["channels_last", "transposed", "strided_dim1", "strided_last", "all_dims_reversed", "dim0_innermost",
-           "expanded_dim0"]
+LAYOUTS = ["channels_last", "transposed", "strided_dim1", "strided_dim1_and_last", "strided_last",
+           "all_dims_reversed", "dim0_innermost", "expanded_dim0"]
 LAYOUT_CASES = [pytest.param(c, dt, lay, id=f"{c.name}-{str(dt)[6:]}-{lay}")
                 for c in CASES for dt in c.layout_tol for lay in LAYOUTS]
 
@@ -109,7 +117,7 @@ def test_layouts_give_the_contiguous_result(case, dtype, layout):
         assert got.dtype == dtype
         assert_same(got, want, tol, f"{layout}: value")
         for k, (a, b) in enumerate(zip(got_g, want_g)):
-            assert_same(a, b, tol, f"{layout}: grad {case.argnames[k]}")
+            assert_same(a, b, tol, f"{layout}: grad {case.argnames[k]}", grad=True)
 
 
 # ---------------------------------------------------------------- N = 0
@@ -157,7 +165,7 @@ def test_float_dtypes_match_reference(case, dtype):
     assert_same(got, want, tol, "value")
     if dtype == D:  # float32 gradients: their budget is each family's (test_*_float32_gradients_*)
         for a, b, name in zip(got_g, want_g, case.argnames):
-            assert_same(a, b, tol, f"grad {name}")
+            assert_same(a, b, tol, f"grad {name}", grad=True)
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
@@ -316,7 +324,8 @@ def test_device_mismatch_names_the_argument(case, i, requires_grad):
     function and the argument, with or without gradients (the kernels would raise RuntimeError)."""
     args = [a.clone().requires_grad_(requires_grad) for a in case.args]
     args[i] = args[i].detach().to("meta")
-    with pytest.raises(ValueError, match=f"{case.public}: {case.argnames[i]}: expected a tensor on cpu"):
+    msg = f"{case.public}: {case.argnames[i]}: expected a tensor on cpu (the device of {case.argnames[0]}), got meta"
+    with pytest.raises(ValueError, match=f"^{re.escape(msg)}$"):
         case.fn(*args)
 
 
@@ -326,7 +335,7 @@ def test_device_mismatch_names_the_argument(case, i, requires_grad):
 def test_cuda_device_mismatch_names_the_argument(case, i):
     args = [a.cuda() for a in case.args]
     args[i] = args[i].cpu()
-    with pytest.raises(ValueError, match=f"{case.public}: {case.argnames[i]}: expected a tensor on cuda"):
+    with pytest.raises(ValueError, match=f"^{case.public}: {case.argnames[i]}: expected a tensor on cuda"):
         case.fn(*args)
 
 
@@ -342,9 +351,10 @@ def test_meta_inputs_give_meta_outputs(case):
 def test_bad_arguments_name_the_function_and_argument(case, i):
     """A non-tensor and an integer tensor in place of a floating tensor: TypeError naming the
     function and the argument."""
-    for bad in (case.args[i].tolist(), case.args[i].to(torch.int64)):
+    for bad, msg in ((case.args[i].tolist(), "expected a torch.Tensor, got list"),
+                     (case.args[i].to(torch.int64), "expected float32, float64, float16 or bfloat16, got torch.int64")):
         args = list(case.args)
         args[i] = bad
-        with pytest.raises(TypeError, match=f"{case.public}: {case.argnames[i]}: expected"):
+        with pytest.raises(TypeError, match=f"^{re.escape(f'{case.public}: {case.argnames[i]}: {msg}')}$"):
             case.fn(*args)
 
