@@ -3,12 +3,12 @@ in tests/op_contract.py: layouts, N = 0, dtypes, gradcheck, gradgradcheck, opche
 torch.compile, device mismatch and generic bad input. Each property names its oracle and
 tolerance; the per-op tolerances live in the table beside the reason for each.
 
-Counts (pytest --collect-only, CPU build; issue 30, item 3). Whole suite 1,592 -> 2,142 items.
+Counts (pytest --collect-only, CPU build; issue 30, item 3). Whole suite 1,592 -> 2,169 items.
 Per property, the written-out family tests this replaces -> the contract's items (20 rows):
-  layouts        6 (test_ssim 1, test_ms_ssim 1, test_gdn 2, test_distance 2)  -> 189
-  N = 0          5 (test_ssim 1, test_ms_ssim 1, test_gdn 2, test_distance 0: kept) -> 80
+  layouts        6 (test_ssim 1, test_ms_ssim 1, test_gdn 2, test_distance 2)  -> 216
+  N = 0          4 (test_ssim 1, test_ms_ssim 1, test_gdn 2; test_distance's stays) -> 80
   dtypes         2 (test_ms_ssim's half types)                       -> 40 float + 40 half
-  gradcheck     13 (ssim 2, gram 1, ms_ssim 3, ssim_l1 1, gdn 4, distance 2) -> 40
+  gradcheck     14 (ssim 2, ssim_pairs 1, gram 1, ms_ssim 3, ssim_l1 1, gdn 4, distance 2) -> 40
   gradgradcheck 20 (test_autograd_modes 15, test_ms_ssim 3, test_distance 2) -> 20
   opcheck        9 (test_ssim 1, test_gdn 4, test_distance 4)        -> 20
   compile        4 (test_ssim 1, test_ms_ssim 1, test_gdn 1, test_distance 1) -> 20 + 5 modules
