@@ -10,8 +10,8 @@ vaeiso_ext.reference, small float64 example inputs (CPU), the names the wrapper'
 its arguments, which arguments carry the batch (dim 0 = N), the oracle and tolerance for the
 layout property, the float32 tolerance against the reference, and the explicit opcheck calls.
 
-Counts (``pytest --collect-only -q``, CPU build), before -> after this table:
-see the report of issue 30 (item 3); the figures are repeated in test_op_contract.py's docstring.
+The case counts before and after this table (issue 30, item 3) are in test_op_contract.py's
+docstring.
 """
 
 from dataclasses import dataclass, field
