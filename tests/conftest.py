@@ -40,3 +40,41 @@ def run_python(code: str, done: str, **env: str) -> str:
     assert out.returncode == 0, out.stderr[-2000:]
     assert done in out.stdout
     return out.stdout
+
+
+# ---------------------------------------------------------------- shared image fixtures
+
+
+def pair(shape, dtype=torch.float64, noise=0.2, seed=0, device="cpu"):
+    """A random image x in [0, 1] and y = x plus Gaussian noise, clamped to [0, 1] (drawn in
+    float64 from ``seed``, then converted: every dtype sees the same values)."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.rand(shape, generator=g, dtype=torch.float64)
+    y = (x + noise * torch.randn(shape, generator=g, dtype=torch.float64)).clamp(0, 1)
+    return x.to(device=device, dtype=dtype), y.to(device=device, dtype=dtype)
+
+
+def photo(name, size):
+    """A centred crop of a photograph shipped inside scikit-image, (1, C, H, W) float64 in [0, 1]."""
+    import numpy as np
+    from skimage import data
+
+    img = getattr(data, name)().astype(np.float64) / 255.0
+    if img.ndim == 2:
+        img = img[..., None]
+    h, w = img.shape[:2]
+    top, left = (h - size[0]) // 2, (w - size[1]) // 2
+    crop = img[top : top + size[0], left : left + size[1]].transpose(2, 0, 1)
+    return torch.from_numpy(np.ascontiguousarray(crop)).unsqueeze(0)
+
+
+def photos(size=(96, 128)):
+    """Three colour photographs (astronaut, coffee, chelsea), (3, 3, H, W) float64 in [0, 1]."""
+    return torch.cat([photo(name, size) for name in ("astronaut", "coffee", "chelsea")])
+
+
+def degrade(x, seed=1):
+    """A blurred, noisy version (a plausible reconstruction), clipped to [0, 1]."""
+    g = torch.Generator().manual_seed(seed)
+    blurred = (x + x.roll(1, -1) + x.roll(1, -2)) / 3
+    return (blurred + 0.05 * torch.randn(x.shape, generator=g, dtype=x.dtype)).clamp(0, 1)

@@ -23,7 +23,8 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from vaeiso_ext import nn as vnn
 from vaeiso_ext import ops
 from vaeiso_ext import reference as ref
-from vaeiso_ext.ops._ssim import one_minus_ssim
+
+from op_contract import MODES, SSIM_KW, VARIANTS, distance_inputs, gdn_inputs, gen, images
 
 D = torch.float64
 RTOL = 1e-10
@@ -45,71 +46,8 @@ def close(got, want, rtol=RTOL):
     torch.testing.assert_close(got, want, rtol=rtol, atol=rtol * max(scale, 1e-300))
 
 
-def gen(seed):
-    return torch.Generator().manual_seed(seed)
-
-
-def gdn_inputs(seed=0, shape=(2, 3, 4, 3)):
-    g = gen(seed)
-    C = shape[1]
-    x = torch.randn(shape, generator=g, dtype=D)
-    beta = 0.5 + torch.rand(C, generator=g, dtype=D)
-    gamma = 0.3 * torch.rand(C, C, generator=g, dtype=D)  # not diagonal, not symmetric
-    return x, beta, gamma
-
-
-def images(seed=0, shape=(2, 2, 7, 8), noise=0.2):
-    g = gen(seed)
-    x = torch.rand(shape, generator=g, dtype=D)
-    y = (x + noise * torch.randn(shape, generator=g, dtype=D)).clamp(0.02, 0.98)
-    return x, y
-
-
-def distance_inputs(seed=0, N=2, K=3, shape=(2, 3)):
-    g = gen(seed)
-    base = 0.1 + 0.8 * torch.rand((N,) + shape, generator=g, dtype=D)
-    others = (base.unsqueeze(1) + 0.1 * torch.randn((N, K) + shape, generator=g, dtype=D)).clamp(0.05, 0.95)
-    weight = 0.5 + torch.rand(N, generator=g, dtype=D)
-    return base, others, weight
-
-
-SSIM_KW = dict(window_size=5, sigma=1.2)
-VARIANTS = [(False, False), (True, False), (False, True), (True, True)]  # (inverse, simplified)
-
-
-def op_cases():
-    """(name, fused op, reference, float64 inputs): every differentiable op of vaeiso_ext.ops."""
-    cases = []
-    for inv, simp in VARIANTS:
-        cases.append((f"gdn-inv{int(inv)}-simp{int(simp)}",
-                      lambda x, b, g, inv=inv, simp=simp: ops.gdn(x, b, g, inv, simp),
-                      lambda x, b, g, inv=inv, simp=simp: ref.gdn(x, b, g, inv, simp), gdn_inputs()))
-    for pad in ("valid", "same"):
-        kw = dict(SSIM_KW, padding=pad)
-        cases.append((f"ssim-{pad}", lambda x, y, kw=kw: ops.ssim(x, y, **kw),
-                      lambda x, y, kw=kw: ref.ssim(x, y, **kw), images()))
-        cases.append((f"one_minus_ssim-{pad}", lambda x, y, kw=kw: one_minus_ssim(x, y, **kw),
-                      lambda x, y, kw=kw: 1 - ref.ssim(x, y, **kw), images(1)))
-    x, y = images(2)
-    others = torch.stack([y, x + 1e-3 * torch.randn(x.shape, generator=gen(3), dtype=D)], 1)
-    cases.append(("ssim_pairs", lambda b, o: ops.ssim_pairs(b, o, **SSIM_KW),
-                  lambda b, o: ref.ssim_pairs(b, o, **SSIM_KW), (x, others)))
-    v = torch.randn((2, 2) + tuple(x.shape[1:]), generator=gen(4), dtype=D)
-    cases.append(("ssim_metric_gram", lambda a, w: ops.ssim_metric_gram(a, w, **SSIM_KW),
-                  lambda a, w: ref.ssim_metric_gram(a, w, **SSIM_KW), (x, v)))
-    cases.append(("ssim_metric_gram-diag", lambda a, w: ops.ssim_metric_gram(a, w, diagonal=True, **SSIM_KW),
-                  lambda a, w: ref.ssim_metric_gram(a, w, diagonal=True, **SSIM_KW), (x, v)))
-    base, oth, w = distance_inputs()
-    for metric in ("sse", "bce"):
-        cases.append((f"pair_distances-{metric}", lambda b, o, m=metric: ops.pair_distances(b, o, m),
-                      lambda b, o, m=metric: ref.pair_distances(b, o, m), (base, oth)))
-        cases.append((f"pair_distances-{metric}-weighted",
-                      lambda b, o, w, m=metric: ops.pair_distances(b, o, m, weight=w),
-                      lambda b, o, w, m=metric: ref.pair_distances(b, o, m, w), (base, oth, w)))
-    return cases
-
-
-CASES = op_cases()
+# The rows of the one op table (tests/op_contract.py) that carry every autograd mode.
+CASES = [(c.name, c.fn, c.ref, c.args) for c in MODES]
 IDS = [c[0] for c in CASES]
 
 
@@ -126,14 +64,7 @@ def tangents_for(args, seed=8):
 # ------------------------------------------------------------------------------ double backward
 
 
-@pytest.mark.parametrize("name,fn,rf,args", CASES, ids=IDS)
-def test_gradgradcheck(name, fn, rf, args):
-    if name.startswith("ssim_metric_gram"):
-        # smaller problem: gradgradcheck's numerical Jacobian of a (N, K, K) output is slow
-        x, v = args
-        args = (x[:1, :1], v[:1, :, :1])
-    leaves = tuple(a.clone().requires_grad_() for a in args)
-    assert torch.autograd.gradgradcheck(fn, leaves)
+# gradgradcheck of every op: tests/test_op_contract.py
 
 
 @pytest.mark.parametrize("inverse,simplified", VARIANTS)
@@ -369,40 +300,13 @@ def test_bce_gradient_at_binary_targets_equals_reference():
 # ------------------------------------------------------------------------------ devices
 
 
-def test_mixed_devices_raise_naming_the_argument():
-    """The issue's case: meta tensors beside CPU ones returned uninitialised memory."""
+def test_raw_backward_on_mixed_devices_raises_naming_the_argument():
+    """The wrappers' device checks (meta beside CPU, every argument) are in tests/test_op_contract.py;
+    the raw kernels raise RuntimeError naming theirs."""
     x, y = images(17)
-    meta = y.to("meta")
-    b, o, w = distance_inputs()
-    cases = [
-        (lambda: ops.ssim(x, meta, **SSIM_KW), "ssim: y: expected a tensor on cpu"),
-        (lambda: one_minus_ssim(x, meta, **SSIM_KW), "ssim: y: expected a tensor on cpu"),
-        (lambda: ops.ssim_pairs(x, meta.unsqueeze(1), **SSIM_KW), "ssim_pairs: others: expected a tensor on cpu"),
-        (lambda: ops.ssim_metric_gram(x, meta.unsqueeze(1), **SSIM_KW),
-         "ssim_metric_gram: v: expected a tensor on cpu"),
-        (lambda: ops.pair_distances(b, o.to("meta"), "sse"), "pair_distances: others: expected a tensor on cpu"),
-        (lambda: ops.pair_distances(b, o, "sse", weight=w.to("meta")),
-         "pair_distances: weight: expected a tensor on cpu"),
-        (lambda: ops.gdn(x, torch.ones(2, dtype=D, device="meta"), torch.eye(2, dtype=D)),
-         "gdn: beta: expected a tensor on cpu"),
-    ]
-    for call, msg in cases:
-        # every op's wrapper checks devices in Python: ValueError (the kernels: RuntimeError)
-        with pytest.raises(ValueError, match=msg):
-            call()
-    # with gradients on, through the autograd path
-    xr = x.clone().requires_grad_()
-    with pytest.raises(ValueError, match="ssim: y: expected a tensor on cpu"):
-        ops.ssim(xr, meta, **SSIM_KW)
     with pytest.raises(RuntimeError, match="ssim_backward: maps: expected a tensor on cpu"):
         torch.ops.vaeiso.ssim_backward(torch.ones(2, 2, dtype=D), x.new_empty(0), x, y,
                                        torch.empty(2, 2, 4, 3, 4, device="meta"), 5, 1.5, False)
-
-
-def test_meta_inputs_give_meta_outputs():
-    x, y = images(18)
-    out = ops.ssim(x.to("meta"), y.to("meta"), **SSIM_KW)
-    assert out.device.type == "meta" and out.shape == (2,)
 
 
 # ------------------------------------------------------------------------------ deployment
@@ -515,22 +419,6 @@ def test_cuda_torch_func_and_double_backward(name, fn, rf, args):
         gs = torch.autograd.grad((f(*leaves) * w).sum(), leaves, create_graph=True)
         res.append(torch.autograd.grad(sum((g * t).sum() for g, t in zip(gs, ts)), leaves))
     close(res[0], res[1])
-
-
-@pytest.mark.cuda
-def test_cuda_and_cpu_mixed_raise_naming_the_argument():
-    x, y = (t.cuda() for t in images(21))
-    b, o, w = (t.cuda() for t in distance_inputs())
-    cases = [
-        (lambda: ops.ssim(x, y.cpu(), **SSIM_KW), "ssim: y: expected a tensor on cuda"),
-        (lambda: ops.ssim_pairs(x, y.cpu().unsqueeze(1), **SSIM_KW), "ssim_pairs: others: expected a tensor on cuda"),
-        (lambda: ops.pair_distances(b, o, "bce", weight=w.cpu()), "pair_distances: weight: expected a tensor on cuda"),
-        (lambda: ops.gdn(x, torch.ones(2, dtype=D), torch.eye(2, dtype=D, device="cuda")),
-         "gdn: beta: expected a tensor on cuda"),
-    ]
-    for call, msg in cases:
-        with pytest.raises(ValueError, match=msg):
-            call()
 
 
 def test_raw_custom_ops_double_backward():

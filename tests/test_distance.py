@@ -136,27 +136,11 @@ def test_nan_in_nan_out(device):
 
 
 @pytest.mark.parametrize("device", devices())
-def test_layouts(device):
-    """Sliced, transposed, channels_last and expanded inputs give the contiguous result."""
+def test_others_broadcast_from_base_is_exactly_zero(device):
+    """base broadcast as others (K copies of base, stride 0) and an expanded weight: exactly zero,
+    as every term of other == base is computed as 0 (other layouts: tests/test_op_contract.py)."""
     base, others, w = inputs(3, 8, (3, 6, 7), device=device)
     for metric in METRICS:
-        want = ops.pair_distances(base, others, metric, weight=w)
-        # a K-slice of a bigger batch (strided along K, contiguous inside)
-        # Layouts may change the summation order of the 126 non-negative float64 terms:
-        # bound 126 * 2**-53 = 1.4e-14 relative, so 1e-12 (not bitwise equality) is the promise.
-        got = ops.pair_distances(base, others[:, ::2], metric, weight=w[::1])
-        torch.testing.assert_close(got, want[:, ::2], rtol=1e-12, atol=0)
-        # channels_last base and others
-        cl = others.reshape(24, 3, 6, 7).contiguous(memory_format=torch.channels_last)
-        cl = cl.view(3, 8, 3, 6, 7)
-        assert not cl.is_contiguous()
-        got = ops.pair_distances(base.contiguous(memory_format=torch.channels_last), cl, metric, weight=w)
-        torch.testing.assert_close(got, want, rtol=1e-12, atol=0)
-        # transposed spatial dims
-        got = ops.pair_distances(base.transpose(-1, -2), others.transpose(-1, -2), metric, weight=w)
-        torch.testing.assert_close(got, want, rtol=1e-12, atol=0)
-        # an expanded weight and base broadcast as others (K copies of base): exactly zero, as
-        # every term of other == base is computed as 0
         got = ops.pair_distances(base, base.unsqueeze(1).expand_as(others), metric, weight=w[:1].expand(3))
         assert torch.equal(got, torch.zeros_like(got))
 
@@ -178,6 +162,7 @@ def test_shapes_property(N, K, shape, metric, weighted, dtype):
 
 
 def test_empty():
+    # N = 0 (with gradients): tests/test_op_contract.py
     for shape, K in (((0, 3, 4, 4), 5), ((2, 3, 4, 4), 0), ((2, 0), 3)):
         base = torch.rand(shape)
         others = torch.rand((shape[0], K) + shape[1:])
@@ -202,37 +187,7 @@ def test_deterministic_and_thread_independent():
         torch.set_num_threads(threads)
 
 
-@pytest.mark.parametrize("metric", METRICS)
-def test_gradcheck(metric):
-    base, others, w = inputs(2, 3, (2, 3), pert=0.1)
-    args = (base.requires_grad_(), others.requires_grad_(), w.requires_grad_())
-    f = lambda b, o, w: ops.pair_distances(b, o, metric, weight=w)  # noqa: E731
-    assert torch.autograd.gradcheck(f, args)
-    assert torch.autograd.gradgradcheck(f, args)
-
-
-@pytest.mark.parametrize("metric", METRICS)
-@pytest.mark.parametrize("weighted", [False, True])
-def test_opcheck(metric, weighted):
-    base, others, w = inputs(2, 3, (2, 5, 5), pert=0.1)
-    w = w.requires_grad_() if weighted else None
-    torch.library.opcheck(torch.ops.vaeiso.pair_distances, (base.requires_grad_(), others, metric, w))
-    torch.library.opcheck(torch.ops.vaeiso.pair_distances, (base.detach().float(), others.float(), metric, None))
-
-
-def test_compile_fullgraph():
-    base, others, w = inputs(2, 3, (3, 8, 8), dtype=torch.float32, pert=0.1)
-    others.requires_grad_()
-
-    def f(b, o, w):
-        return ops.pair_distances(b, o, "bce", weight=w).sum() + ops.pair_distances(b, o, "sse").mean()
-
-    compiled = torch.compile(f, fullgraph=True, backend="inductor")
-    got = compiled(base, others, w)
-    torch.testing.assert_close(got, f(base, others, w))
-    (g,) = torch.autograd.grad(got, others)
-    (want,) = torch.autograd.grad(f(base, others, w), others)
-    torch.testing.assert_close(g, want)
+# gradcheck, gradgradcheck, opcheck and torch.compile: tests/test_op_contract.py
 
 
 def test_bad_inputs():

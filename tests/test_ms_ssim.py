@@ -15,7 +15,6 @@ import os
 import subprocess
 import sys
 
-import numpy as np
 import pytest
 import torch
 
@@ -24,38 +23,15 @@ from vaeiso_ext import nn as vnn
 from vaeiso_ext import ops
 from vaeiso_ext import reference as ref
 
+from conftest import degrade as _degrade
+from conftest import pair as _pair
+from conftest import photo as _photo
+
 HAS_CUDA_KERNELS = vaeiso_ext.build_info()["cuda"] and torch.cuda.is_available()
 CUDA = pytest.param("cuda", marks=[pytest.mark.cuda, pytest.mark.skipif(
     not HAS_CUDA_KERNELS, reason="needs a CUDA device and the CUDA kernels")])
 DEVICES = ["cpu", CUDA]
 SMALL = dict(weights=(0.3, 0.3, 0.4), window_size=5, sigma=1.0)  # 3 levels: sides > 16
-
-
-def _pair(shape, dtype=torch.float64, noise=0.2, seed=0, device="cpu"):
-    g = torch.Generator().manual_seed(seed)
-    x = torch.rand(shape, generator=g, dtype=torch.float64)
-    y = (x + noise * torch.randn(shape, generator=g, dtype=torch.float64)).clamp(0, 1)
-    return x.to(device=device, dtype=dtype), y.to(device=device, dtype=dtype)
-
-
-def _photo(name, size):
-    """A centred crop of a photograph shipped inside scikit-image, (1, C, H, W) float64 in [0, 1]."""
-    from skimage import data
-
-    img = getattr(data, name)().astype(np.float64) / 255.0
-    if img.ndim == 2:
-        img = img[..., None]
-    h, w = img.shape[:2]
-    top, left = (h - size[0]) // 2, (w - size[1]) // 2
-    crop = img[top : top + size[0], left : left + size[1]].transpose(2, 0, 1)
-    return torch.from_numpy(np.ascontiguousarray(crop)).unsqueeze(0)
-
-
-def _degrade(x, seed=1):
-    """A blurred, noisy version (a plausible reconstruction), clipped to [0, 1]."""
-    g = torch.Generator().manual_seed(seed)
-    blurred = (x + x.roll(1, -1) + x.roll(1, -2)) / 3
-    return (blurred + 0.05 * torch.randn(x.shape, generator=g, dtype=x.dtype)).clamp(0, 1)
 
 
 def _grads(fn, x, y, g=None):
@@ -203,16 +179,6 @@ def test_ms_ssim_float32_gradients_close_to_float64():
         torch.testing.assert_close(a.double(), b, rtol=0, atol=1e-4 * b.abs().max().item())
 
 
-@pytest.mark.parametrize("normalize", ["relu", "simple", None])
-def test_ms_ssim_gradcheck(normalize):
-    x, y = _pair((1, 2, 9, 8), seed=9, noise=0.05)
-    x.requires_grad_(), y.requires_grad_()
-    # fast_mode: random projections of the Jacobian (every op call costs ~1 ms of Python here)
-    assert torch.autograd.gradcheck(
-        lambda a, b: ops.ms_ssim(a, b, weights=(0.4, 0.6), window_size=3, sigma=0.8, normalize=normalize), (x, y),
-        fast_mode=True)
-
-
 def test_ms_ssim_gradient_to_one_input_only():
     x, y = _pair((1, 2, 20, 21), seed=10)
     xr = x.clone().requires_grad_()
@@ -251,14 +217,6 @@ def test_ssim_l1_loss_float32_and_photos():
     torch.testing.assert_close(ops.ssim_l1_loss(x.float(), y.float()).double(), want, rtol=0, atol=1e-6)
 
 
-def test_ssim_l1_loss_gradcheck():
-    x, y = _pair((2, 2, 9, 8), seed=14)
-    x.requires_grad_(), y.requires_grad_()
-    for padding in ("valid", "same"):
-        assert torch.autograd.gradcheck(
-            lambda a, b: ops.ssim_l1_loss(a, b, ssim_weight=0.3, window_size=5, padding=padding), (x, y))
-
-
 # ---------------------------------------------------------------- modules
 
 
@@ -289,52 +247,17 @@ def test_loss_modules_reject_bad_arguments():
 # ---------------------------------------------------------------- layouts, dtypes, edge cases
 
 
-def test_empty_batch():
-    x, y = _pair((0, 3, 40, 40))
-    xr, yr = x.clone().requires_grad_(), y.clone().requires_grad_()
-    for fn in (lambda a, b: ops.ms_ssim(a, b, **SMALL), lambda a, b: ops.ssim_l1_loss(a, b)):
-        out = fn(xr, yr)
-        assert out.shape == (0,)
-        gx, gy = torch.autograd.grad(out.sum(), (xr, yr))
-        assert gx.shape == x.shape and gy.shape == y.shape
-
-
-def _every_other_column(t):
-    big = torch.full(t.shape[:3] + (2 * t.shape[3],), float("nan"), dtype=t.dtype)
-    big[..., ::2] = t
-    return big[..., ::2]  # a view with column stride 2 (the NaN columns must never be read)
-
-
-def test_non_contiguous_and_channels_last():
-    x, y = _pair((2, 3, 41, 38), seed=16)
-    layouts = {
-        "channels_last": (x.contiguous(memory_format=torch.channels_last),
-                          y.contiguous(memory_format=torch.channels_last)),
-        "transposed": (x.transpose(2, 3).contiguous().transpose(2, 3), y.transpose(2, 3).contiguous().transpose(2, 3)),
-        "strided": (_every_other_column(x), _every_other_column(y)),
-        "expanded": (x[:1].expand(2, -1, -1, -1), y),
-    }
-    for name, (a, b) in layouts.items():
-        xa, ya = (x[:1].expand(2, -1, -1, -1).contiguous(), y) if name == "expanded" else (x, y)
-        for fn in (lambda p, q: ops.ms_ssim(p, q, **SMALL), lambda p, q: ops.ssim_l1_loss(p, q, padding="same")):
-            torch.testing.assert_close(fn(a, b), fn(xa, ya), rtol=0, atol=1e-13, msg=name)
-            got, want = _grads(fn, a, b), _grads(fn, xa, ya)
-            for u, v in zip(got, want):
-                torch.testing.assert_close(u, v, rtol=0, atol=1e-13, msg=name)
+# N = 0, layouts, gradcheck, gradgradcheck, opcheck and torch.compile of ms_ssim and ssim_l1_loss:
+# tests/test_op_contract.py
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
-def test_half_types_compute_in_float32(dtype):
+def test_half_prediction_float32_target(dtype):
+    """A half prediction against a float32 target (autocast's mix) comes out in float32 (the
+    all-half rule, float32 compute rounded once: tests/test_op_contract.py)."""
     x, y = _pair((2, 3, 36, 40), seed=17)
     xh, yh = x.to(dtype), y.to(dtype)
     for fn in (lambda a, b: ops.ms_ssim(a, b, **SMALL), ops.ssim_l1_loss):
-        out = fn(xh, yh)
-        assert out.dtype == dtype
-        # the half inputs, widened exactly, in float32; then rounded once to the half type
-        torch.testing.assert_close(out, fn(xh.float(), yh.float()).to(dtype), rtol=0, atol=0)
-        gx, gy = _grads(fn, xh, yh)
-        assert gx.dtype == dtype and torch.isfinite(gx).all() and torch.isfinite(gy).all()
-        # a half prediction against a float32 target (autocast's mix): float32 out
         mixed = fn(xh, yh.float())
         assert mixed.dtype == torch.float32
         torch.testing.assert_close(mixed, fn(xh.float(), yh.float()), rtol=0, atol=0)
@@ -385,12 +308,11 @@ CASES = [("ms_ssim", lambda a, b: ops.ms_ssim(a, b, **SMALL), lambda a, b: ref.m
 
 
 @pytest.mark.parametrize("name,fn,rf", CASES, ids=[c[0] for c in CASES])
-def test_double_backward_gradgradcheck_and_matches_reference(name, fn, rf):
+def test_double_backward_matches_reference(name, fn, rf):
     # create_graph=True runs the differentiable torch-op backward; its second derivative (the L1
     # term's is 0 a.e.: no pixel of these random pairs has x = y) equals the float64 reference's.
     x, y = _pair((1, 2, 18, 19), seed=31)
-    xg, yg = x.clone().requires_grad_(), y.clone().requires_grad_()
-    assert torch.autograd.gradgradcheck(fn, (xg, yg))
+    xg, yg = x.clone().requires_grad_(), y.clone().requires_grad_()  # gradgradcheck: test_op_contract.py
     v = torch.randn_like(x)
     got = torch.autograd.grad((torch.autograd.grad(fn(xg, yg).sum(), xg, create_graph=True)[0] * v).sum(), (xg, yg))
     xr, yr = x.clone().requires_grad_(), y.clone().requires_grad_()
@@ -498,25 +420,6 @@ def test_one_ssim_op_pair_serves_the_family():
         with Count() as c:
             fn(xg, y).sum().backward()
         assert c.names == {"vaeiso.ssim_forward.default", "vaeiso.ssim_backward.default"}, c.names
-
-
-def test_torch_compile_fullgraph():
-    torch._dynamo.reset()
-    x, y = _pair((2, 3, 40, 36), dtype=torch.float32, seed=21)
-    ms_loss, l1_loss = vnn.MSSSIMLoss(**SMALL), vnn.SSIML1Loss(window_size=5)
-
-    def f(a, b):
-        return (ops.ms_ssim(a, b, **SMALL).sum() + ops.ssim_l1_loss(a, b, padding="same").sum()
-                + ms_loss(a, b) + l1_loss(a, b) + ops.ms_ssim(a, b, **SMALL, normalize="simple").sum())
-
-    compiled = torch.compile(f, fullgraph=True, backend="aot_eager")
-    xa, ya = x.clone().requires_grad_(), y.clone().requires_grad_()
-    xb, yb = x.clone().requires_grad_(), y.clone().requires_grad_()
-    out_c, out_e = compiled(xa, ya), f(xb, yb)
-    torch.testing.assert_close(out_c, out_e)
-    out_c.backward(), out_e.backward()
-    torch.testing.assert_close(xa.grad, xb.grad)
-    torch.testing.assert_close(ya.grad, yb.grad)
 
 
 # ---------------------------------------------------------------- CUDA

@@ -5,7 +5,6 @@ gradcheck, Hessians and torch.compile fast.
 """
 
 
-import numpy as np
 import pytest
 import torch
 
@@ -15,7 +14,8 @@ from vaeiso_ext import ops
 from vaeiso_ext import reference as ref
 from vaeiso_ext.ops._ssim import one_minus_ssim
 
-from conftest import run_python
+from conftest import degrade, photos, run_python
+from conftest import pair as _pair
 
 # ---------------------------------------------------------------- shared fixtures
 
@@ -33,32 +33,6 @@ def _gen(seed=0):
     return torch.Generator().manual_seed(seed)
 
 
-def _pair(shape, dtype=torch.float64, noise=0.2, seed=0, device="cpu"):
-    g = _gen(seed)
-    x = torch.rand(shape, generator=g, dtype=torch.float64)
-    y = (x + noise * torch.randn(shape, generator=g, dtype=torch.float64)).clamp(0, 1)
-    return x.to(device=device, dtype=dtype), y.to(device=device, dtype=dtype)
-
-
-def _photos(size=(96, 128)):
-    """Crops of real photographs shipped inside scikit-image, (3, H, W) float64 in [0, 1]."""
-    from skimage import data
-
-    out = []
-    for name in ("astronaut", "coffee", "chelsea"):
-        img = getattr(data, name)().astype(np.float64) / 255.0
-        h, w = img.shape[:2]
-        top, left = (h - size[0]) // 2, (w - size[1]) // 2
-        out.append(img[top : top + size[0], left : left + size[1]].transpose(2, 0, 1).copy())
-    return np.stack(out)
-
-
-def _degrade(imgs, seed=1):
-    rng = np.random.default_rng(seed)
-    blurred = (imgs + np.roll(imgs, 1, axis=-1) + np.roll(imgs, 1, axis=-2)) / 3
-    return np.clip(blurred + 0.05 * rng.standard_normal(imgs.shape), 0, 1)
-
-
 # ---------------------------------------------------------------- ssim: values
 
 
@@ -68,8 +42,8 @@ def test_ssim_matches_skimage_and_pytorch_msssim(source):
     from skimage.metrics import structural_similarity
 
     if source == "photos":
-        x64 = _photos()
-        y64 = _degrade(x64)
+        x64 = photos().numpy()
+        y64 = degrade(photos()).numpy()
     else:
         x, y = _pair((3, 3, 40, 52), noise=0.3, seed=3)
         x64, y64 = x.numpy(), y.numpy()
@@ -163,15 +137,6 @@ def test_ssim_gradient_of_one_input_only_and_no_grad_forward():
     xr = x.clone().requires_grad_()
     ref.ssim(xr, y).sum().backward()
     torch.testing.assert_close(xa.grad, xr.grad, rtol=1e-9, atol=1e-14)
-
-
-@pytest.mark.parametrize("padding", PADDINGS)
-def test_ssim_gradcheck(padding):
-    x, y = _pair((2, 2, 9, 10), seed=8)
-    x.requires_grad_(), y.requires_grad_()
-    assert torch.autograd.gradcheck(lambda a, b: ops.ssim(a, b, window_size=5, padding=padding), (x, y))
-    assert torch.autograd.gradcheck(
-        lambda a, b: one_minus_ssim(a, b, window_size=3, sigma=0.7, padding=padding), (x, y))
 
 
 def test_ssim_double_backward_matches_reference():
@@ -269,11 +234,10 @@ def test_ssim_pairs_float32_has_no_cancellation(eps):
     assert rel < 1e-3, rel
 
 
-def test_ssim_pairs_gradcheck_and_reference_gradients():
+def test_ssim_pairs_reference_gradients():
     x, _ = _pair((2, 2, 9, 9), seed=16)
     others = (x.unsqueeze(1) + 0.1 * torch.randn((2, 3, 2, 9, 9), generator=_gen(17), dtype=torch.float64))
-    x.requires_grad_(), others.requires_grad_()
-    assert torch.autograd.gradcheck(lambda b, o: ops.ssim_pairs(b, o, window_size=5), (x, others))
+    x.requires_grad_(), others.requires_grad_()  # gradcheck: tests/test_op_contract.py
     w = torch.randn(2, 3, generator=_gen(18), dtype=torch.float64)
     gb, go = torch.autograd.grad((ops.ssim_pairs(x, others, window_size=5) * w).sum(), (x, others))
     rb, ro = torch.autograd.grad((ref.ssim_pairs(x, others, window_size=5) * w).sum(), (x, others))
@@ -341,14 +305,6 @@ def test_metric_gram_diagonal_matches_finite_differences():
     assert errs[2] < 1e-3, errs
 
 
-def test_metric_gram_gradcheck():
-    x, v = _gram_inputs(N=1, K=2, C=1, H=8, W=9, seed=28)
-    x.requires_grad_(), v.requires_grad_()
-    for diagonal in (False, True):
-        assert torch.autograd.gradcheck(
-            lambda a, b: ops.ssim_metric_gram(a, b, diagonal=diagonal, window_size=5), (x, v))
-
-
 def test_ssim_filter_gradcheck_and_adjoint():
     t = torch.randn(2, 3, 9, 11, dtype=torch.float64, requires_grad=True)
     for same in (False, True):
@@ -387,57 +343,13 @@ def test_nan_propagates_to_its_image_only():
     assert torch.isnan(pairs[1, 0]) and torch.isfinite(pairs[0]).all() and pairs[1, 1] == 0
 
 
-def test_empty_batches():
-    x, y = _pair((0, 3, 16, 16), dtype=torch.float32)
-    x.requires_grad_()
-    out = ops.ssim(x, y)
-    assert out.shape == (0,)
-    out.sum().backward()
-    assert x.grad.shape == x.shape
-    assert ops.ssim_pairs(x.detach(), torch.zeros(0, 4, 3, 16, 16)).shape == (0, 4)
-    x1, _ = _pair((2, 3, 16, 16), dtype=torch.float32)
+def test_empty_sample_sets():
+    """K = 0 others or directions (N = 0 for every op: tests/test_op_contract.py)."""
+    x1, y = _pair((2, 3, 16, 16), dtype=torch.float32)
     assert ops.ssim_pairs(x1, torch.zeros(2, 0, 3, 16, 16)).shape == (2, 0)
     assert ops.ssim_metric_gram(x1, torch.zeros(2, 0, 3, 16, 16)).shape == (2, 0, 0)
-    assert ops.ssim_metric_gram(x.detach(), torch.zeros(0, 3, 3, 16, 16)).shape == (0, 3, 3)
-    assert vnn.SSIMLoss(reduction="none")(x.detach(), y).shape == (0,)
-
-
-def _layouts(x):
-    """The same values in other memory layouts."""
-    yield x.contiguous(memory_format=torch.channels_last)
-    yield x.transpose(2, 3).contiguous().transpose(2, 3)  # column-major planes
-    wide = torch.full(x.shape[:3] + (2 * x.shape[3],), float("nan"), dtype=x.dtype)
-    wide[..., ::2] = x
-    yield wide[..., ::2]  # strided width
-    yield x.flip(0).contiguous().flip(0)  # negative batch stride
-    yield x.permute(2, 3, 0, 1).contiguous().permute(2, 3, 0, 1)  # batch and channel innermost
-
-
-def test_any_strides_give_the_same_result():
-    x, y = _pair((2, 3, 14, 15), dtype=torch.float32, seed=34)
-    out = ops.ssim(x, y)
-    xa, ya = x.clone().requires_grad_(), y.clone().requires_grad_()
-    ops.ssim(xa, ya).sum().backward()
-    for xl in _layouts(x):
-        for yl in (y, y.contiguous(memory_format=torch.channels_last)):
-            # bitwise: every layout is read into the same contiguous tiles (csrc/ssim/ssim.cpp)
-            assert torch.equal(ops.ssim(xl, yl), out)
-            xb = xl.detach().requires_grad_()
-            yb = yl.detach().requires_grad_()
-            ops.ssim(xb, yb).sum().backward()
-            assert torch.equal(xb.grad, xa.grad) and torch.equal(yb.grad, ya.grad)
-    # expanded (stride 0) batch
-    x1 = x[:1]
-    assert torch.equal(ops.ssim(x1.expand(2, -1, -1, -1), y), ops.ssim(x1.repeat(2, 1, 1, 1), y))
-    others = torch.stack([y, x], 1)
-    pairs = ops.ssim_pairs(x, others)
-    others_t = torch.stack([y, x], 2).transpose(1, 2)  # (N, K, C, H, W) view, non-contiguous
-    assert not others_t.is_contiguous()
-    assert torch.equal(ops.ssim_pairs(x.contiguous(memory_format=torch.channels_last), others_t), pairs)
-    v = torch.randn(2, 4, 3, 14, 15, generator=_gen(35))
-    G = ops.ssim_metric_gram(x, v)
-    assert torch.equal(ops.ssim_metric_gram(x.contiguous(memory_format=torch.channels_last),
-                                            v.transpose(3, 4).contiguous().transpose(3, 4)), G)
+    assert ops.ssim_pairs(x1[:0], torch.zeros(0, 4, 3, 16, 16)).shape == (0, 4)
+    assert vnn.SSIMLoss(reduction="none")(x1[:0], y[:0]).shape == (0,)
 
 
 def test_deterministic_and_thread_count_independent():
@@ -577,53 +489,7 @@ def test_float32_horizontal_fast_path_matches_reference(padding, window_size):
 # ---------------------------------------------------------------- torch.library / compile
 
 
-def test_opcheck():
-    from torch.library import opcheck
-
-    x, y = _pair((2, 2, 10, 11), seed=40)
-    xg, yg = x.clone().requires_grad_(), y.clone().requires_grad_()
-    o = (x.unsqueeze(1) + 0.1 * torch.randn(2, 3, 2, 10, 11, dtype=torch.float64)).requires_grad_()
-    v = torch.randn(2, 3, 2, 10, 11, dtype=torch.float64, requires_grad=True)
-    _, _, maps = torch.ops.vaeiso.ssim_forward(x, y, 5, 1.5, 0.01, 0.03, 1.0, True, False, False, True)
-    g = torch.rand(2, 2, dtype=torch.float64)
-    cases = [
-        (torch.ops.vaeiso.ssim_forward.default, (xg, yg, 5, 1.5, 0.01, 0.03, 1.0, False, False, False, True), {}),
-        (torch.ops.vaeiso.ssim_forward.default, (x, y, 5, 1.5, 0.01, 0.03, 1.0, True, False, True, False), {}),
-        # the per-channel pass's other modes (MS-SSIM's cs levels, the fused L1 term)
-        (torch.ops.vaeiso.ssim_forward.default, (xg, yg, 5, 1.5, 0.01, 0.03, 1.0, False, True, False, True), {}),
-        (torch.ops.vaeiso.ssim_forward.default, (xg, yg, 5, 1.5, 0.01, 0.03, 1.0, True, False, True, True), {}),
-        (torch.ops.vaeiso.ssim_backward.default, (g, x.new_empty(0), x, y, maps, 5, 1.5, True), {}),
-        (torch.ops.vaeiso.ssim_backward.default, (g, g, x, y, maps, 5, 1.5, True), {}),
-        (torch.ops.vaeiso.ssim.default, (xg, yg), dict(window_size=5, padding="same")),
-        (torch.ops.vaeiso.ssim_pairs.default, (xg, o), dict(window_size=5)),
-        (torch.ops.vaeiso.ssim_filter.default, (v, 5, 1.5, True, False), {}),
-        (torch.ops.vaeiso.ssim_filter.default, (v, 5, 1.5, False, True), {}),
-        (torch.ops.vaeiso.ssim_metric_gram.default, (xg, v), dict(window_size=5)),
-        (torch.ops.vaeiso.ssim_metric_gram.default, (x, v), dict(window_size=5, diagonal=True)),
-    ]
-    for op, args, kwargs in cases:
-        opcheck(op, args, kwargs)
-
-
-def test_torch_compile_fullgraph():
-    torch._dynamo.reset()
-    x, y = _pair((2, 3, 16, 16), dtype=torch.float32, seed=42)
-    others = torch.stack([y, x], 1)
-    v = torch.randn(2, 2, 3, 16, 16, generator=_gen(43))
-    loss_fn = vnn.SSIMLoss()
-
-    def f(a, b):
-        return (ops.ssim(a, b, window_size=7).sum() + loss_fn(a, b) + ops.ssim_pairs(a, others).sum()
-                + ops.ssim_metric_gram(a, v).sum())
-
-    compiled = torch.compile(f, fullgraph=True, backend="aot_eager")
-    xa, ya = x.clone().requires_grad_(), y.clone().requires_grad_()
-    xb, yb = x.clone().requires_grad_(), y.clone().requires_grad_()
-    out_c, out_e = compiled(xa, ya), f(xb, yb)
-    torch.testing.assert_close(out_c, out_e)
-    out_c.backward(), out_e.backward()
-    torch.testing.assert_close(xa.grad, xb.grad)
-    torch.testing.assert_close(ya.grad, yb.grad)
+# opcheck and torch.compile(fullgraph=True) of every op: tests/test_op_contract.py
 
 
 @pytest.mark.slow

@@ -15,6 +15,8 @@ import vaeiso_ext  # noqa: F401
 from vaeiso_ext import ops
 from vaeiso_ext import reference as ref
 
+from conftest import pair
+
 SCALES = {
     torch.float32: [1e-30, 1e-20, 1e-12, 1e-10, 3.7e-3, 1.0, 255.0, 1e10, 1e12, 1e20, 1e30],
     torch.float64: [1e-150, 1e-80, 1e-20, 1.0, 255.0, 1e20, 1e80, 1e150],
@@ -31,11 +33,9 @@ L1_ATOL = {torch.float32: 1e-6, torch.float64: 1e-11}
 GRAD_ATOL = {torch.float32: 1e-4, torch.float64: 1e-9}  # relative to the largest gradient
 
 
-def _pair(shape, dtype, scale, seed=0, noise=0.2):
+def _scaled(shape, dtype, scale, seed=0, noise=0.2):
     """``(s x, s y)`` in ``dtype`` and the same values at scale 1 in float64."""
-    g = torch.Generator().manual_seed(seed)
-    x = torch.rand(shape, generator=g, dtype=torch.float64)
-    y = (x + noise * torch.randn(shape, generator=g, dtype=torch.float64)).clamp(0, 1)
+    x, y = pair(shape, seed=seed, noise=noise)
     xs, ys = (x * scale).to(dtype), (y * scale).to(dtype)
     return xs, ys, xs.double() / scale, ys.double() / scale
 
@@ -43,7 +43,7 @@ def _pair(shape, dtype, scale, seed=0, noise=0.2):
 @pytest.mark.parametrize("dtype,scale", CASES, ids=IDS)
 @pytest.mark.parametrize("padding", ["valid", "same"])
 def test_ssim_and_one_minus_ssim(dtype, scale, padding):
-    xs, ys, x1, y1 = _pair((2, 3, 24, 28), dtype, scale)
+    xs, ys, x1, y1 = _scaled((2, 3, 24, 28), dtype, scale)
     want = ref.ssim(x1, y1, padding=padding)
     got = ops.ssim(xs, ys, data_range=scale, padding=padding)
     assert got.dtype == dtype
@@ -59,7 +59,7 @@ def test_ssim_and_one_minus_ssim(dtype, scale, padding):
 
 @pytest.mark.parametrize("dtype,scale", CASES, ids=IDS)
 def test_ssim_gradients(dtype, scale):
-    xs, ys, x1, y1 = _pair((2, 3, 20, 20), dtype, scale, seed=1)
+    xs, ys, x1, y1 = _scaled((2, 3, 20, 20), dtype, scale, seed=1)
     xa, ya = xs.clone().requires_grad_(), ys.clone().requires_grad_()
     gx, gy = torch.autograd.grad(ops.ssim(xa, ya, data_range=scale).sum(), (xa, ya))
     xr, yr = x1.clone().requires_grad_(), y1.clone().requires_grad_()
@@ -72,7 +72,7 @@ def test_ssim_gradients(dtype, scale):
 
 @pytest.mark.parametrize("scale", SCALES[torch.float64])
 def test_double_backward_and_forward_mode_float64(scale):
-    xs, ys, x1, y1 = _pair((1, 2, 12, 12), torch.float64, scale, seed=2)
+    xs, ys, x1, y1 = _scaled((1, 2, 12, 12), torch.float64, scale, seed=2)
     t = torch.randn(xs.shape, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
 
     def hvp(f, x, y, tangent):
@@ -94,7 +94,7 @@ def test_double_backward_and_forward_mode_float64(scale):
 
 @pytest.mark.parametrize("dtype,scale", CASES, ids=IDS)
 def test_ms_ssim(dtype, scale):
-    xs, ys, x1, y1 = _pair((2, 2, 40, 40), dtype, scale, seed=4)
+    xs, ys, x1, y1 = _scaled((2, 2, 40, 40), dtype, scale, seed=4)
     want = ref.ms_ssim(x1, y1, **MS_KW)
     got = ops.ms_ssim(xs, ys, data_range=scale, **MS_KW)
     torch.testing.assert_close(got.double(), want, rtol=0, atol=MS_ATOL[dtype])
@@ -109,7 +109,7 @@ def test_ms_ssim(dtype, scale):
 @pytest.mark.parametrize("padding", ["valid", "same"])
 def test_ssim_l1_loss(dtype, scale, padding):
     """The SSIM term is scale-free, the L1 term is in the images' units (it scales with s)."""
-    xs, ys, x1, y1 = _pair((2, 3, 24, 28), dtype, scale, seed=5)
+    xs, ys, x1, y1 = _scaled((2, 3, 24, 28), dtype, scale, seed=5)
     one_minus = 1 - ref.ssim(x1, y1, padding=padding)
     l1 = (x1 - y1).abs().mean(dim=(1, 2, 3))
     got = ops.ssim_l1_loss(xs, ys, ssim_weight=1.0, data_range=scale, padding=padding)
@@ -157,7 +157,7 @@ def test_ssim_metric_gram(dtype, scale):
 def test_compiled_with_ranges():
     """torch.compile traces the normalisation (number and tensor ranges) into the graph."""
     torch._dynamo.reset()
-    xs, ys, x1, y1 = _pair((2, 3, 16, 16), torch.float32, 255.0, seed=8)
+    xs, ys, x1, y1 = _scaled((2, 3, 16, 16), torch.float32, 255.0, seed=8)
     rng = torch.full((2,), 255.0)
 
     def f(a, b):
