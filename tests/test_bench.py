@@ -352,3 +352,15 @@ def test_quiet_run_writes_an_unmarked_file(fake, tmp_path, capsys):
     assert "WARNING" not in capsys.readouterr().out
     assert runner.main(["--table", str(tmp_path / "missing.json")]) == 2
     assert "missing.json" in _one_error_line(capsys.readouterr().err)
+
+
+def test_small_call_family_runs_alone():
+    """``--only small``: the small-call cases (where per-call overhead shows) run on their own,
+    fwd and fwd+bwd for each of the three ops, and pass the float64 gate."""
+    report = runner.run("cpu", quick=True, threads=1, only=["small"], compile_baselines=False, progress=False)
+    fused = [r for r in report["results"] if r["impl"] == "fused"]
+    assert {(r["op"], r["mode"]) for r in fused} == {
+        (op, mode) for op in ("small gdn", "small ssim", "small pair_distances") for mode in ("fwd", "fwd+bwd")}
+    assert all(r["status"] == "ok" for r in report["results"]), [r["status"] for r in report["results"]]
+    sizes = {r["op"]: r["size"] for r in fused}
+    assert sizes == {"small gdn": "N=1 C=8 8x8", "small ssim": "1x1x16x16", "small pair_distances": "sse N=4 K=2 16"}

@@ -25,11 +25,12 @@ from dataclasses import asdict
 
 import torch
 
-from . import cases_distance, cases_gdn, cases_ms_ssim, cases_ssim, core
+from . import cases_distance, cases_gdn, cases_ms_ssim, cases_small, cases_ssim, core
 from .core import MIN_PAIRS, copy_bandwidth_gbps, gemm_gflops, run_case
 
 # op family -> module with cases(device, quick, compile_baselines)
-CASE_FAMILIES = {"gdn": cases_gdn, "ssim": cases_ssim, "distance": cases_distance, "ms_ssim": cases_ms_ssim}
+CASE_FAMILIES = {"gdn": cases_gdn, "ssim": cases_ssim, "distance": cases_distance, "ms_ssim": cases_ms_ssim,
+                 "small": cases_small}
 
 
 def _parse(argv):
