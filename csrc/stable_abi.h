@@ -112,6 +112,13 @@ inline void zero(Tensor& t) { torch::stable::zero_(t); }
 inline Tensor reshaped(const Tensor& t, const std::vector<int64_t>& s) { return torch::stable::reshape(t, s); }
 inline Tensor viewed(const Tensor& t, const std::vector<int64_t>& s) { return torch::stable::view(t, s); }
 
+// a * b (aten::mul.Tensor through the stable dispatcher).
+inline Tensor mul(const Tensor& a, const Tensor& b) {
+  std::array<StableIValue, 2> stack{torch::stable::detail::from(a), torch::stable::detail::from(b)};
+  STABLE_TORCH_ERROR_CODE_CHECK(torch_call_dispatcher("aten::mul", "Tensor", stack.data(), TORCH_ABI_VERSION));
+  return torch::stable::detail::to<Tensor>(stack[0]);
+}
+
 // t with dim 1 moved last (movedim(1, -1)), and back (movedim(-1, 1)): views.
 inline Tensor channels_last_view(const Tensor& t) {
   std::vector<int64_t> p;

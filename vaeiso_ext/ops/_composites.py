@@ -41,7 +41,12 @@ def gemm_policy(op: str, operand):
     per-thread switch to Python), and deterministic mode's cuBLAS workspace error made clear."""
     fp32_cuda = operand.is_cuda and operand.dtype == torch.float32
     matmul = torch.backends.cuda.matmul
-    saved = matmul.fp32_precision if fp32_cuda else None
+    saved = None
+    if fp32_cuda:
+        try:
+            saved = matmul.fp32_precision
+        except RuntimeError:  # a torch that refuses to mix it with the legacy flags set before
+            fp32_cuda = False
     if fp32_cuda:
         matmul.fp32_precision = "ieee"
     try:
