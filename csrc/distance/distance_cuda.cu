@@ -190,7 +190,7 @@ void finalize_cuda(const Tensor& partial, ScalarType scalar_type,
   VAEISO_DISPATCH_CUDA(scalar_type, "pair_distances_finalize_cuda", [&] {
     using acc_t = opmath_t<scalar_t>;
     auto launch = [&](auto* out_ptr) {
-      finalize_kernel<<<static_cast<unsigned>(blocks), 256, 0, current_stream(base)>>>(
+      finalize_kernel<<<static_cast<unsigned>(blocks), 256, 0, current_stream(partial)>>>(
           cdata<acc_t>(partial), weight.has_value() ? cdata<scalar_t>(*weight) : nullptr,
           weight.has_value() ? weight->stride(0) : 0, out_ptr, N, S, K);
       check_launch();
