@@ -83,7 +83,7 @@ namespace {
 // kMaxBlocks blocks and kMaxBytes bytes (the oldest go back to the heap first).
 constexpr size_t kMaxBlocks = 16;
 constexpr size_t kMaxBytes = size_t(1) << 30;
-constexpr size_t kHeapBytes = size_t(128) << 10;  // glibc's M_MMAP_THRESHOLD default
+constexpr size_t kHeapBytes = size_t(16) << 10;  // well under glibc's M_MMAP_THRESHOLD (128 KiB)
 
 struct Block {
   void* p;
@@ -164,8 +164,9 @@ Tensor kept_empty(const std::vector<int64_t>& sizes, ScalarType dtype, const Ten
     numel *= sizes[d];
   }
   const size_t n = static_cast<size_t>(numel) * elem_size(dtype);
-  // Below glibc's default mmap threshold a block comes from the heap, without fresh pages: such
-  // tensors come from torch's allocator (an ordinary, resizable storage; ours is not).
+  // A small block (under 16 KiB) comes from torch's allocator: an ordinary, resizable storage
+  // (ours is not). Larger ones come from the cache: blocks of tens of KiB from the heap can
+  // still take a page fault per call when the heap's top is trimmed and regrown.
   if (n < kHeapBytes) return alloc(sizes, dtype, like);
   Block* b = n > 0 ? cache().take(n) : nullptr;
   if (b == nullptr) b = new Block{alloc_aligned(n), round_up(n > 0 ? n : 1)};
