@@ -14,7 +14,7 @@ BUILD_DEPS := torch==$(TORCH_VERSION) scikit-build-core ninja numpy
 EDITABLE_FLAGS := -Ceditable.rebuild=true -Ceditable.verbose=false -Cbuild-dir=build/editable
 PYTEST_ARGS ?=
 
-.PHONY: test demo bench install lint compat clean
+.PHONY: test demo bench install lint wheel compat clean
 
 $(VENV)/.deps: pyproject.toml Makefile
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -47,11 +47,21 @@ demo: install
 bench: install
 	$(PY) -m vaeiso_ext.bench
 
-# Build against older torch releases (2.11.0 and 2.10.0 by default; COMPAT_TORCH="2.11.0" to pick),
-# each in its own venv under build/compat-*/, with the CUDA kernels for sm_90, and run the CPU
-# tests there. Not part of `make test` or CI: it downloads several GB of torch.
+# The wheel: one file per flavour and platform, for every torch from 2.10 on and every CPython
+# from 3.10 on (LibTorch stable ABI, abi3), in dist/. The CPU flavour with VAEISO_CUDA=OFF, the
+# CUDA one with VAEISO_CUDA=ON (TORCH_CUDA_ARCH_LIST picks the architectures). Compiled against
+# the torch in .venv; install it anywhere with `pip install dist/vaeiso_ext-*.whl`.
+wheel: $(VENV)/.deps
+	rm -rf dist/vaeiso_ext-*.whl
+	$(PIP) wheel -q --no-build-isolation --no-deps -w dist -Cbuild-dir=build/wheel-{wheel_tag} .
+
+# The wheel in dist/ under another torch (default 2.10.0, the lowest the stable ABI admits; e.g.
+# `make compat TORCH=2.13.0+cpu`): a fresh venv under build/compat-*/ with that torch and the
+# test extras, the same wheel installed, the test suite run there. A download of torch; not part
+# of `make test`.
+TORCH ?= 2.10.0
 compat:
-	scripts/compat.sh $(COMPAT_TORCH)
+	scripts/compat.sh $(TORCH)
 
 clean:
 	rm -rf build dist *.egg-info $(VENV)/.installed

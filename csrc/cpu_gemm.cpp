@@ -1,13 +1,16 @@
 // gemm_cm (cpu_gemm.h): the Fortran BLAS symbols of the torch library when it exports them,
-// else the same product through at::mm on views of the buffers (correct, slower per call).
-// VAEISO_BLAS_FALLBACK=1 in the environment forces the at::mm path (the tests check it).
+// else the same product through aten::mm (the stable dispatcher) on views of the buffers (correct,
+// slower per call). VAEISO_BLAS_FALLBACK=1 in the environment forces the aten::mm path (the tests
+// check it). These C symbols are not part of any torch API: a torch that stops exporting them
+// gets the fallback.
 #include "cpu_gemm.h"
 
-#include <ATen/ATen.h>
+#include "common.h"
 
 #include <climits>
 #include <cstdlib>
 #include <cstring>
+#include <type_traits>
 
 extern "C" {
 // Weak: resolved against libtorch_cpu at load time; null where this torch has no such symbol.
@@ -37,20 +40,26 @@ bool fits_int(int64_t m, int64_t n, int64_t k, int64_t lda, int64_t ldb, int64_t
 
 // A column-major (rows x cols) matrix with leading dimension ld, as a strided tensor view.
 template <typename T>
-at::Tensor view_cm(const T* p, int64_t rows, int64_t cols, int64_t ld) {
-  return at::from_blob(const_cast<T*>(p), {rows, cols}, {1, ld},
-                       at::TensorOptions().dtype(c10::CppTypeToScalarType<T>::value));
+Tensor view_cm(const T* p, int64_t rows, int64_t cols, int64_t ld) {
+  constexpr ScalarType d = std::is_same_v<T, float> ? dt::kFloat : dt::kDouble;
+  return torch::stable::from_blob(const_cast<T*>(p), {rows, cols}, {1, ld}, Device(torch::headeronly::DeviceType::CPU),
+                                  d);
 }
 
+// c = alpha op(a) op(b) + beta c: the product by aten::mm, then combined here (beta == 0 never
+// reads c: it may hold garbage).
 template <typename T>
 void gemm_aten(char ta, char tb, int64_t m, int64_t n, int64_t k, T alpha, const T* a, int64_t lda,
                const T* b, int64_t ldb, T beta, T* c, int64_t ldc) {
-  const auto A = ta == 'n' ? view_cm(a, m, k, lda) : view_cm(a, k, m, lda).t();
-  const auto B = tb == 'n' ? view_cm(b, k, n, ldb) : view_cm(b, n, k, ldb).t();
-  auto Cv = view_cm(c, m, n, ldc);
-  auto P = at::mm(A, B);
-  if (beta == T(0)) Cv.copy_(P.mul_(alpha));  // never reads c: it may hold garbage
-  else Cv.mul_(beta).add_(P, alpha);
+  const auto A = ta == 'n' ? view_cm(a, m, k, lda) : torch::stable::transpose(view_cm(a, k, m, lda), 0, 1);
+  const auto B = tb == 'n' ? view_cm(b, k, n, ldb) : torch::stable::transpose(view_cm(b, n, k, ldb), 0, 1);
+  const auto P = contig(torch::stable::matmul(A, B));  // (m, n) row-major
+  const T* p = cdata<T>(P);
+  for (int64_t j = 0; j < n; ++j)
+    for (int64_t i = 0; i < m; ++i) {
+      T& ci = c[i + j * ldc];
+      ci = beta == T(0) ? alpha * p[i * n + j] : beta * ci + alpha * p[i * n + j];
+    }
 }
 
 template <typename T, typename F>
@@ -59,9 +68,8 @@ void gemm_any(F* blas, char ta, char tb, int64_t m, int64_t n, int64_t k, T alph
   if (m == 0 || n == 0) return;
   if (blas == nullptr || force_fallback() || !fits_int(m, n, k, lda, ldb, ldc) || k == 0) {
     if (k == 0) {  // BLAS semantics: c = beta c
-      auto Cv = view_cm(c, m, n, ldc);
-      if (beta == T(0)) Cv.zero_();
-      else Cv.mul_(beta);
+      for (int64_t j = 0; j < n; ++j)
+        for (int64_t i = 0; i < m; ++i) c[i + j * ldc] = beta == T(0) ? T(0) : beta * c[i + j * ldc];
       return;
     }
     gemm_aten(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);

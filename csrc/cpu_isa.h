@@ -4,10 +4,10 @@
 // use it so that every build of every kernel is checked on one machine); unset, the best build
 // the processor runs is taken.
 #pragma once
-#include <c10/util/Exception.h>
-
 #include <cstdlib>
 #include <cstring>
+#include <stdexcept>
+#include <string>
 
 namespace vaeiso {
 
@@ -28,7 +28,9 @@ inline int cpu_isa_level() {
                      : std::strcmp(cap, "avx2") == 0   ? 1
                      : std::strcmp(cap, "avx512") == 0 ? 2
                                                        : -1;
-    TORCH_CHECK(want >= 0, "VAEISO_CPU_ISA: expected baseline, avx2 or avx512, got '", cap, "'");
+    if (want < 0)
+      throw std::invalid_argument(std::string("VAEISO_CPU_ISA: expected baseline, avx2 or avx512, got '") + cap +
+                                  "'");
     return want < cpu ? want : cpu;
   }();
   return level;

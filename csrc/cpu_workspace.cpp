@@ -1,8 +1,6 @@
 // The per-thread scratch buffers of cpu_workspace.h.
 #include "cpu_workspace.h"
 
-#include <ATen/EmptyTensor.h>
-#include <c10/core/Allocator.h>
 
 #include <cstdlib>
 #include <cstring>
@@ -85,6 +83,7 @@ namespace {
 // kMaxBlocks blocks and kMaxBytes bytes (the oldest go back to the heap first).
 constexpr size_t kMaxBlocks = 16;
 constexpr size_t kMaxBytes = size_t(1) << 30;
+constexpr size_t kHeapBytes = size_t(16) << 10;  // well under glibc's M_MMAP_THRESHOLD (128 KiB)
 
 struct Block {
   void* p;
@@ -134,27 +133,55 @@ KeptCache& cache() {
   return *c;
 }
 
-void give_back(void* ctx) { cache().give(static_cast<Block*>(ctx)); }
-
-struct KeptAllocator final : c10::Allocator {
-  c10::DataPtr allocate(size_t n) override {
-    Block* b = n > 0 ? cache().take(n) : nullptr;
-    if (b == nullptr) b = new Block{alloc_aligned(n), round_up(n > 0 ? n : 1)};
-    return {b->p, b, &give_back, c10::Device(c10::DeviceType::CPU)};
-  }
-  c10::DeleterFnPtr raw_deleter() const override { return nullptr; }
-  void copy_data(void* dest, const void* src, std::size_t count) const override {
-    default_copy_data(dest, src, count);
-  }
-};
+void give_back(void* /*data*/, void* ctx) { cache().give(static_cast<Block*>(ctx)); }
 
 }  // namespace
+}  // namespace vaeiso
 
-at::Tensor kept_empty(at::IntArrayRef sizes, const at::TensorOptions& opts) {
-  static KeptAllocator alloc;
-  TORCH_CHECK(opts.device().is_cpu(), "kept_empty: a CPU tensor only");
-  return at::detail::empty_generic(sizes, &alloc, c10::DispatchKeySet(c10::DispatchKey::CPU),
-                                   c10::typeMetaToScalarType(opts.dtype()), std::nullopt);
+// torch_from_blob (stable C shim, torch >= 2.11): a tensor over our memory with a deleter. Weak,
+// so that the library still loads under torch 2.10, where it is null.
+extern "C" AOTITorchError torch_from_blob(void* data, int64_t ndim, const int64_t* sizes_ptr,
+                                          const int64_t* strides_ptr, int64_t storage_offset, int32_t dtype,
+                                          int32_t device_type, int32_t device_index, AtenTensorHandle* ret,
+                                          int32_t layout, const uint8_t* opaque_metadata,
+                                          int64_t opaque_metadata_size, void (*deleter)(void* data, void* ctx),
+                                          void* deleter_ctx) __attribute__((weak));
+// The message of the shim's last error (torch >= 2.13; weak likewise).
+extern "C" const char* torch_exception_get_what_without_backtrace() __attribute__((weak));
+
+namespace vaeiso {
+
+bool kept_cache_available() { return torch_from_blob != nullptr; }
+
+Tensor kept_empty(const std::vector<int64_t>& sizes, ScalarType dtype, const Tensor& like) {
+  VAEISO_CHECK(like.is_cpu(), "kept_empty: a CPU tensor only");
+  if (!kept_cache_available()) return alloc(sizes, dtype, like);
+  const int64_t nd = static_cast<int64_t>(sizes.size());
+  std::vector<int64_t> strides(sizes.size());
+  int64_t numel = 1;
+  for (int64_t d = nd - 1; d >= 0; --d) {
+    strides[d] = numel;
+    numel *= sizes[d];
+  }
+  const size_t n = static_cast<size_t>(numel) * elem_size(dtype);
+  // A small block (under 16 KiB) comes from torch's allocator: an ordinary, resizable storage
+  // (ours is not). Larger ones come from the cache: blocks of tens of KiB from the heap can
+  // still take a page fault per call when the heap's top is trimmed and regrown.
+  if (n < kHeapBytes) return alloc(sizes, dtype, like);
+  Block* b = n > 0 ? cache().take(n) : nullptr;
+  if (b == nullptr) b = new Block{alloc_aligned(n), round_up(n > 0 ? n : 1)};
+  AtenTensorHandle h = nullptr;
+  const int32_t shim_dtype = torch::stable::detail::to<int32_t>(torch::stable::detail::from(dtype));
+  const int32_t cpu = torch::stable::detail::to<int32_t>(torch::stable::detail::from(torch::headeronly::DeviceType::CPU));
+  const int32_t strided = torch::stable::detail::to<int32_t>(torch::stable::detail::from(torch::headeronly::Layout::Strided));
+  const auto err = torch_from_blob(b->p, nd, sizes.data(), strides.data(), 0, shim_dtype, cpu, -1, &h, strided,
+                                   nullptr, 0, &give_back, b);
+  if (err != 0) {
+    cache().give(b);
+    const char* why = torch_exception_get_what_without_backtrace ? torch_exception_get_what_without_backtrace() : "";
+    VAEISO_CHECK(false, "kept_empty: torch_from_blob failed: ", why ? why : "");
+  }
+  return Tensor(h);
 }
 
 size_t kept_cache_bytes() {

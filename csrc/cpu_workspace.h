@@ -13,8 +13,11 @@
 //   parallel region. A nested request for a slot already held on this thread (a kernel called
 //   from inside a task) gets its own heap block: correct, only not reused.
 // - kept_empty: tensors an op keeps for itself from its forward to its backward (SSIM's
-//   derivative maps, GDN's norm) from a small process-wide cache of freed blocks instead of
-//   the heap (host code only).
+//   derivative maps, GDN's norm) and its large outputs, from a small process-wide cache of
+//   freed blocks instead of the heap (host code only). The tensor wraps our block through the
+//   stable C shim's torch_from_blob with a deleter that gives the block back (torch >= 2.11,
+//   looked up at load time: a weak symbol); under torch 2.10, which lacks it, kept_empty is a
+//   plain empty tensor (correct, only without the reuse). A tensor under 16 KiB is a plain empty tensor too (resizable). The cache's tensors cannot be resized in place (torch_from_blob's storage is fixed).
 // Both are defined out of line (cpu_workspace.cpp, the baseline instruction set): one state for
 // all the ISA builds of a kernel.
 #pragma once
@@ -24,7 +27,7 @@
 #include "host_device.h"
 
 #ifndef VAEISO_CPU_ISA
-#include <ATen/core/Tensor.h>
+#include "stable_abi.h"
 #endif
 
 namespace vaeiso {
@@ -66,10 +69,13 @@ class Scratch {
 VAEISO_ISA_END
 
 #ifndef VAEISO_CPU_ISA
-// at::empty(sizes, opts) for a CPU tensor, its storage from the kept cache: a freed block serves
-// a later request of between half its size and its size. The cache holds at most 16 blocks and
-// 1 GiB (the oldest go back to the heap first).
-at::Tensor kept_empty(at::IntArrayRef sizes, const at::TensorOptions& opts);
+// An empty contiguous CPU tensor of `dtype` (`like` gives the device: a CPU tensor), its storage
+// from the kept cache: a freed block serves a later request of between half its size and its
+// size. The cache holds at most 16 blocks and 1 GiB (the oldest go back to the heap first).
+Tensor kept_empty(const std::vector<int64_t>& sizes, ScalarType dtype, const Tensor& like);
+
+// Whether kept_empty uses the cache (this torch has torch_from_blob), for the tests.
+bool kept_cache_available();
 
 // Bytes of freed blocks the cache holds now (for the tests).
 size_t kept_cache_bytes();

@@ -1,13 +1,16 @@
 // Operator schemas for the whole `vaeiso` namespace, and the tiny Python module `_C` whose import
-// loads this library (and so runs the registrations). Kernels register with TORCH_LIBRARY_IMPL
-// beside their code; tensors never cross pybind11 (see docs/design.md): everything goes through
-// torch.ops.vaeiso.*.
+// loads this library (and so runs the registrations). Kernels register with
+// STABLE_TORCH_LIBRARY_IMPL beside their code; tensors never cross into Python here (see
+// docs/design.md): everything goes through torch.ops.vaeiso.*. The module uses only the Python
+// limited API of 3.10 (abi3).
 #include <Python.h>
-#include <torch/library.h>
 
+#include <stdexcept>
+
+#include "common.h"
 #include "cpu_isa.h"
 
-TORCH_LIBRARY(vaeiso, m) {
+STABLE_TORCH_LIBRARY(vaeiso, m) {
   // GDN / IGDN (docs/ops.md, gdn). `norm` is the pre-activation beta + gamma @ f(x), returned so the
   // backward needs no second GEMM (empty when not `need_norm`: inference); `vaeiso::gdn` is the
   // public single-output form.
@@ -25,8 +28,10 @@ TORCH_LIBRARY(vaeiso, m) {
   // |y - x| when `with_l1` (else empty), and `maps` (N, C, 4, Ho, Wo), the per-position
   // derivatives the backward filters back onto the pixels (empty unless `need_maps`); all in the
   // accumulation dtype. `ssim_backward` takes the gradients of both (N, C) outputs (`grad_l1`
-  // empty without the L1 term). `ssim` and `ssim_metric_gram` are composites; `ssim_filter` is
-  // the separable window filter (and its adjoint).
+  // empty without the L1 term). `ssim` and `ssim_metric_gram` are composites (implemented in
+  // Python, vaeiso_ext/ops/_composites.py: they need ATen ops with Scalar arguments, which the
+  // stable ABI cannot call before torch 2.14); `ssim_filter` is the separable window filter (and
+  // its adjoint).
   m.def("ssim_forward(Tensor x, Tensor y, int window_size, float sigma, float k1, float k2,"
         " float data_range, bool same_padding, bool cs_only, bool with_l1, bool need_maps)"
         " -> (Tensor one_minus, Tensor l1, Tensor maps)");
@@ -64,11 +69,9 @@ PyMODINIT_FUNC PyInit__C(void) {
   PyObject* mod = PyModule_Create(&vaeiso_module);
   if (mod == nullptr) return nullptr;
   PyModule_AddStringConstant(mod, "TORCH_VERSION", VAEISO_TORCH_VERSION);
-#ifdef _OPENMP  // at::parallel_for runs on several threads only in units built with OpenMP
+  // The CPU kernels run their tasks on torch's intra-op thread pool (cpu_parallel.h), which
+  // is OpenMP wherever torch's is: the kernels are parallel exactly when torch is.
   PyModule_AddIntConstant(mod, "OPENMP", 1);
-#else
-  PyModule_AddIntConstant(mod, "OPENMP", 0);
-#endif
   // The CPU kernel build in use (cpu_isa.h); a bad VAEISO_CPU_ISA fails the import, clearly.
   try {
     PyModule_AddStringConstant(mod, "CPU_ISA", vaeiso::cpu_isa_name());

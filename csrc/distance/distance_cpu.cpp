@@ -1,8 +1,6 @@
 // Pair-distance CPU entry points: dtype dispatch, then the AVX2 build of the passes where the
 // CPU has it, else the baseline (both use the same fixed segments, so either gives the same
 // result to rounding).
-#include <ATen/ATen.h>
-
 #include "cpu_dtype.h"
 #include "cpu_isa.h"
 #include "distance/distance_cpu_passes.h"
@@ -15,8 +13,8 @@ VAEISO_DISTANCE_DECLARE_PASSES(isa_default)
 VAEISO_DISTANCE_DECLARE_PASSES(isa_avx2)
 #endif
 
-void forward_cpu(const at::Tensor& base, const at::Tensor& others, const Strided& s, Metric m,
-                 const std::optional<at::Tensor>& weight, at::Tensor& out) {
+void forward_cpu(const Tensor& base, const Tensor& others, const Strided& s, Metric m,
+                 const std::optional<Tensor>& weight, Tensor& out) {
   VAEISO_CPU_DISPATCH(base.scalar_type(), "pair_distances_cpu", [&] {
     const S* w = weight.has_value() ? cptr<S>(*weight) : nullptr;
     const int64_t w_sn = weight.has_value() ? weight->stride(0) : 0;
@@ -24,9 +22,9 @@ void forward_cpu(const at::Tensor& base, const at::Tensor& others, const Strided
   });
 }
 
-void backward_cpu(const at::Tensor& base, const at::Tensor& others, const Strided& s, Metric m,
-                  const at::Tensor& grad, const std::optional<at::Tensor>& weight,
-                  at::Tensor& grad_base, at::Tensor& grad_others, at::Tensor& grad_weight) {
+void backward_cpu(const Tensor& base, const Tensor& others, const Strided& s, Metric m,
+                  const Tensor& grad, const std::optional<Tensor>& weight,
+                  Tensor& grad_base, Tensor& grad_others, Tensor& grad_weight) {
   VAEISO_CPU_DISPATCH(base.scalar_type(), "pair_distances_backward_cpu", [&] {
     const Grads<S> g{cptr<S>(grad),
                      grad.stride(0),

@@ -3,7 +3,7 @@
 // distance_cpu_avx2.cpp) into the namespace VAEISO_CPU_ISA (see host_device.h);
 // distance_cpu.cpp dispatches on dtype and picks one at run time.
 //
-// Forward: at::parallel_for over (sample, segment, block of others) tasks. A task keeps one
+// Forward: parallel_for over (sample, segment, block of others) tasks. A task keeps one
 // segment of base in cache and streams its others past it, so base is read from memory once
 // for all K. Terms are computed in the accumulation dtype (float for the half types), summed
 // kLanes wide in short runs in that dtype and then in double; a sample longer than one segment
@@ -18,7 +18,7 @@
 #ifndef VAEISO_CPU_ISA
 #error "define VAEISO_CPU_ISA before including distance_cpu_impl.h"
 #endif
-#include <ATen/Parallel.h>
+#include "cpu_parallel.h"
 
 #include <algorithm>
 #include <cstring>
@@ -162,13 +162,13 @@ void forward_impl(const S* bp, const S* op, const Strided& s, const S* w, int64_
   const int64_t seg_len = std::min(L, kSegment);
   // Blocks of others only when (sample, segment) units are too few to occupy the threads
   // (few big samples); which thread sums what never changes a result.
-  const int64_t units = N * segs, want = 4 * static_cast<int64_t>(at::get_num_threads());
+  const int64_t units = N * segs, want = 4 * static_cast<int64_t>(::vaeiso::num_threads());
   const int64_t kb = units >= want ? K : std::max<int64_t>(1, K * units / want);
   const int64_t kblocks = (K + kb - 1) / kb;
   const int64_t grain = std::max<int64_t>(1, kGrainElems / std::max<int64_t>(1, seg_len * kb));
   // per-segment sums of samples longer than one segment, added in order below
   std::vector<double> part(segs > 1 ? N * segs * K : 0);
-  at::parallel_for(0, units * kblocks, grain, [&](int64_t tb, int64_t te) {
+  ::vaeiso::parallel_for(0, units * kblocks, grain, [&](int64_t tb, int64_t te) {
     for (int64_t task = tb; task < te; ++task) {
       const int64_t unit = task / kblocks, k0 = (task % kblocks) * kb, k1 = std::min(K, k0 + kb);
       const int64_t n = unit / segs, seg = unit % segs;
@@ -214,7 +214,7 @@ void forward_impl(const S* bp, const S* op, const Strided& s, const S* w, int64_
     }
   });
   if (segs == 1) return;
-  at::parallel_for(0, N, std::max<int64_t>(1, 4096 / (segs * K)), [&](int64_t nb, int64_t ne) {
+  ::vaeiso::parallel_for(0, N, std::max<int64_t>(1, 4096 / (segs * K)), [&](int64_t nb, int64_t ne) {
     for (int64_t n = nb; n < ne; ++n)
       for (int64_t k = 0; k < K; ++k) {
         double acc = 0;
@@ -235,7 +235,7 @@ void backward_impl(const S* bp, const S* op, const Strided& s, const Grads<S>& g
   std::vector<double> part(need_d ? N * chunks * K : 0);
   S* const gbp = g.grad_base;
   S* const gop = g.grad_others;
-  at::parallel_for(0, N * chunks, grain, [&](int64_t tb, int64_t te) {
+  ::vaeiso::parallel_for(0, N * chunks, grain, [&](int64_t tb, int64_t te) {
     // locals, not captures: the stores below could otherwise alias them (reloads per vector)
     S* const gbp_l = gbp;
     S* const gop_l = gop;
@@ -311,7 +311,7 @@ void backward_impl(const S* bp, const S* op, const Strided& s, const Grads<S>& g
   });
   if (!need_d) return;
   // d/d weight[n] = sum over k of grad[n, k] D[n, k], D summed over chunks in order, in double
-  at::parallel_for(0, N, std::max<int64_t>(1, 4096 / (chunks * K)), [&](int64_t nb, int64_t ne) {
+  ::vaeiso::parallel_for(0, N, std::max<int64_t>(1, 4096 / (chunks * K)), [&](int64_t nb, int64_t ne) {
     for (int64_t n = nb; n < ne; ++n) {
       double acc = 0;
       for (int64_t k = 0; k < K; ++k) {

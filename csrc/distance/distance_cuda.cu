@@ -8,11 +8,7 @@
 // for float/half/bfloat16 and double for double; the finalize adds the partials in double.
 // Backward: one thread per element of base, visiting the K others in order (the derivatives of
 // distance_math.h).
-#include <ATen/Dispatch.h>
-#include <ATen/OpMathType.h>
-#include <ATen/ATen.h>
-#include <c10/cuda/CUDAException.h>
-#include <c10/cuda/CUDAStream.h>
+#include "cuda_host.h"
 
 #include <type_traits>
 
@@ -151,31 +147,29 @@ __global__ void backward_kernel(const scalar_t* __restrict__ base, const scalar_
 
 }  // namespace
 
-#define VAEISO_DISPATCH_CUDA(TYPE, NAME, ...) \
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, TYPE, NAME, __VA_ARGS__)
 
 namespace {
 
-void partials_cuda(const at::Tensor& base, const at::Tensor& others, const Strided& s, Metric m,
-                   at::Tensor& partial) {
+void partials_cuda(const Tensor& base, const Tensor& others, const Strided& s, Metric m,
+                   Tensor& partial) {
   if (s.N == 0 || s.K == 0 || s.L == 0) return;
   const int64_t tiles = tiles_for(s.L);
-  TORCH_CHECK(tiles <= int64_t(INT32_MAX), "pair_distances: others: too many elements per sample (",
+  VAEISO_CHECK(tiles <= int64_t(INT32_MAX), "pair_distances: others: too many elements per sample (",
               s.L, ")");
   const dim3 grid(static_cast<unsigned>(tiles), static_cast<unsigned>(std::min(s.N, kMaxGridY)));
   const int64_t S = partial.size(1);
   VAEISO_DISPATCH_CUDA(base.scalar_type(), "pair_distances_cuda", [&] {
-    using acc_t = at::opmath_type<scalar_t>;
+    using acc_t = opmath_t<scalar_t>;
     constexpr int V = run_length<scalar_t>();
-    auto stream = c10::cuda::getCurrentCUDAStream();
-    const auto* bp = base.const_data_ptr<scalar_t>();
-    const auto* op = others.const_data_ptr<scalar_t>();
-    auto* pp = partial.mutable_data_ptr<acc_t>();
+    auto stream = current_stream(base);
+    const auto* bp = cdata<scalar_t>(base);
+    const auto* op = cdata<scalar_t>(others);
+    auto* pp = mdata<acc_t>(partial);
     const bool vec = vec_aligned<V>(bp) && vec_aligned<V>(op) && s.base_sn % V == 0 &&
                      s.others_sn % V == 0 && s.others_sk % V == 0;
     auto launch = [&](auto kernel) {
       kernel<<<grid, kThreads, 0, stream>>>(bp, op, pp, s, S);
-      C10_CUDA_KERNEL_LAUNCH_CHECK();
+      check_launch();
     };
     if (m == Metric::kSSE) {
       vec ? launch(partials_kernel<Metric::kSSE, scalar_t, acc_t, true>)
@@ -188,61 +182,61 @@ void partials_cuda(const at::Tensor& base, const at::Tensor& others, const Strid
 }
 
 // out: (N, K) in the inputs' dtype (`scalar_type`), or double (the D of grad_weight).
-void finalize_cuda(const at::Tensor& partial, at::ScalarType scalar_type,
-                   const std::optional<at::Tensor>& weight, at::Tensor& out) {
+void finalize_cuda(const Tensor& partial, ScalarType scalar_type,
+                   const std::optional<Tensor>& weight, Tensor& out) {
   const int64_t N = partial.size(0), S = partial.size(1), K = partial.size(2);
   if (N * K == 0) return;
   const int64_t blocks = std::min<int64_t>((N * K + 255) / 256, 65535);
   VAEISO_DISPATCH_CUDA(scalar_type, "pair_distances_finalize_cuda", [&] {
-    using acc_t = at::opmath_type<scalar_t>;
+    using acc_t = opmath_t<scalar_t>;
     auto launch = [&](auto* out_ptr) {
-      finalize_kernel<<<static_cast<unsigned>(blocks), 256, 0, c10::cuda::getCurrentCUDAStream()>>>(
-          partial.const_data_ptr<acc_t>(), weight.has_value() ? weight->const_data_ptr<scalar_t>() : nullptr,
+      finalize_kernel<<<static_cast<unsigned>(blocks), 256, 0, current_stream(partial)>>>(
+          cdata<acc_t>(partial), weight.has_value() ? cdata<scalar_t>(*weight) : nullptr,
           weight.has_value() ? weight->stride(0) : 0, out_ptr, N, S, K);
-      C10_CUDA_KERNEL_LAUNCH_CHECK();
+      check_launch();
     };
-    if (out.scalar_type() == at::kDouble) {
-      launch(out.mutable_data_ptr<double>());
+    if (out.scalar_type() == dt::kDouble) {
+      launch(mdata<double>(out));
     } else {
-      launch(out.mutable_data_ptr<scalar_t>());
+      launch(mdata<scalar_t>(out));
     }
   });
 }
 
 // D (N, K) of the forward without weight into `out` (the inputs' dtype, or double).
-void distances_cuda(const at::Tensor& base, const at::Tensor& others, const Strided& s, Metric m,
-                    const std::optional<at::Tensor>& weight, at::Tensor& out) {
+void distances_cuda(const Tensor& base, const Tensor& others, const Strided& s, Metric m,
+                    const std::optional<Tensor>& weight, Tensor& out) {
   const int64_t S = segments(s.L);
-  const auto pdt = base.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
-  auto partial = at::empty({s.N, S, s.K}, base.options().dtype(pdt));
+  const auto pdt = base.scalar_type() == dt::kDouble ? dt::kDouble : dt::kFloat;
+  auto partial = alloc({s.N, S, s.K}, pdt, base);
   partials_cuda(base, others, s, m, partial);
   finalize_cuda(partial, base.scalar_type(), weight, out);
 }
 
 }  // namespace
 
-void forward_cuda(const at::Tensor& base, const at::Tensor& others, const Strided& s, Metric m,
-                  const std::optional<at::Tensor>& weight, at::Tensor& out) {
+void forward_cuda(const Tensor& base, const Tensor& others, const Strided& s, Metric m,
+                  const std::optional<Tensor>& weight, Tensor& out) {
   distances_cuda(base, others, s, m, weight, out);
 }
 
-void backward_cuda(const at::Tensor& base, const at::Tensor& others, const Strided& s, Metric m,
-                   const at::Tensor& grad, const std::optional<at::Tensor>& weight,
-                   at::Tensor& grad_base, at::Tensor& grad_others, at::Tensor& grad_weight) {
+void backward_cuda(const Tensor& base, const Tensor& others, const Strided& s, Metric m,
+                   const Tensor& grad, const std::optional<Tensor>& weight,
+                   Tensor& grad_base, Tensor& grad_others, Tensor& grad_weight) {
   if (grad_base.defined() || grad_others.defined()) {
     const int64_t bx = std::min<int64_t>((s.L + 255) / 256, 65535);
     const dim3 grid(static_cast<unsigned>(bx), static_cast<unsigned>(std::min(s.N, kMaxGridY)));
     VAEISO_DISPATCH_CUDA(base.scalar_type(), "pair_distances_backward_cuda", [&] {
-      using acc_t = at::opmath_type<scalar_t>;
+      using acc_t = opmath_t<scalar_t>;
       auto launch = [&](auto kernel) {
-        kernel<<<grid, 256, 0, c10::cuda::getCurrentCUDAStream()>>>(
-            base.const_data_ptr<scalar_t>(), others.const_data_ptr<scalar_t>(),
-            grad.const_data_ptr<scalar_t>(), grad.stride(0), grad.stride(1),
-            weight.has_value() ? weight->const_data_ptr<scalar_t>() : nullptr,
+        kernel<<<grid, 256, 0, current_stream(base)>>>(
+            cdata<scalar_t>(base), cdata<scalar_t>(others),
+            cdata<scalar_t>(grad), grad.stride(0), grad.stride(1),
+            weight.has_value() ? cdata<scalar_t>(*weight) : nullptr,
             weight.has_value() ? weight->stride(0) : 0,
-            grad_base.defined() ? grad_base.mutable_data_ptr<scalar_t>() : nullptr,
-            grad_others.defined() ? grad_others.mutable_data_ptr<scalar_t>() : nullptr, s);
-        C10_CUDA_KERNEL_LAUNCH_CHECK();
+            grad_base.defined() ? mdata<scalar_t>(grad_base) : nullptr,
+            grad_others.defined() ? mdata<scalar_t>(grad_others) : nullptr, s);
+        check_launch();
       };
       if (m == Metric::kSSE) {
         launch(backward_kernel<Metric::kSSE, scalar_t, acc_t>);
@@ -254,9 +248,9 @@ void backward_cuda(const at::Tensor& base, const at::Tensor& others, const Strid
   if (grad_weight.defined()) {
     // d/d weight[n] = sum over k of grad[n, k] D[n, k], with D from the forward pass kept in
     // double as on the CPU (in a half dtype D would be rounded to 11 or 8 bits, or overflow).
-    auto d = at::empty({s.N, s.K}, base.options().dtype(at::kDouble));
+    auto d = alloc({s.N, s.K}, dt::kDouble, base);
     distances_cuda(base, others, s, m, std::nullopt, d);
-    grad_weight.copy_((grad.to(at::kDouble) * d).sum(1));
+    copy_into(grad_weight, torch::stable::sum(mul(to_dtype(grad, dt::kDouble), d), std::vector<int64_t>{1}));
   }
 }
 

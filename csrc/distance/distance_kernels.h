@@ -11,8 +11,9 @@
 // The backward writes d/d base (N, L) and d/d others (N, K, L) (contiguous) and d/d weight
 // (N,), each only where the tensor passed is defined.
 #pragma once
-#include <ATen/core/Tensor.h>
 #include <optional>
+
+#include "common.h"
 
 #include "distance/distance_math.h"
 
@@ -28,18 +29,18 @@ struct Strided {
 // others stream past it in long runs.
 constexpr int64_t kCpuSegment = 16384;
 
-void forward_cpu(const at::Tensor& base, const at::Tensor& others, const Strided& s, Metric m,
-                 const std::optional<at::Tensor>& weight, at::Tensor& out);
-void backward_cpu(const at::Tensor& base, const at::Tensor& others, const Strided& s, Metric m,
-                  const at::Tensor& grad, const std::optional<at::Tensor>& weight,
-                  at::Tensor& grad_base, at::Tensor& grad_others, at::Tensor& grad_weight);
+void forward_cpu(const Tensor& base, const Tensor& others, const Strided& s, Metric m,
+                 const std::optional<Tensor>& weight, Tensor& out);
+void backward_cpu(const Tensor& base, const Tensor& others, const Strided& s, Metric m,
+                  const Tensor& grad, const std::optional<Tensor>& weight,
+                  Tensor& grad_base, Tensor& grad_others, Tensor& grad_weight);
 
 #ifdef VAEISO_WITH_CUDA
-void forward_cuda(const at::Tensor& base, const at::Tensor& others, const Strided& s, Metric m,
-                  const std::optional<at::Tensor>& weight, at::Tensor& out);
-void backward_cuda(const at::Tensor& base, const at::Tensor& others, const Strided& s, Metric m,
-                   const at::Tensor& grad, const std::optional<at::Tensor>& weight,
-                   at::Tensor& grad_base, at::Tensor& grad_others, at::Tensor& grad_weight);
+void forward_cuda(const Tensor& base, const Tensor& others, const Strided& s, Metric m,
+                  const std::optional<Tensor>& weight, Tensor& out);
+void backward_cuda(const Tensor& base, const Tensor& others, const Strided& s, Metric m,
+                   const Tensor& grad, const std::optional<Tensor>& weight,
+                   Tensor& grad_base, Tensor& grad_others, Tensor& grad_weight);
 #endif
 
 }  // namespace vaeiso::distance

@@ -17,18 +17,18 @@ namespace {
 struct Shape {
   int64_t N, C, Sp;
 };
-Shape shape_of(const at::Tensor& x, bool cl) {
+Shape shape_of(const Tensor& x, bool cl) {
   const int64_t N = x.size(0), C = x.size(1), M = C == 0 ? 0 : x.numel() / C;
   return cl ? Shape{N, C, M} : Shape{N, C, N == 0 ? 0 : M / N};
 }
 template <typename T>
-T* opt_ptr(at::Tensor& t) {
+T* opt_ptr(const Tensor& t) {
   return t.defined() ? mptr<T>(t) : nullptr;
 }
 }  // namespace
 
-void forward_cpu(const at::Tensor& x, const at::Tensor& beta, const at::Tensor& gamma,
-                 at::Tensor& out, at::Tensor& norm, bool cl, Variant v) {
+void forward_cpu(const Tensor& x, const Tensor& beta, const Tensor& gamma,
+                 Tensor& out, Tensor& norm, bool cl, Variant v) {
   const auto s = shape_of(x, cl);
   VAEISO_CPU_DISPATCH(x.scalar_type(), "gdn_forward_cpu", [&] {
     using A = acc_t<S>;
@@ -37,8 +37,8 @@ void forward_cpu(const at::Tensor& x, const at::Tensor& beta, const at::Tensor& 
   });
 }
 
-void backward_cpu(const at::Tensor& g, const at::Tensor& x, const at::Tensor& norm,
-                  const at::Tensor& gamma, at::Tensor& gx, at::Tensor& gbeta, at::Tensor& ggamma,
+void backward_cpu(const Tensor& g, const Tensor& x, const Tensor& norm,
+                  const Tensor& gamma, Tensor& gx, Tensor& gbeta, Tensor& ggamma,
                   bool cl, Variant v) {
   const auto s = shape_of(x, cl);
   VAEISO_CPU_DISPATCH(x.scalar_type(), "gdn_backward_cpu", [&] {

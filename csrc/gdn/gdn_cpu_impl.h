@@ -8,7 +8,7 @@
 #ifndef VAEISO_CPU_ISA
 #error "define VAEISO_CPU_ISA before including gdn_cpu_impl.h"
 #endif
-#include <ATen/Parallel.h>
+#include "cpu_parallel.h"
 
 #include <algorithm>
 #include <type_traits>
@@ -180,7 +180,7 @@ void forward(const S* xp, const acc_t<S>* beta, const acc_t<S>* gamma, S* op, ac
   const Blocks B(N, C, Sp, cl);
   with_variant(v, [&](auto sv) {
     using SV = decltype(sv);
-    at::parallel_for(0, B.count, 1, [&](int64_t b0, int64_t b1) {
+    ::vaeiso::parallel_for(0, B.count, 1, [&](int64_t b0, int64_t b1) {
       // f(x), and the norm block when norm is not kept: written before read, never zeroed
       const int64_t bsz = B.len * C;
       Scratch<A> buf(np ? bsz : 2 * bsz, WorkspaceSlot::kTask, false);
@@ -225,7 +225,7 @@ void backward(const S* gp, const S* xp, const acc_t<S>* np, const acc_t<S>* gamm
   A* const gg_part = gb_part + nb;
   with_variant(v, [&](auto sv) {
     using SV = decltype(sv);
-    at::parallel_for(0, groups, 1, [&](int64_t g0, int64_t g1) {
+    ::vaeiso::parallel_for(0, groups, 1, [&](int64_t g0, int64_t g1) {
       // t, f(x) (gamma gradient), u and the scale (gx): written before read, never zeroed
       const int64_t bsz = B.len * C;
       Scratch<A> buf(bsz * (1 + (ggamma ? 1 : 0) + (gxp ? 2 : 0)), WorkspaceSlot::kTask, false);

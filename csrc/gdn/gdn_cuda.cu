@@ -9,11 +9,7 @@
 // plane; channel-last (M, C) buffers run threadIdx.x over channel groups and threadIdx.y over
 // rows. Element order within a pass never matters (no reductions here): results do not depend
 // on the path taken.
-#include <ATen/Dispatch.h>
-#include <ATen/OpMathType.h>
-#include <ATen/core/Tensor.h>
-#include <c10/cuda/CUDAException.h>
-#include <c10/cuda/CUDAStream.h>
+#include "cuda_host.h"
 
 #include "cuda_vec.cuh"
 #include "gdn/gdn_kernels.h"
@@ -170,39 +166,37 @@ bool all_vec_aligned(Ptrs... ptrs) {
 
 }  // namespace
 
-#define VAEISO_DISPATCH_CUDA(TYPE, NAME, ...) \
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, TYPE, NAME, __VA_ARGS__)
 
-void fx_cuda(const at::Tensor& x, at::Tensor& fx, Variant v) {
+void fx_cuda(const Tensor& x, Tensor& fx, Variant v) {
   const int64_t n = x.numel();
   if (n == 0) return;
   VAEISO_DISPATCH_CUDA(x.scalar_type(), "gdn_fx_cuda", [&] {
-    using acc_t = at::opmath_type<scalar_t>;
+    using acc_t = opmath_t<scalar_t>;
     constexpr int V = kVec<scalar_t>;
-    const auto* xp = x.const_data_ptr<scalar_t>();
-    auto* fp = fx.mutable_data_ptr<acc_t>();
-    const auto stream = c10::cuda::getCurrentCUDAStream();
+    const auto* xp = cdata<scalar_t>(x);
+    auto* fp = mdata<acc_t>(fx);
+    const auto stream = current_stream(x);
     if (all_vec_aligned<scalar_t>(xp, fp)) {
       fx_kernel<scalar_t, acc_t, V><<<blocks_for(n, kThreads * V), kThreads, 0, stream>>>(xp, fp, n, v);
     } else {
       fx_kernel<scalar_t, acc_t, 1><<<blocks_for(n, kThreads), kThreads, 0, stream>>>(xp, fp, n, v);
     }
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
+    check_launch();
   });
 }
 
-void forward_epilogue_cuda(const at::Tensor& x, at::Tensor& norm, const at::Tensor& beta,
-                           at::Tensor& out, int64_t C, int64_t inner, Variant v) {
+void forward_epilogue_cuda(const Tensor& x, Tensor& norm, const Tensor& beta,
+                           Tensor& out, int64_t C, int64_t inner, Variant v) {
   const int64_t n = x.numel();
   if (n == 0) return;
   VAEISO_DISPATCH_CUDA(x.scalar_type(), "gdn_forward_epilogue_cuda", [&] {
-    using acc_t = at::opmath_type<scalar_t>;
+    using acc_t = opmath_t<scalar_t>;
     constexpr int V = kVec<scalar_t>;
-    const auto* xp = x.const_data_ptr<scalar_t>();
-    auto* np = norm.mutable_data_ptr<acc_t>();
-    const auto* bp = beta.const_data_ptr<acc_t>();
-    auto* op = out.mutable_data_ptr<scalar_t>();
-    const auto stream = c10::cuda::getCurrentCUDAStream();
+    const auto* xp = cdata<scalar_t>(x);
+    auto* np = mdata<acc_t>(norm);
+    const auto* bp = cdata<acc_t>(beta);
+    auto* op = mdata<scalar_t>(out);
+    const auto stream = current_stream(x);
     if (inner == 1) {  // channel-last (M, C)
       const int64_t M = n / C;
       const bool vec = C % V == 0 && all_vec_aligned<scalar_t>(xp, np, bp, op);
@@ -228,23 +222,23 @@ void forward_epilogue_cuda(const at::Tensor& x, at::Tensor& norm, const at::Tens
         epilogue_cf_kernel<scalar_t, acc_t, 1><<<grid, kThreads, 0, stream>>>(xp, np, bp, op, planes, inner, C, v);
       }
     }
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
+    check_launch();
   });
 }
 
-void backward_t_cuda(const at::Tensor& g, const at::Tensor& x, const at::Tensor& norm,
-                     at::Tensor& t, at::Tensor& fx, Variant v) {
+void backward_t_cuda(const Tensor& g, const Tensor& x, const Tensor& norm,
+                     Tensor& t, Tensor& fx, Variant v) {
   const int64_t n = x.numel();
   if (n == 0) return;
   VAEISO_DISPATCH_CUDA(x.scalar_type(), "gdn_backward_t_cuda", [&] {
-    using acc_t = at::opmath_type<scalar_t>;
+    using acc_t = opmath_t<scalar_t>;
     constexpr int V = kVec<scalar_t>;
-    const auto* gp = g.const_data_ptr<scalar_t>();
-    const auto* xp = x.const_data_ptr<scalar_t>();
-    const auto* np = norm.const_data_ptr<acc_t>();
-    auto* tp = t.mutable_data_ptr<acc_t>();
-    acc_t* fp = fx.defined() ? fx.mutable_data_ptr<acc_t>() : nullptr;
-    const auto stream = c10::cuda::getCurrentCUDAStream();
+    const auto* gp = cdata<scalar_t>(g);
+    const auto* xp = cdata<scalar_t>(x);
+    const auto* np = cdata<acc_t>(norm);
+    auto* tp = mdata<acc_t>(t);
+    acc_t* fp = fx.defined() ? mdata<acc_t>(fx) : nullptr;
+    const auto stream = current_stream(x);
     if (all_vec_aligned<scalar_t>(gp, xp, np, tp, fp)) {
       backward_t_kernel<scalar_t, acc_t, V><<<blocks_for(n, kThreads * V), kThreads, 0, stream>>>(
           gp, xp, np, tp, fp, n, v);
@@ -252,23 +246,23 @@ void backward_t_cuda(const at::Tensor& g, const at::Tensor& x, const at::Tensor&
       backward_t_kernel<scalar_t, acc_t, 1><<<blocks_for(n, kThreads), kThreads, 0, stream>>>(
           gp, xp, np, tp, fp, n, v);
     }
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
+    check_launch();
   });
 }
 
-void backward_x_cuda(const at::Tensor& g, const at::Tensor& x, const at::Tensor& norm,
-                     const at::Tensor& u, at::Tensor& gx, Variant v) {
+void backward_x_cuda(const Tensor& g, const Tensor& x, const Tensor& norm,
+                     const Tensor& u, Tensor& gx, Variant v) {
   const int64_t n = x.numel();
   if (n == 0) return;
   VAEISO_DISPATCH_CUDA(x.scalar_type(), "gdn_backward_x_cuda", [&] {
-    using acc_t = at::opmath_type<scalar_t>;
+    using acc_t = opmath_t<scalar_t>;
     constexpr int V = kVec<scalar_t>;
-    const auto* gp = g.const_data_ptr<scalar_t>();
-    const auto* xp = x.const_data_ptr<scalar_t>();
-    const auto* np = norm.const_data_ptr<acc_t>();
-    const auto* up = u.const_data_ptr<acc_t>();
-    auto* op = gx.mutable_data_ptr<scalar_t>();
-    const auto stream = c10::cuda::getCurrentCUDAStream();
+    const auto* gp = cdata<scalar_t>(g);
+    const auto* xp = cdata<scalar_t>(x);
+    const auto* np = cdata<acc_t>(norm);
+    const auto* up = cdata<acc_t>(u);
+    auto* op = mdata<scalar_t>(gx);
+    const auto stream = current_stream(x);
     if (all_vec_aligned<scalar_t>(gp, xp, np, up, op)) {
       backward_x_kernel<scalar_t, acc_t, V><<<blocks_for(n, kThreads * V), kThreads, 0, stream>>>(
           gp, xp, np, up, op, n, v);
@@ -276,7 +270,7 @@ void backward_x_cuda(const at::Tensor& g, const at::Tensor& x, const at::Tensor&
       backward_x_kernel<scalar_t, acc_t, 1><<<blocks_for(n, kThreads), kThreads, 0, stream>>>(
           gp, xp, np, up, op, n, v);
     }
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
+    check_launch();
   });
 }
 

@@ -1,7 +1,5 @@
 // SSIM CPU entry points: tensors to raw buffers, dtype dispatch, then the AVX-512 or AVX2 build of
 // the passes where the CPU has it, else the baseline (ssim_cpu_passes.h).
-#include <ATen/ATen.h>
-
 #include "common.h"
 #include "cpu_dtype.h"
 #include "cpu_isa.h"
@@ -19,18 +17,18 @@ VAEISO_SSIM_DECLARE_PASSES(isa_avx512)
 namespace {
 
 template <size_t D>
-void strides_of(const at::Tensor& t, int64_t (&s)[D]) {
+void strides_of(const Tensor& t, int64_t (&s)[D]) {
   for (size_t i = 0; i < D; ++i) s[i] = t.stride(i);
 }
 
 }  // namespace
 
-void forward_cpu(const at::Tensor& x, const at::Tensor& y, const std::vector<double>& window,
-                 const Geometry& g, Constants k, Mode mode, at::Tensor& one_minus, at::Tensor& l1,
-                 at::Tensor& maps) {
+void forward_cpu(const Tensor& x, const Tensor& y, const std::vector<double>& window,
+                 const Geometry& g, Constants k, Mode mode, Tensor& one_minus, Tensor& l1,
+                 Tensor& maps) {
   // Means per (image, channel) in double from the kernel, rounded once to the output dtype.
-  auto om = at::empty({g.N, g.C}, x.options().dtype(at::kDouble));
-  auto lm = at::empty({mode.with_l1 ? g.N : 0, g.C}, x.options().dtype(at::kDouble));
+  auto om = alloc({g.N, g.C}, dt::kDouble, x);
+  auto lm = alloc({mode.with_l1 ? g.N : 0, g.C}, dt::kDouble, x);
   int64_t sx[4], sy[4];
   strides_of(x, sx);
   strides_of(y, sy);
@@ -39,13 +37,13 @@ void forward_cpu(const at::Tensor& x, const at::Tensor& y, const std::vector<dou
                 maps.numel() > 0 ? mptr<acc_t<S>>(maps) : nullptr, mptr<double>(om),
                 mode.with_l1 ? mptr<double>(lm) : nullptr);
   });
-  one_minus.copy_(om);
-  if (mode.with_l1) l1.copy_(lm);
+  copy_into(one_minus, om);
+  if (mode.with_l1) copy_into(l1, lm);
 }
 
-void backward_cpu(const at::Tensor& grad, const at::Tensor& grad_l1, const at::Tensor& x,
-                  const at::Tensor& y, const at::Tensor& maps, const std::vector<double>& window,
-                  const Geometry& g, at::Tensor& grad_x, at::Tensor& grad_y) {
+void backward_cpu(const Tensor& grad, const Tensor& grad_l1, const Tensor& x,
+                  const Tensor& y, const Tensor& maps, const std::vector<double>& window,
+                  const Geometry& g, Tensor& grad_x, Tensor& grad_y) {
   int64_t sx[4], sy[4];
   strides_of(x, sx);
   strides_of(y, sy);
@@ -56,10 +54,10 @@ void backward_cpu(const at::Tensor& grad, const at::Tensor& grad_l1, const at::T
   });
 }
 
-void pairs_cpu(const at::Tensor& base, const at::Tensor& others, const std::vector<double>& window,
-               const Geometry& g, Constants k, at::Tensor& out) {
+void pairs_cpu(const Tensor& base, const Tensor& others, const std::vector<double>& window,
+               const Geometry& g, Constants k, Tensor& out) {
   const int64_t K = others.size(1);
-  auto mean = at::empty({g.N, K}, base.options().dtype(at::kDouble));
+  auto mean = alloc({g.N, K}, dt::kDouble, base);
   int64_t sb[4], so[5];
   strides_of(base, sb);
   strides_of(others, so);
@@ -67,24 +65,27 @@ void pairs_cpu(const at::Tensor& base, const at::Tensor& others, const std::vect
     VAEISO_PICK_AVX512(pairs<S>, cptr<S>(base), sb, cptr<S>(others), so, K, window.data(), g, k,
                 mptr<double>(mean));
   });
-  out.copy_(mean);
+  copy_into(out, mean);
 }
 
-void filter_cpu(const at::Tensor& src, const std::vector<double>& window, int64_t ws, int64_t pad,
-                bool transpose, at::Tensor& dst) {
+void filter_cpu(const Tensor& src, const std::vector<double>& window, int64_t ws, int64_t pad,
+                bool transpose, Tensor& dst) {
   // The filter is a building block of composites that already compute in float32 for the half
   // types (ssim_metric_gram); a half input is filtered in float32 and rounded once.
   if (is_half(src.scalar_type())) {
-    auto df = at::empty(dst.sizes(), dst.options().dtype(at::kFloat));
-    filter_cpu(src.to(at::kFloat), window, ws, pad, transpose, df);
-    dst.copy_(df);
+    auto df = alloc(sizes_of(dst), dt::kFloat, dst);
+    filter_cpu(to_dtype(src, dt::kFloat), window, ws, pad, transpose, df);
+    copy_into(dst, df);
     return;
   }
-  const at::Tensor& img = transpose ? dst : src;
-  AT_DISPATCH_FLOATING_TYPES(src.scalar_type(), "ssim_filter_cpu", [&] {
-    VAEISO_PICK_AVX512(filter<scalar_t>, src.const_data_ptr<scalar_t>(), dst.mutable_data_ptr<scalar_t>(),
-                src.size(0), img.size(1), img.size(2), window.data(), ws, pad, transpose);
-  });
+  const Tensor& img = transpose ? dst : src;
+  auto run = [&](auto tag) {
+    using T = decltype(tag);
+    VAEISO_PICK_AVX512(filter<T>, cptr<T>(src), mptr<T>(dst), src.size(0), img.size(1), img.size(2), window.data(),
+                       ws, pad, transpose);
+  };
+  if (src.scalar_type() == dt::kDouble) run(double{});
+  else run(float{});
 }
 
 }  // namespace vaeiso::ssim

@@ -17,7 +17,7 @@
 #ifndef VAEISO_CPU_ISA
 #error "define VAEISO_CPU_ISA before including ssim_cpu_impl.h"
 #endif
-#include <ATen/Parallel.h>
+#include "cpu_parallel.h"
 
 #include <algorithm>
 #include <cstdint>
@@ -383,7 +383,7 @@ void pairs(const S* base, const int64_t* sb, const S* others, const int64_t* so,
   // Split K so that small batches still feed every thread; each k's sum is the same
   // whatever the split, so this does not change the result.
   const int64_t strips = g.N * g.C * a.nstrips;
-  const int64_t want = 4 * static_cast<int64_t>(at::get_num_threads());
+  const int64_t want = 4 * static_cast<int64_t>(::vaeiso::num_threads());
   a.nkc = std::min<int64_t>(K, std::max<int64_t>(1, (want + strips - 1) / strips));
   a.kchunk = (K + a.nkc - 1) / a.nkc;
   a.nkc = (K + a.kchunk - 1) / a.kchunk;

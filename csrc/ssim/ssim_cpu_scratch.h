@@ -2,7 +2,7 @@
 // layout of a task's buffers for every pass (each asks for the parts it uses), and the one place
 // where the buffers are acquired (run_tasks). Part of the per-ISA build of ssim_cpu_impl.h.
 #pragma once
-#include <ATen/Parallel.h>
+#include "cpu_parallel.h"
 
 #include <algorithm>
 #include <cstdint>
@@ -115,13 +115,13 @@ struct ScratchPlan {
   }
 };
 
-// body(t0, t1, scratch) over tasks [0, ntasks) with at::parallel_for; each chunk of tasks gets
+// body(t0, t1, scratch) over tasks [0, ntasks) with parallel_for (cpu_parallel.h); each chunk of tasks gets
 // its own zeroed scratch, per-thread memory kept between calls. The one place the SSIM CPU
 // passes acquire scratch memory.
 template <typename T, typename Body>
 void run_tasks(int64_t ntasks, const Geometry& g, const ScratchNeeds& needs, Body&& body) {
   const ScratchPlan<T> plan(g, needs);
-  at::parallel_for(0, ntasks, 1, [&](int64_t b, int64_t e) {
+  ::vaeiso::parallel_for(0, ntasks, 1, [&](int64_t b, int64_t e) {
     ::vaeiso::Scratch<T> buf(plan.size);  // zeroed, kept between calls (cpu_workspace.h)
     body(b, e, plan.carve(buf.data()));
   });

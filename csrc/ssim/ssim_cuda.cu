@@ -10,12 +10,7 @@
 // backward filters the derivative maps with the adjoint window (vertical pass into shared
 // memory, horizontal pass in registers) and writes dense gradients.
 // float16/bfloat16 are read and written as such and computed in float.
-#include <ATen/Dispatch.h>
-#include <ATen/OpMathType.h>
-#include <ATen/core/Tensor.h>
-#include <ATen/ops/empty.h>
-#include <c10/cuda/CUDAException.h>
-#include <c10/cuda/CUDAStream.h>
+#include "cuda_host.h"
 #include <cuda_runtime.h>
 
 #include "ssim/ssim_cuda_index.h"
@@ -301,8 +296,6 @@ __global__ void filter_ht_kernel(const acc_t* __restrict__ tmp, scalar_t* __rest
 
 // ------------------------------------------------------------------------------- helpers
 
-#define VAEISO_DISPATCH_CUDA(TYPE, NAME, ...) \
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, TYPE, NAME, __VA_ARGS__)
 
 // The launch plan of a pass on the current device (ssim_cuda_plan.h), opting the kernel in to
 // more than 48 KB of shared memory when the plan needs it. The opt-in is always the largest the
@@ -313,22 +306,22 @@ __global__ void filter_ht_kernel(const acc_t* __restrict__ tmp, scalar_t* __rest
 template <typename acc_t, typename Kernel>
 cuda_plan::Plan plan_launch(Kernel kernel, cuda_plan::Pass pass, int64_t ws, const char* op) {
   int dev = 0, max_bytes = 0;
-  C10_CUDA_CHECK(cudaGetDevice(&dev));
-  C10_CUDA_CHECK(cudaDeviceGetAttribute(&max_bytes, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev));
+  VAEISO_CUDA_CHECK(cudaGetDevice(&dev));
+  VAEISO_CUDA_CHECK(cudaDeviceGetAttribute(&max_bytes, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev));
   const auto p = cuda_plan::plan(pass, ws, sizeof(acc_t), max_bytes);
   // Cannot happen on any device with >= 16 KB per block; kept as a clear error, not a bad launch.
-  TORCH_CHECK(p.chunk >= 1, op, ": this GPU's shared memory per block (", max_bytes,
+  VAEISO_CHECK(p.chunk >= 1, op, ": this GPU's shared memory per block (", max_bytes,
               " bytes) is too small for the SSIM tile");
   if (p.opt_in) {
     cudaFuncAttributes attr{};
-    C10_CUDA_CHECK(cudaFuncGetAttributes(&attr, kernel));
+    VAEISO_CUDA_CHECK(cudaFuncGetAttributes(&attr, kernel));
     const int64_t most = int64_t(max_bytes) - int64_t(attr.sharedSizeBytes);
     // The planner budgets p.static_bytes beside the tile (the resource gate checks the built
     // kernels against it); should the runtime count more, a clear error instead of a bad launch.
-    TORCH_CHECK(p.dynamic_bytes <= most, op, ": the SSIM tile needs ", p.dynamic_bytes,
+    VAEISO_CHECK(p.dynamic_bytes <= most, op, ": the SSIM tile needs ", p.dynamic_bytes,
                 " bytes of dynamic shared memory, this kernel may use ", most, " (static ",
                 attr.sharedSizeBytes, " of ", max_bytes, " bytes per block)");
-    C10_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+    VAEISO_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                         static_cast<int>(most)));
   }
   return p;
@@ -336,7 +329,7 @@ cuda_plan::Plan plan_launch(Kernel kernel, cuda_plan::Pass pass, int64_t ws, con
 
 dim3 tile_grid(int64_t cols, int64_t rows, int64_t planes) {
   const int64_t gx = cuda_index::tiles_for(cols, kTW), gy = cuda_index::tiles_for(rows, kTH);
-  TORCH_CHECK(gx <= INT32_MAX && gy <= 65535, "ssim: image too large for the CUDA tiling (", rows,
+  VAEISO_CHECK(gx <= INT32_MAX && gy <= 65535, "ssim: image too large for the CUDA tiling (", rows,
               " x ", cols, ")");
   return dim3(static_cast<unsigned>(gx), static_cast<unsigned>(gy),
               static_cast<unsigned>(std::min<int64_t>(planes, 65535)));
@@ -348,109 +341,107 @@ int blocks_for(int64_t n, int threads) {
 
 }  // namespace
 
-void forward_cuda(const at::Tensor& x, const at::Tensor& y, const std::vector<double>& window,
-                  const Geometry& g, Constants k, Mode mode, at::Tensor& one_minus, at::Tensor& l1,
-                  at::Tensor& maps) {
-  const auto stream = c10::cuda::getCurrentCUDAStream();
+void forward_cuda(const Tensor& x, const Tensor& y, const std::vector<double>& window,
+                  const Geometry& g, Constants k, Mode mode, Tensor& one_minus, Tensor& l1,
+                  Tensor& maps) {
+  const auto stream = current_stream(x);
   const dim3 grid = tile_grid(g.Wo, g.Ho, g.N * g.C);
   const int64_t tiles = int64_t(grid.x) * grid.y, planes = g.N * g.C;
   VAEISO_DISPATCH_CUDA(x.scalar_type(), "ssim_forward_cuda", [&] {
-    using acc_t = at::opmath_type<scalar_t>;
-    const auto acc_opts = x.options().dtype(c10::CppTypeToScalarType<acc_t>::value);
-    auto part_v = at::empty({planes * tiles}, acc_opts);
-    auto part_l1 = at::empty({mode.with_l1 ? planes * tiles : 0}, acc_opts);
+    using acc_t = opmath_t<scalar_t>;
+    const auto acc = std::is_same_v<acc_t, double> ? dt::kDouble : dt::kFloat;
+    auto part_v = alloc({planes * tiles}, acc, x);
+    auto part_l1 = alloc({mode.with_l1 ? planes * tiles : 0}, acc, x);
     auto kernel = mode.cs_only ? forward_kernel<true, scalar_t, acc_t> : forward_kernel<false, scalar_t, acc_t>;
     const auto p = plan_launch<acc_t>(kernel, cuda_plan::Pass::kForward, g.ws, "ssim_forward");
     const double inv = 1.0 / static_cast<double>(g.Ho * g.Wo);
     kernel<<<grid, dim3(kBX, kBY), p.dynamic_bytes, stream>>>(
-        x.const_data_ptr<scalar_t>(), y.const_data_ptr<scalar_t>(), strides_of<4>(x), strides_of<4>(y),
+        cdata<scalar_t>(x), cdata<scalar_t>(y), strides_of<4>(x), strides_of<4>(y),
         make_window<acc_t>(window), g, static_cast<int>(p.chunk), static_cast<acc_t>(k.C1),
-        static_cast<acc_t>(k.C2), static_cast<acc_t>(-inv), mode.with_l1, part_v.mutable_data_ptr<acc_t>(),
-        mode.with_l1 ? part_l1.mutable_data_ptr<acc_t>() : nullptr,
-        maps.numel() > 0 ? maps.mutable_data_ptr<acc_t>() : nullptr);
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
+        static_cast<acc_t>(k.C2), static_cast<acc_t>(-inv), mode.with_l1, mdata<acc_t>(part_v),
+        mode.with_l1 ? mdata<acc_t>(part_l1) : nullptr,
+        maps.numel() > 0 ? mdata<acc_t>(maps) : nullptr);
+    check_launch();
     finish_kernel<acc_t, acc_t><<<blocks_for(planes * 256, 256), 256, 0, stream>>>(
-        part_v.const_data_ptr<acc_t>(), tiles, planes, inv, one_minus.mutable_data_ptr<acc_t>());
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
+        cdata<acc_t>(part_v), tiles, planes, inv, mdata<acc_t>(one_minus));
+    check_launch();
     if (mode.with_l1) {
       finish_kernel<acc_t, acc_t><<<blocks_for(planes * 256, 256), 256, 0, stream>>>(
-          part_l1.const_data_ptr<acc_t>(), tiles, planes, 1.0 / static_cast<double>(g.H * g.W),
-          l1.mutable_data_ptr<acc_t>());
-      C10_CUDA_KERNEL_LAUNCH_CHECK();
+          cdata<acc_t>(part_l1), tiles, planes, 1.0 / static_cast<double>(g.H * g.W),
+          mdata<acc_t>(l1));
+      check_launch();
     }
   });
 }
 
-void backward_cuda(const at::Tensor& grad, const at::Tensor& grad_l1, const at::Tensor& x,
-                   const at::Tensor& y, const at::Tensor& maps, const std::vector<double>& window,
-                   const Geometry& g, at::Tensor& grad_x, at::Tensor& grad_y) {
-  const auto stream = c10::cuda::getCurrentCUDAStream();
+void backward_cuda(const Tensor& grad, const Tensor& grad_l1, const Tensor& x,
+                   const Tensor& y, const Tensor& maps, const std::vector<double>& window,
+                   const Geometry& g, Tensor& grad_x, Tensor& grad_y) {
+  const auto stream = current_stream(x);
   const dim3 grid = tile_grid(g.W, g.H, g.N * g.C);
   VAEISO_DISPATCH_CUDA(x.scalar_type(), "ssim_backward_cuda", [&] {
-    using acc_t = at::opmath_type<scalar_t>;
+    using acc_t = opmath_t<scalar_t>;
     auto kernel = backward_kernel<scalar_t, acc_t>;
     const auto p = plan_launch<acc_t>(kernel, cuda_plan::Pass::kBackward, g.ws, "ssim_backward");
     kernel<<<grid, dim3(kBX, kBY), p.dynamic_bytes, stream>>>(
-        grad.const_data_ptr<acc_t>(), grad_l1.numel() > 0 ? grad_l1.const_data_ptr<acc_t>() : nullptr,
-        x.const_data_ptr<scalar_t>(), y.const_data_ptr<scalar_t>(), strides_of<4>(x), strides_of<4>(y),
-        maps.const_data_ptr<acc_t>(), make_window<acc_t>(window), g, static_cast<int>(p.chunk),
-        static_cast<acc_t>(1.0 / static_cast<double>(g.H * g.W)), grad_x.mutable_data_ptr<scalar_t>(),
-        grad_y.mutable_data_ptr<scalar_t>());
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
+        cdata<acc_t>(grad), grad_l1.numel() > 0 ? cdata<acc_t>(grad_l1) : nullptr,
+        cdata<scalar_t>(x), cdata<scalar_t>(y), strides_of<4>(x), strides_of<4>(y),
+        cdata<acc_t>(maps), make_window<acc_t>(window), g, static_cast<int>(p.chunk),
+        static_cast<acc_t>(1.0 / static_cast<double>(g.H * g.W)), mdata<scalar_t>(grad_x),
+        mdata<scalar_t>(grad_y));
+    check_launch();
   });
 }
 
-void pairs_cuda(const at::Tensor& base, const at::Tensor& others, const std::vector<double>& window,
-                const Geometry& g, Constants k, at::Tensor& out) {
-  const auto stream = c10::cuda::getCurrentCUDAStream();
+void pairs_cuda(const Tensor& base, const Tensor& others, const std::vector<double>& window,
+                const Geometry& g, Constants k, Tensor& out) {
+  const auto stream = current_stream(base);
   const int64_t K = others.size(1);
   const dim3 grid = tile_grid(g.Wo, g.Ho, g.N * g.C);
   const int64_t tiles = int64_t(grid.x) * grid.y;
   VAEISO_DISPATCH_CUDA(base.scalar_type(), "ssim_pairs_cuda", [&] {
-    using acc_t = at::opmath_type<scalar_t>;
-    auto partial =
-        at::empty({g.N * K * g.C * tiles}, base.options().dtype(c10::CppTypeToScalarType<acc_t>::value));
+    using acc_t = opmath_t<scalar_t>;
+    auto partial = alloc({g.N * K * g.C * tiles}, std::is_same_v<acc_t, double> ? dt::kDouble : dt::kFloat, base);
     auto kernel = pairs_kernel<scalar_t, acc_t>;
     const auto p = plan_launch<acc_t>(kernel, cuda_plan::Pass::kPairs, g.ws, "ssim_pairs");
     kernel<<<grid, dim3(kBX, kBY), p.dynamic_bytes, stream>>>(
-        base.const_data_ptr<scalar_t>(), others.const_data_ptr<scalar_t>(), strides_of<4>(base),
+        cdata<scalar_t>(base), cdata<scalar_t>(others), strides_of<4>(base),
         strides_of<5>(others), make_window<acc_t>(window), g, static_cast<int>(p.chunk), K, static_cast<acc_t>(k.C1),
-        static_cast<acc_t>(k.C2), partial.mutable_data_ptr<acc_t>());
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
+        static_cast<acc_t>(k.C2), mdata<acc_t>(partial));
+    check_launch();
     const double inv = 1.0 / static_cast<double>(g.C * g.Ho * g.Wo);
     finish_kernel<scalar_t, acc_t><<<blocks_for(g.N * K * 256, 256), 256, 0, stream>>>(
-        partial.const_data_ptr<acc_t>(), g.C * tiles, g.N * K, inv, out.mutable_data_ptr<scalar_t>());
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
+        cdata<acc_t>(partial), g.C * tiles, g.N * K, inv, mdata<scalar_t>(out));
+    check_launch();
   });
 }
 
-void filter_cuda(const at::Tensor& src, const std::vector<double>& window, int64_t ws, int64_t pad,
-                 bool transpose, at::Tensor& dst) {
-  const auto stream = c10::cuda::getCurrentCUDAStream();
+void filter_cuda(const Tensor& src, const std::vector<double>& window, int64_t ws, int64_t pad,
+                 bool transpose, Tensor& dst) {
+  const auto stream = current_stream(src);
   const int64_t M = src.size(0);
-  const at::Tensor& img = transpose ? dst : src;
+  const Tensor& img = transpose ? dst : src;
   const Geometry g = make_geometry(M, 1, img.size(1), img.size(2), ws, pad > 0);
   constexpr int threads = 256;
   VAEISO_DISPATCH_CUDA(src.scalar_type(), "ssim_filter_cuda", [&] {
-    using acc_t = at::opmath_type<scalar_t>;
-    const auto acc_opts = src.options().dtype(c10::CppTypeToScalarType<acc_t>::value);
+    using acc_t = opmath_t<scalar_t>;
     const auto win = make_window<acc_t>(window);
     if (!transpose) {
       // Planned as the forward pass (5 staged planes, 1 used): always within the device's limit.
       auto kernel = filter_kernel<scalar_t, acc_t>;
       const auto p = plan_launch<acc_t>(kernel, cuda_plan::Pass::kForward, ws, "ssim_filter");
       kernel<<<tile_grid(g.Wo, g.Ho, M), dim3(kBX, kBY), p.dynamic_bytes, stream>>>(
-          src.const_data_ptr<scalar_t>(), win, g, static_cast<int>(p.chunk), dst.mutable_data_ptr<scalar_t>());
-      C10_CUDA_KERNEL_LAUNCH_CHECK();
+          cdata<scalar_t>(src), win, g, static_cast<int>(p.chunk), mdata<scalar_t>(dst));
+      check_launch();
     } else {
-      auto tmp = at::empty({M, g.H, g.Wo}, acc_opts);
+      auto tmp = alloc({M, g.H, g.Wo}, std::is_same_v<acc_t, double> ? dt::kDouble : dt::kFloat, src);
       const int64_t n1 = tmp.numel(), n2 = dst.numel();
       filter_vt_kernel<scalar_t, acc_t><<<blocks_for(n1, threads), threads, 0, stream>>>(
-          src.const_data_ptr<scalar_t>(), tmp.mutable_data_ptr<acc_t>(), win, g, n1);
-      C10_CUDA_KERNEL_LAUNCH_CHECK();
+          cdata<scalar_t>(src), mdata<acc_t>(tmp), win, g, n1);
+      check_launch();
       filter_ht_kernel<scalar_t, acc_t><<<blocks_for(n2, threads), threads, 0, stream>>>(
-          tmp.const_data_ptr<acc_t>(), dst.mutable_data_ptr<scalar_t>(), win, g, n2);
-      C10_CUDA_KERNEL_LAUNCH_CHECK();
+          cdata<acc_t>(tmp), mdata<scalar_t>(dst), win, g, n2);
+      check_launch();
     }
   });
 }

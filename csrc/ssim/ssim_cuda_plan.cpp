@@ -2,10 +2,10 @@
 // so that CPU-only builds test the planning the GPU kernels use. Private (leading underscore);
 // schema in csrc/registration.cpp. No tensor argument: the CompositeImplicitAutograd kernel is
 // the one the dispatcher picks.
-#include <torch/library.h>
-
 #include <string>
 #include <vector>
+
+#include "common.h"
 
 #include "ssim/ssim_cuda_plan.h"
 
@@ -14,11 +14,11 @@ namespace {
 
 // -> [chunk, chunks, dynamic_bytes, static_bytes, opt_in]
 std::vector<int64_t> ssim_cuda_plan(int64_t window_size, int64_t acc_bytes, int64_t smem_limit,
-                                    const std::string& kind) {
+                                    std::string kind) {
   using cuda_plan::Pass;
-  TORCH_CHECK(kind == "forward" || kind == "pairs" || kind == "backward",
+  VAEISO_CHECK(kind == "forward" || kind == "pairs" || kind == "backward",
               "_ssim_cuda_plan: kind: expected 'forward', 'pairs' or 'backward', got '", kind, "'");
-  TORCH_CHECK(acc_bytes == 4 || acc_bytes == 8,
+  VAEISO_CHECK(acc_bytes == 4 || acc_bytes == 8,
               "_ssim_cuda_plan: acc_bytes: expected 4 (float) or 8 (double), got ", acc_bytes);
   const Pass p = kind == "forward" ? Pass::kForward : (kind == "pairs" ? Pass::kPairs : Pass::kBackward);
   const auto r = cuda_plan::plan(p, window_size, acc_bytes, smem_limit);
@@ -27,8 +27,8 @@ std::vector<int64_t> ssim_cuda_plan(int64_t window_size, int64_t acc_bytes, int6
 
 }  // namespace
 
-TORCH_LIBRARY_IMPL(vaeiso, CompositeImplicitAutograd, m) {
-  m.impl("_ssim_cuda_plan", &ssim_cuda_plan);
+STABLE_TORCH_LIBRARY_IMPL(vaeiso, CompositeImplicitAutograd, m) {
+  m.impl("_ssim_cuda_plan", TORCH_BOX(&ssim_cuda_plan));
 }
 
 }  // namespace vaeiso::ssim

@@ -5,7 +5,6 @@
 #pragma once
 #include <cuda_runtime.h>
 
-#include <ATen/core/Tensor.h>
 
 #include <cstdint>
 #include <type_traits>
@@ -44,7 +43,7 @@ inline Window<acc_t> make_window(const std::vector<double>& w) {
 }
 
 template <size_t D>
-inline auto strides_of(const at::Tensor& t) {
+inline auto strides_of(const Tensor& t) {
   std::conditional_t<D == 4, Str4, Str5> s{};
   for (size_t i = 0; i < D; ++i) s.s[i] = t.stride(i);
   return s;

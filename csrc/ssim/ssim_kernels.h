@@ -8,7 +8,7 @@
 // Grad); gradients and filter outputs are dense. `window` holds the Gaussian taps, normalised
 // in double on the host.
 #pragma once
-#include <ATen/core/Tensor.h>
+#include "common.h"
 
 #include <vector>
 
@@ -39,34 +39,34 @@ struct Mode {
 // one_minus (N, C) dense, accumulation dtype: the mean over positions of 1 - v, v = SSIM or cs;
 // l1 (N, C) (when mode.with_l1): the mean |y - x| over the channel's pixels; maps (when not
 // empty): the per-position derivatives of one_minus for the backward.
-void forward_cpu(const at::Tensor& x, const at::Tensor& y, const std::vector<double>& window,
-                 const Geometry& g, Constants k, Mode mode, at::Tensor& one_minus, at::Tensor& l1,
-                 at::Tensor& maps);
+void forward_cpu(const Tensor& x, const Tensor& y, const std::vector<double>& window,
+                 const Geometry& g, Constants k, Mode mode, Tensor& one_minus, Tensor& l1,
+                 Tensor& maps);
 // grad_x, grad_y (dense (N, C, H, W), compute dtype) = sum over (n, c) of grad[n, c] d(one_minus[n, c])
 // + grad_l1[n, c] d(l1[n, c]), from `maps`; grad and grad_l1 in the accumulation dtype, grad_l1
 // empty when there is no L1 term.
-void backward_cpu(const at::Tensor& grad, const at::Tensor& grad_l1, const at::Tensor& x,
-                  const at::Tensor& y, const at::Tensor& maps, const std::vector<double>& window,
-                  const Geometry& g, at::Tensor& grad_x, at::Tensor& grad_y);
+void backward_cpu(const Tensor& grad, const Tensor& grad_l1, const Tensor& x,
+                  const Tensor& y, const Tensor& maps, const std::vector<double>& window,
+                  const Geometry& g, Tensor& grad_x, Tensor& grad_y);
 // out (N, K) = 1 - SSIM(base[n], others[n, k]), statistics of base computed once per tile.
-void pairs_cpu(const at::Tensor& base, const at::Tensor& others, const std::vector<double>& window,
-               const Geometry& g, Constants k, at::Tensor& out);
+void pairs_cpu(const Tensor& base, const Tensor& others, const std::vector<double>& window,
+               const Geometry& g, Constants k, Tensor& out);
 // Separable window filter of dense planes src (M, Hi, Wi) into dense dst: forward maps an image
 // to its Ho x Wo positions, transpose maps positions back onto the image (the adjoint).
-void filter_cpu(const at::Tensor& src, const std::vector<double>& window, int64_t ws, int64_t pad,
-                bool transpose, at::Tensor& dst);
+void filter_cpu(const Tensor& src, const std::vector<double>& window, int64_t ws, int64_t pad,
+                bool transpose, Tensor& dst);
 
 #ifdef VAEISO_WITH_CUDA
-void forward_cuda(const at::Tensor& x, const at::Tensor& y, const std::vector<double>& window,
-                  const Geometry& g, Constants k, Mode mode, at::Tensor& one_minus, at::Tensor& l1,
-                  at::Tensor& maps);
-void backward_cuda(const at::Tensor& grad, const at::Tensor& grad_l1, const at::Tensor& x,
-                   const at::Tensor& y, const at::Tensor& maps, const std::vector<double>& window,
-                   const Geometry& g, at::Tensor& grad_x, at::Tensor& grad_y);
-void pairs_cuda(const at::Tensor& base, const at::Tensor& others, const std::vector<double>& window,
-                const Geometry& g, Constants k, at::Tensor& out);
-void filter_cuda(const at::Tensor& src, const std::vector<double>& window, int64_t ws, int64_t pad,
-                 bool transpose, at::Tensor& dst);
+void forward_cuda(const Tensor& x, const Tensor& y, const std::vector<double>& window,
+                  const Geometry& g, Constants k, Mode mode, Tensor& one_minus, Tensor& l1,
+                  Tensor& maps);
+void backward_cuda(const Tensor& grad, const Tensor& grad_l1, const Tensor& x,
+                   const Tensor& y, const Tensor& maps, const std::vector<double>& window,
+                   const Geometry& g, Tensor& grad_x, Tensor& grad_y);
+void pairs_cuda(const Tensor& base, const Tensor& others, const std::vector<double>& window,
+                const Geometry& g, Constants k, Tensor& out);
+void filter_cuda(const Tensor& src, const std::vector<double>& window, int64_t ws, int64_t pad,
+                 bool transpose, Tensor& dst);
 #endif
 
 // The CUDA kernels take the window by value: at most this many taps there.

@@ -17,6 +17,9 @@ from ._ms_ssim import ms_ssim, ssim_l1_loss
 # Pair distances (pair_distances): ._distance
 from ._distance import pair_distances
 
+# The composite custom ops vaeiso::ssim and vaeiso::ssim_metric_gram (Python kernels): ._composites
+from . import _composites  # noqa: F401,E402
+
 
 __all__ = ["one_minus_ssim", "gdn", "ssim", "ssim_pairs", "ssim_metric_gram", "pair_distances",
            "ms_ssim", "ssim_l1_loss"]

@@ -320,32 +320,11 @@ register_no_double_backward(
 
 
 def metric_gram_composite(x, v, diagonal, window_size, sigma, k1, k2, data_range, same):
-    """The C++ composite ``ssim_metric_gram`` (csrc/ssim/ssim.cpp) step for step, over
-    :class:`FilterFunction`, for forward AD and the torch.func transforms (arguments checked
-    by the wrapper)."""
+    """The composite ``vaeiso::ssim_metric_gram`` (``._composites``) over :class:`FilterFunction`,
+    for forward AD and the torch.func transforms (arguments checked by the wrapper)."""
+    from ._composites import metric_gram
 
-    def f(t, transpose=False):
+    def f(t, transpose):
         return FilterFunction.call(t, window_size, sigma, same, transpose)
 
-    c1, c2 = (k1 * data_range) ** 2, (k2 * data_range) ** 2
-    acc = acc_dtype(x)
-    xf, vf = x.to(acc), v.to(acc)
-    N, K, C = x.shape[0], v.shape[1], x.shape[1]
-    mu_x = f(xf)
-    s_xx = torch.clamp(f(xf * xf) - mu_x * mu_x, min=0)
-    a = torch.reciprocal(2 * mu_x * mu_x + c1)
-    b = torch.reciprocal(2 * s_xx + c2)
-    ab = (a - b).unsqueeze(1)
-    c = f(b, True).unsqueeze(1)
-    mu_v = f(vf)
-    P, Q = C * mu_x.shape[2] * mu_x.shape[3], C * x.shape[2] * x.shape[3]
-    scale = 1.0 / P
-    if diagonal:
-        out = (torch.bmm((mu_v * mu_v).reshape(N, K, P), ab.reshape(N, P, 1))
-               + torch.bmm((vf * vf).reshape(N, K, Q), c.reshape(N, Q, 1)))
-        out = out.squeeze(-1) * scale
-    else:
-        gram = torch.bmm((mu_v * ab).reshape(N, K, P), mu_v.reshape(N, K, P).transpose(1, 2))
-        gram = torch.baddbmm(gram, (vf * c).reshape(N, K, Q), vf.reshape(N, K, Q).transpose(1, 2))
-        out = (gram + gram.transpose(1, 2)) * (0.5 * scale)
-    return out.to(x.dtype)
+    return metric_gram(x, v, diagonal, window_size, sigma, k1, k2, data_range, same, f)
