@@ -111,19 +111,49 @@ def test_same_padding_smaller_than_the_window_every_op(shape):
     G = ops.ssim_metric_gram(image, others - image.unsqueeze(1), **kw)
     R = ref.ssim_metric_gram(image, others - image.unsqueeze(1), **kw)
     torch.testing.assert_close(G, R, rtol=1e-10, atol=1e-10 * R.abs().max().item())
-    # gradients (first and second order) against the reference's autograd
+    # gradients (first and second order) against the reference's autograd; at a 1x1 image torch's
+    # own second order differs between releases (2.13.0 agrees with finite differences, 2.14.1
+    # does not), so there the second order is judged by finite differences alone (below)
     for op, rf in ((lambda a, b: ops.ssim(a, b, **kw), lambda a, b: ref.ssim(a, b, **kw)),
                    (ops.ssim_l1_loss, ref.ssim_l1_loss)):
-        grads = []
-        for f in (op, rf):
-            a, b = image.clone().requires_grad_(), gt.clone().requires_grad_()
-            ga, gb = torch.autograd.grad(f(a, b).sum(), (a, b), create_graph=True)
-            (hv,) = torch.autograd.grad((ga * gt).sum(), a)
-            grads.append((ga.detach(), gb.detach(), hv))
+        grads = [_grads_and_hvp(f, image, gt) for f in (op, rf)]
+        if shape[-2:] == (1, 1):
+            grads = [g[:2] for g in grads]
         for u, v in zip(*grads):
             torch.testing.assert_close(u, v, rtol=1e-9, atol=1e-12 * max(1.0, v.abs().max().item()))
     a = image.clone().requires_grad_()
     assert torch.autograd.gradcheck(lambda t: ops.ssim_l1_loss(t, gt, window_size=5), (a,))
+
+
+def _grads_and_hvp(f, image, gt):
+    """f's gradients at (image, gt) and the Hessian-vector product d/dimage (grad_image . gt)."""
+    a, b = image.clone().requires_grad_(), gt.clone().requires_grad_()
+    ga, gb = torch.autograd.grad(f(a, b).sum(), (a, b), create_graph=True)
+    (hv,) = torch.autograd.grad((ga * gt).sum(), a)
+    return ga.detach(), gb.detach(), hv
+
+
+# The second order at a 1x1 image with padding="same" disagrees with finite differences of our own
+# first-order gradient (8.08 against 4.70 in one entry); torch 2.14.1's autograd of the reference
+# gives the same value as ours, torch 2.13.0's agrees with finite differences. Open defect.
+_ONE_PIXEL = pytest.mark.xfail(strict=True, reason="second order at a 1x1 image with padding='same' "
+                               "disagrees with finite differences (open defect, docs/autograd.md)")
+
+
+@pytest.mark.parametrize("shape", [pytest.param(s, marks=_ONE_PIXEL) if s[-2:] == (1, 1) else s
+                                   for s in SMALL], ids=["x".join(map(str, s)) for s in SMALL])
+def test_same_padding_second_order_against_finite_differences(shape):
+    """The Hessian-vector product of each op against central differences of its own first-order
+    gradient (float64; independent of torch's autograd of the reference)."""
+    image, gt = _images(shape, torch.float64, seed=2)
+    for f in (lambda a, b: ops.ssim(a, b, padding="same"), ops.ssim_l1_loss):
+        def grad_at(x):
+            x = x.clone().requires_grad_()
+            return torch.autograd.grad(f(x, gt).sum(), (x,))[0]
+        _, _, hv = _grads_and_hvp(f, image, gt)
+        eps = 1e-6
+        fd = (grad_at(image + eps * gt) - grad_at(image - eps * gt)) / (2 * eps)
+        torch.testing.assert_close(hv, fd, rtol=1e-5, atol=1e-7 * max(1.0, fd.abs().max().item()))
 
 
 def test_same_padding_small_image_under_vmap_and_forward_mode():
