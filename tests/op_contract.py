@@ -113,8 +113,6 @@ class OpCase:
 # (the property's test turns into an error once the op passes, so that the mark is removed).
 PAIRS_EMPTY = ("ssim_pairs with N = 0: the backward's ssim_backward rejects the empty maps "
                "('maps: expected shape (0, 2, 4, 3, 4) ... got [0]'); the forward is fine")
-GRAM_META = ("ssim_metric_gram's wrapper rejects meta tensors ('x: expected a CPU or CUDA tensor'), "
-             "where every other op returns a meta result")
 
 
 def _ssim_opchecks():
@@ -229,7 +227,7 @@ def op_cases():
             "ssim_metric_gram", ("x", "v"), (True, True),
             layout_tol={torch.float32: BITWISE, D: BITWISE}, f32_tol=F32_GRAM,
             layout_exceptions={lay: GRAM_STRIDED for lay in GRAM_STRIDED_LAYOUTS},
-            opcheck=_gram_opchecks(diag), modes=True, known={"meta": GRAM_META}))
+            opcheck=_gram_opchecks(diag), modes=True))
     base, oth, w = distance_inputs()
     for metric in ("sse", "bce"):
         dist = dict(public="pair_distances", batched=(True, True, True), layout_tol={D: DIST_LAYOUT},
