@@ -4,7 +4,7 @@
 # environment with another torch, and run the test suite there, from a neutral directory so that
 # the installed package is tested, not the source tree. CUDA-marked tests skip without a GPU.
 #
-#   scripts/compat.sh TORCH_SPEC [TORCH_SPEC ...]    e.g. 2.13.0+cpu, 2.10.0
+#   scripts/compat.sh TORCH_VERSION [TORCH_VERSION ...]    e.g. 2.13.0+cpu, 2.10.0
 #
 # Each version gets build/compat-<version>/ (venv in venv/, logs in *.log). Environment: PYTHON
 # (interpreter for the venvs, default python3), WHEEL (default: the one dist/vaeiso_ext-*abi3*.whl),
