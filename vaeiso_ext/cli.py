@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 
 import torch
 
@@ -25,6 +26,10 @@ class _Parser(argparse.ArgumentParser):
         from .experiments import UsageError
 
         raise UsageError(f"{message} (see `{self.prog} --help`)")
+
+
+# how long a rank > 0 that met an error waits for torchrun to stop it (see main)
+_OTHER_RANK_ERROR_WAIT_S = 30
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -90,8 +95,15 @@ def main(argv: list[str] | None = None) -> int:
         finished = True
         return 0
     except (UsageError, CheckpointError, ValueError, FileNotFoundError, ImportError) as e:
-        if launch_info()[0] == 0:  # every rank meets the same error: one line
+        rank = launch_info()[0]
+        if rank == 0:  # every rank meets the same error: rank 0 says it, once
             print(f"error: {e}", file=sys.stderr)
+        else:
+            # torchrun stops every rank as soon as one exits with an error: a rank > 0 leaving
+            # first would stop rank 0 before its line. It waits for that stop instead, and speaks
+            # only if rank 0 has not failed (an error this rank alone met).
+            time.sleep(_OTHER_RANK_ERROR_WAIT_S)
+            print(f"error (rank {rank}): {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("\ninterrupted: the last checkpoint written is kept (continue with --resume)",
