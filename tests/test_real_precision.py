@@ -55,3 +55,32 @@ def test_analyze_latents_independent_of_batching(kind, monkeypatch):
                                        torch.tensor(b["dj_mean"], dtype=torch.float64), rtol=RTOL, atol=0)
     # the model itself is left in float32
     assert next(m.parameters()).dtype == torch.float32
+
+
+def test_digits_step_curve_does_not_depend_on_flushed_denormals():
+    """train() flushes denormals to zero. The digits step curve read inf at many points of the
+    Fashion-MNIST runs: a float32 decode near the smallest normal float (sigmoid of ~-87) lost
+    or kept its value depending on the flush, and the BCE between such decodes became infinite
+    or moved by orders of magnitude. It decodes in float64 (denormals from ~1e-308): the same
+    point with and without the flush (float32 gives 1.1e-31 and inf here)."""
+    from vaeiso_ext.experiments import experiments
+
+    exp = experiments()["digits"]
+    torch.manual_seed(0)
+    m = DigitsVAE(latent=3, hidden=16).eval()
+    with torch.no_grad():  # every pixel's logit near -87.3, moving by ~0.05 per latent step
+        last = m.decoder[-2]
+        last.weight.mul_(50.0)
+        last.bias.copy_(-87.3 + torch.rand(784, generator=torch.Generator().manual_seed(3)) - 0.5)
+    x = torch.rand(8, 784, generator=torch.Generator().manual_seed(2))
+    cfg = type("Cfg", (), {"lam": 2000.0, "kl_threshold": 0.0, "eps": 1e-3, "decomposed": False})()
+    if not torch.set_flush_denormal(True):
+        pytest.skip("this CPU cannot flush denormals")
+    try:
+        flushed = exp.curve_point(cfg, m, x)
+    finally:
+        torch.set_flush_denormal(False)
+    plain = exp.curve_point(cfg, m, x)
+    assert flushed["active_dims"] == plain["active_dims"] == 3
+    assert 0 < plain["norm_mean"] < float("inf")
+    torch.testing.assert_close(flushed["norm_mean"], plain["norm_mean"], rtol=1e-9, atol=0)
