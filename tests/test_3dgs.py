@@ -133,15 +133,10 @@ def _grads_and_hvp(f, image, gt):
     return ga.detach(), gb.detach(), hv
 
 
-# The second order at a 1x1 image with padding="same" disagrees with finite differences of our own
-# first-order gradient (8.08 against 4.70 in one entry); torch 2.14.1's autograd of the reference
-# gives the same value as ours, torch 2.13.0's agrees with finite differences. Open defect.
-_ONE_PIXEL = pytest.mark.xfail(strict=True, reason="second order at a 1x1 image with padding='same' "
-                               "disagrees with finite differences (open defect, docs/autograd.md)")
-
-
-@pytest.mark.parametrize("shape", [pytest.param(s, marks=_ONE_PIXEL) if s[-2:] == (1, 1) else s
-                                   for s in SMALL], ids=["x".join(map(str, s)) for s in SMALL])
+# SMALL includes a 1x1 image one of whose pixels is exactly 0: its windowed variance is exactly 0
+# and still varies with the pixel (w (1 - w) x^2), where a masked derivative of the variance clamp
+# once gave 8.08 against the finite differences' 4.70 (docs/autograd.md).
+@pytest.mark.parametrize("shape", SMALL, ids=["x".join(map(str, s)) for s in SMALL])
 def test_same_padding_second_order_against_finite_differences(shape):
     """The Hessian-vector product of each op against central differences of its own first-order
     gradient (float64; independent of torch's autograd of the reference)."""
@@ -164,3 +159,28 @@ def test_same_padding_small_image_under_vmap_and_forward_mode():
     torch.testing.assert_close(jv, jv_ref, rtol=1e-9, atol=1e-13)
     per = torch.func.vmap(lambda a, b: ops.ssim_l1_loss(a, b))(image, gt)  # unbatched pairs under vmap
     torch.testing.assert_close(per, ref.ssim_l1_loss(image, gt), rtol=0, atol=1e-12)
+
+
+def test_one_pixel_second_order_against_closed_form():
+    """At a 1x1 image with padding="same" the window sees one pixel with weight w (the window's
+    centre tap, squared): mu = w x, variance w (1 - w) x^2, covariance w (1 - w) x y. That closed
+    form, differentiated by autograd with no clamp anywhere, is the oracle for the SSIM's value,
+    gradient and Hessian-vector product, at pixels that are exactly 0 (variance exactly 0) and not."""
+    x = torch.tensor([0.0, 0.87, 0.0, 0.3], dtype=torch.float64).reshape(2, 2, 1, 1)
+    y = torch.tensor([0.1, 0.92, 0.0, 0.7], dtype=torch.float64).reshape(2, 2, 1, 1)
+    g = torch.exp(-(torch.arange(11, dtype=torch.float64) - 5) ** 2 / (2 * 1.5**2))
+    w = (g[5] / g.sum()) ** 2
+    c1, c2 = 0.01**2, 0.03**2
+
+    def closed(a, b):
+        ma, mb = w * a, w * b
+        va, vb, cab = w * a * a - ma * ma, w * b * b - mb * mb, w * a * b - ma * mb
+        s = (2 * ma * mb + c1) * (2 * cab + c2) / ((ma * ma + mb * mb + c1) * (va + vb + c2))
+        return s.mean(dim=(1, 2, 3))  # per image, as ops.ssim
+
+    def ours(a, b):
+        return ops.ssim(a, b, padding="same")
+
+    torch.testing.assert_close(ours(x, y), closed(x, y), rtol=1e-12, atol=1e-14)
+    for got, want in zip(_grads_and_hvp(ours, x, y), _grads_and_hvp(closed, x, y)):
+        torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-12)

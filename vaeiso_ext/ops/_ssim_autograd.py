@@ -58,6 +58,11 @@ class FilterFunction(torch.autograd.Function):
         return FilterFunction.call(t.movedim(in_dims[0], 0), window_size, sigma, same, transpose), 0
 
 
+def _clamp0_identity_grad(v: Tensor) -> Tensor:
+    """max(v, 0) whose derivative is the identity (to every order)."""
+    return v + (torch.clamp(v, min=0) - v).detach()
+
+
 def channel_grads_torch(g_om, g_l1, x, y, window_size, sigma, k1, k2, data_range, same, cs_only):
     """d(sum_{n,c} g_om[n,c] one_minus[n,c] + g_l1[n,c] l1[n,c]) / dx, /dy with differentiable
     torch ops over the fused window filter: the path for double backward, forward-over-reverse
@@ -77,7 +82,11 @@ def channel_grads_torch(g_om, g_l1, x, y, window_size, sigma, k1, k2, data_range
     c1, c2 = (k1 * data_range) ** 2, (k2 * data_range) ** 2
     mx, my = f(xa), f(ya)
     vx, vy = f(xa * xa) - mx * mx, f(ya * ya) - my * my
-    sxx, syy = torch.clamp(vx, min=0), torch.clamp(vy, min=0)  # as the kernels (docs/ops.md, conventions)
+    # clamped at 0 as the kernels (docs/ops.md, conventions), and like them differentiated as the
+    # identity: the clamp only acts on round-off. (torch.clamp's own derivative at exactly 0
+    # changed between torch releases; a mask there broke the second order where a variance is
+    # exactly 0 yet varies with the pixels, e.g. a 1x1 image of 0 with padding="same".)
+    sxx, syy = _clamp0_identity_grad(vx), _clamp0_identity_grad(vy)
     sxy = f(xa * ya) - mx * my
     a2, b2 = 2 * sxy + c2, sxx + syy + c2
     n, c, ho, wo = mx.shape
@@ -91,7 +100,7 @@ def channel_grads_torch(g_om, g_l1, x, y, window_size, sigma, k1, k2, data_range
         d_a1, d_b1 = scale * v / a1, -scale * v / b1
         d_mx, d_my = 2 * my * d_a1 + 2 * mx * d_b1, 2 * mx * d_a1 + 2 * my * d_b1
     d_a2, d_b2 = scale * v / a2, -scale * v / b2
-    d_sxx, d_syy = d_b2 * (vx > 0), d_b2 * (vy > 0)
+    d_sxx = d_syy = d_b2  # the clamp's derivative: the identity (above)
     d_sxy = 2 * d_a2
     # the moments' partials: s_xx = e_xx - mx^2, s_xy = e_xy - mx my
     m_x = -2 * mx * d_sxx - my * d_sxy + (0 if d_mx is None else d_mx)
