@@ -16,7 +16,7 @@
 #include "ssim/ssim_cuda_index.h"
 #include "ssim/ssim_cuda_plan.h"
 #include "ssim/ssim_cuda_tile.cuh"
-#include "ssim/ssim_kernels.h"
+#include "ssim/ssim_entry.h"
 #include "ssim/ssim_math.h"
 
 namespace vaeiso::ssim {
@@ -342,7 +342,7 @@ int blocks_for(int64_t n, int threads) {
 }  // namespace
 
 void forward_cuda(const Tensor& x, const Tensor& y, const std::vector<double>& window,
-                  const Geometry& g, Constants k, Mode mode, Tensor& one_minus, Tensor& l1,
+                  const Geometry& g, Constants k, Terms terms, Tensor& one_minus, Tensor& l1,
                   Tensor& maps) {
   const auto stream = current_stream(x);
   const dim3 grid = tile_grid(g.Wo, g.Ho, g.N * g.C);
@@ -351,21 +351,21 @@ void forward_cuda(const Tensor& x, const Tensor& y, const std::vector<double>& w
     using acc_t = opmath_t<scalar_t>;
     const auto acc = std::is_same_v<acc_t, double> ? dt::kDouble : dt::kFloat;
     auto part_v = alloc({planes * tiles}, acc, x);
-    auto part_l1 = alloc({mode.with_l1 ? planes * tiles : 0}, acc, x);
-    auto kernel = mode.cs_only ? forward_kernel<true, scalar_t, acc_t> : forward_kernel<false, scalar_t, acc_t>;
+    auto part_l1 = alloc({terms.with_l1 ? planes * tiles : 0}, acc, x);
+    auto kernel = terms.cs_only ? forward_kernel<true, scalar_t, acc_t> : forward_kernel<false, scalar_t, acc_t>;
     const auto p = plan_launch<acc_t>(kernel, cuda_plan::Pass::kForward, g.ws, "ssim_forward");
     const double inv = 1.0 / static_cast<double>(g.Ho * g.Wo);
     kernel<<<grid, dim3(kBX, kBY), p.dynamic_bytes, stream>>>(
         cdata<scalar_t>(x), cdata<scalar_t>(y), strides_of<4>(x), strides_of<4>(y),
         make_window<acc_t>(window), g, static_cast<int>(p.chunk), static_cast<acc_t>(k.C1),
-        static_cast<acc_t>(k.C2), static_cast<acc_t>(-inv), mode.with_l1, mdata<acc_t>(part_v),
-        mode.with_l1 ? mdata<acc_t>(part_l1) : nullptr,
+        static_cast<acc_t>(k.C2), static_cast<acc_t>(-inv), terms.with_l1, mdata<acc_t>(part_v),
+        terms.with_l1 ? mdata<acc_t>(part_l1) : nullptr,
         maps.numel() > 0 ? mdata<acc_t>(maps) : nullptr);
     check_launch();
     finish_kernel<acc_t, acc_t><<<blocks_for(planes * 256, 256), 256, 0, stream>>>(
         cdata<acc_t>(part_v), tiles, planes, inv, mdata<acc_t>(one_minus));
     check_launch();
-    if (mode.with_l1) {
+    if (terms.with_l1) {
       finish_kernel<acc_t, acc_t><<<blocks_for(planes * 256, 256), 256, 0, stream>>>(
           cdata<acc_t>(part_l1), tiles, planes, 1.0 / static_cast<double>(g.H * g.W),
           mdata<acc_t>(l1));

@@ -12,7 +12,7 @@
 
 #include "ssim/ssim_cuda_index.h"
 #include "ssim/ssim_cuda_plan.h"
-#include "ssim/ssim_kernels.h"
+#include "ssim/ssim_entry.h"
 
 namespace vaeiso::ssim::cuda_tile {
 
