@@ -46,17 +46,19 @@ inline const char* cpu_isa_name() {
 
 }  // namespace vaeiso
 
-// VAEISO_PICK(fn, args...): isa_avx2::fn where the CPU has AVX2+FMA (and the cap allows it),
-// else isa_default::fn. VAEISO_PICK_AVX512 puts isa_avx512::fn first, for the families that
-// have an `*_avx512.cpp` build. Each *_cpu.cpp declares the namespaces its family has.
+// VAEISO_PICK(fn, args...) picks between two builds: isa_avx2::fn where the CPU has AVX2+FMA
+// (and the cap allows it), else isa_default::fn. VAEISO_PICK_ISA3(fn, args...) picks among three,
+// for the families that also have an `*_avx512.cpp` build: isa_avx512::fn where the CPU has
+// AVX-512 (F, VL, BW, DQ), else as VAEISO_PICK. Each *_cpu.cpp declares the namespaces its family
+// has.
 #if defined(VAEISO_CPU_AVX2)
 #define VAEISO_PICK(fn, ...) \
   (::vaeiso::cpu_isa_level() >= 1 ? isa_avx2::fn(__VA_ARGS__) : isa_default::fn(__VA_ARGS__))
-#define VAEISO_PICK_AVX512(fn, ...)                                                  \
+#define VAEISO_PICK_ISA3(fn, ...)                                                  \
   (::vaeiso::cpu_isa_level() >= 2   ? isa_avx512::fn(__VA_ARGS__)                    \
    : ::vaeiso::cpu_isa_level() >= 1 ? isa_avx2::fn(__VA_ARGS__)                      \
                                     : isa_default::fn(__VA_ARGS__))
 #else
 #define VAEISO_PICK(fn, ...) isa_default::fn(__VA_ARGS__)
-#define VAEISO_PICK_AVX512(fn, ...) isa_default::fn(__VA_ARGS__)
+#define VAEISO_PICK_ISA3(fn, ...) isa_default::fn(__VA_ARGS__)
 #endif

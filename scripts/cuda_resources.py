@@ -41,10 +41,9 @@ STATIC_SMEM_LIMIT = 48 * 1024
 # project is lent. Builds for sm_80/86/89 (the default four) had 8-40 B stack frames in the SSIM
 # and distance kernels on 2026-12-07 (no local memory): listed as WARN until they are removed.
 STACK_STRICT_ARCHS = {"sm_90"}
-# SSIM tile kernels -> the planner pass whose static buffer they hold (filter_kernel is planned
-# as the forward: csrc/ssim/ssim_cuda.cu, filter_cuda).
+# SSIM tile kernels -> the planner pass whose static buffer they hold (csrc/ssim/ssim_cuda.cu).
 PLANNED = {"forward_kernel": "forward", "pairs_kernel": "pairs", "backward_kernel": "backward",
-           "filter_kernel": "forward"}
+           "filter_kernel": "filter", "filter_transpose_kernel": "filter_transpose"}
 
 
 def find_cuobjdump() -> str | None:

@@ -20,7 +20,7 @@ namespace di = vaeiso::distance::cuda_index;
 
 namespace {
 
-constexpr int64_t kMaxWindow = 255;  // kMaxCudaWindow (ssim_kernels.h, which needs torch)
+constexpr int64_t kMaxWindow = 255;  // kMaxCudaWindow (ssim_entry.h, which needs torch)
 int64_t failures = 0, cases = 0;
 std::map<std::string, int64_t> failed;  // failures per check
 
@@ -41,7 +41,7 @@ int64_t first_unread(const std::vector<int>& used) {
   return -1;
 }
 
-// The kernel's zero padding for "valid" (false) and "same" (true), and its outputs (ssim_kernels.h).
+// The kernel's zero padding for "valid" (false) and "same" (true), and its outputs (ssim_entry.h).
 int64_t pad_of(int64_t ws, bool same) { return same ? ws / 2 : 0; }
 int64_t outputs(int64_t n, int64_t ws, bool same) { return n + 2 * pad_of(ws, same) - ws + 1; }
 

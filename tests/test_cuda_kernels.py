@@ -16,11 +16,13 @@ cuda = pytest.mark.cuda
 # ------------------------------------------------------------------ SSIM shared-memory planning
 
 # Tile geometry of csrc/ssim/ssim_cuda_plan.h, restated as the oracle: a block of 8 warps owns a
-# 16 x 32 tile; forward and pairs stage (16 + taps - 1) rows x 32 columns of 5 (forward) or 3
-# (pairs) moments, the backward 16 rows x (32 + taps - 1) columns of 4 maps; forward and pairs
-# also hold one accumulator per warp in a static buffer.
+# 16 x 32 tile; forward, pairs and filter stage (16 + taps - 1) rows x 32 columns of 5 (forward),
+# 3 (pairs) moments or 1 plane (filter), the backward and the filter transpose 16 rows x
+# (32 + taps - 1) columns of 4 maps (backward) or 1 plane; forward and pairs also hold one
+# accumulator per warp in a static buffer.
 TH, TW, WARPS = 16, 32, 8
-PLANES = {"forward": 5, "pairs": 3, "backward": 4}
+PLANES = {"forward": 5, "pairs": 3, "backward": 4, "filter": 1, "filter_transpose": 1}
+ADJOINT = {"backward", "filter_transpose"}  # staged by columns
 
 # cudaDevAttrMaxSharedMemoryPerBlockOptin per device class, bytes.
 DEVICE_LIMITS = {
@@ -34,13 +36,13 @@ MAX_CUDA_WINDOW = 255
 
 
 def smem_bytes(kind, taps, acc):
-    if kind == "backward":
+    if kind in ADJOINT:
         return PLANES[kind] * TH * (TW + taps - 1) * acc
     return PLANES[kind] * (TH + taps - 1) * TW * acc
 
 
 def static_bytes(kind, acc):
-    return 0 if kind == "backward" else WARPS * acc
+    return WARPS * acc if kind in ("forward", "pairs") else 0
 
 
 def plan(ws, acc, limit, kind):
@@ -79,6 +81,23 @@ def test_ssim_cuda_plan_splits_exactly_where_one_tile_overflowed():
         # and the old whole-window need did pass the limit there (static buffer counted)
         assert smem_bytes("forward", first_split, acc) + static_bytes("forward", acc) > limit
         assert smem_bytes("forward", first_split - 2, acc) + static_bytes("forward", acc) <= limit
+
+
+def test_ssim_cuda_plan_filter_passes_are_sized_for_one_plane():
+    """The filter and its transpose stage one plane: their launch asks for one plane's tile (not
+    the forward's five or the backward's four), so on a 48 KB device a float32 filter keeps the
+    whole largest window in one chunk where the forward must split it."""
+    for acc in (4, 8):
+        for ws in (1, 11, 65, 255):
+            _, _, dyn, stat, _ = plan(ws, acc, 227 * 1024, "filter")
+            assert (dyn, stat) == ((TH + ws - 1) * TW * acc, 0)
+            _, _, dyn, stat, _ = plan(ws, acc, 227 * 1024, "filter_transpose")
+            assert (dyn, stat) == (TH * (TW + ws - 1) * acc, 0)
+    limit = DEVICE_LIMITS["48KB (no opt-in)"]
+    for kind in ("filter", "filter_transpose"):
+        chunk, chunks, _, _, opt_in = plan(MAX_CUDA_WINDOW, 4, limit, kind)
+        assert (chunk, chunks, opt_in) == (MAX_CUDA_WINDOW, 1, False)
+    assert plan(MAX_CUDA_WINDOW, 4, limit, "forward")[1] > 1
 
 
 def test_ssim_cuda_plan_default_window_is_one_chunk_everywhere():

@@ -30,8 +30,8 @@ def test_kernel_names_parsed():
         "double, true>(double const*)")[1:] == (
         "partials_kernel", ["(vaeiso::distance::Metric)0", "double", "double", "true"])
     # every kernel of the sources is found by the declaration scan the gate checks against
-    assert {"forward_kernel", "backward_kernel", "pairs_kernel", "filter_kernel", "finish_kernel",
-            "partials_kernel", "finalize_kernel", "fx_kernel"} <= gate.declared_kernels()
+    assert {"forward_kernel", "backward_kernel", "pairs_kernel", "filter_kernel", "filter_transpose_kernel",
+            "finish_kernel", "partials_kernel", "finalize_kernel", "fx_kernel"} <= gate.declared_kernels()
 
 
 def test_cuda_kernels_have_no_local_memory_and_fit_the_planner(capsys):

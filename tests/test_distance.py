@@ -181,7 +181,7 @@ def test_deterministic_and_thread_independent():
                 torch.set_num_threads(t)
                 outs.append(ops.pair_distances(base, others, metric, weight=w))
             # Bitwise, by design: segments of fixed length summed in a fixed order whatever the
-            # thread count (csrc/distance/distance_kernels.h; docs/ops.md's determinism promise).
+            # thread count (csrc/distance/distance_entry.h; docs/ops.md's determinism promise).
             assert all(torch.equal(outs[0], o) for o in outs[1:])
     finally:
         torch.set_num_threads(threads)

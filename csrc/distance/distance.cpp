@@ -1,13 +1,13 @@
 // pair_distances and its fused backward on any device (docs/ops.md, pair_distances): argument
 // checks, the (N, L) / (N, K, L) views with a unit stride along L (copying only when the input
-// has none), then the device's pass of distance_kernels.h, which writes the results directly.
+// has none), then the device's pass of distance_entry.h, which writes the results directly.
 #include <string>
 #include <tuple>
 #include <vector>
 
 #include "common.h"
 #include "cpu_workspace.h"
-#include "distance/distance_kernels.h"
+#include "distance/distance_entry.h"
 
 namespace vaeiso::distance {
 namespace {

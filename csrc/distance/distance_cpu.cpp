@@ -4,7 +4,7 @@
 #include "cpu_dtype.h"
 #include "cpu_isa.h"
 #include "distance/distance_cpu_passes.h"
-#include "distance/distance_kernels.h"
+#include "distance/distance_entry.h"
 
 namespace vaeiso::distance {
 

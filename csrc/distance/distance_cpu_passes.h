@@ -6,7 +6,7 @@
 #include <cstdint>
 
 #include "cpu_half.h"
-#include "distance/distance_kernels.h"
+#include "distance/distance_entry.h"
 
 namespace vaeiso::distance {
 

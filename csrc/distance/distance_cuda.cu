@@ -14,7 +14,7 @@
 
 #include "cuda_vec.cuh"
 #include "distance/distance_cuda_index.h"
-#include "distance/distance_kernels.h"
+#include "distance/distance_entry.h"
 
 namespace vaeiso::distance {
 namespace {

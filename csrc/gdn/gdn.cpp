@@ -7,7 +7,7 @@
 
 #include "common.h"
 #include "cpu_workspace.h"
-#include "gdn/gdn_kernels.h"
+#include "gdn/gdn_entry.h"
 
 namespace vaeiso::gdn {
 namespace {

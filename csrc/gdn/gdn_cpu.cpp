@@ -3,7 +3,7 @@
 #include "cpu_dtype.h"
 #include "cpu_isa.h"
 #include "gdn/gdn_cpu_passes.h"
-#include "gdn/gdn_kernels.h"
+#include "gdn/gdn_entry.h"
 
 namespace vaeiso::gdn {
 

@@ -1,5 +1,5 @@
 // The GDN CPU kernels as each instruction-set build exports them (gdn_cpu_impl.h defines them,
-// gdn_cpu.cpp dispatches on dtype and ISA): raw dense buffers in one layout (gdn_kernels.h),
+// gdn_cpu.cpp dispatches on dtype and ISA): raw dense buffers in one layout (gdn_entry.h),
 // S the storage type of x, g, out, gx (float, double, f16, bf16) and A = acc_t<S> that of norm,
 // beta, gamma and the parameter gradients. No tensors and no checks here: those stay out of the
 // ISA units. Layout: N images of C channels by Sp positions (channel-first), or Sp positions of
@@ -9,7 +9,7 @@
 #include <cstdint>
 
 #include "cpu_half.h"
-#include "gdn/gdn_kernels.h"
+#include "gdn/gdn_entry.h"
 
 #define VAEISO_GDN_DECLARE_PASSES(ns)                                                              \
   namespace ns {                                                                                   \

@@ -12,7 +12,7 @@
 #include "cuda_host.h"
 
 #include "cuda_vec.cuh"
-#include "gdn/gdn_kernels.h"
+#include "gdn/gdn_entry.h"
 #include "gdn/gdn_math.h"
 
 namespace vaeiso::gdn {

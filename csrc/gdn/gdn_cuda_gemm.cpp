@@ -1,4 +1,4 @@
-// GDN's channel-mixing GEMMs on CUDA (gdn_kernels.h): cuBLAS on torch's own handle for the
+// GDN's channel-mixing GEMMs on CUDA (gdn_entry.h): cuBLAS on torch's own handle for the
 // current device and stream (the stable C shim's torch_get_current_cuda_blas_handle, which
 // comes with torch's stream and workspace set), in full float32: the handle's math mode is set
 // to CUBLAS_DEFAULT_MATH (no TF32) for our calls and restored after, so torch's TF32 setting is
@@ -15,7 +15,7 @@
 #include <type_traits>
 
 #include "cuda_host.h"
-#include "gdn/gdn_kernels.h"
+#include "gdn/gdn_entry.h"
 
 namespace vaeiso::gdn {
 namespace {

@@ -1,5 +1,5 @@
 // The SSIM family on any device (docs/ops.md, ssim to ssim_l1_loss): argument checks, the
-// Gaussian window, output allocation and the device kernels of ssim_kernels.h. `ssim_forward` /
+// Gaussian window, output allocation and the device kernels of ssim_entry.h. `ssim_forward` /
 // `ssim_backward` are the one per-(image, channel) SSIM pass under ssim, one_minus_ssim,
 // ms_ssim and ssim_l1_loss (their reductions and autograd live in vaeiso_ext/ops/_ssim.py). The
 // composite public ops `ssim` and `ssim_metric_gram` are implemented in Python
@@ -12,7 +12,7 @@
 
 #include "common.h"
 #include "cpu_workspace.h"
-#include "ssim/ssim_kernels.h"
+#include "ssim/ssim_entry.h"
 
 namespace vaeiso::ssim {
 namespace {
@@ -120,7 +120,7 @@ std::tuple<Tensor, Tensor, Tensor> ssim_forward(Tensor x, Tensor y, int64_t wind
   if (g.N == 0) return {one_minus, l1, maps};
   const auto window = gaussian_window(window_size, sigma);
   const auto xc = to_dtype(x, dt), yc = to_dtype(y, dt);
-  VAEISO_ON_DEVICE(forward, x, xc, yc, window, g, k, Mode{cs_only, with_l1}, one_minus, l1, maps);
+  VAEISO_ON_DEVICE(forward, x, xc, yc, window, g, k, Terms{cs_only, with_l1}, one_minus, l1, maps);
   return {one_minus, l1, maps};
 }
 

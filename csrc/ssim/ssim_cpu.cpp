@@ -4,7 +4,8 @@
 #include "cpu_dtype.h"
 #include "cpu_isa.h"
 #include "ssim/ssim_cpu_passes.h"
-#include "ssim/ssim_kernels.h"
+#include "ssim/ssim_entry.h"
+#include "tensor_strides.h"
 
 namespace vaeiso::ssim {
 
@@ -14,42 +15,29 @@ VAEISO_SSIM_DECLARE_PASSES(isa_avx2)
 VAEISO_SSIM_DECLARE_PASSES(isa_avx512)
 #endif
 
-namespace {
-
-template <size_t D>
-void strides_of(const Tensor& t, int64_t (&s)[D]) {
-  for (size_t i = 0; i < D; ++i) s[i] = t.stride(i);
-}
-
-}  // namespace
-
 void forward_cpu(const Tensor& x, const Tensor& y, const std::vector<double>& window,
-                 const Geometry& g, Constants k, Mode mode, Tensor& one_minus, Tensor& l1,
+                 const Geometry& g, Constants k, Terms terms, Tensor& one_minus, Tensor& l1,
                  Tensor& maps) {
   // Means per (image, channel) in double from the kernel, rounded once to the output dtype.
   auto om = alloc({g.N, g.C}, dt::kDouble, x);
-  auto lm = alloc({mode.with_l1 ? g.N : 0, g.C}, dt::kDouble, x);
-  int64_t sx[4], sy[4];
-  strides_of(x, sx);
-  strides_of(y, sy);
+  auto lm = alloc({terms.with_l1 ? g.N : 0, g.C}, dt::kDouble, x);
+  const auto sx = strides_of<4>(x), sy = strides_of<4>(y);
   VAEISO_CPU_DISPATCH(x.scalar_type(), "ssim_forward_cpu", [&] {
-    VAEISO_PICK_AVX512(forward<S>, cptr<S>(x), sx, cptr<S>(y), sy, window.data(), g, k, mode,
+    VAEISO_PICK_ISA3(forward<S>, cptr<S>(x), sx.s, cptr<S>(y), sy.s, window.data(), g, k, terms,
                 maps.numel() > 0 ? mptr<acc_t<S>>(maps) : nullptr, mptr<double>(om),
-                mode.with_l1 ? mptr<double>(lm) : nullptr);
+                terms.with_l1 ? mptr<double>(lm) : nullptr);
   });
   copy_into(one_minus, om);
-  if (mode.with_l1) copy_into(l1, lm);
+  if (terms.with_l1) copy_into(l1, lm);
 }
 
 void backward_cpu(const Tensor& grad, const Tensor& grad_l1, const Tensor& x,
                   const Tensor& y, const Tensor& maps, const std::vector<double>& window,
                   const Geometry& g, Tensor& grad_x, Tensor& grad_y) {
-  int64_t sx[4], sy[4];
-  strides_of(x, sx);
-  strides_of(y, sy);
+  const auto sx = strides_of<4>(x), sy = strides_of<4>(y);
   VAEISO_CPU_DISPATCH(x.scalar_type(), "ssim_backward_cpu", [&] {
-    VAEISO_PICK_AVX512(backward<S>, cptr<acc_t<S>>(grad), grad_l1.numel() > 0 ? cptr<acc_t<S>>(grad_l1) : nullptr,
-                cptr<S>(x), sx, cptr<S>(y), sy, cptr<acc_t<S>>(maps), window.data(), g, mptr<S>(grad_x),
+    VAEISO_PICK_ISA3(backward<S>, cptr<acc_t<S>>(grad), grad_l1.numel() > 0 ? cptr<acc_t<S>>(grad_l1) : nullptr,
+                cptr<S>(x), sx.s, cptr<S>(y), sy.s, cptr<acc_t<S>>(maps), window.data(), g, mptr<S>(grad_x),
                 mptr<S>(grad_y));
   });
 }
@@ -58,11 +46,10 @@ void pairs_cpu(const Tensor& base, const Tensor& others, const std::vector<doubl
                const Geometry& g, Constants k, Tensor& out) {
   const int64_t K = others.size(1);
   auto mean = alloc({g.N, K}, dt::kDouble, base);
-  int64_t sb[4], so[5];
-  strides_of(base, sb);
-  strides_of(others, so);
+  const auto sb = strides_of<4>(base);
+  const auto so = strides_of<5>(others);
   VAEISO_CPU_DISPATCH(base.scalar_type(), "ssim_pairs_cpu", [&] {
-    VAEISO_PICK_AVX512(pairs<S>, cptr<S>(base), sb, cptr<S>(others), so, K, window.data(), g, k,
+    VAEISO_PICK_ISA3(pairs<S>, cptr<S>(base), sb.s, cptr<S>(others), so.s, K, window.data(), g, k,
                 mptr<double>(mean));
   });
   copy_into(out, mean);
@@ -81,7 +68,7 @@ void filter_cpu(const Tensor& src, const std::vector<double>& window, int64_t ws
   const Tensor& img = transpose ? dst : src;
   auto run = [&](auto tag) {
     using T = decltype(tag);
-    VAEISO_PICK_AVX512(filter<T>, cptr<T>(src), mptr<T>(dst), src.size(0), img.size(1), img.size(2), window.data(),
+    VAEISO_PICK_ISA3(filter<T>, cptr<T>(src), mptr<T>(dst), src.size(0), img.size(1), img.size(2), window.data(),
                        ws, pad, transpose);
   };
   if (src.scalar_type() == dt::kDouble) run(double{});

@@ -287,7 +287,7 @@ VAEISO_AI void filter_tasks(const FilterArgs<T>& a, int64_t t0, int64_t t1, cons
 
 template <typename S>
 void forward(const S* x, const int64_t* sx, const S* y, const int64_t* sy, const double* window,
-             const Geometry& g, Constants k, Mode mode, acc_t<S>* maps, double* one_minus, double* l1) {
+             const Geometry& g, Constants k, Terms terms, acc_t<S>* maps, double* one_minus, double* l1) {
   using T = acc_t<S>;
   const auto w = cast_window<T>(window, g.ws, false);
   FwdArgs<S> a{};
@@ -303,7 +303,7 @@ void forward(const S* x, const int64_t* sx, const S* y, const int64_t* sy, const
   a.C2 = static_cast<T>(k.C2);
   const double inv = 1.0 / static_cast<double>(g.positions());
   a.scale = static_cast<T>(-inv);  // the maps differentiate the mean of 1 - v
-  a.with_l1 = mode.with_l1;
+  a.with_l1 = terms.with_l1;
   const int64_t ntasks = g.N * g.C * a.nstrips;
   std::vector<double> part_v(ntasks), part_l1(ntasks);
   a.part_v = part_v.data();
@@ -313,7 +313,7 @@ void forward(const S* x, const int64_t* sx, const S* y, const int64_t* sy, const
   needs.strip_rows = a.th;
   needs.value_row = true;
   run_tasks<T>(ntasks, g, needs, [&](int64_t b, int64_t e, const TaskBuffers<T>& sc) {
-    if (mode.cs_only) {
+    if (terms.cs_only) {
       forward_tasks<true>(a, b, e, sc);
     } else {
       forward_tasks<false>(a, b, e, sc);
@@ -327,7 +327,7 @@ void forward(const S* x, const int64_t* sx, const S* y, const int64_t* sy, const
       sl += part_l1[nc * a.nstrips + t];
     }
     one_minus[nc] = sv * inv;
-    if (mode.with_l1) l1[nc] = sl * inv_hw;
+    if (terms.with_l1) l1[nc] = sl * inv_hw;
   }
 }
 
@@ -426,7 +426,7 @@ void filter(const T* src, T* dst, int64_t M, int64_t H, int64_t W, const double*
 
 #define VAEISO_SSIM_INSTANTIATE(S)                                                                \
   template void forward<S>(const S*, const int64_t*, const S*, const int64_t*, const double*,     \
-                           const Geometry&, Constants, Mode, acc_t<S>*, double*, double*);        \
+                           const Geometry&, Constants, Terms, acc_t<S>*, double*, double*);       \
   template void backward<S>(const acc_t<S>*, const acc_t<S>*, const S*, const int64_t*, const S*, \
                             const int64_t*, const acc_t<S>*, const double*, const Geometry&, S*,  \
                             S*);                                                                  \

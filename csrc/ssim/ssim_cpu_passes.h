@@ -7,13 +7,13 @@
 #include <cstdint>
 
 #include "cpu_half.h"
-#include "ssim/ssim_kernels.h"
+#include "ssim/ssim_entry.h"
 
 #define VAEISO_SSIM_DECLARE_PASSES(ns)                                                            \
   namespace ns {                                                                                  \
   template <typename S>                                                                           \
   void forward(const S* x, const int64_t* sx, const S* y, const int64_t* sy, const double* window, \
-               const Geometry& g, Constants k, Mode mode, acc_t<S>* maps, double* one_minus,      \
+               const Geometry& g, Constants k, Terms terms, acc_t<S>* maps, double* one_minus,    \
                double* l1);                                                                       \
   template <typename S>                                                                           \
   void backward(const acc_t<S>* grad, const acc_t<S>* grad_l1, const S* x, const int64_t* sx,     \

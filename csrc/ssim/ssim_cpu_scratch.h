@@ -10,7 +10,7 @@
 
 #include "cpu_workspace.h"
 #include "ssim/ssim_cpu_fir.h"
-#include "ssim/ssim_kernels.h"
+#include "ssim/ssim_entry.h"
 
 namespace vaeiso::ssim::VAEISO_CPU_ISA {
 

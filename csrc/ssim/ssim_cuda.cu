@@ -7,8 +7,9 @@
 // order (deterministic: no atomics). The forward also sums |y - x| over the tile's own pixels
 // for the fused L1 loss; ssim_pairs keeps the base statistics of the tile in registers and loops
 // over the K others; ssim_filter (under ssim_metric_gram) runs on the same tile filter. The
-// backward filters the derivative maps with the adjoint window (vertical pass into shared
-// memory, horizontal pass in registers) and writes dense gradients.
+// backward filters the derivative maps with the adjoint window (adjoint_tile: vertical pass into
+// shared memory, horizontal pass in registers) and writes dense gradients; the filter's
+// transpose runs on the same adjoint tile.
 // float16/bfloat16 are read and written as such and computed in float.
 #include "cuda_host.h"
 #include <cuda_runtime.h>
@@ -16,8 +17,9 @@
 #include "ssim/ssim_cuda_index.h"
 #include "ssim/ssim_cuda_plan.h"
 #include "ssim/ssim_cuda_tile.cuh"
-#include "ssim/ssim_kernels.h"
+#include "ssim/ssim_entry.h"
 #include "ssim/ssim_math.h"
+#include "tensor_strides.h"
 
 namespace vaeiso::ssim {
 namespace {
@@ -34,9 +36,9 @@ using namespace cuda_tile;
 // part_l1, and the derivative maps when maps is not null.
 template <bool CS, typename scalar_t, typename acc_t>
 __global__ void __launch_bounds__(kThreads)
-    forward_kernel(const scalar_t* __restrict__ x, const scalar_t* __restrict__ y, Str4 sx, Str4 sy,
-                   Window<acc_t> win, Geometry g, int chunk, acc_t C1, acc_t C2, acc_t scale,
-                   bool with_l1, acc_t* __restrict__ part_v, acc_t* __restrict__ part_l1,
+    forward_kernel(const scalar_t* __restrict__ x, const scalar_t* __restrict__ y, Strides<4> sx,
+                   Strides<4> sy, Window<acc_t> win, Geometry g, int chunk, acc_t C1, acc_t C2,
+                   acc_t scale, bool with_l1, acc_t* __restrict__ part_v, acc_t* __restrict__ part_l1,
                    acc_t* __restrict__ maps) {
   extern __shared__ unsigned char smem_raw[];
   acc_t* h = reinterpret_cast<acc_t*>(smem_raw);  // 5 x R x kTW: x, d, xx, dd, xd
@@ -118,52 +120,22 @@ __global__ void __launch_bounds__(256)
 template <typename scalar_t, typename acc_t>
 __global__ void __launch_bounds__(kThreads)
     backward_kernel(const acc_t* __restrict__ grad, const acc_t* __restrict__ grad_l1,
-                    const scalar_t* __restrict__ x, const scalar_t* __restrict__ y, Str4 sx, Str4 sy,
-                    const acc_t* __restrict__ maps, Window<acc_t> win, Geometry g, int chunk,
+                    const scalar_t* __restrict__ x, const scalar_t* __restrict__ y, Strides<4> sx,
+                    Strides<4> sy, const acc_t* __restrict__ maps, Window<acc_t> win, Geometry g, int chunk,
                     acc_t inv_hw, scalar_t* __restrict__ gx, scalar_t* __restrict__ gy) {
   extern __shared__ unsigned char smem_raw[];
-  acc_t* V = reinterpret_cast<acc_t*>(smem_raw);  // 4 x kTH x CW
-  const int ws = static_cast<int>(g.ws), CW = kTW + chunk - 1;
-  const int tx = threadIdx.x, ty = threadIdx.y, tid = ty * kBX + tx;
+  acc_t* V = reinterpret_cast<acc_t*>(smem_raw);  // 4 x kTH x (kTW + chunk - 1)
+  const int tx = threadIdx.x, ty = threadIdx.y;
   const int64_t r0 = int64_t(blockIdx.y) * kTH, c0 = int64_t(blockIdx.x) * kTW;
   const int64_t planes = g.N * g.C, P = g.Ho * g.Wo;
   for (int64_t plane = blockIdx.z; plane < planes; plane += gridDim.z) {
     const int64_t n = plane / g.C, c = plane % g.C;
     const acc_t* mp = maps + plane * 4 * P;
-    // G[m] of pixel (r0 + i, c0 + tx) = sum_t w[t] Vfull[m][i][tx + ws - 1 - t], with the vertical
-    // adjoint pass Vfull[m][r][jc] = sum_t w[t] map_m[q - t][pc], q = r0 + r + pad the padded
-    // row of pixel row r0 + r, pc = c0 + pad - (ws - 1) + jc the map column. A chunk of taps
-    // t0 .. t0 + taps - 1 needs the columns jc = ws - t0 - taps + lc, lc = 0 .. kTW + taps - 2:
-    // V holds those (ssim_cuda_index.h: adjoint_staged_col, adjoint_slot).
-    acc_t G[kRowsPerThread][4] = {};
-    for (int t0 = 0; t0 < ws; t0 += chunk) {
-      const int taps = min(chunk, ws - t0), cols = kTW + taps - 1;
-      for (int idx = tid; idx < kTH * cols; idx += kThreads) {
-        const int r = idx / cols, lc = idx % cols;
-        const int64_t q = r0 + r + g.pad;
-        const int64_t pc = cuda_index::adjoint_staged_col(c0, g.pad, ws, t0, taps, lc);
-        acc_t s[4] = {0, 0, 0, 0};
-        if (pc >= 0 && pc < g.Wo && r0 + r < g.H) {
-          for (int t = 0; t < ws; ++t) {
-            const int64_t pr = q - t;
-            if (pr < 0 || pr >= g.Ho) continue;
-            const acc_t wt = win.w[t];
-            for (int m = 0; m < 4; ++m) s[m] += wt * mp[m * P + pr * g.Wo + pc];
-          }
-        }
-        for (int m = 0; m < 4; ++m) V[(m * kTH + r) * CW + lc] = s[m];
-      }
-      __syncthreads();
-      for (int ii = 0; ii < kRowsPerThread; ++ii) {
-        const int i = ty + ii * kBY;
-        for (int t = t0; t < t0 + taps; ++t) {
-          const acc_t wt = win.w[t];
-          const int lc = cuda_index::adjoint_slot(tx, t0, taps, t);
-          for (int m = 0; m < 4; ++m) G[ii][m] += wt * V[(m * kTH + i) * CW + lc];
-        }
-      }
-      __syncthreads();  // V is refilled by the next chunk (or plane)
-    }
+    // G[ii][m]: the 4 derivative maps filtered with the adjoint window at this thread's pixels.
+    acc_t G[kRowsPerThread][4];
+    adjoint_tile<4>(win, g, chunk, r0, c0, V, G, [&](int64_t pr, int64_t pc, acc_t wt, acc_t (&s)[4]) {
+      for (int m = 0; m < 4; ++m) s[m] += wt * mp[m * P + pr * g.Wo + pc];
+    });
     // grad, grad_l1: (N, C) per plane; the L1 term's derivative is grad_l1 sign(y - x) / (H W).
     const acc_t gv = grad[plane];
     const acc_t gl = grad_l1 != nullptr ? grad_l1[plane] * inv_hw : acc_t(0);
@@ -186,8 +158,8 @@ __global__ void __launch_bounds__(kThreads)
 
 template <typename scalar_t, typename acc_t>
 __global__ void __launch_bounds__(kThreads)
-    pairs_kernel(const scalar_t* __restrict__ base, const scalar_t* __restrict__ others, Str4 sb,
-                 Str5 so, Window<acc_t> win, Geometry g, int chunk, int64_t K, acc_t C1, acc_t C2,
+    pairs_kernel(const scalar_t* __restrict__ base, const scalar_t* __restrict__ others, Strides<4> sb,
+                 Strides<5> so, Window<acc_t> win, Geometry g, int chunk, int64_t K, acc_t C1, acc_t C2,
                  acc_t* __restrict__ partial) {
   extern __shared__ unsigned char smem_raw[];
   acc_t* h = reinterpret_cast<acc_t*>(smem_raw);  // 3 x R x kTW
@@ -260,42 +232,30 @@ __global__ void __launch_bounds__(kThreads)
   }
 }
 
-// Adjoint: tmp (M, H, Wo) vertical, then dst (M, H, W) horizontal.
+// Transpose (the adjoint), on the adjoint tile of the backward: dst (M, H, W) from the dense
+// positions src (M, Ho, Wo); g.N = M planes of one channel.
 template <typename scalar_t, typename acc_t>
-__global__ void filter_vt_kernel(const scalar_t* __restrict__ src, acc_t* __restrict__ tmp,
-                                 Window<acc_t> win, Geometry g, int64_t total) {
-  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < total;
-       i += int64_t(blockDim.x) * gridDim.x) {
-    const int64_t j = i % g.Wo, r = (i / g.Wo) % g.H, m = i / (g.Wo * g.H);
-    const int64_t q = r + g.pad;
-    acc_t s = 0;
-    for (int t = 0; t < g.ws; ++t) {
-      const int64_t pr = q - t;
-      if (pr >= 0 && pr < g.Ho) s += win.w[t] * ld<scalar_t, acc_t>(src, (m * g.Ho + pr) * g.Wo + j);
+__global__ void __launch_bounds__(kThreads)
+    filter_transpose_kernel(const scalar_t* __restrict__ src, Window<acc_t> win, Geometry g, int chunk,
+                            scalar_t* __restrict__ dst) {
+  extern __shared__ unsigned char smem_raw[];
+  acc_t* V = reinterpret_cast<acc_t*>(smem_raw);  // 1 x kTH x (kTW + chunk - 1)
+  const int ty = threadIdx.y;
+  const int64_t r0 = int64_t(blockIdx.y) * kTH, c0 = int64_t(blockIdx.x) * kTW, col = c0 + threadIdx.x;
+  for (int64_t plane = blockIdx.z; plane < g.N; plane += gridDim.z) {
+    const scalar_t* sp = src + plane * g.Ho * g.Wo;
+    acc_t G[kRowsPerThread][1];
+    adjoint_tile<1>(win, g, chunk, r0, c0, V, G, [&](int64_t pr, int64_t pc, acc_t wt, acc_t (&s)[1]) {
+      s[0] += wt * ld<scalar_t, acc_t>(sp, pr * g.Wo + pc);
+    });
+    for (int ii = 0; ii < kRowsPerThread; ++ii) {
+      const int64_t row = r0 + ty + ii * kBY;
+      if (row < g.H && col < g.W) dst[(plane * g.H + row) * g.W + col] = static_cast<scalar_t>(G[ii][0]);
     }
-    tmp[i] = s;
-  }
-}
-
-template <typename scalar_t, typename acc_t>
-__global__ void filter_ht_kernel(const acc_t* __restrict__ tmp, scalar_t* __restrict__ dst,
-                                 Window<acc_t> win, Geometry g, int64_t total) {
-  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < total;
-       i += int64_t(blockDim.x) * gridDim.x) {
-    const int64_t col = i % g.W, rm = i / g.W;  // rm = m * H + r
-    const acc_t* row = tmp + rm * g.Wo;
-    const int64_t q = col + g.pad;
-    acc_t s = 0;
-    for (int t = 0; t < g.ws; ++t) {
-      const int64_t pc = q - t;
-      if (pc >= 0 && pc < g.Wo) s += win.w[t] * row[pc];
-    }
-    dst[i] = static_cast<scalar_t>(s);
   }
 }
 
 // ------------------------------------------------------------------------------- helpers
-
 
 // The launch plan of a pass on the current device (ssim_cuda_plan.h), opting the kernel in to
 // more than 48 KB of shared memory when the plan needs it. The opt-in is always the largest the
@@ -342,7 +302,7 @@ int blocks_for(int64_t n, int threads) {
 }  // namespace
 
 void forward_cuda(const Tensor& x, const Tensor& y, const std::vector<double>& window,
-                  const Geometry& g, Constants k, Mode mode, Tensor& one_minus, Tensor& l1,
+                  const Geometry& g, Constants k, Terms terms, Tensor& one_minus, Tensor& l1,
                   Tensor& maps) {
   const auto stream = current_stream(x);
   const dim3 grid = tile_grid(g.Wo, g.Ho, g.N * g.C);
@@ -351,21 +311,21 @@ void forward_cuda(const Tensor& x, const Tensor& y, const std::vector<double>& w
     using acc_t = opmath_t<scalar_t>;
     const auto acc = std::is_same_v<acc_t, double> ? dt::kDouble : dt::kFloat;
     auto part_v = alloc({planes * tiles}, acc, x);
-    auto part_l1 = alloc({mode.with_l1 ? planes * tiles : 0}, acc, x);
-    auto kernel = mode.cs_only ? forward_kernel<true, scalar_t, acc_t> : forward_kernel<false, scalar_t, acc_t>;
+    auto part_l1 = alloc({terms.with_l1 ? planes * tiles : 0}, acc, x);
+    auto kernel = terms.cs_only ? forward_kernel<true, scalar_t, acc_t> : forward_kernel<false, scalar_t, acc_t>;
     const auto p = plan_launch<acc_t>(kernel, cuda_plan::Pass::kForward, g.ws, "ssim_forward");
     const double inv = 1.0 / static_cast<double>(g.Ho * g.Wo);
     kernel<<<grid, dim3(kBX, kBY), p.dynamic_bytes, stream>>>(
         cdata<scalar_t>(x), cdata<scalar_t>(y), strides_of<4>(x), strides_of<4>(y),
         make_window<acc_t>(window), g, static_cast<int>(p.chunk), static_cast<acc_t>(k.C1),
-        static_cast<acc_t>(k.C2), static_cast<acc_t>(-inv), mode.with_l1, mdata<acc_t>(part_v),
-        mode.with_l1 ? mdata<acc_t>(part_l1) : nullptr,
+        static_cast<acc_t>(k.C2), static_cast<acc_t>(-inv), terms.with_l1, mdata<acc_t>(part_v),
+        terms.with_l1 ? mdata<acc_t>(part_l1) : nullptr,
         maps.numel() > 0 ? mdata<acc_t>(maps) : nullptr);
     check_launch();
     finish_kernel<acc_t, acc_t><<<blocks_for(planes * 256, 256), 256, 0, stream>>>(
         cdata<acc_t>(part_v), tiles, planes, inv, mdata<acc_t>(one_minus));
     check_launch();
-    if (mode.with_l1) {
+    if (terms.with_l1) {
       finish_kernel<acc_t, acc_t><<<blocks_for(planes * 256, 256), 256, 0, stream>>>(
           cdata<acc_t>(part_l1), tiles, planes, 1.0 / static_cast<double>(g.H * g.W),
           mdata<acc_t>(l1));
@@ -422,27 +382,21 @@ void filter_cuda(const Tensor& src, const std::vector<double>& window, int64_t w
   const int64_t M = src.size(0);
   const Tensor& img = transpose ? dst : src;
   const Geometry g = make_geometry(M, 1, img.size(1), img.size(2), ws, pad > 0);
-  constexpr int threads = 256;
   VAEISO_DISPATCH_CUDA(src.scalar_type(), "ssim_filter_cuda", [&] {
     using acc_t = opmath_t<scalar_t>;
     const auto win = make_window<acc_t>(window);
     if (!transpose) {
-      // Planned as the forward pass (5 staged planes, 1 used): always within the device's limit.
       auto kernel = filter_kernel<scalar_t, acc_t>;
-      const auto p = plan_launch<acc_t>(kernel, cuda_plan::Pass::kForward, ws, "ssim_filter");
+      const auto p = plan_launch<acc_t>(kernel, cuda_plan::Pass::kFilter, ws, "ssim_filter");
       kernel<<<tile_grid(g.Wo, g.Ho, M), dim3(kBX, kBY), p.dynamic_bytes, stream>>>(
           cdata<scalar_t>(src), win, g, static_cast<int>(p.chunk), mdata<scalar_t>(dst));
-      check_launch();
     } else {
-      auto tmp = alloc({M, g.H, g.Wo}, std::is_same_v<acc_t, double> ? dt::kDouble : dt::kFloat, src);
-      const int64_t n1 = tmp.numel(), n2 = dst.numel();
-      filter_vt_kernel<scalar_t, acc_t><<<blocks_for(n1, threads), threads, 0, stream>>>(
-          cdata<scalar_t>(src), mdata<acc_t>(tmp), win, g, n1);
-      check_launch();
-      filter_ht_kernel<scalar_t, acc_t><<<blocks_for(n2, threads), threads, 0, stream>>>(
-          cdata<acc_t>(tmp), mdata<scalar_t>(dst), win, g, n2);
-      check_launch();
+      auto kernel = filter_transpose_kernel<scalar_t, acc_t>;
+      const auto p = plan_launch<acc_t>(kernel, cuda_plan::Pass::kFilterTranspose, ws, "ssim_filter");
+      kernel<<<tile_grid(g.W, g.H, M), dim3(kBX, kBY), p.dynamic_bytes, stream>>>(
+          cdata<scalar_t>(src), win, g, static_cast<int>(p.chunk), mdata<scalar_t>(dst));
     }
+    check_launch();
   });
 }
 

@@ -3,9 +3,11 @@
 // into CPU-only builds and tested there for every window and device class (vaeiso::
 // _ssim_cuda_plan, tests/test_cuda_kernels.py).
 //
-// A block owns a kTH x kTW tile of outputs (forward, pairs) or pixels (backward). The forward
-// and pairs stage the horizontal window sums of `planes` moments for kTH + taps - 1 rows in
-// shared memory, the backward the vertical sums of 4 maps for kTW + taps - 1 columns. With the
+// A block owns a kTH x kTW tile of outputs (forward, pairs, filter) or pixels (backward, filter
+// transpose). The forward stagings (filter_tile: forward, pairs, filter) hold the horizontal
+// window sums of `planes` moments for kTH + taps - 1 rows in shared memory, the adjoint stagings
+// (adjoint_tile: backward, filter transpose) the vertical sums of `planes` maps for
+// kTW + taps - 1 columns. With the
 // whole window at once (taps = ws) that grows with the window and passes the per-block limit
 // long before 255 taps (float64 on a 99 KB sm_86 from ws = 65), so the window is split into
 // chunks of `chunk` taps: the kernels stage one chunk, accumulate it into registers, and move
@@ -22,22 +24,38 @@ constexpr int kRowsPerThread = kTH / kBY;
 // Every device can give a block this much shared memory without opting in.
 constexpr int64_t kDefaultSmemBytes = 48 * 1024;
 
-enum class Pass : int { kForward = 0, kPairs = 1, kBackward = 2 };
+// kFilter / kFilterTranspose: ssim_filter (ssim_metric_gram's window filter) and its adjoint.
+enum class Pass : int { kForward = 0, kPairs = 1, kBackward = 2, kFilter = 3, kFilterTranspose = 4 };
 
-// Moments (forward: x, d, xx, dd, xd; pairs: d, dd, xd) or maps (backward) staged per tile.
+// Whether the pass stages the adjoint (columns: adjoint_tile) rather than the forward (rows:
+// filter_tile) window sums (ssim_cuda_tile.cuh).
+constexpr bool adjoint_staging(Pass p) { return p == Pass::kBackward || p == Pass::kFilterTranspose; }
+
+// Moments (forward: x, d, xx, dd, xd; pairs: d, dd, xd; filter: the plane) or maps (backward:
+// 4; filter transpose: the plane) staged per tile.
 constexpr int staged_planes(Pass p) {
-  return p == Pass::kForward ? 5 : (p == Pass::kPairs ? 3 : 4);
+  switch (p) {
+    case Pass::kForward:
+      return 5;
+    case Pass::kPairs:
+      return 3;
+    case Pass::kBackward:
+      return 4;
+    default:
+      return 1;
+  }
 }
 
-// The static __shared__ buffer of the block reduction (forward and pairs: one value per warp).
+// The static __shared__ buffer of the block reduction (forward and pairs: one value per warp;
+// the other passes reduce nothing).
 constexpr int64_t static_smem_bytes(Pass p, int64_t acc_bytes) {
-  return p == Pass::kBackward ? 0 : int64_t(kThreads / 32) * acc_bytes;
+  return p == Pass::kForward || p == Pass::kPairs ? int64_t(kThreads / 32) * acc_bytes : 0;
 }
 
 // Dynamic shared memory of a tile that stages `taps` window taps at once.
 constexpr int64_t dynamic_smem_bytes(Pass p, int64_t taps, int64_t acc_bytes) {
-  return p == Pass::kBackward ? int64_t(staged_planes(p)) * kTH * (kTW + taps - 1) * acc_bytes
-                              : int64_t(staged_planes(p)) * (kTH + taps - 1) * kTW * acc_bytes;
+  return adjoint_staging(p) ? int64_t(staged_planes(p)) * kTH * (kTW + taps - 1) * acc_bytes
+                            : int64_t(staged_planes(p)) * (kTH + taps - 1) * kTW * acc_bytes;
 }
 
 struct Plan {

@@ -1,18 +1,18 @@
-// The staging of the SSIM CUDA passes, shared by the per-(image, channel) forward, ssim_pairs and
-// the filter pass's filter_kernel (ssim_cuda.cu): the window, strides and loads, the fixed-order
-// block sum, and filter_tile, the separable window filter of one output tile. A real header:
-// templates and inline device functions only, nothing with internal linkage.
+// The staging of the SSIM CUDA passes (ssim_cuda.cu): Window (the taps by value) and
+// make_window, ld, block_sum (the fixed-order block reduction), and the two tile routines:
+// filter_tile, the separable window filter of one output tile (forward_kernel, pairs_kernel,
+// filter_kernel), and adjoint_tile, the adjoint (transposed) filter of one pixel tile
+// (backward_kernel, filter_transpose_kernel). A real header: templates and inline device
+// functions only, nothing with internal linkage.
 #pragma once
 #include <cuda_runtime.h>
 
-
 #include <cstdint>
-#include <type_traits>
 #include <vector>
 
 #include "ssim/ssim_cuda_index.h"
 #include "ssim/ssim_cuda_plan.h"
-#include "ssim/ssim_kernels.h"
+#include "ssim/ssim_entry.h"
 
 namespace vaeiso::ssim::cuda_tile {
 
@@ -28,25 +28,11 @@ struct Window {
   acc_t w[kMaxCudaWindow];
 };
 
-struct Str4 {
-  int64_t s[4];
-};
-struct Str5 {
-  int64_t s[5];
-};
-
 template <typename acc_t>
 inline Window<acc_t> make_window(const std::vector<double>& w) {
   Window<acc_t> out{};
   for (size_t i = 0; i < w.size(); ++i) out.w[i] = static_cast<acc_t>(w[i]);
   return out;
-}
-
-template <size_t D>
-inline auto strides_of(const Tensor& t) {
-  std::conditional_t<D == 4, Str4, Str5> s{};
-  for (size_t i = 0; i < D; ++i) s.s[i] = t.stride(i);
-  return s;
 }
 
 template <typename scalar_t, typename acc_t>
@@ -111,6 +97,55 @@ __device__ __forceinline__ void filter_tile(const Window<acc_t>& win, const Geom
       }
     }
     __syncthreads();  // h is refilled by the next chunk (or plane)
+  }
+}
+
+// The adjoint window filter at this thread's pixels: rows r0 + ty + ii * kBY (ii <
+// kRowsPerThread), column c0 + tx, G[ii][m] = sum over t, u of w(t) w(u) map_m[q - t][p - u],
+// (q, p) = the padded pixel position, over the map positions inside g.Ho x g.Wo. The block
+// filters its tile's columns vertically into shared memory `V` (NM x kTH x (kTW + chunk - 1)),
+// then horizontally into registers, `chunk` taps at a time (ssim_cuda_plan.h); the taps are
+// summed in ascending order, as the forward's. G[ii][m] = sum_t w[t] Vfull[m][i][tx + ws - 1 - t]
+// with the vertical pass Vfull[m][r][jc] = sum_t w[t] map_m[r0 + r + pad - t][pc], pc = c0 + pad -
+// (ws - 1) + jc the map column; a chunk of taps t0 .. t0 + taps - 1 needs the columns jc = ws - t0
+// - taps + lc, lc = 0 .. kTW + taps - 2, which V holds (ssim_cuda_index.h: adjoint_staged_col,
+// adjoint_slot). `map(pr, pc, wt, s)` adds wt * map_m[pr][pc] to s[m]. Every thread of the block
+// must call it (barriers inside).
+template <int NM, typename acc_t, typename Map>
+__device__ __forceinline__ void adjoint_tile(const Window<acc_t>& win, const Geometry& g, int chunk,
+                                             int64_t r0, int64_t c0, acc_t* V,
+                                             acc_t (&G)[kRowsPerThread][NM], Map&& map) {
+  const int ws = static_cast<int>(g.ws), CW = kTW + chunk - 1;
+  const int tx = threadIdx.x, ty = threadIdx.y, tid = ty * kBX + tx;
+  for (int ii = 0; ii < kRowsPerThread; ++ii)
+    for (int m = 0; m < NM; ++m) G[ii][m] = acc_t(0);
+  for (int t0 = 0; t0 < ws; t0 += chunk) {
+    const int taps = min(chunk, ws - t0), cols = kTW + taps - 1;
+    for (int idx = tid; idx < kTH * cols; idx += kThreads) {
+      const int r = idx / cols, lc = idx % cols;
+      const int64_t q = r0 + r + g.pad;
+      const int64_t pc = cuda_index::adjoint_staged_col(c0, g.pad, ws, t0, taps, lc);
+      acc_t s[NM];
+      for (int m = 0; m < NM; ++m) s[m] = acc_t(0);
+      if (pc >= 0 && pc < g.Wo && r0 + r < g.H) {
+        for (int t = 0; t < ws; ++t) {
+          const int64_t pr = q - t;
+          if (pr < 0 || pr >= g.Ho) continue;
+          map(pr, pc, win.w[t], s);
+        }
+      }
+      for (int m = 0; m < NM; ++m) V[(m * kTH + r) * CW + lc] = s[m];
+    }
+    __syncthreads();
+    for (int ii = 0; ii < kRowsPerThread; ++ii) {
+      const int i = ty + ii * kBY;
+      for (int t = t0; t < t0 + taps; ++t) {
+        const acc_t wt = win.w[t];
+        const int lc = cuda_index::adjoint_slot(tx, t0, taps, t);
+        for (int m = 0; m < NM; ++m) G[ii][m] += wt * V[(m * kTH + i) * CW + lc];
+      }
+    }
+    __syncthreads();  // V is refilled by the next chunk (or plane)
   }
 }
 
