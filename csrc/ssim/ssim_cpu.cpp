@@ -33,9 +33,9 @@ void forward_cpu(const Tensor& x, const Tensor& y, const std::vector<double>& wi
   strides_of(x, sx);
   strides_of(y, sy);
   VAEISO_CPU_DISPATCH(x.scalar_type(), "ssim_forward_cpu", [&] {
-    VAEISO_PICK_AVX512(forward<S>, cptr<S>(x), sx, cptr<S>(y), sy, window.data(), g, k, mode,
-                maps.numel() > 0 ? mptr<acc_t<S>>(maps) : nullptr, mptr<double>(om),
-                mode.with_l1 ? mptr<double>(lm) : nullptr);
+    VAEISO_PICK_AVX512(forward<S>, cdata<S>(x), sx, cdata<S>(y), sy, window.data(), g, k, mode,
+                maps.numel() > 0 ? mdata<acc_t<S>>(maps) : nullptr, mdata<double>(om),
+                mode.with_l1 ? mdata<double>(lm) : nullptr);
   });
   copy_into(one_minus, om);
   if (mode.with_l1) copy_into(l1, lm);
@@ -48,9 +48,9 @@ void backward_cpu(const Tensor& grad, const Tensor& grad_l1, const Tensor& x,
   strides_of(x, sx);
   strides_of(y, sy);
   VAEISO_CPU_DISPATCH(x.scalar_type(), "ssim_backward_cpu", [&] {
-    VAEISO_PICK_AVX512(backward<S>, cptr<acc_t<S>>(grad), grad_l1.numel() > 0 ? cptr<acc_t<S>>(grad_l1) : nullptr,
-                cptr<S>(x), sx, cptr<S>(y), sy, cptr<acc_t<S>>(maps), window.data(), g, mptr<S>(grad_x),
-                mptr<S>(grad_y));
+    VAEISO_PICK_AVX512(backward<S>, cdata<acc_t<S>>(grad), grad_l1.numel() > 0 ? cdata<acc_t<S>>(grad_l1) : nullptr,
+                cdata<S>(x), sx, cdata<S>(y), sy, cdata<acc_t<S>>(maps), window.data(), g, mdata<S>(grad_x),
+                mdata<S>(grad_y));
   });
 }
 
@@ -62,8 +62,8 @@ void pairs_cpu(const Tensor& base, const Tensor& others, const std::vector<doubl
   strides_of(base, sb);
   strides_of(others, so);
   VAEISO_CPU_DISPATCH(base.scalar_type(), "ssim_pairs_cpu", [&] {
-    VAEISO_PICK_AVX512(pairs<S>, cptr<S>(base), sb, cptr<S>(others), so, K, window.data(), g, k,
-                mptr<double>(mean));
+    VAEISO_PICK_AVX512(pairs<S>, cdata<S>(base), sb, cdata<S>(others), so, K, window.data(), g, k,
+                mdata<double>(mean));
   });
   copy_into(out, mean);
 }
@@ -81,7 +81,7 @@ void filter_cpu(const Tensor& src, const std::vector<double>& window, int64_t ws
   const Tensor& img = transpose ? dst : src;
   auto run = [&](auto tag) {
     using T = decltype(tag);
-    VAEISO_PICK_AVX512(filter<T>, cptr<T>(src), mptr<T>(dst), src.size(0), img.size(1), img.size(2), window.data(),
+    VAEISO_PICK_AVX512(filter<T>, cdata<T>(src), mdata<T>(dst), src.size(0), img.size(1), img.size(2), window.data(),
                        ws, pad, transpose);
   };
   if (src.scalar_type() == dt::kDouble) run(double{});
