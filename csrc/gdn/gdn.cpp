@@ -177,8 +177,8 @@ std::tuple<Tensor, Tensor, Tensor> gdn_backward(Tensor grad, Tensor x, Tensor no
 // whose autograd is registered in Python (vaeiso_ext/ops/_gdn.py), so gradients and
 // torch.compile see one kernel.
 Tensor gdn(Tensor x, Tensor beta, Tensor gamma, bool inverse, bool simplified) {
-  // Checked here as well: an error raised inside torch_call_dispatcher reaches the caller with
-  // its message only from torch 2.13 on (before, "API call failed at gdn.cpp").
+  // Checked here as well: under torch 2.10 an error raised inside torch_call_dispatcher reaches
+  // the caller without its message ("API call failed at gdn.cpp"; seen by make compat).
   check_params(x, beta, gamma);
   std::array<StableIValue, 6> stack{torch::stable::detail::from(x),       torch::stable::detail::from(beta),
                                     torch::stable::detail::from(gamma),   torch::stable::detail::from(inverse),
