@@ -92,10 +92,6 @@ inline std::vector<int64_t> sizes_of(const Tensor& t) {
   const auto s = t.sizes();
   return {s.begin(), s.end()};
 }
-inline std::vector<int64_t> strides_of(const Tensor& t) {
-  const auto s = t.strides();
-  return {s.begin(), s.end()};
-}
 inline bool same_sizes(const Tensor& a, const Tensor& b) {
   return a.dim() == b.dim() && sizes_of(a) == sizes_of(b);
 }

@@ -67,7 +67,8 @@ Rows unit_inner(const Tensor& t, const std::vector<int64_t>& shape) {
   if (t.is_contiguous()) return {t, contiguous_strides(shape)};
   auto v = reshaped(t, shape);
   if (v.size(-1) > 1 && v.stride(-1) != 1) v = torch::stable::contiguous(v);
-  return {v, strides_of(v)};
+  const auto st = v.strides();
+  return {v, {st.begin(), st.end()}};
 }
 
 int64_t prod(const std::vector<int64_t>& v) {
