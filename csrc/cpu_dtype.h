@@ -1,23 +1,13 @@
 // Dtype dispatch for the per-ISA CPU kernels, done in the dispatcher units (never in an ISA unit,
 // see host_device.h): VAEISO_CPU_DISPATCH(dt, name, ...) runs the lambda body with `S`, the
-// storage type the kernels take (float, double, vaeiso::f16, vaeiso::bf16); `cptr<S>(t)` and
-// `mptr<S>(t)` give a tensor's data as such (const and mutable). A plain switch: the stable
+// storage type the kernels take (float, double, vaeiso::f16, vaeiso::bf16); `cdata<S>(t)` and
+// `mdata<S>(t)` (stable_abi.h) give a tensor's data as such (const and mutable). A plain switch: the stable
 // ABI's dispatch macros add nothing for four types.
 #pragma once
 #include "common.h"
 #include "cpu_half.h"
 
 namespace vaeiso {
-
-// Tensor data as the kernels' storage type S (or its accumulation type).
-template <typename S>
-const S* cptr(const Tensor& t) {
-  return reinterpret_cast<const S*>(t.const_data_ptr());
-}
-template <typename S>
-S* mptr(const Tensor& t) {
-  return reinterpret_cast<S*>(t.mutable_data_ptr());
-}
 
 // f(S{}) for the storage type of dtype d; an error naming `name` for any other dtype.
 template <typename F>

@@ -157,12 +157,9 @@ Tensor kept_empty(const std::vector<int64_t>& sizes, ScalarType dtype, const Ten
   VAEISO_CHECK(like.is_cpu(), "kept_empty: a CPU tensor only");
   if (!kept_cache_available()) return alloc(sizes, dtype, like);
   const int64_t nd = static_cast<int64_t>(sizes.size());
-  std::vector<int64_t> strides(sizes.size());
+  const auto strides = contiguous_strides(sizes);
   int64_t numel = 1;
-  for (int64_t d = nd - 1; d >= 0; --d) {
-    strides[d] = numel;
-    numel *= sizes[d];
-  }
+  for (const int64_t s : sizes) numel *= s;
   const size_t n = static_cast<size_t>(numel) * elem_size(dtype);
   // A small block (under 16 KiB) comes from torch's allocator: an ordinary, resizable storage
   // (ours is not). Larger ones come from the cache: blocks of tens of KiB from the heap can

@@ -96,9 +96,31 @@ inline bool same_sizes(const Tensor& a, const Tensor& b) {
   return a.dim() == b.dim() && sizes_of(a) == sizes_of(b);
 }
 
-// A fresh tensor on `like`'s device.
+// Contiguous strides for `sizes` (1 for the last dim).
+inline std::vector<int64_t> contiguous_strides(const std::vector<int64_t>& sizes) {
+  std::vector<int64_t> strides(sizes.size());
+  int64_t n = 1;
+  for (size_t d = sizes.size(); d-- > 0;) {
+    strides[d] = n;
+    n *= sizes[d] > 1 ? sizes[d] : 1;
+  }
+  return strides;
+}
+
+// A fresh contiguous tensor on `like`'s device. On the CPU through the C shim's
+// aoti_torch_empty_strided (one C call): the stable new_empty goes through
+// torch_call_dispatcher, which looks the operator up by name, converts every argument to an
+// IValue and runs the boxed kernel, about 6,000 instructions a call, as much as a small kernel
+// (docs/benchmarks.md, the stable-ABI port's per-call cost).
 inline Tensor alloc(const std::vector<int64_t>& sizes, ScalarType dtype, const Tensor& like) {
-  return torch::stable::new_empty(like, sizes, dtype);
+  if (!like.is_cpu()) return torch::stable::new_empty(like, sizes, dtype);
+  const auto strides = contiguous_strides(sizes);
+  const int32_t shim_dtype = torch::stable::detail::to<int32_t>(torch::stable::detail::from(dtype));
+  const int32_t cpu = torch::stable::detail::to<int32_t>(torch::stable::detail::from(torch::headeronly::DeviceType::CPU));
+  AtenTensorHandle h = nullptr;
+  STABLE_TORCH_ERROR_CODE_CHECK(aoti_torch_empty_strided(static_cast<int64_t>(sizes.size()), sizes.data(),
+                                                         strides.data(), shim_dtype, cpu, -1, &h));
+  return Tensor(h);
 }
 // t itself when it has dtype `d` already, else a converted copy.
 inline Tensor to_dtype(const Tensor& t, ScalarType d) {
@@ -120,12 +142,36 @@ inline Tensor mul(const Tensor& a, const Tensor& b) {
 }
 
 // t with dim 1 moved last (movedim(1, -1)), and back (movedim(-1, 1)): views.
-inline Tensor channels_last_view(const Tensor& t) {
+inline std::vector<int64_t> channels_last_order(int64_t dim) {
   std::vector<int64_t> p;
   p.push_back(0);
-  for (int64_t d = 2; d < t.dim(); ++d) p.push_back(d);
+  for (int64_t d = 2; d < dim; ++d) p.push_back(d);
   p.push_back(1);
-  return torch::stable::permute(t, p);
+  return p;
+}
+inline Tensor channels_last_view(const Tensor& t) { return torch::stable::permute(t, channels_last_order(t.dim())); }
+// The sizes of channels_last_view(t), and whether that view is contiguous, read from t's sizes
+// and strides (ATen's rule: dims of size 1 do not count, an empty tensor is contiguous) rather
+// than from the view: permute is a dispatcher call.
+inline std::vector<int64_t> channels_last_sizes(const Tensor& t) {
+  const auto s = t.sizes();
+  std::vector<int64_t> out;
+  for (const int64_t d : channels_last_order(t.dim())) out.push_back(s[d]);
+  return out;
+}
+inline bool channels_last_contiguous(const Tensor& t) {
+  if (t.numel() == 0) return true;
+  const auto s = t.sizes();
+  const auto st = t.strides();
+  const auto p = channels_last_order(t.dim());
+  int64_t z = 1;
+  for (size_t i = p.size(); i-- > 0;) {
+    const int64_t n = s[p[i]];
+    if (n == 1) continue;
+    if (st[p[i]] != z) return false;
+    z *= n;
+  }
+  return true;
 }
 inline Tensor channels_first_view(const Tensor& t) {
   std::vector<int64_t> p{0, t.dim() - 1};

@@ -388,3 +388,22 @@ def test_forward_long_rows_and_few_samples():
             got = ops.pair_distances(base, others, metric, weight=w)
             want = naive(base, others, metric, w)
             torch.testing.assert_close(got.double(), want, rtol=1e-5, atol=0)
+
+
+def test_size_one_dims_with_stray_strides():
+    """A contiguous input whose size-1 dims (N = 1, K = 1) have any stride is read in place
+    (csrc/distance/distance.cpp): the values and gradients of the float64 reference."""
+    base = torch.as_strided(torch.rand(200, dtype=torch.float64), (1, 3, 4), (999, 4, 1))
+    others = torch.as_strided(torch.rand(200, dtype=torch.float64), (1, 1, 3, 4), (555, 77, 4, 1))
+    assert base.is_contiguous() and others.is_contiguous()
+    for metric in ("sse", "bce"):
+        b, o = base.clone().requires_grad_(), others.clone().requires_grad_()
+        leaves = (torch.as_strided(b, base.shape, base.stride()), torch.as_strided(o, others.shape, others.stride()))
+        got = ops.pair_distances(*leaves, metric)
+        want = reference.pair_distances(base, others, metric)
+        torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+        gb, go = torch.autograd.grad(got.sum(), (b, o))
+        rb, ro = base.clone().requires_grad_(), others.clone().requires_grad_()
+        wb, wo = torch.autograd.grad(reference.pair_distances(rb, ro, metric).sum(), (rb, ro))
+        torch.testing.assert_close(gb, wb, rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(go, wo, rtol=1e-12, atol=1e-12)

@@ -361,3 +361,30 @@ def test_baseline_cpu_build_matches():
         "print('baseline ok')\n"
     )
     run_python(code, "baseline ok", VAEISO_CPU_ISA="baseline")
+
+
+def test_output_layout_rule_matches_torch():
+    """The kernel decides channel-last from the sizes and strides (csrc/stable_abi.h, no view
+    made); the fake impl asks torch whether the moved view is contiguous. Same output strides on
+    the layouts where the two rules could part: size-1 dims with stray strides, C = 1, empty and
+    expanded tensors; values against the float64 reference."""
+    from vaeiso_ext.ops._gdn import _empty_like_layout
+    cases = [
+        torch.randn(1, 8, 8, 8, dtype=torch.float64),
+        torch.randn(1, 8, 8, 8, dtype=torch.float64).to(memory_format=torch.channels_last),
+        torch.randn(2, 1, 3, 3, dtype=torch.float64),
+        torch.randn(2, 1, 3, 3, dtype=torch.float64).to(memory_format=torch.channels_last),
+        torch.randn(3, 4, 1, 1, dtype=torch.float64).to(memory_format=torch.channels_last),
+        torch.randn(4, 3, dtype=torch.float64).t(),
+        torch.randn(4, dtype=torch.float64).expand(3, 4),
+        torch.randn(2, 4, 0, 3, dtype=torch.float64),
+        torch.randn(3, 8, 5, dtype=torch.float64)[:, ::2],
+        torch.as_strided(torch.randn(100, dtype=torch.float64), (1, 4, 1, 5), (7, 1, 3, 4)),
+        torch.as_strided(torch.randn(100, dtype=torch.float64), (1, 4, 1, 5), (7, 5, 3, 1)),
+    ]
+    for x in cases:
+        beta, gamma = params(x.shape[1])
+        y = ops.gdn(x, beta, gamma)
+        assert y.stride() == _empty_like_layout(x, x.dtype).stride(), (x.shape, x.stride())
+        if x.numel() > 0:  # the reference's conv1d refuses an empty input under torch 2.10
+            torch.testing.assert_close(y, reference.gdn(x, beta, gamma), **F64)

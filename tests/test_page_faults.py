@@ -70,6 +70,11 @@ CASES = ["gdn C=64", "gdn C=128", "gdn C=192", "ssim N=64 64x64", "ssim N=8 256x
          "ssim_l1_loss N=4 256x256", "ssim_l1_loss N=16 256x256"]
 
 
+# The kept cache needs the stable shim's torch_from_blob with a deleter (torch >= 2.11); under
+# torch 2.10 the large outputs come from torch's allocator and fault as any tensor does
+# (docs/install.md).
+@pytest.mark.skipif(torch.__version__ < "2.11", reason="torch < 2.11: no torch_from_blob with a deleter, "
+                    "so no kept cache for the large outputs (docs/install.md)")
 @pytest.mark.parametrize("case", CASES)
 def test_no_page_faults_per_call_in_a_fresh_process(case):
     """The op looped alone in a fresh interpreter (what ran before changes glibc's thresholds)."""

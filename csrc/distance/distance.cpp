@@ -55,11 +55,20 @@ ScalarType check_args(const Tensor& base, const Tensor& others,
   return dt;
 }
 
-// t viewed as `shape` with a unit stride in the last dim (a copy only when there is none).
-Tensor unit_inner(const Tensor& t, const std::vector<int64_t>& shape) {
+// t as an array of `shape` ((N, L) or (N, K, L)) with a unit stride in the last dim: the tensor
+// whose data the kernel reads and that array's strides. A contiguous t is read as it is (the
+// view would share its data; reshape is a dispatcher call, as costly as a small kernel);
+// otherwise the reshaped view, copied only when it has no unit stride in the last dim.
+struct Rows {
+  Tensor t;
+  std::vector<int64_t> strides;
+};
+Rows unit_inner(const Tensor& t, const std::vector<int64_t>& shape) {
+  if (t.is_contiguous()) return {t, contiguous_strides(shape)};
   auto v = reshaped(t, shape);
   if (v.size(-1) > 1 && v.stride(-1) != 1) v = torch::stable::contiguous(v);
-  return v;
+  const auto st = v.strides();
+  return {v, {st.begin(), st.end()}};
 }
 
 int64_t prod(const std::vector<int64_t>& v) {
@@ -83,10 +92,10 @@ Tensor pair_distances(const Tensor& base, const Tensor& others, std::string metr
   // The kernels take one dtype: a mixed pair converts its half input to float32 once.
   const auto b = unit_inner(to_dtype(base, dt), {N, L});
   const auto o = unit_inner(to_dtype(others, dt), {N, K, L});
-  const Strided s{N, K, L, b.stride(0), o.stride(0), o.stride(1)};
+  const Strided s{N, K, L, b.strides[0], o.strides[0], o.strides[1]};
   std::optional<Tensor> w;
   if (weight.has_value()) w = to_dtype(*weight, dt);
-  VAEISO_ON_DEVICE(forward, base, b, o, s, m, w, out);
+  VAEISO_ON_DEVICE(forward, base, b.t, o.t, s, m, w, out);
   return out;
 }
 
@@ -116,7 +125,8 @@ std::tuple<Tensor, Tensor, Tensor> pair_distances_backward(
   Tensor go = output_mask[1] ? input_sized(others) : Tensor();
   Tensor gw = need_w ? alloc({N}, dt, base) : Tensor();
   auto result = [&] {
-    auto none = alloc({0}, dt, base);
+    // one empty tensor for the gradients not asked for, made only when one is missing
+    Tensor none = gb.defined() && go.defined() && gw.defined() ? Tensor() : alloc({0}, dt, base);
     return std::make_tuple(gb.defined() ? gb : none, go.defined() ? go : none,
                            gw.defined() ? gw : none);
   };
@@ -128,11 +138,11 @@ std::tuple<Tensor, Tensor, Tensor> pair_distances_backward(
   if (!gb.defined() && !go.defined() && !gw.defined()) return result();
   const auto b = unit_inner(base, {N, L});
   const auto o = unit_inner(others, {N, K, L});
-  const Strided s{N, K, L, b.stride(0), o.stride(0), o.stride(1)};
+  const Strided s{N, K, L, b.strides[0], o.strides[0], o.strides[1]};
   const auto g = to_dtype(grad, dt);
   std::optional<Tensor> w;
   if (weight.has_value()) w = to_dtype(*weight, dt);
-  VAEISO_ON_DEVICE(backward, base, b, o, s, m, g, w, gb, go, gw);
+  VAEISO_ON_DEVICE(backward, base, b.t, o.t, s, m, g, w, gb, go, gw);
   return result();
 }
 

@@ -16,9 +16,9 @@ VAEISO_DISTANCE_DECLARE_PASSES(isa_avx2)
 void forward_cpu(const Tensor& base, const Tensor& others, const Strided& s, Metric m,
                  const std::optional<Tensor>& weight, Tensor& out) {
   VAEISO_CPU_DISPATCH(base.scalar_type(), "pair_distances_cpu", [&] {
-    const S* w = weight.has_value() ? cptr<S>(*weight) : nullptr;
+    const S* w = weight.has_value() ? cdata<S>(*weight) : nullptr;
     const int64_t w_sn = weight.has_value() ? weight->stride(0) : 0;
-    VAEISO_PICK(forward<S>, cptr<S>(base), cptr<S>(others), s, m, w, w_sn, mptr<S>(out));
+    VAEISO_PICK(forward<S>, cdata<S>(base), cdata<S>(others), s, m, w, w_sn, mdata<S>(out));
   });
 }
 
@@ -26,15 +26,15 @@ void backward_cpu(const Tensor& base, const Tensor& others, const Strided& s, Me
                   const Tensor& grad, const std::optional<Tensor>& weight,
                   Tensor& grad_base, Tensor& grad_others, Tensor& grad_weight) {
   VAEISO_CPU_DISPATCH(base.scalar_type(), "pair_distances_backward_cpu", [&] {
-    const Grads<S> g{cptr<S>(grad),
+    const Grads<S> g{cdata<S>(grad),
                      grad.stride(0),
                      grad.stride(1),
-                     weight.has_value() ? cptr<S>(*weight) : nullptr,
+                     weight.has_value() ? cdata<S>(*weight) : nullptr,
                      weight.has_value() ? weight->stride(0) : 0,
-                     grad_base.defined() ? mptr<S>(grad_base) : nullptr,
-                     grad_others.defined() ? mptr<S>(grad_others) : nullptr,
-                     grad_weight.defined() ? mptr<S>(grad_weight) : nullptr};
-    VAEISO_PICK(backward<S>, cptr<S>(base), cptr<S>(others), s, m, g);
+                     grad_base.defined() ? mdata<S>(grad_base) : nullptr,
+                     grad_others.defined() ? mdata<S>(grad_others) : nullptr,
+                     grad_weight.defined() ? mdata<S>(grad_weight) : nullptr};
+    VAEISO_PICK(backward<S>, cdata<S>(base), cdata<S>(others), s, m, g);
   });
 }
 

@@ -15,7 +15,7 @@ namespace {
 // Channel-last dense input (channels_last images, (N, C) matrices) is used as an (M, C) matrix
 // with no copy; anything else is made contiguous channel-first (N, C, S). The fake impl in
 // ops/_gdn.py mirrors this rule so output strides match.
-bool use_channel_last(const Tensor& x) { return channels_last_view(x).is_contiguous(); }
+bool use_channel_last(const Tensor& x) { return channels_last_contiguous(x); }
 
 // On the CPU from the kept cache (cpu_workspace.h), outputs included: no fresh multi-MB heap
 // block per call, and so no page faults per call in a user's process.
@@ -23,7 +23,7 @@ Tensor empty_in_layout(const Tensor& like, bool cl, ScalarType dt) {
   auto make = [&](const std::vector<int64_t>& sizes) {
     return like.is_cuda() ? alloc(sizes, dt, like) : kept_empty(sizes, dt, like);
   };
-  if (cl) return channels_first_view(make(sizes_of(channels_last_view(like))));
+  if (cl) return channels_first_view(make(channels_last_sizes(like)));
   return make(sizes_of(like));
 }
 
@@ -72,8 +72,7 @@ std::tuple<Tensor, Tensor> gdn_forward(Tensor x, Tensor beta, Tensor gamma, bool
   auto out = empty_in_layout(x, cl, x.scalar_type());
   // Without need_norm (no gradient will be asked for) norm is returned empty, and the CPU
   // kernel never writes it: a tensor of x's size less to store.
-  const auto no_norm = alloc({0}, acc, x);
-  auto norm = need_norm ? empty_in_layout(x, cl, acc) : no_norm;
+  const auto norm = need_norm ? empty_in_layout(x, cl, acc) : alloc({0}, acc, x);
   if (x.numel() == 0) return {out, norm};
 
   const auto xc = to_layout(x, cl);
@@ -83,15 +82,16 @@ std::tuple<Tensor, Tensor> gdn_forward(Tensor x, Tensor beta, Tensor gamma, bool
     return {out, norm};
   }
 #ifdef VAEISO_WITH_CUDA
-  if (!need_norm) norm = empty_in_layout(x, cl, acc);  // the CUDA kernels need it as a buffer
+  // the CUDA kernels need norm as a buffer, returned or not
+  auto nbuf = need_norm ? norm : empty_in_layout(x, cl, acc);
   auto fx = empty_in_layout(x, cl, acc);
   fx_cuda(xc, fx, v);
-  mix_channels_cuda(contig(to_dtype(gamma, acc)), false, fx, norm, cl);
+  mix_channels_cuda(contig(to_dtype(gamma, acc)), false, fx, nbuf, cl);
   const auto beta_acc = contig(to_dtype(beta, acc));
-  forward_epilogue_cuda(xc, norm, beta_acc, out, x.size(1),
+  forward_epilogue_cuda(xc, nbuf, beta_acc, out, x.size(1),
                         cl ? 1 : xc.numel() / (x.size(0) * x.size(1)), v);
 #endif
-  return {out, need_norm ? norm : no_norm};
+  return {out, norm};
 }
 
 std::tuple<Tensor, Tensor, Tensor> gdn_backward(Tensor grad, Tensor x, Tensor norm, Tensor gamma, bool inverse,
@@ -177,6 +177,9 @@ std::tuple<Tensor, Tensor, Tensor> gdn_backward(Tensor grad, Tensor x, Tensor no
 // whose autograd is registered in Python (vaeiso_ext/ops/_gdn.py), so gradients and
 // torch.compile see one kernel.
 Tensor gdn(Tensor x, Tensor beta, Tensor gamma, bool inverse, bool simplified) {
+  // Checked here as well: under torch 2.10 an error raised inside torch_call_dispatcher reaches
+  // the caller without its message ("API call failed at gdn.cpp"; seen by make compat).
+  check_params(x, beta, gamma);
   std::array<StableIValue, 6> stack{torch::stable::detail::from(x),       torch::stable::detail::from(beta),
                                     torch::stable::detail::from(gamma),   torch::stable::detail::from(inverse),
                                     torch::stable::detail::from(simplified), torch::stable::detail::from(true)};

@@ -23,7 +23,7 @@ Shape shape_of(const Tensor& x, bool cl) {
 }
 template <typename T>
 T* opt_ptr(const Tensor& t) {
-  return t.defined() ? mptr<T>(t) : nullptr;
+  return t.defined() ? mdata<T>(t) : nullptr;
 }
 }  // namespace
 
@@ -32,7 +32,7 @@ void forward_cpu(const Tensor& x, const Tensor& beta, const Tensor& gamma,
   const auto s = shape_of(x, cl);
   VAEISO_CPU_DISPATCH(x.scalar_type(), "gdn_forward_cpu", [&] {
     using A = acc_t<S>;
-    VAEISO_PICK(forward<S>, cptr<S>(x), cptr<A>(beta), cptr<A>(gamma), mptr<S>(out), opt_ptr<A>(norm),
+    VAEISO_PICK(forward<S>, cdata<S>(x), cdata<A>(beta), cdata<A>(gamma), mdata<S>(out), opt_ptr<A>(norm),
                 s.N, s.C, s.Sp, cl, v);
   });
 }
@@ -43,7 +43,7 @@ void backward_cpu(const Tensor& g, const Tensor& x, const Tensor& norm,
   const auto s = shape_of(x, cl);
   VAEISO_CPU_DISPATCH(x.scalar_type(), "gdn_backward_cpu", [&] {
     using A = acc_t<S>;
-    VAEISO_PICK(backward<S>, cptr<S>(g), cptr<S>(x), cptr<A>(norm), cptr<A>(gamma), opt_ptr<S>(gx),
+    VAEISO_PICK(backward<S>, cdata<S>(g), cdata<S>(x), cdata<A>(norm), cdata<A>(gamma), opt_ptr<S>(gx),
                 opt_ptr<A>(gbeta), opt_ptr<A>(ggamma), s.N, s.C, s.Sp, cl, v);
   });
 }

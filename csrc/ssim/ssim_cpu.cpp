@@ -23,9 +23,9 @@ void forward_cpu(const Tensor& x, const Tensor& y, const std::vector<double>& wi
   auto lm = alloc({terms.with_l1 ? g.N : 0, g.C}, dt::kDouble, x);
   const auto sx = strides_of<4>(x), sy = strides_of<4>(y);
   VAEISO_CPU_DISPATCH(x.scalar_type(), "ssim_forward_cpu", [&] {
-    VAEISO_PICK_ISA3(forward<S>, cptr<S>(x), sx.s, cptr<S>(y), sy.s, window.data(), g, k, terms,
-                maps.numel() > 0 ? mptr<acc_t<S>>(maps) : nullptr, mptr<double>(om),
-                terms.with_l1 ? mptr<double>(lm) : nullptr);
+    VAEISO_PICK_ISA3(forward<S>, cdata<S>(x), sx.s, cdata<S>(y), sy.s, window.data(), g, k, terms,
+                maps.numel() > 0 ? mdata<acc_t<S>>(maps) : nullptr, mdata<double>(om),
+                terms.with_l1 ? mdata<double>(lm) : nullptr);
   });
   copy_into(one_minus, om);
   if (terms.with_l1) copy_into(l1, lm);
@@ -36,9 +36,9 @@ void backward_cpu(const Tensor& grad, const Tensor& grad_l1, const Tensor& x,
                   const Geometry& g, Tensor& grad_x, Tensor& grad_y) {
   const auto sx = strides_of<4>(x), sy = strides_of<4>(y);
   VAEISO_CPU_DISPATCH(x.scalar_type(), "ssim_backward_cpu", [&] {
-    VAEISO_PICK_ISA3(backward<S>, cptr<acc_t<S>>(grad), grad_l1.numel() > 0 ? cptr<acc_t<S>>(grad_l1) : nullptr,
-                cptr<S>(x), sx.s, cptr<S>(y), sy.s, cptr<acc_t<S>>(maps), window.data(), g, mptr<S>(grad_x),
-                mptr<S>(grad_y));
+    VAEISO_PICK_ISA3(backward<S>, cdata<acc_t<S>>(grad), grad_l1.numel() > 0 ? cdata<acc_t<S>>(grad_l1) : nullptr,
+                cdata<S>(x), sx.s, cdata<S>(y), sy.s, cdata<acc_t<S>>(maps), window.data(), g, mdata<S>(grad_x),
+                mdata<S>(grad_y));
   });
 }
 
@@ -49,8 +49,8 @@ void pairs_cpu(const Tensor& base, const Tensor& others, const std::vector<doubl
   const auto sb = strides_of<4>(base);
   const auto so = strides_of<5>(others);
   VAEISO_CPU_DISPATCH(base.scalar_type(), "ssim_pairs_cpu", [&] {
-    VAEISO_PICK_ISA3(pairs<S>, cptr<S>(base), sb.s, cptr<S>(others), so.s, K, window.data(), g, k,
-                mptr<double>(mean));
+    VAEISO_PICK_ISA3(pairs<S>, cdata<S>(base), sb.s, cdata<S>(others), so.s, K, window.data(), g, k,
+                mdata<double>(mean));
   });
   copy_into(out, mean);
 }
@@ -68,7 +68,7 @@ void filter_cpu(const Tensor& src, const std::vector<double>& window, int64_t ws
   const Tensor& img = transpose ? dst : src;
   auto run = [&](auto tag) {
     using T = decltype(tag);
-    VAEISO_PICK_ISA3(filter<T>, cptr<T>(src), mptr<T>(dst), src.size(0), img.size(1), img.size(2), window.data(),
+    VAEISO_PICK_ISA3(filter<T>, cdata<T>(src), mdata<T>(dst), src.size(0), img.size(1), img.size(2), window.data(),
                        ws, pad, transpose);
   };
   if (src.scalar_type() == dt::kDouble) run(double{});
