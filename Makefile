@@ -14,7 +14,7 @@ BUILD_DEPS := torch==$(TORCH_VERSION) scikit-build-core ninja numpy
 EDITABLE_FLAGS := -Ceditable.rebuild=true -Ceditable.verbose=false -Cbuild-dir=build/editable
 PYTEST_ARGS ?=
 
-.PHONY: test demo bench install lint wheel compat clean
+.PHONY: test demo bench install lint format wheel compat clean
 
 $(VENV)/.deps: pyproject.toml Makefile
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -32,14 +32,26 @@ install: $(VENV)/.installed
 test: install
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
-# Lint: ruff with the configuration in pyproject.toml (needs only ruff, not the build).
-$(VENV)/.ruff:
+# Lint and format: ruff (configured in pyproject.toml: checks, import order, `ruff format`) for
+# the Python, clang-format (.clang-format) for csrc/. `make lint` checks, `make format` rewrites.
+# Pinned, so that every machine formats alike; neither needs the build.
+LINT_TOOLS := ruff==0.17.6 clang-format==19.1.0
+CSRC := $(shell find csrc -name '*.h' -o -name '*.cpp' -o -name '*.cu' -o -name '*.cuh' | sort)
+
+$(VENV)/.lint-tools: Makefile
 	test -x $(PY) || python3 -m venv $(VENV)
-	$(PIP) install -q ruff
+	$(PIP) install -q $(LINT_TOOLS)
 	touch $@
 
-lint: $(VENV)/.ruff
+lint: $(VENV)/.lint-tools
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/clang-format --dry-run --Werror $(CSRC)
+
+format: $(VENV)/.lint-tools
+	$(VENV)/bin/ruff check --select I --fix .
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/clang-format -i $(CSRC)
 
 demo: install
 	$(PY) -m vaeiso_ext reproduce toy --quick --out out/demo

@@ -13,18 +13,23 @@ namespace vaeiso {
 template <typename F>
 void dispatch_float(ScalarType d, const char* name, F&& f) {
   switch (d) {
-    case ScalarType::Float: return f(float{});
-    case ScalarType::Double: return f(double{});
-    case ScalarType::Half: return f(f16{});
-    case ScalarType::BFloat16: return f(bf16{});
-    default: VAEISO_CHECK(false, "\"", name, "\" not implemented for '", d, "'");
+    case ScalarType::Float:
+      return f(float{});
+    case ScalarType::Double:
+      return f(double{});
+    case ScalarType::Half:
+      return f(f16{});
+    case ScalarType::BFloat16:
+      return f(bf16{});
+    default:
+      VAEISO_CHECK(false, "\"", name, "\" not implemented for '", d, "'");
   }
 }
 
 }  // namespace vaeiso
 
-#define VAEISO_CPU_DISPATCH(TYPE, NAME, ...)                                              \
-  ::vaeiso::dispatch_float(TYPE, NAME, [&](auto s_tag_) {                                 \
-    using S = decltype(s_tag_);                                                           \
-    __VA_ARGS__();                                                                        \
+#define VAEISO_CPU_DISPATCH(TYPE, NAME, ...)              \
+  ::vaeiso::dispatch_float(TYPE, NAME, [&](auto s_tag_) { \
+    using S = decltype(s_tag_);                           \
+    __VA_ARGS__();                                        \
   })

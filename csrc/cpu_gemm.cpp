@@ -14,11 +14,10 @@
 
 extern "C" {
 // Weak: resolved against libtorch_cpu at load time; null where this torch has no such symbol.
-void sgemm_(const char*, const char*, const int*, const int*, const int*, const float*, const float*,
-            const int*, const float*, const int*, const float*, float*, const int*) __attribute__((weak));
-void dgemm_(const char*, const char*, const int*, const int*, const int*, const double*,
-            const double*, const int*, const double*, const int*, const double*, double*,
-            const int*) __attribute__((weak));
+void sgemm_(const char*, const char*, const int*, const int*, const int*, const float*, const float*, const int*,
+            const float*, const int*, const float*, float*, const int*) __attribute__((weak));
+void dgemm_(const char*, const char*, const int*, const int*, const int*, const double*, const double*, const int*,
+            const double*, const int*, const double*, double*, const int*) __attribute__((weak));
 }
 
 namespace vaeiso {
@@ -49,8 +48,8 @@ Tensor view_cm(const T* p, int64_t rows, int64_t cols, int64_t ld) {
 // c = alpha op(a) op(b) + beta c: the product by aten::mm, then combined here (beta == 0 never
 // reads c: it may hold garbage).
 template <typename T>
-void gemm_aten(char ta, char tb, int64_t m, int64_t n, int64_t k, T alpha, const T* a, int64_t lda,
-               const T* b, int64_t ldb, T beta, T* c, int64_t ldc) {
+void gemm_aten(char ta, char tb, int64_t m, int64_t n, int64_t k, T alpha, const T* a, int64_t lda, const T* b,
+               int64_t ldb, T beta, T* c, int64_t ldc) {
   const auto A = ta == 'n' ? view_cm(a, m, k, lda) : torch::stable::transpose(view_cm(a, k, m, lda), 0, 1);
   const auto B = tb == 'n' ? view_cm(b, k, n, ldb) : torch::stable::transpose(view_cm(b, n, k, ldb), 0, 1);
   const auto P = contig(torch::stable::matmul(A, B));  // (m, n) row-major
@@ -63,8 +62,8 @@ void gemm_aten(char ta, char tb, int64_t m, int64_t n, int64_t k, T alpha, const
 }
 
 template <typename T, typename F>
-void gemm_any(F* blas, char ta, char tb, int64_t m, int64_t n, int64_t k, T alpha, const T* a,
-              int64_t lda, const T* b, int64_t ldb, T beta, T* c, int64_t ldc) {
+void gemm_any(F* blas, char ta, char tb, int64_t m, int64_t n, int64_t k, T alpha, const T* a, int64_t lda, const T* b,
+              int64_t ldb, T beta, T* c, int64_t ldc) {
   if (m == 0 || n == 0) return;
   if (blas == nullptr || force_fallback() || !fits_int(m, n, k, lda, ldb, ldc) || k == 0) {
     if (k == 0) {  // BLAS semantics: c = beta c
@@ -86,8 +85,8 @@ void gemm_cm(char ta, char tb, int64_t m, int64_t n, int64_t k, float alpha, con
   gemm_any(sgemm_, ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
 }
 
-void gemm_cm(char ta, char tb, int64_t m, int64_t n, int64_t k, double alpha, const double* a,
-             int64_t lda, const double* b, int64_t ldb, double beta, double* c, int64_t ldc) {
+void gemm_cm(char ta, char tb, int64_t m, int64_t n, int64_t k, double alpha, const double* a, int64_t lda,
+             const double* b, int64_t ldb, double beta, double* c, int64_t ldc) {
   gemm_any(dgemm_, ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
 }
 

@@ -11,7 +11,7 @@ namespace vaeiso {
 
 void gemm_cm(char ta, char tb, int64_t m, int64_t n, int64_t k, float alpha, const float* a, int64_t lda,
              const float* b, int64_t ldb, float beta, float* c, int64_t ldc);
-void gemm_cm(char ta, char tb, int64_t m, int64_t n, int64_t k, double alpha, const double* a,
-             int64_t lda, const double* b, int64_t ldb, double beta, double* c, int64_t ldc);
+void gemm_cm(char ta, char tb, int64_t m, int64_t n, int64_t k, double alpha, const double* a, int64_t lda,
+             const double* b, int64_t ldb, double beta, double* c, int64_t ldc);
 
 }  // namespace vaeiso

@@ -58,7 +58,7 @@ inline float load(f16 v) {
     return bits_to_float(sign | float_to_bits(mag));
   }
   if (e == 0x1f) return bits_to_float(sign | 0x7f800000u | (m << 13));  // inf, NaN
-  return bits_to_float(sign | ((e + 112u) << 23) | (m << 13));        // rebias 15 -> 127
+  return bits_to_float(sign | ((e + 112u) << 23) | (m << 13));          // rebias 15 -> 127
 }
 
 template <typename S>

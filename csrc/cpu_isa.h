@@ -29,8 +29,7 @@ inline int cpu_isa_level() {
                      : std::strcmp(cap, "avx512") == 0 ? 2
                                                        : -1;
     if (want < 0)
-      throw std::invalid_argument(std::string("VAEISO_CPU_ISA: expected baseline, avx2 or avx512, got '") + cap +
-                                  "'");
+      throw std::invalid_argument(std::string("VAEISO_CPU_ISA: expected baseline, avx2 or avx512, got '") + cap + "'");
     return want < cpu ? want : cpu;
   }();
   return level;
@@ -52,11 +51,10 @@ inline const char* cpu_isa_name() {
 // AVX-512 (F, VL, BW, DQ), else as VAEISO_PICK. Each *_cpu.cpp declares the namespaces its family
 // has.
 #if defined(VAEISO_CPU_AVX2)
-#define VAEISO_PICK(fn, ...) \
-  (::vaeiso::cpu_isa_level() >= 1 ? isa_avx2::fn(__VA_ARGS__) : isa_default::fn(__VA_ARGS__))
-#define VAEISO_PICK_ISA3(fn, ...)                                                  \
-  (::vaeiso::cpu_isa_level() >= 2   ? isa_avx512::fn(__VA_ARGS__)                    \
-   : ::vaeiso::cpu_isa_level() >= 1 ? isa_avx2::fn(__VA_ARGS__)                      \
+#define VAEISO_PICK(fn, ...) (::vaeiso::cpu_isa_level() >= 1 ? isa_avx2::fn(__VA_ARGS__) : isa_default::fn(__VA_ARGS__))
+#define VAEISO_PICK_ISA3(fn, ...)                                 \
+  (::vaeiso::cpu_isa_level() >= 2   ? isa_avx512::fn(__VA_ARGS__) \
+   : ::vaeiso::cpu_isa_level() >= 1 ? isa_avx2::fn(__VA_ARGS__)   \
                                     : isa_default::fn(__VA_ARGS__))
 #else
 #define VAEISO_PICK(fn, ...) isa_default::fn(__VA_ARGS__)

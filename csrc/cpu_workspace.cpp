@@ -1,7 +1,6 @@
 // The per-thread scratch buffers of cpu_workspace.h.
 #include "cpu_workspace.h"
 
-
 #include <cstdlib>
 #include <cstring>
 #include <mutex>
@@ -65,8 +64,10 @@ Workspace::Workspace(size_t bytes, WorkspaceSlot which, bool zero) {
 }
 
 Workspace::~Workspace() {
-  if (owned_ != nullptr) std::free(owned_);
-  else if (slot_ >= 0) slots().slot[slot_].held = false;
+  if (owned_ != nullptr)
+    std::free(owned_);
+  else if (slot_ >= 0)
+    slots().slot[slot_].held = false;
 }
 
 size_t workspace_bytes_this_thread() {
@@ -143,9 +144,9 @@ void give_back(void* /*data*/, void* ctx) { cache().give(static_cast<Block*>(ctx
 extern "C" AOTITorchError torch_from_blob(void* data, int64_t ndim, const int64_t* sizes_ptr,
                                           const int64_t* strides_ptr, int64_t storage_offset, int32_t dtype,
                                           int32_t device_type, int32_t device_index, AtenTensorHandle* ret,
-                                          int32_t layout, const uint8_t* opaque_metadata,
-                                          int64_t opaque_metadata_size, void (*deleter)(void* data, void* ctx),
-                                          void* deleter_ctx) __attribute__((weak));
+                                          int32_t layout, const uint8_t* opaque_metadata, int64_t opaque_metadata_size,
+                                          void (*deleter)(void* data, void* ctx), void* deleter_ctx)
+    __attribute__((weak));
 // The message of the shim's last error (torch >= 2.13; weak likewise).
 extern "C" const char* torch_exception_get_what_without_backtrace() __attribute__((weak));
 
@@ -169,10 +170,12 @@ Tensor kept_empty(const std::vector<int64_t>& sizes, ScalarType dtype, const Ten
   if (b == nullptr) b = new Block{alloc_aligned(n), round_up(n > 0 ? n : 1)};
   AtenTensorHandle h = nullptr;
   const int32_t shim_dtype = torch::stable::detail::to<int32_t>(torch::stable::detail::from(dtype));
-  const int32_t cpu = torch::stable::detail::to<int32_t>(torch::stable::detail::from(torch::headeronly::DeviceType::CPU));
-  const int32_t strided = torch::stable::detail::to<int32_t>(torch::stable::detail::from(torch::headeronly::Layout::Strided));
-  const auto err = torch_from_blob(b->p, nd, sizes.data(), strides.data(), 0, shim_dtype, cpu, -1, &h, strided,
-                                   nullptr, 0, &give_back, b);
+  const int32_t cpu =
+      torch::stable::detail::to<int32_t>(torch::stable::detail::from(torch::headeronly::DeviceType::CPU));
+  const int32_t strided =
+      torch::stable::detail::to<int32_t>(torch::stable::detail::from(torch::headeronly::Layout::Strided));
+  const auto err = torch_from_blob(b->p, nd, sizes.data(), strides.data(), 0, shim_dtype, cpu, -1, &h, strided, nullptr,
+                                   0, &give_back, b);
   if (err != 0) {
     cache().give(b);
     const char* why = torch_exception_get_what_without_backtrace ? torch_exception_get_what_without_backtrace() : "";

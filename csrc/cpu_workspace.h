@@ -17,7 +17,8 @@
 //   freed blocks instead of the heap (host code only). The tensor wraps our block through the
 //   stable C shim's torch_from_blob with a deleter that gives the block back (torch >= 2.11,
 //   looked up at load time: a weak symbol); under torch 2.10, which lacks it, kept_empty is a
-//   plain empty tensor (correct, only without the reuse). A tensor under 16 KiB is a plain empty tensor too (resizable). The cache's tensors cannot be resized in place (torch_from_blob's storage is fixed).
+//   plain empty tensor (correct, only without the reuse). A tensor under 16 KiB is a plain empty tensor too
+//   (resizable). The cache's tensors cannot be resized in place (torch_from_blob's storage is fixed).
 // Both are defined out of line (cpu_workspace.cpp, the baseline instruction set): one state for
 // all the ISA builds of a kernel.
 #pragma once

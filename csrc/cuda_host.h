@@ -47,26 +47,26 @@ using opmath_t = typename OpMath<T>::type;
 
 // VAEISO_DISPATCH_CUDA(dtype, name, lambda): the lambda with `scalar_t` bound to float, double,
 // Half or BFloat16.
-#define VAEISO_DISPATCH_CUDA(TYPE, NAME, ...)                                               \
-  [&] {                                                                                     \
-    switch (TYPE) {                                                                         \
-      case ::vaeiso::dt::kFloat: {                                                          \
-        using scalar_t = float;                                                             \
-        return __VA_ARGS__();                                                               \
-      }                                                                                     \
-      case ::vaeiso::dt::kDouble: {                                                         \
-        using scalar_t = double;                                                            \
-        return __VA_ARGS__();                                                               \
-      }                                                                                     \
-      case ::vaeiso::dt::kHalf: {                                                           \
-        using scalar_t = torch::headeronly::Half;                                           \
-        return __VA_ARGS__();                                                               \
-      }                                                                                     \
-      case ::vaeiso::dt::kBFloat16: {                                                       \
-        using scalar_t = torch::headeronly::BFloat16;                                       \
-        return __VA_ARGS__();                                                               \
-      }                                                                                     \
-      default:                                                                              \
-        VAEISO_CHECK(false, "\"", NAME, "\" not implemented for '", TYPE, "'");             \
-    }                                                                                       \
+#define VAEISO_DISPATCH_CUDA(TYPE, NAME, ...)                                   \
+  [&] {                                                                         \
+    switch (TYPE) {                                                             \
+      case ::vaeiso::dt::kFloat: {                                              \
+        using scalar_t = float;                                                 \
+        return __VA_ARGS__();                                                   \
+      }                                                                         \
+      case ::vaeiso::dt::kDouble: {                                             \
+        using scalar_t = double;                                                \
+        return __VA_ARGS__();                                                   \
+      }                                                                         \
+      case ::vaeiso::dt::kHalf: {                                               \
+        using scalar_t = torch::headeronly::Half;                               \
+        return __VA_ARGS__();                                                   \
+      }                                                                         \
+      case ::vaeiso::dt::kBFloat16: {                                           \
+        using scalar_t = torch::headeronly::BFloat16;                           \
+        return __VA_ARGS__();                                                   \
+      }                                                                         \
+      default:                                                                  \
+        VAEISO_CHECK(false, "\"", NAME, "\" not implemented for '", TYPE, "'"); \
+    }                                                                           \
   }()

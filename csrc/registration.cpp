@@ -14,10 +14,12 @@ STABLE_TORCH_LIBRARY(vaeiso, m) {
   // GDN / IGDN (docs/ops.md, gdn). `norm` is the pre-activation beta + gamma @ f(x), returned so the
   // backward needs no second GEMM (empty when not `need_norm`: inference); `vaeiso::gdn` is the
   // public single-output form.
-  m.def("gdn_forward(Tensor x, Tensor beta, Tensor gamma, bool inverse=False, bool simplified=False,"
-        " bool need_norm=True) -> (Tensor out, Tensor norm)");
-  m.def("gdn_backward(Tensor grad, Tensor x, Tensor norm, Tensor gamma, bool inverse, bool simplified,"
-        " bool[3] output_mask) -> (Tensor grad_x, Tensor grad_beta, Tensor grad_gamma)");
+  m.def(
+      "gdn_forward(Tensor x, Tensor beta, Tensor gamma, bool inverse=False, bool simplified=False,"
+      " bool need_norm=True) -> (Tensor out, Tensor norm)");
+  m.def(
+      "gdn_backward(Tensor grad, Tensor x, Tensor norm, Tensor gamma, bool inverse, bool simplified,"
+      " bool[3] output_mask) -> (Tensor grad_x, Tensor grad_beta, Tensor grad_gamma)");
   m.def("gdn(Tensor x, Tensor beta, Tensor gamma, bool inverse=False, bool simplified=False) -> Tensor");
 
   // ---- SSIM family (docs/ops.md, ssim to ssim_metric_gram): kernels in csrc/ssim/ ----
@@ -32,19 +34,24 @@ STABLE_TORCH_LIBRARY(vaeiso, m) {
   // Python, vaeiso_ext/ops/_composites.py: they need ATen ops with Scalar arguments, which the
   // stable ABI cannot call before torch 2.14); `ssim_filter` is the separable window filter (and
   // its adjoint).
-  m.def("ssim_forward(Tensor x, Tensor y, int window_size, float sigma, float k1, float k2,"
-        " float data_range, bool same_padding, bool cs_only, bool with_l1, bool need_maps)"
-        " -> (Tensor one_minus, Tensor l1, Tensor maps)");
-  m.def("ssim_backward(Tensor grad, Tensor grad_l1, Tensor x, Tensor y, Tensor maps, int window_size,"
-        " float sigma, bool same_padding) -> (Tensor grad_x, Tensor grad_y)");
-  m.def("ssim(Tensor x, Tensor y, *, int window_size=11, float sigma=1.5, float k1=0.01,"
-        " float k2=0.03, float data_range=1.0, str padding=\"valid\") -> Tensor");
-  m.def("ssim_pairs(Tensor base, Tensor others, *, int window_size=11, float sigma=1.5,"
-        " float k1=0.01, float k2=0.03, float data_range=1.0, str padding=\"valid\") -> Tensor");
+  m.def(
+      "ssim_forward(Tensor x, Tensor y, int window_size, float sigma, float k1, float k2,"
+      " float data_range, bool same_padding, bool cs_only, bool with_l1, bool need_maps)"
+      " -> (Tensor one_minus, Tensor l1, Tensor maps)");
+  m.def(
+      "ssim_backward(Tensor grad, Tensor grad_l1, Tensor x, Tensor y, Tensor maps, int window_size,"
+      " float sigma, bool same_padding) -> (Tensor grad_x, Tensor grad_y)");
+  m.def(
+      "ssim(Tensor x, Tensor y, *, int window_size=11, float sigma=1.5, float k1=0.01,"
+      " float k2=0.03, float data_range=1.0, str padding=\"valid\") -> Tensor");
+  m.def(
+      "ssim_pairs(Tensor base, Tensor others, *, int window_size=11, float sigma=1.5,"
+      " float k1=0.01, float k2=0.03, float data_range=1.0, str padding=\"valid\") -> Tensor");
   m.def("ssim_filter(Tensor t, int window_size, float sigma, bool same_padding, bool transpose) -> Tensor");
-  m.def("ssim_metric_gram(Tensor x, Tensor v, *, bool diagonal=False, int window_size=11,"
-        " float sigma=1.5, float k1=0.01, float k2=0.03, float data_range=1.0,"
-        " str padding=\"valid\") -> Tensor");
+  m.def(
+      "ssim_metric_gram(Tensor x, Tensor v, *, bool diagonal=False, int window_size=11,"
+      " float sigma=1.5, float k1=0.01, float k2=0.03, float data_range=1.0,"
+      " str padding=\"valid\") -> Tensor");
   // Private: the CUDA launch planner as integers, so that CPU-only builds test it
   // (csrc/ssim/ssim_cuda_plan.h, tests/test_cuda_kernels.py).
   m.def("_ssim_cuda_plan(int window_size, int acc_bytes, int smem_limit, str kind) -> int[]");
@@ -57,13 +64,13 @@ STABLE_TORCH_LIBRARY(vaeiso, m) {
   m.def("pair_distances(Tensor base, Tensor others, str metric, Tensor? weight=None) -> Tensor");
   // Its fused backward (not differentiable: the wrapper differentiates torch ops for double
   // backward): the gradients output_mask asks for, empty tensors elsewhere.
-  m.def("pair_distances_backward(Tensor grad, Tensor base, Tensor others, str metric, Tensor? weight,"
-        " bool[3] output_mask) -> (Tensor grad_base, Tensor grad_others, Tensor grad_weight)");
+  m.def(
+      "pair_distances_backward(Tensor grad, Tensor base, Tensor others, str metric, Tensor? weight,"
+      " bool[3] output_mask) -> (Tensor grad_base, Tensor grad_others, Tensor grad_weight)");
 }
 
 static PyModuleDef vaeiso_module = {PyModuleDef_HEAD_INIT, "_C",
-                                    "vaeiso_ext compiled kernels (ops live in torch.ops.vaeiso)",
-                                    -1, nullptr};
+                                    "vaeiso_ext compiled kernels (ops live in torch.ops.vaeiso)", -1, nullptr};
 
 PyMODINIT_FUNC PyInit__C(void) {
   PyObject* mod = PyModule_Create(&vaeiso_module);

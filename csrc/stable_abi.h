@@ -45,7 +45,7 @@ constexpr ScalarType kBFloat16 = ScalarType::BFloat16;
 // A shape as ATen prints it: [2, 3].
 struct Shape {
   std::vector<int64_t> v;
-  Shape(IntRef r) : v(r.begin(), r.end()) {}  // NOLINT: implicit on purpose
+  Shape(IntRef r) : v(r.begin(), r.end()) {}          // NOLINT: implicit on purpose
   Shape(std::vector<int64_t> r) : v(std::move(r)) {}  // NOLINT
 };
 inline std::ostream& operator<<(std::ostream& os, const Shape& s) {
@@ -66,9 +66,7 @@ inline std::ostream& operator<<(std::ostream& os, const DeviceName& d) {
   if (!d.cuda) return os << "cpu";
   return os << "cuda:" << d.index;
 }
-inline bool operator==(const DeviceName& a, const DeviceName& b) {
-  return a.cuda == b.cuda && a.index == b.index;
-}
+inline bool operator==(const DeviceName& a, const DeviceName& b) { return a.cuda == b.cuda && a.index == b.index; }
 
 template <typename... Args>
 std::string str(const Args&... args) {
@@ -79,8 +77,8 @@ std::string str(const Args&... args) {
 
 }  // namespace vaeiso
 
-#define VAEISO_CHECK(cond, ...)                                   \
-  do {                                                            \
+#define VAEISO_CHECK(cond, ...)                                        \
+  do {                                                                 \
     if (!(cond)) throw std::runtime_error(::vaeiso::str(__VA_ARGS__)); \
   } while (0)
 
@@ -92,9 +90,7 @@ inline std::vector<int64_t> sizes_of(const Tensor& t) {
   const auto s = t.sizes();
   return {s.begin(), s.end()};
 }
-inline bool same_sizes(const Tensor& a, const Tensor& b) {
-  return a.dim() == b.dim() && sizes_of(a) == sizes_of(b);
-}
+inline bool same_sizes(const Tensor& a, const Tensor& b) { return a.dim() == b.dim() && sizes_of(a) == sizes_of(b); }
 
 // Contiguous strides for `sizes` (1 for the last dim).
 inline std::vector<int64_t> contiguous_strides(const std::vector<int64_t>& sizes) {
@@ -116,19 +112,16 @@ inline Tensor alloc(const std::vector<int64_t>& sizes, ScalarType dtype, const T
   if (!like.is_cpu()) return torch::stable::new_empty(like, sizes, dtype);
   const auto strides = contiguous_strides(sizes);
   const int32_t shim_dtype = torch::stable::detail::to<int32_t>(torch::stable::detail::from(dtype));
-  const int32_t cpu = torch::stable::detail::to<int32_t>(torch::stable::detail::from(torch::headeronly::DeviceType::CPU));
+  const int32_t cpu =
+      torch::stable::detail::to<int32_t>(torch::stable::detail::from(torch::headeronly::DeviceType::CPU));
   AtenTensorHandle h = nullptr;
   STABLE_TORCH_ERROR_CODE_CHECK(aoti_torch_empty_strided(static_cast<int64_t>(sizes.size()), sizes.data(),
                                                          strides.data(), shim_dtype, cpu, -1, &h));
   return Tensor(h);
 }
 // t itself when it has dtype `d` already, else a converted copy.
-inline Tensor to_dtype(const Tensor& t, ScalarType d) {
-  return t.scalar_type() == d ? t : torch::stable::to(t, d);
-}
-inline Tensor contig(const Tensor& t) {
-  return t.is_contiguous() ? t : torch::stable::contiguous(t);
-}
+inline Tensor to_dtype(const Tensor& t, ScalarType d) { return t.scalar_type() == d ? t : torch::stable::to(t, d); }
+inline Tensor contig(const Tensor& t) { return t.is_contiguous() ? t : torch::stable::contiguous(t); }
 inline void copy_into(Tensor& dst, const Tensor& src) { torch::stable::copy_(dst, src); }
 inline void zero(Tensor& t) { torch::stable::zero_(t); }
 inline Tensor reshaped(const Tensor& t, const std::vector<int64_t>& s) { return torch::stable::reshape(t, s); }
@@ -218,13 +211,13 @@ inline ScalarType loss_pair_dtype(const Tensor& t, const Tensor& ref, const char
 }
 
 inline void check_same_dtype(const Tensor& t, const Tensor& ref, const char* name, const char* ref_name) {
-  VAEISO_CHECK(t.scalar_type() == ref.scalar_type(), name, ": expected dtype ", ref.scalar_type(),
-               " (the dtype of ", ref_name, "), got ", t.scalar_type());
+  VAEISO_CHECK(t.scalar_type() == ref.scalar_type(), name, ": expected dtype ", ref.scalar_type(), " (the dtype of ",
+               ref_name, "), got ", t.scalar_type());
 }
 
 inline void check_same_device(const Tensor& t, const Tensor& ref, const char* name, const char* ref_name) {
-  VAEISO_CHECK(device_of(t) == device_of(ref), name, ": expected a tensor on ", device_of(ref),
-               " (the device of ", ref_name, "), got ", device_of(t));
+  VAEISO_CHECK(device_of(t) == device_of(ref), name, ": expected a tensor on ", device_of(ref), " (the device of ",
+               ref_name, "), got ", device_of(t));
 }
 
 // The current CUDA device set to t's for a scope (nothing for a CPU tensor).

@@ -62,10 +62,13 @@ def rows_for(reports: list[dict], ops: list[str] | None) -> list[tuple]:
     for rep in reports:
         for r in rep["results"]:
             key = (r["op"], r["size"], r["mode"], r["impl"])
-            if (r["op"] in ops or r["op"].split()[0] in ops) and r["impl"] != "fused" \
-                    and r.get("ratios") and key not in [s[:4] for s in seen]:
-                name = ("fused time / its GEMM floor" if r["impl"] == "GEMM floor"
-                        else f"vs {r['impl']}")
+            if (
+                (r["op"] in ops or r["op"].split()[0] in ops)
+                and r["impl"] != "fused"
+                and r.get("ratios")
+                and key not in [s[:4] for s in seen]
+            ):
+                name = "fused time / its GEMM floor" if r["impl"] == "GEMM floor" else f"vs {r['impl']}"
                 seen.append((*key, name))
     return seen
 
@@ -73,9 +76,10 @@ def rows_for(reports: list[dict], ops: list[str] | None) -> list[tuple]:
 def table(labelled: list[tuple[str, dict]], ops: list[str] | None = None) -> str:
     labels = [lab for lab, _ in labelled]
     idx = [_index(rep) for _, rep in labelled]
-    out = ["| op, size | mode | measure | " + " | ".join(labels)
-           + f" | faults per call ({' / '.join(labels)}) |",
-           "|---|---|---|" + "---|" * len(labels) + "---|"]
+    out = [
+        "| op, size | mode | measure | " + " | ".join(labels) + f" | faults per call ({' / '.join(labels)}) |",
+        "|---|---|---|" + "---|" * len(labels) + "---|",
+    ]
     for op, size, mode, impl, name in rows_for([rep for _, rep in labelled], ops):
         cells = [_cell(i.get((op, size, mode, impl)), impl == "GEMM floor") for i in idx]
         faults = " / ".join(_faults(i.get((op, size, mode, "fused"))) for i in idx)

@@ -42,8 +42,13 @@ STATIC_SMEM_LIMIT = 48 * 1024
 # and distance kernels on 2026-12-07 (no local memory): listed as WARN until they are removed.
 STACK_STRICT_ARCHS = {"sm_90"}
 # SSIM tile kernels -> the planner pass whose static buffer they hold (csrc/ssim/ssim_cuda.cu).
-PLANNED = {"forward_kernel": "forward", "pairs_kernel": "pairs", "backward_kernel": "backward",
-           "filter_kernel": "filter", "filter_transpose_kernel": "filter_transpose"}
+PLANNED = {
+    "forward_kernel": "forward",
+    "pairs_kernel": "pairs",
+    "backward_kernel": "backward",
+    "filter_kernel": "filter",
+    "filter_transpose_kernel": "filter_transpose",
+}
 
 
 def find_cuobjdump() -> str | None:
@@ -99,7 +104,7 @@ def read_usage(cuobjdump: str, lib: str) -> list[dict]:
         if s.startswith("arch ="):
             arch = s.split("=", 1)[1].strip()
         elif s.startswith("Function ") and s.endswith(":"):
-            fn = s[len("Function "):-1]
+            fn = s[len("Function ") : -1]
         elif fn is not None and s.startswith("REG:"):
             vals = dict(kv.split(":", 1) for kv in s.split())
             rows.append({"arch": arch, "mangled": fn, **{k: int(v) for k, v in vals.items() if v.isdigit()}})
@@ -131,7 +136,7 @@ def split_name(demangled: str) -> tuple[str, str, list[str]]:
     """`void vaeiso::ssim::(anonymous namespace)::forward_kernel<false, float, float>(...)` ->
     ("ssim::forward_kernel<false, float, float>", "forward_kernel", ["false", "float", "float"])."""
     s = demangled.replace("(anonymous namespace)::", "")
-    s = s[len("void "):] if s.startswith("void ") else s
+    s = s[len("void ") :] if s.startswith("void ") else s
     depth, end = 0, len(s)
     for i, ch in enumerate(s):  # the qualified name ends at the first "(" outside <...>
         if ch == "<":
@@ -145,7 +150,7 @@ def split_name(demangled: str) -> tuple[str, str, list[str]]:
     lt = qual.find("<")
     base = (qual[:lt] if lt >= 0 else qual).split("::")[-1]
     targs, depth, cur = [], 0, ""
-    for ch in qual[lt + 1:-1] if lt >= 0 else "":
+    for ch in qual[lt + 1 : -1] if lt >= 0 else "":
         if ch == "," and depth == 0:
             targs.append(cur.strip())
             cur = ""
@@ -168,8 +173,9 @@ def planner_static(kind: str, acc: int) -> int:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--markdown", action="store_true",
-                    help="print one Markdown row per kernel template (ranges over its instances)")
+    ap.add_argument(
+        "--markdown", action="store_true", help="print one Markdown row per kernel template (ranges over its instances)"
+    )
     args = ap.parse_args(argv)
 
     import vaeiso_ext
@@ -217,8 +223,18 @@ def main(argv=None) -> int:
 
     rows.sort(key=lambda r: (r["arch"] or "", r["short"]))
     head = ["arch", "kernel", "registers", "static shared (+ reserved)", "limit", "local", "stack"]
-    table = [[r["arch"], r["short"], r.get("REG", "?"), f"{r['OWN']} (+ {r['RESERVED']})",
-              f"{r['limit']} ({r['limit_from']})", r.get("LOCAL", "?"), r.get("STACK", "?")] for r in rows]
+    table = [
+        [
+            r["arch"],
+            r["short"],
+            r.get("REG", "?"),
+            f"{r['OWN']} (+ {r['RESERVED']})",
+            f"{r['limit']} ({r['limit_from']})",
+            r.get("LOCAL", "?"),
+            r.get("STACK", "?"),
+        ]
+        for r in rows
+    ]
     print(f"cuda_resources: {len(rows)} kernels in {lib} (cuobjdump: {tool})")
     if args.markdown:  # one row per kernel template and architecture, ranges over its instances
         groups: dict[tuple[str, str], list[dict]] = {}
@@ -232,10 +248,12 @@ def main(argv=None) -> int:
         print("| arch | kernel | instances | registers | static shared B (+ reserved) | limit B | local B | stack B |")
         print("|---|---|---|---|---|---|---|---|")
         for (arch, name), rs in sorted(groups.items()):
-            print(f"| {arch} | `{name}` | {len(rs)} | {span([r.get('REG', 0) for r in rs])} | "
-                  f"{span([r['OWN'] for r in rs])} (+ {span([r['RESERVED'] for r in rs])}) | "
-                  f"{span([r['limit'] for r in rs])} ({rs[0]['limit_from']}) | "
-                  f"{span([r.get('LOCAL', 0) for r in rs])} | {span([r.get('STACK', 0) for r in rs])} |")
+            print(
+                f"| {arch} | `{name}` | {len(rs)} | {span([r.get('REG', 0) for r in rs])} | "
+                f"{span([r['OWN'] for r in rs])} (+ {span([r['RESERVED'] for r in rs])}) | "
+                f"{span([r['limit'] for r in rs])} ({rs[0]['limit_from']}) | "
+                f"{span([r.get('LOCAL', 0) for r in rs])} | {span([r.get('STACK', 0) for r in rs])} |"
+            )
     else:
         w = [max(len(str(x)) for x in col) for col in zip(head, *table)]
         for t in [head] + table:

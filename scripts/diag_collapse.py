@@ -3,6 +3,7 @@ and how much the decoder output depends on z / mu on x. One thread; short runs.
 
     python scripts/diag_collapse.py --steps 300 --init default --lr 1e-3 [--warmup 0] [--decomposed]
 """
+
 import argparse
 import json
 import time
@@ -64,10 +65,17 @@ def probe():
             zdep.append(round(h.std(0).mean().item(), 4))
     kl = kl_per_dim(mu, lv).mean(0)
     model.train()
-    return {"kl": kl.sum().item(), "active": int((kl >= 0.1).sum()), "kl_max": kl.max().item(),
-            "dist_mu": metrics.SSIM().distance(xe, xh).mean().item(),
-            "mu_std_x": mu.std(0).mean().item(), "sigma_mean": lv.mul(0.5).exp().mean().item(),
-            "dec_std_z": out.std(0).mean().item(), "dec_mean": out.mean().item(), "dec_layers_std_z": zdep}
+    return {
+        "kl": kl.sum().item(),
+        "active": int((kl >= 0.1).sum()),
+        "kl_max": kl.max().item(),
+        "dist_mu": metrics.SSIM().distance(xe, xh).mean().item(),
+        "mu_std_x": mu.std(0).mean().item(),
+        "sigma_mean": lv.mul(0.5).exp().mean().item(),
+        "dec_std_z": out.std(0).mean().item(),
+        "dec_mean": out.mean().item(),
+        "dec_layers_std_z": zdep,
+    }
 
 
 rows = []
@@ -89,7 +97,7 @@ for step in range(a.steps + 1):
     loss = (rec + kl).mean()
     opt.zero_grad()
     loss.backward()
-    gnorm = {k: torch.sqrt(sum((q.grad ** 2).sum() for q in v)).item() for k, v in groups.items() if v}
+    gnorm = {k: torch.sqrt(sum((q.grad**2).sum() for q in v)).item() for k, v in groups.items() if v}
     if a.warmup:
         for pg in opt.param_groups:
             pg["lr"] = a.lr * min(1.0, (step + 1) / a.warmup)

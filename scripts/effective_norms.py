@@ -39,12 +39,16 @@ def effective_norms(model, x, metric, beta: float, draws: int, seed: int = 0) ->
     z = (mu + s2.sqrt() * eps).reshape(-1, mu.shape[1])
     base = x.unsqueeze(0).expand(draws, *x.shape).reshape(-1, *x.shape[1:])
     d = metric.distance(base, model.decode(z)).view(draws, -1).mean(0)
-    g, = torch.autograd.grad(d.sum(), s2)
+    (g,) = torch.autograd.grad(d.sum(), s2)
     with torch.no_grad():
         dj = dj_prime(model.decode, mu, metric, eps=1e-3)
     s2 = s2.detach()
-    return {"inv_sigma2": (1 / s2).mean(0), "local": ((2 / beta) * s2 * dj).mean(0),
-            "effective": ((2 / beta) * s2 * g).mean(0), "one_minus_sigma2": (1 - s2).mean(0)}
+    return {
+        "inv_sigma2": (1 / s2).mean(0),
+        "local": ((2 / beta) * s2 * dj).mean(0),
+        "effective": ((2 / beta) * s2 * g).mean(0),
+        "one_minus_sigma2": (1 - s2).mean(0),
+    }
 
 
 def main() -> None:
@@ -68,17 +72,21 @@ def main() -> None:
         model = build_model(ck["model_config"])
         model.load_state_dict(ck["model"])
         model = model.double().eval()
-        x_train = data.train.fixed(a.n, seed=cfg.seed + 20_000) if hasattr(data.train, "fixed") else data.train[:a.n]
+        x_train = data.train.fixed(a.n, seed=cfg.seed + 20_000) if hasattr(data.train, "fixed") else data.train[: a.n]
         res = {}
-        for split, x in (("train", x_train), ("held_out", data.test[:a.n])):
+        for split, x in (("train", x_train), ("held_out", data.test[: a.n])):
             r = effective_norms(model, x.double(), exp.metric(cfg), exp.beta(cfg), a.draws)
             keep = r["inv_sigma2"] > 10
-            res[split] = {"dims": keep.nonzero().flatten().tolist(),
-                          **{k: [round(v, 4) for v in r[k][keep].tolist()] for k in r},
-                          **{f"{k}_mean": r[k][keep].mean().item() for k in ("local", "effective", "one_minus_sigma2")}}
-            print(f"{run} {split:8s} dims with E[sigma^-2] > 10: {int(keep.sum())}; norm mean: local "
-                  f"{res[split]['local_mean']:.3f}, effective {res[split]['effective_mean']:.3f}; "
-                  f"1 - sigma^2 {res[split]['one_minus_sigma2_mean']:.3f}")
+            res[split] = {
+                "dims": keep.nonzero().flatten().tolist(),
+                **{k: [round(v, 4) for v in r[k][keep].tolist()] for k in r},
+                **{f"{k}_mean": r[k][keep].mean().item() for k in ("local", "effective", "one_minus_sigma2")},
+            }
+            print(
+                f"{run} {split:8s} dims with E[sigma^-2] > 10: {int(keep.sum())}; norm mean: local "
+                f"{res[split]['local_mean']:.3f}, effective {res[split]['effective_mean']:.3f}; "
+                f"1 - sigma^2 {res[split]['one_minus_sigma2_mean']:.3f}"
+            )
         out[run] = res
     if a.json:
         with open(a.json, "w") as f:

@@ -12,8 +12,7 @@ import json
 import os
 import sys
 
-from vaeiso_ext.experiments.outputs import (dims_panel, legend_below, mean_sd_text, plt, run_title,
-                                            save_figure)
+from vaeiso_ext.experiments.outputs import dims_panel, legend_below, mean_sd_text, plt, run_title, save_figure
 
 
 def load(path: str) -> dict:
@@ -30,19 +29,22 @@ def load(path: str) -> dict:
 
 
 def subtitle(res: dict) -> str:
-    lines = [f"active (mean KL >= {res['kl_threshold']}): {res['active_dims']} dims, norm "
-             f"{mean_sd_text(res.get('norm_active'))}"]
+    lines = [
+        f"active (mean KL >= {res['kl_threshold']}): {res['active_dims']} dims, norm "
+        f"{mean_sd_text(res.get('norm_active'))}"
+    ]
     if "informative_dims" in res:
-        lines.append(f"informative (E[sigma^-2] >= {res['informative_threshold']:g}): {res['informative_dims']} "
-                     f"dims, norm {mean_sd_text(res['norm_informative'])}, norm / (1 - sigma^2) "
-                     f"{mean_sd_text(res['norm_ratio_informative'])}")
+        lines.append(
+            f"informative (E[sigma^-2] >= {res['informative_threshold']:g}): {res['informative_dims']} "
+            f"dims, norm {mean_sd_text(res['norm_informative'])}, norm / (1 - sigma^2) "
+            f"{mean_sd_text(res['norm_ratio_informative'])}"
+        )
     return "\n".join(lines)
 
 
 def main(argv: list[str]) -> int:
     if len(argv) != 3:
-        print("error: usage: python scripts/image_runs_figure.py CONVENTIONAL DECOMPOSED OUT.png",
-              file=sys.stderr)
+        print("error: usage: python scripts/image_runs_figure.py CONVENTIONAL DECOMPOSED OUT.png", file=sys.stderr)
         return 2
     runs = [load(argv[0]), load(argv[1])]
     n = max(len(r["dims"]) for r in runs)
@@ -52,8 +54,7 @@ def main(argv: list[str]) -> int:
         objective = "decomposed" if res.get("config", {}).get("decomposed") else "conventional"
         if objective != name:  # the caller swapped them: say so rather than mislabel
             name = f"{objective} (given as {name})"
-        ax.set_title(run_title(res, name) + f"; {res['n_samples']} held-out samples\n" + subtitle(res),
-                     fontsize=7)
+        ax.set_title(run_title(res, name) + f"; {res['n_samples']} held-out samples\n" + subtitle(res), fontsize=7)
     legend_below(fig, axes[0], ax2, ncol=3)
     fig.tight_layout()
     save_figure(fig, argv[2])

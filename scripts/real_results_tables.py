@@ -3,6 +3,7 @@
 Reads runs of both layouts: the old reproduce_real/step_curve one (``training.iterations``, curve
 points with ``train_distortion``) and the experiments one (``training.steps``, points with
 ``distortion_mu``, the held-out D(x, Dec(mu)))."""
+
 import json
 import os
 import sys
@@ -14,22 +15,30 @@ def main(run_dir: str) -> None:
     na = r["norm_active"]
     print(f"- data: {r['data']}")
     steps = r["training"].get("steps", r["training"].get("iterations"))
-    print(f"- training: {steps} Adam steps; last epoch: distortion "
-          f"{r['training']['final']['distortion']:.4f}, KL {r['training']['final']['kl']:.2f} nats")
-    print(f"- analysis: {r['n_samples']} held-out samples, D'_j {r['dj_method']} (eps {r['eps']}) in "
-          f"{r.get('dj_dtype', 'float32')}, beta {r['beta']:.4g}, active = mean KL >= {r['kl_threshold']}")
+    print(
+        f"- training: {steps} Adam steps; last epoch: distortion "
+        f"{r['training']['final']['distortion']:.4f}, KL {r['training']['final']['kl']:.2f} nats"
+    )
+    print(
+        f"- analysis: {r['n_samples']} held-out samples, D'_j {r['dj_method']} (eps {r['eps']}) in "
+        f"{r.get('dj_dtype', 'float32')}, beta {r['beta']:.4g}, active = mean KL >= {r['kl_threshold']}"
+    )
     mean = "n/a" if na["mean"] is None else f"{na['mean']:.3f} (SD {na['sd']:.3f})"
     print(f"- **active dims {r['active_dims']} of {len(r['dims'])}; norm mean over active dims {mean}**")
     g = r["gram"]
     if g["diag_mean"] is not None:
-        print(f"- isometry Gram over active dims: mean diagonal {g['diag_mean']:.3f}, "
-              f"mean |off-diagonal| {g['offdiag_abs_mean']:.3f}")
+        print(
+            f"- isometry Gram over active dims: mean diagonal {g['diag_mean']:.3f}, "
+            f"mean |off-diagonal| {g['offdiag_abs_mean']:.3f}"
+        )
     print()
     print("| rank | dim | E[sigma^-2] | KL (nats) | D'_j mean | norm mean (SD) | active |")
     print("|---:|---:|---:|---:|---:|---|---|")
     for k, d in enumerate(r["dims"], 1):
-        print(f"| {k} | {d['index']} | {d['inv_sigma2_mean']:.2f} | {d['kl']:.3f} | {d['dj_mean']:.4g} | "
-              f"{d['norm_mean']:.3f} ({d['norm_sd']:.3f}) | {'yes' if d['active'] else 'no'} |")
+        print(
+            f"| {k} | {d['index']} | {d['inv_sigma2_mean']:.2f} | {d['kl']:.3f} | {d['dj_mean']:.4g} | "
+            f"{d['norm_mean']:.3f} ({d['norm_sd']:.3f}) | {'yes' if d['active'] else 'no'} |"
+        )
     cpath = os.path.join(run_dir, "curve.json")
     if os.path.exists(cpath):
         with open(cpath) as f:

@@ -5,8 +5,9 @@ import torch
 from hypothesis import HealthCheck, settings
 
 # A fixed-seed Hypothesis profile so CI runs are reproducible; `HYPOTHESIS_PROFILE=dev` explores.
-settings.register_profile("ci", derandomize=True, max_examples=40, deadline=None,
-                          suppress_health_check=[HealthCheck.too_slow])
+settings.register_profile(
+    "ci", derandomize=True, max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
 settings.register_profile("dev", max_examples=200, deadline=None)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
@@ -35,8 +36,9 @@ def run_python(code: str, done: str, **env: str) -> str:
     import subprocess
     import sys
 
-    out = subprocess.run([sys.executable, "-c", code], env=dict(os.environ, **env), capture_output=True,
-                         text=True, cwd="/")
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=dict(os.environ, **env), capture_output=True, text=True, cwd="/"
+    )
     assert out.returncode == 0, out.stderr[-2000:]
     assert done in out.stdout
     return out.stdout

@@ -78,8 +78,10 @@ DIST_LAYOUT = dict(rtol=1e-12, atol=0.0, scaled=False)
 #   batch is innermost) is not bitwise the contiguous result (found by this table: 1 ulp, 4e-15 of
 #   8); the sums of products then run in another order: 1e-13 (float64) / 1e-6 (float32) of the
 #   largest entry. Every other layout of it stays bitwise.
-GRAM_STRIDED = {torch.float32: dict(rtol=0.0, atol=1e-6, scaled=True),
-                torch.float64: dict(rtol=0.0, atol=1e-13, scaled=True)}
+GRAM_STRIDED = {
+    torch.float32: dict(rtol=0.0, atol=1e-6, scaled=True),
+    torch.float64: dict(rtol=0.0, atol=1e-13, scaled=True),
+}
 GRAM_STRIDED_LAYOUTS = ("strided_last", "strided_dim1_and_last", "dim0_innermost")
 F32_SSIM = dict(rtol=0.0, atol=2e-6, scaled=True)  # as test_ssim_scale.SSIM_ATOL
 F32_MS = dict(rtol=0.0, atol=1e-5, scaled=True)  # as test_ms_ssim's float32 tolerance
@@ -111,8 +113,10 @@ class OpCase:
 
 # Failures this table found in ops outside the tests' lane, each a strict xfail until it is fixed
 # (the property's test turns into an error once the op passes, so that the mark is removed).
-PAIRS_EMPTY = ("ssim_pairs with N = 0: the backward's ssim_backward rejects the empty maps "
-               "('maps: expected shape (0, 2, 4, 3, 4) ... got [0]'); the forward is fine")
+PAIRS_EMPTY = (
+    "ssim_pairs with N = 0: the backward's ssim_backward rejects the empty maps "
+    "('maps: expected shape (0, 2, 4, 3, 4) ... got [0]'); the forward is fine"
+)
 
 
 def _ssim_opchecks():
@@ -143,9 +147,12 @@ def _gram_opchecks(diagonal):
         gram = torch.ops.vaeiso.ssim_metric_gram.default
         if diagonal:
             return [(gram, (x, v), dict(window_size=5, diagonal=True))]
-        return [(torch.ops.vaeiso.ssim_filter.default, (v, 5, 1.5, True, False), {}),
-                (torch.ops.vaeiso.ssim_filter.default, (v, 5, 1.5, False, True), {}),
-                (gram, (x.clone().requires_grad_(), v), dict(window_size=5))]
+        return [
+            (torch.ops.vaeiso.ssim_filter.default, (v, 5, 1.5, True, False), {}),
+            (torch.ops.vaeiso.ssim_filter.default, (v, 5, 1.5, False, True), {}),
+            (gram, (x.clone().requires_grad_(), v), dict(window_size=5)),
+        ]
+
     return build
 
 
@@ -154,8 +161,10 @@ def _ms_opchecks():
     x, y = images(40, shape=(2, 2, 10, 11))
     xg, yg = x.clone().requires_grad_(), y.clone().requires_grad_()
     fwd = torch.ops.vaeiso.ssim_forward.default
-    return [(fwd, (xg, yg, 5, 1.5, 0.01, 0.03, 1.0, False, True, False, True), {}),
-            (fwd, (xg, yg, 5, 1.5, 0.01, 0.03, 1.0, True, False, True, True), {})]
+    return [
+        (fwd, (xg, yg, 5, 1.5, 0.01, 0.03, 1.0, False, True, False, True), {}),
+        (fwd, (xg, yg, 5, 1.5, 0.01, 0.03, 1.0, True, False, True, True), {}),
+    ]
 
 
 def _gdn_opchecks(inverse, simplified):
@@ -164,17 +173,25 @@ def _gdn_opchecks(inverse, simplified):
         g = gen(44)
         beta = 0.5 + torch.rand(5, generator=g, dtype=D)
         gamma = 0.3 * torch.rand(5, 5, generator=g, dtype=D)
-        for x in (torch.randn(2, 5, 4, 3, generator=g, dtype=D),
-                  torch.randn(2, 5, 4, 3, generator=g, dtype=D).to(memory_format=torch.channels_last),
-                  torch.randn(0, 5, 2, generator=g, dtype=D)):
-            args = (x.clone().requires_grad_(), beta.clone().requires_grad_(), gamma.clone().requires_grad_(),
-                    inverse, simplified)
+        for x in (
+            torch.randn(2, 5, 4, 3, generator=g, dtype=D),
+            torch.randn(2, 5, 4, 3, generator=g, dtype=D).to(memory_format=torch.channels_last),
+            torch.randn(0, 5, 2, generator=g, dtype=D),
+        ):
+            args = (
+                x.clone().requires_grad_(),
+                beta.clone().requires_grad_(),
+                gamma.clone().requires_grad_(),
+                inverse,
+                simplified,
+            )
             out.append((torch.ops.vaeiso.gdn_forward.default, args, {}))
             _, norm = torch.ops.vaeiso.gdn_forward(x, beta, gamma, inverse, simplified)
             bwd = (torch.randn(x.shape, generator=g, dtype=D), x, norm, gamma, inverse, simplified)
             out.append((torch.ops.vaeiso.gdn_backward.default, bwd + ([True, True, True],), {}))
             out.append((torch.ops.vaeiso.gdn_backward.default, bwd + ([True, False, False],), {}))
         return out
+
     return build
 
 
@@ -183,8 +200,11 @@ def _distance_opchecks(metric, weighted):
         base, others, w = distance_inputs(45, shape=(2, 5, 5))
         w = w.requires_grad_() if weighted else None
         op = torch.ops.vaeiso.pair_distances.default
-        return [(op, (base.clone().requires_grad_(), others, metric, w), {}),
-                (op, (base.float(), others.float(), metric, None), {})]
+        return [
+            (op, (base.clone().requires_grad_(), others, metric, w), {}),
+            (op, (base.float(), others.float(), metric, None), {}),
+        ]
+
     return build
 
 
@@ -192,66 +212,152 @@ def op_cases():
     """Every row of the table (see the module docstring)."""
     cases = []
     for inv, simp in VARIANTS:
-        cases.append(OpCase(
-            f"gdn-inv{int(inv)}-simp{int(simp)}",
-            lambda x, b, g, inv=inv, simp=simp: ops.gdn(x, b, g, inv, simp),
-            lambda x, b, g, inv=inv, simp=simp: ref.gdn(x, b, g, inv, simp), gdn_inputs(),
-            "gdn", ("x", "beta", "gamma"), (True, False, False),
-            layout_oracle="ref", layout_tol={D: GDN_F64}, f32_tol=F32_GDN,
-            opcheck=_gdn_opchecks(inv, simp), compile_backend="inductor", modes=True))
-    ssim_like = dict(argnames=("x", "y"), batched=(True, True),
-                     layout_tol={torch.float32: BITWISE, D: BITWISE}, f32_tol=F32_SSIM, modes=True)
+        cases.append(
+            OpCase(
+                f"gdn-inv{int(inv)}-simp{int(simp)}",
+                lambda x, b, g, inv=inv, simp=simp: ops.gdn(x, b, g, inv, simp),
+                lambda x, b, g, inv=inv, simp=simp: ref.gdn(x, b, g, inv, simp),
+                gdn_inputs(),
+                "gdn",
+                ("x", "beta", "gamma"),
+                (True, False, False),
+                layout_oracle="ref",
+                layout_tol={D: GDN_F64},
+                f32_tol=F32_GDN,
+                opcheck=_gdn_opchecks(inv, simp),
+                compile_backend="inductor",
+                modes=True,
+            )
+        )
+    ssim_like = dict(
+        argnames=("x", "y"),
+        batched=(True, True),
+        layout_tol={torch.float32: BITWISE, D: BITWISE},
+        f32_tol=F32_SSIM,
+        modes=True,
+    )
     for pad in ("valid", "same"):
         kw = dict(SSIM_KW, padding=pad)
-        cases.append(OpCase(f"ssim-{pad}", lambda x, y, kw=kw: ops.ssim(x, y, **kw),
-                            lambda x, y, kw=kw: ref.ssim(x, y, **kw), images(), "ssim",
-                            opcheck=_ssim_opchecks if pad == "valid" else None, **ssim_like))
+        cases.append(
+            OpCase(
+                f"ssim-{pad}",
+                lambda x, y, kw=kw: ops.ssim(x, y, **kw),
+                lambda x, y, kw=kw: ref.ssim(x, y, **kw),
+                images(),
+                "ssim",
+                opcheck=_ssim_opchecks if pad == "valid" else None,
+                **ssim_like,
+            )
+        )
         # the smallest window with a Gaussian of its own (test_ssim's former gradcheck of it)
         kw3 = dict(window_size=3, sigma=0.7, padding=pad)
-        cases.append(OpCase(f"one_minus_ssim-{pad}", lambda x, y, kw=kw3: one_minus_ssim(x, y, **kw),
-                            lambda x, y, kw=kw3: 1 - ref.ssim(x, y, **kw), images(1), "one_minus_ssim",
-                            **ssim_like))
+        cases.append(
+            OpCase(
+                f"one_minus_ssim-{pad}",
+                lambda x, y, kw=kw3: one_minus_ssim(x, y, **kw),
+                lambda x, y, kw=kw3: 1 - ref.ssim(x, y, **kw),
+                images(1),
+                "one_minus_ssim",
+                **ssim_like,
+            )
+        )
     x, y = images(2)
     others = torch.stack([y, x + 1e-3 * torch.randn(x.shape, generator=gen(3), dtype=D)], 1)
-    cases.append(OpCase("ssim_pairs", lambda b, o: ops.ssim_pairs(b, o, **SSIM_KW),
-                        lambda b, o: ref.ssim_pairs(b, o, **SSIM_KW), (x, others),
-                        "ssim_pairs", ("base", "others"), (True, True),
-                        layout_tol={torch.float32: BITWISE, D: BITWISE}, f32_tol=F32_SSIM,
-                        opcheck=_pairs_opchecks, modes=True, known={"empty": PAIRS_EMPTY}))
+    cases.append(
+        OpCase(
+            "ssim_pairs",
+            lambda b, o: ops.ssim_pairs(b, o, **SSIM_KW),
+            lambda b, o: ref.ssim_pairs(b, o, **SSIM_KW),
+            (x, others),
+            "ssim_pairs",
+            ("base", "others"),
+            (True, True),
+            layout_tol={torch.float32: BITWISE, D: BITWISE},
+            f32_tol=F32_SSIM,
+            opcheck=_pairs_opchecks,
+            modes=True,
+            known={"empty": PAIRS_EMPTY},
+        )
+    )
     v = torch.randn((2, 2) + tuple(x.shape[1:]), generator=gen(4), dtype=D)
     for diag in (False, True):
-        cases.append(OpCase(
-            "ssim_metric_gram" + ("-diag" if diag else ""),
-            lambda a, w, diag=diag: ops.ssim_metric_gram(a, w, diagonal=diag, **SSIM_KW),
-            lambda a, w, diag=diag: ref.ssim_metric_gram(a, w, diagonal=diag, **SSIM_KW), (x, v),
-            "ssim_metric_gram", ("x", "v"), (True, True),
-            layout_tol={torch.float32: BITWISE, D: BITWISE}, f32_tol=F32_GRAM,
-            layout_exceptions={lay: GRAM_STRIDED for lay in GRAM_STRIDED_LAYOUTS},
-            opcheck=_gram_opchecks(diag), modes=True))
+        cases.append(
+            OpCase(
+                "ssim_metric_gram" + ("-diag" if diag else ""),
+                lambda a, w, diag=diag: ops.ssim_metric_gram(a, w, diagonal=diag, **SSIM_KW),
+                lambda a, w, diag=diag: ref.ssim_metric_gram(a, w, diagonal=diag, **SSIM_KW),
+                (x, v),
+                "ssim_metric_gram",
+                ("x", "v"),
+                (True, True),
+                layout_tol={torch.float32: BITWISE, D: BITWISE},
+                f32_tol=F32_GRAM,
+                layout_exceptions={lay: GRAM_STRIDED for lay in GRAM_STRIDED_LAYOUTS},
+                opcheck=_gram_opchecks(diag),
+                modes=True,
+            )
+        )
     base, oth, w = distance_inputs()
     for metric in ("sse", "bce"):
-        dist = dict(public="pair_distances", batched=(True, True, True), layout_tol={D: DIST_LAYOUT},
-                    f32_tol=F32_DIST, compile_backend="inductor", modes=True)
-        cases.append(OpCase(f"pair_distances-{metric}", lambda b, o, m=metric: ops.pair_distances(b, o, m),
-                            lambda b, o, m=metric: ref.pair_distances(b, o, m), (base, oth),
-                            argnames=("base", "others"), opcheck=_distance_opchecks(metric, False), **dist))
-        cases.append(OpCase(f"pair_distances-{metric}-weighted",
-                            lambda b, o, w, m=metric: ops.pair_distances(b, o, m, weight=w),
-                            lambda b, o, w, m=metric: ref.pair_distances(b, o, m, w), (base, oth, w),
-                            argnames=("base", "others", "weight"), opcheck=_distance_opchecks(metric, True),
-                            **dist))
+        dist = dict(
+            public="pair_distances",
+            batched=(True, True, True),
+            layout_tol={D: DIST_LAYOUT},
+            f32_tol=F32_DIST,
+            compile_backend="inductor",
+            modes=True,
+        )
+        cases.append(
+            OpCase(
+                f"pair_distances-{metric}",
+                lambda b, o, m=metric: ops.pair_distances(b, o, m),
+                lambda b, o, m=metric: ref.pair_distances(b, o, m),
+                (base, oth),
+                argnames=("base", "others"),
+                opcheck=_distance_opchecks(metric, False),
+                **dist,
+            )
+        )
+        cases.append(
+            OpCase(
+                f"pair_distances-{metric}-weighted",
+                lambda b, o, w, m=metric: ops.pair_distances(b, o, m, weight=w),
+                lambda b, o, w, m=metric: ref.pair_distances(b, o, m, w),
+                (base, oth, w),
+                argnames=("base", "others", "weight"),
+                opcheck=_distance_opchecks(metric, True),
+                **dist,
+            )
+        )
     ms = images(31, shape=(1, 2, 18, 19))
     ms_like = dict(argnames=("x", "y"), batched=(True, True), layout_tol={D: MS_LAYOUT}, f32_tol=F32_MS)
     for norm in ("relu", "simple", None):
         kw = dict(MS_KW, normalize=norm)
-        cases.append(OpCase(f"ms_ssim-{norm}", lambda a, b, kw=kw: ops.ms_ssim(a, b, **kw),
-                            lambda a, b, kw=kw: ref.ms_ssim(a, b, **kw), ms, "ms_ssim",
-                            opcheck=_ms_opchecks if norm == "relu" else None, gradcheck_fast=True,
-                            gradgradcheck_fast=norm != "relu", **ms_like))
+        cases.append(
+            OpCase(
+                f"ms_ssim-{norm}",
+                lambda a, b, kw=kw: ops.ms_ssim(a, b, **kw),
+                lambda a, b, kw=kw: ref.ms_ssim(a, b, **kw),
+                ms,
+                "ms_ssim",
+                opcheck=_ms_opchecks if norm == "relu" else None,
+                gradcheck_fast=True,
+                gradgradcheck_fast=norm != "relu",
+                **ms_like,
+            )
+        )
     for pad, sw in (("valid", 0.3), ("same", 0.7)):
         kw = dict(window_size=5, padding=pad, ssim_weight=sw)
-        cases.append(OpCase(f"ssim_l1_loss-{pad}", lambda a, b, kw=kw: ops.ssim_l1_loss(a, b, **kw),
-                            lambda a, b, kw=kw: ref.ssim_l1_loss(a, b, **kw), ms, "ssim_l1_loss", **ms_like))
+        cases.append(
+            OpCase(
+                f"ssim_l1_loss-{pad}",
+                lambda a, b, kw=kw: ops.ssim_l1_loss(a, b, **kw),
+                lambda a, b, kw=kw: ref.ssim_l1_loss(a, b, **kw),
+                ms,
+                "ssim_l1_loss",
+                **ms_like,
+            )
+        )
     return cases
 
 
@@ -263,6 +369,12 @@ def rows(prop):
     """The table's rows as pytest parameters for one property, with the known failures marked."""
     import pytest
 
-    return [pytest.param(c, id=c.name, marks=[pytest.mark.xfail(strict=True, reason=c.known[prop])]
-                         if prop in c.known else []) for c in CASES]
+    return [
+        pytest.param(
+            c, id=c.name, marks=[pytest.mark.xfail(strict=True, reason=c.known[prop])] if prop in c.known else []
+        )
+        for c in CASES
+    ]
+
+
 MODES = [c for c in CASES if c.modes]

@@ -24,8 +24,9 @@ SIZES = [(3, 97, 131), (3, 7, 9), (1, 12, 5)]
 
 
 def _3dgs_window(channels, dtype, window_size=11, sigma=1.5):
-    g = torch.tensor([math.exp(-((i - window_size // 2) ** 2) / (2 * sigma**2)) for i in range(window_size)],
-                     dtype=dtype)
+    g = torch.tensor(
+        [math.exp(-((i - window_size // 2) ** 2) / (2 * sigma**2)) for i in range(window_size)], dtype=dtype
+    )
     g = (g / g.sum()).unsqueeze(1)
     return (g @ g.t()).expand(channels, 1, window_size, window_size).contiguous()
 
@@ -87,8 +88,9 @@ def test_default_is_3dgs_loss_values_and_gradients(shape, dtype):
 
 def test_3dgs_ssim_is_the_same_padding_ssim():
     image, gt = _images((3, 97, 131), torch.float64, seed=1)
-    torch.testing.assert_close(ops.ssim(image[None], gt[None], padding="same")[0], _3dgs_ssim(image, gt),
-                               rtol=0, atol=1e-12)
+    torch.testing.assert_close(
+        ops.ssim(image[None], gt[None], padding="same")[0], _3dgs_ssim(image, gt), rtol=0, atol=1e-12
+    )
 
 
 SMALL = [(2, 3, 7, 9), (1, 2, 3, 20), (2, 1, 1, 1)]
@@ -101,21 +103,26 @@ def test_same_padding_smaller_than_the_window_every_op(shape):
     image, gt = _images(shape, torch.float64, seed=2)
     kw = dict(padding="same")
     torch.testing.assert_close(ops.ssim(image, gt, **kw), ref.ssim(image, gt, **kw), rtol=0, atol=1e-12)
-    torch.testing.assert_close(ops.one_minus_ssim(image, gt, **kw), 1 - ref.ssim(image, gt, **kw),
-                               rtol=1e-10, atol=1e-12)
-    torch.testing.assert_close(ops.ssim_l1_loss(image, gt, ssim_weight=0.3),
-                               ref.ssim_l1_loss(image, gt, ssim_weight=0.3), rtol=0, atol=1e-12)
+    torch.testing.assert_close(
+        ops.one_minus_ssim(image, gt, **kw), 1 - ref.ssim(image, gt, **kw), rtol=1e-10, atol=1e-12
+    )
+    torch.testing.assert_close(
+        ops.ssim_l1_loss(image, gt, ssim_weight=0.3), ref.ssim_l1_loss(image, gt, ssim_weight=0.3), rtol=0, atol=1e-12
+    )
     others = torch.stack([gt, image, 0.5 * (gt + image)], 1)
-    torch.testing.assert_close(ops.ssim_pairs(image, others, **kw), ref.ssim_pairs(image, others, **kw),
-                               rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(
+        ops.ssim_pairs(image, others, **kw), ref.ssim_pairs(image, others, **kw), rtol=1e-10, atol=1e-12
+    )
     G = ops.ssim_metric_gram(image, others - image.unsqueeze(1), **kw)
     R = ref.ssim_metric_gram(image, others - image.unsqueeze(1), **kw)
     torch.testing.assert_close(G, R, rtol=1e-10, atol=1e-10 * R.abs().max().item())
     # gradients (first and second order) against the reference's autograd; at a 1x1 image torch's
     # own second order differs between releases (2.13.0 agrees with finite differences, 2.14.1
     # does not), so there the second order is judged by finite differences alone (below)
-    for op, rf in ((lambda a, b: ops.ssim(a, b, **kw), lambda a, b: ref.ssim(a, b, **kw)),
-                   (ops.ssim_l1_loss, ref.ssim_l1_loss)):
+    for op, rf in (
+        (lambda a, b: ops.ssim(a, b, **kw), lambda a, b: ref.ssim(a, b, **kw)),
+        (ops.ssim_l1_loss, ref.ssim_l1_loss),
+    ):
         grads = [_grads_and_hvp(f, image, gt) for f in (op, rf)]
         if shape[-2:] == (1, 1):
             grads = [g[:2] for g in grads]
@@ -142,9 +149,11 @@ def test_same_padding_second_order_against_finite_differences(shape):
     gradient (float64; independent of torch's autograd of the reference)."""
     image, gt = _images(shape, torch.float64, seed=2)
     for f in (lambda a, b: ops.ssim(a, b, padding="same"), ops.ssim_l1_loss):
+
         def grad_at(x):
             x = x.clone().requires_grad_()
             return torch.autograd.grad(f(x, gt).sum(), (x,))[0]
+
         _, _, hv = _grads_and_hvp(f, image, gt)
         eps = 1e-6
         fd = (grad_at(image + eps * gt) - grad_at(image - eps * gt)) / (2 * eps)
@@ -168,7 +177,7 @@ def test_one_pixel_second_order_against_closed_form():
     gradient and Hessian-vector product, at pixels that are exactly 0 (variance exactly 0) and not."""
     x = torch.tensor([0.0, 0.87, 0.0, 0.3], dtype=torch.float64).reshape(2, 2, 1, 1)
     y = torch.tensor([0.1, 0.92, 0.0, 0.7], dtype=torch.float64).reshape(2, 2, 1, 1)
-    g = torch.exp(-(torch.arange(11, dtype=torch.float64) - 5) ** 2 / (2 * 1.5**2))
+    g = torch.exp(-((torch.arange(11, dtype=torch.float64) - 5) ** 2) / (2 * 1.5**2))
     w = (g[5] / g.sum()) ** 2
     c1, c2 = 0.01**2, 0.03**2
 

@@ -23,12 +23,20 @@ def mlp_decoder(seed=0, out=16, sigmoid=False):
 def conv_decoder(seed=0):
     """FC - reshape - 2 x (ConvT s2, IGDN) - sigmoid: (N, 3) -> (N, 3, 8, 8) in (0, 1)."""
     torch.manual_seed(seed)
-    dec = nn.Sequential(
-        nn.Linear(N_LATENT, 4 * 2 * 2), nn.Softplus(), nn.Unflatten(1, (4, 2, 2)),
-        nn.ConvTranspose2d(4, 4, 5, stride=2, padding=2, output_padding=1), vnn.IGDN(4),
-        nn.ConvTranspose2d(4, 3, 5, stride=2, padding=2, output_padding=1), vnn.IGDN(3),
-        nn.Sigmoid(),
-    ).double().eval()
+    dec = (
+        nn.Sequential(
+            nn.Linear(N_LATENT, 4 * 2 * 2),
+            nn.Softplus(),
+            nn.Unflatten(1, (4, 2, 2)),
+            nn.ConvTranspose2d(4, 4, 5, stride=2, padding=2, output_padding=1),
+            vnn.IGDN(4),
+            nn.ConvTranspose2d(4, 3, 5, stride=2, padding=2, output_padding=1),
+            vnn.IGDN(3),
+            nn.Sigmoid(),
+        )
+        .double()
+        .eval()
+    )
     with torch.no_grad():  # non-identity GDN parameters (a diagonal gamma hides transpose bugs)
         for m in dec.modules():
             if isinstance(m, vnn.GDN):
@@ -148,8 +156,9 @@ def test_chunk_size_does_not_matter(method, monkeypatch):
     torch.testing.assert_close(dj_prime(dec, z, m, method=method), whole, **tol)
     sigma = torch.rand_like(z)
     gram = isometry_gram(dec, z, sigma, m, 0.1, chunk_size=1000)  # jvp-based: no eps
-    torch.testing.assert_close(isometry_gram(dec, z, sigma, m, 0.1, chunk_size=3), gram,
-                               rtol=1e-10, atol=1e-10 * gram.abs().max().item())
+    torch.testing.assert_close(
+        isometry_gram(dec, z, sigma, m, 0.1, chunk_size=3), gram, rtol=1e-10, atol=1e-10 * gram.abs().max().item()
+    )
 
 
 def test_batches_decodes_and_distances(monkeypatch):

@@ -10,8 +10,16 @@ import torch
 from torch import nn
 
 from vaeiso_ext import metrics
-from vaeiso_ext.analysis import POSTERIORS, VAEAdapter, analyze, analyze_latents, dj_prime, fit_stats, isometry_gram
-from vaeiso_ext.analysis import log_density
+from vaeiso_ext.analysis import (
+    POSTERIORS,
+    VAEAdapter,
+    analyze,
+    analyze_latents,
+    dj_prime,
+    fit_stats,
+    isometry_gram,
+    log_density,
+)
 
 D, N_LAT = 6, 3
 
@@ -34,8 +42,9 @@ class UserVAE(nn.Module):
     def encode(self, x):
         h = self.enc(x)
         mu, logvar = h[:, :N_LAT], h[:, N_LAT:] - 2.0  # sigma^2 well below 1
-        s = {"logvar": logvar, "log_sigma": 0.5 * logvar, "sigma": torch.exp(0.5 * logvar),
-             "var": torch.exp(logvar)}[self.posterior]
+        s = {"logvar": logvar, "log_sigma": 0.5 * logvar, "sigma": torch.exp(0.5 * logvar), "var": torch.exp(logvar)}[
+            self.posterior
+        ]
         return mu, s
 
     def decode(self, z):
@@ -66,8 +75,9 @@ def test_each_parametrisation_gives_the_log_variance_analysis(posterior):
     assert want.keys() == have.keys()
     for j in want:
         torch.testing.assert_close(torch.tensor(have[j]), torch.tensor(want[j]), rtol=1e-12, atol=0)
-    assert got["posterior"] == posterior and got["gram"]["diag_mean"] == pytest.approx(ref["gram"]["diag_mean"],
-                                                                                          rel=1e-12)
+    assert got["posterior"] == posterior and got["gram"]["diag_mean"] == pytest.approx(
+        ref["gram"]["diag_mean"], rel=1e-12
+    )
 
 
 def test_log_variance_norms_equal_the_closed_form():
@@ -114,8 +124,14 @@ MALFORMED = [
     ("infinite_logvar", lambda h: (h, h + math.inf), None, "logvar", ValueError, r"sigma finite and > 0"),
     ("nan_mu", lambda h: (h * math.nan, h), None, "logvar", ValueError, r"mu is not finite"),
     ("decoder_tuple", lambda h: (h, h), lambda z: (z, z), "logvar", TypeError, r"decode\(z\) to return a tensor"),
-    ("decoder_shape", lambda h: (h, h), lambda z: torch.zeros(z.shape[0], D + 1, dtype=z.dtype), "logvar",
-     ValueError, r"data's shape"),
+    (
+        "decoder_shape",
+        lambda h: (h, h),
+        lambda z: torch.zeros(z.shape[0], D + 1, dtype=z.dtype),
+        "logvar",
+        ValueError,
+        r"data's shape",
+    ),
 ]
 
 
@@ -135,8 +151,11 @@ def test_decoder_output_must_suit_the_metric():
 
 def test_undeclared_models_are_refused_not_guessed():
     # a model with encode/decode whose convention is not stated: (mu, logvar) and (mu, sigma) look alike
-    with pytest.raises(TypeError, match=r"^analyze_latents: model: expected a vaeiso_ext.analysis.VAEAdapter.*"
-                                        r"UserVAE.*posterior="):
+    with pytest.raises(
+        TypeError,
+        match=r"^analyze_latents: model: expected a vaeiso_ext.analysis.VAEAdapter.*"
+        r"UserVAE.*posterior=",
+    ):
         analyze_latents(UserVAE(), _x(), "sse", 0.1)
     with pytest.raises(TypeError, match=r"^fit_stats: model: .*Linear"):  # forward only: no encode
         fit_stats(nn.Linear(D, D), _x(), "sse")
@@ -196,8 +215,12 @@ def test_spatial_latent_is_the_flattened_one_with_positions_and_channels():
     x = torch.randn(30, 4, 2, 3, generator=torch.Generator().manual_seed(4))
     res = analyze_latents(VAEAdapter(m.encode, m.decode, posterior="logvar"), x, "sse", 0.1)
     # the same model with the latent flattened by hand: the oracle for the flattened analysis
-    flat = VAEAdapter(lambda x: tuple(t.flatten(1) for t in m.encode(x)),
-                      lambda z: m.decode(z.reshape(-1, 2, 2, 3)), posterior="logvar", modules=m)
+    flat = VAEAdapter(
+        lambda x: tuple(t.flatten(1) for t in m.encode(x)),
+        lambda z: m.decode(z.reshape(-1, 2, 2, 3)),
+        posterior="logvar",
+        modules=m,
+    )
     ref = analyze_latents(flat, x, "sse", 0.1)
     assert res["latent_shape"] == [2, 2, 3] and len(res["dims"]) == 12
     assert _norms(res) == _norms(ref) and res["gram"] == ref["gram"]
@@ -220,8 +243,10 @@ def test_spatial_latent_is_the_flattened_one_with_positions_and_channels():
 
 
 def _state(m):
-    return ([(n, s.training) for n, s in m.named_modules()],
-            [(n, p.requires_grad, p.dtype, p.data_ptr(), p.detach().clone()) for n, p in m.named_parameters()])
+    return (
+        [(n, s.training) for n, s in m.named_modules()],
+        [(n, p.requires_grad, p.dtype, p.data_ptr(), p.detach().clone()) for n, p in m.named_parameters()],
+    )
 
 
 def _same_state(a, b):
@@ -265,7 +290,7 @@ def test_training_mode_dropout_cannot_leak_into_dj(method):
     m.train()
     z = torch.randn(20, N_LAT, generator=torch.Generator().manual_seed(5))
     # the oracle: D'_j of a linear decoder under square error is ||W e_j||^2
-    want = (m.dec.weight ** 2).sum(0).expand(20, N_LAT)
+    want = (m.dec.weight**2).sum(0).expand(20, N_LAT)
     for decoder in (m.decode, m):  # a bound method of the module, and a module (m.forward is not defined)
         if decoder is m:
             decoder = nn.Sequential(m.drop, m.dec).train()
@@ -283,8 +308,9 @@ def test_metric_by_name_equals_the_object():
     a, x = _adapter(UserVAE()), _x()
     assert _norms(analyze_latents(a, x, "sse", 0.1)) == _norms(analyze_latents(a, x, metrics.SSE(), 0.1))
     z = x[:, :N_LAT]
-    torch.testing.assert_close(dj_prime(a.decode, z, "downward"), dj_prime(a.decode, z, metrics.DownwardConvex()),
-                               rtol=0, atol=0)
+    torch.testing.assert_close(
+        dj_prime(a.decode, z, "downward"), dj_prime(a.decode, z, metrics.DownwardConvex()), rtol=0, atol=0
+    )
 
 
 FUNCTIONS = {
@@ -298,12 +324,15 @@ FUNCTIONS = {
 
 
 @pytest.mark.parametrize("fn", list(FUNCTIONS))
-@pytest.mark.parametrize("bad, exc, pattern", [
-    (metrics.SSE, TypeError, r"got the class SSE: pass SSE\(\) or 'sse'"),
-    (object(), TypeError, r"one of the names \('sse'"),
-    (None, TypeError, r"one of the names \('sse'"),
-    ("l2", ValueError, r"one of the names \('sse'.*got 'l2'"),
-])
+@pytest.mark.parametrize(
+    "bad, exc, pattern",
+    [
+        (metrics.SSE, TypeError, r"got the class SSE: pass SSE\(\) or 'sse'"),
+        (object(), TypeError, r"one of the names \('sse'"),
+        (None, TypeError, r"one of the names \('sse'"),
+        ("l2", ValueError, r"one of the names \('sse'.*got 'l2'"),
+    ],
+)
 def test_every_analysis_function_reads_its_metric_the_same_way(fn, bad, exc, pattern):
     with pytest.raises(exc, match=rf"^{fn}: metric: .*{pattern}"):
         FUNCTIONS[fn](_adapter(UserVAE()), _x(), bad)
@@ -323,14 +352,17 @@ def test_density_estimates_say_which_metrics_they_support(metric):
     assert set(res["samples"]) == {"log_p_true", "p_mu", "exp_neg_L", "p_mu_prod_sigma"}
 
 
-@pytest.mark.parametrize("fn, call", [
-    ("analyze_latents", lambda a, x: analyze_latents(a, x, "sse", 0)),
-    ("analyze_latents", lambda a, x: analyze_latents(a, x, "sse", 0.1, eps=-1)),
-    ("analyze_latents", lambda a, x: analyze_latents(a, x, "sse", 0.1, method="backward")),
-    ("analyze", lambda a, x: analyze(a, x, "sse", math.nan)),
-    ("log_density", lambda a, x: log_density(a, x, "sse", -2.0)),
-    ("log_density", lambda a, x: log_density(a, x, "sse", 0.1, method="exact")),
-])
+@pytest.mark.parametrize(
+    "fn, call",
+    [
+        ("analyze_latents", lambda a, x: analyze_latents(a, x, "sse", 0)),
+        ("analyze_latents", lambda a, x: analyze_latents(a, x, "sse", 0.1, eps=-1)),
+        ("analyze_latents", lambda a, x: analyze_latents(a, x, "sse", 0.1, method="backward")),
+        ("analyze", lambda a, x: analyze(a, x, "sse", math.nan)),
+        ("log_density", lambda a, x: log_density(a, x, "sse", -2.0)),
+        ("log_density", lambda a, x: log_density(a, x, "sse", 0.1, method="exact")),
+    ],
+)
 def test_errors_name_the_function_called(fn, call):
     with pytest.raises(ValueError, match=rf"^{fn}: (beta|eps|method): "):
         call(_adapter(UserVAE()), _x())
@@ -365,8 +397,12 @@ def test_the_example_of_the_docs_runs_and_leaves_the_model_as_it_was():
     exec(compile(block.replace("print(", "(lambda *a: a)("), "docs/analysis.md", "exec"), env)
     model, res = env["model"], env["res"]
     assert model.training and len(res["dims"]) == 3 and "eval mode" in res["model_mode"]
-    as_logvar = VAEAdapter(lambda x: (model.body(x).chunk(2, dim=1)[0], 2 * model.body(x).chunk(2, dim=1)[1]),
-                           model.dec, posterior="logvar", modules=model)
+    as_logvar = VAEAdapter(
+        lambda x: (model.body(x).chunk(2, dim=1)[0], 2 * model.body(x).chunk(2, dim=1)[1]),
+        model.dec,
+        posterior="logvar",
+        modules=model,
+    )
     want = analyze_latents(as_logvar, env["x_heldout"], "sse", beta=0.01)
     for a, b in zip(_norms(res).values(), _norms(want).values()):
         torch.testing.assert_close(torch.tensor(a), torch.tensor(b), rtol=1e-12, atol=0)

@@ -17,14 +17,13 @@ of RTOL times the largest entry of the reference (the scale of the round-off the
 import pytest
 import torch
 import torch.autograd.forward_ad as fwAD
+from op_contract import MODES, SSIM_KW, VARIANTS, distance_inputs, gdn_inputs, gen, images
 from torch.func import functional_call, grad, jacfwd, jacrev, jvp, vjp, vmap
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from vaeiso_ext import nn as vnn
 from vaeiso_ext import ops
 from vaeiso_ext import reference as ref
-
-from op_contract import MODES, SSIM_KW, VARIANTS, distance_inputs, gdn_inputs, gen, images
 
 D = torch.float64
 RTOL = 1e-10
@@ -158,7 +157,7 @@ def batched(args, i, B=3, seed=11):
     a = args[i]
     scales = 1 + 0.1 * torch.rand(B, generator=gen(seed + i), dtype=D)
     if a.min() >= 0 and a.max() <= 1:  # images, probabilities: stay inside (0, 1)
-        return torch.stack([a ** s for s in scales])
+        return torch.stack([a**s for s in scales])
     return torch.stack([a * s for s in scales])
 
 
@@ -173,8 +172,12 @@ def test_vmap_with_the_batch_on_any_argument(name, fn, rf, args):
             in_dims = tuple(bdim if j == i else None for j in range(n))
             call = tuple(bat if j == i else a for j, a in enumerate(args))
             got = vmap(fn, in_dims=in_dims)(*call)
-            want = torch.stack([rf(*[bat.select(bdim, k) if j == i else a for j, a in enumerate(args)])
-                                for k in range(bat.shape[bdim])])
+            want = torch.stack(
+                [
+                    rf(*[bat.select(bdim, k) if j == i else a for j, a in enumerate(args)])
+                    for k in range(bat.shape[bdim])
+                ]
+            )
             close(got, want)
     # every argument batched at once
     bats = tuple(batched(args, i) for i in range(n))
@@ -194,20 +197,24 @@ def test_per_sample_gradients(name, fn, rf, args):
         def loss(*a):
             wn = a[-1]
             return (f(*(t if shared and i else t.unsqueeze(0) for i, t in enumerate(a[:-1]))) * wn).sum()
+
         return vmap(grad(loss, argnums=argnums), in_dims=in_dims)(*args, w)
 
     close(per_sample(fn), per_sample(rf))
 
 
-@pytest.mark.parametrize("name,fn,rf,args", [c for c in CASES if c[0] in ("gdn-inv1-simp0", "ssim-valid",
-                                                                         "pair_distances-bce")])
+@pytest.mark.parametrize(
+    "name,fn,rf,args", [c for c in CASES if c[0] in ("gdn-inv1-simp0", "ssim-valid", "pair_distances-bce")]
+)
 def test_hessian(name, fn, rf, args):
     small = tuple(a[:1] for a in args)
     if name.startswith("gdn"):
         small = (args[0][:1, :, :2, :2],) + args[1:]
     w = weights_for(rf, small)
-    close(torch.func.hessian(lambda a: (fn(a, *small[1:]) * w).sum())(small[0]),
-          torch.func.hessian(lambda a: (rf(a, *small[1:]) * w).sum())(small[0]))
+    close(
+        torch.func.hessian(lambda a: (fn(a, *small[1:]) * w).sum())(small[0]),
+        torch.func.hessian(lambda a: (rf(a, *small[1:]) * w).sum())(small[0]),
+    )
 
 
 # ------------------------------------------------------------------------------ modules
@@ -274,10 +281,11 @@ def test_ssim_loss_under_torch_func(reduction):
         close(f(loss, argnums=(0, 1))(x, y), jacrev(theirs, argnums=(0, 1))(x, y))
     if reduction == "mean":
         close(grad(loss)(x, y), grad(theirs)(x, y))
-        close(vmap(grad(lambda a, b: loss(a[None], b[None])))(x, y),
-              vmap(grad(lambda a, b: theirs(a[None], b[None])))(x, y))
-    close(vmap(loss, in_dims=(None, 0))(x, torch.stack([y, x])),
-          torch.stack([theirs(x, y), theirs(x, x)]))
+        close(
+            vmap(grad(lambda a, b: loss(a[None], b[None])))(x, y),
+            vmap(grad(lambda a, b: theirs(a[None], b[None])))(x, y),
+        )
+    close(vmap(loss, in_dims=(None, 0))(x, torch.stack([y, x])), torch.stack([theirs(x, y), theirs(x, x)]))
 
 
 # ------------------------------------------------------------------------------ bce at saturation
@@ -305,8 +313,9 @@ def test_raw_backward_on_mixed_devices_raises_naming_the_argument():
     the raw kernels raise RuntimeError naming theirs."""
     x, y = images(17)
     with pytest.raises(RuntimeError, match="ssim_backward: maps: expected a tensor on cpu"):
-        torch.ops.vaeiso.ssim_backward(torch.ones(2, 2, dtype=D), x.new_empty(0), x, y,
-                                       torch.empty(2, 2, 4, 3, 4, device="meta"), 5, 1.5, False)
+        torch.ops.vaeiso.ssim_backward(
+            torch.ones(2, 2, dtype=D), x.new_empty(0), x, y, torch.empty(2, 2, 4, 3, 4, device="meta"), 5, 1.5, False
+        )
 
 
 # ------------------------------------------------------------------------------ deployment
@@ -410,8 +419,9 @@ def test_cuda_torch_func_and_double_backward(name, fn, rf, args):
     argnums = tuple(range(len(args)))
     close(jacrev(fn, argnums=argnums)(*args), jacrev(rf, argnums=argnums)(*args))
     bat = batched(args, 0)
-    close(vmap(fn, in_dims=(0,) + (None,) * (len(args) - 1))(bat, *args[1:]),
-          torch.stack([rf(b, *args[1:]) for b in bat]))
+    close(
+        vmap(fn, in_dims=(0,) + (None,) * (len(args) - 1))(bat, *args[1:]), torch.stack([rf(b, *args[1:]) for b in bat])
+    )
     w = weights_for(rf, args).cuda()
     res = []
     for f in (fn, rf):
@@ -431,5 +441,6 @@ def test_raw_custom_ops_double_backward():
     o = torch.stack([v.detach(), u.detach() * 0.9], 1).requires_grad_()
     assert torch.autograd.gradgradcheck(lambda p, q: torch.ops.vaeiso.ssim_pairs(p, q, **SSIM_KW), (u, o))
     base, others, w = (a.requires_grad_() for a in distance_inputs(24))
-    assert torch.autograd.gradgradcheck(lambda *a: torch.ops.vaeiso.pair_distances(a[0], a[1], "bce", a[2]),
-                                        (base, others, w))
+    assert torch.autograd.gradgradcheck(
+        lambda *a: torch.ops.vaeiso.pair_distances(a[0], a[1], "bce", a[2]), (base, others, w)
+    )

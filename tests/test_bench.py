@@ -27,7 +27,8 @@ def test_quick_run_writes_json(tmp_path):
     ops_seen = {r["op"] for r in report["results"]}
     for family in runner.CASE_FAMILIES:
         assert any(op.startswith(family) or family in op for op in ops_seen) or (
-            family == "distance" and any(op.startswith("pair_distances") for op in ops_seen)), family
+            family == "distance" and any(op.startswith("pair_distances") for op in ops_seen)
+        ), family
     fused = [r for r in report["results"] if r["impl"] == "fused"]
     assert fused and all(r["status"] == "ok" and r["median_ms"] > 0 for r in fused)
     assert {r["mode"] for r in fused} >= {"fwd", "fwd+bwd"}
@@ -51,8 +52,15 @@ def test_gate_catches_wrong_kernel():
     def wrong_gdn(x, beta, gamma, inverse=False, simplified=False):
         return ops.gdn(x, beta, gamma, inverse, simplified) * (1 + 1e-2)  # 1% off
 
-    report = runner.run("cpu", quick=True, threads=1, only=["gdn"], compile_baselines=False,
-                        overrides={"gdn": {"fused_gdn": wrong_gdn}}, progress=False)
+    report = runner.run(
+        "cpu",
+        quick=True,
+        threads=1,
+        only=["gdn"],
+        compile_baselines=False,
+        overrides={"gdn": {"fused_gdn": wrong_gdn}},
+        progress=False,
+    )
     fused = [r for r in report["results"] if r["impl"] == "fused"]
     assert fused and all(r["status"].startswith("FAILED") for r in fused)
     assert all(r["speedup"] is None for r in report["results"])
@@ -93,6 +101,7 @@ def _impl(clock, name, durations_ms, log):
         last[0] = next(it, last[0])
         clock.t += last[0] * 1e-3
         log.append(name)
+
     return fn
 
 
@@ -110,8 +119,17 @@ def fake(monkeypatch):
 
     def cases(device, quick, compile_baselines):
         env.cases_built += 1
-        return [core.Case("fakeop", "tiny", "fwd", _impl(clock, "A", [2.0], env.log),
-                          {"slow": _impl(clock, "B", [6.0], env.log)}, lambda: None, bytes=4_000_000)]
+        return [
+            core.Case(
+                "fakeop",
+                "tiny",
+                "fwd",
+                _impl(clock, "A", [2.0], env.log),
+                {"slow": _impl(clock, "B", [6.0], env.log)},
+                lambda: None,
+                bytes=4_000_000,
+            )
+        ]
 
     monkeypatch.setitem(runner.CASE_FAMILIES, "fake", types.SimpleNamespace(cases=cases))
     return env
@@ -129,9 +147,17 @@ def test_pairs_alternate_and_ratios_are_baseline_over_fused(fake):
     log = fake.log
     # the fused op is timed in each baseline's pairs: warm-up, then pairs for b1, pairs for b2
     fused = _impl(fake.clock, "A", [2.0] * warm + f_ms + f_ms, log)
-    case = core.Case("op", "s", "fwd", fused,
-                     {"b1": _impl(fake.clock, "B", [6.0] * warm + b1_ms, log),
-                      "b2": _impl(fake.clock, "C", [1.0] * warm + b2_ms, log)}, lambda: None)
+    case = core.Case(
+        "op",
+        "s",
+        "fwd",
+        fused,
+        {
+            "b1": _impl(fake.clock, "B", [6.0] * warm + b1_ms, log),
+            "b2": _impl(fake.clock, "C", [1.0] * warm + b2_ms, log),
+        },
+        lambda: None,
+    )
     # block_s so short that every block is one call: block medians are the scripted durations
     rows = core.run_case(case, "cpu", bandwidth=0, pairs=pairs, block_s=1e-4)
     assert log == ["A"] * warm + ["B"] * warm + ["A", "B"] * pairs + ["C"] * warm + ["A", "C"] * pairs
@@ -173,8 +199,9 @@ def test_wrong_fused_result_is_a_failed_row_and_nothing_is_timed(fake):
     def check():
         raise AssertionError("op: max abs error 0.1")
 
-    case = core.Case("op", "s", "fwd", _impl(fake.clock, "A", [1.0], fake.log),
-                     {"b": _impl(fake.clock, "B", [1.0], fake.log)}, check)
+    case = core.Case(
+        "op", "s", "fwd", _impl(fake.clock, "A", [1.0], fake.log), {"b": _impl(fake.clock, "B", [1.0], fake.log)}, check
+    )
     rows = core.run_case(case, "cpu", 0, pairs=5, block_s=1e-4)
     assert [r.status for r in rows] == ["FAILED: op: max abs error 0.1"]
     assert rows[0].speedup is None and fake.log == []
@@ -198,8 +225,17 @@ def test_compute_bound_cases_get_gflops_beside_the_same_run_gemm(fake, monkeypat
     clock = fake.clock
 
     def cases(device, quick, compile_baselines):
-        return [core.Case("flopop", "tiny", "fwd", _impl(clock, "A", [2.0], fake.log),
-                          {"slow": _impl(clock, "B", [6.0], fake.log)}, lambda: None, flops=50_000_000)]
+        return [
+            core.Case(
+                "flopop",
+                "tiny",
+                "fwd",
+                _impl(clock, "A", [2.0], fake.log),
+                {"slow": _impl(clock, "B", [6.0], fake.log)},
+                lambda: None,
+                flops=50_000_000,
+            )
+        ]
 
     monkeypatch.setitem(runner.CASE_FAMILIES, "flop", types.SimpleNamespace(cases=cases))
     report = runner.run(only=["flop"], progress=False)
@@ -360,7 +396,8 @@ def test_small_call_family_runs_alone():
     report = runner.run("cpu", quick=True, threads=1, only=["small"], compile_baselines=False, progress=False)
     fused = [r for r in report["results"] if r["impl"] == "fused"]
     assert {(r["op"], r["mode"]) for r in fused} == {
-        (op, mode) for op in ("small gdn", "small ssim", "small pair_distances") for mode in ("fwd", "fwd+bwd")}
+        (op, mode) for op in ("small gdn", "small ssim", "small pair_distances") for mode in ("fwd", "fwd+bwd")
+    }
     assert all(r["status"] == "ok" for r in report["results"]), [r["status"] for r in report["results"]]
     sizes = {r["op"]: r["size"] for r in fused}
     assert sizes == {"small gdn": "N=1 C=8 8x8", "small ssim": "1x1x16x16", "small pair_distances": "sse N=4 K=2 16"}

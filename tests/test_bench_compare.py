@@ -16,19 +16,28 @@ def _module():
 
 def _row(op, size, mode, impl, ratios=None, faults=None):
     ratios = ratios or None
-    return {"op": op, "size": size, "mode": mode, "impl": impl, "ratios": ratios,
-            "speedup": sorted(ratios)[len(ratios) // 2] if ratios else None,
-            "ratio_min": min(ratios) if ratios else None, "ratio_max": max(ratios) if ratios else None,
-            "faults_per_call": faults}
+    return {
+        "op": op,
+        "size": size,
+        "mode": mode,
+        "impl": impl,
+        "ratios": ratios,
+        "speedup": sorted(ratios)[len(ratios) // 2] if ratios else None,
+        "ratio_min": min(ratios) if ratios else None,
+        "ratio_max": max(ratios) if ratios else None,
+        "faults_per_call": faults,
+    }
 
 
 def _report(floor_ratios, peer_ratios):
-    return {"results": [
-        _row("gdn", "N=16 C=64 32x32", "fwd", "fused", faults=0.0),
-        _row("gdn", "N=16 C=64 32x32", "fwd", "GEMM floor", floor_ratios, 0.0),
-        _row("ssim", "N=64 C=3 64x64", "fwd+bwd", "fused", faults=2.5),
-        _row("ssim", "N=64 C=3 64x64", "fwd+bwd", "pytorch_msssim", peer_ratios, 0.0),
-    ]}
+    return {
+        "results": [
+            _row("gdn", "N=16 C=64 32x32", "fwd", "fused", faults=0.0),
+            _row("gdn", "N=16 C=64 32x32", "fwd", "GEMM floor", floor_ratios, 0.0),
+            _row("ssim", "N=64 C=3 64x64", "fwd+bwd", "fused", faults=2.5),
+            _row("ssim", "N=64 C=3 64x64", "fwd+bwd", "pytorch_msssim", peer_ratios, 0.0),
+        ]
+    }
 
 
 def test_floor_rows_are_turned_round_and_peers_are_not(capsys, tmp_path):

@@ -35,6 +35,7 @@ def _impl(clock, faults, ms, per_call):
     def fn():
         clock.t += ms * 1e-3
         faults.n += per_call
+
     return fn
 
 
@@ -50,9 +51,16 @@ def fake(monkeypatch):
     monkeypatch.setattr(core, "steady_allocator", lambda: "fake steady policy")
 
     def cases(device, quick, compile_baselines):
-        return [core.Case("fakeop", "tiny", "fwd", _impl(clock, faults, 2.0, 0),
-                          {"leaky": _impl(clock, faults, 6.0, 300), "some": _impl(clock, faults, 4.0, 3)},
-                          lambda: None)]
+        return [
+            core.Case(
+                "fakeop",
+                "tiny",
+                "fwd",
+                _impl(clock, faults, 2.0, 0),
+                {"leaky": _impl(clock, faults, 6.0, 300), "some": _impl(clock, faults, 4.0, 3)},
+                lambda: None,
+            )
+        ]
 
     monkeypatch.setitem(runner.CASE_FAMILIES, "fake", types.SimpleNamespace(cases=cases))
     return types.SimpleNamespace(clock=clock, faults=faults)
@@ -122,8 +130,10 @@ def test_steady_allocator_refused_where_it_cannot_be_set(fake, monkeypatch, caps
 
 def _fake_sysfs(tmp_path, caches):
     cpuinfo = tmp_path / "cpuinfo"
-    cpuinfo.write_text("processor\t: 0\nvendor_id\t: AuthenticAMD\nmodel name\t: AMD EPYC 7B13 64-Core Processor\n"
-                       "flags\t\t: fpu avx2\n\nprocessor\t: 1\nmodel name\t: AMD EPYC 7B13 64-Core Processor\n")
+    cpuinfo.write_text(
+        "processor\t: 0\nvendor_id\t: AuthenticAMD\nmodel name\t: AMD EPYC 7B13 64-Core Processor\n"
+        "flags\t\t: fpu avx2\n\nprocessor\t: 1\nmodel name\t: AMD EPYC 7B13 64-Core Processor\n"
+    )
     cache = tmp_path / "cache"
     for i, (level, kind, size) in enumerate(caches):
         d = cache / f"index{i}"
@@ -136,8 +146,9 @@ def _fake_sysfs(tmp_path, caches):
 
 
 def test_machine_info_reads_model_and_caches(fake, tmp_path, monkeypatch, capsys):
-    cpuinfo, cache = _fake_sysfs(tmp_path, [(1, "Data", "32K"), (1, "Instruction", "32K"),
-                                            (2, "Unified", "512K"), (3, "Unified", "32768K")])
+    cpuinfo, cache = _fake_sysfs(
+        tmp_path, [(1, "Data", "32K"), (1, "Instruction", "32K"), (2, "Unified", "512K"), (3, "Unified", "32768K")]
+    )
     monkeypatch.setattr(core, "CPUINFO_PATH", cpuinfo)
     monkeypatch.setattr(core, "CACHE_DIR", cache)
     report = runner.run(only=["fake"], progress=False)
@@ -148,8 +159,16 @@ def test_machine_info_reads_model_and_caches(fake, tmp_path, monkeypatch, capsys
     assert m["copy_bandwidth_gbps"] == 12.5 and m["gemm_gflops"] == 77.0
     header = runner.format_header(report)
     first = header.splitlines()[0]
-    for part in ("AMD EPYC 7B13 64-Core Processor", f"{m['cpu_isa']} CPU kernels", f"{os.cpu_count()} cores",
-                 "L2 512 KB", "L3 32 MB", "12.5 GB/s", "77 GFLOP/s", core.default_allocator()):
+    for part in (
+        "AMD EPYC 7B13 64-Core Processor",
+        f"{m['cpu_isa']} CPU kernels",
+        f"{os.cpu_count()} cores",
+        "L2 512 KB",
+        "L3 32 MB",
+        "12.5 GB/s",
+        "77 GFLOP/s",
+        core.default_allocator(),
+    ):
         assert part in first, (part, first)
     # --table of the recording prints the same header
     path = tmp_path / "r.json"

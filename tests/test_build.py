@@ -35,21 +35,31 @@ def test_cpu_isa_reported_and_cap_checked():
     """build_info names the CPU kernel build in use; a VAEISO_CPU_ISA that names no build fails
     the import with a message naming the variable and the values it takes."""
     assert vaeiso_ext.build_info()["cpu_isa"] in ("baseline", "avx2", "avx512")
-    code = (
-        "try:\n"
-        "    import vaeiso_ext\n"
-        "except ValueError as e:\n"
-        "    print('VALUE ERROR:', e)\n"
+    code = "try:\n    import vaeiso_ext\nexcept ValueError as e:\n    print('VALUE ERROR:', e)\n"
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        cwd="/",
+        env=dict(os.environ, VAEISO_CPU_ISA="sse9"),
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd="/",
-                         env=dict(os.environ, VAEISO_CPU_ISA="sse9"))
     assert "VALUE ERROR" in out.stdout, out.stdout + out.stderr[-2000:]
     assert "VAEISO_CPU_ISA" in out.stdout and "baseline, avx2 or avx512" in out.stdout and "sse9" in out.stdout
 
 
 def test_ops_registered():
-    for name in ("gdn", "gdn_forward", "gdn_backward", "ssim", "ssim_forward", "ssim_backward", "ssim_pairs",
-                 "ssim_filter", "ssim_metric_gram", "pair_distances"):
+    for name in (
+        "gdn",
+        "gdn_forward",
+        "gdn_backward",
+        "ssim",
+        "ssim_forward",
+        "ssim_backward",
+        "ssim_pairs",
+        "ssim_filter",
+        "ssim_metric_gram",
+        "pair_distances",
+    ):
         assert hasattr(torch.ops.vaeiso, name)
     # one SSIM forward / backward pair serves the whole SSIM family
     for name in ("ssim_channels", "ssim_channels_backward"):
@@ -79,8 +89,7 @@ def test_unbuilt_source_tree_raises_clear_import_error(tmp_path):
     from pathlib import Path
 
     src = Path(vaeiso_ext.__file__).parent
-    shutil.copytree(src, tmp_path / "vaeiso_ext",
-                    ignore=shutil.ignore_patterns("_C*", "_build_info.py", "__pycache__"))
+    shutil.copytree(src, tmp_path / "vaeiso_ext", ignore=shutil.ignore_patterns("_C*", "_build_info.py", "__pycache__"))
     # Drop the editable install's finder (it would supply the built parts) and import from tmp.
     code = (
         "import sys\n"

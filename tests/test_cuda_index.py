@@ -31,9 +31,20 @@ def _compiler():
 def test_cuda_index_arithmetic_on_cpu(tmp_path):
     exe = tmp_path / "cuda_index_check"
     build = subprocess.run(
-        _compiler() + ["-std=c++17", "-O2", "-Wall", "-Werror", f"-I{ROOT / 'csrc'}",
-                       str(ROOT / "tests" / "cuda_index_check.cpp"), "-o", str(exe)],
-        capture_output=True, text=True)
+        _compiler()
+        + [
+            "-std=c++17",
+            "-O2",
+            "-Wall",
+            "-Werror",
+            f"-I{ROOT / 'csrc'}",
+            str(ROOT / "tests" / "cuda_index_check.cpp"),
+            "-o",
+            str(exe),
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert build.returncode == 0, build.stderr[-4000:]
     run = subprocess.run([str(exe)], capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-2000:]

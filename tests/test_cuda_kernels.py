@@ -72,8 +72,12 @@ def test_ssim_cuda_plan_splits_exactly_where_one_tile_overflowed():
     """The issue's numbers: the whole-window forward tile overflowed float64 from ws = 167 on an
     H100, 117 on an A100, 65 on sm_86/89, and float32 from 145 on sm_86/89 (odd windows). Below
     those the plan keeps one chunk (the old kernels' arithmetic), from there on it splits."""
-    cases = [(8, "sm_90 (H100)", 167), (8, "sm_80 (A100)", 117), (8, "sm_86/89 (99 KB)", 65),
-             (4, "sm_86/89 (99 KB)", 145)]
+    cases = [
+        (8, "sm_90 (H100)", 167),
+        (8, "sm_80 (A100)", 117),
+        (8, "sm_86/89 (99 KB)", 65),
+        (4, "sm_86/89 (99 KB)", 145),
+    ]
     for acc, device_class, first_split in cases:
         limit = DEVICE_LIMITS[device_class]
         assert plan(first_split - 2, acc, limit, "forward")[1] == 1
@@ -146,8 +150,9 @@ def test_ssim_cuda_large_windows_match_cpu(padding, ws):
     scale = max(gxr.abs().max().item(), gyr.abs().max().item())
     torch.testing.assert_close(gxc.cpu(), gxr, rtol=1e-9, atol=1e-10 * scale)
     torch.testing.assert_close(gyc.cpu(), gyr, rtol=1e-9, atol=1e-10 * scale)
-    torch.testing.assert_close(ops.ssim_pairs(x.cuda(), others.cuda(), **kw).cpu(),
-                               ops.ssim_pairs(x, others, **kw), rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(
+        ops.ssim_pairs(x.cuda(), others.cuda(), **kw).cpu(), ops.ssim_pairs(x, others, **kw), rtol=1e-10, atol=1e-12
+    )
 
 
 @cuda
@@ -161,6 +166,7 @@ def test_ssim_cuda_largest_window_float32_matches_float64():
 
 
 # -------------------------------------------------------- GDN element-wise passes (vector paths)
+
 
 def _gdn_params(C, device, dtype, seed=1):
     g = torch.Generator().manual_seed(seed)
@@ -208,12 +214,12 @@ def test_gdn_cuda_paths_match_reference(dtype, layout, C, HW):
         gy = torch.randn_like(out)
         (gx,) = torch.autograd.grad(out, xr, gy)
         x64r = x.double().requires_grad_()
-        (gx_want,) = torch.autograd.grad(reference.gdn(x64r, beta.double(), gamma.double(), inverse), x64r,
-                                         gy.double())
+        (gx_want,) = torch.autograd.grad(reference.gdn(x64r, beta.double(), gamma.double(), inverse), x64r, gy.double())
         torch.testing.assert_close(gx.double(), gx_want, rtol=4 * tol, atol=4 * tol * gx_want.abs().max().item())
 
 
 # --------------------------------------------------------- pair distances (vector loads, half)
+
 
 @cuda
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16, torch.float64], ids=str)
@@ -225,7 +231,7 @@ def test_pair_distances_cuda_vector_and_scalar_paths_agree(dtype, metric):
     # full tiles, a full segment and a ragged tail; a multiple of 8 so that every sample and
     # other starts 16-byte aligned (the vector path; the misaligned copies take the other one)
     L = 2048 * 3 + 256 + 40
-    base = (0.05 + 0.9 * torch.rand(3, L, generator=g, dtype=torch.float64))
+    base = 0.05 + 0.9 * torch.rand(3, L, generator=g, dtype=torch.float64)
     others = (base.unsqueeze(1) + 0.01 * torch.randn(3, 5, L, generator=g, dtype=torch.float64)).clamp(0.01, 0.99)
     b, o = base.to("cuda", dtype), others.to("cuda", dtype)
     got = ops.pair_distances(b, o, metric)
@@ -237,6 +243,7 @@ def test_pair_distances_cuda_vector_and_scalar_paths_agree(dtype, metric):
 
 
 # ------------------------------------------------------------------- GEMM policy (TF32, determinism)
+
 
 @cuda
 def test_deterministic_mode_repeats_bitwise_or_names_the_fix():
@@ -274,9 +281,13 @@ def test_deterministic_mode_repeats_bitwise_or_names_the_fix():
 # is also checked on the CPU (tests/test_cuda_index.py), finding 6 by the resource gate
 # (tests/test_cuda_resources.py), the torch behaviour behind the second below without a GPU.
 
+
 @cuda
-@pytest.mark.parametrize("ws,HW", [(35, (64, 64)), (67, (70, 45)), (127, (40, 150)), (255, (33, 300))],
-                         ids=["35-64x64", "67-70x45", "127-40x150", "255-33x300"])
+@pytest.mark.parametrize(
+    "ws,HW",
+    [(35, (64, 64)), (67, (70, 45)), (127, (40, 150)), (255, (33, 300))],
+    ids=["35-64x64", "67-70x45", "127-40x150", "255-33x300"],
+)
 def test_ssim_l1_loss_cuda_large_windows_match_cpu(ws, HW):
     """With "same" padding and pad > 16 (ws >= 35) the first L1 tiles started before the image:
     they read before the plane (an illegal address for plane 0, the previous plane's pixels
@@ -321,8 +332,9 @@ def test_pair_distances_cuda_half_weight_grad_keeps_d_in_double(dtype):
     args = [t.to(dtype) for t in (grad, base, others)]
     for device in ("cpu", "cuda"):
         gr, b, o = (t.to(device) for t in args)
-        _, _, gw = torch.ops.vaeiso.pair_distances_backward(gr, b, o, "sse", weight.to(device, dtype),
-                                                            [False, False, True])
+        _, _, gw = torch.ops.vaeiso.pair_distances_backward(
+            gr, b, o, "sse", weight.to(device, dtype), [False, False, True]
+        )
         # D's float partials err ~1e-6 relative (~1e-3 absolute): far below the result's own
         # rounding to dtype (spacing 2^-10 or 2^-7 of |want| ~ 1..10)
         eps = torch.finfo(dtype).eps
@@ -336,8 +348,8 @@ def test_pair_distances_cuda_half_weight_grad_keeps_d_in_double(dtype):
         big_o = (base + 3.5).to(dtype)  # D = sum (o - b)^2 ~ 8192 * 12 ~ 1e5 > 65504
         gsmall = torch.full((2, 1), 1e-3, dtype=dtype, device="cuda")
         _, _, gw = torch.ops.vaeiso.pair_distances_backward(
-            gsmall, args[1].cuda(), big_o.unsqueeze(1).cuda(), "sse", weight.to("cuda", dtype),
-            [False, False, True])
+            gsmall, args[1].cuda(), big_o.unsqueeze(1).cuda(), "sse", weight.to("cuda", dtype), [False, False, True]
+        )
         dbig = reference.pair_distances(base, big_o.double().unsqueeze(1), "sse")
         assert dbig.min() > 65504
         torch.testing.assert_close(gw.double().cpu(), 1e-3 * dbig[:, 0], rtol=2e-3, atol=0)
@@ -362,14 +374,22 @@ def test_pair_distances_cuda_finalize_sums_partials_in_double():
 
 
 _PRECISION_APIS = {
-    "legacy allow_tf32": (lambda: setattr(torch.backends.cuda.matmul, "allow_tf32", True),
-                          lambda: torch.backends.cuda.matmul.allow_tf32 is True),
-    "fp32_precision tf32": (lambda: setattr(torch.backends.cuda.matmul, "fp32_precision", "tf32"),
-                            lambda: torch.backends.cuda.matmul.fp32_precision == "tf32"),
-    "set_float32_matmul_precision high": (lambda: torch.set_float32_matmul_precision("high"),
-                                          lambda: torch.get_float32_matmul_precision() == "high"),
-    "set_float32_matmul_precision medium": (lambda: torch.set_float32_matmul_precision("medium"),
-                                            lambda: torch.get_float32_matmul_precision() == "medium"),
+    "legacy allow_tf32": (
+        lambda: setattr(torch.backends.cuda.matmul, "allow_tf32", True),
+        lambda: torch.backends.cuda.matmul.allow_tf32 is True,
+    ),
+    "fp32_precision tf32": (
+        lambda: setattr(torch.backends.cuda.matmul, "fp32_precision", "tf32"),
+        lambda: torch.backends.cuda.matmul.fp32_precision == "tf32",
+    ),
+    "set_float32_matmul_precision high": (
+        lambda: torch.set_float32_matmul_precision("high"),
+        lambda: torch.get_float32_matmul_precision() == "high",
+    ),
+    "set_float32_matmul_precision medium": (
+        lambda: torch.set_float32_matmul_precision("medium"),
+        lambda: torch.get_float32_matmul_precision() == "medium",
+    ),
 }
 
 
@@ -399,8 +419,7 @@ def test_gemms_full_float32_under_every_precision_api(api):
         (gx,) = torch.autograd.grad(out, x, torch.ones_like(out))
         assert check()
         x64 = x.detach().double().requires_grad_()
-        (gx_want,) = torch.autograd.grad(reference.gdn(x64, beta.double(), gamma.double()), x64,
-                                         torch.ones_like(x64))
+        (gx_want,) = torch.autograd.grad(reference.gdn(x64, beta.double(), gamma.double()), x64, torch.ones_like(x64))
         # the backward's GEMM (gamma^T t) sums C = 192 products of mixed signs: float32 errs
         # ~sqrt(C) eps ~ 1e-6 of the largest term, 20x below this atol
         torch.testing.assert_close(gx.double(), gx_want, rtol=1e-5, atol=2e-5 * gx_want.abs().max().item())
@@ -450,8 +469,10 @@ def test_ssim_cuda_two_threads_with_different_windows():
     import threading
 
     x, y = _images(1, 1, 40, 40, "cuda", torch.float64, seed=14)
-    cases = {255: dict(window_size=255, sigma=40.0, padding="same"),
-             67: dict(window_size=67, sigma=10.0, padding="same")}
+    cases = {
+        255: dict(window_size=255, sigma=40.0, padding="same"),
+        67: dict(window_size=67, sigma=10.0, padding="same"),
+    }
     want = {ws: ops.ssim(x, y, **kw) for ws, kw in cases.items()}
     errors, start = [], threading.Barrier(len(cases))
 

@@ -23,15 +23,24 @@ def test_kernel_names_parsed():
     gate = _gate()
     assert gate.split_name(
         "void vaeiso::ssim::(anonymous namespace)::forward_kernel<false, c10::Half, float>"
-        "(c10::Half const*, vaeiso::ssim::cuda_tile::Window<float>)") == (
-        "ssim::forward_kernel<false, c10::Half, float>", "forward_kernel", ["false", "c10::Half", "float"])
+        "(c10::Half const*, vaeiso::ssim::cuda_tile::Window<float>)"
+    ) == ("ssim::forward_kernel<false, c10::Half, float>", "forward_kernel", ["false", "c10::Half", "float"])
     assert gate.split_name(
         "void vaeiso::distance::(anonymous namespace)::partials_kernel<(vaeiso::distance::Metric)0, double, "
-        "double, true>(double const*)")[1:] == (
-        "partials_kernel", ["(vaeiso::distance::Metric)0", "double", "double", "true"])
+        "double, true>(double const*)"
+    )[1:] == ("partials_kernel", ["(vaeiso::distance::Metric)0", "double", "double", "true"])
     # every kernel of the sources is found by the declaration scan the gate checks against
-    assert {"forward_kernel", "backward_kernel", "pairs_kernel", "filter_kernel", "filter_transpose_kernel",
-            "finish_kernel", "partials_kernel", "finalize_kernel", "fx_kernel"} <= gate.declared_kernels()
+    assert {
+        "forward_kernel",
+        "backward_kernel",
+        "pairs_kernel",
+        "filter_kernel",
+        "filter_transpose_kernel",
+        "finish_kernel",
+        "partials_kernel",
+        "finalize_kernel",
+        "fx_kernel",
+    } <= gate.declared_kernels()
 
 
 def test_cuda_kernels_have_no_local_memory_and_fit_the_planner(capsys):

@@ -1,15 +1,13 @@
 """pair_distances: the fused op against the float64 reference and an independent xlogy oracle,
 precision for tiny perturbations, layouts, autograd and the dispatcher."""
 
-
 import pytest
 import torch
+from conftest import devices, run_python
 from hypothesis import given
 from hypothesis import strategies as st
 
 from vaeiso_ext import ops, reference
-
-from conftest import devices, run_python
 
 METRICS = ("sse", "bce")
 
@@ -272,8 +270,13 @@ def _grads(fn, base, others, w, gy):
 
 def _ref_grads(base, others, metric, w, gy):
     """Oracle: autograd through the float64 reference."""
-    return _grads(lambda b, o, ww: reference.pair_distances(b, o, metric, weight=ww), base.double(), others.double(),
-                  None if w is None else w.double(), gy.double())
+    return _grads(
+        lambda b, o, ww: reference.pair_distances(b, o, metric, weight=ww),
+        base.double(),
+        others.double(),
+        None if w is None else w.double(),
+        gy.double(),
+    )
 
 
 @pytest.mark.parametrize("device", devices())
@@ -340,12 +343,16 @@ def test_backward_bce_edges_and_layouts():
     base, others, w = inputs(3, 8, (3, 6, 7))
     gy = torch.randn(8, 3, generator=g, dtype=torch.float64).t()  # non-contiguous grad
     for metric in METRICS:
-        want = _grads(lambda bb, oo, ww: ops.pair_distances(bb, oo, metric, weight=ww), base, others, w,
-                      gy.contiguous())
-        got = _grads(lambda bb, oo, ww: ops.pair_distances(bb.transpose(-1, -2), oo.transpose(-1, -2), metric,
-                                                           weight=ww),
-                     base.transpose(-1, -2).contiguous().transpose(-1, -2),
-                     others.transpose(-1, -2).contiguous().transpose(-1, -2), w, gy)
+        want = _grads(
+            lambda bb, oo, ww: ops.pair_distances(bb, oo, metric, weight=ww), base, others, w, gy.contiguous()
+        )
+        got = _grads(
+            lambda bb, oo, ww: ops.pair_distances(bb.transpose(-1, -2), oo.transpose(-1, -2), metric, weight=ww),
+            base.transpose(-1, -2).contiguous().transpose(-1, -2),
+            others.transpose(-1, -2).contiguous().transpose(-1, -2),
+            w,
+            gy,
+        )
         for a, ref in zip(got, want):
             torch.testing.assert_close(a, ref, rtol=1e-12, atol=1e-14)
         # a K-slice (strided along K) and the expanded gradient of .sum()
@@ -359,10 +366,13 @@ def test_backward_bce_edges_and_layouts():
 
 def test_backward_deterministic_and_thread_independent():
     threads = torch.get_num_threads()
-    cases = [inputs(5, 32, (3, 40, 40), dtype=torch.float32), inputs(1, 7, (3, 70, 90), dtype=torch.float32),
-             inputs(300, 9, (17,), dtype=torch.float32),
-             inputs(2, 16, (3, 100, 100), dtype=torch.float32),  # few samples: others split across threads
-             inputs(2, 40, (3, 7), dtype=torch.float32)]  # short rows: 8 others reduced at once or one by one
+    cases = [
+        inputs(5, 32, (3, 40, 40), dtype=torch.float32),
+        inputs(1, 7, (3, 70, 90), dtype=torch.float32),
+        inputs(300, 9, (17,), dtype=torch.float32),
+        inputs(2, 16, (3, 100, 100), dtype=torch.float32),  # few samples: others split across threads
+        inputs(2, 40, (3, 7), dtype=torch.float32),
+    ]  # short rows: 8 others reduced at once or one by one
     try:
         for base, others, w in cases:
             gy = torch.randn(others.shape[:2], generator=torch.Generator().manual_seed(5))
@@ -371,8 +381,10 @@ def test_backward_deterministic_and_thread_independent():
                 for t in (1, 2, 3, 1):
                     torch.set_num_threads(t)
                     fwd = ops.pair_distances(base, others, metric, weight=w)
-                    outs.append((fwd,) + _grads(lambda b, o, ww: ops.pair_distances(b, o, metric, weight=ww),
-                                                base, others, w, gy))
+                    outs.append(
+                        (fwd,)
+                        + _grads(lambda b, o, ww: ops.pair_distances(b, o, metric, weight=ww), base, others, w, gy)
+                    )
                 # bitwise: fixed segments and chunks, fixed order over K, whatever the split
                 for o in outs[1:]:
                     assert all(torch.equal(a, b) for a, b in zip(outs[0], o))

@@ -19,8 +19,17 @@ TOY = ["--epochs", "2", "--n-train", "1024", "--n-test", "200", "--no-figures"]
 
 def _torchrun(args, cwd, timeout=120):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           "-m", "vaeiso_ext", *args]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        "-m",
+        "vaeiso_ext",
+        *args,
+    ]
     return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout, cwd=cwd)
 
 
@@ -39,8 +48,10 @@ def _error_lines(err: str) -> list[str]:
 
 
 def test_world_size_and_backend_are_recorded(runs):
-    for name, world, backend, text in (("two", 2, "gloo", "data-parallel in 2 processes (gloo)"),
-                                       ("one", 1, None, "in 1 process")):
+    for name, world, backend, text in (
+        ("two", 2, "gloo", "data-parallel in 2 processes (gloo)"),
+        ("one", 1, None, "in 1 process"),
+    ):
         ck = load_checkpoint(str(runs / name / "checkpoint.pt"))
         assert ck["world_size"] == world and ck["backend"] == backend
         res = json.loads((runs / name / "results.json").read_text())
@@ -61,8 +72,9 @@ def test_resume_in_another_world_size_is_refused(runs, tmp_path, capsys):
     # 1 process -> 2: refused before training, one line (rank 0's)
     one = shutil.copytree(runs / "one", tmp_path / "one")
     before = (one / "checkpoint.pt").read_bytes()
-    p = _torchrun(["reproduce", "toy", *TOY[2:], "--epochs", "3", "--resume", "--no-progress", "--out", str(one)],
-                  tmp_path)
+    p = _torchrun(
+        ["reproduce", "toy", *TOY[2:], "--epochs", "3", "--resume", "--no-progress", "--out", str(one)], tmp_path
+    )
     assert p.returncode != 0
     lines = _error_lines(p.stderr)
     assert len(lines) == 1, p.stderr
@@ -82,8 +94,15 @@ def test_train_refuses_to_resume_a_checkpoint_of_another_world_size(runs, tmp_pa
     model = EXPERIMENT.new_model(cfg)
     data = make_toy(cfg.dataset, cfg.n_train, cfg.n_test, seed=cfg.data_seed)
     with pytest.raises(CheckpointError, match=r"world size 2 \(recorded\).*world size 1 \(current\)"):
-        train(model, data.x_train, EXPERIMENT.metric(cfg), TrainConfig(**{**tcfg.__dict__, "epochs": 3}),
-              checkpoint=ck, resume=True, progress=False)
+        train(
+            model,
+            data.x_train,
+            EXPERIMENT.metric(cfg),
+            TrainConfig(**{**tcfg.__dict__, "epochs": 3}),
+            checkpoint=ck,
+            resume=True,
+            progress=False,
+        )
 
 
 def test_analyze_out_onto_a_run_of_another_world_size_is_refused(runs, tmp_path, capsys):
@@ -102,15 +121,33 @@ def test_analyze_out_onto_a_run_of_another_world_size_is_refused(runs, tmp_path,
     assert "world size 2" in line and "world size 1" in line and "--overwrite" in line
     # the same 2-process run again: the same run, allowed; --overwrite writes the other one
     assert main(["analyze", str(two), "--out", str(outs), "--no-figures", "--no-progress"]) == 0
-    assert main(["analyze", str(runs / "one"), "--out", str(outs), "--overwrite", "--no-figures",
-                 "--no-progress"]) == 0
+    assert main(["analyze", str(runs / "one"), "--out", str(outs), "--overwrite", "--no-figures", "--no-progress"]) == 0
     assert json.loads((outs / "results.json").read_text())["training"]["world_size"] == 1
 
 
 def test_torchrun_sweep_trains_to_the_end_and_rank0_alone_prints(tmp_path):
     out = tmp_path / "sweep"
-    p = _torchrun(["reproduce", "sweep", "--datasets", "mix", "--losses", "sse", "--lambdas", "10,100",
-                   "--epochs", "2", "--n-train", "1024", "--n-test", "200", "--out", str(out)], tmp_path)
+    p = _torchrun(
+        [
+            "reproduce",
+            "sweep",
+            "--datasets",
+            "mix",
+            "--losses",
+            "sse",
+            "--lambdas",
+            "10,100",
+            "--epochs",
+            "2",
+            "--n-train",
+            "1024",
+            "--n-test",
+            "200",
+            "--out",
+            str(out),
+        ],
+        tmp_path,
+    )
     assert p.returncode == 0, p.stdout + p.stderr
     rows = json.loads((out / "sweep.json").read_text())
     assert [r["lam"] for r in rows] == [10.0, 100.0] and all(r["epochs"] == 2 for r in rows)
@@ -135,7 +172,8 @@ def test_history_records_one_process():
     from vaeiso_ext.metrics import SSE
     from vaeiso_ext.models import ToyVAE
 
-    h = train(ToyVAE(), make_toy("mix", 256, 10, seed=0).x_train, SSE(), TrainConfig(epochs=1, batch_size=128),
-              progress=False)
+    h = train(
+        ToyVAE(), make_toy("mix", 256, 10, seed=0).x_train, SSE(), TrainConfig(epochs=1, batch_size=128), progress=False
+    )
     assert (h.world_size, h.backend) == (1, None)
     assert torch.isfinite(torch.tensor(h[-1]["loss"]))

@@ -22,10 +22,14 @@ ROOT = Path(__file__).resolve().parents[1]
 
 # Named on purpose although not in the repository; keep this short and say why for each.
 ALLOWED_PREFIXES = (
-    "out/",      # run folders the CLI and `make demo` write (git-ignored)
-    "build/",    # build folders (git-ignored)
-    "OUT/", "OUTDIR/", "DIR/",  # placeholders for a folder the user chooses
-    "ATen/", "c10/", "torch/",  # headers of the PyTorch installation, not of this repository
+    "out/",  # run folders the CLI and `make demo` write (git-ignored)
+    "build/",  # build folders (git-ignored)
+    "OUT/",
+    "OUTDIR/",
+    "DIR/",  # placeholders for a folder the user chooses
+    "ATen/",
+    "c10/",
+    "torch/",  # headers of the PyTorch installation, not of this repository
     "wheelhouse/",  # made by scripts/gpu_wheelhouse.sh on another machine, beside the checkout
 )
 
@@ -34,11 +38,33 @@ ALLOWED_NAMES = {
     "_build_info.py",  # written at build time from csrc/_build_info.py.in
 }
 
-EXTENSIONS = ("py", "md", "h", "hpp", "cpp", "cu", "cuh", "txt", "toml", "json", "sh", "cff", "png", "in",
-              "yml", "yaml", "cfg", "pt", "log", "csv", "npz")
+EXTENSIONS = (
+    "py",
+    "md",
+    "h",
+    "hpp",
+    "cpp",
+    "cu",
+    "cuh",
+    "txt",
+    "toml",
+    "json",
+    "sh",
+    "cff",
+    "png",
+    "in",
+    "yml",
+    "yaml",
+    "cfg",
+    "pt",
+    "log",
+    "csv",
+    "npz",
+)
 # a token that starts a path: not preceded by a path character (so no URL or absolute path tail)
-PATH_RE = re.compile(r"(?<![\w./\-<])((?:\.\./|\./)*(?:[\w.\-]+/)+[\w.\-]+\.(?:" + "|".join(EXTENSIONS)
-                     + r"))(?![\w/*])")
+PATH_RE = re.compile(
+    r"(?<![\w./\-<])((?:\.\./|\./)*(?:[\w.\-]+/)+[\w.\-]+\.(?:" + "|".join(EXTENSIONS) + r"))(?![\w/*])"
+)
 # a bare file name of a source or doc kind (no slash; not a <family>_x.h pattern or a glob)
 NAME_RE = re.compile(r"(?<![\w./\-<>*{])([\w\-]+\.(?:py|md|h|hpp|cpp|cu|cuh|sh|toml|cff|txt))(?![\w/*])")
 LINK_RE = re.compile(r"\]\(([^)\s]+)\)")
@@ -122,21 +148,27 @@ def test_every_named_path_exists():
     assert not missing, "paths named but not in the repository:\n" + "\n".join(missing)
 
 
-@pytest.mark.parametrize("text, markdown", [
-    ("see docs/no_such_page.md for more", False),
-    ("the wrapper (vaeiso_ext/ops/_no_such_module.py)", False),
-    ("[a link](no_such_folder/)", True),
-    ("the kernels in ssim_no_such_file.h", False),
-])
+@pytest.mark.parametrize(
+    "text, markdown",
+    [
+        ("see docs/no_such_page.md for more", False),
+        ("the wrapper (vaeiso_ext/ops/_no_such_module.py)", False),
+        ("[a link](no_such_folder/)", True),
+        ("the kernels in ssim_no_such_file.h", False),
+    ],
+)
 def test_a_missing_path_is_reported(text, markdown):
     assert dangling(ROOT / "docs" / "x.md", text, markdown)
 
 
-@pytest.mark.parametrize("text, markdown", [
-    ("see docs/ops.md and ops/_ssim.py and csrc/ssim/ssim.cpp:12", False),
-    ("[the bench](../bench/README.md), [figures](figures/), [anchor](#x), [web](https://x.org/a/b.md)", True),
-    ("written to out/demo/results.json; the header <ATen/core/Tensor.h>; <family>_math.h", False),
-    ("ssim_cpu_impl.h, nn.py and _build_info.py", False),
-])
+@pytest.mark.parametrize(
+    "text, markdown",
+    [
+        ("see docs/ops.md and ops/_ssim.py and csrc/ssim/ssim.cpp:12", False),
+        ("[the bench](../bench/README.md), [figures](figures/), [anchor](#x), [web](https://x.org/a/b.md)", True),
+        ("written to out/demo/results.json; the header <ATen/core/Tensor.h>; <family>_math.h", False),
+        ("ssim_cpu_impl.h, nn.py and _build_info.py", False),
+    ],
+)
 def test_existing_or_allowed_paths_pass(text, markdown):
     assert dangling(ROOT / "docs" / "x.md", text, markdown) == []

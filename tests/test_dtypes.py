@@ -124,8 +124,9 @@ def test_pair_distances_half(dtype, metric):
     for weight in (None, w):
         got = ops.pair_distances(base, others, metric, weight=weight)
         assert got.dtype == dtype
-        want = reference.pair_distances(base.double(), others.double(), metric,
-                                        weight=None if weight is None else weight.double())
+        want = reference.pair_distances(
+            base.double(), others.double(), metric, weight=None if weight is None else weight.double()
+        )
         # elementwise relative: each distance is a sum of non-negative terms (no cancellation)
         err = (got.double() - want).abs()
         assert bool((err <= (U[dtype] + F32) * want.abs()).all()), err.max()
@@ -280,8 +281,9 @@ def test_opcheck_half_and_mixed():
     a = torch.rand(2, 3, 16, 16, generator=g).half().requires_grad_()
     c = torch.rand(2, 3, 16, 16, generator=g).requires_grad_()
     torch.library.opcheck(vo.ssim_forward, (a, c, 11, 1.5, 0.01, 0.03, 1.0, False, False, True, True))
-    torch.library.opcheck(vo.ssim_forward, (a, a.detach().bfloat16().half(), 11, 1.5, 0.01, 0.03, 1.0, True, True,
-                                            False, True))
+    torch.library.opcheck(
+        vo.ssim_forward, (a, a.detach().bfloat16().half(), 11, 1.5, 0.01, 0.03, 1.0, True, True, False, True)
+    )
     torch.library.opcheck(vo.ssim_pairs, (a.detach().bfloat16(), c.detach().bfloat16().unsqueeze(1)))
     base = (0.05 + 0.9 * torch.rand(2, 7, generator=g)).requires_grad_()
     others = (0.05 + 0.9 * torch.rand(2, 3, 7, generator=g)).bfloat16().requires_grad_()
@@ -301,6 +303,7 @@ def _model(seed):
 def _step(model, x, target, dtype):
     model.zero_grad()
     out_grads = {}
+
     def keep_grad(i):
         def hook(mod, inp, out):  # returns None: the output stays as it is
             out.register_hook(lambda g: out_grads.__setitem__(i, g))

@@ -13,8 +13,7 @@ import pytest
 import torch
 
 from vaeiso_ext.cli import main
-from vaeiso_ext.train import (TrainConfig, TrainingDiverged, load_checkpoint,
-                              steps_per_epoch, train)
+from vaeiso_ext.train import TrainConfig, TrainingDiverged, load_checkpoint, steps_per_epoch, train
 
 TINY = ["--n-train", "600", "--n-test", "300", "--batch-size", "100", "--no-progress"]
 OLD_TOY = Path(__file__).parent / "data" / "old_layout_toy"
@@ -22,8 +21,11 @@ OLD_TOY = Path(__file__).parent / "data" / "old_layout_toy"
 
 def _snapshot(folder: Path) -> dict:
     """Every file under ``folder`` with its bytes and mtime."""
-    return {str(p.relative_to(folder)): (p.read_bytes(), p.stat().st_mtime_ns)
-            for p in sorted(folder.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(folder)): (p.read_bytes(), p.stat().st_mtime_ns)
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
 
 
 def _one_error_line(err: str) -> str:
@@ -45,8 +47,27 @@ def toy_run(tmp_path_factory):
 
 def test_mismatched_resume_is_refused_and_writes_nothing(toy_run, capsys):
     before = _snapshot(toy_run)
-    rc = main(["reproduce", "toy", "--epochs", "4", "--seed", "3", "--dataset", "ramp", "--loss", "upward",
-               "--out", str(toy_run), "--resume", *TINY[:-1], "--n-train", "700", "--no-progress"])
+    rc = main(
+        [
+            "reproduce",
+            "toy",
+            "--epochs",
+            "4",
+            "--seed",
+            "3",
+            "--dataset",
+            "ramp",
+            "--loss",
+            "upward",
+            "--out",
+            str(toy_run),
+            "--resume",
+            *TINY[:-1],
+            "--n-train",
+            "700",
+            "--no-progress",
+        ]
+    )
     assert rc == 2
     line = _one_error_line(capsys.readouterr().err)
     assert "--resume refused" in line
@@ -68,8 +89,7 @@ def test_another_run_into_a_used_folder_needs_overwrite(toy_run, tmp_path, capsy
 
     copy = tmp_path / "copy"
     shutil.copytree(toy_run, copy)
-    assert main(["reproduce", "toy", "--epochs", "1", "--out", str(copy), "--overwrite", "--no-figures",
-                 *TINY]) == 0
+    assert main(["reproduce", "toy", "--epochs", "1", "--out", str(copy), "--overwrite", "--no-figures", *TINY]) == 0
     res = json.loads((copy / "results.json").read_text())
     assert res["training"]["epochs_done"] == 1 and res["config"]["seed"] == 0
     assert not (copy / "figures" / "dims.png").exists()  # no stale figures of the old run
@@ -78,8 +98,24 @@ def test_another_run_into_a_used_folder_needs_overwrite(toy_run, tmp_path, capsy
 
 def test_resume_at_or_below_done_reanalyses_and_reports_what_was_trained(toy_run, capsys):
     ck_before = (toy_run / "checkpoint.pt").read_bytes()
-    assert main(["reproduce", "toy", "--epochs", "2", "--seed", "3", "--out", str(toy_run), "--resume",
-                 "--no-figures", *TINY]) == 0
+    assert (
+        main(
+            [
+                "reproduce",
+                "toy",
+                "--epochs",
+                "2",
+                "--seed",
+                "3",
+                "--out",
+                str(toy_run),
+                "--resume",
+                "--no-figures",
+                *TINY,
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "already done" in out and "re-analysing" in out
     assert (toy_run / "checkpoint.pt").read_bytes() == ck_before  # not retrained, not rewritten
@@ -93,8 +129,7 @@ def test_resume_at_or_below_done_reanalyses_and_reports_what_was_trained(toy_run
 
 def test_analyze_accepts_a_run_folder_and_n_samples(toy_run, tmp_path, capsys):
     out = tmp_path / "a"
-    assert main(["analyze", str(toy_run), "--out", str(out), "--n-samples", "50", "--no-figures",
-                 "--no-progress"]) == 0
+    assert main(["analyze", str(toy_run), "--out", str(out), "--n-samples", "50", "--no-figures", "--no-progress"]) == 0
     assert json.loads((out / "results.json").read_text())["n_samples"] == 50
     # the same analysis again into the same folder: the same run, no --overwrite needed
     assert main(["analyze", str(toy_run), "--out", str(out), "--no-figures", "--no-progress"]) == 0
@@ -117,8 +152,27 @@ def _adam_steps(ck: dict) -> set:
 def test_iterations_are_exact_adam_steps(tmp_path):
     out = tmp_path / "dg"
     # batch 2: 100 steps are far less than one epoch of the 1617 training digits
-    assert main(["reproduce", "digits", "--iterations", "100", "--batch-size", "2", "--latent", "2",
-                 "--n-eval", "8", "--no-progress", "--no-figures", "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "reproduce",
+                "digits",
+                "--iterations",
+                "100",
+                "--batch-size",
+                "2",
+                "--latent",
+                "2",
+                "--n-eval",
+                "8",
+                "--no-progress",
+                "--no-figures",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     ck = load_checkpoint(str(out / "checkpoint.pt"))
     assert ck["step"] == 100 and _adam_steps(ck) == {100}
     res = json.loads((out / "results.json").read_text())
@@ -150,8 +204,9 @@ def test_mid_epoch_resume_is_bit_identical(tmp_path):
     train(_toy_model(), x, by_name("sse"), TrainConfig(iterations=7, **cfg), progress=False, checkpoint=ck)
     assert load_checkpoint(ck)["step"] == 7  # stopped inside the second epoch
     resumed = _toy_model(seed=99)
-    h2 = train(resumed, x, by_name("sse"), TrainConfig(iterations=10, **cfg), progress=False,
-               checkpoint=ck, resume=True)
+    h2 = train(
+        resumed, x, by_name("sse"), TrainConfig(iterations=10, **cfg), progress=False, checkpoint=ck, resume=True
+    )
     # the trainer promises bitwise determinism for a resume (all randomness from (seed, epoch))
     for k, v in straight.state_dict().items():
         assert torch.equal(v, resumed.state_dict()[k]), k
@@ -178,8 +233,7 @@ def test_divergence_names_the_step_and_keeps_the_last_good_checkpoint(tmp_path):
     x = make_toy("mix", 600, 10, seed=0).x_train
     ck = str(tmp_path / "ck.pt")
     with pytest.raises(TrainingDiverged) as e:
-        train(_toy_model(), x, _NanAfter(8), TrainConfig(epochs=3, batch_size=100), progress=False,
-              checkpoint=ck)
+        train(_toy_model(), x, _NanAfter(8), TrainConfig(epochs=3, batch_size=100), progress=False, checkpoint=ck)
     assert e.value.step == 9 and e.value.good_step == 6
     saved = load_checkpoint(ck)
     assert saved["step"] == 6 and all(torch.isfinite(v).all() for v in saved["model"].values())
@@ -195,27 +249,30 @@ def test_divergence_on_the_command_line(tmp_path, capsys):
 # ------------------------------------------------------------------ user errors
 
 
-@pytest.mark.parametrize("argv", [
-    ["reproduce", "toy", "--lambda", "inf"],
-    ["reproduce", "toy", "--lambda", "nan"],
-    ["reproduce", "toy", "--lambda", "0"],
-    ["reproduce", "toy", "--lr", "-1"],
-    ["reproduce", "toy", "--epochs", "0"],
-    ["reproduce", "toy", "--n-test", "1"],
-    ["reproduce", "toy", "--data", "somewhere"],       # an images option
-    ["reproduce", "toy", "--iterations", "5"],
-    ["reproduce", "images", "--epochs", "3"],           # a toy option
-    ["reproduce", "images", "--dataset", "ramp"],
-    ["reproduce", "images", "--crop", "100"],           # --crop without --data
-    ["reproduce", "digits", "--data", "somewhere"],
-    ["reproduce", "digits", "--n-eval", "1"],
-    ["reproduce", "sweep", "--lambdas", "1,inf"],
-    ["reproduce", "sweep", "--losses", "sse,l1"],
-    ["reproduce", "toy", "--resume", "--overwrite"],
-    ["reproduce"],
-    ["analyze", str(OLD_TOY), "--n-samples", "0"],
-    ["analyze", str(OLD_TOY), "--n-samples", "1"],
-])
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["reproduce", "toy", "--lambda", "inf"],
+        ["reproduce", "toy", "--lambda", "nan"],
+        ["reproduce", "toy", "--lambda", "0"],
+        ["reproduce", "toy", "--lr", "-1"],
+        ["reproduce", "toy", "--epochs", "0"],
+        ["reproduce", "toy", "--n-test", "1"],
+        ["reproduce", "toy", "--data", "somewhere"],  # an images option
+        ["reproduce", "toy", "--iterations", "5"],
+        ["reproduce", "images", "--epochs", "3"],  # a toy option
+        ["reproduce", "images", "--dataset", "ramp"],
+        ["reproduce", "images", "--crop", "100"],  # --crop without --data
+        ["reproduce", "digits", "--data", "somewhere"],
+        ["reproduce", "digits", "--n-eval", "1"],
+        ["reproduce", "sweep", "--lambdas", "1,inf"],
+        ["reproduce", "sweep", "--losses", "sse,l1"],
+        ["reproduce", "toy", "--resume", "--overwrite"],
+        ["reproduce"],
+        ["analyze", str(OLD_TOY), "--n-samples", "0"],
+        ["analyze", str(OLD_TOY), "--n-samples", "1"],
+    ],
+)
 def test_bad_flags_are_one_error_line(argv, tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)  # nothing may be written, not even a default out/ folder
     assert main(argv) == 2
@@ -269,17 +326,39 @@ def _old_layout_digits_checkpoint(path: Path):
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     model(torch.rand(4, 784))[0].sum().backward()
     opt.step()
-    train_cfg = {"lam": 2000 / 784, "epochs": 2, "batch_size": 256, "lr": 0.001, "seed": 0,
-                 "decomposed": False}
-    run = {"experiment": "digits", "data": None, "crop": None, "latent": 3, "lam": 2000.0,
-           "iterations": 10, "batch_size": 256, "lr": 0.001, "seed": 0, "decomposed": False,
-           "n_eval": 16, "held_out": 0.1, "kl_threshold": 0.1, "eps": 0.001}
+    train_cfg = {"lam": 2000 / 784, "epochs": 2, "batch_size": 256, "lr": 0.001, "seed": 0, "decomposed": False}
+    run = {
+        "experiment": "digits",
+        "data": None,
+        "crop": None,
+        "latent": 3,
+        "lam": 2000.0,
+        "iterations": 10,
+        "batch_size": 256,
+        "lr": 0.001,
+        "seed": 0,
+        "decomposed": False,
+        "n_eval": 16,
+        "held_out": 0.1,
+        "kl_threshold": 0.1,
+        "eps": 0.001,
+    }
     hist = [{"epoch": e, "loss": 1.0, "distortion": 1.0, "kl": 0.1, "seconds": 1.0} for e in (1, 2)]
-    torch.save({"format": "vaeiso_ext.checkpoint/1", "epoch": 2, "train": train_cfg,
-                "model_config": dict(model.config), "model": model.state_dict(),
-                "optimizer": opt.state_dict(), "history": hist,
-                "meta": {"kind": "digits", "run": run}, "world_size": 1,
-                "versions": {"vaeiso_ext": "0.1.0", "torch": "2.14.1", "python": "3.11.7"}}, path)
+    torch.save(
+        {
+            "format": "vaeiso_ext.checkpoint/1",
+            "epoch": 2,
+            "train": train_cfg,
+            "model_config": dict(model.config),
+            "model": model.state_dict(),
+            "optimizer": opt.state_dict(),
+            "history": hist,
+            "meta": {"kind": "digits", "run": run},
+            "world_size": 1,
+            "versions": {"vaeiso_ext": "0.1.0", "torch": "2.14.1", "python": "3.11.7"},
+        },
+        path,
+    )
 
 
 def test_old_layout_digits_checkpoint_analyses(tmp_path):
@@ -322,8 +401,7 @@ def test_each_experiment_lists_its_own_options(capsys):
 
 
 def test_progress_and_status_lines(tmp_path, capsys):
-    assert main(["reproduce", "toy", "--epochs", "1", "--out", str(tmp_path / "p"), "--no-figures",
-                 *TINY[:-1]]) == 0
+    assert main(["reproduce", "toy", "--epochs", "1", "--out", str(tmp_path / "p"), "--no-figures", *TINY[:-1]]) == 0
     err = capsys.readouterr().err
     assert "generating toy data" in err and "analysing 300 held-out samples" in err
     assert "step" in err and "active dims" in err and "KL" in err
@@ -334,18 +412,22 @@ def test_no_jit_script_deprecation_warning():
     """The first forward-mode AD call makes torch import its jvp decompositions, which call the
     deprecated torch.jit.script; our analysis must not let that FutureWarning through. A fresh
     process: the import happens once per process."""
-    code = ("import torch; from vaeiso_ext.analysis import dj_prime; from vaeiso_ext.metrics import by_name;"
-            "dec = torch.nn.Linear(2, 4).double();"
-            "dj_prime(dec, torch.zeros(3, 2, dtype=torch.float64), by_name('sse'), method='jvp')")
-    p = subprocess.run([sys.executable, "-W", "error::FutureWarning", "-c", code],
-                       capture_output=True, text=True, timeout=120)
+    code = (
+        "import torch; from vaeiso_ext.analysis import dj_prime; from vaeiso_ext.metrics import by_name;"
+        "dec = torch.nn.Linear(2, 4).double();"
+        "dj_prime(dec, torch.zeros(3, 2, dtype=torch.float64), by_name('sse'), method='jvp')"
+    )
+    p = subprocess.run(
+        [sys.executable, "-W", "error::FutureWarning", "-c", code], capture_output=True, text=True, timeout=120
+    )
     assert p.returncode == 0, p.stderr
 
 
 def test_the_same_command_again_reanalyses_and_an_unfinished_run_needs_resume(toy_run, tmp_path, capsys):
     ck_before = (toy_run / "checkpoint.pt").read_bytes()
-    assert main(["reproduce", "toy", "--epochs", "3", "--seed", "3", "--out", str(toy_run), "--no-figures",
-                 *TINY]) == 0  # `make demo` twice
+    assert (
+        main(["reproduce", "toy", "--epochs", "3", "--seed", "3", "--out", str(toy_run), "--no-figures", *TINY]) == 0
+    )  # `make demo` twice
     assert "already done" in capsys.readouterr().out
     assert (toy_run / "checkpoint.pt").read_bytes() == ck_before
     # an interrupted run: the checkpoint describes 3 epochs, 1 was trained
@@ -355,8 +437,15 @@ def test_the_same_command_again_reanalyses_and_an_unfinished_run_needs_resume(to
     cfg = ToyConfig(epochs=3, n_train=600, n_test=300, batch_size=100)
     out = tmp_path / "cut"
     data = TOY.load_data(cfg, False)
-    train(TOY.new_model(cfg), data.x_train, TOY.metric(cfg), TrainConfig(lam=100.0, epochs=1, batch_size=100),
-          checkpoint=str(out / "checkpoint.pt"), progress=False, meta=TOY.meta(cfg))
+    train(
+        TOY.new_model(cfg),
+        data.x_train,
+        TOY.metric(cfg),
+        TrainConfig(lam=100.0, epochs=1, batch_size=100),
+        checkpoint=str(out / "checkpoint.pt"),
+        progress=False,
+        meta=TOY.meta(cfg),
+    )
     before = _snapshot(out)
     argv = ["reproduce", "toy", "--epochs", "3", "--out", str(out), "--no-figures", *TINY]
     assert main(argv) == 2
@@ -389,8 +478,25 @@ def _copy(run: Path, to: Path) -> Path:
 
 def test_resume_refusal_names_the_flags(digits_run, capsys):
     before = _snapshot(digits_run)
-    assert main(["reproduce", "digits", *DIGITS, "--lambda", "100", "--lr", "0.01", "--n-eval", "10",
-                 "--out", str(digits_run), "--resume"]) == 2
+    assert (
+        main(
+            [
+                "reproduce",
+                "digits",
+                *DIGITS,
+                "--lambda",
+                "100",
+                "--lr",
+                "0.01",
+                "--n-eval",
+                "10",
+                "--out",
+                str(digits_run),
+                "--resume",
+            ]
+        )
+        == 2
+    )
     line = _one_error_line(capsys.readouterr().err)
     assert "--lambda: 2000.0 (saved) -> 100.0 (requested)" in line and "--lr:" in line
     assert "lam:" not in line and " lr:" not in line
@@ -401,8 +507,10 @@ def test_resume_refusal_names_the_flags(digits_run, capsys):
 def test_analysis_only_options_never_block_resume(digits_run, tmp_path, capsys):
     run = _copy(digits_run, tmp_path / "r")
     # more steps, another --n-eval, --no-figures: continued, and analysed as asked now
-    assert main(["reproduce", "digits", *DIGITS[2:], "--iterations", "6", "--n-eval", "10", "--out", str(run),
-                 "--resume"]) == 0
+    assert (
+        main(["reproduce", "digits", *DIGITS[2:], "--iterations", "6", "--n-eval", "10", "--out", str(run), "--resume"])
+        == 0
+    )
     assert load_checkpoint(str(run / "checkpoint.pt"))["step"] == 6
     res = json.loads((run / "results.json").read_text())
     assert res["n_samples"] == 10 == res["config"]["n_eval"] and res["training"]["steps"] == 6
@@ -421,8 +529,10 @@ def test_same_run_asked_again_with_another_n_eval_reanalyses(digits_run, tmp_pat
     res = json.loads((run / "results.json").read_text())
     assert res["n_samples"] == 20 == res["config"]["n_eval"]
     # and `analyze --out` into that folder again: the same run, whatever n_eval it was analysed on
-    assert main(["analyze", str(run), "--out", str(tmp_path / "a"), "--n-samples", "9", "--no-figures",
-                 "--no-progress"]) == 0
+    assert (
+        main(["analyze", str(run), "--out", str(tmp_path / "a"), "--n-samples", "9", "--no-figures", "--no-progress"])
+        == 0
+    )
     assert main(["analyze", str(run), "--out", str(tmp_path / "a"), "--no-figures", "--no-progress"]) == 0
 
 
@@ -430,7 +540,7 @@ def test_same_run_asked_again_with_another_n_eval_reanalyses(digits_run, tmp_pat
 def test_damaged_checkpoint_offers_overwrite_not_resume(digits_run, tmp_path, capsys, resume):
     run = _copy(digits_run, tmp_path / "r")
     ck = run / "checkpoint.pt"
-    ck.write_bytes(ck.read_bytes()[:len(ck.read_bytes()) // 2])  # an interrupted copy
+    ck.write_bytes(ck.read_bytes()[: len(ck.read_bytes()) // 2])  # an interrupted copy
     before = _snapshot(run)
     argv = ["reproduce", "digits", *DIGITS, "--out", str(run)]
     assert main(argv + (["--resume"] if resume else [])) == 2
@@ -468,8 +578,8 @@ def test_n_eval_default_is_all_held_out_at_most_256(digits_run, tmp_path, capsys
 
 
 def test_reports_say_1_epoch(tmp_path):
-    from vaeiso_ext.experiments.runs import trained_text
     from vaeiso_ext.experiments.outputs import run_title
+    from vaeiso_ext.experiments.runs import trained_text
 
     out = tmp_path / "one"
     assert main(["reproduce", "toy", "--epochs", "1", "--out", str(out), "--no-figures", *TINY]) == 0
@@ -477,7 +587,13 @@ def test_reports_say_1_epoch(tmp_path):
     assert "= 1 epoch of 600 samples" in report and "1 epochs" not in report
     res = json.loads((out / "results.json").read_text())
     assert run_title(res, "x").endswith("(1 epoch)")
-    t = {**res["training"], "steps": 1, "epochs_done": 0.5, "complete": False, "requested": 1,
-         "length_field": "iterations"}
+    t = {
+        **res["training"],
+        "steps": 1,
+        "epochs_done": 0.5,
+        "complete": False,
+        "requested": 1,
+        "length_field": "iterations",
+    }
     assert trained_text(t).startswith("trained 1 Adam step = 0.50 epochs of 600 samples")
     assert trained_text(t).endswith("1 iteration was requested")

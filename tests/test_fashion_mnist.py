@@ -26,18 +26,19 @@ def _available() -> bool:
 
 
 if not _available() and os.environ.get("VAEISO_REQUIRE_FASHION_MNIST") != "1":
-    pytest.skip(f"Fashion-MNIST not installed at {FOLDER} (apt-get install dataset-fashion-mnist)",
-                allow_module_level=True)
+    pytest.skip(
+        f"Fashion-MNIST not installed at {FOLDER} (apt-get install dataset-fashion-mnist)", allow_module_level=True
+    )
 
 
 def _read(name: str) -> np.ndarray:
     """The IDX file read independently of vaeiso_ext: big-endian magic and dims, then uint8."""
     with gzip.open(os.path.join(FOLDER, name), "rb") as f:
         raw = f.read()
-    magic, = struct.unpack(">I", raw[:4])
+    (magic,) = struct.unpack(">I", raw[:4])
     ndim = magic & 0xFF
     assert magic >> 8 == 0x08, f"{name}: not an unsigned-byte IDX file"
-    dims = struct.unpack(f">{ndim}I", raw[4:4 + 4 * ndim])
+    dims = struct.unpack(f">{ndim}I", raw[4 : 4 + 4 * ndim])
     return np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim).reshape(dims)
 
 
@@ -63,8 +64,8 @@ def test_pixels_match_an_independent_reading(data):
     want_tr = torch.from_numpy(x_tr[:50_000].reshape(50_000, -1).astype(np.float64) / 255.0)
     want_te = torch.from_numpy(x_te.reshape(10_000, -1).astype(np.float64) / 255.0)
     # float32 holds k/255 to half an ulp of a number below 1: at most 2^-25
-    torch.testing.assert_close(data.train.double(), want_tr, rtol=0, atol=2.0 ** -25)
-    torch.testing.assert_close(data.test.double(), want_te, rtol=0, atol=2.0 ** -25)
+    torch.testing.assert_close(data.train.double(), want_tr, rtol=0, atol=2.0**-25)
+    torch.testing.assert_close(data.test.double(), want_te, rtol=0, atol=2.0**-25)
     # the pixel range: both ends occur (real photographs of clothes on a black background)
     for x in (data.train, data.test):
         assert x.min().item() == 0.0 and x.max().item() == 1.0

@@ -2,13 +2,12 @@
 
 import pytest
 import torch
+from conftest import devices, run_python
 from hypothesis import given
 from hypothesis import strategies as st
 
 from vaeiso_ext import nn as vnn
 from vaeiso_ext import ops, reference
-
-from conftest import devices, run_python
 
 VARIANTS = [(inv, simp) for inv in (False, True) for simp in (False, True)]
 
@@ -49,8 +48,7 @@ def check_against_reference(x, beta, gamma, inverse, simplified, rtol, atol):
     want = torch.autograd.grad(y64, (x64, b64, g64), gy)
     for name, a, b in zip(("x", "beta", "gamma"), got, want):
         assert a.dtype == x.dtype, name
-        torch.testing.assert_close(a.double(), b, rtol=rtol, atol=atol * scale_of(b),
-                                   msg=lambda m: f"grad {name}: {m}")
+        torch.testing.assert_close(a.double(), b, rtol=rtol, atol=atol * scale_of(b), msg=lambda m: f"grad {name}: {m}")
 
 
 @pytest.mark.parametrize("device", devices())
@@ -77,9 +75,11 @@ def test_output_layout(device):
 
 
 @given(
-    n=st.integers(0, 3), c=st.integers(1, 9),
+    n=st.integers(0, 3),
+    c=st.integers(1, 9),
     spatial=st.lists(st.integers(1, 5), min_size=0, max_size=2),
-    inverse=st.booleans(), simplified=st.booleans(),
+    inverse=st.booleans(),
+    simplified=st.booleans(),
     layout=st.sampled_from(["contiguous", "channel_last", "strided"]),
 )
 def test_shapes_and_strides_property(n, c, spatial, inverse, simplified, layout):
@@ -174,8 +174,10 @@ def test_inference_skips_norm():
     """need_norm=False (what ops.gdn asks for when no gradient is needed) returns the same output
     and an empty norm, and refuses a backward through it with a clear error."""
     beta, gamma = params(6)
-    for x in (torch.randn(2, 6, 5, 4, dtype=torch.float64),
-              torch.randn(2, 6, 5, 4, dtype=torch.float64).to(memory_format=torch.channels_last)):
+    for x in (
+        torch.randn(2, 6, 5, 4, dtype=torch.float64),
+        torch.randn(2, 6, 5, 4, dtype=torch.float64).to(memory_format=torch.channels_last),
+    ):
         out, norm = torch.ops.vaeiso.gdn_forward(x, beta, gamma, False, False, True)
         out2, norm2 = torch.ops.vaeiso.gdn_forward(x, beta, gamma, False, False, False)
         assert torch.equal(out, out2) and out2.stride() == out.stride()
@@ -369,6 +371,7 @@ def test_output_layout_rule_matches_torch():
     the layouts where the two rules could part: size-1 dims with stray strides, C = 1, empty and
     expanded tensors; values against the float64 reference."""
     from vaeiso_ext.ops._gdn import _empty_like_layout
+
     cases = [
         torch.randn(1, 8, 8, 8, dtype=torch.float64),
         torch.randn(1, 8, 8, 8, dtype=torch.float64).to(memory_format=torch.channels_last),

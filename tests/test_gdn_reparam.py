@@ -21,8 +21,11 @@ def test_reparam_node_matches_the_chain(which, dtype):
     r = m.beta_reparam if which == "beta" else m.gamma_reparam
     p = getattr(m, which)
     with torch.no_grad():  # half below the bound, half above
-        p.copy_(torch.where(torch.rand(p.shape, generator=g) < 0.5, torch.zeros(p.shape),
-                            torch.rand(p.shape, generator=g)).to(dtype))
+        p.copy_(
+            torch.where(
+                torch.rand(p.shape, generator=g) < 0.5, torch.zeros(p.shape), torch.rand(p.shape, generator=g)
+            ).to(dtype)
+        )
     bound = r.lower_bound.bound.item()
     assert (p < bound).any() and (p > bound).any()
     got, want = r(p), _chain(r, p)

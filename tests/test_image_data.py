@@ -61,8 +61,12 @@ def _write_png16(path, arr, filters=(0,)):
         return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
 
     ihdr = struct.pack(">IIBBBBB", w, h, 16, 2, 0, 0, 0)
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr)
-                     + chunk(b"IDAT", zlib.compress(b"".join(lines))) + chunk(b"IEND", b""))
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", ihdr)
+        + chunk(b"IDAT", zlib.compress(b"".join(lines)))
+        + chunk(b"IEND", b"")
+    )
 
 
 @pytest.mark.parametrize("filters", [(0,), (1, 2, 3, 4)])
@@ -80,8 +84,7 @@ def test_8bit_png_matches_division_by_255(tmp_path):
     arr = np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)
     PIL.fromarray(arr).save(tmp_path / "a.png")
     x = load_image_folder(tmp_path, size=64)
-    torch.testing.assert_close(x[0].double(), torch.from_numpy(arr / 255.0).permute(2, 0, 1),
-                               rtol=0, atol=1e-7)
+    torch.testing.assert_close(x[0].double(), torch.from_numpy(arr / 255.0).permute(2, 0, 1), rtol=0, atol=1e-7)
 
 
 def test_folder_with_one_image(tmp_path):
@@ -207,7 +210,7 @@ def test_data_layer_imports_nothing_above_it():
             if isinstance(node, ast.Import):
                 names = [a.name for a in node.names]
             elif isinstance(node, ast.ImportFrom):
-                base = ".".join(["vaeiso_ext", "data"][:3 - node.level]) if node.level else ""
+                base = ".".join(["vaeiso_ext", "data"][: 3 - node.level]) if node.level else ""
                 mod = ".".join(p for p in (base, node.module or "") if p)
                 names = [mod] + [f"{mod}.{a.name}" for a in node.names]
             else:

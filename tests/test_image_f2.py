@@ -31,8 +31,7 @@ def test_f2_layers_are_the_papers():
     enc = list(m.encoder)
     # encoder: CNN(9,9,2,64,GDN) - CNN(5,5,2,64,GDN) x3 - FC(1024,2048,softplus)
     convs = _convs(enc, nn.Conv2d)
-    assert [(c.kernel_size, c.stride, c.out_channels) for c in convs] == \
-        [((k, k), (s, s), o) for k, s, o in ENC_CONVS]
+    assert [(c.kernel_size, c.stride, c.out_channels) for c in convs] == [((k, k), (s, s), o) for k, s, o in ENC_CONVS]
     assert [c.in_channels for c in convs] == [3, 64, 64, 64]
     for c in convs:  # each conv followed by a GDN (not IGDN) of its channels
         g = enc[enc.index(c) + 1]
@@ -50,8 +49,7 @@ def test_f2_layers_are_the_papers():
     for f in fcs:
         assert isinstance(dec[dec.index(f) + 1], nn.Softplus)
     convs = _convs(dec, nn.ConvTranspose2d)
-    assert [(c.kernel_size, c.stride, c.out_channels) for c in convs] == \
-        [((k, k), (s, s), o) for k, s, o in DEC_CONVS]
+    assert [(c.kernel_size, c.stride, c.out_channels) for c in convs] == [((k, k), (s, s), o) for k, s, o in DEC_CONVS]
     for c in convs:
         g = dec[dec.index(c) + 1]
         assert type(g) is IGDN and g.beta.numel() == c.out_channels
@@ -106,8 +104,9 @@ def test_f2_preset_sets_exactly_the_papers_values():
 def test_runs_recorded_before_hidden_read_as_1024():
     from vaeiso_ext.experiments.images import ImagesConfig
 
-    old = ImagesConfig.from_dict({"latent": 32, "lam": 1000.0, "iterations": 100, "batch_size": 32,
-                                  "warmup": 1000, "init": "scaled"})
+    old = ImagesConfig.from_dict(
+        {"latent": 32, "lam": 1000.0, "iterations": 100, "batch_size": 32, "warmup": 1000, "init": "scaled"}
+    )
     assert old.hidden == 1024
     # a model config without "hidden" rebuilds the D.2 network
     m = build_model({"kind": "conv", "latent": 32, "channels": 64, "image_size": 64, "init": "scaled"})
@@ -118,8 +117,27 @@ def test_f2_preset_smoke_run(tmp_path):
     from vaeiso_ext.cli import main
 
     out = tmp_path / "f2"
-    assert main(["reproduce", "images", "--preset", "f2", "--iterations", "2", "--batch-size", "2",
-                 "--n-eval", "2", "--no-figures", "--no-progress", "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "reproduce",
+                "images",
+                "--preset",
+                "f2",
+                "--iterations",
+                "2",
+                "--batch-size",
+                "2",
+                "--n-eval",
+                "2",
+                "--no-figures",
+                "--no-progress",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     res = json.loads((out / "results.json").read_text())
     c = res["config"]
     assert (c["size"], c["latent"], c["lam"], c["hidden"], c["iterations"]) == (64, 256, 10000.0, 2048, 2)

@@ -19,12 +19,24 @@ def test_warmup_lr_of_the_last_step(tmp_path):
     torch.manual_seed(0)
     x = torch.randn(32, 16)
     ck = str(tmp_path / "c.pt")
-    train(ToyVAE(), x, metrics.SSE(), TrainConfig(lam=10, epochs=3, batch_size=8, lr=1e-3, warmup=20),
-          checkpoint=ck, progress=False)
+    train(
+        ToyVAE(),
+        x,
+        metrics.SSE(),
+        TrainConfig(lam=10, epochs=3, batch_size=8, lr=1e-3, warmup=20),
+        checkpoint=ck,
+        progress=False,
+    )
     # exact: the same float expression as train()'s, lr * ((step + 1) / warmup)
     assert load_checkpoint(ck)["optimizer"]["param_groups"][0]["lr"] == 1e-3 * (12 / 20)
-    train(ToyVAE(), x, metrics.SSE(), TrainConfig(lam=10, epochs=3, batch_size=8, lr=1e-3, warmup=5),
-          checkpoint=ck, progress=False)
+    train(
+        ToyVAE(),
+        x,
+        metrics.SSE(),
+        TrainConfig(lam=10, epochs=3, batch_size=8, lr=1e-3, warmup=5),
+        checkpoint=ck,
+        progress=False,
+    )
     assert load_checkpoint(ck)["optimizer"]["param_groups"][0]["lr"] == 1e-3
 
 
@@ -53,14 +65,28 @@ def test_lr_drop_applies_without_warmup(tmp_path):
     x = torch.randn(32, 16, generator=torch.Generator().manual_seed(0))
     ck = str(tmp_path / "c.pt")
     torch.manual_seed(0)
-    train(ToyVAE(), x, metrics.SSE(), TrainConfig(lam=10, epochs=3, batch_size=8, lr=1e-3, lr_drop_at=5),
-          checkpoint=ck, progress=False)
+    train(
+        ToyVAE(),
+        x,
+        metrics.SSE(),
+        TrainConfig(lam=10, epochs=3, batch_size=8, lr=1e-3, lr_drop_at=5),
+        checkpoint=ck,
+        progress=False,
+    )
     assert load_checkpoint(ck)["optimizer"]["param_groups"][0]["lr"] == 1e-3 * 0.3
 
 
 def test_checkpoints_older_than_the_lr_drop_trained_without_it():
-    old = {"lam": 10.0, "epochs": 3, "batch_size": 8, "lr": 1e-3, "seed": 0, "decomposed": False,
-           "iterations": None, "warmup": 4}
+    old = {
+        "lam": 10.0,
+        "epochs": 3,
+        "batch_size": 8,
+        "lr": 1e-3,
+        "seed": 0,
+        "decomposed": False,
+        "iterations": None,
+        "warmup": 4,
+    }
     c = TrainConfig.from_dict(old)
     assert c.lr_drop_at == 0 and [c.lr_at(s) for s in (3, 10**6)] == [1e-3, 1e-3]
 
@@ -93,8 +119,15 @@ def test_training_on_random_crops_resumes_bit_identically(tmp_path, length, firs
     def run(n, ck, resume=False, model=None):
         torch.manual_seed(0)
         m = model or ConvVAE(latent=2, channels=4, hidden=16)
-        train(m, _stream(), metrics.SSIM(), TrainConfig(**{**cfg, length: n}), checkpoint=ck,
-              resume=resume, progress=False)
+        train(
+            m,
+            _stream(),
+            metrics.SSIM(),
+            TrainConfig(**{**cfg, length: n}),
+            checkpoint=ck,
+            resume=resume,
+            progress=False,
+        )
         return torch.cat([p.detach().flatten() for p in m.parameters()])
 
     whole = run(total, str(tmp_path / "a.pt"))
@@ -175,12 +208,13 @@ def test_step_curve_resumed_equals_whole_run(tmp_path):
 
     torch.set_num_threads(1)
     kw = dict(batch_size=256, n_eval=16, latent=4, eval_every=5, curve_samples=16)
-    whole = DIGITS.reproduce(DigitsConfig(iterations=12, **kw), str(tmp_path / "a"), progress=False,
-                             figures=False, echo=None)
-    DIGITS.reproduce(DigitsConfig(iterations=8, **kw), str(tmp_path / "b"), progress=False, figures=False,
-                     echo=None)
-    resumed = DIGITS.reproduce(DigitsConfig(iterations=12, **kw), str(tmp_path / "b"), resume=True,
-                               progress=False, figures=False, echo=None)
+    whole = DIGITS.reproduce(
+        DigitsConfig(iterations=12, **kw), str(tmp_path / "a"), progress=False, figures=False, echo=None
+    )
+    DIGITS.reproduce(DigitsConfig(iterations=8, **kw), str(tmp_path / "b"), progress=False, figures=False, echo=None)
+    resumed = DIGITS.reproduce(
+        DigitsConfig(iterations=12, **kw), str(tmp_path / "b"), resume=True, progress=False, figures=False, echo=None
+    )
 
     def strip(res):  # eval_seconds is a wall time
         return [{k: v for k, v in p.items() if k != "eval_seconds"} for p in res["curve"]["points"]]
@@ -194,8 +228,20 @@ def test_step_curve_option_is_part_of_the_run(tmp_path, capsys):
     from vaeiso_ext.cli import main
 
     out = str(tmp_path / "o")
-    args = ["reproduce", "digits", "--iterations", "3", "--latent", "2", "--n-eval", "8", "--no-figures",
-            "--no-progress", "--out", out]
+    args = [
+        "reproduce",
+        "digits",
+        "--iterations",
+        "3",
+        "--latent",
+        "2",
+        "--n-eval",
+        "8",
+        "--no-figures",
+        "--no-progress",
+        "--out",
+        out,
+    ]
     assert main(args + ["--eval-every", "2"]) == 0
     capsys.readouterr()
     # resuming with another curve interval is another run: refused, naming the option
@@ -219,22 +265,69 @@ def test_images_cpu_preset_and_explicit_options():
     # SSIM, batch 32, Adam 1e-4 with a 50-step warm-up and x0.3 from step 1200, 1500 steps, a
     # curve point every 100 steps, 256 held-out crops analysed
     cfg = _images_config(["--preset", "cpu"])
-    assert (cfg.size, cfg.latent, cfg.lam, cfg.batch_size, cfg.lr, cfg.warmup, cfg.lr_drop_at, cfg.lr_drop,
-            cfg.iterations, cfg.eval_every, cfg.n_eval, cfg.init, cfg.decomposed, cfg.data) == \
-        (32, 32, 1000.0, 32, 1e-4, 50, 1200, 0.3, 1500, 100, 256, "scaled", False, None)
+    assert (
+        cfg.size,
+        cfg.latent,
+        cfg.lam,
+        cfg.batch_size,
+        cfg.lr,
+        cfg.warmup,
+        cfg.lr_drop_at,
+        cfg.lr_drop,
+        cfg.iterations,
+        cfg.eval_every,
+        cfg.n_eval,
+        cfg.init,
+        cfg.decomposed,
+        cfg.data,
+    ) == (32, 32, 1000.0, 32, 1e-4, 50, 1200, 0.3, 1500, 100, 256, "scaled", False, None)
     assert _images_config(["--preset", "cpu", "--decomposed"]).decomposed
     tc = IMAGES.train_config(cfg)
-    assert (tc.lr, tc.warmup, tc.lr_drop_at, tc.lr_drop, tc.batch_size, tc.iterations, tc.lam) == \
-        (1e-4, 50, 1200, 0.3, 32, 1500, 1000.0)
+    assert (tc.lr, tc.warmup, tc.lr_drop_at, tc.lr_drop, tc.batch_size, tc.iterations, tc.lam) == (
+        1e-4,
+        50,
+        1200,
+        0.3,
+        32,
+        1500,
+        1000.0,
+    )
     # explicit options win over the preset
-    cfg = _images_config(["--preset", "cpu", "--iterations", "1400", "--eval-every", "200", "--warmup", "0",
-                          "--lr-drop-at", "0", "--size", "64"])
-    assert (cfg.iterations, cfg.eval_every, cfg.warmup, cfg.lr_drop_at, cfg.size, cfg.n_eval) == \
-        (1400, 200, 0, 0, 64, 256)
+    cfg = _images_config(
+        [
+            "--preset",
+            "cpu",
+            "--iterations",
+            "1400",
+            "--eval-every",
+            "200",
+            "--warmup",
+            "0",
+            "--lr-drop-at",
+            "0",
+            "--size",
+            "64",
+        ]
+    )
+    assert (cfg.iterations, cfg.eval_every, cfg.warmup, cfg.lr_drop_at, cfg.size, cfg.n_eval) == (
+        1400,
+        200,
+        0,
+        0,
+        64,
+        256,
+    )
     # the default stays the paper's protocol (a GPU job)
     d = _images_config([])
-    assert (d.size, d.lr, d.iterations, d.batch_size, d.lr_drop_at, d.eval_every, d.init) == \
-        (64, 1e-3, 300_000, 64, 0, 0, "scaled")
+    assert (d.size, d.lr, d.iterations, d.batch_size, d.lr_drop_at, d.eval_every, d.init) == (
+        64,
+        1e-3,
+        300_000,
+        64,
+        0,
+        0,
+        "scaled",
+    )
     q = _images_config(["--quick"])
     assert q.size == 32 and q.iterations < 100 and q.n_eval <= 32
     # an old run (PyTorch init, no warm-up) can be described, hence resumed, on the command line
@@ -244,10 +337,15 @@ def test_images_cpu_preset_and_explicit_options():
 def test_images_option_errors_are_one_line(tmp_path, capsys):
     from vaeiso_ext.cli import main
 
-    for argv, what in ((["--skip-unreadable"], "--skip-unreadable"), (["--warmup", "-1"], "--warmup"),
-                       (["--eval-every", "x"], "--eval-every"), (["--size", "40"], "--size"),
-                       (["--size", "0"], "--size"), (["--lr-drop", "2"], "--lr-drop"),
-                       (["--lr-drop-at", "-3"], "--lr-drop-at")):
+    for argv, what in (
+        (["--skip-unreadable"], "--skip-unreadable"),
+        (["--warmup", "-1"], "--warmup"),
+        (["--eval-every", "x"], "--eval-every"),
+        (["--size", "40"], "--size"),
+        (["--size", "0"], "--size"),
+        (["--lr-drop", "2"], "--lr-drop"),
+        (["--lr-drop-at", "-3"], "--lr-drop-at"),
+    ):
         assert main(["reproduce", "images", *argv, "--out", str(tmp_path / "o")]) == 2
         err = capsys.readouterr().err
         assert err.startswith("error: ") and err.count("\n") == 1 and what in err
@@ -276,19 +374,19 @@ def test_images_resume_with_a_longer_run_is_bit_identical(tmp_path):
 
     torch.set_num_threads(1)
     kw = dict(latent=2, batch_size=4, lr=1e-4, n_eval=2, warmup=3, eval_every=1, curve_samples=2)
-    IMAGES.reproduce(ImagesConfig(iterations=4, **kw), str(tmp_path / "a"), progress=False, figures=False,
-                     echo=None)
-    IMAGES.reproduce(ImagesConfig(iterations=2, **kw), str(tmp_path / "b"), progress=False, figures=False,
-                     echo=None)
-    res = IMAGES.reproduce(ImagesConfig(iterations=4, **kw), str(tmp_path / "b"), resume=True, progress=False,
-                           figures=False, echo=None)
+    IMAGES.reproduce(ImagesConfig(iterations=4, **kw), str(tmp_path / "a"), progress=False, figures=False, echo=None)
+    IMAGES.reproduce(ImagesConfig(iterations=2, **kw), str(tmp_path / "b"), progress=False, figures=False, echo=None)
+    res = IMAGES.reproduce(
+        ImagesConfig(iterations=4, **kw), str(tmp_path / "b"), resume=True, progress=False, figures=False, echo=None
+    )
     a, b = (load_checkpoint(str(tmp_path / d / "checkpoint.pt")) for d in "ab")
     assert a["step"] == b["step"] == 4 and res["training"]["steps"] == 4
     for k in a["model"]:
         assert torch.equal(a["model"][k], b["model"][k]), k
     # the curve too: the first run's last point (step 2) is the one a straight run takes there
-    assert [{k: v for k, v in p.items() if k != "eval_seconds"} for p in b["evals"]] == \
-        [{k: v for k, v in p.items() if k != "eval_seconds"} for p in a["evals"]]
+    assert [{k: v for k, v in p.items() if k != "eval_seconds"} for p in b["evals"]] == [
+        {k: v for k, v in p.items() if k != "eval_seconds"} for p in a["evals"]
+    ]
     assert [p["step"] for p in a["evals"]] == [0, 1, 2, 3, 4]
 
 
@@ -300,15 +398,15 @@ def test_images_size_option_trains_and_analyses(tmp_path):
     from vaeiso_ext.experiments.images import ImagesConfig
 
     torch.set_num_threads(1)
-    cfg = ImagesConfig(size=32, iterations=2, latent=2, batch_size=4, lr=1e-4, n_eval=2, warmup=2,
-                       lr_drop_at=1)
+    cfg = ImagesConfig(size=32, iterations=2, latent=2, batch_size=4, lr=1e-4, n_eval=2, warmup=2, lr_drop_at=1)
     res = IMAGES.reproduce(cfg, str(tmp_path / "r"), progress=False, figures=False, echo=None)
     ck = load_checkpoint(str(tmp_path / "r" / "checkpoint.pt"))
     assert ck["model_config"]["image_size"] == 32 and ck["train"]["lr_drop_at"] == 1
     assert ck["model"]["decoder.2.weight"].shape[0] == 64 * 2 * 2  # 64 channels of (32/16)^2 before the convs
     assert res["config"]["size"] == 32 and "32x32" in res["data"]
-    again = analyze_checkpoint(str(tmp_path / "r" / "checkpoint.pt"), out=str(tmp_path / "a"), figures=False,
-                               progress=False, echo=None)
+    again = analyze_checkpoint(
+        str(tmp_path / "r" / "checkpoint.pt"), out=str(tmp_path / "a"), figures=False, progress=False, echo=None
+    )
     # the same model on the same held-out crops in float64: the same numbers
     assert again["dims"] == res["dims"]
 

@@ -24,8 +24,9 @@ def formula(metric, x, y):
     """D(x, y) per sample from the textbook definitions (float64)."""
     xs, ys = x.flatten(1), y.flatten(1)
     if isinstance(metric, metrics.BCE):
-        return (torch.xlogy(xs, xs) - torch.xlogy(xs, ys) + torch.xlogy(1 - xs, 1 - xs)
-                - torch.xlogy(1 - xs, 1 - ys)).sum(1)
+        return (
+            torch.xlogy(xs, xs) - torch.xlogy(xs, ys) + torch.xlogy(1 - xs, 1 - xs) - torch.xlogy(1 - xs, 1 - ys)
+        ).sum(1)
     sse = ((xs - ys) ** 2).sum(1)
     if type(metric) is metrics.SSE:
         return sse

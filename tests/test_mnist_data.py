@@ -32,8 +32,12 @@ def _images(n: int, seed: int) -> np.ndarray:
 @pytest.fixture(scope="module")
 def mnist(tmp_path_factory):
     """Training and test images and labels, and a folder holding them as raw IDX files."""
-    d = {"x_train": _images(N_TRAIN, 1), "x_test": _images(N_TEST, 2),
-         "y_train": np.arange(N_TRAIN, dtype=np.uint8) % 10, "y_test": (np.arange(N_TEST, dtype=np.uint8) * 3) % 10}
+    d = {
+        "x_train": _images(N_TRAIN, 1),
+        "x_test": _images(N_TEST, 2),
+        "y_train": np.arange(N_TRAIN, dtype=np.uint8) % 10,
+        "y_test": (np.arange(N_TEST, dtype=np.uint8) * 3) % 10,
+    }
     folder = tmp_path_factory.mktemp("mnist") / "idx"
     folder.mkdir()
     (folder / "train-images-idx3-ubyte").write_bytes(_idx(d["x_train"], 0x803))
@@ -53,8 +57,8 @@ def _check(data, x_train, x_test):
     assert data.train.dtype == data.test.dtype == torch.float32
     assert data.train.shape == (len(x_train), 784) and data.test.shape == (len(x_test), 784)
     # float32 holds k/255 to half an ulp (<= 2^-25 here); float64 is the oracle
-    torch.testing.assert_close(data.train.double(), _expected(x_train), rtol=0, atol=2.0 ** -25)
-    torch.testing.assert_close(data.test.double(), _expected(x_test), rtol=0, atol=2.0 ** -25)
+    torch.testing.assert_close(data.train.double(), _expected(x_train), rtol=0, atol=2.0**-25)
+    torch.testing.assert_close(data.test.double(), _expected(x_test), rtol=0, atol=2.0**-25)
     assert data.train.min() == 0 and data.train.max() == 1
 
 
@@ -76,8 +80,10 @@ def test_the_first_training_images_train_and_the_test_file_is_held_out(mnist):
 
 
 def test_gzipped_idx_and_the_dotted_spelling(mnist, tmp_path):
-    for src, name in (("train-images-idx3-ubyte", "train-images.idx3-ubyte.gz"),
-                      ("t10k-images-idx3-ubyte", "t10k-images-idx3-ubyte.gz")):
+    for src, name in (
+        ("train-images-idx3-ubyte", "train-images.idx3-ubyte.gz"),
+        ("t10k-images-idx3-ubyte", "t10k-images-idx3-ubyte.gz"),
+    ):
         (tmp_path / name).write_bytes(gzip.compress((mnist["folder"] / src).read_bytes()))
     data = load_mnist(tmp_path)
     _check(data, mnist["x_train"], mnist["x_test"])
@@ -94,8 +100,13 @@ def test_read_idx_labels(mnist):
 def test_npz_folder_and_file(mnist, tmp_path, flat):
     shape = (lambda a: a.reshape(len(a), -1)) if flat else (lambda a: a)
     p = tmp_path / "mnist.npz"
-    np.savez(p, x_train=shape(mnist["x_train"]), x_test=shape(mnist["x_test"]), y_train=mnist["y_train"],
-             y_test=mnist["y_test"])
+    np.savez(
+        p,
+        x_train=shape(mnist["x_train"]),
+        x_test=shape(mnist["x_test"]),
+        y_train=mnist["y_train"],
+        y_test=mnist["y_test"],
+    )
     for where in (tmp_path, p):  # the folder holding it, or the file itself
         data = load_mnist(where, n_train=25)
         _check(data, mnist["x_train"][:25], mnist["x_test"])
@@ -145,8 +156,19 @@ def _bad_files(mnist):
     }
 
 
-@pytest.mark.parametrize("case", ["bad magic", "labels as images", "not IDX at all", "wrong dims", "truncated",
-                                  "truncated header", "trailing bytes", "label count"])
+@pytest.mark.parametrize(
+    "case",
+    [
+        "bad magic",
+        "labels as images",
+        "not IDX at all",
+        "wrong dims",
+        "truncated",
+        "truncated header",
+        "trailing bytes",
+        "label count",
+    ],
+)
 def test_bad_idx_file_is_one_error_line(mnist, tmp_path, capsys, case):
     name, data, what = _bad_files(mnist)[case]
     folder = tmp_path / "bad"
@@ -163,7 +185,7 @@ def test_truncated_gzip_is_one_error_line(mnist, tmp_path, capsys):
     folder = tmp_path / "gz"
     folder.mkdir()
     gz = gzip.compress((mnist["folder"] / "train-images-idx3-ubyte").read_bytes())
-    (folder / "train-images-idx3-ubyte.gz").write_bytes(gz[:len(gz) // 2])
+    (folder / "train-images-idx3-ubyte.gz").write_bytes(gz[: len(gz) // 2])
     shutil.copy(mnist["folder"] / "t10k-images-idx3-ubyte", folder)
     assert main(["reproduce", "digits", "--data", str(folder), "--out", str(tmp_path / "o")]) == 2
     line = _one_error_line(capsys.readouterr().err)
@@ -200,8 +222,26 @@ def test_reproduce_digits_on_mnist_files(mnist, tmp_path, capsys):
     out = tmp_path / "run"
     # the quick preset (400 steps of batch 256: here all 30 images each step; 128 samples
     # analysed), fewer steps to keep the test short
-    assert main(["reproduce", "digits", "--data", str(mnist["folder"]), "--quick", "--iterations", "20",
-                 "--latent", "4", "--no-figures", "--no-progress", "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "reproduce",
+                "digits",
+                "--data",
+                str(mnist["folder"]),
+                "--quick",
+                "--iterations",
+                "20",
+                "--latent",
+                "4",
+                "--no-figures",
+                "--no-progress",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     err = capsys.readouterr().err
     res = json.loads((out / "results.json").read_text())
     report = (out / "report.md").read_text()

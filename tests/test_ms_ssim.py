@@ -17,19 +17,23 @@ import sys
 
 import pytest
 import torch
+from conftest import degrade as _degrade
+from conftest import pair as _pair
+from conftest import photo as _photo
 
 import vaeiso_ext
 from vaeiso_ext import nn as vnn
 from vaeiso_ext import ops
 from vaeiso_ext import reference as ref
 
-from conftest import degrade as _degrade
-from conftest import pair as _pair
-from conftest import photo as _photo
-
 HAS_CUDA_KERNELS = vaeiso_ext.build_info()["cuda"] and torch.cuda.is_available()
-CUDA = pytest.param("cuda", marks=[pytest.mark.cuda, pytest.mark.skipif(
-    not HAS_CUDA_KERNELS, reason="needs a CUDA device and the CUDA kernels")])
+CUDA = pytest.param(
+    "cuda",
+    marks=[
+        pytest.mark.cuda,
+        pytest.mark.skipif(not HAS_CUDA_KERNELS, reason="needs a CUDA device and the CUDA kernels"),
+    ],
+)
 DEVICES = ["cpu", CUDA]
 SMALL = dict(weights=(0.3, 0.3, 0.4), window_size=5, sigma=1.0)  # 3 levels: sides > 16
 
@@ -64,9 +68,15 @@ def test_ms_ssim_photos_match_pytorch_msssim_and_reference(name, size, data_rang
     torch.testing.assert_close(got64, ref.ms_ssim(x, y, data_range=data_range), rtol=0, atol=1e-10)
 
 
-@pytest.mark.parametrize("kw", [{}, dict(weights=(0.5, 0.25, 0.25), window_size=7, sigma=1.2),
-                                dict(weights=(0.1, 0.2, 0.3, 0.4), window_size=9, sigma=2.0, k1=0.02, k2=0.05),
-                                dict(weights=(1.0,), window_size=11)])
+@pytest.mark.parametrize(
+    "kw",
+    [
+        {},
+        dict(weights=(0.5, 0.25, 0.25), window_size=7, sigma=1.2),
+        dict(weights=(0.1, 0.2, 0.3, 0.4), window_size=9, sigma=2.0, k1=0.02, k2=0.05),
+        dict(weights=(1.0,), window_size=11),
+    ],
+)
 def test_ms_ssim_random_images_match_pytorch_msssim_and_reference(kw):
     from pytorch_msssim import ms_ssim as peer
 
@@ -88,8 +98,7 @@ def test_ms_ssim_one_level_is_ssim_to_the_power_w():
 
 def test_ms_ssim_identical_images_is_one():
     x, _ = _pair((2, 3, 48, 50), seed=5)
-    torch.testing.assert_close(ops.ms_ssim(x, x, **SMALL), torch.ones(2, dtype=torch.float64),
-                               rtol=0, atol=1e-12)
+    torch.testing.assert_close(ops.ms_ssim(x, x, **SMALL), torch.ones(2, dtype=torch.float64), rtol=0, atol=1e-12)
 
 
 @pytest.mark.parametrize("name", ["camera", "moon"])
@@ -105,8 +114,7 @@ def test_ms_ssim_simple_matches_torchmetrics(name):
     y = torch.cat([_degrade(_photo(name, (256, 256)), seed=3), _photo(name, (256, 256))])
     # torchmetrics holds the weights in a float32 tensor: use the same rounded exponents
     w = tuple(torch.tensor((0.0448, 0.2856, 0.3001, 0.2363, 0.1333), dtype=torch.float32).tolist())
-    want = tm.multiscale_structural_similarity_index_measure(
-        x, y, data_range=1.0, normalize="simple", reduction="none")
+    want = tm.multiscale_structural_similarity_index_measure(x, y, data_range=1.0, normalize="simple", reduction="none")
     cs_part = ops.ms_ssim(x, y, weights=w[:4] + (0.0,), normalize="simple")
     xm, ym = torch.nn.functional.avg_pool2d(x, 16), torch.nn.functional.avg_pool2d(y, 16)  # 256 -> 16
     pad = lambda t: torch.nn.functional.pad(t, (5, 5, 5, 5), mode="reflect")  # noqa: E731
@@ -115,8 +123,9 @@ def test_ms_ssim_simple_matches_torchmetrics(name):
     # ... and the whole "simple" formula on colour, odd sizes: against our reference
     xc = torch.cat([_photo("coffee", (321, 283)), _degrade(_photo("coffee", (321, 283)))])
     yc = torch.cat([_degrade(_photo("coffee", (321, 283))), _photo("coffee", (321, 283))])
-    torch.testing.assert_close(ops.ms_ssim(xc, yc, normalize="simple"),
-                               ref.ms_ssim(xc, yc, normalize="simple"), rtol=0, atol=1e-10)
+    torch.testing.assert_close(
+        ops.ms_ssim(xc, yc, normalize="simple"), ref.ms_ssim(xc, yc, normalize="simple"), rtol=0, atol=1e-10
+    )
 
 
 def _low_quality_pair():
@@ -159,8 +168,14 @@ def test_relu_clamped_level_has_zero_gradient_and_weight_zero_counts_as_one():
 # ---------------------------------------------------------------- ms_ssim: gradients
 
 
-@pytest.mark.parametrize("kw,shape", [({}, (1, 2, 170, 165)), (SMALL, (2, 3, 33, 40)),
-                                      (dict(weights=(0.2, 0.8), window_size=3, normalize="simple"), (2, 2, 9, 12))])
+@pytest.mark.parametrize(
+    "kw,shape",
+    [
+        ({}, (1, 2, 170, 165)),
+        (SMALL, (2, 3, 33, 40)),
+        (dict(weights=(0.2, 0.8), window_size=3, normalize="simple"), (2, 2, 9, 12)),
+    ],
+)
 def test_ms_ssim_gradients_match_reference_autograd(kw, shape):
     x, y = _pair(shape, seed=6)
     g = torch.rand(shape[0], generator=torch.Generator().manual_seed(7), dtype=torch.float64)
@@ -300,11 +315,19 @@ def test_baseline_isa_build_matches_reference():
 # ---------------------------------------------------------------- autograd modes
 
 
-CASES = [("ms_ssim", lambda a, b: ops.ms_ssim(a, b, **SMALL), lambda a, b: ref.ms_ssim(a, b, **SMALL)),
-         ("ssim_l1_loss", lambda a, b: ops.ssim_l1_loss(a, b, window_size=5),
-          lambda a, b: ref.ssim_l1_loss(a, b, window_size=5)),
-         ("ssim_l1_loss_same", lambda a, b: ops.ssim_l1_loss(a, b, window_size=5, padding="same", ssim_weight=0.7),
-          lambda a, b: ref.ssim_l1_loss(a, b, window_size=5, padding="same", ssim_weight=0.7))]
+CASES = [
+    ("ms_ssim", lambda a, b: ops.ms_ssim(a, b, **SMALL), lambda a, b: ref.ms_ssim(a, b, **SMALL)),
+    (
+        "ssim_l1_loss",
+        lambda a, b: ops.ssim_l1_loss(a, b, window_size=5),
+        lambda a, b: ref.ssim_l1_loss(a, b, window_size=5),
+    ),
+    (
+        "ssim_l1_loss_same",
+        lambda a, b: ops.ssim_l1_loss(a, b, window_size=5, padding="same", ssim_weight=0.7),
+        lambda a, b: ref.ssim_l1_loss(a, b, window_size=5, padding="same", ssim_weight=0.7),
+    ),
+]
 
 
 @pytest.mark.parametrize("name,fn,rf", CASES, ids=[c[0] for c in CASES])
@@ -338,8 +361,7 @@ def test_forward_mode_matches_reference(name, fn, rf):
         t = forward_ad.unpack_dual(out).tangent
     torch.testing.assert_close(t, torch.func.jvp(lambda b: rf(x, b), (y,), (ty,))[1], rtol=0, atol=1e-10 * scale)
     jf = torch.func.jacfwd(lambda a: fn(a, y))(x)
-    torch.testing.assert_close(jf, torch.func.jacrev(lambda a: rf(a, y))(x), rtol=0,
-                               atol=1e-10 * jf.abs().max().item())
+    torch.testing.assert_close(jf, torch.func.jacrev(lambda a: rf(a, y))(x), rtol=0, atol=1e-10 * jf.abs().max().item())
 
 
 def test_raw_backward_op_is_not_differentiable_and_says_so():
@@ -357,30 +379,49 @@ def test_raw_backward_op_is_not_differentiable_and_says_so():
 # ---------------------------------------------------------------- bad inputs
 
 
-@pytest.mark.parametrize("call,exc,match", [
-    (lambda x, y: ops.ms_ssim(x, y), ValueError, r"too small for 5 levels.*must exceed .* = 160"),
-    (lambda x, y: ops.ms_ssim(x, y, **dict(SMALL, window_size=4)), ValueError,
-     "window_size: expected an odd positive integer"),
-    (lambda x, y: ops.ms_ssim(x, y, **dict(SMALL, data_range=0.0)), ValueError,
-     "data_range: expected a positive number"),
-    (lambda x, y: ops.ms_ssim(x, y, **dict(SMALL, data_range=-1.0)), ValueError,
-     "data_range: expected a positive number"),
-    (lambda x, y: ops.ms_ssim(x, y[..., :-1], **SMALL), ValueError, r"ms_ssim: y: expected shape \(1, 2, 40, 40\)"),
-    (lambda x, y: ops.ms_ssim(x, y, **dict(SMALL, normalize="clamp")), ValueError, "normalize: expected"),
-    (lambda x, y: ops.ms_ssim(x, y, **dict(SMALL, weights=())), ValueError, "weights: expected one or more"),
-    (lambda x, y: ops.ms_ssim(x, y, **dict(SMALL, weights=(0.5, -0.1))), ValueError, "weights: expected one or more"),
-    (lambda x, y: ops.ms_ssim(x, y, **dict(SMALL, weights=(0.5, float("nan")))), ValueError, "weights"),
-    (lambda x, y: ops.ms_ssim(x[0, 0], y[0, 0], **SMALL), ValueError, "ms_ssim: x: expected a 3-D"),
-    (lambda x, y: ops.ms_ssim(x, y.float(), **SMALL), TypeError, "ms_ssim: y: expected dtype torch.float64"),
-    (lambda x, y: ops.ms_ssim(x, y.long(), **SMALL), TypeError, "ms_ssim: y: expected float32, float64"),
-    (lambda x, y: ops.ms_ssim(x, y, **dict(SMALL, k2=0.0)), ValueError, "k2: expected a positive number"),
-    (lambda x, y: ops.ssim_l1_loss(x, y, padding="full"), ValueError, "ssim_l1_loss: padding"),
-    (lambda x, y: ops.ssim_l1_loss(x, y, window_size=41, padding="valid"), ValueError,
-     r"ssim_l1_loss: window_size: the window \(41\)"),
-    (lambda x, y: ops.ssim_l1_loss(x, y, data_range=0), ValueError, "ssim_l1_loss: data_range"),
-    (lambda x, y: ops.ssim_l1_loss(x, y, ssim_weight=float("inf")), ValueError, "ssim_l1_loss: ssim_weight"),
-    (lambda x, y: ops.ssim_l1_loss(x, y.transpose(2, 3)[..., :39]), ValueError, "ssim_l1_loss: y: expected shape"),
-])
+@pytest.mark.parametrize(
+    "call,exc,match",
+    [
+        (lambda x, y: ops.ms_ssim(x, y), ValueError, r"too small for 5 levels.*must exceed .* = 160"),
+        (
+            lambda x, y: ops.ms_ssim(x, y, **dict(SMALL, window_size=4)),
+            ValueError,
+            "window_size: expected an odd positive integer",
+        ),
+        (
+            lambda x, y: ops.ms_ssim(x, y, **dict(SMALL, data_range=0.0)),
+            ValueError,
+            "data_range: expected a positive number",
+        ),
+        (
+            lambda x, y: ops.ms_ssim(x, y, **dict(SMALL, data_range=-1.0)),
+            ValueError,
+            "data_range: expected a positive number",
+        ),
+        (lambda x, y: ops.ms_ssim(x, y[..., :-1], **SMALL), ValueError, r"ms_ssim: y: expected shape \(1, 2, 40, 40\)"),
+        (lambda x, y: ops.ms_ssim(x, y, **dict(SMALL, normalize="clamp")), ValueError, "normalize: expected"),
+        (lambda x, y: ops.ms_ssim(x, y, **dict(SMALL, weights=())), ValueError, "weights: expected one or more"),
+        (
+            lambda x, y: ops.ms_ssim(x, y, **dict(SMALL, weights=(0.5, -0.1))),
+            ValueError,
+            "weights: expected one or more",
+        ),
+        (lambda x, y: ops.ms_ssim(x, y, **dict(SMALL, weights=(0.5, float("nan")))), ValueError, "weights"),
+        (lambda x, y: ops.ms_ssim(x[0, 0], y[0, 0], **SMALL), ValueError, "ms_ssim: x: expected a 3-D"),
+        (lambda x, y: ops.ms_ssim(x, y.float(), **SMALL), TypeError, "ms_ssim: y: expected dtype torch.float64"),
+        (lambda x, y: ops.ms_ssim(x, y.long(), **SMALL), TypeError, "ms_ssim: y: expected float32, float64"),
+        (lambda x, y: ops.ms_ssim(x, y, **dict(SMALL, k2=0.0)), ValueError, "k2: expected a positive number"),
+        (lambda x, y: ops.ssim_l1_loss(x, y, padding="full"), ValueError, "ssim_l1_loss: padding"),
+        (
+            lambda x, y: ops.ssim_l1_loss(x, y, window_size=41, padding="valid"),
+            ValueError,
+            r"ssim_l1_loss: window_size: the window \(41\)",
+        ),
+        (lambda x, y: ops.ssim_l1_loss(x, y, data_range=0), ValueError, "ssim_l1_loss: data_range"),
+        (lambda x, y: ops.ssim_l1_loss(x, y, ssim_weight=float("inf")), ValueError, "ssim_l1_loss: ssim_weight"),
+        (lambda x, y: ops.ssim_l1_loss(x, y.transpose(2, 3)[..., :39]), ValueError, "ssim_l1_loss: y: expected shape"),
+    ],
+)
 def test_bad_inputs_raise_clear_errors(call, exc, match):
     x, y = _pair((1, 2, 40, 40))
     with pytest.raises(exc, match=match):
@@ -431,10 +472,17 @@ def test_one_ssim_op_pair_serves_the_family():
 def test_cuda_matches_cpu(dtype):
     x, y = _pair((2, 3, 181, 170), seed=22)
     xc, yc = x.to("cuda", dtype).contiguous(memory_format=torch.channels_last), y.to("cuda", dtype)
-    tol = (dict(rtol=0, atol=1e-10) if dtype == torch.float64
-           else dict(rtol=0, atol=1e-5 if dtype == torch.float32 else 2e-3))
-    for fn in (lambda a, b: ops.ms_ssim(a, b), lambda a, b: ops.ms_ssim(a, b, **SMALL, normalize="simple"),
-               lambda a, b: ops.ssim_l1_loss(a, b), lambda a, b: ops.ssim_l1_loss(a, b, padding="same")):
+    tol = (
+        dict(rtol=0, atol=1e-10)
+        if dtype == torch.float64
+        else dict(rtol=0, atol=1e-5 if dtype == torch.float32 else 2e-3)
+    )
+    for fn in (
+        lambda a, b: ops.ms_ssim(a, b),
+        lambda a, b: ops.ms_ssim(a, b, **SMALL, normalize="simple"),
+        lambda a, b: ops.ssim_l1_loss(a, b),
+        lambda a, b: ops.ssim_l1_loss(a, b, padding="same"),
+    ):
         got = fn(xc, yc)
         assert got.dtype == dtype and got.device.type == "cuda"
         torch.testing.assert_close(got.double().cpu(), fn(x, y), **tol)
@@ -466,14 +514,20 @@ def test_cuda_large_windows_match_cpu(ws):
 def test_torch_func_transforms_match_reference():
     # grad, jacrev, per-sample gradients vmap(grad) and grad(grad) equal the reference's.
     x, y = _pair((2, 2, 20, 21), seed=23)
-    cases = [(lambda a, b: ops.ms_ssim(a, b, **SMALL), lambda a, b: ref.ms_ssim(a, b, **SMALL)),
-             (lambda a, b: ops.ssim_l1_loss(a, b, window_size=5), lambda a, b: ref.ssim_l1_loss(a, b, window_size=5))]
+    cases = [
+        (lambda a, b: ops.ms_ssim(a, b, **SMALL), lambda a, b: ref.ms_ssim(a, b, **SMALL)),
+        (lambda a, b: ops.ssim_l1_loss(a, b, window_size=5), lambda a, b: ref.ssim_l1_loss(a, b, window_size=5)),
+    ]
     for fn, rf in cases:
         want = torch.func.grad(lambda a: rf(a, y).sum())(x)
         scale = want.abs().max().item()
         torch.testing.assert_close(torch.func.grad(lambda a: fn(a, y).sum())(x), want, rtol=0, atol=1e-10 * scale)
-        torch.testing.assert_close(torch.func.jacrev(lambda b: fn(x, b))(y), torch.func.jacrev(lambda b: rf(x, b))(y),
-                                   rtol=0, atol=1e-10 * scale)
+        torch.testing.assert_close(
+            torch.func.jacrev(lambda b: fn(x, b))(y),
+            torch.func.jacrev(lambda b: rf(x, b))(y),
+            rtol=0,
+            atol=1e-10 * scale,
+        )
         per_sample = torch.func.vmap(torch.func.grad(lambda a, b: fn(a[None], b[None]).sum()))(x, y)
         torch.testing.assert_close(per_sample, want, rtol=0, atol=1e-10 * scale)
         # second order through the transforms: the Hessian-vector product of the reference

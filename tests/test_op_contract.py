@@ -22,12 +22,11 @@ import re
 
 import pytest
 import torch
+from conftest import HAS_CUDA, pair
+from op_contract import CASES, IDS, D, gen, rows
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from vaeiso_ext import nn as vnn
-
-from conftest import HAS_CUDA, pair
-from op_contract import CASES, IDS, D, gen, rows
 
 # ---------------------------------------------------------------- helpers
 
@@ -53,8 +52,9 @@ def assert_same(got, want, tol, what, grad=False):
         return
     scaled = tol["scaled"] is True or (tol["scaled"] == "grads" and grad)
     atol = tol["atol"] * (max(1.0, want.abs().max().item()) if scaled and want.numel() else 1.0)
-    torch.testing.assert_close(got.to(want.dtype), want, rtol=tol["rtol"], atol=atol, equal_nan=True,
-                               msg=lambda m: f"{what}: {m}")
+    torch.testing.assert_close(
+        got.to(want.dtype), want, rtol=tol["rtol"], atol=atol, equal_nan=True, msg=lambda m: f"{what}: {m}"
+    )
 
 
 def twin_layouts(a):
@@ -69,8 +69,9 @@ def twin_layouts(a):
         wide[:, ::2] = a
         out["strided_dim1"] = wide[:, ::2]  # channels (or K) sliced out of a bigger tensor
     if a.dim() >= 3:  # sliced in two dims at once
-        wide = torch.full(a.shape[:1] + (2 * a.shape[1],) + a.shape[2:-1] + (2 * a.shape[-1],), float("nan"),
-                          dtype=a.dtype)
+        wide = torch.full(
+            a.shape[:1] + (2 * a.shape[1],) + a.shape[2:-1] + (2 * a.shape[-1],), float("nan"), dtype=a.dtype
+        )
         wide[:, ::2, ..., ::2] = a
         out["strided_dim1_and_last"] = wide[:, ::2, ..., ::2]
     wide = torch.full(a.shape[:-1] + (2 * a.shape[-1],), float("nan"), dtype=a.dtype)
@@ -84,10 +85,22 @@ def twin_layouts(a):
     return {k: v for k, v in out.items() if not v.is_contiguous()}  # 1-D or N = 1: some are no-ops
 
 
-LAYOUTS = ["channels_last", "transposed", "strided_dim1", "strided_dim1_and_last", "strided_last",
-           "all_dims_reversed", "dim0_innermost", "expanded_dim0"]
-LAYOUT_CASES = [pytest.param(c, dt, lay, id=f"{c.name}-{str(dt)[6:]}-{lay}")
-                for c in CASES for dt in c.layout_tol for lay in LAYOUTS]
+LAYOUTS = [
+    "channels_last",
+    "transposed",
+    "strided_dim1",
+    "strided_dim1_and_last",
+    "strided_last",
+    "all_dims_reversed",
+    "dim0_innermost",
+    "expanded_dim0",
+]
+LAYOUT_CASES = [
+    pytest.param(c, dt, lay, id=f"{c.name}-{str(dt)[6:]}-{lay}")
+    for c in CASES
+    for dt in c.layout_tol
+    for lay in LAYOUTS
+]
 
 
 # ---------------------------------------------------------------- layouts
@@ -100,8 +113,7 @@ def test_layouts_give_the_contiguous_result(case, dtype, layout):
     twin (bitwise for the SSIM family) or, for GDN, the float64 reference on it."""
     tol = case.layout_exceptions.get(layout, case.layout_tol)[dtype]
     # a batch of 2 at least, so that the batch layouts are not no-ops (rows with N = 1)
-    args = tuple(torch.cat([a, a.roll(1, -1)]) if b and a.shape[0] == 1 else a
-                 for a, b in zip(case.args, case.batched))
+    args = tuple(torch.cat([a, a.roll(1, -1)]) if b and a.shape[0] == 1 else a for a, b in zip(case.args, case.batched))
     args = tuple(a.to(dtype) for a in args)
     views = [twin_layouts(a).get(layout) for a in args]
     trials = [tuple(v if j == i else a for j, a in enumerate(args)) for i, v in enumerate(views) if v is not None]
@@ -270,8 +282,9 @@ def test_torch_compile_fullgraph(case):
 
 def _gdn_model():
     torch.manual_seed(0)
-    model = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), vnn.GDN(8),
-                                torch.nn.Conv2d(8, 8, 3, padding=1), vnn.IGDN(8))
+    model = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 8, 3, padding=1), vnn.GDN(8), torch.nn.Conv2d(8, 8, 3, padding=1), vnn.IGDN(8)
+    )
     with torch.no_grad():  # non-trivial, non-diagonal parameters
         for m in model:
             if isinstance(m, vnn.GDN):
@@ -283,6 +296,7 @@ def _loss_module(cls, **kw):
     def build():
         x, y = pair((2, 3, 40, 36), dtype=torch.float32, seed=21)
         return cls(**kw), (x, y), "aot_eager", {}
+
     return build
 
 
@@ -346,15 +360,17 @@ def test_meta_inputs_give_meta_outputs(case):
     assert out.device.type == "meta" and out.shape == case.fn(*case.args).shape
 
 
-@pytest.mark.parametrize("case,i", [pytest.param(c, i, id=f"{c.name}-{c.argnames[i]}")
-                                    for c in CASES for i in range(len(c.args))])
+@pytest.mark.parametrize(
+    "case,i", [pytest.param(c, i, id=f"{c.name}-{c.argnames[i]}") for c in CASES for i in range(len(c.args))]
+)
 def test_bad_arguments_name_the_function_and_argument(case, i):
     """A non-tensor and an integer tensor in place of a floating tensor: TypeError naming the
     function and the argument."""
-    for bad, msg in ((case.args[i].tolist(), "expected a torch.Tensor, got list"),
-                     (case.args[i].to(torch.int64), "expected float32, float64, float16 or bfloat16, got torch.int64")):
+    for bad, msg in (
+        (case.args[i].tolist(), "expected a torch.Tensor, got list"),
+        (case.args[i].to(torch.int64), "expected float32, float64, float16 or bfloat16, got torch.int64"),
+    ):
         args = list(case.args)
         args[i] = bad
         with pytest.raises(TypeError, match=f"^{re.escape(f'{case.public}: {case.argnames[i]}: {msg}')}$"):
             case.fn(*args)
-

@@ -10,10 +10,9 @@ on its first call, and tensors handed out at once never share memory."""
 
 import pytest
 import torch
+from conftest import run_python
 
 from vaeiso_ext import ops
-
-from conftest import run_python
 
 # The loop: warm-up calls, then CALLS calls counted; faults per call are amortised over them.
 # Python's own small objects may touch a fresh page now and then, so the bound is a fraction of a
@@ -66,15 +65,25 @@ print("done")
 # MS-SSIM at N=16 is left out: its pyramid glue (ATen pooling and its backward around the
 # kernel) still takes fresh multi-MB tensors per level and call, and faults as often as glibc's
 # thresholds say (from 0 to a few hundred per call, depending on what ran before).
-CASES = ["gdn C=64", "gdn C=128", "gdn C=192", "ssim N=64 64x64", "ssim N=8 256x256", "ms_ssim N=4 256x256",
-         "ssim_l1_loss N=4 256x256", "ssim_l1_loss N=16 256x256"]
+CASES = [
+    "gdn C=64",
+    "gdn C=128",
+    "gdn C=192",
+    "ssim N=64 64x64",
+    "ssim N=8 256x256",
+    "ms_ssim N=4 256x256",
+    "ssim_l1_loss N=4 256x256",
+    "ssim_l1_loss N=16 256x256",
+]
 
 
 # The kept cache needs the stable shim's torch_from_blob with a deleter (torch >= 2.11); under
 # torch 2.10 the large outputs come from torch's allocator and fault as any tensor does
 # (docs/install.md).
-@pytest.mark.skipif(torch.__version__ < "2.11", reason="torch < 2.11: no torch_from_blob with a deleter, "
-                    "so no kept cache for the large outputs (docs/install.md)")
+@pytest.mark.skipif(
+    torch.__version__ < "2.11",
+    reason="torch < 2.11: no torch_from_blob with a deleter, so no kept cache for the large outputs (docs/install.md)",
+)
 @pytest.mark.parametrize("case", CASES)
 def test_no_page_faults_per_call_in_a_fresh_process(case):
     """The op looped alone in a fresh interpreter (what ran before changes glibc's thresholds)."""

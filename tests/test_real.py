@@ -9,12 +9,12 @@ from vaeiso_ext import metrics
 from vaeiso_ext.analysis import analyze_latents
 from vaeiso_ext.data.digits import load_digits
 from vaeiso_ext.data.images import load_image_folder, skimage_crops
-from vaeiso_ext.models import ConvVAE, DigitsVAE, build_model
 from vaeiso_ext.experiments import UsageError, read_run
 from vaeiso_ext.experiments.digits import DigitsConfig
 from vaeiso_ext.experiments.images import EXPERIMENT as IMAGES
 from vaeiso_ext.experiments.images import ImagesConfig
 from vaeiso_ext.experiments.real import traversal_grid
+from vaeiso_ext.models import ConvVAE, DigitsVAE, build_model
 from vaeiso_ext.train import TrainConfig, train
 
 # ------------------------------------------------------------------ models
@@ -103,8 +103,7 @@ def test_short_training_lowers_the_loss():
     torch.manual_seed(0)
     x = skimage_crops(64)[:96]
     m = ConvVAE(latent=4, channels=8, hidden=64)
-    hist = train(m, x, metrics.SSIM(), TrainConfig(lam=1000.0, epochs=4, batch_size=32, seed=0),
-                 progress=False)
+    hist = train(m, x, metrics.SSIM(), TrainConfig(lam=1000.0, epochs=4, batch_size=32, seed=0), progress=False)
     assert hist[-1]["loss"] < hist[0]["loss"]
 
 
@@ -152,8 +151,21 @@ def test_reproduce_digits_cli_outputs(tmp_path):
     from vaeiso_ext.cli import main
 
     out = tmp_path / "digits"
-    rc = main(["reproduce", "digits", "--latent", "3", "--iterations", "20", "--n-eval", "16",
-               "--no-progress", "--out", str(out)])
+    rc = main(
+        [
+            "reproduce",
+            "digits",
+            "--latent",
+            "3",
+            "--iterations",
+            "20",
+            "--n-eval",
+            "16",
+            "--no-progress",
+            "--out",
+            str(out),
+        ]
+    )
     assert rc == 0
     res = json.loads((out / "results.json").read_text())
     assert res["experiment"] == "digits" and len(res["dims"]) == 3

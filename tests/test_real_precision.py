@@ -6,8 +6,7 @@ import pytest
 import torch
 
 from vaeiso_ext import metrics
-from vaeiso_ext.analysis import analyze_latents, dj_prime
-from vaeiso_ext.analysis import derivatives
+from vaeiso_ext.analysis import analyze_latents, derivatives, dj_prime
 from vaeiso_ext.models import ConvVAE, DigitsVAE
 
 # Tolerance. In float64 every decoder output element carries a rounding error of at most
@@ -51,8 +50,12 @@ def test_analyze_latents_independent_of_batching(kind, monkeypatch):
         got = analyze_latents(m, x, metric, beta, chunk=chunk, gram=False)
         for a, b in zip(got["dims"], ref["dims"]):
             assert a["index"] == b["index"]
-            torch.testing.assert_close(torch.tensor(a["dj_mean"], dtype=torch.float64),
-                                       torch.tensor(b["dj_mean"], dtype=torch.float64), rtol=RTOL, atol=0)
+            torch.testing.assert_close(
+                torch.tensor(a["dj_mean"], dtype=torch.float64),
+                torch.tensor(b["dj_mean"], dtype=torch.float64),
+                rtol=RTOL,
+                atol=0,
+            )
     # the model itself is left in float32
     assert next(m.parameters()).dtype == torch.float32
 

@@ -4,9 +4,10 @@ Oracles: vaeiso_ext.reference in float64, scikit-image and pytorch_msssim. Small
 gradcheck, Hessians and torch.compile fast.
 """
 
-
 import pytest
 import torch
+from conftest import degrade, photos, run_python
+from conftest import pair as _pair
 
 import vaeiso_ext
 from vaeiso_ext import nn as vnn
@@ -14,14 +15,19 @@ from vaeiso_ext import ops
 from vaeiso_ext import reference as ref
 from vaeiso_ext.ops._ssim import one_minus_ssim
 
-from conftest import degrade, photos, run_python
-from conftest import pair as _pair
-
 # ---------------------------------------------------------------- shared fixtures
 
 HAS_CUDA_KERNELS = vaeiso_ext.build_info()["cuda"] and torch.cuda.is_available()
-DEVICES = ["cpu", pytest.param("cuda", marks=[pytest.mark.cuda, pytest.mark.skipif(
-    not HAS_CUDA_KERNELS, reason="needs a CUDA device and the CUDA kernels")])]
+DEVICES = [
+    "cpu",
+    pytest.param(
+        "cuda",
+        marks=[
+            pytest.mark.cuda,
+            pytest.mark.skipif(not HAS_CUDA_KERNELS, reason="needs a CUDA device and the CUDA kernels"),
+        ],
+    ),
+]
 PADDINGS = ["valid", "same"]
 # Absolute tolerance for float64 SSIM values against the reference: a mean over <= ~5,000
 # windowed values of order 1 (each from sums of <= 121 taps) in another order; the
@@ -50,11 +56,14 @@ def test_ssim_matches_skimage_and_pytorch_msssim(source):
     x32, y32 = torch.from_numpy(x64).float(), torch.from_numpy(y64).float()
     ours = ops.ssim(x32, y32)
     assert ours.dtype == torch.float32 and ours.shape == (3,)
-    sk = torch.tensor([
-        structural_similarity(a, b, gaussian_weights=True, sigma=1.5, use_sample_covariance=False,
-                              data_range=1, channel_axis=0)
-        for a, b in zip(x64, y64)
-    ])
+    sk = torch.tensor(
+        [
+            structural_similarity(
+                a, b, gaussian_weights=True, sigma=1.5, use_sample_covariance=False, data_range=1, channel_axis=0
+            )
+            for a, b in zip(x64, y64)
+        ]
+    )
     torch.testing.assert_close(ours.double(), sk, rtol=0, atol=1e-5)
     ms = ms_ssim(x32, y32, data_range=1, size_average=False)
     torch.testing.assert_close(ours, ms, rtol=0, atol=1e-5)
@@ -82,8 +91,7 @@ def test_ssim_large_window(padding):
     ref.ssim(xr, y, **kw).sum().backward()
     torch.testing.assert_close(xa.grad, xr.grad, rtol=1e-9, atol=1e-15)
     others = torch.stack([y, x], 1)
-    torch.testing.assert_close(ops.ssim_pairs(x, others, **kw), ref.ssim_pairs(x, others, **kw),
-                               rtol=1e-9, atol=1e-14)
+    torch.testing.assert_close(ops.ssim_pairs(x, others, **kw), ref.ssim_pairs(x, others, **kw), rtol=1e-9, atol=1e-14)
 
 
 def test_ssim_identical_images_is_one():
@@ -152,8 +160,7 @@ def test_ssim_double_backward_matches_reference():
     # the raw backward kernel has no derivative of its own and says so
     _, _, maps = torch.ops.vaeiso.ssim_forward(x, y, 3, 1.5, 0.01, 0.03, 1.0, False, False, False, True)
     xg = x.clone().requires_grad_()
-    gx, _ = torch.ops.vaeiso.ssim_backward(torch.ones(1, 1, dtype=x.dtype), x.new_empty(0), xg, y, maps, 3, 1.5,
-                                           False)
+    gx, _ = torch.ops.vaeiso.ssim_backward(torch.ones(1, 1, dtype=x.dtype), x.new_empty(0), xg, y, maps, 3, 1.5, False)
     with pytest.raises(RuntimeError, match="ssim_backward: the raw backward kernel has no derivative"):
         torch.autograd.grad(gx.sum(), xg)
 
@@ -236,7 +243,7 @@ def test_ssim_pairs_float32_has_no_cancellation(eps):
 
 def test_ssim_pairs_reference_gradients():
     x, _ = _pair((2, 2, 9, 9), seed=16)
-    others = (x.unsqueeze(1) + 0.1 * torch.randn((2, 3, 2, 9, 9), generator=_gen(17), dtype=torch.float64))
+    others = x.unsqueeze(1) + 0.1 * torch.randn((2, 3, 2, 9, 9), generator=_gen(17), dtype=torch.float64)
     x.requires_grad_(), others.requires_grad_()  # gradcheck: tests/test_op_contract.py
     w = torch.randn(2, 3, generator=_gen(18), dtype=torch.float64)
     gb, go = torch.autograd.grad((ops.ssim_pairs(x, others, window_size=5) * w).sum(), (x, others))
@@ -309,8 +316,10 @@ def test_ssim_filter_gradcheck_and_adjoint():
     t = torch.randn(2, 3, 9, 11, dtype=torch.float64, requires_grad=True)
     for same in (False, True):
         assert torch.autograd.gradcheck(lambda a: torch.ops.vaeiso.ssim_filter(a, 5, 1.0, same, False), (t,))
-        torch.testing.assert_close(torch.ops.vaeiso.ssim_filter(t, 5, 1.0, same, False),
-                                   ref.window_filter(t, 5, 1.0, "same" if same else "valid"))
+        torch.testing.assert_close(
+            torch.ops.vaeiso.ssim_filter(t, 5, 1.0, same, False),
+            ref.window_filter(t, 5, 1.0, "same" if same else "valid"),
+        )
         p = torch.randn(torch.ops.vaeiso.ssim_filter(t, 5, 1.0, same, False).shape, dtype=torch.float64)
         lhs = (torch.ops.vaeiso.ssim_filter(t, 5, 1.0, same, False) * p).sum()
         rhs = (t * torch.ops.vaeiso.ssim_filter(p, 5, 1.0, same, True)).sum()
@@ -374,22 +383,28 @@ def test_deterministic_and_thread_count_independent():
         assert torch.equal(a, b) and torch.equal(a, c)
 
 
-@pytest.mark.parametrize("bad,match", [
-    (dict(window_size=4), "window_size: expected an odd"),
-    (dict(window_size=0), "window_size: expected an odd"),
-    (dict(window_size=21), "window_size: the window \\(21\\) is larger than the image"),
-    (dict(data_range=-1.0), "data_range: expected a positive"),
-    (dict(data_range=0.0), "data_range: expected a positive"),
-    (dict(k1=0.0), "k1: expected a positive"),
-    (dict(k2=-0.03), "k2: expected a positive"),
-    (dict(sigma=0.0), "sigma: expected a positive"),
-    (dict(padding="reflect"), "padding: expected"),
-])
+@pytest.mark.parametrize(
+    "bad,match",
+    [
+        (dict(window_size=4), "window_size: expected an odd"),
+        (dict(window_size=0), "window_size: expected an odd"),
+        (dict(window_size=21), "window_size: the window \\(21\\) is larger than the image"),
+        (dict(data_range=-1.0), "data_range: expected a positive"),
+        (dict(data_range=0.0), "data_range: expected a positive"),
+        (dict(k1=0.0), "k1: expected a positive"),
+        (dict(k2=-0.03), "k2: expected a positive"),
+        (dict(sigma=0.0), "sigma: expected a positive"),
+        (dict(padding="reflect"), "padding: expected"),
+    ],
+)
 def test_bad_arguments_raise_clear_errors(bad, match):
     x, y = _pair((2, 3, 16, 20), dtype=torch.float32)
     v = torch.zeros(2, 2, 3, 16, 20)
-    for call in (lambda: ops.ssim(x, y, **bad), lambda: ops.ssim_pairs(x, v, **bad),
-                 lambda: ops.ssim_metric_gram(x, v, **bad)):
+    for call in (
+        lambda: ops.ssim(x, y, **bad),
+        lambda: ops.ssim_pairs(x, v, **bad),
+        lambda: ops.ssim_metric_gram(x, v, **bad),
+    ):
         with pytest.raises(ValueError, match=match):
             call()
 
@@ -474,8 +489,9 @@ def test_float32_horizontal_fast_path_matches_reference(padding, window_size):
         for got, want in ((xa.grad, xr.grad), (ya.grad, yr.grad)):
             torch.testing.assert_close(got.double(), want, rtol=0, atol=1e-4 * want.abs().max().item())
         others = torch.stack([y, x], 1)
-        torch.testing.assert_close(ops.ssim_pairs(x.float(), others.float(), **kw).double(),
-                                   ref.ssim_pairs(x, others, **kw), rtol=0, atol=2e-6)
+        torch.testing.assert_close(
+            ops.ssim_pairs(x.float(), others.float(), **kw).double(), ref.ssim_pairs(x, others, **kw), rtol=0, atol=2e-6
+        )
         # the window filter and its adjoint alone, float32 against float64
         same = padding == "same"
         t = x.reshape(-1, 23, w)
@@ -514,11 +530,19 @@ def test_torch_compile_inductor():
 
 def test_random_shapes_windows_and_layouts():
     hypothesis = pytest.importorskip("hypothesis")
-    from hypothesis import given, settings, strategies as st
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
 
     @settings(max_examples=25, deadline=None, derandomize=True)
-    @given(n=st.integers(1, 3), c=st.integers(1, 4), h=st.integers(1, 20), w=st.integers(1, 40),
-           half=st.integers(0, 4), same=st.booleans(), cl=st.booleans())
+    @given(
+        n=st.integers(1, 3),
+        c=st.integers(1, 4),
+        h=st.integers(1, 20),
+        w=st.integers(1, 40),
+        half=st.integers(0, 4),
+        same=st.booleans(),
+        cl=st.booleans(),
+    )
     def check(n, c, h, w, half, same, cl):
         ws = 2 * half + 1
         hypothesis.assume(ws <= h and ws <= w)
@@ -529,8 +553,9 @@ def test_random_shapes_windows_and_layouts():
         kw = dict(window_size=ws, sigma=0.5 + half * 0.4, padding=padding)
         torch.testing.assert_close(ops.ssim(x, y, **kw), ref.ssim(x, y, **kw), rtol=0, atol=F64_ATOL)
         others = torch.stack([y, x], 1)
-        torch.testing.assert_close(ops.ssim_pairs(x, others, **kw), ref.ssim_pairs(x, others, **kw),
-                                   rtol=1e-9, atol=1e-12)
+        torch.testing.assert_close(
+            ops.ssim_pairs(x, others, **kw), ref.ssim_pairs(x, others, **kw), rtol=1e-9, atol=1e-12
+        )
 
     check()
 
@@ -556,9 +581,14 @@ def test_cuda_matches_cpu(padding, dtype):
         (out * torch.arange(1.0, 4.0, dtype=dtype, device=dev)).sum().backward()
         others = torch.stack([ya.detach(), xa.detach().flip(-1), xa.detach() + 1e-3], 1)
         v = torch.randn(3, 4, 3, 37, 70, dtype=dtype, generator=_gen(51)).to(dev)
-        res[dev] = [out, xa.grad, ya.grad, ops.ssim_pairs(xa.detach(), others, **kw),
-                    ops.ssim_metric_gram(xa.detach(), v, **kw),
-                    torch.ops.vaeiso.ssim_filter(v, 11, 1.5, padding == "same", False)]
+        res[dev] = [
+            out,
+            xa.grad,
+            ya.grad,
+            ops.ssim_pairs(xa.detach(), others, **kw),
+            ops.ssim_metric_gram(xa.detach(), v, **kw),
+            torch.ops.vaeiso.ssim_filter(v, 11, 1.5, padding == "same", False),
+        ]
     for a, b in zip(res["cpu"], res["cuda"]):
         torch.testing.assert_close(b.cpu(), a, **tol)
 
@@ -584,8 +614,9 @@ def test_cuda_half_types(dtype):
     v = torch.randn(2, 2, 3, 32, 33, device="cuda").to(dtype)
     G = ops.ssim_metric_gram(xh.detach(), v)
     assert G.dtype == dtype
-    torch.testing.assert_close(G.double().cpu(), ref.ssim_metric_gram(xh.detach().double().cpu(), v.double().cpu()),
-                               rtol=2e-2, atol=1e-3)
+    torch.testing.assert_close(
+        G.double().cpu(), ref.ssim_metric_gram(xh.detach().double().cpu(), v.double().cpu()), rtol=2e-2, atol=1e-3
+    )
 
 
 @pytest.mark.cuda

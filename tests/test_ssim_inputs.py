@@ -43,8 +43,10 @@ def _ms(kw):
 
 def _module(cls, **fixed):
     """A module entry point: the arguments go to the constructor, the images to forward."""
+
     def call(x, y, **kw):
         return cls(**fixed, **kw)(x, y)
+
     return call
 
 
@@ -160,8 +162,9 @@ def test_bad_ranges_for_the_images(entry, case):
     _expect(OP_OF.get(entry, entry), arg, exc, lambda: fn(x, y, **kw))
 
 
-@pytest.mark.parametrize("entry", ["ssim", "one_minus_ssim", "ssim_pairs", "ssim_metric_gram", "ssim_l1_loss",
-                                   "SSIMLoss", "SSIML1Loss"])
+@pytest.mark.parametrize(
+    "entry", ["ssim", "one_minus_ssim", "ssim_pairs", "ssim_metric_gram", "ssim_l1_loss", "SSIMLoss", "SSIML1Loss"]
+)
 def test_window_larger_than_the_image_with_valid_padding(entry):
     fn, _, _, _ = ENTRIES[entry]
     x, y = _images()
@@ -196,18 +199,28 @@ def test_every_ssim_function_takes_an_unbatched_pair(entry):
 def _ref_value(entry, x, y, rng, **kw):
     """The float64 reference with the range applied per image by hand."""
     if entry == "ssim_pairs":
-        return torch.cat([ref.ssim_pairs(x[i:i + 1], _k(y[i:i + 1]), data_range=float(rng[i]), **kw)
-                          for i in range(x.shape[0])])
+        return torch.cat(
+            [ref.ssim_pairs(x[i : i + 1], _k(y[i : i + 1]), data_range=float(rng[i]), **kw) for i in range(x.shape[0])]
+        )
     if entry == "ssim_metric_gram":
-        return torch.cat([ref.ssim_metric_gram(x[i:i + 1], _k(y[i:i + 1]), data_range=float(rng[i]), **kw)
-                          for i in range(x.shape[0])])
-    f = dict(ssim=ref.ssim, one_minus_ssim=lambda a, b, **k: 1 - ref.ssim(a, b, **k),
-             ms_ssim=lambda a, b, **k: ref.ms_ssim(a, b, weights=MS_WEIGHTS, **k), ssim_l1_loss=ref.ssim_l1_loss)[entry]
-    return torch.cat([f(x[i:i + 1], y[i:i + 1], data_range=float(rng[i]), **kw) for i in range(x.shape[0])])
+        return torch.cat(
+            [
+                ref.ssim_metric_gram(x[i : i + 1], _k(y[i : i + 1]), data_range=float(rng[i]), **kw)
+                for i in range(x.shape[0])
+            ]
+        )
+    f = dict(
+        ssim=ref.ssim,
+        one_minus_ssim=lambda a, b, **k: 1 - ref.ssim(a, b, **k),
+        ms_ssim=lambda a, b, **k: ref.ms_ssim(a, b, weights=MS_WEIGHTS, **k),
+        ssim_l1_loss=ref.ssim_l1_loss,
+    )[entry]
+    return torch.cat([f(x[i : i + 1], y[i : i + 1], data_range=float(rng[i]), **kw) for i in range(x.shape[0])])
 
 
-@pytest.mark.parametrize("entry", ["ssim", "one_minus_ssim", "ssim_pairs", "ssim_metric_gram", "ms_ssim",
-                                   "ssim_l1_loss"])
+@pytest.mark.parametrize(
+    "entry", ["ssim", "one_minus_ssim", "ssim_pairs", "ssim_metric_gram", "ms_ssim", "ssim_l1_loss"]
+)
 def test_data_range_forms_match_the_reference(entry):
     fn, _, _, _ = ENTRIES[entry]
     x, y = _images(torch.float64, seed=3)
@@ -228,10 +241,15 @@ def test_tensor_data_range_gradients_match_the_reference():
     """The range tensor is differentiable, x and y too (autograd of the reference as oracle)."""
     x, y = _images(torch.float64, seed=4)
     rng = torch.tensor([0.8, 1.7], dtype=torch.float64)
-    cases = [(ops.ssim, ref.ssim), (ops.one_minus_ssim, lambda a, b, **k: 1 - ref.ssim(a, b, **k)),
-             (ops.ssim_l1_loss, ref.ssim_l1_loss),
-             (lambda a, b, **k: ops.ms_ssim(a, b, weights=MS_WEIGHTS, **k),
-              lambda a, b, **k: ref.ms_ssim(a, b, weights=MS_WEIGHTS, **k))]
+    cases = [
+        (ops.ssim, ref.ssim),
+        (ops.one_minus_ssim, lambda a, b, **k: 1 - ref.ssim(a, b, **k)),
+        (ops.ssim_l1_loss, ref.ssim_l1_loss),
+        (
+            lambda a, b, **k: ops.ms_ssim(a, b, weights=MS_WEIGHTS, **k),
+            lambda a, b, **k: ref.ms_ssim(a, b, weights=MS_WEIGHTS, **k),
+        ),
+    ]
     g = torch.tensor([0.7, -1.3], dtype=torch.float64)
     for op, rf in cases:
         grads = []
@@ -270,7 +288,10 @@ def test_half_images_with_a_tensor_range_keep_their_dtype():
 def test_modules_accept_the_range_forms():
     x, y = _images(torch.float64, seed=7)
     want = 1 - ref.ssim(x * 255, y * 255, data_range=255.0)
-    torch.testing.assert_close(vnn.SSIMLoss("none", data_range=(0, 255))(x * 255, y * 255), want,
-                               rtol=0, atol=1e-12)
-    torch.testing.assert_close(vnn.SSIMLoss("none", data_range=torch.full((2,), 255.0, dtype=torch.float64))(
-        x * 255, y * 255), want, rtol=0, atol=1e-12)
+    torch.testing.assert_close(vnn.SSIMLoss("none", data_range=(0, 255))(x * 255, y * 255), want, rtol=0, atol=1e-12)
+    torch.testing.assert_close(
+        vnn.SSIMLoss("none", data_range=torch.full((2,), 255.0, dtype=torch.float64))(x * 255, y * 255),
+        want,
+        rtol=0,
+        atol=1e-12,
+    )

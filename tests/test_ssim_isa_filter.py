@@ -19,10 +19,9 @@ import pathlib
 
 import pytest
 import torch
+from conftest import run_python
 
 from vaeiso_ext import reference
-
-from conftest import run_python
 
 WINDOWS = (7, 9, 11, 13, 15)
 WIDTHS = range(1, 81)
@@ -110,8 +109,9 @@ def test_filter_matches_float64_oracle(builds, oracle, isa):
     tol = {str(torch.float32): 1e-6, str(torch.float64): 2e-15}
     for name, want in oracle.items():
         for dt, atol in tol.items():
-            torch.testing.assert_close(out[(name, dt)], want, rtol=0, atol=atol,
-                                       msg=lambda m: f"{isa} {name} {dt}: {m}")
+            torch.testing.assert_close(
+                out[(name, dt)], want, rtol=0, atol=atol, msg=lambda m: f"{isa} {name} {dt}: {m}"
+            )
 
 
 @pytest.mark.parametrize("isa", ["avx2", "avx512"])

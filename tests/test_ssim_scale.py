@@ -10,12 +10,11 @@ their range, float32 lost two digits at 1e10 and gave NaN at 1e12 and 1e-12, flo
 
 import pytest
 import torch
+from conftest import pair
 
 import vaeiso_ext  # noqa: F401
 from vaeiso_ext import ops
 from vaeiso_ext import reference as ref
-
-from conftest import pair
 
 SCALES = {
     torch.float32: [1e-30, 1e-20, 1e-12, 1e-10, 3.7e-3, 1.0, 255.0, 1e10, 1e12, 1e20, 1e30],
@@ -118,8 +117,9 @@ def test_ssim_l1_loss(dtype, scale, padding):
     torch.testing.assert_close(got.double() / scale, l1, rtol=0, atol=L1_ATOL[dtype])
     got = ops.ssim_l1_loss(xs, ys, data_range=scale, padding=padding)
     # the default weights: each term with its own tolerance, the L1 one in the images' units
-    torch.testing.assert_close(got.double(), 0.8 * scale * l1 + 0.2 * one_minus, rtol=0,
-                               atol=L1_ATOL[dtype] * max(1.0, scale))
+    torch.testing.assert_close(
+        got.double(), 0.8 * scale * l1 + 0.2 * one_minus, rtol=0, atol=L1_ATOL[dtype] * max(1.0, scale)
+    )
 
 
 @pytest.mark.parametrize("dtype,scale", CASES, ids=IDS)
@@ -161,9 +161,11 @@ def test_compiled_with_ranges():
     rng = torch.full((2,), 255.0)
 
     def f(a, b):
-        return (ops.ssim(a, b, window_size=7, data_range=255.0).sum()
-                + ops.ssim_l1_loss(a, b, window_size=7, data_range=rng).sum()
-                + ops.ssim_l1_loss(a[0], b[0], window_size=7, data_range=(0, 255)))
+        return (
+            ops.ssim(a, b, window_size=7, data_range=255.0).sum()
+            + ops.ssim_l1_loss(a, b, window_size=7, data_range=rng).sum()
+            + ops.ssim_l1_loss(a[0], b[0], window_size=7, data_range=(0, 255))
+        )
 
     compiled = torch.compile(f, fullgraph=True, backend="aot_eager")
     xa, xb = xs.clone().requires_grad_(), xs.clone().requires_grad_()

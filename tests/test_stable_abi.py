@@ -20,8 +20,7 @@ def _undefined_symbols() -> list[str]:
     nm = shutil.which("nm")
     if nm is None:
         pytest.skip("nm (binutils) is not installed: the library's imports cannot be listed")
-    out = subprocess.run([nm, "-D", "--undefined-only", "-C", _C.__file__], capture_output=True, text=True,
-                         check=True)
+    out = subprocess.run([nm, "-D", "--undefined-only", "-C", _C.__file__], capture_output=True, text=True, check=True)
     # each line: "U name" or "w name" (a demangled name may contain spaces)
     return [line.split(None, 1)[1] for line in out.stdout.splitlines() if len(line.split(None, 1)) == 2]
 

@@ -70,23 +70,28 @@ def closed_form(model, x, threshold=INFORMATIVE_THRESHOLD, floor=RATIO_FLOOR):
         mu = x @ model.enc.weight.T
         logvar = model.c + x[:, :1] * model.v
         s2 = logvar.exp()
-        dj = (model.decoder.weight ** 2).sum(0)  # ||A e_j||^2
+        dj = (model.decoder.weight**2).sum(0)  # ||A e_j||^2
         norm = (2 / BETA) * s2 * dj
     om = 1 - s2
     dims = []
     for j in range(s2.shape[1]):
         keep = om[:, j] >= floor
         r = norm[keep, j] / om[keep, j]
-        dims.append({
-            "dj": dj[j].item(), "norm_mean": norm[:, j].mean().item(),
-            "one_minus": om[:, j].mean().item(), "skipped": int((~keep).sum()),
-            "ratio_mean": r.mean().item() if keep.any() else None,
-            "ratio_sd": r.std(unbiased=False).item() if keep.any() else None,
-            "ratio_of_means": norm[:, j].mean().item() / om[:, j].mean().item()
-            if om[:, j].mean() >= floor else None,
-            "informative": (1 / s2[:, j]).mean().item() >= threshold,
-            "kl": (0.5 * (mu[:, j] ** 2 + s2[:, j] - logvar[:, j] - 1)).mean().item(),
-        })
+        dims.append(
+            {
+                "dj": dj[j].item(),
+                "norm_mean": norm[:, j].mean().item(),
+                "one_minus": om[:, j].mean().item(),
+                "skipped": int((~keep).sum()),
+                "ratio_mean": r.mean().item() if keep.any() else None,
+                "ratio_sd": r.std(unbiased=False).item() if keep.any() else None,
+                "ratio_of_means": norm[:, j].mean().item() / om[:, j].mean().item()
+                if om[:, j].mean() >= floor
+                else None,
+                "informative": (1 / s2[:, j]).mean().item() >= threshold,
+                "kl": (0.5 * (mu[:, j] ** 2 + s2[:, j] - logvar[:, j] - 1)).mean().item(),
+            }
+        )
     return dims
 
 
@@ -107,8 +112,7 @@ def check_dims(res_dims, want, informative_key=True):
         assert d["norm_ratio_skipped"] == w["skipped"]
         approx_or_none(d["norm_ratio_mean"], w["ratio_mean"], rel=1e-7)
         # the forward difference's rounding (~1e-13 relative per sample) is the SD of a constant
-        approx_or_none(d["norm_ratio_sd"], w["ratio_sd"], rel=1e-6,
-                       abs_tol=1e-7 * abs(w["ratio_mean"] or 0.0))
+        approx_or_none(d["norm_ratio_sd"], w["ratio_sd"], rel=1e-6, abs_tol=1e-7 * abs(w["ratio_mean"] or 0.0))
         approx_or_none(d["norm_ratio_of_means"], w["ratio_of_means"], rel=1e-7)
         assert d["informative"] is w["informative"]
 
@@ -161,9 +165,12 @@ def test_informative_threshold_and_ratio_floor_are_parameters():
 
 def test_bad_thresholds_are_refused():
     model, x = LinearVAE(), samples(8)
-    for kw, msg in (({"informative_threshold": 0.0}, "informative_threshold"),
-                    ({"informative_threshold": float("nan")}, "informative_threshold"),
-                    ({"ratio_floor": 0.0}, "ratio_floor"), ({"ratio_floor": 1.0}, "ratio_floor")):
+    for kw, msg in (
+        ({"informative_threshold": 0.0}, "informative_threshold"),
+        ({"informative_threshold": float("nan")}, "informative_threshold"),
+        ({"ratio_floor": 0.0}, "ratio_floor"),
+        ({"ratio_floor": 1.0}, "ratio_floor"),
+    ):
         with pytest.raises(ValueError, match=f"analyze_latents: {msg}"):
             analyze_latents(_vae(model), x, metrics.SSE(), BETA, **kw)
         with pytest.raises(ValueError, match=f"analyze: {msg}"):
@@ -191,13 +198,13 @@ def test_fit_stats_against_the_closed_form():
         A = model.decoder.weight
         B = A * logvar.exp().sqrt()[:, None, :]  # (N, out, n): A diag(sigma(x))
         r = x - mu @ A.T
-        d_mu = (r ** 2).sum(1)
-        expect = d_mu + (B ** 2).sum((1, 2))
+        d_mu = (r**2).sum(1)
+        expect = d_mu + (B**2).sum((1, 2))
         # Var_eps ||r - B eps||^2 = 4 ||B^T r||^2 + 2 ||B^T B||_F^2 (Gaussian moments)
         btr = torch.einsum("noj,no->nj", B, r)
         btb = torch.einsum("noj,nok->njk", B, B)
-        var = 4 * (btr ** 2).sum(1) + 2 * (btb ** 2).sum((1, 2))
-        kl = (0.5 * (mu ** 2 + logvar.exp() - logvar - 1)).sum(1)
+        var = 4 * (btr**2).sum(1) + 2 * (btb**2).sum((1, 2))
+        kl = (0.5 * (mu**2 + logvar.exp() - logvar - 1)).sum(1)
     sd_of_mean = var.sum().sqrt().item() / x.shape[0]
     assert f["n_samples"] == x.shape[0]
     assert (expect - d_mu).mean().item() > 20 * sd_of_mean  # the check below sees the noise term
@@ -240,15 +247,23 @@ def test_real_results_text_and_report_show_the_theory(tmp_path):
     with torch.no_grad():
         for key, xs in (("held_out", data.test[:n]), ("train", data.train[:n])):
             mu, lv = model.encode(xs)
-            assert f[key]["distortion_mu"] == pytest.approx(metric.distance(xs, model.decode(mu)).mean().item(),
-                                                            rel=1e-5)
-            kl = (0.5 * (mu ** 2 + lv.exp() - lv - 1)).sum(1).mean().item()
+            assert f[key]["distortion_mu"] == pytest.approx(
+                metric.distance(xs, model.decode(mu)).mean().item(), rel=1e-5
+            )
+            kl = (0.5 * (mu**2 + lv.exp() - lv - 1)).sum(1).mean().item()
             assert f[key]["kl_total"] == pytest.approx(kl, rel=1e-5)
     text = exp.summary(res)
-    for s in ("1 - sigma^2", "norm / (1 - sigma^2)", "active (KL)", "informative",
-              f"informative (E[sigma^-2] >= {INFORMATIVE_THRESHOLD:g}): {res['informative_dims']} of 3",
-              f"active (KL): mean KL >= {cfg.kl_threshold} nats: {res['active_dims']} of 3", "memorised",
-              "held out", "training"):
+    for s in (
+        "1 - sigma^2",
+        "norm / (1 - sigma^2)",
+        "active (KL)",
+        "informative",
+        f"informative (E[sigma^-2] >= {INFORMATIVE_THRESHOLD:g}): {res['informative_dims']} of 3",
+        f"active (KL): mean KL >= {cfg.kl_threshold} nats: {res['active_dims']} of 3",
+        "memorised",
+        "held out",
+        "training",
+    ):
         assert s in text, s
     for d in res["dims"]:  # every row carries its 1 - sigma^2
         assert f"{d['one_minus_sigma2_mean']:.3f}" in text
@@ -258,8 +273,15 @@ def test_real_results_text_and_report_show_the_theory(tmp_path):
     saved = json.loads((tmp_path / "results.json").read_text())
     assert set(saved["fit"]) >= {"train", "held_out", "seed", "train_samples"}
     assert set(saved["fit"]["train"]) == {"n_samples", "distortion_sampled", "distortion_mu", "kl_total"}
-    for k in ("informative_dims", "norm_informative", "norm_ratio_informative", "informative_threshold",
-              "ratio_floor", "active_dims", "norm_active"):
+    for k in (
+        "informative_dims",
+        "norm_informative",
+        "norm_ratio_informative",
+        "informative_threshold",
+        "ratio_floor",
+        "active_dims",
+        "norm_active",
+    ):
         assert k in saved, k
     assert (tmp_path / "figures" / "dims.png").stat().st_size > 0 and len(paths) >= 4
 
@@ -269,11 +291,19 @@ def test_real_summary_reads_results_without_the_new_keys(tmp_path):
     from vaeiso_ext.experiments.real import dims_figure, text_summary
 
     _, _, _, _, res = _digits_run(tmp_path)
-    new = {"informative_dims", "norm_informative", "norm_ratio_informative", "informative_threshold",
-           "ratio_floor", "fit"}
+    new = {
+        "informative_dims",
+        "norm_informative",
+        "norm_ratio_informative",
+        "informative_threshold",
+        "ratio_floor",
+        "fit",
+    }
     old = {k: v for k, v in res.items() if k not in new}
-    old["dims"] = [{k: d[k] for k in ("index", "kl", "inv_sigma2_mean", "dj_mean", "dj_sd", "norm_mean",
-                                      "norm_sd", "active")} for d in res["dims"]]
+    old["dims"] = [
+        {k: d[k] for k in ("index", "kl", "inv_sigma2_mean", "dj_mean", "dj_sd", "norm_mean", "norm_sd", "active")}
+        for d in res["dims"]
+    ]
     text = text_summary(old)
     assert "active (KL)" in text and "informative (" not in text and "memorised" not in text
     dims_figure(old, str(tmp_path / "old.png"))
@@ -287,8 +317,13 @@ def test_toy_tables_and_figure_show_the_theory(tmp_path):
     res = analyze(_vae(model), x, metrics.SSE(), BETA, mc_samples=1)
     res.update(config={"dataset": "mix", "loss": "sse", "lam": 1 / BETA, "decomposed": False}, training={})
     for out in (text_table(res), markdown_report(res)):
-        for s in ("1 - sigma^2", "norm/(1-sigma^2)", "informative", "active (KL)",
-                  f"informative (E[sigma^-2] >= {INFORMATIVE_THRESHOLD:g}): {res['informative_dims']} of 5"):
+        for s in (
+            "1 - sigma^2",
+            "norm/(1-sigma^2)",
+            "informative",
+            "active (KL)",
+            f"informative (E[sigma^-2] >= {INFORMATIVE_THRESHOLD:g}): {res['informative_dims']} of 5",
+        ):
             assert s in out, s
         for d in table_dims(res):
             assert f"{d['one_minus_sigma2_mean']:.3f}" in out

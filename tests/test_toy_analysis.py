@@ -5,11 +5,11 @@ import math
 import pytest
 import torch
 
-from vaeiso_ext.metrics import by_name as metric_from_name
 from vaeiso_ext.analysis import analyze, log_density
 from vaeiso_ext.analysis.summary import correlation
 from vaeiso_ext.experiments.toy import EXPERIMENT as TOY
 from vaeiso_ext.experiments.toy import ToyConfig
+from vaeiso_ext.metrics import by_name as metric_from_name
 
 
 @pytest.fixture(scope="module")

@@ -14,8 +14,26 @@ TINY = ["--n-train", "600", "--n-test", "300", "--no-progress", "--batch-size", 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
     out = tmp_path_factory.mktemp("cli") / "run"
-    assert main(["reproduce", "toy", "--dataset", "ramp", "--loss", "downward", "--lambda", "20",
-                 "--epochs", "2", "--out", str(out), *TINY]) == 0
+    assert (
+        main(
+            [
+                "reproduce",
+                "toy",
+                "--dataset",
+                "ramp",
+                "--loss",
+                "downward",
+                "--lambda",
+                "20",
+                "--epochs",
+                "2",
+                "--out",
+                str(out),
+                *TINY,
+            ]
+        )
+        == 0
+    )
     return out
 
 
@@ -33,8 +51,14 @@ def test_reproduce_writes_results_report_figures(run_dir, capsys):
     for v in res["correlations"].values():
         assert set(v) == {"pearson", "spearman"}
     assert {"diag_mean", "offdiag_abs_mean"} <= set(res["gram"])
-    assert {"coding_loss", "coding_loss_theory", "transform_loss", "transform_coding_ratio",
-            "rate", "rate_theory"} <= set(res["rate_distortion"])
+    assert {
+        "coding_loss",
+        "coding_loss_theory",
+        "transform_loss",
+        "transform_coding_ratio",
+        "rate",
+        "rate_theory",
+    } <= set(res["rate_distortion"])
     report = (run_dir / "report.md").read_text()
     assert "E[sigma^-2]" in report and "figures/fig3_scatter.png" in report
     for png in (run_dir / "figures").iterdir():
@@ -49,8 +73,28 @@ def test_analyze_checkpoint_and_resume(run_dir, tmp_path, capsys):
     assert a["dims"] == b["dims"] and a["correlations"] == b["correlations"]
     assert "norm (2/b) s^2 D'" in capsys.readouterr().out
     # --resume to a longer run continues from the checkpoint's epoch
-    assert main(["reproduce", "toy", "--dataset", "ramp", "--loss", "downward", "--lambda", "20",
-                 "--epochs", "3", "--out", str(run_dir), "--resume", "--no-figures", *TINY]) == 0
+    assert (
+        main(
+            [
+                "reproduce",
+                "toy",
+                "--dataset",
+                "ramp",
+                "--loss",
+                "downward",
+                "--lambda",
+                "20",
+                "--epochs",
+                "3",
+                "--out",
+                str(run_dir),
+                "--resume",
+                "--no-figures",
+                *TINY,
+            ]
+        )
+        == 0
+    )
     ck = torch.load(run_dir / "checkpoint.pt", weights_only=False)
     assert ck["epoch"] == 3 and len(ck["history"]) == 3
 
@@ -88,8 +132,21 @@ def test_bad_arguments_exit_cleanly(capsys):
 
 def test_sweep_smoke(tmp_path):
     out = tmp_path / "sweep"
-    args = ["reproduce", "sweep", "--datasets", "mix", "--losses", "sse,upward",
-            "--lambdas", "10,100", "--epochs", "1", "--out", str(out), *TINY]
+    args = [
+        "reproduce",
+        "sweep",
+        "--datasets",
+        "mix",
+        "--losses",
+        "sse,upward",
+        "--lambdas",
+        "10,100",
+        "--epochs",
+        "1",
+        "--out",
+        str(out),
+        *TINY,
+    ]
     assert main(args) == 0
     rows = json.loads((out / "sweep.json").read_text())
     assert len(rows) == 4 and {r["loss"] for r in rows} == {"sse", "upward"}

@@ -8,8 +8,8 @@ import sys
 import pytest
 import torch
 
-from vaeiso_ext.metrics import by_name as metric_from_name
 from vaeiso_ext.data import make_toy
+from vaeiso_ext.metrics import by_name as metric_from_name
 from vaeiso_ext.models import ToyVAE
 from vaeiso_ext.train import CheckpointError, TrainConfig, load_checkpoint, train
 
@@ -35,17 +35,16 @@ def test_resume_is_bit_identical(tmp_path, small_data, decomposed):
     metric = metric_from_name("downward")
     cfg = TrainConfig(lam=100, epochs=4, batch_size=64, seed=5, decomposed=decomposed)
     straight = _model()
-    h_straight = train(straight, small_data.x_train, metric, cfg, progress=False,
-                       checkpoint=str(tmp_path / "a.pt"))
+    h_straight = train(straight, small_data.x_train, metric, cfg, progress=False, checkpoint=str(tmp_path / "a.pt"))
 
     ck = str(tmp_path / "b.pt")
     first = _model()
-    train(first, small_data.x_train, metric, TrainConfig(**{**cfg.__dict__, "epochs": 2}),
-          progress=False, checkpoint=ck)
+    train(
+        first, small_data.x_train, metric, TrainConfig(**{**cfg.__dict__, "epochs": 2}), progress=False, checkpoint=ck
+    )
     assert load_checkpoint(ck)["epoch"] == 2
     resumed = _model(seed=123)  # different init: everything must come from the checkpoint
-    h_resumed = train(resumed, small_data.x_train, metric, cfg, progress=False, checkpoint=ck,
-                      resume=True)
+    h_resumed = train(resumed, small_data.x_train, metric, cfg, progress=False, checkpoint=ck, resume=True)
     assert _same_state(straight, resumed)
     assert [h["loss"] for h in h_straight] == [h["loss"] for h in h_resumed]
     a, b = load_checkpoint(str(tmp_path / "a.pt")), load_checkpoint(ck)
@@ -68,15 +67,21 @@ def test_seeded_runs_repeat_and_seeds_differ(small_data):
 def test_checkpoint_errors(tmp_path, small_data):
     metric = metric_from_name("sse")
     with pytest.raises(CheckpointError, match="no such file"):
-        train(_model(), small_data.x_train, metric, TrainConfig(epochs=1), progress=False,
-              checkpoint=str(tmp_path / "missing.pt"), resume=True)
+        train(
+            _model(),
+            small_data.x_train,
+            metric,
+            TrainConfig(epochs=1),
+            progress=False,
+            checkpoint=str(tmp_path / "missing.pt"),
+            resume=True,
+        )
     bad = tmp_path / "bad.pt"
     bad.write_bytes(b"not a checkpoint at all")
     with pytest.raises(CheckpointError, match="unreadable"):
         load_checkpoint(str(bad))
     good = str(tmp_path / "good.pt")
-    train(_model(), small_data.x_train, metric, TrainConfig(epochs=1, batch_size=200), progress=False,
-          checkpoint=good)
+    train(_model(), small_data.x_train, metric, TrainConfig(epochs=1, batch_size=200), progress=False, checkpoint=good)
     data = open(good, "rb").read()
     trunc = tmp_path / "trunc.pt"
     trunc.write_bytes(data[: len(data) // 2])
@@ -86,8 +91,15 @@ def test_checkpoint_errors(tmp_path, small_data):
     with pytest.raises(CheckpointError, match="not a vaeiso_ext checkpoint"):
         load_checkpoint(str(tmp_path / "other.pt"))
     with pytest.raises(CheckpointError, match="different config"):
-        train(_model(), small_data.x_train, metric, TrainConfig(epochs=2, batch_size=200, lam=5),
-              progress=False, checkpoint=good, resume=True)
+        train(
+            _model(),
+            small_data.x_train,
+            metric,
+            TrainConfig(epochs=2, batch_size=200, lam=5),
+            progress=False,
+            checkpoint=good,
+            resume=True,
+        )
     # a failed resume left the good checkpoint untouched and no temporary files behind
     assert open(good, "rb").read() == data
     assert sorted(os.listdir(tmp_path)) == ["bad.pt", "good.pt", "other.pt", "trunc.pt"]
@@ -96,10 +108,28 @@ def test_checkpoint_errors(tmp_path, small_data):
 def test_two_process_ddp_on_cpu(tmp_path):
     out = tmp_path / "ddp"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           "-m", "vaeiso_ext", "reproduce", "toy", "--epochs", "2",
-           "--n-train", "1024", "--n-test", "200", "--out", str(out), "--no-figures",
-           "--no-progress"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        "-m",
+        "vaeiso_ext",
+        "reproduce",
+        "toy",
+        "--epochs",
+        "2",
+        "--n-train",
+        "1024",
+        "--n-test",
+        "200",
+        "--out",
+        str(out),
+        "--no-figures",
+        "--no-progress",
+    ]
     p = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240, cwd=tmp_path)
     assert p.returncode == 0, p.stdout + p.stderr
     ck = load_checkpoint(str(out / "checkpoint.pt"))
@@ -121,8 +151,15 @@ def test_checkpoint_writes_are_throttled_by_time(tmp_path, small_data, monkeypat
     written = []
     real = tr.save_atomic
     monkeypatch.setattr(tr, "save_atomic", lambda obj, path: (written.append(obj["step"]), real(obj, path)))
-    train(_model(), small_data.x_train, metric_from_name("sse"), TrainConfig(lam=100, epochs=4, batch_size=6),
-          checkpoint=str(tmp_path / "ck.pt"), progress=False, save_every=save_every)
+    train(
+        _model(),
+        small_data.x_train,
+        metric_from_name("sse"),
+        TrainConfig(lam=100, epochs=4, batch_size=6),
+        checkpoint=str(tmp_path / "ck.pt"),
+        progress=False,
+        save_every=save_every,
+    )
     assert written == expected
     assert load_checkpoint(str(tmp_path / "ck.pt"))["step"] == 400
 
@@ -136,8 +173,14 @@ def test_training_flushes_denormals_and_restores_the_mode(small_data):
         seen.append((tiny * 1.0).item())
         return {}
 
-    train(_model(), small_data.x_train, metric_from_name("sse"), TrainConfig(lam=100, epochs=1, batch_size=300),
-          progress=False, evaluate=evaluate)
+    train(
+        _model(),
+        small_data.x_train,
+        metric_from_name("sse"),
+        TrainConfig(lam=100, epochs=1, batch_size=300),
+        progress=False,
+        evaluate=evaluate,
+    )
     supported = torch.set_flush_denormal(False)  # False where the CPU cannot flush: then nothing to check
     if supported:
         assert seen and all(v == 0.0 for v in seen)

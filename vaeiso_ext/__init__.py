@@ -19,7 +19,6 @@ except ImportError as e:  # a source checkout that was never built
     ) from e
 
 
-
 def _release(version: str) -> tuple:
     parts = []
     for p in version.split("+")[0].split(".")[:2]:
@@ -36,8 +35,12 @@ if _release(torch.__version__) < MIN_TORCH:
         "for this one with `pip install --no-build-isolation .`"
     )
 
-from . import _C  # noqa: E402,F401  (registers torch.ops.vaeiso.*)
-from . import ops, reference, nn  # noqa: E402,F401
+from . import (  # noqa: E402,F401
+    _C,  # noqa: E402,F401  (registers torch.ops.vaeiso.*)
+    nn,
+    ops,
+    reference,
+)
 
 __version__ = "0.1.0"
 

@@ -36,27 +36,35 @@ def _parser() -> argparse.ArgumentParser:
     from .experiments import experiments
     from .experiments.config import int_at_least, positive_int
 
-    p = _Parser(prog="python -m vaeiso_ext",
-                description="Reproduce and analyse the paper's beta-VAE experiments.")
+    p = _Parser(prog="python -m vaeiso_ext", description="Reproduce and analyse the paper's beta-VAE experiments.")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
-    rep = sub.add_parser("reproduce", help="train + analyse + report one experiment",
-                         description="Train, analyse and report one of the paper's experiments. "
-                                     "`reproduce <experiment> --help` lists its options.")
-    exps = rep.add_subparsers(dest="experiment", required=True, metavar="EXPERIMENT",
-                              parser_class=_Parser)
+    rep = sub.add_parser(
+        "reproduce",
+        help="train + analyse + report one experiment",
+        description="Train, analyse and report one of the paper's experiments. "
+        "`reproduce <experiment> --help` lists its options.",
+    )
+    exps = rep.add_subparsers(dest="experiment", required=True, metavar="EXPERIMENT", parser_class=_Parser)
     for name, exp in experiments().items():
         e = exps.add_parser(name, help=exp.help, description=exp.description)
         exp.add_arguments(e)
         e.set_defaults(exp=exp)
 
-    an = sub.add_parser("analyze", help="re-analyse a run written by `reproduce`",
-                        description="Re-analyse the checkpoint of a run (any experiment, older "
-                                    "checkpoint layouts included) and rewrite its outputs.")
+    an = sub.add_parser(
+        "analyze",
+        help="re-analyse a run written by `reproduce`",
+        description="Re-analyse the checkpoint of a run (any experiment, older "
+        "checkpoint layouts included) and rewrite its outputs.",
+    )
     an.add_argument("checkpoint", help="a checkpoint file, or a run folder holding checkpoint.pt")
     an.add_argument("--out", default=None, help="output folder (default: the checkpoint's folder)")
     an.add_argument("--overwrite", action="store_true", help="write into an --out holding another run")
-    an.add_argument("--n-samples", type=int_at_least(2), default=None,
-                    help="analyse the first N held-out samples (default: the run's setting)")
+    an.add_argument(
+        "--n-samples",
+        type=int_at_least(2),
+        default=None,
+        help="analyse the first N held-out samples (default: the run's setting)",
+    )
     an.add_argument("--threads", type=positive_int, default=None, help="torch CPU threads")
     an.add_argument("--no-figures", action="store_true")
     an.add_argument("--no-progress", action="store_true", help="no progress bar or status lines")
@@ -73,8 +81,9 @@ def main(argv: list[str] | None = None) -> int:
         args, extra = parser.parse_known_args(argv)
         if extra:
             cmd = f"reproduce {args.experiment}" if args.command == "reproduce" else args.command
-            raise UsageError(f"unrecognized arguments for `{cmd}`: {' '.join(extra)} "
-                             f"(see `{parser.prog} {cmd} --help`)")
+            raise UsageError(
+                f"unrecognized arguments for `{cmd}`: {' '.join(extra)} (see `{parser.prog} {cmd} --help`)"
+            )
         if launch_info()[1] > 1:
             if args.command != "reproduce":
                 raise UsageError(f"`{args.command}` runs in one process: run it without torchrun")
@@ -87,9 +96,14 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "reproduce" and args.exp.default_threads:
             torch.set_num_threads(args.exp.default_threads)
         if args.command == "analyze":
-            analyze_checkpoint(args.checkpoint, args.out, n_samples=args.n_samples,
-                               overwrite=args.overwrite, figures=not args.no_figures,
-                               progress=not args.no_progress)
+            analyze_checkpoint(
+                args.checkpoint,
+                args.out,
+                n_samples=args.n_samples,
+                overwrite=args.overwrite,
+                figures=not args.no_figures,
+                progress=not args.no_progress,
+            )
         else:
             args.exp.main(args, echo=echo)
         finished = True
@@ -106,8 +120,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error (rank {rank}): {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("\ninterrupted: the last checkpoint written is kept (continue with --resume)",
-              file=sys.stderr)
+        print("\ninterrupted: the last checkpoint written is kept (continue with --resume)", file=sys.stderr)
         return 130
     finally:
         import torch.distributed as dist

@@ -42,8 +42,7 @@ def _check_pair(name: str, x: Tensor, y: Tensor) -> None:
 def _check_dirs(name: str, x: Tensor, v: Tensor) -> None:
     if x.dim() < 1 or v.dim() != x.dim() + 1 or v.shape[0] != x.shape[0] or v.shape[2:] != x.shape[1:]:
         raise ValueError(
-            f"{name}.gram: v: expected shape (N, K, *x.shape[1:]) for x of shape {tuple(x.shape)}, "
-            f"got {tuple(v.shape)}"
+            f"{name}.gram: v: expected shape (N, K, *x.shape[1:]) for x of shape {tuple(x.shape)}, got {tuple(v.shape)}"
         )
 
 
@@ -80,8 +79,10 @@ class Metric:
         """ValueError naming ``where`` and ``name`` unless ``t`` is a valid input of this metric
         (here: any floating-point tensor with a batch dim)."""
         if not t.is_floating_point() or t.dim() < 1:
-            raise ValueError(f"{where}: {name}: expected a floating-point tensor with a batch dim for "
-                             f"the {self.name} metric, got {t.dtype} of shape {tuple(t.shape)}")
+            raise ValueError(
+                f"{where}: {name}: expected a floating-point tensor with a batch dim for "
+                f"the {self.name} metric, got {t.dtype} of shape {tuple(t.shape)}"
+            )
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"
@@ -152,8 +153,9 @@ class BCE(Metric):
         if t.numel() and not torch.compiler.is_compiling():
             lo, hi = float(t.detach().min()), float(t.detach().max())
             if not (0.0 <= lo and hi <= 1.0):  # NaN fails too
-                raise ValueError(f"{where}: {name}: the BCE metric takes probabilities in [0, 1], got "
-                                 f"values in [{lo:g}, {hi:g}]")
+                raise ValueError(
+                    f"{where}: {name}: the BCE metric takes probabilities in [0, 1], got values in [{lo:g}, {hi:g}]"
+                )
 
     def distance(self, x: Tensor, y: Tensor) -> Tensor:
         _check_pair("BCE", x, y)
@@ -190,8 +192,7 @@ class SSIM(Metric):
         """Also: ``(N, C, H, W)`` images."""
         super().check(where, name, t)
         if t.dim() != 4:
-            raise ValueError(f"{where}: {name}: the SSIM metric takes (N, C, H, W) images, got shape "
-                             f"{tuple(t.shape)}")
+            raise ValueError(f"{where}: {name}: the SSIM metric takes (N, C, H, W) images, got shape {tuple(t.shape)}")
 
     def distance(self, x: Tensor, y: Tensor) -> Tensor:
         _check_pair("SSIM", x, y)
@@ -230,11 +231,15 @@ def as_metric(where: str, metric, arg: str = "metric") -> Metric:
     if isinstance(metric, str):
         if metric in _BY_NAME:
             return _BY_NAME[metric]()
-        raise ValueError(f"{where}: {arg}: expected a vaeiso_ext.metrics object or one of the names "
-                         f"{METRIC_NAMES}, got {metric!r}")
+        raise ValueError(
+            f"{where}: {arg}: expected a vaeiso_ext.metrics object or one of the names {METRIC_NAMES}, got {metric!r}"
+        )
     if isinstance(metric, type) and issubclass(metric, Metric):
         hint = f" or {metric.name!r}" if metric.name else ""
-        raise TypeError(f"{where}: {arg}: expected a metric object, got the class {metric.__name__}: "
-                        f"pass {metric.__name__}(){hint}")
-    raise TypeError(f"{where}: {arg}: expected a vaeiso_ext.metrics object (SSE(), BCE(), ...) or one of "
-                    f"the names {METRIC_NAMES}, got {type(metric).__name__}")
+        raise TypeError(
+            f"{where}: {arg}: expected a metric object, got the class {metric.__name__}: pass {metric.__name__}(){hint}"
+        )
+    raise TypeError(
+        f"{where}: {arg}: expected a vaeiso_ext.metrics object (SSE(), BCE(), ...) or one of "
+        f"the names {METRIC_NAMES}, got {type(metric).__name__}"
+    )

@@ -69,11 +69,22 @@ class _VAE(nn.Module):
 class ToyVAE(_VAE):
     """The App. D.1 VAE (widths configurable). ``encode`` returns (mu, log sigma^2)."""
 
-    def __init__(self, in_dim: int = 16, latent: int = 3, enc_hidden: tuple[int, ...] = (128, 64),
-                 dec_hidden: tuple[int, ...] = (64, 128), activation: str = "tanh"):
+    def __init__(
+        self,
+        in_dim: int = 16,
+        latent: int = 3,
+        enc_hidden: tuple[int, ...] = (128, 64),
+        dec_hidden: tuple[int, ...] = (64, 128),
+        activation: str = "tanh",
+    ):
         super().__init__()
-        self.config = {"in_dim": in_dim, "latent": latent, "enc_hidden": list(enc_hidden),
-                       "dec_hidden": list(dec_hidden), "activation": activation}
+        self.config = {
+            "in_dim": in_dim,
+            "latent": latent,
+            "enc_hidden": list(enc_hidden),
+            "dec_hidden": list(dec_hidden),
+            "activation": activation,
+        }
         self.encoder = Encoder(in_dim, tuple(enc_hidden), latent, activation)
         self.decoder = mlp([latent, *dec_hidden, in_dim], activation)
 
@@ -93,33 +104,53 @@ class ConvVAE(_VAE):
     s = image_size / 16 (4 at 64x64). ``config`` stores ``image_size``, so checkpoints rebuild it.
     """
 
-    def __init__(self, latent: int = 32, channels: int = 64, image_size: int = 64, hidden: int = 1024,
-                 init: str = "scaled"):
+    def __init__(
+        self, latent: int = 32, channels: int = 64, image_size: int = 64, hidden: int = 1024, init: str = "scaled"
+    ):
         super().__init__()
         if image_size % 16:
             raise ValueError(f"image_size must be a multiple of 16 (four stride-2 layers), got {image_size}")
         if init not in CONV_INITS:
             raise ValueError(f"ConvVAE: init: expected one of {CONV_INITS}, got {init!r}")
-        self.config = {"kind": "conv", "latent": latent, "channels": channels,
-                       "image_size": image_size, "hidden": hidden, "init": init}
+        self.config = {
+            "kind": "conv",
+            "latent": latent,
+            "channels": channels,
+            "image_size": image_size,
+            "hidden": hidden,
+            "init": init,
+        }
         c, s = channels, image_size // 16
         flat = c * s * s
         self.encoder = nn.Sequential(
-            nn.Conv2d(3, c, 9, stride=2, padding=4), GDN(c),
-            nn.Conv2d(c, c, 5, stride=2, padding=2), GDN(c),
-            nn.Conv2d(c, c, 5, stride=2, padding=2), GDN(c),
-            nn.Conv2d(c, c, 5, stride=2, padding=2), GDN(c),
-            nn.Flatten(), nn.Linear(flat, hidden), nn.Softplus(),
+            nn.Conv2d(3, c, 9, stride=2, padding=4),
+            GDN(c),
+            nn.Conv2d(c, c, 5, stride=2, padding=2),
+            GDN(c),
+            nn.Conv2d(c, c, 5, stride=2, padding=2),
+            GDN(c),
+            nn.Conv2d(c, c, 5, stride=2, padding=2),
+            GDN(c),
+            nn.Flatten(),
+            nn.Linear(flat, hidden),
+            nn.Softplus(),
         )
         self.mu = nn.Linear(hidden, latent)
         self.logvar = nn.Linear(hidden, latent)
         self.decoder = nn.Sequential(
-            nn.Linear(latent, hidden), nn.Softplus(), nn.Linear(hidden, flat), nn.Softplus(),
+            nn.Linear(latent, hidden),
+            nn.Softplus(),
+            nn.Linear(hidden, flat),
+            nn.Softplus(),
             nn.Unflatten(1, (c, s, s)),
-            nn.ConvTranspose2d(c, c, 5, stride=2, padding=2, output_padding=1), IGDN(c),
-            nn.ConvTranspose2d(c, c, 5, stride=2, padding=2, output_padding=1), IGDN(c),
-            nn.ConvTranspose2d(c, c, 5, stride=2, padding=2, output_padding=1), IGDN(c),
-            nn.ConvTranspose2d(c, 3, 9, stride=2, padding=4, output_padding=1), IGDN(3),
+            nn.ConvTranspose2d(c, c, 5, stride=2, padding=2, output_padding=1),
+            IGDN(c),
+            nn.ConvTranspose2d(c, c, 5, stride=2, padding=2, output_padding=1),
+            IGDN(c),
+            nn.ConvTranspose2d(c, c, 5, stride=2, padding=2, output_padding=1),
+            IGDN(c),
+            nn.ConvTranspose2d(c, 3, 9, stride=2, padding=4, output_padding=1),
+            IGDN(3),
         )
         if init == "scaled":
             scaled_init_(self)
@@ -155,8 +186,9 @@ def _normal_(layer: nn.Module, std_in: float, std_out: float, mean_in: float = 0
     output of spread std_out; the bias cancels the offset an input of mean mean_in adds."""
     with torch.no_grad():
         layer.weight.normal_(0.0, std_out / (std_in * _fan_in(layer) ** 0.5))
-        layer.bias.copy_(-mean_in * layer.weight.flatten(1).sum(1) if isinstance(layer, nn.Linear)
-                         else torch.zeros_like(layer.bias))
+        layer.bias.copy_(
+            -mean_in * layer.weight.flatten(1).sum(1) if isinstance(layer, nn.Linear) else torch.zeros_like(layer.bias)
+        )
 
 
 @torch.no_grad()
@@ -216,13 +248,17 @@ class DigitsVAE(_VAE):
     def __init__(self, latent: int = 32, pixels: int = 784, hidden: int = 1024):
         super().__init__()
         self.config = {"kind": "digits", "latent": latent, "pixels": pixels, "hidden": hidden}
-        self.encoder = nn.Sequential(nn.Linear(pixels, hidden), nn.ReLU(),
-                                     nn.Linear(hidden, hidden), nn.ReLU())
+        self.encoder = nn.Sequential(nn.Linear(pixels, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU())
         self.mu = nn.Linear(hidden, latent)
         self.logvar = nn.Linear(hidden, latent)
-        self.decoder = nn.Sequential(nn.Linear(latent, hidden), nn.ReLU(),
-                                     nn.Linear(hidden, hidden), nn.ReLU(),
-                                     nn.Linear(hidden, pixels), nn.Sigmoid())
+        self.decoder = nn.Sequential(
+            nn.Linear(latent, hidden),
+            nn.ReLU(),
+            nn.Linear(hidden, hidden),
+            nn.ReLU(),
+            nn.Linear(hidden, pixels),
+            nn.Sigmoid(),
+        )
 
 
 MODEL_KINDS = {"toy": ToyVAE, "conv": ConvVAE, "digits": DigitsVAE}

@@ -146,8 +146,14 @@ class GDN(nn.Module):
     scripted GDN; its straight-through gradient is an eager-mode feature).
     """
 
-    def __init__(self, in_channels: int, inverse: bool = False, beta_min: float = 1e-6,
-                 gamma_init: float = 0.1, simplified: bool = False):
+    def __init__(
+        self,
+        in_channels: int,
+        inverse: bool = False,
+        beta_min: float = 1e-6,
+        gamma_init: float = 0.1,
+        simplified: bool = False,
+    ):
         super().__init__()
         if in_channels <= 0:
             raise ValueError(f"GDN: in_channels must be positive, got {in_channels}")
@@ -183,10 +189,8 @@ class GDN(nn.Module):
 class IGDN(GDN):
     """Inverse GDN (``x * sqrt(norm)``); a drop-in for ``compressai.layers.GDN(inverse=True)``."""
 
-    def __init__(self, in_channels: int, beta_min: float = 1e-6, gamma_init: float = 0.1,
-                 simplified: bool = False):
-        super().__init__(in_channels, inverse=True, beta_min=beta_min, gamma_init=gamma_init,
-                         simplified=simplified)
+    def __init__(self, in_channels: int, beta_min: float = 1e-6, gamma_init: float = 0.1, simplified: bool = False):
+        super().__init__(in_channels, inverse=True, beta_min=beta_min, gamma_init=gamma_init, simplified=simplified)
 
 
 def _check_tensor(module: str, name: str, value) -> None:
@@ -231,14 +235,22 @@ class SSIMLoss(nn.Module):
     :func:`vaeiso_ext.ops.ssim` (double backward, forward AD, ``torch.func``).
     """
 
-    def __init__(self, reduction: str = "mean", *, window_size: int = 11, sigma: float = 1.5,
-                 k1: float = 0.01, k2: float = 0.03, data_range=1.0, padding: str = "valid"):
+    def __init__(
+        self,
+        reduction: str = "mean",
+        *,
+        window_size: int = 11,
+        sigma: float = 1.5,
+        k1: float = 0.01,
+        k2: float = 0.03,
+        data_range=1.0,
+        padding: str = "valid",
+    ):
         super().__init__()
         _check_reduction("SSIMLoss", reduction)
         window_size, sigma, k1, k2, rng, _ = check_params("SSIMLoss", window_size, sigma, k1, k2, data_range, padding)
         self.reduction = reduction
-        self.ssim_kwargs = dict(window_size=window_size, sigma=sigma, k1=k1, k2=k2, data_range=rng,
-                                padding=padding)
+        self.ssim_kwargs = dict(window_size=window_size, sigma=sigma, k1=k1, k2=k2, data_range=rng, padding=padding)
 
     def forward(self, x: Tensor, y: Tensor) -> Tensor:
         check_pair("SSIMLoss", x, y)
@@ -312,8 +324,12 @@ class SSIML1Loss(nn.Module):
     def __init__(self, reduction: str = "mean", ssim_weight: float = 0.2, **ssim_kwargs):
         super().__init__()
         _check_reduction("SSIML1Loss", reduction)
-        _check_ssim_kwargs("SSIML1Loss", ssim_kwargs, {"window_size", "sigma", "k1", "k2", "data_range", "padding"},
-                           padding_default="same")
+        _check_ssim_kwargs(
+            "SSIML1Loss",
+            ssim_kwargs,
+            {"window_size", "sigma", "k1", "k2", "data_range", "padding"},
+            padding_default="same",
+        )
         self.reduction = reduction
         self.ssim_weight = check_weight("SSIML1Loss", "ssim_weight", ssim_weight)
         self.ssim_kwargs = ssim_kwargs

@@ -61,8 +61,16 @@ def _range(data_range, ndim: int = 4):
     return data_range
 
 
-def ssim_map(x: Tensor, y: Tensor, window_size: int = 11, sigma: float = 1.5, k1: float = 0.01,
-             k2: float = 0.03, data_range=1.0, padding: str = "valid") -> Tensor:
+def ssim_map(
+    x: Tensor,
+    y: Tensor,
+    window_size: int = 11,
+    sigma: float = 1.5,
+    k1: float = 0.01,
+    k2: float = 0.03,
+    data_range=1.0,
+    padding: str = "valid",
+) -> Tensor:
     """The per-position SSIM map ``(N, C, Ho, Wo)`` of docs/ops.md (windowed variances clamped at 0);
     ``data_range`` a number, a ``(min, max)`` pair or a per-image ``(N,)`` tensor."""
     f = lambda t: window_filter(t, window_size, sigma, padding)  # noqa: E731
@@ -75,8 +83,17 @@ def ssim_map(x: Tensor, y: Tensor, window_size: int = 11, sigma: float = 1.5, k1
     return ((2 * mu_x * mu_y + c1) * (2 * s_xy + c2)) / ((mu_x**2 + mu_y**2 + c1) * (s_xx + s_yy + c2))
 
 
-def ssim(x: Tensor, y: Tensor, *, window_size: int = 11, sigma: float = 1.5, k1: float = 0.01,
-         k2: float = 0.03, data_range=1.0, padding: str = "valid") -> Tensor:
+def ssim(
+    x: Tensor,
+    y: Tensor,
+    *,
+    window_size: int = 11,
+    sigma: float = 1.5,
+    k1: float = 0.01,
+    k2: float = 0.03,
+    data_range=1.0,
+    padding: str = "valid",
+) -> Tensor:
     """Reference SSIM per image ``(N,)``: the mean of :func:`ssim_map`; see :func:`vaeiso_ext.ops.ssim`."""
     return ssim_map(x, y, window_size, sigma, k1, k2, data_range, padding).mean(dim=(1, 2, 3))
 
@@ -89,9 +106,18 @@ def ssim_pairs(base: Tensor, others: Tensor, **kw) -> Tensor:
     return (1 - ssim(xb, others.reshape(xb.shape), **kw)).view(n, k)
 
 
-def ssim_metric_gram(x: Tensor, v: Tensor, *, diagonal: bool = False, window_size: int = 11,
-                     sigma: float = 1.5, k1: float = 0.01, k2: float = 0.03, data_range=1.0,
-                     padding: str = "valid") -> Tensor:
+def ssim_metric_gram(
+    x: Tensor,
+    v: Tensor,
+    *,
+    diagonal: bool = False,
+    window_size: int = 11,
+    sigma: float = 1.5,
+    k1: float = 0.01,
+    k2: float = 0.03,
+    data_range=1.0,
+    padding: str = "valid",
+) -> Tensor:
     """Reference ``v[n, j]^T G_x v[n, k]`` by the per-window formula of docs/ops.md, one product
     map ``w*(v_j v_k)`` per pair (K filter passes of K maps: slow, for testing)."""
     f = lambda t: window_filter(t, window_size, sigma, padding)  # noqa: E731
@@ -116,9 +142,18 @@ def ssim_metric_gram(x: Tensor, v: Tensor, *, diagonal: bool = False, window_siz
 # ---------------------------------------------------------------- MS-SSIM, SSIM + L1 (docs/ops.md)
 
 
-def ms_ssim(x: Tensor, y: Tensor, *, weights=(0.0448, 0.2856, 0.3001, 0.2363, 0.1333), window_size: int = 11,
-            sigma: float = 1.5, k1: float = 0.01, k2: float = 0.03, data_range=1.0,
-            normalize: str | None = "relu") -> Tensor:
+def ms_ssim(
+    x: Tensor,
+    y: Tensor,
+    *,
+    weights=(0.0448, 0.2856, 0.3001, 0.2363, 0.1333),
+    window_size: int = 11,
+    sigma: float = 1.5,
+    k1: float = 0.01,
+    k2: float = 0.03,
+    data_range=1.0,
+    normalize: str | None = "relu",
+) -> Tensor:
     """Reference multi-scale SSIM ``(N,)``; see :func:`vaeiso_ext.ops.ms_ssim`.
 
     Per level the contrast-structure map (SSIM map at the last level) averaged per channel, the

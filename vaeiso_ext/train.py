@@ -56,32 +56,34 @@ def steps_per_epoch(n: int, batch_size: int) -> int:
 
 @dataclass
 class TrainConfig:
-    lam: float = 100.0          # lambda = 1 / beta
-    epochs: int | None = 500    # passes over the data ...
-    batch_size: int = 128       # global batch (split across ranks under DDP)
+    lam: float = 100.0  # lambda = 1 / beta
+    epochs: int | None = 500  # passes over the data ...
+    batch_size: int = 128  # global batch (split across ranks under DDP)
     lr: float = 1e-3
     seed: int = 0
     decomposed: bool = False
     iterations: int | None = None  # ... or exactly this many Adam steps (set epochs=None)
-    warmup: int = 0             # Adam steps of linear lr warm-up: lr * min(1, (step + 1) / warmup)
-    lr_drop_at: int = 0         # from this Adam step (0-based) on, the lr is multiplied by lr_drop (0: never)
+    warmup: int = 0  # Adam steps of linear lr warm-up: lr * min(1, (step + 1) / warmup)
+    lr_drop_at: int = 0  # from this Adam step (0-based) on, the lr is multiplied by lr_drop (0: never)
     lr_drop: float = 0.3
 
     def validate(self) -> "TrainConfig":
         if (self.epochs is None) == (self.iterations is None):
-            raise ValueError("TrainConfig: give exactly one of epochs and iterations "
-                             f"(got epochs={self.epochs}, iterations={self.iterations})")
+            raise ValueError(
+                "TrainConfig: give exactly one of epochs and iterations "
+                f"(got epochs={self.epochs}, iterations={self.iterations})"
+            )
         length = self.epochs if self.iterations is None else self.iterations
         if length < 1 or self.batch_size < 1:
-            raise ValueError(f"TrainConfig: epochs/iterations and batch_size must be >= 1, got "
-                             f"{length} and {self.batch_size}")
+            raise ValueError(
+                f"TrainConfig: epochs/iterations and batch_size must be >= 1, got {length} and {self.batch_size}"
+            )
         if not (math.isfinite(self.lam) and self.lam > 0 and math.isfinite(self.lr) and self.lr > 0):
             raise ValueError(f"TrainConfig: lam and lr must be finite and > 0, got {self.lam}, {self.lr}")
         if self.warmup < 0:
             raise ValueError(f"TrainConfig: warmup must be >= 0 Adam steps, got {self.warmup}")
         if self.lr_drop_at < 0:
-            raise ValueError(f"TrainConfig: lr_drop_at must be >= 0 (an Adam step; 0: no drop), "
-                             f"got {self.lr_drop_at}")
+            raise ValueError(f"TrainConfig: lr_drop_at must be >= 0 (an Adam step; 0: no drop), got {self.lr_drop_at}")
         if not (math.isfinite(self.lr_drop) and 0 < self.lr_drop <= 1):
             raise ValueError(f"TrainConfig: lr_drop must be a factor in (0, 1], got {self.lr_drop}")
         return self
@@ -141,9 +143,11 @@ def check_world(checkpoint: str, ck: dict, world: int, what=CheckpointError) -> 
     saved = int(ck.get("world_size", 1))
     if saved != world:
         launch = f"torchrun --nproc_per_node={saved}" if saved > 1 else "one process (no torchrun)"
-        raise what(f"--resume refused: {checkpoint!r} was trained with world size {saved} (recorded); "
-                   f"this run has world size {world} (current): resume it with {launch}, or start again "
-                   "with --overwrite")
+        raise what(
+            f"--resume refused: {checkpoint!r} was trained with world size {saved} (recorded); "
+            f"this run has world size {world} (current): resume it with {launch}, or start again "
+            "with --overwrite"
+        )
 
 
 def init_distributed() -> tuple[int, int]:
@@ -199,11 +203,13 @@ def load_checkpoint(path: str) -> dict:
             ck = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # truncated, corrupt, or not a torch file at all
         # torch's own message suggests weights_only=False (unsafe, and no help here): not repeated
-        raise CheckpointError(f"checkpoint {path!r} is unreadable: not a torch checkpoint, or "
-                              f"corrupt or truncated ({type(e).__name__})") from None
+        raise CheckpointError(
+            f"checkpoint {path!r} is unreadable: not a torch checkpoint, or corrupt or truncated ({type(e).__name__})"
+        ) from None
     if not isinstance(ck, dict) or ck.get("format") != CHECKPOINT_FORMAT:
-        raise CheckpointError(f"checkpoint {path!r} is not a vaeiso_ext checkpoint "
-                              f"(expected format {CHECKPOINT_FORMAT!r})")
+        raise CheckpointError(
+            f"checkpoint {path!r} is not a vaeiso_ext checkpoint (expected format {CHECKPOINT_FORMAT!r})"
+        )
     missing = {"epoch", "train", "model_config", "model", "optimizer", "history"} - set(ck)
     if missing:
         raise CheckpointError(f"checkpoint {path!r} lacks {sorted(missing)}")
@@ -241,7 +247,7 @@ class Objective(nn.Module):
         if self.decomposed:
             # decode mu and z in one batch; gradients flow through both terms (no stop-gradient)
             out = self.model.decode(torch.cat([mu, z]))
-            x_breve, x_hat = out[: x.shape[0]], out[x.shape[0]:]
+            x_breve, x_hat = out[: x.shape[0]], out[x.shape[0] :]
             rec = self.metric.distance(x, x_breve) + self.metric.distance(x_breve, x_hat)
         else:
             rec = self.metric.distance(x, self.model.decode(z))
@@ -277,11 +283,22 @@ class History(list):
         return int(self[-1]["step"]) if self else 0
 
 
-def train(model: nn.Module, x_train: Tensor, metric, config: TrainConfig, *,
-          checkpoint: str | None = None, resume: bool = False, progress: bool = True,
-          meta: dict | None = None, device: torch.device | None = None,
-          kl_threshold: float = 0.1, evaluate: Callable[[nn.Module], dict] | None = None,
-          eval_every: int = 0, save_every: float = 30.0) -> History:
+def train(
+    model: nn.Module,
+    x_train: Tensor,
+    metric,
+    config: TrainConfig,
+    *,
+    checkpoint: str | None = None,
+    resume: bool = False,
+    progress: bool = True,
+    meta: dict | None = None,
+    device: torch.device | None = None,
+    kl_threshold: float = 0.1,
+    evaluate: Callable[[nn.Module], dict] | None = None,
+    eval_every: int = 0,
+    save_every: float = 30.0,
+) -> History:
     """Train ``model`` in place for exactly ``config.total_steps(len(x_train))`` Adam steps;
     returns the :class:`History`.
 
@@ -299,17 +316,44 @@ def train(model: nn.Module, x_train: Tensor, metric, config: TrainConfig, *,
     its dicts, with ``step`` added, go to ``History.evals`` and the checkpoint.
     A non-finite loss raises :class:`TrainingDiverged` (the checkpoint keeps the last good state).
     """
-    return _Training(model, x_train, metric, config, checkpoint=checkpoint, resume=resume, progress=progress,
-                     meta=meta, device=device, kl_threshold=kl_threshold, evaluate=evaluate,
-                     eval_every=eval_every, save_every=save_every).run()
+    return _Training(
+        model,
+        x_train,
+        metric,
+        config,
+        checkpoint=checkpoint,
+        resume=resume,
+        progress=progress,
+        meta=meta,
+        device=device,
+        kl_threshold=kl_threshold,
+        evaluate=evaluate,
+        eval_every=eval_every,
+        save_every=save_every,
+    ).run()
 
 
 class _Training:
     """One call of :func:`train` as named steps: set-up (resume, progress bar), :meth:`run`,
     :meth:`epoch`, :meth:`adam_step`, :meth:`show_progress`, :meth:`end_epoch`, :meth:`save`."""
 
-    def __init__(self, model: nn.Module, x_train: Tensor, metric, config: TrainConfig, *, checkpoint, resume,
-                 progress, meta, device, kl_threshold, evaluate, eval_every, save_every):
+    def __init__(
+        self,
+        model: nn.Module,
+        x_train: Tensor,
+        metric,
+        config: TrainConfig,
+        *,
+        checkpoint,
+        resume,
+        progress,
+        meta,
+        device,
+        kl_threshold,
+        evaluate,
+        eval_every,
+        save_every,
+    ):
         config.validate()
         self.rank, self.world = init_distributed()
         self.device = device = device or default_device()
@@ -335,13 +379,21 @@ class _Training:
         self.step_module: nn.Module = objective
         if self.world > 1:
             self.step_module = nn.parallel.DistributedDataParallel(
-                objective, device_ids=[device.index] if device.type == "cuda" else None)
+                objective, device_ids=[device.index] if device.type == "cuda" else None
+            )
         self.bar = None
         if progress and self.rank == 0 and self.step < self.total:
             from tqdm.auto import tqdm
 
-            self.bar = tqdm(total=self.total, initial=self.step, desc="train", unit="step", file=sys.stderr,
-                            dynamic_ncols=True, mininterval=0.5)
+            self.bar = tqdm(
+                total=self.total,
+                initial=self.step,
+                desc="train",
+                unit="step",
+                file=sys.stderr,
+                dynamic_ncols=True,
+                mininterval=0.5,
+            )
         self.good_step = self.step
         self.last_save = None  # perf_counter of the last checkpoint write
         self.last_show = 0.0  # the first step shows the numbers at once
@@ -353,11 +405,15 @@ class _Training:
             raise CheckpointError("resume: no checkpoint path given")
         ck = load_checkpoint(checkpoint)
         saved = TrainConfig.from_dict(ck["train"])
-        mismatch = {k: (v, getattr(config, k)) for k, v in asdict(saved).items()
-                    if k not in ("epochs", "iterations") and getattr(config, k) != v}
+        mismatch = {
+            k: (v, getattr(config, k))
+            for k, v in asdict(saved).items()
+            if k not in ("epochs", "iterations") and getattr(config, k) != v
+        }
         if mismatch:
-            raise CheckpointError(f"checkpoint {checkpoint!r} was trained with a different config "
-                                  f"(saved, requested): {mismatch}")
+            raise CheckpointError(
+                f"checkpoint {checkpoint!r} was trained with a different config (saved, requested): {mismatch}"
+            )
         check_world(checkpoint, ck, self.world)
         self.model.load_state_dict(ck["model"])
         self.opt.load_state_dict(ck["optimizer"])
@@ -368,12 +424,24 @@ class _Training:
     def save(self) -> None:
         if self.checkpoint is not None and self.rank == 0:
             model, history = self.model, self.history
-            save_atomic({"format": CHECKPOINT_FORMAT, "epoch": self.step // self.spe, "step": self.step,
-                         "train": asdict(self.config), "model_config": dict(getattr(model, "config", {})),
-                         "model": model.state_dict(), "optimizer": self.opt.state_dict(),
-                         "history": list(history), "evals": history.evals, "meta": self.meta or {},
-                         "world_size": self.world, "backend": history.backend, "versions": versions()},
-                        self.checkpoint)
+            save_atomic(
+                {
+                    "format": CHECKPOINT_FORMAT,
+                    "epoch": self.step // self.spe,
+                    "step": self.step,
+                    "train": asdict(self.config),
+                    "model_config": dict(getattr(model, "config", {})),
+                    "model": model.state_dict(),
+                    "optimizer": self.opt.state_dict(),
+                    "history": list(history),
+                    "evals": history.evals,
+                    "meta": self.meta or {},
+                    "world_size": self.world,
+                    "backend": history.backend,
+                    "versions": versions(),
+                },
+                self.checkpoint,
+            )
 
     def evaluate_now(self) -> None:
         if self.evaluate is None or self.rank != 0:
@@ -424,7 +492,7 @@ class _Training:
         seen, step_losses = 0, []
         last = min(self.spe, first + self.total - self.step)
         for b in range(first, last):
-            nb, rec, kl, loss = self.adam_step(perm[b * B:(b + 1) * B], g_noise)
+            nb, rec, kl, loss = self.adam_step(perm[b * B : (b + 1) * B], g_noise)
             seen += nb
             with torch.no_grad():
                 kl_sum = kl.sum(1)
@@ -432,15 +500,19 @@ class _Training:
                 kl_dims += kl.sum(0).double()
                 step_losses.append(loss.detach())
             self.show_progress(epoch, tot, kl_dims, seen, step_losses)
-            if self.evaluate is not None and self.eval_every and self.step % self.eval_every == 0 \
-                    and self.step < self.total:
+            if (
+                self.evaluate is not None
+                and self.eval_every
+                and self.step % self.eval_every == 0
+                and self.step < self.total
+            ):
                 self.evaluate_now()
         self.end_epoch(epoch, t0, tot, seen, step_losses)
 
     def adam_step(self, idx: Tensor, g_noise: torch.Generator):
         """One Adam step on this rank's share of the batch ``idx``: ``(len(idx), rec, KL per dim, loss)``."""
         nb = idx.shape[0]
-        x = self.x_train[idx[self.rank::self.world]]
+        x = self.x_train[idx[self.rank :: self.world]]
         noise = torch.randn(x.shape[0], self.model.latent, generator=g_noise).to(self.device)
         rec, kl = self.step_module(x, noise)
         # sum over this rank's share / global batch size; DDP averages over ranks -> x world
@@ -466,8 +538,11 @@ class _Training:
             _check_finite(step_losses, self.step - len(step_losses), self.good_step, epoch)
         m = (tot / max(seen // self.world, 1)).tolist()
         act = int((kl_dims / max(seen // self.world, 1) >= self.kl_threshold).sum())
-        self.bar.set_postfix_str(f"epoch {epoch + 1}/{math.ceil(self.total / self.spe)} loss {m[0]:.4g} "
-                                 f"KL {m[2]:.3g} active dims {act}/{self.model.latent}", refresh=False)
+        self.bar.set_postfix_str(
+            f"epoch {epoch + 1}/{math.ceil(self.total / self.spe)} loss {m[0]:.4g} "
+            f"KL {m[2]:.3g} active dims {act}/{self.model.latent}",
+            refresh=False,
+        )
 
     def end_epoch(self, epoch: int, t0: float, tot: Tensor, seen: int, step_losses: list) -> None:
         """The epoch's record (means over all ranks' samples), the final evaluation, the checkpoint when due."""
@@ -477,9 +552,16 @@ class _Training:
         _check_finite(step_losses, self.step - len(step_losses), self.good_step, epoch)
         if not all(math.isfinite(v) for v in tot):
             raise TrainingDiverged(self.step, self.good_step, epoch + 1, f"mean loss {tot[0]}")
-        self.history.append({"epoch": epoch + 1, "step": self.step, "loss": tot[0],
-                             "distortion": tot[1] / self.config.lam, "kl": tot[2],
-                             "seconds": time.perf_counter() - t0})
+        self.history.append(
+            {
+                "epoch": epoch + 1,
+                "step": self.step,
+                "loss": tot[0],
+                "distortion": tot[1] / self.config.lam,
+                "kl": tot[2],
+                "seconds": time.perf_counter() - t0,
+            }
+        )
         if self.step == self.total:
             self.evaluate_now()
         now = time.perf_counter()

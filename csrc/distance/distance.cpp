@@ -25,31 +25,26 @@ std::vector<int64_t> tail(const Tensor& t, int64_t from) {
 
 // Returns the dtype to compute in and of the output: base's, or float32 for autocast's mix of a
 // half and a float32 input (a half prediction against a float32 target, or the reverse).
-ScalarType check_args(const Tensor& base, const Tensor& others,
-                          const std::optional<Tensor>& weight) {
-  VAEISO_CHECK(base.dim() >= 1, "pair_distances: base: expected a tensor of shape (N, *), got a ",
-              "0-dim tensor");
+ScalarType check_args(const Tensor& base, const Tensor& others, const std::optional<Tensor>& weight) {
+  VAEISO_CHECK(base.dim() >= 1, "pair_distances: base: expected a tensor of shape (N, *), got a ", "0-dim tensor");
   VAEISO_CHECK(others.dim() == base.dim() + 1, "pair_distances: others: expected shape (N, K",
-              base.dim() > 1 ? ", *base.shape[1:]" : "", ") with ", base.dim() + 1,
-              " dims for base of shape ", Shape(base.sizes()), ", got shape ", Shape(others.sizes()));
+               base.dim() > 1 ? ", *base.shape[1:]" : "", ") with ", base.dim() + 1, " dims for base of shape ",
+               Shape(base.sizes()), ", got shape ", Shape(others.sizes()));
   VAEISO_CHECK(others.size(0) == base.size(0), "pair_distances: others: expected ", base.size(0),
-              " samples in dim 0 (the N of base), got shape ", Shape(others.sizes()));
-  VAEISO_CHECK(tail(others, 2) == tail(base, 1), "pair_distances: others: expected ",
-              "per-sample shape ", Shape(tail(base, 1)), " (that of base) in dims 2.., got shape ",
-              Shape(others.sizes()));
+               " samples in dim 0 (the N of base), got shape ", Shape(others.sizes()));
+  VAEISO_CHECK(tail(others, 2) == tail(base, 1), "pair_distances: others: expected ", "per-sample shape ",
+               Shape(tail(base, 1)), " (that of base) in dims 2.., got shape ", Shape(others.sizes()));
   check_float_dtype(base, "pair_distances: base");
   check_float_dtype(others, "pair_distances: others");
   const auto dt = loss_pair_dtype(others, base, "pair_distances: others", "base");
   check_same_device(others, base, "pair_distances: others", "base");
   if (weight.has_value()) {
     const auto& w = *weight;
-    VAEISO_CHECK(w.dim() == 1 && w.size(0) == base.size(0), "pair_distances: weight: expected shape (",
-                base.size(0), ",) (one weight per sample of base), got ", Shape(w.sizes()));
+    VAEISO_CHECK(w.dim() == 1 && w.size(0) == base.size(0), "pair_distances: weight: expected shape (", base.size(0),
+                 ",) (one weight per sample of base), got ", Shape(w.sizes()));
     VAEISO_CHECK(w.scalar_type() == base.scalar_type() || w.scalar_type() == others.scalar_type(),
-                "pair_distances: weight: expected dtype ", base.scalar_type(),
-                " (the dtype of base)",
-                others.scalar_type() != base.scalar_type() ? " or that of others" : "", ", got ",
-                w.scalar_type());
+                 "pair_distances: weight: expected dtype ", base.scalar_type(), " (the dtype of base)",
+                 others.scalar_type() != base.scalar_type() ? " or that of others" : "", ", got ", w.scalar_type());
     check_same_device(w, base, "pair_distances: weight", "base");
   }
   return dt;
@@ -79,8 +74,7 @@ int64_t prod(const std::vector<int64_t>& v) {
 
 }  // namespace
 
-Tensor pair_distances(const Tensor& base, const Tensor& others, std::string metric,
-                      std::optional<Tensor> weight) {
+Tensor pair_distances(const Tensor& base, const Tensor& others, std::string metric, std::optional<Tensor> weight) {
   const Metric m = parse_metric(metric);
   const auto dt = check_args(base, others, weight);
   DeviceScope guard(base);
@@ -102,16 +96,16 @@ Tensor pair_distances(const Tensor& base, const Tensor& others, std::string metr
 // d/d base, d/d others, d/d weight of sum(grad * pair_distances(base, others, metric, weight))
 // where output_mask asks (an empty tensor elsewhere). One dtype for base, others and weight
 // (the Python wrapper takes the eager formulas for autocast's mix); not differentiable itself.
-std::tuple<Tensor, Tensor, Tensor> pair_distances_backward(
-    Tensor grad, Tensor base, Tensor others, std::string metric, std::optional<Tensor> weight,
-    std::vector<bool> output_mask) {
+std::tuple<Tensor, Tensor, Tensor> pair_distances_backward(Tensor grad, Tensor base, Tensor others, std::string metric,
+                                                           std::optional<Tensor> weight,
+                                                           std::vector<bool> output_mask) {
   const Metric m = parse_metric(metric);
   const auto dt = check_args(base, others, weight);
   VAEISO_CHECK(others.scalar_type() == base.scalar_type(), "pair_distances_backward: others: expected dtype ",
-              base.scalar_type(), " (the dtype of base), got ", others.scalar_type());
+               base.scalar_type(), " (the dtype of base), got ", others.scalar_type());
   const int64_t N = base.size(0), K = others.size(1);
   VAEISO_CHECK(grad.dim() == 2 && grad.size(0) == N && grad.size(1) == K,
-              "pair_distances_backward: grad: expected shape (", N, ", ", K, "), got ", Shape(grad.sizes()));
+               "pair_distances_backward: grad: expected shape (", N, ", ", K, "), got ", Shape(grad.sizes()));
   check_same_device(grad, base, "pair_distances_backward: grad", "base");
   DeviceScope guard(base);
   const int64_t L = N > 0 ? base.numel() / N : prod(tail(base, 1));
@@ -127,8 +121,7 @@ std::tuple<Tensor, Tensor, Tensor> pair_distances_backward(
   auto result = [&] {
     // one empty tensor for the gradients not asked for, made only when one is missing
     Tensor none = gb.defined() && go.defined() && gw.defined() ? Tensor() : alloc({0}, dt, base);
-    return std::make_tuple(gb.defined() ? gb : none, go.defined() ? go : none,
-                           gw.defined() ? gw : none);
+    return std::make_tuple(gb.defined() ? gb : none, go.defined() ? go : none, gw.defined() ? gw : none);
   };
   if (N * K * L == 0) {  // empty sums: zero gradients (others' is empty itself)
     if (gb.defined()) zero(gb);

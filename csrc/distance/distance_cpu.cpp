@@ -22,9 +22,8 @@ void forward_cpu(const Tensor& base, const Tensor& others, const Strided& s, Met
   });
 }
 
-void backward_cpu(const Tensor& base, const Tensor& others, const Strided& s, Metric m,
-                  const Tensor& grad, const std::optional<Tensor>& weight,
-                  Tensor& grad_base, Tensor& grad_others, Tensor& grad_weight) {
+void backward_cpu(const Tensor& base, const Tensor& others, const Strided& s, Metric m, const Tensor& grad,
+                  const std::optional<Tensor>& weight, Tensor& grad_base, Tensor& grad_others, Tensor& grad_weight) {
   VAEISO_CPU_DISPATCH(base.scalar_type(), "pair_distances_backward_cpu", [&] {
     const Grads<S> g{cdata<S>(grad),
                      grad.stride(0),

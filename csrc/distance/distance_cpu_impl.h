@@ -41,9 +41,9 @@ constexpr int64_t kSegment = kCpuSegment;
 // Elements per parallel task: below ~2 tasks of this (tens of microseconds on one thread) a
 // call runs on the calling thread, as waking the pool would cost as much as the work.
 constexpr int64_t kGrainElems = 1 << 17;
-constexpr int kLanes = 16;                // independent accumulators (fixed order: deterministic)
-constexpr int kFlush = 32;                // terms per lane summed in the input dtype
-constexpr int64_t kChunk = 4096;          // backward: elements per task (fixed: deterministic)
+constexpr int kLanes = 16;        // independent accumulators (fixed order: deterministic)
+constexpr int kFlush = 32;        // terms per lane summed in the input dtype
+constexpr int64_t kChunk = 4096;  // backward: elements per task (fixed: deterministic)
 
 // A group of kLanes elements is kVecs SIMD vectors (cpu_simd.h: 8 floats or 4 doubles per 32
 // bytes; the baseline build lowers each to two SSE registers). Loads and stores convert the half
@@ -327,8 +327,7 @@ void backward_impl(const S* bp, const S* op, const Strided& s, const Grads<S>& g
 }  // namespace
 
 template <typename S>
-void forward(const S* base, const S* others, const Strided& s, Metric m, const S* weight,
-             int64_t weight_sn, S* out) {
+void forward(const S* base, const S* others, const Strided& s, Metric m, const S* weight, int64_t weight_sn, S* out) {
   if (m == Metric::kSSE) {
     forward_impl<Metric::kSSE>(base, others, s, weight, weight_sn, out);
   } else {

@@ -1,5 +1,5 @@
-// CUDA pair distances. Forward: a partial pass, then a finalize pass. A block owns one tile of kTile elements of one sample: it loads that
-// tile of base into shared memory once, then its warps sweep (k, segment) tasks over the K
+// CUDA pair distances. Forward: a partial pass, then a finalize pass. A block owns one tile of kTile elements of one
+// sample: it loads that tile of base into shared memory once, then its warps sweep (k, segment) tasks over the K
 // others, each warp reducing one 256-element segment of one other with shuffles (fixed order:
 // deterministic) and writing one partial. Each lane owns kPerLane elements of a segment, in
 // runs of kVec (16 bytes: 8 halves, 4 floats, 2 doubles) that it loads with one 128-bit access
@@ -40,8 +40,8 @@ constexpr int run_length() {
 // kVecOK: base, others and their sample/other strides are 16-byte aligned (checked on the host).
 template <Metric M, typename scalar_t, typename acc_t, bool kVecOK>
 __global__ void __launch_bounds__(kThreads)
-partials_kernel(const scalar_t* __restrict__ base, const scalar_t* __restrict__ others,
-                acc_t* __restrict__ partial, Strided s, int64_t S) {
+    partials_kernel(const scalar_t* __restrict__ base, const scalar_t* __restrict__ others, acc_t* __restrict__ partial,
+                    Strided s, int64_t S) {
   constexpr int V = run_length<scalar_t>(), kRuns = kPerLane / V;
   __shared__ alignas(32) acc_t tile[kTile];
   const int lane = threadIdx.x % kWarp, warp = threadIdx.x / kWarp;
@@ -98,11 +98,9 @@ partials_kernel(const scalar_t* __restrict__ base, const scalar_t* __restrict__ 
 // out[n, k] = (the S partials of (n, k), added in order in double) * w[n], as the CPU does: a
 // float running sum would add ~4,000 float roundings at L = 10^6.
 template <typename scalar_t, typename acc_t, typename out_t>
-__global__ void finalize_kernel(const acc_t* __restrict__ partial, const scalar_t* __restrict__ w,
-                                int64_t w_sn, out_t* __restrict__ out, int64_t N, int64_t S,
-                                int64_t K) {
-  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < N * K;
-       i += int64_t(blockDim.x) * gridDim.x) {
+__global__ void finalize_kernel(const acc_t* __restrict__ partial, const scalar_t* __restrict__ w, int64_t w_sn,
+                                out_t* __restrict__ out, int64_t N, int64_t S, int64_t K) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < N * K; i += int64_t(blockDim.x) * gridDim.x) {
     const int64_t n = i / K, k = i % K;
     double acc = 0.0;
     for (int64_t seg = 0; seg < S; ++seg) acc += static_cast<double>(partial[(n * S + seg) * K + k]);
@@ -118,12 +116,11 @@ __global__ void finalize_kernel(const acc_t* __restrict__ partial, const scalar_
 template <Metric M, typename scalar_t, typename acc_t>
 __global__ void backward_kernel(const scalar_t* __restrict__ base, const scalar_t* __restrict__ others,
                                 const scalar_t* __restrict__ grad, int64_t g_sn, int64_t g_sk,
-                                const scalar_t* __restrict__ w, int64_t w_sn,
-                                scalar_t* __restrict__ gb, scalar_t* __restrict__ go, Strided s) {
+                                const scalar_t* __restrict__ w, int64_t w_sn, scalar_t* __restrict__ gb,
+                                scalar_t* __restrict__ go, Strided s) {
   for (int64_t n = blockIdx.y; n < s.N; n += gridDim.y) {
     const acc_t wn = w != nullptr ? static_cast<acc_t>(w[n * w_sn]) : acc_t(1);
-    for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < s.L;
-         i += int64_t(blockDim.x) * gridDim.x) {
+    for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < s.L; i += int64_t(blockDim.x) * gridDim.x) {
       const acc_t b = static_cast<acc_t>(base[n * s.base_sn + i]);
       acc_t db = acc_t(0);
       for (int64_t k = 0; k < s.K; ++k) {
@@ -147,15 +144,12 @@ __global__ void backward_kernel(const scalar_t* __restrict__ base, const scalar_
 
 }  // namespace
 
-
 namespace {
 
-void partials_cuda(const Tensor& base, const Tensor& others, const Strided& s, Metric m,
-                   Tensor& partial) {
+void partials_cuda(const Tensor& base, const Tensor& others, const Strided& s, Metric m, Tensor& partial) {
   if (s.N == 0 || s.K == 0 || s.L == 0) return;
   const int64_t tiles = tiles_for(s.L);
-  VAEISO_CHECK(tiles <= int64_t(INT32_MAX), "pair_distances: others: too many elements per sample (",
-              s.L, ")");
+  VAEISO_CHECK(tiles <= int64_t(INT32_MAX), "pair_distances: others: too many elements per sample (", s.L, ")");
   const dim3 grid(static_cast<unsigned>(tiles), static_cast<unsigned>(std::min(s.N, kMaxGridY)));
   const int64_t S = partial.size(1);
   VAEISO_DISPATCH_CUDA(base.scalar_type(), "pair_distances_cuda", [&] {
@@ -165,8 +159,8 @@ void partials_cuda(const Tensor& base, const Tensor& others, const Strided& s, M
     const auto* bp = cdata<scalar_t>(base);
     const auto* op = cdata<scalar_t>(others);
     auto* pp = mdata<acc_t>(partial);
-    const bool vec = vec_aligned<V>(bp) && vec_aligned<V>(op) && s.base_sn % V == 0 &&
-                     s.others_sn % V == 0 && s.others_sk % V == 0;
+    const bool vec =
+        vec_aligned<V>(bp) && vec_aligned<V>(op) && s.base_sn % V == 0 && s.others_sn % V == 0 && s.others_sk % V == 0;
     auto launch = [&](auto kernel) {
       kernel<<<grid, kThreads, 0, stream>>>(bp, op, pp, s, S);
       check_launch();
@@ -182,8 +176,7 @@ void partials_cuda(const Tensor& base, const Tensor& others, const Strided& s, M
 }
 
 // out: (N, K) in the inputs' dtype (`scalar_type`), or double (the D of grad_weight).
-void finalize_cuda(const Tensor& partial, ScalarType scalar_type,
-                   const std::optional<Tensor>& weight, Tensor& out) {
+void finalize_cuda(const Tensor& partial, ScalarType scalar_type, const std::optional<Tensor>& weight, Tensor& out) {
   const int64_t N = partial.size(0), S = partial.size(1), K = partial.size(2);
   if (N * K == 0) return;
   const int64_t blocks = std::min<int64_t>((N * K + 255) / 256, 65535);
@@ -220,9 +213,8 @@ void forward_cuda(const Tensor& base, const Tensor& others, const Strided& s, Me
   distances_cuda(base, others, s, m, weight, out);
 }
 
-void backward_cuda(const Tensor& base, const Tensor& others, const Strided& s, Metric m,
-                   const Tensor& grad, const std::optional<Tensor>& weight,
-                   Tensor& grad_base, Tensor& grad_others, Tensor& grad_weight) {
+void backward_cuda(const Tensor& base, const Tensor& others, const Strided& s, Metric m, const Tensor& grad,
+                   const std::optional<Tensor>& weight, Tensor& grad_base, Tensor& grad_others, Tensor& grad_weight) {
   if (grad_base.defined() || grad_others.defined()) {
     const int64_t bx = std::min<int64_t>((s.L + 255) / 256, 65535);
     const dim3 grid(static_cast<unsigned>(bx), static_cast<unsigned>(std::min(s.N, kMaxGridY)));
@@ -230,10 +222,8 @@ void backward_cuda(const Tensor& base, const Tensor& others, const Strided& s, M
       using acc_t = opmath_t<scalar_t>;
       auto launch = [&](auto kernel) {
         kernel<<<grid, 256, 0, current_stream(base)>>>(
-            cdata<scalar_t>(base), cdata<scalar_t>(others),
-            cdata<scalar_t>(grad), grad.stride(0), grad.stride(1),
-            weight.has_value() ? cdata<scalar_t>(*weight) : nullptr,
-            weight.has_value() ? weight->stride(0) : 0,
+            cdata<scalar_t>(base), cdata<scalar_t>(others), cdata<scalar_t>(grad), grad.stride(0), grad.stride(1),
+            weight.has_value() ? cdata<scalar_t>(*weight) : nullptr, weight.has_value() ? weight->stride(0) : 0,
             grad_base.defined() ? mdata<scalar_t>(grad_base) : nullptr,
             grad_others.defined() ? mdata<scalar_t>(grad_others) : nullptr, s);
         check_launch();

@@ -21,8 +21,8 @@ namespace vaeiso::distance {
 
 struct Strided {
   int64_t N, K, L;
-  int64_t base_sn;                 // base stride along N (unit along L)
-  int64_t others_sn, others_sk;    // others strides along N and K (unit along L)
+  int64_t base_sn;               // base stride along N (unit along L)
+  int64_t others_sn, others_sk;  // others strides along N and K (unit along L)
 };
 
 // Elements of L per segment on the CPU: 64-128 KB of base per task stays in L2 while the K
@@ -31,16 +31,14 @@ constexpr int64_t kCpuSegment = 16384;
 
 void forward_cpu(const Tensor& base, const Tensor& others, const Strided& s, Metric m,
                  const std::optional<Tensor>& weight, Tensor& out);
-void backward_cpu(const Tensor& base, const Tensor& others, const Strided& s, Metric m,
-                  const Tensor& grad, const std::optional<Tensor>& weight,
-                  Tensor& grad_base, Tensor& grad_others, Tensor& grad_weight);
+void backward_cpu(const Tensor& base, const Tensor& others, const Strided& s, Metric m, const Tensor& grad,
+                  const std::optional<Tensor>& weight, Tensor& grad_base, Tensor& grad_others, Tensor& grad_weight);
 
 #ifdef VAEISO_WITH_CUDA
 void forward_cuda(const Tensor& base, const Tensor& others, const Strided& s, Metric m,
                   const std::optional<Tensor>& weight, Tensor& out);
-void backward_cuda(const Tensor& base, const Tensor& others, const Strided& s, Metric m,
-                   const Tensor& grad, const std::optional<Tensor>& weight,
-                   Tensor& grad_base, Tensor& grad_others, Tensor& grad_weight);
+void backward_cuda(const Tensor& base, const Tensor& others, const Strided& s, Metric m, const Tensor& grad,
+                   const std::optional<Tensor>& weight, Tensor& grad_base, Tensor& grad_others, Tensor& grad_weight);
 #endif
 
 }  // namespace vaeiso::distance

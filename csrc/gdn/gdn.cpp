@@ -38,21 +38,19 @@ ScalarType acc_type(const Tensor& x) { return vaeiso::acc_type(x.scalar_type());
 // the kernels compute in float32 then, and the parameter gradients come out in float32.
 void check_param_dtype(const Tensor& p, const Tensor& x, const char* name) {
   const auto dt = p.scalar_type();
-  VAEISO_CHECK(dt == x.scalar_type() || (is_half(x.scalar_type()) && dt == dt::kFloat), name,
-              ": expected dtype ", x.scalar_type(), " (the dtype of x)",
-              is_half(x.scalar_type()) ? " or float32" : "", ", got ", dt);
+  VAEISO_CHECK(dt == x.scalar_type() || (is_half(x.scalar_type()) && dt == dt::kFloat), name, ": expected dtype ",
+               x.scalar_type(), " (the dtype of x)", is_half(x.scalar_type()) ? " or float32" : "", ", got ", dt);
 }
 
 void check_params(const Tensor& x, const Tensor& beta, const Tensor& gamma) {
-  VAEISO_CHECK(x.dim() >= 2, "gdn: x: expected a tensor of shape (N, C, *) with at least 2 dims, got ",
-              x.dim(), " dims");
+  VAEISO_CHECK(x.dim() >= 2, "gdn: x: expected a tensor of shape (N, C, *) with at least 2 dims, got ", x.dim(),
+               " dims");
   check_float_dtype(x, "gdn: x");
   const int64_t C = x.size(1);
-  VAEISO_CHECK(beta.dim() == 1 && beta.size(0) == C, "gdn: beta: expected shape (", C,
-              ",) for x with ", C, " channels, got ", Shape(beta.sizes()));
-  VAEISO_CHECK(gamma.dim() == 2 && gamma.size(0) == C && gamma.size(1) == C,
-              "gdn: gamma: expected shape (", C, ", ", C, ") for x with ", C, " channels, got ",
-              Shape(gamma.sizes()));
+  VAEISO_CHECK(beta.dim() == 1 && beta.size(0) == C, "gdn: beta: expected shape (", C, ",) for x with ", C,
+               " channels, got ", Shape(beta.sizes()));
+  VAEISO_CHECK(gamma.dim() == 2 && gamma.size(0) == C && gamma.size(1) == C, "gdn: gamma: expected shape (", C, ", ", C,
+               ") for x with ", C, " channels, got ", Shape(gamma.sizes()));
   check_param_dtype(beta, x, "gdn: beta");
   check_param_dtype(gamma, x, "gdn: gamma");
   check_same_dtype(gamma, beta, "gdn: gamma", "beta");
@@ -88,8 +86,7 @@ std::tuple<Tensor, Tensor> gdn_forward(Tensor x, Tensor beta, Tensor gamma, bool
   fx_cuda(xc, fx, v);
   mix_channels_cuda(contig(to_dtype(gamma, acc)), false, fx, nbuf, cl);
   const auto beta_acc = contig(to_dtype(beta, acc));
-  forward_epilogue_cuda(xc, nbuf, beta_acc, out, x.size(1),
-                        cl ? 1 : xc.numel() / (x.size(0) * x.size(1)), v);
+  forward_epilogue_cuda(xc, nbuf, beta_acc, out, x.size(1), cl ? 1 : xc.numel() / (x.size(0) * x.size(1)), v);
 #endif
   return {out, norm};
 }
@@ -98,21 +95,20 @@ std::tuple<Tensor, Tensor, Tensor> gdn_backward(Tensor grad, Tensor x, Tensor no
                                                 bool simplified, std::vector<bool> output_mask) {
   VAEISO_CHECK(x.dim() >= 2, "gdn_backward: x: expected at least 2 dims, got ", x.dim());
   check_float_dtype(x, "gdn_backward: x");
-  VAEISO_CHECK(same_sizes(grad, x), "gdn_backward: grad: expected shape ", Shape(x.sizes()),
-              " (the shape of x), got ", Shape(grad.sizes()));
-  VAEISO_CHECK(same_sizes(norm, x), "gdn_backward: norm: expected shape ", Shape(x.sizes()),
-              " (the shape of x), got ", Shape(norm.sizes()));
+  VAEISO_CHECK(same_sizes(grad, x), "gdn_backward: grad: expected shape ", Shape(x.sizes()), " (the shape of x), got ",
+               Shape(grad.sizes()));
+  VAEISO_CHECK(same_sizes(norm, x), "gdn_backward: norm: expected shape ", Shape(x.sizes()), " (the shape of x), got ",
+               Shape(norm.sizes()));
   const int64_t C = x.size(1);
-  VAEISO_CHECK(gamma.dim() == 2 && gamma.size(0) == C && gamma.size(1) == C,
-              "gdn_backward: gamma: expected shape (", C, ", ", C, "), got ", Shape(gamma.sizes()));
+  VAEISO_CHECK(gamma.dim() == 2 && gamma.size(0) == C && gamma.size(1) == C, "gdn_backward: gamma: expected shape (", C,
+               ", ", C, "), got ", Shape(gamma.sizes()));
   check_same_dtype(grad, x, "gdn_backward: grad", "x");
   check_param_dtype(gamma, x, "gdn_backward: gamma");
   check_same_device(grad, x, "gdn_backward: grad", "x");
   check_same_device(norm, x, "gdn_backward: norm", "x");
   check_same_device(gamma, x, "gdn_backward: gamma", "x");
   const auto acc = acc_type(x);
-  VAEISO_CHECK(norm.scalar_type() == acc, "gdn_backward: norm: expected dtype ", acc, ", got ",
-              norm.scalar_type());
+  VAEISO_CHECK(norm.scalar_type() == acc, "gdn_backward: norm: expected dtype ", acc, ", got ", norm.scalar_type());
 
   DeviceScope guard(x);
   const Variant v{inverse, simplified};
@@ -135,7 +131,7 @@ std::tuple<Tensor, Tensor, Tensor> gdn_backward(Tensor grad, Tensor x, Tensor no
 
   const auto xc = to_layout(x, cl), gc = to_layout(grad, cl), nc = to_layout(norm, cl);
   if (!x.is_cuda()) {
-    Tensor gb, gg;  // in the accumulation dtype, converted to the parameters' below
+    Tensor gb, gg;                // in the accumulation dtype, converted to the parameters' below
     const bool own = pdt == acc;  // the kernels write the gradients in place
     if (output_mask[1]) gb = own ? gbeta : alloc({C}, acc, x);
     if (output_mask[2]) gg = own ? ggamma : alloc({C, C}, acc, x);
@@ -180,11 +176,10 @@ Tensor gdn(Tensor x, Tensor beta, Tensor gamma, bool inverse, bool simplified) {
   // Checked here as well: under torch 2.10 an error raised inside torch_call_dispatcher reaches
   // the caller without its message ("API call failed at gdn.cpp"; seen by make compat).
   check_params(x, beta, gamma);
-  std::array<StableIValue, 6> stack{torch::stable::detail::from(x),       torch::stable::detail::from(beta),
-                                    torch::stable::detail::from(gamma),   torch::stable::detail::from(inverse),
+  std::array<StableIValue, 6> stack{torch::stable::detail::from(x),          torch::stable::detail::from(beta),
+                                    torch::stable::detail::from(gamma),      torch::stable::detail::from(inverse),
                                     torch::stable::detail::from(simplified), torch::stable::detail::from(true)};
-  STABLE_TORCH_ERROR_CODE_CHECK(
-      torch_call_dispatcher("vaeiso::gdn_forward", "", stack.data(), TORCH_ABI_VERSION));
+  STABLE_TORCH_ERROR_CODE_CHECK(torch_call_dispatcher("vaeiso::gdn_forward", "", stack.data(), TORCH_ABI_VERSION));
   // two outputs: out in stack[0], norm in stack[1] (released with its handle)
   Tensor norm = torch::stable::detail::to<Tensor>(stack[1]);
   return torch::stable::detail::to<Tensor>(stack[0]);

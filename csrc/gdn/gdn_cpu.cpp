@@ -27,19 +27,18 @@ T* opt_ptr(const Tensor& t) {
 }
 }  // namespace
 
-void forward_cpu(const Tensor& x, const Tensor& beta, const Tensor& gamma,
-                 Tensor& out, Tensor& norm, bool cl, Variant v) {
+void forward_cpu(const Tensor& x, const Tensor& beta, const Tensor& gamma, Tensor& out, Tensor& norm, bool cl,
+                 Variant v) {
   const auto s = shape_of(x, cl);
   VAEISO_CPU_DISPATCH(x.scalar_type(), "gdn_forward_cpu", [&] {
     using A = acc_t<S>;
-    VAEISO_PICK(forward<S>, cdata<S>(x), cdata<A>(beta), cdata<A>(gamma), mdata<S>(out), opt_ptr<A>(norm),
-                s.N, s.C, s.Sp, cl, v);
+    VAEISO_PICK(forward<S>, cdata<S>(x), cdata<A>(beta), cdata<A>(gamma), mdata<S>(out), opt_ptr<A>(norm), s.N, s.C,
+                s.Sp, cl, v);
   });
 }
 
-void backward_cpu(const Tensor& g, const Tensor& x, const Tensor& norm,
-                  const Tensor& gamma, Tensor& gx, Tensor& gbeta, Tensor& ggamma,
-                  bool cl, Variant v) {
+void backward_cpu(const Tensor& g, const Tensor& x, const Tensor& norm, const Tensor& gamma, Tensor& gx, Tensor& gbeta,
+                  Tensor& ggamma, bool cl, Variant v) {
   const auto s = shape_of(x, cl);
   VAEISO_CPU_DISPATCH(x.scalar_type(), "gdn_backward_cpu", [&] {
     using A = acc_t<S>;

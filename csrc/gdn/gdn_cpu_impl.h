@@ -36,11 +36,15 @@ struct StaticVariant {
 template <typename Fn>
 void with_variant(Variant v, Fn&& fn) {
   if (v.inverse) {
-    if (v.simplified) fn(StaticVariant<true, true>{});
-    else fn(StaticVariant<true, false>{});
+    if (v.simplified)
+      fn(StaticVariant<true, true>{});
+    else
+      fn(StaticVariant<true, false>{});
   } else {
-    if (v.simplified) fn(StaticVariant<false, true>{});
-    else fn(StaticVariant<false, false>{});
+    if (v.simplified)
+      fn(StaticVariant<false, true>{});
+    else
+      fn(StaticVariant<false, false>{});
   }
 }
 
@@ -99,8 +103,7 @@ void fx_run(const S* __restrict x, A* __restrict fx, int64_t len) {
 // norm += beta (one value when kOneBeta: a channel-first run; norm stored back when kKeep),
 // out = x scale(norm)
 template <typename SV, bool kOneBeta, bool kKeep, typename S, typename A>
-void epilogue_run(const S* __restrict x, A* __restrict nrm, const A* __restrict beta, S* __restrict out,
-                  int64_t len) {
+void epilogue_run(const S* __restrict x, A* __restrict nrm, const A* __restrict beta, S* __restrict out, int64_t len) {
   for (int64_t i = 0; i < len; ++i) {
     const A nv = nrm[i] + beta[kOneBeta ? 0 : i];
     if constexpr (kKeep) nrm[i] = nv;
@@ -110,8 +113,8 @@ void epilogue_run(const S* __restrict x, A* __restrict nrm, const A* __restrict 
 
 // t = dL/dnorm; f(x) when kFx (for the gamma gradient); the scale s when kS (for gx)
 template <typename SV, bool kFx, bool kS, typename S, typename A>
-void first_run(const S* __restrict g, const S* __restrict x, const A* __restrict nrm, A* __restrict t,
-               A* __restrict fx, A* __restrict sc, int64_t len) {
+void first_run(const S* __restrict g, const S* __restrict x, const A* __restrict nrm, A* __restrict t, A* __restrict fx,
+               A* __restrict sc, int64_t len) {
   for (int64_t i = 0; i < len; ++i) {
     const A xv = load(x[i]);
     const auto k = scales(nrm[i], SV::inverse, SV::simplified);
@@ -131,22 +134,28 @@ void gx_run(const S* __restrict g, const S* __restrict x, const A* __restrict sc
 // dimension ld (the tensor's, or a buffer's).
 template <typename A>
 void mix_forward(const Blocks& B, int64_t n, const A* gamma, const A* fx, A* np, int64_t ld) {
-  if (B.cl) gemm_cm('t', 'n', B.C, n, B.C, A(1), gamma, B.C, fx, B.C, A(0), np, ld);
-  else gemm_cm('n', 'n', n, B.C, B.C, A(1), fx, n, gamma, B.C, A(0), np, ld);
+  if (B.cl)
+    gemm_cm('t', 'n', B.C, n, B.C, A(1), gamma, B.C, fx, B.C, A(0), np, ld);
+  else
+    gemm_cm('n', 'n', n, B.C, B.C, A(1), fx, n, gamma, B.C, A(0), np, ld);
 }
 
 // u block = gamma^T @ t block
 template <typename A>
 void mix_backward(const Blocks& B, int64_t n, const A* gamma, const A* t, A* u) {
-  if (B.cl) gemm_cm('n', 'n', B.C, n, B.C, A(1), gamma, B.C, t, B.C, A(0), u, B.C);
-  else gemm_cm('n', 't', n, B.C, B.C, A(1), t, n, gamma, B.C, A(0), u, n);
+  if (B.cl)
+    gemm_cm('n', 'n', B.C, n, B.C, A(1), gamma, B.C, t, B.C, A(0), u, B.C);
+  else
+    gemm_cm('n', 't', n, B.C, B.C, A(1), t, n, gamma, B.C, A(0), u, n);
 }
 
 // gg[i, k] += sum over the block's positions of t_i f_k (gg row-major C x C)
 template <typename A>
 void gamma_grad_add(const Blocks& B, int64_t n, const A* t, const A* fx, A* gg) {
-  if (B.cl) gemm_cm('n', 't', B.C, B.C, n, A(1), fx, B.C, t, B.C, A(1), gg, B.C);
-  else gemm_cm('t', 'n', B.C, B.C, n, A(1), fx, n, t, n, A(1), gg, B.C);
+  if (B.cl)
+    gemm_cm('n', 't', B.C, B.C, n, A(1), fx, B.C, t, B.C, A(1), gg, B.C);
+  else
+    gemm_cm('t', 'n', B.C, B.C, n, A(1), fx, n, t, n, A(1), gg, B.C);
 }
 
 // gb[c] += sum over the block's positions of t_c
@@ -174,8 +183,8 @@ void add_channel_sums(const Blocks& B, int64_t n, const A* __restrict t, A* __re
 
 // norm may be null (the caller needs only out): each block's norm then lives in a buffer.
 template <typename S>
-void forward(const S* xp, const acc_t<S>* beta, const acc_t<S>* gamma, S* op, acc_t<S>* np,
-             int64_t N, int64_t C, int64_t Sp, bool cl, Variant v) {
+void forward(const S* xp, const acc_t<S>* beta, const acc_t<S>* gamma, S* op, acc_t<S>* np, int64_t N, int64_t C,
+             int64_t Sp, bool cl, Variant v) {
   using A = acc_t<S>;
   const Blocks B(N, C, Sp, cl);
   with_variant(v, [&](auto sv) {
@@ -190,17 +199,19 @@ void forward(const S* xp, const acc_t<S>* beta, const acc_t<S>* gamma, S* op, ac
         const auto blk = B.at(i);
         const S* x = xp + blk.base;
         S* out = op + blk.base;
-        each_run(B, blk.n, [&](int64_t o, int64_t q, int64_t, int64_t len) {
-          fx_run<SV>(x + o, fx + q, len);
-        });
+        each_run(B, blk.n, [&](int64_t o, int64_t q, int64_t, int64_t len) { fx_run<SV>(x + o, fx + q, len); });
         // the norm block in the tensor (index o) or in the buffer (index q)
         A* nrm = np ? np + blk.base : nbuf;
         mix_forward(B, blk.n, gamma, fx, nrm, np ? B.t_ld() : B.b_ld(blk.n));
         each_run(B, blk.n, [&](int64_t o, int64_t q, int64_t c, int64_t len) {
-          if (np && c >= 0) epilogue_run<SV, true, true>(x + o, nrm + o, beta + c, out + o, len);
-          else if (np) epilogue_run<SV, false, true>(x + o, nrm + o, beta, out + o, len);
-          else if (c >= 0) epilogue_run<SV, true, false>(x + o, nrm + q, beta + c, out + o, len);
-          else epilogue_run<SV, false, false>(x + o, nrm + q, beta, out + o, len);
+          if (np && c >= 0)
+            epilogue_run<SV, true, true>(x + o, nrm + o, beta + c, out + o, len);
+          else if (np)
+            epilogue_run<SV, false, true>(x + o, nrm + o, beta, out + o, len);
+          else if (c >= 0)
+            epilogue_run<SV, true, false>(x + o, nrm + q, beta + c, out + o, len);
+          else
+            epilogue_run<SV, false, false>(x + o, nrm + q, beta, out + o, len);
         });
       }
     });
@@ -208,9 +219,8 @@ void forward(const S* xp, const acc_t<S>* beta, const acc_t<S>* gamma, S* op, ac
 }
 
 template <typename S>
-void backward(const S* gp, const S* xp, const acc_t<S>* np, const acc_t<S>* gamma, S* gxp,
-              acc_t<S>* gbeta, acc_t<S>* ggamma, int64_t N, int64_t C, int64_t Sp, bool cl,
-              Variant v) {
+void backward(const S* gp, const S* xp, const acc_t<S>* np, const acc_t<S>* gamma, S* gxp, acc_t<S>* gbeta,
+              acc_t<S>* ggamma, int64_t N, int64_t C, int64_t Sp, bool cl, Variant v) {
   using A = acc_t<S>;
   const Blocks B(N, C, Sp, cl);
   // The parameter gradients are sums over all blocks. Each of a fixed number of groups of
@@ -248,10 +258,14 @@ void backward(const S* gp, const S* xp, const acc_t<S>* np, const acc_t<S>* gamm
               first_run<SV, kFx, kS>(g + o, x + o, nrm + o, t + q, fx + q, sc + q, len);
             });
           };
-          if (gg && gxp) first(std::true_type{}, std::true_type{});
-          else if (gg) first(std::true_type{}, std::false_type{});
-          else if (gxp) first(std::false_type{}, std::true_type{});
-          else first(std::false_type{}, std::false_type{});
+          if (gg && gxp)
+            first(std::true_type{}, std::true_type{});
+          else if (gg)
+            first(std::true_type{}, std::false_type{});
+          else if (gxp)
+            first(std::false_type{}, std::true_type{});
+          else
+            first(std::false_type{}, std::false_type{});
           if (gg) gamma_grad_add(B, blk.n, t, fx, gg);
           if (gb) add_channel_sums(B, blk.n, t, gb);
           if (gxp) {
@@ -271,11 +285,11 @@ void backward(const S* gp, const S* xp, const acc_t<S>* np, const acc_t<S>* gamm
     for (int64_t e = 0; e < C * C; ++e) ggamma[e] = (grp ? ggamma[e] : A(0)) + gg_part[grp * C * C + e];
 }
 
-#define VAEISO_GDN_INSTANTIATE(S)                                                                   \
-  template void forward<S>(const S*, const acc_t<S>*, const acc_t<S>*, S*, acc_t<S>*, int64_t,     \
-                           int64_t, int64_t, bool, Variant);                                        \
-  template void backward<S>(const S*, const S*, const acc_t<S>*, const acc_t<S>*, S*, acc_t<S>*,   \
-                            acc_t<S>*, int64_t, int64_t, int64_t, bool, Variant);
+#define VAEISO_GDN_INSTANTIATE(S)                                                                                      \
+  template void forward<S>(const S*, const acc_t<S>*, const acc_t<S>*, S*, acc_t<S>*, int64_t, int64_t, int64_t, bool, \
+                           Variant);                                                                                   \
+  template void backward<S>(const S*, const S*, const acc_t<S>*, const acc_t<S>*, S*, acc_t<S>*, acc_t<S>*, int64_t,   \
+                            int64_t, int64_t, bool, Variant);
 VAEISO_GDN_INSTANTIATE(float)
 VAEISO_GDN_INSTANTIATE(double)
 VAEISO_GDN_INSTANTIATE(f16)

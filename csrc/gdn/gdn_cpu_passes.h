@@ -11,13 +11,12 @@
 #include "cpu_half.h"
 #include "gdn/gdn_entry.h"
 
-#define VAEISO_GDN_DECLARE_PASSES(ns)                                                              \
-  namespace ns {                                                                                   \
-  template <typename S>                                                                            \
-  void forward(const S* x, const acc_t<S>* beta, const acc_t<S>* gamma, S* out, acc_t<S>* norm,    \
-               int64_t N, int64_t C, int64_t Sp, bool cl, Variant v);                              \
-  template <typename S>                                                                            \
-  void backward(const S* g, const S* x, const acc_t<S>* norm, const acc_t<S>* gamma, S* gx,        \
-                acc_t<S>* gbeta, acc_t<S>* ggamma, int64_t N, int64_t C, int64_t Sp, bool cl,      \
-                Variant v);                                                                        \
+#define VAEISO_GDN_DECLARE_PASSES(ns)                                                                                 \
+  namespace ns {                                                                                                      \
+  template <typename S>                                                                                               \
+  void forward(const S* x, const acc_t<S>* beta, const acc_t<S>* gamma, S* out, acc_t<S>* norm, int64_t N, int64_t C, \
+               int64_t Sp, bool cl, Variant v);                                                                       \
+  template <typename S>                                                                                               \
+  void backward(const S* g, const S* x, const acc_t<S>* norm, const acc_t<S>* gamma, S* gx, acc_t<S>* gbeta,          \
+                acc_t<S>* ggamma, int64_t N, int64_t C, int64_t Sp, bool cl, Variant v);                              \
   }

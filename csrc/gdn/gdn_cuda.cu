@@ -29,27 +29,25 @@ inline unsigned blocks_for(int64_t work, int64_t per_block) {
 
 // Flat passes over n elements: V-wide groups first (V = 1: the scalar path), the n % V tail
 // element-wise. `body(i0, count)` handles elements i0 .. i0 + count - 1 with count == V, or 1.
-#define VAEISO_FLAT_LOOP(n, V, BODY)                                                  \
-  {                                                                                   \
-    const int64_t stride = int64_t(blockDim.x) * gridDim.x;                           \
-    const int64_t tid = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;               \
-    const int64_t groups = (n) / (V);                                                 \
-    for (int64_t gi = tid; gi < groups; gi += stride) BODY(gi * (V), V);              \
-    for (int64_t i = groups * (V) + tid; i < (n); i += stride) BODY(i, 1);            \
+#define VAEISO_FLAT_LOOP(n, V, BODY)                                       \
+  {                                                                        \
+    const int64_t stride = int64_t(blockDim.x) * gridDim.x;                \
+    const int64_t tid = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;    \
+    const int64_t groups = (n) / (V);                                      \
+    for (int64_t gi = tid; gi < groups; gi += stride) BODY(gi*(V), V);     \
+    for (int64_t i = groups * (V) + tid; i < (n); i += stride) BODY(i, 1); \
   }
 
 template <typename scalar_t, typename acc_t, int V>
-__global__ void fx_kernel(const scalar_t* __restrict__ x, acc_t* __restrict__ fx, int64_t n,
-                          Variant v) {
-#define VAEISO_FX_BODY(i0, cnt)                                           \
-  if (cnt == V) {                                                         \
-    const auto xv = load_vec<V>(x + i0);                                  \
-    VecN<acc_t, V> fv;                                                    \
-    _Pragma("unroll") for (int q = 0; q < V; ++q)                         \
-        fv.v[q] = f(static_cast<acc_t>(xv.v[q]), v.simplified);           \
-    store_vec<V>(fx + i0, fv);                                            \
-  } else {                                                                \
-    fx[i0] = f(static_cast<acc_t>(x[i0]), v.simplified);                  \
+__global__ void fx_kernel(const scalar_t* __restrict__ x, acc_t* __restrict__ fx, int64_t n, Variant v) {
+#define VAEISO_FX_BODY(i0, cnt)                                                                           \
+  if (cnt == V) {                                                                                         \
+    const auto xv = load_vec<V>(x + i0);                                                                  \
+    VecN<acc_t, V> fv;                                                                                    \
+    _Pragma("unroll") for (int q = 0; q < V; ++q) fv.v[q] = f(static_cast<acc_t>(xv.v[q]), v.simplified); \
+    store_vec<V>(fx + i0, fv);                                                                            \
+  } else {                                                                                                \
+    fx[i0] = f(static_cast<acc_t>(x[i0]), v.simplified);                                                  \
   }
   VAEISO_FLAT_LOOP(n, V, VAEISO_FX_BODY)
 #undef VAEISO_FX_BODY
@@ -57,8 +55,7 @@ __global__ void fx_kernel(const scalar_t* __restrict__ x, acc_t* __restrict__ fx
 
 // One element (or V) of the forward epilogue.
 template <typename scalar_t, typename acc_t, int V>
-__device__ __forceinline__ void epilogue_vec(const scalar_t* x, acc_t* norm, const acc_t* b,
-                                             scalar_t* out, Variant v) {
+__device__ __forceinline__ void epilogue_vec(const scalar_t* x, acc_t* norm, const acc_t* b, scalar_t* out, Variant v) {
   const auto xv = load_vec<V>(x);
   auto nv = load_vec<V>(norm);
   VecN<scalar_t, V> ov;
@@ -75,8 +72,8 @@ __device__ __forceinline__ void epilogue_vec(const scalar_t* x, acc_t* norm, con
 // is plane % C once per plane. V > 1 needs S % V == 0 (every plane starts aligned).
 template <typename scalar_t, typename acc_t, int V>
 __global__ void epilogue_cf_kernel(const scalar_t* __restrict__ x, acc_t* __restrict__ norm,
-                                   const acc_t* __restrict__ beta, scalar_t* __restrict__ out,
-                                   int64_t planes, int64_t S, int64_t C, Variant v) {
+                                   const acc_t* __restrict__ beta, scalar_t* __restrict__ out, int64_t planes,
+                                   int64_t S, int64_t C, Variant v) {
   for (int64_t plane = blockIdx.y; plane < planes; plane += gridDim.y) {
     acc_t b[V];
 #pragma unroll
@@ -93,11 +90,10 @@ __global__ void epilogue_cf_kernel(const scalar_t* __restrict__ x, acc_t* __rest
 // C % V == 0), threadIdx.y and blockIdx.x walk rows.
 template <typename scalar_t, typename acc_t, int V>
 __global__ void epilogue_cl_kernel(const scalar_t* __restrict__ x, acc_t* __restrict__ norm,
-                                   const acc_t* __restrict__ beta, scalar_t* __restrict__ out,
-                                   int64_t M, int64_t C, Variant v) {
+                                   const acc_t* __restrict__ beta, scalar_t* __restrict__ out, int64_t M, int64_t C,
+                                   Variant v) {
   const int64_t groups = C / V;
-  for (int64_t row = blockIdx.x * int64_t(blockDim.y) + threadIdx.y; row < M;
-       row += int64_t(gridDim.x) * blockDim.y) {
+  for (int64_t row = blockIdx.x * int64_t(blockDim.y) + threadIdx.y; row < M; row += int64_t(gridDim.x) * blockDim.y) {
     const int64_t off = row * C;
     for (int64_t gch = threadIdx.x; gch < groups; gch += blockDim.x) {
       const int64_t c = gch * V;
@@ -109,25 +105,25 @@ __global__ void epilogue_cl_kernel(const scalar_t* __restrict__ x, acc_t* __rest
 
 template <typename scalar_t, typename acc_t, int V>
 __global__ void backward_t_kernel(const scalar_t* __restrict__ g, const scalar_t* __restrict__ x,
-                                  const acc_t* __restrict__ norm, acc_t* __restrict__ t,
-                                  acc_t* __restrict__ fx, int64_t n, Variant v) {
-#define VAEISO_BT_BODY(i0, cnt)                                                           \
-  if (cnt == V) {                                                                         \
-    const auto gv = load_vec<V>(g + i0);                                                  \
-    const auto xv = load_vec<V>(x + i0);                                                  \
-    const auto nv = load_vec<V>(norm + i0);                                               \
-    VecN<acc_t, V> tv, fv;                                                                \
-    _Pragma("unroll") for (int q = 0; q < V; ++q) {                                       \
-      const acc_t xq = static_cast<acc_t>(xv.v[q]);                                       \
+                                  const acc_t* __restrict__ norm, acc_t* __restrict__ t, acc_t* __restrict__ fx,
+                                  int64_t n, Variant v) {
+#define VAEISO_BT_BODY(i0, cnt)                                                               \
+  if (cnt == V) {                                                                             \
+    const auto gv = load_vec<V>(g + i0);                                                      \
+    const auto xv = load_vec<V>(x + i0);                                                      \
+    const auto nv = load_vec<V>(norm + i0);                                                   \
+    VecN<acc_t, V> tv, fv;                                                                    \
+    _Pragma("unroll") for (int q = 0; q < V; ++q) {                                           \
+      const acc_t xq = static_cast<acc_t>(xv.v[q]);                                           \
       tv.v[q] = grad_norm(static_cast<acc_t>(gv.v[q]), xq, nv.v[q], v.inverse, v.simplified); \
-      fv.v[q] = f(xq, v.simplified);                                                      \
-    }                                                                                     \
-    store_vec<V>(t + i0, tv);                                                             \
-    if (fx != nullptr) store_vec<V>(fx + i0, fv);                                         \
-  } else {                                                                                \
-    const acc_t xq = static_cast<acc_t>(x[i0]);                                           \
-    t[i0] = grad_norm(static_cast<acc_t>(g[i0]), xq, norm[i0], v.inverse, v.simplified);  \
-    if (fx != nullptr) fx[i0] = f(xq, v.simplified);                                      \
+      fv.v[q] = f(xq, v.simplified);                                                          \
+    }                                                                                         \
+    store_vec<V>(t + i0, tv);                                                                 \
+    if (fx != nullptr) store_vec<V>(fx + i0, fv);                                             \
+  } else {                                                                                    \
+    const acc_t xq = static_cast<acc_t>(x[i0]);                                               \
+    t[i0] = grad_norm(static_cast<acc_t>(g[i0]), xq, norm[i0], v.inverse, v.simplified);      \
+    if (fx != nullptr) fx[i0] = f(xq, v.simplified);                                          \
   }
   VAEISO_FLAT_LOOP(n, V, VAEISO_BT_BODY)
 #undef VAEISO_BT_BODY
@@ -137,21 +133,19 @@ template <typename scalar_t, typename acc_t, int V>
 __global__ void backward_x_kernel(const scalar_t* __restrict__ g, const scalar_t* __restrict__ x,
                                   const acc_t* __restrict__ norm, const acc_t* __restrict__ u,
                                   scalar_t* __restrict__ gx, int64_t n, Variant v) {
-#define VAEISO_BX_BODY(i0, cnt)                                                            \
-  if (cnt == V) {                                                                          \
-    const auto gv = load_vec<V>(g + i0);                                                   \
-    const auto xv = load_vec<V>(x + i0);                                                   \
-    const auto nv = load_vec<V>(norm + i0);                                                \
-    const auto uv = load_vec<V>(u + i0);                                                   \
-    VecN<scalar_t, V> ov;                                                                  \
-    _Pragma("unroll") for (int q = 0; q < V; ++q) ov.v[q] = static_cast<scalar_t>(grad_x(  \
-        static_cast<acc_t>(gv.v[q]), static_cast<acc_t>(xv.v[q]), nv.v[q], uv.v[q],        \
-        v.inverse, v.simplified));                                                         \
-    store_vec<V>(gx + i0, ov);                                                             \
-  } else {                                                                                 \
-    gx[i0] = static_cast<scalar_t>(grad_x(static_cast<acc_t>(g[i0]),                       \
-                                          static_cast<acc_t>(x[i0]), norm[i0], u[i0],      \
-                                          v.inverse, v.simplified));                       \
+#define VAEISO_BX_BODY(i0, cnt)                                                                                       \
+  if (cnt == V) {                                                                                                     \
+    const auto gv = load_vec<V>(g + i0);                                                                              \
+    const auto xv = load_vec<V>(x + i0);                                                                              \
+    const auto nv = load_vec<V>(norm + i0);                                                                           \
+    const auto uv = load_vec<V>(u + i0);                                                                              \
+    VecN<scalar_t, V> ov;                                                                                             \
+    _Pragma("unroll") for (int q = 0; q < V; ++q) ov.v[q] = static_cast<scalar_t>(                                    \
+        grad_x(static_cast<acc_t>(gv.v[q]), static_cast<acc_t>(xv.v[q]), nv.v[q], uv.v[q], v.inverse, v.simplified)); \
+    store_vec<V>(gx + i0, ov);                                                                                        \
+  } else {                                                                                                            \
+    gx[i0] = static_cast<scalar_t>(                                                                                   \
+        grad_x(static_cast<acc_t>(g[i0]), static_cast<acc_t>(x[i0]), norm[i0], u[i0], v.inverse, v.simplified));      \
   }
   VAEISO_FLAT_LOOP(n, V, VAEISO_BX_BODY)
 #undef VAEISO_BX_BODY
@@ -165,7 +159,6 @@ bool all_vec_aligned(Ptrs... ptrs) {
 }
 
 }  // namespace
-
 
 void fx_cuda(const Tensor& x, Tensor& fx, Variant v) {
   const int64_t n = x.numel();
@@ -185,8 +178,8 @@ void fx_cuda(const Tensor& x, Tensor& fx, Variant v) {
   });
 }
 
-void forward_epilogue_cuda(const Tensor& x, Tensor& norm, const Tensor& beta,
-                           Tensor& out, int64_t C, int64_t inner, Variant v) {
+void forward_epilogue_cuda(const Tensor& x, Tensor& norm, const Tensor& beta, Tensor& out, int64_t C, int64_t inner,
+                           Variant v) {
   const int64_t n = x.numel();
   if (n == 0) return;
   VAEISO_DISPATCH_CUDA(x.scalar_type(), "gdn_forward_epilogue_cuda", [&] {
@@ -226,8 +219,7 @@ void forward_epilogue_cuda(const Tensor& x, Tensor& norm, const Tensor& beta,
   });
 }
 
-void backward_t_cuda(const Tensor& g, const Tensor& x, const Tensor& norm,
-                     Tensor& t, Tensor& fx, Variant v) {
+void backward_t_cuda(const Tensor& g, const Tensor& x, const Tensor& norm, Tensor& t, Tensor& fx, Variant v) {
   const int64_t n = x.numel();
   if (n == 0) return;
   VAEISO_DISPATCH_CUDA(x.scalar_type(), "gdn_backward_t_cuda", [&] {
@@ -240,18 +232,16 @@ void backward_t_cuda(const Tensor& g, const Tensor& x, const Tensor& norm,
     acc_t* fp = fx.defined() ? mdata<acc_t>(fx) : nullptr;
     const auto stream = current_stream(x);
     if (all_vec_aligned<scalar_t>(gp, xp, np, tp, fp)) {
-      backward_t_kernel<scalar_t, acc_t, V><<<blocks_for(n, kThreads * V), kThreads, 0, stream>>>(
-          gp, xp, np, tp, fp, n, v);
+      backward_t_kernel<scalar_t, acc_t, V>
+          <<<blocks_for(n, kThreads * V), kThreads, 0, stream>>>(gp, xp, np, tp, fp, n, v);
     } else {
-      backward_t_kernel<scalar_t, acc_t, 1><<<blocks_for(n, kThreads), kThreads, 0, stream>>>(
-          gp, xp, np, tp, fp, n, v);
+      backward_t_kernel<scalar_t, acc_t, 1><<<blocks_for(n, kThreads), kThreads, 0, stream>>>(gp, xp, np, tp, fp, n, v);
     }
     check_launch();
   });
 }
 
-void backward_x_cuda(const Tensor& g, const Tensor& x, const Tensor& norm,
-                     const Tensor& u, Tensor& gx, Variant v) {
+void backward_x_cuda(const Tensor& g, const Tensor& x, const Tensor& norm, const Tensor& u, Tensor& gx, Variant v) {
   const int64_t n = x.numel();
   if (n == 0) return;
   VAEISO_DISPATCH_CUDA(x.scalar_type(), "gdn_backward_x_cuda", [&] {
@@ -264,11 +254,10 @@ void backward_x_cuda(const Tensor& g, const Tensor& x, const Tensor& norm,
     auto* op = mdata<scalar_t>(gx);
     const auto stream = current_stream(x);
     if (all_vec_aligned<scalar_t>(gp, xp, np, up, op)) {
-      backward_x_kernel<scalar_t, acc_t, V><<<blocks_for(n, kThreads * V), kThreads, 0, stream>>>(
-          gp, xp, np, up, op, n, v);
+      backward_x_kernel<scalar_t, acc_t, V>
+          <<<blocks_for(n, kThreads * V), kThreads, 0, stream>>>(gp, xp, np, up, op, n, v);
     } else {
-      backward_x_kernel<scalar_t, acc_t, 1><<<blocks_for(n, kThreads), kThreads, 0, stream>>>(
-          gp, xp, np, up, op, n, v);
+      backward_x_kernel<scalar_t, acc_t, 1><<<blocks_for(n, kThreads), kThreads, 0, stream>>>(gp, xp, np, up, op, n, v);
     }
     check_launch();
   });

@@ -30,8 +30,8 @@ constexpr cublasStatus_t CUBLAS_STATUS_SUCCESS = 0;
 
 template <typename T>
 using GemmBatched = cublasStatus_t (*)(cublasHandle_t, cublasOperation_t, cublasOperation_t, int, int, int, const T*,
-                                       const T*, int, long long, const T*, int, long long, const T*, T*, int,
-                                       long long, int);
+                                       const T*, int, long long, const T*, int, long long, const T*, T*, int, long long,
+                                       int);
 
 struct CublasApi {
   cublasStatus_t (*get_math)(cublasHandle_t, cublasMath_t*) = nullptr;
@@ -84,7 +84,6 @@ class Blas {
 
 cublasOperation_t op(bool t) { return t ? CUBLAS_OP_T : CUBLAS_OP_N; }
 
-
 // Column-major c = op(a) op(b) + beta c, batched with the given strides (count 1: one GEMM).
 template <typename T>
 void gemm(const Blas& b, bool ta, bool tb, int64_t m, int64_t n, int64_t k, const T* a, int64_t lda, int64_t sa,
@@ -93,8 +92,10 @@ void gemm(const Blas& b, bool ta, bool tb, int64_t m, int64_t n, int64_t k, cons
   for (int64_t v : {m, n, k, lda, ldb, ldc, count})
     VAEISO_CHECK(v <= INT32_MAX, "gdn: a GEMM dimension exceeds cuBLAS's int range (", v, ")");
   GemmBatched<T> f;
-  if constexpr (std::is_same_v<T, float>) f = cublas().sgemm;
-  else f = cublas().dgemm;
+  if constexpr (std::is_same_v<T, float>)
+    f = cublas().sgemm;
+  else
+    f = cublas().dgemm;
   check_blas(f(b.get(), op(ta), op(tb), int(m), int(n), int(k), &one, a, int(lda), sa, bm, int(ldb), sb, &beta, c,
                int(ldc), sc, int(count)),
              "cublas?gemmStridedBatched");
@@ -102,8 +103,10 @@ void gemm(const Blas& b, bool ta, bool tb, int64_t m, int64_t n, int64_t k, cons
 
 template <typename F>
 void on_acc(const Tensor& t, F&& f) {
-  if (t.scalar_type() == dt::kDouble) f(double{});
-  else f(float{});
+  if (t.scalar_type() == dt::kDouble)
+    f(double{});
+  else
+    f(float{});
 }
 
 }  // namespace

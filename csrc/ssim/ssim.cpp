@@ -34,15 +34,13 @@ std::vector<double> gaussian_window(int64_t ws, double sigma) {
 }
 
 void check_window(const char* op, int64_t ws, double sigma) {
-  VAEISO_CHECK(ws >= 1 && ws % 2 == 1, op, ": window_size: expected an odd positive integer, got ",
-              ws);
-  VAEISO_CHECK(std::isfinite(sigma) && sigma > 0, op, ": sigma: expected a positive number, got ",
-              sigma);
+  VAEISO_CHECK(ws >= 1 && ws % 2 == 1, op, ": window_size: expected an odd positive integer, got ", ws);
+  VAEISO_CHECK(std::isfinite(sigma) && sigma > 0, op, ": sigma: expected a positive number, got ", sigma);
 }
 
 Constants check_constants(const char* op, double k1, double k2, double data_range) {
-  VAEISO_CHECK(std::isfinite(data_range) && data_range > 0, op,
-              ": data_range: expected a positive number, got ", data_range);
+  VAEISO_CHECK(std::isfinite(data_range) && data_range > 0, op, ": data_range: expected a positive number, got ",
+               data_range);
   VAEISO_CHECK(std::isfinite(k1) && k1 > 0, op, ": k1: expected a positive number, got ", k1);
   VAEISO_CHECK(std::isfinite(k2) && k2 > 0, op, ": k2: expected a positive number, got ", k2);
   return Constants{(k1 * data_range) * (k1 * data_range), (k2 * data_range) * (k2 * data_range)};
@@ -52,34 +50,32 @@ void check_device(const char* op, const Tensor& t, const char* name) {
   VAEISO_CHECK(t.is_cpu() || t.is_cuda(), op, ": ", name, ": expected a CPU or CUDA tensor");
 #ifndef VAEISO_WITH_CUDA
   VAEISO_CHECK(!t.is_cuda(), op, ": ", name,
-              ": vaeiso_ext was built without CUDA kernels; rebuild with a CUDA toolkit");
+               ": vaeiso_ext was built without CUDA kernels; rebuild with a CUDA toolkit");
 #endif
 }
 
 // x: (N, C, H, W) image batch; checks dtype, device and that the window fits.
 void check_image(const char* op, const Tensor& x, const char* name, int64_t ws) {
-  VAEISO_CHECK(x.dim() == 4, op, ": ", name, ": expected a 4-D tensor (N, C, H, W), got shape ",
-              Shape(x.sizes()));
+  VAEISO_CHECK(x.dim() == 4, op, ": ", name, ": expected a 4-D tensor (N, C, H, W), got shape ", Shape(x.sizes()));
   const std::string label = std::string(op) + ": " + name;
   check_float_dtype(x, label.c_str());
   check_device(op, x, name);
-  VAEISO_CHECK(x.size(1) >= 1, op, ": ", name, ": expected at least one channel, got shape ",
-              Shape(x.sizes()));
+  VAEISO_CHECK(x.size(1) >= 1, op, ": ", name, ": expected at least one channel, got shape ", Shape(x.sizes()));
   VAEISO_CHECK(ws <= x.size(2) && ws <= x.size(3), op, ": window_size: the window (", ws,
-              ") is larger than the image (H=", x.size(2), ", W=", x.size(3),
-              "); use a smaller window_size or larger images");
+               ") is larger than the image (H=", x.size(2), ", W=", x.size(3),
+               "); use a smaller window_size or larger images");
 #ifdef VAEISO_WITH_CUDA
-  VAEISO_CHECK(!x.is_cuda() || ws <= kMaxCudaWindow, op, ": window_size: at most ",
-              kMaxCudaWindow, " taps on CUDA, got ", ws);
+  VAEISO_CHECK(!x.is_cuda() || ws <= kMaxCudaWindow, op, ": window_size: at most ", kMaxCudaWindow,
+               " taps on CUDA, got ", ws);
 #endif
 }
 
 // y against x: same shape and device; same dtype, or (the losses, `mixed`) autocast's half /
 // float32 mix. Returns the dtype to compute in and of the output.
-ScalarType check_pair(const char* op, const Tensor& y, const char* yname,
-                          const Tensor& x, const char* xname, bool mixed = false) {
-  VAEISO_CHECK(same_sizes(y, x), op, ": ", yname, ": expected shape ", Shape(x.sizes()),
-              " (the shape of ", xname, "), got ", Shape(y.sizes()));
+ScalarType check_pair(const char* op, const Tensor& y, const char* yname, const Tensor& x, const char* xname,
+                      bool mixed = false) {
+  VAEISO_CHECK(same_sizes(y, x), op, ": ", yname, ": expected shape ", Shape(x.sizes()), " (the shape of ", xname,
+               "), got ", Shape(y.sizes()));
   const std::string label = std::string(op) + ": " + yname;
   check_same_device(y, x, label.c_str(), xname);
   if (mixed) {
@@ -108,13 +104,12 @@ std::tuple<Tensor, Tensor, Tensor> ssim_forward(Tensor x, Tensor y, int64_t wind
   // input is converted once (the kernels take one dtype).
   const auto dt = check_pair(op, y, "y", x, "x", /*mixed=*/true);
   DeviceScope guard(x);
-  const Geometry g =
-      make_geometry(x.size(0), x.size(1), x.size(2), x.size(3), window_size, same_padding);
+  const Geometry g = make_geometry(x.size(0), x.size(1), x.size(2), x.size(3), window_size, same_padding);
   const auto acc = vaeiso::acc_type(dt);
   auto one_minus = alloc({g.N, g.C}, acc, x);
   auto l1 = with_l1 ? alloc({g.N, g.C}, acc, x) : alloc({0}, acc, x);
   // The maps live from the forward to the backward: on the CPU from the kept cache.
-  auto maps = !need_maps ? alloc({0}, acc, x)
+  auto maps = !need_maps    ? alloc({0}, acc, x)
               : x.is_cuda() ? alloc({g.N, g.C, 4, g.Ho, g.Wo}, acc, x)
                             : kept_empty({g.N, g.C, 4, g.Ho, g.Wo}, acc, x);
   if (g.N == 0) return {one_minus, l1, maps};
@@ -132,24 +127,23 @@ std::tuple<Tensor, Tensor> ssim_backward(Tensor grad, Tensor grad_l1, Tensor x, 
   const auto dt = check_pair(op, y, "y", x, "x", /*mixed=*/true);
   const auto acc = vaeiso::acc_type(dt);
   const int64_t N = x.size(0), C = x.size(1);
-  VAEISO_CHECK(grad.dim() == 2 && grad.size(0) == N && grad.size(1) == C, op,
-              ": grad: expected shape (", N, ", ", C, "), got ", Shape(grad.sizes()));
+  VAEISO_CHECK(grad.dim() == 2 && grad.size(0) == N && grad.size(1) == C, op, ": grad: expected shape (", N, ", ", C,
+               "), got ", Shape(grad.sizes()));
   check_float_dtype(grad, "ssim_backward: grad");
   check_same_device(grad, x, "ssim_backward: grad", "x");
   const bool l1 = grad_l1.numel() > 0;
   VAEISO_CHECK(!l1 || (grad_l1.dim() == 2 && grad_l1.size(0) == N && grad_l1.size(1) == C), op,
-              ": grad_l1: expected shape (", N, ", ", C, ") or an empty tensor, got ", Shape(grad_l1.sizes()));
+               ": grad_l1: expected shape (", N, ", ", C, ") or an empty tensor, got ", Shape(grad_l1.sizes()));
   if (l1) {
     check_float_dtype(grad_l1, "ssim_backward: grad_l1");
     check_same_device(grad_l1, x, "ssim_backward: grad_l1", "x");
   }
   const Geometry g = make_geometry(N, C, x.size(2), x.size(3), window_size, same_padding);
   VAEISO_CHECK(maps.dim() == 5 && maps.size(0) == g.N && maps.size(1) == g.C && maps.size(2) == 4 &&
-                  maps.size(3) == g.Ho && maps.size(4) == g.Wo,
-              op, ": maps: expected shape (", g.N, ", ", g.C, ", 4, ", g.Ho, ", ", g.Wo,
-              ") from ssim_forward(need_maps=True), got ", Shape(maps.sizes()));
-  VAEISO_CHECK(maps.scalar_type() == acc, op, ": maps: expected dtype ", acc, ", got ",
-              maps.scalar_type());
+                   maps.size(3) == g.Ho && maps.size(4) == g.Wo,
+               op, ": maps: expected shape (", g.N, ", ", g.C, ", 4, ", g.Ho, ", ", g.Wo,
+               ") from ssim_forward(need_maps=True), got ", Shape(maps.sizes()));
+  VAEISO_CHECK(maps.scalar_type() == acc, op, ": maps: expected dtype ", acc, ", got ", maps.scalar_type());
   check_same_device(maps, x, "ssim_backward: maps", "x");
   DeviceScope guard(x);
   // Each gradient has its input's dtype; a mixed pair computes in float32 and rounds once.
@@ -182,15 +176,13 @@ Tensor ssim_pairs(Tensor base, Tensor others, int64_t window_size, double sigma,
   check_image(op, base, "base", window_size);
   const auto bs = sizes_of(base), os = sizes_of(others);
   VAEISO_CHECK(others.dim() == 5 && others.size(0) == base.size(0) &&
-                  std::vector<int64_t>(os.begin() + 2, os.end()) == std::vector<int64_t>(bs.begin() + 1, bs.end()),
-              op, ": others: expected shape (", base.size(0), ", K, ", base.size(1), ", ",
-              base.size(2), ", ", base.size(3), ") for base of shape ", Shape(bs), ", got ",
-              Shape(os));
+                   std::vector<int64_t>(os.begin() + 2, os.end()) == std::vector<int64_t>(bs.begin() + 1, bs.end()),
+               op, ": others: expected shape (", base.size(0), ", K, ", base.size(1), ", ", base.size(2), ", ",
+               base.size(3), ") for base of shape ", Shape(bs), ", got ", Shape(os));
   check_same_dtype(others, base, "ssim_pairs: others", "base");
   check_same_device(others, base, "ssim_pairs: others", "base");
   DeviceScope guard(base);
-  const Geometry g =
-      make_geometry(base.size(0), base.size(1), base.size(2), base.size(3), window_size, same);
+  const Geometry g = make_geometry(base.size(0), base.size(1), base.size(2), base.size(3), window_size, same);
   auto out = alloc({g.N, others.size(1)}, base.scalar_type(), base);
   if (out.numel() == 0) return out;
   const auto window = gaussian_window(window_size, sigma);
@@ -214,14 +206,14 @@ Tensor ssim_filter(Tensor t, int64_t window_size, double sigma, bool same_paddin
     oh = h + ws - 1 - 2 * pad;
     ow = w + ws - 1 - 2 * pad;
   } else {
-    VAEISO_CHECK(ws <= h && ws <= w, op, ": window_size: the window (", ws,
-                ") is larger than the image (H=", h, ", W=", w, ")");
+    VAEISO_CHECK(ws <= h && ws <= w, op, ": window_size: the window (", ws, ") is larger than the image (H=", h,
+                 ", W=", w, ")");
     oh = h + 2 * pad - ws + 1;
     ow = w + 2 * pad - ws + 1;
   }
 #ifdef VAEISO_WITH_CUDA
-  VAEISO_CHECK(!t.is_cuda() || ws <= kMaxCudaWindow, op, ": window_size: at most ",
-              kMaxCudaWindow, " taps on CUDA, got ", ws);
+  VAEISO_CHECK(!t.is_cuda() || ws <= kMaxCudaWindow, op, ": window_size: at most ", kMaxCudaWindow,
+               " taps on CUDA, got ", ws);
 #endif
   DeviceScope guard(t);
   auto out_sizes = sizes_of(t);

@@ -15,48 +15,46 @@ VAEISO_SSIM_DECLARE_PASSES(isa_avx2)
 VAEISO_SSIM_DECLARE_PASSES(isa_avx512)
 #endif
 
-void forward_cpu(const Tensor& x, const Tensor& y, const std::vector<double>& window,
-                 const Geometry& g, Constants k, Terms terms, Tensor& one_minus, Tensor& l1,
-                 Tensor& maps) {
+void forward_cpu(const Tensor& x, const Tensor& y, const std::vector<double>& window, const Geometry& g, Constants k,
+                 Terms terms, Tensor& one_minus, Tensor& l1, Tensor& maps) {
   // Means per (image, channel) in double from the kernel, rounded once to the output dtype.
   auto om = alloc({g.N, g.C}, dt::kDouble, x);
   auto lm = alloc({terms.with_l1 ? g.N : 0, g.C}, dt::kDouble, x);
   const auto sx = strides_of<4>(x), sy = strides_of<4>(y);
   VAEISO_CPU_DISPATCH(x.scalar_type(), "ssim_forward_cpu", [&] {
     VAEISO_PICK_ISA3(forward<S>, cdata<S>(x), sx.s, cdata<S>(y), sy.s, window.data(), g, k, terms,
-                maps.numel() > 0 ? mdata<acc_t<S>>(maps) : nullptr, mdata<double>(om),
-                terms.with_l1 ? mdata<double>(lm) : nullptr);
+                     maps.numel() > 0 ? mdata<acc_t<S>>(maps) : nullptr, mdata<double>(om),
+                     terms.with_l1 ? mdata<double>(lm) : nullptr);
   });
   copy_into(one_minus, om);
   if (terms.with_l1) copy_into(l1, lm);
 }
 
-void backward_cpu(const Tensor& grad, const Tensor& grad_l1, const Tensor& x,
-                  const Tensor& y, const Tensor& maps, const std::vector<double>& window,
-                  const Geometry& g, Tensor& grad_x, Tensor& grad_y) {
+void backward_cpu(const Tensor& grad, const Tensor& grad_l1, const Tensor& x, const Tensor& y, const Tensor& maps,
+                  const std::vector<double>& window, const Geometry& g, Tensor& grad_x, Tensor& grad_y) {
   const auto sx = strides_of<4>(x), sy = strides_of<4>(y);
   VAEISO_CPU_DISPATCH(x.scalar_type(), "ssim_backward_cpu", [&] {
     VAEISO_PICK_ISA3(backward<S>, cdata<acc_t<S>>(grad), grad_l1.numel() > 0 ? cdata<acc_t<S>>(grad_l1) : nullptr,
-                cdata<S>(x), sx.s, cdata<S>(y), sy.s, cdata<acc_t<S>>(maps), window.data(), g, mdata<S>(grad_x),
-                mdata<S>(grad_y));
+                     cdata<S>(x), sx.s, cdata<S>(y), sy.s, cdata<acc_t<S>>(maps), window.data(), g, mdata<S>(grad_x),
+                     mdata<S>(grad_y));
   });
 }
 
-void pairs_cpu(const Tensor& base, const Tensor& others, const std::vector<double>& window,
-               const Geometry& g, Constants k, Tensor& out) {
+void pairs_cpu(const Tensor& base, const Tensor& others, const std::vector<double>& window, const Geometry& g,
+               Constants k, Tensor& out) {
   const int64_t K = others.size(1);
   auto mean = alloc({g.N, K}, dt::kDouble, base);
   const auto sb = strides_of<4>(base);
   const auto so = strides_of<5>(others);
   VAEISO_CPU_DISPATCH(base.scalar_type(), "ssim_pairs_cpu", [&] {
     VAEISO_PICK_ISA3(pairs<S>, cdata<S>(base), sb.s, cdata<S>(others), so.s, K, window.data(), g, k,
-                mdata<double>(mean));
+                     mdata<double>(mean));
   });
   copy_into(out, mean);
 }
 
-void filter_cpu(const Tensor& src, const std::vector<double>& window, int64_t ws, int64_t pad,
-                bool transpose, Tensor& dst) {
+void filter_cpu(const Tensor& src, const std::vector<double>& window, int64_t ws, int64_t pad, bool transpose,
+                Tensor& dst) {
   // The filter is a building block of composites that already compute in float32 for the half
   // types (ssim_metric_gram); a half input is filtered in float32 and rounded once.
   if (is_half(src.scalar_type())) {
@@ -68,11 +66,13 @@ void filter_cpu(const Tensor& src, const std::vector<double>& window, int64_t ws
   const Tensor& img = transpose ? dst : src;
   auto run = [&](auto tag) {
     using T = decltype(tag);
-    VAEISO_PICK_ISA3(filter<T>, cdata<T>(src), mdata<T>(dst), src.size(0), img.size(1), img.size(2), window.data(),
-                       ws, pad, transpose);
+    VAEISO_PICK_ISA3(filter<T>, cdata<T>(src), mdata<T>(dst), src.size(0), img.size(1), img.size(2), window.data(), ws,
+                     pad, transpose);
   };
-  if (src.scalar_type() == dt::kDouble) run(double{});
-  else run(float{});
+  if (src.scalar_type() == dt::kDouble)
+    run(double{});
+  else
+    run(float{});
 }
 
 }  // namespace vaeiso::ssim

@@ -30,8 +30,8 @@ constexpr int kRowG = kVecBytes == 64 ? 4 : 2;
 // vertical FIR over R rows loads (nt + R - 1) / (nt R) vectors per FMA instead of one. A non-null
 // pf has R rows (is apart) whose same columns are prefetched.
 template <typename T, int R, int G>
-VAEISO_AI void fir_group(const T* __restrict in, int64_t is, const T* __restrict w, int64_t nt,
-                         T* __restrict out, int64_t os, int64_t j0, const T* pf = nullptr) {
+VAEISO_AI void fir_group(const T* __restrict in, int64_t is, const T* __restrict w, int64_t nt, T* __restrict out,
+                         int64_t os, int64_t j0, const T* pf = nullptr) {
   using V = typename Vec<T>::type;
   constexpr int64_t L = Vec<T>::L;
   if (pf != nullptr) {  // R rows (is apart) at this group's columns, for a later call
@@ -69,8 +69,8 @@ VAEISO_AI void fir_group(const T* __restrict in, int64_t is, const T* __restrict
 // in and out must not overlap. Vectors in groups of G, then single ones; the last overlaps the
 // previous one when n is not a multiple of the vector length.
 template <typename T, int R, int G>
-VAEISO_AI void fir_rows(const T* __restrict in, int64_t is, const T* __restrict w, int64_t nt,
-                        T* __restrict out, int64_t os, int64_t n, const T* pf = nullptr) {
+VAEISO_AI void fir_rows(const T* __restrict in, int64_t is, const T* __restrict w, int64_t nt, T* __restrict out,
+                        int64_t os, int64_t n, const T* pf = nullptr) {
   constexpr int64_t L = Vec<T>::L;
   if (n < L) {
     for (int r = 0; r < R; ++r)
@@ -89,8 +89,8 @@ VAEISO_AI void fir_rows(const T* __restrict in, int64_t is, const T* __restrict 
 
 // One output row: out[j] = sum_{t < nt} w[t] * in[t * stride + j] for j < n.
 template <typename T>
-VAEISO_AI void fir(const T* __restrict in, int64_t stride, const T* __restrict w, int64_t nt,
-                   T* __restrict out, int64_t n) {
+VAEISO_AI void fir(const T* __restrict in, int64_t stride, const T* __restrict w, int64_t nt, T* __restrict out,
+                   int64_t n) {
   fir_rows<T, 1, 8>(in, stride, w, nt, out, 0, n);
 }
 
@@ -141,12 +141,18 @@ VAEISO_AI void fir_h(const T* __restrict in, const T* __restrict w, int64_t nt, 
   if constexpr (kAlignedWindows<T>) {
     if (n >= Vec<T>::L) {
       switch (nt) {
-        case 11: return fir_h_row<T, 11>(in, w, out, n);  // the SSIM window
-        case 7: return fir_h_row<T, 7>(in, w, out, n);
-        case 9: return fir_h_row<T, 9>(in, w, out, n);
-        case 13: return fir_h_row<T, 13>(in, w, out, n);
-        case 15: return fir_h_row<T, 15>(in, w, out, n);
-        default: break;
+        case 11:
+          return fir_h_row<T, 11>(in, w, out, n);  // the SSIM window
+        case 7:
+          return fir_h_row<T, 7>(in, w, out, n);
+        case 9:
+          return fir_h_row<T, 9>(in, w, out, n);
+        case 13:
+          return fir_h_row<T, 13>(in, w, out, n);
+        case 15:
+          return fir_h_row<T, 15>(in, w, out, n);
+        default:
+          break;
       }
     }
   }

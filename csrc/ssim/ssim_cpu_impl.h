@@ -57,8 +57,8 @@ VAEISO_AI void value_grad_row(const T* __restrict v, int64_t vs, int64_t Wo, T C
 // Gradient rows from the adjoint-filtered maps G (mx, my, s, xy; W values, gs apart), ssim_math.h Grad,
 // weighted by gn, plus gl * sign(y - x) for the L1 term (L1: gl = grad_l1 / (H W)).
 template <bool L1, typename S, typename T>
-VAEISO_AI void combine_row(const T* __restrict G, int64_t gs, const T* __restrict xr, const T* __restrict yr,
-                           T gn, T gl, int64_t W, S* __restrict ox, S* __restrict oy) {
+VAEISO_AI void combine_row(const T* __restrict G, int64_t gs, const T* __restrict xr, const T* __restrict yr, T gn,
+                           T gl, int64_t W, S* __restrict ox, S* __restrict oy) {
   const T *Gmx = G, *Gmy = G + gs, *Gs = G + 2 * gs, *Gxy = G + 3 * gs;
   for (int64_t j = 0; j < W; ++j) {
     T gx = gn * (Gmx[j] + T(2) * xr[j] * Gs[j] + yr[j] * Gxy[j]);
@@ -127,7 +127,6 @@ VAEISO_AI void forward_tasks(const FwdArgs<S, T>& a, int64_t t0, int64_t t1, con
   }
 }
 
-
 // ------------------------------------------------------------------------------ backward
 
 template <typename S, typename T = acc_t<S>>
@@ -165,8 +164,14 @@ VAEISO_AI void backward_tasks(const BwdArgs<S, T>& a, int64_t t0, int64_t t1, co
       const T* xp = xr;
       const T* yp = yr;
       if constexpr (std::is_same_v<S, T>) {
-        if (a.sx[3] == 1) xp = xs; else gather_row(xs, a.sx[3], W, xr);
-        if (a.sy[3] == 1) yp = ys; else gather_row(ys, a.sy[3], W, yr);
+        if (a.sx[3] == 1)
+          xp = xs;
+        else
+          gather_row(xs, a.sx[3], W, xr);
+        if (a.sy[3] == 1)
+          yp = ys;
+        else
+          gather_row(ys, a.sy[3], W, yr);
       } else {
         gather_row(xs, a.sx[3], W, xr);
         gather_row(ys, a.sy[3], W, yr);
@@ -188,7 +193,6 @@ VAEISO_AI void backward_tasks(const BwdArgs<S, T>& a, int64_t t0, int64_t t1, co
     }
   }
 }
-
 
 // --------------------------------------------------------------------------------- pairs
 
@@ -250,7 +254,6 @@ VAEISO_AI void pairs_tasks(const PairArgs<S, T>& a, int64_t t0, int64_t t1, cons
   }
 }
 
-
 // -------------------------------------------------------------------------------- filter
 
 template <typename T>
@@ -286,8 +289,8 @@ VAEISO_AI void filter_tasks(const FilterArgs<T>& a, int64_t t0, int64_t t1, cons
 // ---------------------------------------------------------------------------- entry points
 
 template <typename S>
-void forward(const S* x, const int64_t* sx, const S* y, const int64_t* sy, const double* window,
-             const Geometry& g, Constants k, Terms terms, acc_t<S>* maps, double* one_minus, double* l1) {
+void forward(const S* x, const int64_t* sx, const S* y, const int64_t* sy, const double* window, const Geometry& g,
+             Constants k, Terms terms, acc_t<S>* maps, double* one_minus, double* l1) {
   using T = acc_t<S>;
   const auto w = cast_window<T>(window, g.ws, false);
   FwdArgs<S> a{};
@@ -333,8 +336,7 @@ void forward(const S* x, const int64_t* sx, const S* y, const int64_t* sy, const
 
 template <typename S>
 void backward(const acc_t<S>* grad, const acc_t<S>* grad_l1, const S* x, const int64_t* sx, const S* y,
-              const int64_t* sy, const acc_t<S>* maps, const double* window, const Geometry& g,
-              S* grad_x, S* grad_y) {
+              const int64_t* sy, const acc_t<S>* maps, const double* window, const Geometry& g, S* grad_x, S* grad_y) {
   using T = acc_t<S>;
   const auto wf = cast_window<T>(window, g.ws, true);
   BwdArgs<S> a{};
@@ -366,8 +368,8 @@ void backward(const acc_t<S>* grad, const acc_t<S>* grad_l1, const S* x, const i
 }
 
 template <typename S>
-void pairs(const S* base, const int64_t* sb, const S* others, const int64_t* so, int64_t K,
-           const double* window, const Geometry& g, Constants k, double* mean) {
+void pairs(const S* base, const int64_t* sb, const S* others, const int64_t* so, int64_t K, const double* window,
+           const Geometry& g, Constants k, double* mean) {
   using T = acc_t<S>;
   const auto w = cast_window<T>(window, g.ws, false);
   PairArgs<S> a{};
@@ -409,8 +411,8 @@ void pairs(const S* base, const int64_t* sb, const S* others, const int64_t* so,
 }
 
 template <typename T>
-void filter(const T* src, T* dst, int64_t M, int64_t H, int64_t W, const double* window, int64_t ws,
-            int64_t pad, bool transpose) {
+void filter(const T* src, T* dst, int64_t M, int64_t H, int64_t W, const double* window, int64_t ws, int64_t pad,
+            bool transpose) {
   // Geometry of the image side (H x W): for the transpose the image is dst.
   const Geometry g = make_geometry(M, 1, H, W, ws, pad > 0);
   const auto w = cast_window<T>(window, ws, transpose);
@@ -424,22 +426,19 @@ void filter(const T* src, T* dst, int64_t M, int64_t H, int64_t W, const double*
   run_tasks<T>(M, g, needs, [&](int64_t b, int64_t e, const TaskBuffers<T>& sc) { filter_tasks(a, b, e, sc); });
 }
 
-#define VAEISO_SSIM_INSTANTIATE(S)                                                                \
-  template void forward<S>(const S*, const int64_t*, const S*, const int64_t*, const double*,     \
-                           const Geometry&, Constants, Terms, acc_t<S>*, double*, double*);       \
-  template void backward<S>(const acc_t<S>*, const acc_t<S>*, const S*, const int64_t*, const S*, \
-                            const int64_t*, const acc_t<S>*, const double*, const Geometry&, S*,  \
-                            S*);                                                                  \
-  template void pairs<S>(const S*, const int64_t*, const S*, const int64_t*, int64_t,             \
-                         const double*, const Geometry&, Constants, double*);
+#define VAEISO_SSIM_INSTANTIATE(S)                                                                                    \
+  template void forward<S>(const S*, const int64_t*, const S*, const int64_t*, const double*, const Geometry&,        \
+                           Constants, Terms, acc_t<S>*, double*, double*);                                            \
+  template void backward<S>(const acc_t<S>*, const acc_t<S>*, const S*, const int64_t*, const S*, const int64_t*,     \
+                            const acc_t<S>*, const double*, const Geometry&, S*, S*);                                 \
+  template void pairs<S>(const S*, const int64_t*, const S*, const int64_t*, int64_t, const double*, const Geometry&, \
+                         Constants, double*);
 VAEISO_SSIM_INSTANTIATE(float)
 VAEISO_SSIM_INSTANTIATE(double)
 VAEISO_SSIM_INSTANTIATE(f16)
 VAEISO_SSIM_INSTANTIATE(bf16)
 #undef VAEISO_SSIM_INSTANTIATE
-template void filter<float>(const float*, float*, int64_t, int64_t, int64_t, const double*, int64_t,
-                            int64_t, bool);
-template void filter<double>(const double*, double*, int64_t, int64_t, int64_t, const double*,
-                             int64_t, int64_t, bool);
+template void filter<float>(const float*, float*, int64_t, int64_t, int64_t, const double*, int64_t, int64_t, bool);
+template void filter<double>(const double*, double*, int64_t, int64_t, int64_t, const double*, int64_t, int64_t, bool);
 
 }  // namespace vaeiso::ssim::VAEISO_CPU_ISA

@@ -9,20 +9,19 @@
 #include "cpu_half.h"
 #include "ssim/ssim_entry.h"
 
-#define VAEISO_SSIM_DECLARE_PASSES(ns)                                                            \
-  namespace ns {                                                                                  \
-  template <typename S>                                                                           \
-  void forward(const S* x, const int64_t* sx, const S* y, const int64_t* sy, const double* window, \
-               const Geometry& g, Constants k, Terms terms, acc_t<S>* maps, double* one_minus,    \
-               double* l1);                                                                       \
-  template <typename S>                                                                           \
-  void backward(const acc_t<S>* grad, const acc_t<S>* grad_l1, const S* x, const int64_t* sx,     \
-                const S* y, const int64_t* sy, const acc_t<S>* maps, const double* window,        \
-                const Geometry& g, S* grad_x, S* grad_y);                                         \
-  template <typename S>                                                                           \
-  void pairs(const S* base, const int64_t* sb, const S* others, const int64_t* so, int64_t K,     \
-             const double* window, const Geometry& g, Constants k, double* mean);                 \
-  template <typename T>                                                                           \
-  void filter(const T* src, T* dst, int64_t M, int64_t H, int64_t W, const double* window,        \
-              int64_t ws, int64_t pad, bool transpose);                                           \
+#define VAEISO_SSIM_DECLARE_PASSES(ns)                                                                                \
+  namespace ns {                                                                                                      \
+  template <typename S>                                                                                               \
+  void forward(const S* x, const int64_t* sx, const S* y, const int64_t* sy, const double* window, const Geometry& g, \
+               Constants k, Terms terms, acc_t<S>* maps, double* one_minus, double* l1);                              \
+  template <typename S>                                                                                               \
+  void backward(const acc_t<S>* grad, const acc_t<S>* grad_l1, const S* x, const int64_t* sx, const S* y,             \
+                const int64_t* sy, const acc_t<S>* maps, const double* window, const Geometry& g, S* grad_x,          \
+                S* grad_y);                                                                                           \
+  template <typename S>                                                                                               \
+  void pairs(const S* base, const int64_t* sb, const S* others, const int64_t* so, int64_t K, const double* window,   \
+             const Geometry& g, Constants k, double* mean);                                                           \
+  template <typename T>                                                                                               \
+  void filter(const T* src, T* dst, int64_t M, int64_t H, int64_t W, const double* window, int64_t ws, int64_t pad,   \
+              bool transpose);                                                                                        \
   }

@@ -163,7 +163,8 @@ VAEISO_AI void moments_rows(const T* xs, const T* ys, int64_t is, const T* w, in
 // srows rows; r0 the strip row the window of row i starts at) filtered vertically into sc.vb
 // (planes x R rows, margins zero), then each row horizontally into sc.v (planes x vs) for emit.
 template <unsigned M, int R, typename T, typename Emit>
-VAEISO_AI void strip_out_rows(const Geometry& g, const TaskBuffers<T>& sc, const T* w, int64_t r0, int64_t i, Emit& emit) {
+VAEISO_AI void strip_out_rows(const Geometry& g, const TaskBuffers<T>& sc, const T* w, int64_t r0, int64_t i,
+                              Emit& emit) {
   constexpr int NM = kPlanes<M>;
   const Layout& lay = sc.lay;
   const int64_t st = lay.stride;
@@ -240,8 +241,8 @@ std::vector<T> cast_window(const double* w, int64_t ws, bool flip) {
 // One image row r of the adjoint filter applied to `nmaps` position maps at mp (plane stride P):
 // G[m][col] = sum over positions p of w(p -> (r, col)) map_m[p], written to G + m * W.
 template <typename T>
-VAEISO_AI void adjoint_row(const T* mp, int64_t P, int nmaps, const T* wf, const Geometry& g,
-                           int64_t r, const TaskBuffers<T>& sc, T* G) {
+VAEISO_AI void adjoint_row(const T* mp, int64_t P, int nmaps, const T* wf, const Geometry& g, int64_t r,
+                           const TaskBuffers<T>& sc, T* G) {
   const Layout& lay = sc.adj;
   const int64_t ws = g.ws, Wo = g.Wo;
   const int64_t q = r + g.pad, lo = q - ws + 1;  // map rows lo .. q reach padded row q
@@ -256,8 +257,8 @@ VAEISO_AI void adjoint_row(const T* mp, int64_t P, int nmaps, const T* wf, const
 // Image rows r .. r + R - 1 at once, where every window lies inside the maps
 // (adjoint_interior): map m of row r + k lands at G + (m * R + k) * W.
 template <int R, typename T>
-VAEISO_AI void adjoint_rows(const T* mp, int64_t P, const T* wf, const Geometry& g, int64_t r,
-                             const TaskBuffers<T>& sc, T* G) {
+VAEISO_AI void adjoint_rows(const T* mp, int64_t P, const T* wf, const Geometry& g, int64_t r, const TaskBuffers<T>& sc,
+                            T* G) {
   const Layout& lay = sc.adj;
   T* vpad = sc.vpad;
   const int64_t ws = g.ws, Wo = g.Wo, lv = lay.stride, lo = r + g.pad - ws + 1;

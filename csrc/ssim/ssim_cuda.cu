@@ -36,10 +36,9 @@ using namespace cuda_tile;
 // part_l1, and the derivative maps when maps is not null.
 template <bool CS, typename scalar_t, typename acc_t>
 __global__ void __launch_bounds__(kThreads)
-    forward_kernel(const scalar_t* __restrict__ x, const scalar_t* __restrict__ y, Strides<4> sx,
-                   Strides<4> sy, Window<acc_t> win, Geometry g, int chunk, acc_t C1, acc_t C2,
-                   acc_t scale, bool with_l1, acc_t* __restrict__ part_v, acc_t* __restrict__ part_l1,
-                   acc_t* __restrict__ maps) {
+    forward_kernel(const scalar_t* __restrict__ x, const scalar_t* __restrict__ y, Strides<4> sx, Strides<4> sy,
+                   Window<acc_t> win, Geometry g, int chunk, acc_t C1, acc_t C2, acc_t scale, bool with_l1,
+                   acc_t* __restrict__ part_v, acc_t* __restrict__ part_l1, acc_t* __restrict__ maps) {
   extern __shared__ unsigned char smem_raw[];
   acc_t* h = reinterpret_cast<acc_t*>(smem_raw);  // 5 x R x kTW: x, d, xx, dd, xd
   __shared__ acc_t red[kThreads / 32];
@@ -55,7 +54,7 @@ __global__ void __launch_bounds__(kThreads)
     const scalar_t* xp = x + n * sx.s[0] + c * sx.s[1];
     const scalar_t* yp = y + n * sy.s[0] + c * sy.s[1];
     acc_t v[kRowsPerThread][5];
-    filter_tile<5>(win, g, chunk, o0, j, h, v, [&](int64_t ar, int64_t ac, acc_t wt, acc_t (&s)[5]) {
+    filter_tile<5>(win, g, chunk, o0, j, h, v, [&](int64_t ar, int64_t ac, acc_t wt, acc_t(&s)[5]) {
       const acc_t xv = ld<scalar_t, acc_t>(xp, ar * sx.s[2] + ac * sx.s[3]);
       const acc_t dv = ld<scalar_t, acc_t>(yp, ar * sy.s[2] + ac * sy.s[3]) - xv;
       s[0] += wt * xv;
@@ -98,8 +97,7 @@ __global__ void __launch_bounds__(kThreads)
 // out[o] = inv * the sum of the `per` partials of output o, summed in double in a fixed order.
 template <typename out_t, typename acc_t>
 __global__ void __launch_bounds__(256)
-    finish_kernel(const acc_t* __restrict__ partial, int64_t per, int64_t nout, double inv,
-                  out_t* __restrict__ out) {
+    finish_kernel(const acc_t* __restrict__ partial, int64_t per, int64_t nout, double inv, out_t* __restrict__ out) {
   __shared__ double red[256];
   for (int64_t o = blockIdx.x; o < nout; o += gridDim.x) {
     double s = 0;
@@ -119,10 +117,10 @@ __global__ void __launch_bounds__(256)
 
 template <typename scalar_t, typename acc_t>
 __global__ void __launch_bounds__(kThreads)
-    backward_kernel(const acc_t* __restrict__ grad, const acc_t* __restrict__ grad_l1,
-                    const scalar_t* __restrict__ x, const scalar_t* __restrict__ y, Strides<4> sx,
-                    Strides<4> sy, const acc_t* __restrict__ maps, Window<acc_t> win, Geometry g, int chunk,
-                    acc_t inv_hw, scalar_t* __restrict__ gx, scalar_t* __restrict__ gy) {
+    backward_kernel(const acc_t* __restrict__ grad, const acc_t* __restrict__ grad_l1, const scalar_t* __restrict__ x,
+                    const scalar_t* __restrict__ y, Strides<4> sx, Strides<4> sy, const acc_t* __restrict__ maps,
+                    Window<acc_t> win, Geometry g, int chunk, acc_t inv_hw, scalar_t* __restrict__ gx,
+                    scalar_t* __restrict__ gy) {
   extern __shared__ unsigned char smem_raw[];
   acc_t* V = reinterpret_cast<acc_t*>(smem_raw);  // 4 x kTH x (kTW + chunk - 1)
   const int tx = threadIdx.x, ty = threadIdx.y;
@@ -133,7 +131,7 @@ __global__ void __launch_bounds__(kThreads)
     const acc_t* mp = maps + plane * 4 * P;
     // G[ii][m]: the 4 derivative maps filtered with the adjoint window at this thread's pixels.
     acc_t G[kRowsPerThread][4];
-    adjoint_tile<4>(win, g, chunk, r0, c0, V, G, [&](int64_t pr, int64_t pc, acc_t wt, acc_t (&s)[4]) {
+    adjoint_tile<4>(win, g, chunk, r0, c0, V, G, [&](int64_t pr, int64_t pc, acc_t wt, acc_t(&s)[4]) {
       for (int m = 0; m < 4; ++m) s[m] += wt * mp[m * P + pr * g.Wo + pc];
     });
     // grad, grad_l1: (N, C) per plane; the L1 term's derivative is grad_l1 sign(y - x) / (H W).
@@ -158,9 +156,8 @@ __global__ void __launch_bounds__(kThreads)
 
 template <typename scalar_t, typename acc_t>
 __global__ void __launch_bounds__(kThreads)
-    pairs_kernel(const scalar_t* __restrict__ base, const scalar_t* __restrict__ others, Strides<4> sb,
-                 Strides<5> so, Window<acc_t> win, Geometry g, int chunk, int64_t K, acc_t C1, acc_t C2,
-                 acc_t* __restrict__ partial) {
+    pairs_kernel(const scalar_t* __restrict__ base, const scalar_t* __restrict__ others, Strides<4> sb, Strides<5> so,
+                 Window<acc_t> win, Geometry g, int chunk, int64_t K, acc_t C1, acc_t C2, acc_t* __restrict__ partial) {
   extern __shared__ unsigned char smem_raw[];
   acc_t* h = reinterpret_cast<acc_t*>(smem_raw);  // 3 x R x kTW
   __shared__ acc_t red[kThreads / 32];
@@ -173,7 +170,7 @@ __global__ void __launch_bounds__(kThreads)
     const scalar_t* bp = base + n * sb.s[0] + c * sb.s[1];
     // Base statistics of this thread's output positions, once for all K.
     acc_t m[kRowsPerThread][2];
-    filter_tile<2>(win, g, chunk, o0, j, h, m, [&](int64_t ar, int64_t ac, acc_t wt, acc_t (&s)[2]) {
+    filter_tile<2>(win, g, chunk, o0, j, h, m, [&](int64_t ar, int64_t ac, acc_t wt, acc_t(&s)[2]) {
       const acc_t xv = ld<scalar_t, acc_t>(bp, ar * sb.s[2] + ac * sb.s[3]);
       s[0] += wt * xv;
       s[1] += wt * xv * xv;
@@ -188,7 +185,7 @@ __global__ void __launch_bounds__(kThreads)
     for (int64_t k = 0; k < K; ++k) {
       const scalar_t* op = others + n * so.s[0] + k * so.s[1] + c * so.s[2];
       acc_t v[kRowsPerThread][3];
-      filter_tile<3>(win, g, chunk, o0, j, h, v, [&](int64_t ar, int64_t ac, acc_t wt, acc_t (&s)[3]) {
+      filter_tile<3>(win, g, chunk, o0, j, h, v, [&](int64_t ar, int64_t ac, acc_t wt, acc_t(&s)[3]) {
         const acc_t xv = ld<scalar_t, acc_t>(bp, ar * sb.s[2] + ac * sb.s[3]);
         const acc_t dv = ld<scalar_t, acc_t>(op, ar * so.s[3] + ac * so.s[4]) - xv;
         s[0] += wt * dv;
@@ -212,9 +209,8 @@ __global__ void __launch_bounds__(kThreads)
 // Forward, on the tile staging of the SSIM pass: dst (M, Ho, Wo) from the dense planes src
 // (M, H, W); g.N = M planes of one channel.
 template <typename scalar_t, typename acc_t>
-__global__ void __launch_bounds__(kThreads)
-    filter_kernel(const scalar_t* __restrict__ src, Window<acc_t> win, Geometry g, int chunk,
-                  scalar_t* __restrict__ dst) {
+__global__ void __launch_bounds__(kThreads) filter_kernel(const scalar_t* __restrict__ src, Window<acc_t> win,
+                                                          Geometry g, int chunk, scalar_t* __restrict__ dst) {
   extern __shared__ unsigned char smem_raw[];
   acc_t* h = reinterpret_cast<acc_t*>(smem_raw);  // 1 x R x kTW
   const int ty = threadIdx.y;
@@ -222,7 +218,7 @@ __global__ void __launch_bounds__(kThreads)
   for (int64_t plane = blockIdx.z; plane < g.N; plane += gridDim.z) {
     const scalar_t* sp = src + plane * g.H * g.W;
     acc_t v[kRowsPerThread][1];
-    filter_tile<1>(win, g, chunk, o0, j, h, v, [&](int64_t ar, int64_t ac, acc_t wt, acc_t (&s)[1]) {
+    filter_tile<1>(win, g, chunk, o0, j, h, v, [&](int64_t ar, int64_t ac, acc_t wt, acc_t(&s)[1]) {
       s[0] += wt * ld<scalar_t, acc_t>(sp, ar * g.W + ac);
     });
     for (int ii = 0; ii < kRowsPerThread; ++ii) {
@@ -235,9 +231,8 @@ __global__ void __launch_bounds__(kThreads)
 // Transpose (the adjoint), on the adjoint tile of the backward: dst (M, H, W) from the dense
 // positions src (M, Ho, Wo); g.N = M planes of one channel.
 template <typename scalar_t, typename acc_t>
-__global__ void __launch_bounds__(kThreads)
-    filter_transpose_kernel(const scalar_t* __restrict__ src, Window<acc_t> win, Geometry g, int chunk,
-                            scalar_t* __restrict__ dst) {
+__global__ void __launch_bounds__(kThreads) filter_transpose_kernel(const scalar_t* __restrict__ src, Window<acc_t> win,
+                                                                    Geometry g, int chunk, scalar_t* __restrict__ dst) {
   extern __shared__ unsigned char smem_raw[];
   acc_t* V = reinterpret_cast<acc_t*>(smem_raw);  // 1 x kTH x (kTW + chunk - 1)
   const int ty = threadIdx.y;
@@ -245,7 +240,7 @@ __global__ void __launch_bounds__(kThreads)
   for (int64_t plane = blockIdx.z; plane < g.N; plane += gridDim.z) {
     const scalar_t* sp = src + plane * g.Ho * g.Wo;
     acc_t G[kRowsPerThread][1];
-    adjoint_tile<1>(win, g, chunk, r0, c0, V, G, [&](int64_t pr, int64_t pc, acc_t wt, acc_t (&s)[1]) {
+    adjoint_tile<1>(win, g, chunk, r0, c0, V, G, [&](int64_t pr, int64_t pc, acc_t wt, acc_t(&s)[1]) {
       s[0] += wt * ld<scalar_t, acc_t>(sp, pr * g.Wo + pc);
     });
     for (int ii = 0; ii < kRowsPerThread; ++ii) {
@@ -271,7 +266,7 @@ cuda_plan::Plan plan_launch(Kernel kernel, cuda_plan::Pass pass, int64_t ws, con
   const auto p = cuda_plan::plan(pass, ws, sizeof(acc_t), max_bytes);
   // Cannot happen on any device with >= 16 KB per block; kept as a clear error, not a bad launch.
   VAEISO_CHECK(p.chunk >= 1, op, ": this GPU's shared memory per block (", max_bytes,
-              " bytes) is too small for the SSIM tile");
+               " bytes) is too small for the SSIM tile");
   if (p.opt_in) {
     cudaFuncAttributes attr{};
     VAEISO_CUDA_CHECK(cudaFuncGetAttributes(&attr, kernel));
@@ -279,18 +274,17 @@ cuda_plan::Plan plan_launch(Kernel kernel, cuda_plan::Pass pass, int64_t ws, con
     // The planner budgets p.static_bytes beside the tile (the resource gate checks the built
     // kernels against it); should the runtime count more, a clear error instead of a bad launch.
     VAEISO_CHECK(p.dynamic_bytes <= most, op, ": the SSIM tile needs ", p.dynamic_bytes,
-                " bytes of dynamic shared memory, this kernel may use ", most, " (static ",
-                attr.sharedSizeBytes, " of ", max_bytes, " bytes per block)");
-    VAEISO_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                        static_cast<int>(most)));
+                 " bytes of dynamic shared memory, this kernel may use ", most, " (static ", attr.sharedSizeBytes,
+                 " of ", max_bytes, " bytes per block)");
+    VAEISO_CUDA_CHECK(
+        cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(most)));
   }
   return p;
 }
 
 dim3 tile_grid(int64_t cols, int64_t rows, int64_t planes) {
   const int64_t gx = cuda_index::tiles_for(cols, kTW), gy = cuda_index::tiles_for(rows, kTH);
-  VAEISO_CHECK(gx <= INT32_MAX && gy <= 65535, "ssim: image too large for the CUDA tiling (", rows,
-              " x ", cols, ")");
+  VAEISO_CHECK(gx <= INT32_MAX && gy <= 65535, "ssim: image too large for the CUDA tiling (", rows, " x ", cols, ")");
   return dim3(static_cast<unsigned>(gx), static_cast<unsigned>(gy),
               static_cast<unsigned>(std::min<int64_t>(planes, 65535)));
 }
@@ -301,9 +295,8 @@ int blocks_for(int64_t n, int threads) {
 
 }  // namespace
 
-void forward_cuda(const Tensor& x, const Tensor& y, const std::vector<double>& window,
-                  const Geometry& g, Constants k, Terms terms, Tensor& one_minus, Tensor& l1,
-                  Tensor& maps) {
+void forward_cuda(const Tensor& x, const Tensor& y, const std::vector<double>& window, const Geometry& g, Constants k,
+                  Terms terms, Tensor& one_minus, Tensor& l1, Tensor& maps) {
   const auto stream = current_stream(x);
   const dim3 grid = tile_grid(g.Wo, g.Ho, g.N * g.C);
   const int64_t tiles = int64_t(grid.x) * grid.y, planes = g.N * g.C;
@@ -316,27 +309,24 @@ void forward_cuda(const Tensor& x, const Tensor& y, const std::vector<double>& w
     const auto p = plan_launch<acc_t>(kernel, cuda_plan::Pass::kForward, g.ws, "ssim_forward");
     const double inv = 1.0 / static_cast<double>(g.Ho * g.Wo);
     kernel<<<grid, dim3(kBX, kBY), p.dynamic_bytes, stream>>>(
-        cdata<scalar_t>(x), cdata<scalar_t>(y), strides_of<4>(x), strides_of<4>(y),
-        make_window<acc_t>(window), g, static_cast<int>(p.chunk), static_cast<acc_t>(k.C1),
-        static_cast<acc_t>(k.C2), static_cast<acc_t>(-inv), terms.with_l1, mdata<acc_t>(part_v),
-        terms.with_l1 ? mdata<acc_t>(part_l1) : nullptr,
+        cdata<scalar_t>(x), cdata<scalar_t>(y), strides_of<4>(x), strides_of<4>(y), make_window<acc_t>(window), g,
+        static_cast<int>(p.chunk), static_cast<acc_t>(k.C1), static_cast<acc_t>(k.C2), static_cast<acc_t>(-inv),
+        terms.with_l1, mdata<acc_t>(part_v), terms.with_l1 ? mdata<acc_t>(part_l1) : nullptr,
         maps.numel() > 0 ? mdata<acc_t>(maps) : nullptr);
     check_launch();
-    finish_kernel<acc_t, acc_t><<<blocks_for(planes * 256, 256), 256, 0, stream>>>(
-        cdata<acc_t>(part_v), tiles, planes, inv, mdata<acc_t>(one_minus));
+    finish_kernel<acc_t, acc_t><<<blocks_for(planes * 256, 256), 256, 0, stream>>>(cdata<acc_t>(part_v), tiles, planes,
+                                                                                   inv, mdata<acc_t>(one_minus));
     check_launch();
     if (terms.with_l1) {
       finish_kernel<acc_t, acc_t><<<blocks_for(planes * 256, 256), 256, 0, stream>>>(
-          cdata<acc_t>(part_l1), tiles, planes, 1.0 / static_cast<double>(g.H * g.W),
-          mdata<acc_t>(l1));
+          cdata<acc_t>(part_l1), tiles, planes, 1.0 / static_cast<double>(g.H * g.W), mdata<acc_t>(l1));
       check_launch();
     }
   });
 }
 
-void backward_cuda(const Tensor& grad, const Tensor& grad_l1, const Tensor& x,
-                   const Tensor& y, const Tensor& maps, const std::vector<double>& window,
-                   const Geometry& g, Tensor& grad_x, Tensor& grad_y) {
+void backward_cuda(const Tensor& grad, const Tensor& grad_l1, const Tensor& x, const Tensor& y, const Tensor& maps,
+                   const std::vector<double>& window, const Geometry& g, Tensor& grad_x, Tensor& grad_y) {
   const auto stream = current_stream(x);
   const dim3 grid = tile_grid(g.W, g.H, g.N * g.C);
   VAEISO_DISPATCH_CUDA(x.scalar_type(), "ssim_backward_cuda", [&] {
@@ -344,17 +334,16 @@ void backward_cuda(const Tensor& grad, const Tensor& grad_l1, const Tensor& x,
     auto kernel = backward_kernel<scalar_t, acc_t>;
     const auto p = plan_launch<acc_t>(kernel, cuda_plan::Pass::kBackward, g.ws, "ssim_backward");
     kernel<<<grid, dim3(kBX, kBY), p.dynamic_bytes, stream>>>(
-        cdata<acc_t>(grad), grad_l1.numel() > 0 ? cdata<acc_t>(grad_l1) : nullptr,
-        cdata<scalar_t>(x), cdata<scalar_t>(y), strides_of<4>(x), strides_of<4>(y),
-        cdata<acc_t>(maps), make_window<acc_t>(window), g, static_cast<int>(p.chunk),
-        static_cast<acc_t>(1.0 / static_cast<double>(g.H * g.W)), mdata<scalar_t>(grad_x),
+        cdata<acc_t>(grad), grad_l1.numel() > 0 ? cdata<acc_t>(grad_l1) : nullptr, cdata<scalar_t>(x),
+        cdata<scalar_t>(y), strides_of<4>(x), strides_of<4>(y), cdata<acc_t>(maps), make_window<acc_t>(window), g,
+        static_cast<int>(p.chunk), static_cast<acc_t>(1.0 / static_cast<double>(g.H * g.W)), mdata<scalar_t>(grad_x),
         mdata<scalar_t>(grad_y));
     check_launch();
   });
 }
 
-void pairs_cuda(const Tensor& base, const Tensor& others, const std::vector<double>& window,
-                const Geometry& g, Constants k, Tensor& out) {
+void pairs_cuda(const Tensor& base, const Tensor& others, const std::vector<double>& window, const Geometry& g,
+                Constants k, Tensor& out) {
   const auto stream = current_stream(base);
   const int64_t K = others.size(1);
   const dim3 grid = tile_grid(g.Wo, g.Ho, g.N * g.C);
@@ -365,9 +354,9 @@ void pairs_cuda(const Tensor& base, const Tensor& others, const std::vector<doub
     auto kernel = pairs_kernel<scalar_t, acc_t>;
     const auto p = plan_launch<acc_t>(kernel, cuda_plan::Pass::kPairs, g.ws, "ssim_pairs");
     kernel<<<grid, dim3(kBX, kBY), p.dynamic_bytes, stream>>>(
-        cdata<scalar_t>(base), cdata<scalar_t>(others), strides_of<4>(base),
-        strides_of<5>(others), make_window<acc_t>(window), g, static_cast<int>(p.chunk), K, static_cast<acc_t>(k.C1),
-        static_cast<acc_t>(k.C2), mdata<acc_t>(partial));
+        cdata<scalar_t>(base), cdata<scalar_t>(others), strides_of<4>(base), strides_of<5>(others),
+        make_window<acc_t>(window), g, static_cast<int>(p.chunk), K, static_cast<acc_t>(k.C1), static_cast<acc_t>(k.C2),
+        mdata<acc_t>(partial));
     check_launch();
     const double inv = 1.0 / static_cast<double>(g.C * g.Ho * g.Wo);
     finish_kernel<scalar_t, acc_t><<<blocks_for(g.N * K * 256, 256), 256, 0, stream>>>(
@@ -376,8 +365,8 @@ void pairs_cuda(const Tensor& base, const Tensor& others, const std::vector<doub
   });
 }
 
-void filter_cuda(const Tensor& src, const std::vector<double>& window, int64_t ws, int64_t pad,
-                 bool transpose, Tensor& dst) {
+void filter_cuda(const Tensor& src, const std::vector<double>& window, int64_t ws, int64_t pad, bool transpose,
+                 Tensor& dst) {
   const auto stream = current_stream(src);
   const int64_t M = src.size(0);
   const Tensor& img = transpose ? dst : src;
@@ -401,4 +390,3 @@ void filter_cuda(const Tensor& src, const std::vector<double>& window, int64_t w
 }
 
 }  // namespace vaeiso::ssim
-

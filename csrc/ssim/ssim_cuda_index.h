@@ -46,8 +46,7 @@ VAEISO_HD int forward_slot(int i, int t) { return i + t; }
 // holds map column c0 + pad - (ws - 1) + (ws - t0 - taps) + lc, where c0 is the tile's first
 // pixel column; pixel column c0 + tx reads tap t from staged column adjoint_slot(...), which
 // holds map column c0 + tx + pad - t (the adjoint of out[o] = sum_t w[t] in[o + t - pad]).
-VAEISO_HD int64_t adjoint_staged_col(int64_t c0, int64_t pad, int64_t ws, int64_t t0, int64_t taps,
-                                     int64_t lc) {
+VAEISO_HD int64_t adjoint_staged_col(int64_t c0, int64_t pad, int64_t ws, int64_t t0, int64_t taps, int64_t lc) {
   return c0 + pad - (ws - 1) + (ws - t0 - taps) + lc;
 }
 VAEISO_HD int adjoint_slot(int tx, int t0, int taps, int t) { return tx + t0 + taps - 1 - t; }

@@ -16,18 +16,20 @@ namespace vaeiso::ssim {
 namespace {
 
 // -> [chunk, chunks, dynamic_bytes, static_bytes, opt_in]
-std::vector<int64_t> ssim_cuda_plan(int64_t window_size, int64_t acc_bytes, int64_t smem_limit,
-                                    std::string kind) {
+std::vector<int64_t> ssim_cuda_plan(int64_t window_size, int64_t acc_bytes, int64_t smem_limit, std::string kind) {
   using cuda_plan::Pass;
-  static const std::pair<const char*, Pass> kinds[] = {
-      {"forward", Pass::kForward}, {"pairs", Pass::kPairs}, {"backward", Pass::kBackward},
-      {"filter", Pass::kFilter}, {"filter_transpose", Pass::kFilterTranspose}};
+  static const std::pair<const char*, Pass> kinds[] = {{"forward", Pass::kForward},
+                                                       {"pairs", Pass::kPairs},
+                                                       {"backward", Pass::kBackward},
+                                                       {"filter", Pass::kFilter},
+                                                       {"filter_transpose", Pass::kFilterTranspose}};
   const auto* it = std::find_if(std::begin(kinds), std::end(kinds), [&](const auto& e) { return kind == e.first; });
   VAEISO_CHECK(it != std::end(kinds),
-              "_ssim_cuda_plan: kind: expected 'forward', 'pairs', 'backward', 'filter' or "
-              "'filter_transpose', got '", kind, "'");
-  VAEISO_CHECK(acc_bytes == 4 || acc_bytes == 8,
-              "_ssim_cuda_plan: acc_bytes: expected 4 (float) or 8 (double), got ", acc_bytes);
+               "_ssim_cuda_plan: kind: expected 'forward', 'pairs', 'backward', 'filter' or "
+               "'filter_transpose', got '",
+               kind, "'");
+  VAEISO_CHECK(acc_bytes == 4 || acc_bytes == 8, "_ssim_cuda_plan: acc_bytes: expected 4 (float) or 8 (double), got ",
+               acc_bytes);
   const Pass p = it->second;
   const auto r = cuda_plan::plan(p, window_size, acc_bytes, smem_limit);
   return {r.chunk, r.chunks, r.dynamic_bytes, r.static_bytes, r.opt_in ? 1 : 0};

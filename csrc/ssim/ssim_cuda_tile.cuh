@@ -64,9 +64,8 @@ __device__ __forceinline__ acc_t block_sum(acc_t v, acc_t* red) {
 // (ar, ac) to s[m]; pixels outside the image are zero ("same" padding). Every thread of the
 // block must call it (barriers inside).
 template <int NM, typename acc_t, typename Pixel>
-__device__ __forceinline__ void filter_tile(const Window<acc_t>& win, const Geometry& g, int chunk,
-                                            int64_t o0, int64_t j, acc_t* h,
-                                            acc_t (&v)[kRowsPerThread][NM], Pixel&& pixel) {
+__device__ __forceinline__ void filter_tile(const Window<acc_t>& win, const Geometry& g, int chunk, int64_t o0,
+                                            int64_t j, acc_t* h, acc_t (&v)[kRowsPerThread][NM], Pixel&& pixel) {
   const int ws = static_cast<int>(g.ws), R = kTH + chunk - 1;
   const int tx = threadIdx.x, ty = threadIdx.y;
   for (int ii = 0; ii < kRowsPerThread; ++ii)
@@ -112,9 +111,8 @@ __device__ __forceinline__ void filter_tile(const Window<acc_t>& win, const Geom
 // adjoint_slot). `map(pr, pc, wt, s)` adds wt * map_m[pr][pc] to s[m]. Every thread of the block
 // must call it (barriers inside).
 template <int NM, typename acc_t, typename Map>
-__device__ __forceinline__ void adjoint_tile(const Window<acc_t>& win, const Geometry& g, int chunk,
-                                             int64_t r0, int64_t c0, acc_t* V,
-                                             acc_t (&G)[kRowsPerThread][NM], Map&& map) {
+__device__ __forceinline__ void adjoint_tile(const Window<acc_t>& win, const Geometry& g, int chunk, int64_t r0,
+                                             int64_t c0, acc_t* V, acc_t (&G)[kRowsPerThread][NM], Map&& map) {
   const int ws = static_cast<int>(g.ws), CW = kTW + chunk - 1;
   const int tx = threadIdx.x, ty = threadIdx.y, tid = ty * kBX + tx;
   for (int ii = 0; ii < kRowsPerThread; ++ii)

@@ -48,17 +48,15 @@ struct Terms {
 //  filter_<dev>: separable window filter of dense planes src (M, Hi, Wi) into dense dst: forward
 //    maps an image to its Ho x Wo positions, transpose maps positions back onto the image (the
 //    adjoint).
-#define VAEISO_SSIM_DECLARE_ENTRIES(dev)                                                          \
-  void forward_##dev(const Tensor& x, const Tensor& y, const std::vector<double>& window,         \
-                     const Geometry& g, Constants k, Terms terms, Tensor& one_minus, Tensor& l1,  \
-                     Tensor& maps);                                                              \
-  void backward_##dev(const Tensor& grad, const Tensor& grad_l1, const Tensor& x, const Tensor& y, \
-                      const Tensor& maps, const std::vector<double>& window, const Geometry& g,   \
-                      Tensor& grad_x, Tensor& grad_y);                                            \
-  void pairs_##dev(const Tensor& base, const Tensor& others, const std::vector<double>& window,    \
-                   const Geometry& g, Constants k, Tensor& out);                                  \
-  void filter_##dev(const Tensor& src, const std::vector<double>& window, int64_t ws, int64_t pad, \
-                    bool transpose, Tensor& dst);
+#define VAEISO_SSIM_DECLARE_ENTRIES(dev)                                                                               \
+  void forward_##dev(const Tensor& x, const Tensor& y, const std::vector<double>& window, const Geometry& g,           \
+                     Constants k, Terms terms, Tensor& one_minus, Tensor& l1, Tensor& maps);                           \
+  void backward_##dev(const Tensor& grad, const Tensor& grad_l1, const Tensor& x, const Tensor& y, const Tensor& maps, \
+                      const std::vector<double>& window, const Geometry& g, Tensor& grad_x, Tensor& grad_y);           \
+  void pairs_##dev(const Tensor& base, const Tensor& others, const std::vector<double>& window, const Geometry& g,     \
+                   Constants k, Tensor& out);                                                                          \
+  void filter_##dev(const Tensor& src, const std::vector<double>& window, int64_t ws, int64_t pad, bool transpose,     \
+                    Tensor& dst);
 
 VAEISO_SSIM_DECLARE_ENTRIES(cpu)
 #ifdef VAEISO_WITH_CUDA

@@ -83,8 +83,8 @@ VAEISO_HD Grad<T> ssim_grad(const Stats<T>& st, T C1, T C2, T scale) {
   const T B2 = st.s_xx + s_yy + C2;
   const T inv = T(1) / (B1 * B2);  // the only division
   const T S = A1 * A2 * inv;
-  const T ds = -S * (B1 * inv);    // dSSIM/ds_xx = dSSIM/ds_yy = -S / B2
-  const T dxy = T(2) * A1 * inv;   // dSSIM/ds_xy
+  const T ds = -S * (B1 * inv);   // dSSIM/ds_xx = dSSIM/ds_yy = -S / B2
+  const T dxy = T(2) * A1 * inv;  // dSSIM/ds_xy
   const T t = T(2) * A2 * inv, u = T(2) * S * (B2 * inv);
   Grad<T> g;
   // partials at fixed central moments, then the chain through s = E[..] - mu mu

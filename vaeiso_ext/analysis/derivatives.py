@@ -54,8 +54,9 @@ def _check_z(fn: str, z: Tensor) -> None:
 
 def _check_chunk(fn: str, chunk_size: int | None) -> None:
     if chunk_size is not None and (isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1):
-        raise ValueError(f"{fn}: chunk_size: expected a positive int (rows per decoder call) or None, "
-                         f"got {chunk_size!r}")
+        raise ValueError(
+            f"{fn}: chunk_size: expected a positive int (rows per decoder call) or None, got {chunk_size!r}"
+        )
 
 
 class _Plan(NamedTuple):
@@ -107,8 +108,7 @@ def _make_dual(z: Tensor, t: Tensor) -> Tensor:
     # torch.jit.script: a FutureWarning about torch's own code in every analysis. Only that
     # warning is silenced, only here.
     with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=r"`torch\.jit\.script` is deprecated",
-                                category=FutureWarning)
+        warnings.filterwarnings("ignore", message=r"`torch\.jit\.script` is deprecated", category=FutureWarning)
         return fwAD.make_dual(z, t)
 
 
@@ -129,11 +129,11 @@ def _fd_chunk(decoder: Decoder, zc: Tensor, metric: Metric, eps: float, central:
     c, n = zc.shape
     eye = torch.eye(n, dtype=zc.dtype, device=zc.device)
     steps = torch.cat([eye * eps, eye * -eps]) if central else eye * eps  # (n or 2n, n)
-    zp = zc[:, None, :] + steps                                            # (c, m, n)
+    zp = zc[:, None, :] + steps  # (c, m, n)
     m = zp.shape[1]
     # The step actually taken after rounding z + eps (it matters in float32 only).
     idx = torch.arange(m, device=zc.device)
-    h = (zp - zc[:, None, :])[:, idx, idx % n]                            # (c, m)
+    h = (zp - zc[:, None, :])[:, idx, idx % n]  # (c, m)
     out = _decode(decoder, torch.cat([zc, zp.reshape(c * m, n)]), rows)
     base = out[:c]
     others = out[c:].reshape((c, m) + tuple(out.shape[1:]))
@@ -164,8 +164,15 @@ def _check_decoder(fn: str, decoder) -> tuple[nn.Module, ...]:
     return _modules_of(decoder) or ()
 
 
-def dj_prime(decoder: Decoder, z: Tensor, metric: Metric | str, *, eps: float = 1e-3, method: str = "forward",
-             chunk_size: int | None = None) -> Tensor:
+def dj_prime(
+    decoder: Decoder,
+    z: Tensor,
+    metric: Metric | str,
+    *,
+    eps: float = 1e-3,
+    method: str = "forward",
+    chunk_size: int | None = None,
+) -> Tensor:
     """``D'_j(z) = D(Dec(z), Dec(z + eps e_j)) / eps**2`` for every sample and latent dim: ``(N, n)``.
 
     Args:
@@ -208,12 +215,17 @@ def dj_prime(decoder: Decoder, z: Tensor, metric: Metric | str, *, eps: float = 
             return torch.cat(parts)
         central = method == "central"
         plan = _plan(decoder, z, (2 * n if central else n) + 1, chunk_size, tangents=False)
-        return torch.cat([_fd_chunk(decoder, z[sl], metric, float(eps), central, plan.rows_per_call)
-                          for sl in _chunks(N, plan.samples_per_chunk)])
+        return torch.cat(
+            [
+                _fd_chunk(decoder, z[sl], metric, float(eps), central, plan.rows_per_call)
+                for sl in _chunks(N, plan.samples_per_chunk)
+            ]
+        )
 
 
-def isometry_gram(decoder: Decoder, z: Tensor, sigma: Tensor, metric: Metric | str, beta: float, *,
-                  chunk_size: int | None = None) -> Tensor:
+def isometry_gram(
+    decoder: Decoder, z: Tensor, sigma: Tensor, metric: Metric | str, beta: float, *, chunk_size: int | None = None
+) -> Tensor:
     """The isometry Gram ``Gamma_jk(x) = (2/beta) sigma_j sigma_k J_j^T G_x J_k``: ``(N, n, n)``.
 
     ``J_j = dDec/dz_j`` at ``z = mu(x)`` (forward-mode AD, all n directions in one batched pass)

@@ -13,8 +13,18 @@ from torch import Tensor
 
 from ..metrics import as_metric
 from .derivatives import dj_prime, isometry_gram
-from .model import (EVAL_NOTE, FlatDecoder, as_vae, check_count, check_data, check_decoder, check_positive,
-                    check_threshold, encode_all, running)
+from .model import (
+    EVAL_NOTE,
+    FlatDecoder,
+    as_vae,
+    check_count,
+    check_data,
+    check_decoder,
+    check_positive,
+    check_threshold,
+    encode_all,
+    running,
+)
 
 INFORMATIVE_THRESHOLD = 10.0  # E[sigma_j^-2] at or above which a dim is "informative"
 RATIO_FLOOR = 0.1  # norm / (1 - sigma^2) only where 1 - sigma^2 >= this (sigma^2 <= 0.9)
@@ -31,16 +41,23 @@ def mean_sd(values: list) -> dict:
 def check_theory_args(where: str, informative_threshold, ratio_floor) -> None:
     """TypeError / ValueError naming ``where`` unless the threshold is a finite number > 0 and the
     floor one in (0, 1) (a floor at 0 would divide by ~0; 1 - sigma^2 never reaches 1)."""
-    for name, v, ok, rng in (("informative_threshold", informative_threshold, lambda f: f > 0, "> 0"),
-                             ("ratio_floor", ratio_floor, lambda f: 0 < f < 1, "in (0, 1)")):
+    for name, v, ok, rng in (
+        ("informative_threshold", informative_threshold, lambda f: f > 0, "> 0"),
+        ("ratio_floor", ratio_floor, lambda f: 0 < f < 1, "in (0, 1)"),
+    ):
         if isinstance(v, bool) or not isinstance(v, (int, float)):
             raise TypeError(f"{where}: {name}: expected a number, got {type(v).__name__}")
         if not (math.isfinite(v) and ok(v)):
             raise ValueError(f"{where}: {name}: expected a finite number {rng}, got {v!r}")
 
 
-def theory_stats(sigma2: Tensor, norm: Tensor, *, informative_threshold: float = INFORMATIVE_THRESHOLD,
-                 ratio_floor: float = RATIO_FLOOR) -> list[dict]:
+def theory_stats(
+    sigma2: Tensor,
+    norm: Tensor,
+    *,
+    informative_threshold: float = INFORMATIVE_THRESHOLD,
+    ratio_floor: float = RATIO_FLOOR,
+) -> list[dict]:
     """Per latent dim, what the theory predicts for the norm: at the sigma optimum of
     ``lambda sum_j sigma_j^2 D'_j + KL_j`` the norm ``(2/beta) sigma_j^2 D'_j`` is ``1 - sigma_j^2``
     (the paper's "about 1" assumes sigma_j << 1).
@@ -62,22 +79,23 @@ def theory_stats(sigma2: Tensor, norm: Tensor, *, informative_threshold: float =
     check_theory_args("theory_stats", informative_threshold, ratio_floor)
     one_minus = 1.0 - sigma2
     keep = one_minus >= ratio_floor
-    ratio = torch.where(keep, norm / torch.where(keep, one_minus, torch.ones_like(one_minus)),
-                        torch.zeros_like(norm))
+    ratio = torch.where(keep, norm / torch.where(keep, one_minus, torch.ones_like(one_minus)), torch.zeros_like(norm))
     inv_s2 = (1.0 / sigma2).mean(0)
     out = []
     for j in range(sigma2.shape[1]):
         k = keep[:, j]
         r = ratio[k, j]
         om = one_minus[:, j].mean().item()
-        out.append({
-            "one_minus_sigma2_mean": om,
-            "norm_ratio_mean": r.mean().item() if r.numel() else None,
-            "norm_ratio_sd": r.std(unbiased=False).item() if r.numel() else None,
-            "norm_ratio_skipped": int((~k).sum()),
-            "norm_ratio_of_means": norm[:, j].mean().item() / om if om >= ratio_floor else None,
-            "informative": bool(inv_s2[j] >= informative_threshold),
-        })
+        out.append(
+            {
+                "one_minus_sigma2_mean": om,
+                "norm_ratio_mean": r.mean().item() if r.numel() else None,
+                "norm_ratio_sd": r.std(unbiased=False).item() if r.numel() else None,
+                "norm_ratio_skipped": int((~k).sum()),
+                "norm_ratio_of_means": norm[:, j].mean().item() / om if om >= ratio_floor else None,
+                "informative": bool(inv_s2[j] >= informative_threshold),
+            }
+        )
     return out
 
 
@@ -86,8 +104,11 @@ def theory_summary(dims: list[dict]) -> dict:
     ``norm_mean``): their count, the mean/SD of their per-dim norm means and of their per-dim
     ratio means (dims whose ratio is None are left out of the latter)."""
     inf = [d for d in dims if d["informative"]]
-    return {"informative_dims": len(inf), "norm_informative": mean_sd([d["norm_mean"] for d in inf]),
-            "norm_ratio_informative": mean_sd([d["norm_ratio_mean"] for d in inf])}
+    return {
+        "informative_dims": len(inf),
+        "norm_informative": mean_sd([d["norm_mean"] for d in inf]),
+        "norm_ratio_informative": mean_sd([d["norm_ratio_mean"] for d in inf]),
+    }
 
 
 def check_analysis_args(where: str, model, metric, beta, eps, kl_threshold, informative_threshold, ratio_floor):
@@ -119,25 +140,47 @@ def _spatial(out: dict, lat: tuple[int, ...], kl, inv_s2, dj, norm, active) -> N
     for d in out["dims"]:
         d["position"] = pos[d["index"]]
     norm_mean = norm.mean(0)
-    out["maps"] = {"kl": kl.reshape(lat).tolist(), "inv_sigma2_mean": inv_s2.reshape(lat).tolist(),
-                   "dj_mean": dj.mean(0).reshape(lat).tolist(), "norm_mean": norm_mean.reshape(lat).tolist(),
-                   "active": active.reshape(lat).tolist()}
+    out["maps"] = {
+        "kl": kl.reshape(lat).tolist(),
+        "inv_sigma2_mean": inv_s2.reshape(lat).tolist(),
+        "dj_mean": dj.mean(0).reshape(lat).tolist(),
+        "norm_mean": norm_mean.reshape(lat).tolist(),
+        "active": active.reshape(lat).tolist(),
+    }
     per = math.prod(lat[1:])
     chans = []
     for c in range(lat[0]):
         sl = slice(c * per, (c + 1) * per)
         a = active[sl]
-        chans.append({"channel": c, "dims": per, "active_dims": int(a.sum()), "kl_sum": kl[sl].sum().item(),
-                      "inv_sigma2_mean_max": inv_s2[sl].max().item(),
-                      "norm_active": mean_sd(norm_mean[sl][a].tolist())})
+        chans.append(
+            {
+                "channel": c,
+                "dims": per,
+                "active_dims": int(a.sum()),
+                "kl_sum": kl[sl].sum().item(),
+                "inv_sigma2_mean_max": inv_s2[sl].max().item(),
+                "norm_active": mean_sd(norm_mean[sl][a].tolist()),
+            }
+        )
     out["channels"] = chans
 
 
-def analyze_latents(model, x: Tensor, metric, beta: float, *, kl_threshold: float = 0.1,
-                    informative_threshold: float = INFORMATIVE_THRESHOLD, ratio_floor: float = RATIO_FLOOR,
-                    eps: float = 1e-3, method: str = "forward", gram: bool = True,
-                    chunk: int = 64, progress: bool = False,
-                    dtype: torch.dtype | None = torch.float64) -> dict:
+def analyze_latents(
+    model,
+    x: Tensor,
+    metric,
+    beta: float,
+    *,
+    kl_threshold: float = 0.1,
+    informative_threshold: float = INFORMATIVE_THRESHOLD,
+    ratio_floor: float = RATIO_FLOOR,
+    eps: float = 1e-3,
+    method: str = "forward",
+    gram: bool = True,
+    chunk: int = 64,
+    progress: bool = False,
+    dtype: torch.dtype | None = torch.float64,
+) -> dict:
     """Per-dimension statistics of a trained VAE on held-out data ``x``.
 
     ``model``: a :class:`~vaeiso_ext.analysis.VAEAdapter` (any VAE: its ``encode``, ``decode`` and
@@ -180,8 +223,9 @@ def analyze_latents(model, x: Tensor, metric, beta: float, *, kl_threshold: floa
     keeps the model's dtype (faster, e.g. on a GPU without fast float64).
     """
     where = "analyze_latents"
-    vae, metric, beta, eps = check_analysis_args(where, model, metric, beta, eps, kl_threshold,
-                                                 informative_threshold, ratio_floor)
+    vae, metric, beta, eps = check_analysis_args(
+        where, model, metric, beta, eps, kl_threshold, informative_threshold, ratio_floor
+    )
     x = check_data(where, x)
     _check_method(where, method)
     chunk = check_count(where, "chunk", chunk)
@@ -219,17 +263,34 @@ def analyze_latents(model, x: Tensor, metric, beta: float, *, kl_threshold: floa
     order = torch.argsort(inv_s2, descending=True)
     dims = []
     for j in order.tolist():
-        dims.append({"index": j, "kl": kl_mean[j].item(), "inv_sigma2_mean": inv_s2[j].item(),
-                     "dj_mean": dj[:, j].mean().item(), "dj_sd": dj[:, j].std(unbiased=False).item(),
-                     "norm_mean": norm[:, j].mean().item(), "norm_sd": norm[:, j].std(unbiased=False).item(),
-                     "active": bool(active[j]), **theory[j]})
+        dims.append(
+            {
+                "index": j,
+                "kl": kl_mean[j].item(),
+                "inv_sigma2_mean": inv_s2[j].item(),
+                "dj_mean": dj[:, j].mean().item(),
+                "dj_sd": dj[:, j].std(unbiased=False).item(),
+                "norm_mean": norm[:, j].mean().item(),
+                "norm_sd": norm[:, j].std(unbiased=False).item(),
+                "active": bool(active[j]),
+                **theory[j],
+            }
+        )
     out = {
-        "n_samples": int(x.shape[0]), "beta": beta, "kl_threshold": kl_threshold,
-        "informative_threshold": informative_threshold, "ratio_floor": ratio_floor, "eps": eps,
-        "dj_method": method, "dj_dtype": str(dtype or mu.dtype).replace("torch.", ""),
-        "metric": metric.name or type(metric).__name__, "posterior": vae.posterior,
-        "latent_shape": list(lat), "model_mode": EVAL_NOTE,
-        "dims": dims, "active_dims": int(active.sum()),
+        "n_samples": int(x.shape[0]),
+        "beta": beta,
+        "kl_threshold": kl_threshold,
+        "informative_threshold": informative_threshold,
+        "ratio_floor": ratio_floor,
+        "eps": eps,
+        "dj_method": method,
+        "dj_dtype": str(dtype or mu.dtype).replace("torch.", ""),
+        "metric": metric.name or type(metric).__name__,
+        "posterior": vae.posterior,
+        "latent_shape": list(lat),
+        "model_mode": EVAL_NOTE,
+        "dims": dims,
+        "active_dims": int(active.sum()),
         "norm_active": mean_sd([d["norm_mean"] for d in dims if d["active"]]),
         **theory_summary(dims),
     }
@@ -239,8 +300,10 @@ def analyze_latents(model, x: Tensor, metric, beta: float, *, kl_threshold: floa
         G = torch.cat(gram_parts)
         k = G.shape[-1]
         eye = torch.eye(k, dtype=torch.bool, device=G.device)
-        out["gram"] = {"diag_mean": G[:, eye].mean().item(),
-                       "offdiag_abs_mean": G[:, ~eye].abs().mean().item() if k > 1 else 0.0}
+        out["gram"] = {
+            "diag_mean": G[:, eye].mean().item(),
+            "offdiag_abs_mean": G[:, ~eye].abs().mean().item() if k > 1 else 0.0,
+        }
     else:
         out["gram"] = {"diag_mean": None, "offdiag_abs_mean": None}
     return out
@@ -272,9 +335,12 @@ def fit_stats(model, x: Tensor, metric, *, seed: int = 0, chunk: int = 64) -> di
         d_s, d_mu = [], []
         for xc, m, lv, e in zip(x.split(chunk), mu.split(chunk), logvar.split(chunk), noise.split(chunk)):
             out = decode(torch.cat([m + torch.exp(0.5 * lv) * e, m]))
-            d_s.append(metric.distance(xc, out[:m.shape[0]]))
-            d_mu.append(metric.distance(xc, out[m.shape[0]:]))
+            d_s.append(metric.distance(xc, out[: m.shape[0]]))
+            d_mu.append(metric.distance(xc, out[m.shape[0] :]))
     kl = 0.5 * (mu * mu + logvar.exp() - logvar - 1.0)
-    return {"n_samples": int(x.shape[0]), "distortion_sampled": torch.cat(d_s).double().mean().item(),
-            "distortion_mu": torch.cat(d_mu).double().mean().item(),
-            "kl_total": kl.double().sum(1).mean().item()}
+    return {
+        "n_samples": int(x.shape[0]),
+        "distortion_sampled": torch.cat(d_s).double().mean().item(),
+        "distortion_mu": torch.cat(d_mu).double().mean().item(),
+        "kl_total": kl.double().sum(1).mean().item(),
+    }

@@ -30,13 +30,15 @@ __all__ = ["VAEAdapter", "POSTERIORS", "as_vae"]
 
 # How the encoder's second output s gives the posterior's log-variance
 POSTERIORS = {
-    "logvar": lambda s: s,                 # s = log sigma^2 (vaeiso_ext.models)
-    "log_sigma": lambda s: 2.0 * s,        # s = log sigma
+    "logvar": lambda s: s,  # s = log sigma^2 (vaeiso_ext.models)
+    "log_sigma": lambda s: 2.0 * s,  # s = log sigma
     "sigma": lambda s: 2.0 * torch.log(s),  # s = sigma > 0
-    "var": lambda s: torch.log(s),         # s = sigma^2 > 0
+    "var": lambda s: torch.log(s),  # s = sigma^2 > 0
 }
-EVAL_NOTE = ("the model ran in eval mode (dropout off, batch-norm running statistics); its training "
-             "flags, requires_grad and weights were restored afterwards")
+EVAL_NOTE = (
+    "the model ran in eval mode (dropout off, batch-norm running statistics); its training "
+    "flags, requires_grad and weights were restored afterwards"
+)
 
 
 def _modules_of(fn) -> tuple[nn.Module, ...] | None:
@@ -69,21 +71,26 @@ class VAEAdapter:
         vae = VAEAdapter(lambda x: model(x)[1:], model.dec, posterior="log_sigma", modules=model)
     """
 
-    def __init__(self, encode: Callable, decode: Callable, *, posterior: str,
-                 modules: nn.Module | tuple | list | None = None):
+    def __init__(
+        self, encode: Callable, decode: Callable, *, posterior: str, modules: nn.Module | tuple | list | None = None
+    ):
         for name, fn in (("encode", encode), ("decode", decode)):
             if not callable(fn):
                 raise TypeError(f"VAEAdapter: {name}: expected a callable, got {type(fn).__name__}")
         if not isinstance(posterior, str) or posterior not in POSTERIORS:
-            raise ValueError(f"VAEAdapter: posterior: expected one of {tuple(POSTERIORS)} (what the "
-                             f"encoder's second output is), got {posterior!r}")
+            raise ValueError(
+                f"VAEAdapter: posterior: expected one of {tuple(POSTERIORS)} (what the "
+                f"encoder's second output is), got {posterior!r}"
+            )
         if modules is None:
             found = [_modules_of(encode), _modules_of(decode)]
             if any(f is None for f in found):
                 which = " and ".join(n for n, f in zip(("encode", "decode"), found) if f is None)
-                raise TypeError(f"VAEAdapter: modules: {which} is neither an nn.Module nor a method of "
-                                "one; pass modules= (the nn.Module(s) whose parameters it uses, or () "
-                                "if none) so that the analysis can run them in eval mode and restore them")
+                raise TypeError(
+                    f"VAEAdapter: modules: {which} is neither an nn.Module nor a method of "
+                    "one; pass modules= (the nn.Module(s) whose parameters it uses, or () "
+                    "if none) so that the analysis can run them in eval mode and restore them"
+                )
             modules = tuple(dict.fromkeys(found[0] + found[1]))
         elif isinstance(modules, nn.Module):
             modules = (modules,)
@@ -108,9 +115,11 @@ def as_vae(where: str, model) -> VAEAdapter:
     if ours and callable(getattr(model, "encode", None)) and callable(getattr(model, "decode", None)):
         return VAEAdapter(model.encode, model.decode, posterior="logvar", modules=model)
     kind = type(model).__name__
-    raise TypeError(f"{where}: model: expected a vaeiso_ext.analysis.VAEAdapter or a model of "
-                    f"vaeiso_ext.models, got {kind}: say how it encodes, e.g. VAEAdapter(model.encode, "
-                    f"model.decode, posterior='logvar'|'log_sigma'|'sigma'|'var') (docs/analysis.md)")
+    raise TypeError(
+        f"{where}: model: expected a vaeiso_ext.analysis.VAEAdapter or a model of "
+        f"vaeiso_ext.models, got {kind}: say how it encodes, e.g. VAEAdapter(model.encode, "
+        f"model.decode, posterior='logvar'|'log_sigma'|'sigma'|'var') (docs/analysis.md)"
+    )
 
 
 @contextmanager
@@ -157,23 +166,30 @@ def encode_all(where: str, vae: VAEAdapter, x: Tensor, chunk: int) -> tuple[Tens
     for xc in x.split(chunk):
         out = vae.encode(xc)
         if not (isinstance(out, (tuple, list)) and len(out) == 2 and all(isinstance(t, Tensor) for t in out)):
-            got = (f"a {type(out).__name__} of {len(out)}: {', '.join(_shape(t) for t in out)}"
-                   if isinstance(out, (tuple, list)) else f"a {type(out).__name__}"
-                   + (f" of shape {tuple(out.shape)}" if isinstance(out, Tensor) else ""))
-            raise TypeError(f"{where}: model: expected encode(x) to return (mu, s), two tensors of the "
-                            f"latent's shape (s: the posterior's {vae.posterior}), got {got}; adapt it, e.g. "
-                            "VAEAdapter(lambda x: model.encode(x)[1:], ...) for (z, mu, logvar)")
+            got = (
+                f"a {type(out).__name__} of {len(out)}: {', '.join(_shape(t) for t in out)}"
+                if isinstance(out, (tuple, list))
+                else f"a {type(out).__name__}" + (f" of shape {tuple(out.shape)}" if isinstance(out, Tensor) else "")
+            )
+            raise TypeError(
+                f"{where}: model: expected encode(x) to return (mu, s), two tensors of the "
+                f"latent's shape (s: the posterior's {vae.posterior}), got {got}; adapt it, e.g. "
+                "VAEAdapter(lambda x: model.encode(x)[1:], ...) for (z, mu, logvar)"
+            )
         mu, s = out
         if mu.shape != s.shape or mu.dim() < 2 or mu.shape[0] != xc.shape[0]:
-            raise ValueError(f"{where}: model: expected encode(x) of {xc.shape[0]} samples to return mu and "
-                             f"s of one shape ({xc.shape[0]}, *latent), got {_shape(mu)} and {_shape(s)}")
+            raise ValueError(
+                f"{where}: model: expected encode(x) of {xc.shape[0]} samples to return mu and "
+                f"s of one shape ({xc.shape[0]}, *latent), got {_shape(mu)} and {_shape(s)}"
+            )
         if not (mu.is_floating_point() and s.is_floating_point()):
             raise TypeError(f"{where}: model: expected floating-point mu and s, got {mu.dtype} and {s.dtype}")
         if lat is None:
             lat = tuple(mu.shape[1:])
         elif tuple(mu.shape[1:]) != lat:
-            raise ValueError(f"{where}: model: the latent's shape changed between batches: {lat} then "
-                             f"{tuple(mu.shape[1:])}")
+            raise ValueError(
+                f"{where}: model: the latent's shape changed between batches: {lat} then {tuple(mu.shape[1:])}"
+            )
         mus.append(mu.reshape(mu.shape[0], -1))
         lvs.append(conv(s).reshape(s.shape[0], -1))
     if lat is None:
@@ -184,11 +200,16 @@ def encode_all(where: str, vae: VAEAdapter, x: Tensor, chunk: int) -> tuple[Tens
     sigma = torch.exp(0.5 * logvar)
     if not bool((torch.isfinite(sigma) & (sigma > 0)).all()):
         bad = logvar[~(torch.isfinite(sigma) & (sigma > 0))]
-        hint = (" (is s a log-variance or log-sigma? then say posterior='logvar' or 'log_sigma')"
-                if vae.posterior in ("sigma", "var") else "")
-        raise ValueError(f"{where}: model: expected sigma finite and > 0 from the encoder's second output "
-                         f"read as {vae.posterior!r}, got {bad.numel()} values that are not (log-variance "
-                         f"{bad.flatten()[0].item():g}, ...){hint}")
+        hint = (
+            " (is s a log-variance or log-sigma? then say posterior='logvar' or 'log_sigma')"
+            if vae.posterior in ("sigma", "var")
+            else ""
+        )
+        raise ValueError(
+            f"{where}: model: expected sigma finite and > 0 from the encoder's second output "
+            f"read as {vae.posterior!r}, got {bad.numel()} values that are not (log-variance "
+            f"{bad.flatten()[0].item():g}, ...){hint}"
+        )
     return mu, logvar, lat
 
 
@@ -214,8 +235,9 @@ def check_decoder(where: str, decode: Callable, z: Tensor, x: Tensor, metric) ->
         raise TypeError(f"{where}: model: expected decode(z) to return a tensor, got {type(out).__name__}")
     want = (k,) + tuple(x.shape[1:])
     if tuple(out.shape) != want:
-        raise ValueError(f"{where}: model: expected decode(z) of {k} latents to have the data's shape {want}, "
-                         f"got {tuple(out.shape)}")
+        raise ValueError(
+            f"{where}: model: expected decode(z) of {k} latents to have the data's shape {want}, got {tuple(out.shape)}"
+        )
     if not bool(torch.isfinite(out).all()):
         raise ValueError(f"{where}: model: decode(mu) is not finite")
     metric.check(where, "the decoder's output (model.decode)", out)

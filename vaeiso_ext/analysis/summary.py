@@ -11,10 +11,19 @@ from torch import Tensor
 
 from ..metrics import as_metric
 from .derivatives import dj_prime, isometry_gram
-from .model import (EVAL_NOTE, FlatDecoder, as_vae, check_count, check_data, check_decoder, check_positive,
-                    check_threshold, encode_all, running)
-from .latents import (INFORMATIVE_THRESHOLD, RATIO_FLOOR, check_analysis_args, mean_sd, theory_stats,
-                      theory_summary)
+from .latents import INFORMATIVE_THRESHOLD, RATIO_FLOOR, check_analysis_args, mean_sd, theory_stats, theory_summary
+from .model import (
+    EVAL_NOTE,
+    FlatDecoder,
+    as_vae,
+    check_count,
+    check_data,
+    check_decoder,
+    check_positive,
+    check_threshold,
+    encode_all,
+    running,
+)
 
 LOG_2PI = math.log(2.0 * math.pi)
 
@@ -32,10 +41,14 @@ def density_note(metric) -> str | None:
     they are): they need a metric tensor that is a scalar multiple of the identity."""
     if metric.isotropic:
         return None
-    why = {"bce": "G_x = diag(1 / (2 x (1 - x))) differs per component",
-           "ssim": "G_x couples the pixels of each window"}.get(metric.name, "its metric tensor is not a_x I")
-    return (f"the Eq. 22-23 estimates scaled by a_x need G_x = a_x I (metrics sse, downward, upward); "
-            f"{type(metric).__name__} has no scalar metric tensor ({why})")
+    why = {
+        "bce": "G_x = diag(1 / (2 x (1 - x))) differs per component",
+        "ssim": "G_x couples the pixels of each window",
+    }.get(metric.name, "its metric tensor is not a_x I")
+    return (
+        f"the Eq. 22-23 estimates scaled by a_x need G_x = a_x I (metrics sse, downward, upward); "
+        f"{type(metric).__name__} has no scalar metric tensor ({why})"
+    )
 
 
 def _loss_estimate(decode, x: Tensor, metric, beta: float, mu: Tensor, logvar: Tensor) -> Tensor:
@@ -49,8 +62,16 @@ def _loss_estimate(decode, x: Tensor, metric, beta: float, mu: Tensor, logvar: T
 
 
 @torch.no_grad()
-def log_density(model, x: Tensor, metric, beta: float, *, method: str = "posterior",
-                n_active: int | None = None, kl_threshold: float = 0.1) -> Tensor:
+def log_density(
+    model,
+    x: Tensor,
+    metric,
+    beta: float,
+    *,
+    method: str = "posterior",
+    n_active: int | None = None,
+    kl_threshold: float = 0.1,
+) -> Tensor:
     """log of the Eq. 23 estimate of p(x), up to an additive constant -> (N,) float64.
 
     ``method="posterior"``: ``(n/2) log a_x + log p(mu(x)) + sum_j log sigma_j(x)``;
@@ -108,8 +129,10 @@ def correlation(log_est: Tensor, log_true: Tensor) -> dict:
     does not see the scale) and Spearman R (ranks; the same in log or linear space)."""
     ok = torch.isfinite(log_est) & torch.isfinite(log_true)
     e, t = log_est[ok], log_true[ok]
-    return {"pearson": _pearson(torch.exp(e - e.max()), torch.exp(t - t.max())),
-            "spearman": _pearson(_ranks(e), _ranks(t))}
+    return {
+        "pearson": _pearson(torch.exp(e - e.max()), torch.exp(t - t.max())),
+        "spearman": _pearson(_ranks(e), _ranks(t)),
+    }
 
 
 def _mean_sd(v: Tensor) -> tuple[Tensor, Tensor]:
@@ -117,10 +140,22 @@ def _mean_sd(v: Tensor) -> tuple[Tensor, Tensor]:
 
 
 @torch.no_grad()
-def analyze(model, data, metric, beta: float, *, kl_threshold: float = 0.1, eps: float = 1e-3,
-            informative_threshold: float = INFORMATIVE_THRESHOLD, ratio_floor: float = RATIO_FLOOR,
-            n_samples: int | None = None, mc_samples: int = 8, seed: int = 0,
-            chunk_size: int | None = 65536, keep_samples: bool = False) -> dict:
+def analyze(
+    model,
+    data,
+    metric,
+    beta: float,
+    *,
+    kl_threshold: float = 0.1,
+    eps: float = 1e-3,
+    informative_threshold: float = INFORMATIVE_THRESHOLD,
+    ratio_floor: float = RATIO_FLOOR,
+    n_samples: int | None = None,
+    mc_samples: int = 8,
+    seed: int = 0,
+    chunk_size: int | None = 65536,
+    keep_samples: bool = False,
+) -> dict:
     """Analyse ``model`` on held-out data; returns the results dict (the schema of results.json).
 
     ``data``: a :class:`vaeiso_ext.data.ToyData` (its held-out ``x_test``, exact ``logp_test``,
@@ -141,8 +176,9 @@ def analyze(model, data, metric, beta: float, *, kl_threshold: float = 0.1, eps:
     ``norm_ratio_informative`` (all from the forward-difference norm).
     """
     where = "analyze"
-    vae, metric, beta, eps = check_analysis_args(where, model, metric, beta, eps, kl_threshold,
-                                                 informative_threshold, ratio_floor)
+    vae, metric, beta, eps = check_analysis_args(
+        where, model, metric, beta, eps, kl_threshold, informative_threshold, ratio_floor
+    )
     mc_samples = check_count(where, "mc_samples", mc_samples)
     if n_samples is not None:
         check_count(where, "n_samples", n_samples)
@@ -153,13 +189,43 @@ def analyze(model, data, metric, beta: float, *, kl_threshold: float = 0.1, eps:
         x = x[:n_samples]
         logp_true = None if logp_true is None else logp_true[:n_samples]
     with running(vae.modules, torch.float64):
-        return _analyze(where, vae, x, logp_true, data if toy else None, metric, beta, kl_threshold=kl_threshold,
-                        eps=eps, informative_threshold=informative_threshold, ratio_floor=ratio_floor,
-                        mc_samples=mc_samples, seed=seed, chunk_size=chunk_size, keep_samples=keep_samples)
+        return _analyze(
+            where,
+            vae,
+            x,
+            logp_true,
+            data if toy else None,
+            metric,
+            beta,
+            kl_threshold=kl_threshold,
+            eps=eps,
+            informative_threshold=informative_threshold,
+            ratio_floor=ratio_floor,
+            mc_samples=mc_samples,
+            seed=seed,
+            chunk_size=chunk_size,
+            keep_samples=keep_samples,
+        )
 
 
-def _analyze(where, vae, x, logp_true, toy, metric, beta, *, kl_threshold, eps, informative_threshold,
-             ratio_floor, mc_samples, seed, chunk_size, keep_samples) -> dict:
+def _analyze(
+    where,
+    vae,
+    x,
+    logp_true,
+    toy,
+    metric,
+    beta,
+    *,
+    kl_threshold,
+    eps,
+    informative_threshold,
+    ratio_floor,
+    mc_samples,
+    seed,
+    chunk_size,
+    keep_samples,
+) -> dict:
     N = x.shape[0]
     mu, logvar, lat = encode_all(where, vae, x, 8192)
     decode = FlatDecoder(vae, lat)
@@ -191,16 +257,26 @@ def _analyze(where, vae, x, logp_true, toy, metric, beta, *, kl_threshold, eps, 
     smallest = float(act_vals.min()) if n_act else float("nan")
     dims = []
     for rank, j in enumerate(order):
-        dims.append({
-            "index": j, "rank": rank, "active": bool(active[j]), "kl": float(kl_mean[j]),
-            "inv_sigma2_mean": float(inv_s2[j]), "inv_sigma2_ratio": float(inv_s2[j]) / smallest,
-            "var_estimate": 0.5 * beta * float(inv_s2[j]),
-            "dj_mean": float(dj_mean[j]), "dj_sd": float(dj_sd[j]),
-            "norm_mean": float(nf_mean[j]), "norm_sd": float(nf_sd[j]),
-            "dj_jvp_mean": float(dj_j[:, j].mean()),
-            "norm_jvp_mean": float(nj_mean[j]), "norm_jvp_sd": float(nj_sd[j]),
-            "gram_diag_mean": float(gram_mean[j, j]), **theory[j],
-        })
+        dims.append(
+            {
+                "index": j,
+                "rank": rank,
+                "active": bool(active[j]),
+                "kl": float(kl_mean[j]),
+                "inv_sigma2_mean": float(inv_s2[j]),
+                "inv_sigma2_ratio": float(inv_s2[j]) / smallest,
+                "var_estimate": 0.5 * beta * float(inv_s2[j]),
+                "dj_mean": float(dj_mean[j]),
+                "dj_sd": float(dj_sd[j]),
+                "norm_mean": float(nf_mean[j]),
+                "norm_sd": float(nf_sd[j]),
+                "dj_jvp_mean": float(dj_j[:, j].mean()),
+                "norm_jvp_mean": float(nj_mean[j]),
+                "norm_jvp_sd": float(nj_sd[j]),
+                "gram_diag_mean": float(gram_mean[j, j]),
+                **theory[j],
+            }
+        )
 
     # isometry Gram over the active dims
     ia = active.nonzero().flatten()
@@ -224,8 +300,7 @@ def _analyze(where, vae, x, logp_true, toy, metric, beta, *, kl_threshold, eps, 
         est["scaled_p_mu_prod_sigma"] = 0.5 * n_act * log_a + log_pmu + log_prod_sigma
         est["scaled_exp_neg_L"] = 0.5 * n_act * log_a - L / beta
     est["p_mu_prod_sigma"] = log_pmu + log_prod_sigma
-    correlations = ({k: correlation(v, logp_true) for k, v in est.items()}
-                    if logp_true is not None else {})
+    correlations = {k: correlation(v, logp_true) for k, v in est.items()} if logp_true is not None else {}
 
     # rate and distortion (Eq. 14-15, 54; App. B)
     g = torch.Generator().manual_seed(seed)
@@ -240,11 +315,15 @@ def _analyze(where, vae, x, logp_true, toy, metric, beta, *, kl_threshold, eps, 
     transform = metric.distance(x, x_breve)
     rate = kl.sum(1).mean()
     rd = {
-        "coding_loss": float(coding.mean()), "coding_loss_theory": n_act * beta / 2.0,
+        "coding_loss": float(coding.mean()),
+        "coding_loss_theory": n_act * beta / 2.0,
         "transform_loss": float(transform.mean()),
         "transform_coding_ratio": float(transform.mean() / coding.mean()),
-        "distortion": float(total_d.mean()), "rate": float(rate),
-        "n_active": n_act, "beta": beta, "mc_samples": mc_samples,
+        "distortion": float(total_d.mean()),
+        "rate": float(rate),
+        "n_active": n_act,
+        "beta": beta,
+        "mc_samples": mc_samples,
     }
     if toy is not None:
         inv_var = [1.0 / v for v in toy.variances]
@@ -258,12 +337,24 @@ def _analyze(where, vae, x, logp_true, toy, metric, beta, *, kl_threshold, eps, 
         rd["rate_theory"] = h_s + log_a_term - 0.5 * n_act * math.log(beta * math.pi * math.e)
 
     res = {
-        "n_samples": N, "n_latent": n_lat, "n_active": n_act, "kl_threshold": kl_threshold,
-        "informative_threshold": informative_threshold, "ratio_floor": ratio_floor,
-        "norm_active": mean_sd([d["norm_mean"] for d in dims if d["active"]]), **theory_summary(dims),
-        "eps": eps, "beta": beta, "metric": type(metric).__name__, "latent_shape": list(lat),
-        "model_mode": EVAL_NOTE, **({"density_note": note} if note else {}),
-        "dims": dims, "gram": gram_res, "correlations": correlations, "rate_distortion": rd,
+        "n_samples": N,
+        "n_latent": n_lat,
+        "n_active": n_act,
+        "kl_threshold": kl_threshold,
+        "informative_threshold": informative_threshold,
+        "ratio_floor": ratio_floor,
+        "norm_active": mean_sd([d["norm_mean"] for d in dims if d["active"]]),
+        **theory_summary(dims),
+        "eps": eps,
+        "beta": beta,
+        "metric": type(metric).__name__,
+        "latent_shape": list(lat),
+        "model_mode": EVAL_NOTE,
+        **({"density_note": note} if note else {}),
+        "dims": dims,
+        "gram": gram_res,
+        "correlations": correlations,
+        "rate_distortion": rd,
     }
     if keep_samples:
         res["samples"] = {"log_p_true": logp_true, **est}

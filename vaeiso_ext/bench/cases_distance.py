@@ -44,6 +44,7 @@ def _no_grad(fn):
     def run():
         with torch.no_grad():
             return fn()
+
     return run
 
 
@@ -62,22 +63,33 @@ def _pairs_cases(device, quick, compile_baselines):
             op = "sse" if isinstance(m, metrics.SSE) else "bce"
 
             def check(m=m, base=base, others=others, w=w, op=op):
-                want = reference.pair_distances(base.double(), others.double(), op,
-                                                weight=None if w is None else w.double())
+                want = reference.pair_distances(
+                    base.double(), others.double(), op, weight=None if w is None else w.double()
+                )
                 assert_close(m.pairs(base, others), want, 1e-3, 0, f"pairs {m.name}")
 
             bl = {
                 "K x metric calls": lambda m=m, base=base, others=others: torch.stack(
-                    [m.distance(base, others[:, k]) for k in range(K)], 1),
-                "eager": lambda base=base, others=others, w=w, op=op: reference.pair_distances(base, others, op,
-                                                                                               weight=w),
+                    [m.distance(base, others[:, k]) for k in range(K)], 1
+                ),
+                "eager": lambda base=base, others=others, w=w, op=op: reference.pair_distances(
+                    base, others, op, weight=w
+                ),
             }
             if compile_baselines:
                 cp = torch.compile(reference.pair_distances, dynamic=False)
                 bl["compile"] = lambda cp=cp, base=base, others=others, w=w, op=op: cp(base, others, op, weight=w)
-            out.append(Case(f"pair_distances {m.name}", size, "fwd",
-                            _no_grad(lambda m=m, base=base, others=others: m.pairs(base, others)),
-                            {k: _no_grad(f) for k, f in bl.items()}, check, bytes=traffic))
+            out.append(
+                Case(
+                    f"pair_distances {m.name}",
+                    size,
+                    "fwd",
+                    _no_grad(lambda m=m, base=base, others=others: m.pairs(base, others)),
+                    {k: _no_grad(f) for k, f in bl.items()},
+                    check,
+                    bytes=traffic,
+                )
+            )
 
             # forward + backward w.r.t. base and others (and the weight a_x, itself a function
             # of base, for downward): the reference computes a_x from base the same way
@@ -99,8 +111,18 @@ def _pairs_cases(device, quick, compile_baselines):
             if compile_baselines:
                 bb["compile"] = fwd_bwd(torch.compile(ref, dynamic=False), (br, orr), gy)
             # forward reads others and base; backward reads them again and writes their gradients
-            out.append(Case(f"pair_distances {m.name}", size, "fwd+bwd", fwd_bwd(m.pairs, (br, orr), gy), bb,
-                            check_bwd, bytes=3 * traffic, notes="gradients to base and others"))
+            out.append(
+                Case(
+                    f"pair_distances {m.name}",
+                    size,
+                    "fwd+bwd",
+                    fwd_bwd(m.pairs, (br, orr), gy),
+                    bb,
+                    check_bwd,
+                    bytes=3 * traffic,
+                    notes="gradients to base and others",
+                )
+            )
     return out
 
 
@@ -108,8 +130,10 @@ def _dj_cases(device, quick):
     torch.manual_seed(0)
     out = []
     N_img = 4 if quick else 64
-    cases = [("toy MLP n=3", toy_decoder(), 3, 512 if quick else 4096, metrics.SSE(), 1e-3),
-             (f"image decoder n=32 N={N_img}", image_decoder(), 32, N_img, metrics.SSIM(), 1e-2)]
+    cases = [
+        ("toy MLP n=3", toy_decoder(), 3, 512 if quick else 4096, metrics.SSE(), 1e-3),
+        (f"image decoder n=32 N={N_img}", image_decoder(), 32, N_img, metrics.SSIM(), 1e-2),
+    ]
     for label, dec, n, N, m, eps in cases:
         dec = dec.to(device).eval()
         z = torch.randn(N, n, generator=torch.Generator().manual_seed(1)).to(device)
@@ -120,10 +144,16 @@ def _dj_cases(device, quick):
             # float32 finite differences: relative to each entry, with a floor at the largest
             assert_close(got, want, 2e-3, 2e-3 * want.abs().max().item(), f"dj_prime {label}")
 
-        out.append(Case(f"dj_prime {m.name}", label if "N=" in label else f"{label} N={N}", "fwd",
-                        _no_grad(lambda dec=dec, z=z, m=m, eps=eps: dj_prime(dec, z, m, eps=eps, method="forward")),
-                        {"naive loop": lambda dec=dec, z=z, m=m, eps=eps: naive_dj_prime(dec, z, m, eps)},
-                        check))
+        out.append(
+            Case(
+                f"dj_prime {m.name}",
+                label if "N=" in label else f"{label} N={N}",
+                "fwd",
+                _no_grad(lambda dec=dec, z=z, m=m, eps=eps: dj_prime(dec, z, m, eps=eps, method="forward")),
+                {"naive loop": lambda dec=dec, z=z, m=m, eps=eps: naive_dj_prime(dec, z, m, eps)},
+                check,
+            )
+        )
     return out
 
 

@@ -74,8 +74,17 @@ def cases(device: str, quick: bool, compile_baselines: bool, fused_gdn=None) -> 
             if layer is not None:
                 base["compressai"] = lambda layer=layer, x=x: layer(x)
             base["GEMM floor"] = lambda rows=rows, mix=mix: torch.mm(rows, mix)
-            out.append(Case(name, size, "fwd", lambda fused=fused, x=x, beta=beta, gamma=gamma: fused(x, beta, gamma),
-                            {k: _no_grad(v) for k, v in base.items()}, check_fwd, bytes=2 * elt))
+            out.append(
+                Case(
+                    name,
+                    size,
+                    "fwd",
+                    lambda fused=fused, x=x, beta=beta, gamma=gamma: fused(x, beta, gamma),
+                    {k: _no_grad(v) for k, v in base.items()},
+                    check_fwd,
+                    bytes=2 * elt,
+                )
+            )
 
             # forward + backward w.r.t. x, beta and gamma
             xr, br, gr = (t.clone().requires_grad_() for t in (x, beta, gamma))
@@ -93,12 +102,24 @@ def cases(device: str, quick: bool, compile_baselines: bool, fused_gdn=None) -> 
                 bb["compile"] = fwd_bwd(lambda a, b, g, inverse=inverse: compiled(a, b, g, inverse), inputs, gy)
             if layer is not None:
                 lx = x.clone().requires_grad_()
-                bb["compressai"] = fwd_bwd(lambda a, *_params, layer=layer: layer(a),
-                                           (lx,) + tuple(layer.parameters()), gy)
-            bb["GEMM floor"] = _no_grad(lambda rows=rows, mix=mix: (torch.mm(rows, mix), torch.mm(rows.t(), rows),
-                                                                  torch.mm(rows, mix)))
-            out.append(Case(name, size, "fwd+bwd", fwd_bwd(fused, inputs, gy), bb, check_bwd, bytes=5 * elt,
-                            notes="gradients to x, beta, gamma"))
+                bb["compressai"] = fwd_bwd(
+                    lambda a, *_params, layer=layer: layer(a), (lx,) + tuple(layer.parameters()), gy
+                )
+            bb["GEMM floor"] = _no_grad(
+                lambda rows=rows, mix=mix: (torch.mm(rows, mix), torch.mm(rows.t(), rows), torch.mm(rows, mix))
+            )
+            out.append(
+                Case(
+                    name,
+                    size,
+                    "fwd+bwd",
+                    fwd_bwd(fused, inputs, gy),
+                    bb,
+                    check_bwd,
+                    bytes=5 * elt,
+                    notes="gradients to x, beta, gamma",
+                )
+            )
     return out
 
 
@@ -106,4 +127,5 @@ def _no_grad(fn):
     def run():
         with torch.no_grad():
             return fn()
+
     return run

@@ -40,6 +40,7 @@ def _no_grad(fn):
     def run():
         with torch.no_grad():
             return fn()
+
     return run
 
 
@@ -61,15 +62,17 @@ def _baselines_ms(compiled):
 def _baselines_l1(compiled):
     b = {
         # the same "same" padding as ssim_l1_loss's default: the same work
-        "fused 1-ssim + eager L1": lambda a, b: ((1 - W_SSIM) * _l1(a, b)
-                                                 + W_SSIM * one_minus_ssim(a, b, padding="same")),
+        "fused 1-ssim + eager L1": lambda a, b: (
+            (1 - W_SSIM) * _l1(a, b) + W_SSIM * one_minus_ssim(a, b, padding="same")
+        ),
         "eager": lambda a, b: ref.ssim_l1_loss(a, b, ssim_weight=W_SSIM),
     }
     if compiled is not None:
         b["compile"] = lambda a, b: compiled(a, b)
     if _pm is not None:
         b["pytorch_msssim ssim + L1"] = lambda a, b: (
-            (1 - W_SSIM) * _l1(a, b) + W_SSIM * (1 - _pm.ssim(a, b, data_range=1.0, size_average=False)))
+            (1 - W_SSIM) * _l1(a, b) + W_SSIM * (1 - _pm.ssim(a, b, data_range=1.0, size_average=False))
+        )
     return b
 
 
@@ -97,9 +100,18 @@ def _cases_for(op, fused, reference, baselines, sizes, device, flops):
             with torch.no_grad():
                 assert_close(fused(x, y), reference(x.double(), y.double()), 0, 1e-5, op)
 
-        out.append(Case(op, size, "fwd", _no_grad(lambda x=x, y=y: fused(x, y)),
-                        {k: _no_grad(lambda f=f, x=x, y=y: f(x, y)) for k, f in baselines.items()},
-                        check_fwd, bytes=2 * elt, flops=flops(N, C, H, W, 5)))
+        out.append(
+            Case(
+                op,
+                size,
+                "fwd",
+                _no_grad(lambda x=x, y=y: fused(x, y)),
+                {k: _no_grad(lambda f=f, x=x, y=y: f(x, y)) for k, f in baselines.items()},
+                check_fwd,
+                bytes=2 * elt,
+                flops=flops(N, C, H, W, 5),
+            )
+        )
 
         xr, yr = x.clone().requires_grad_(), y.clone().requires_grad_()
         gy = torch.rand(N, device=device)
@@ -111,18 +123,35 @@ def _cases_for(op, fused, reference, baselines, sizes, device, flops):
             scale = max(w.abs().max().item() for w in want)
             assert_close(got, want, 0, 1e-4 * scale, f"{op} grads")
 
-        out.append(Case(op, size, "fwd+bwd", fwd_bwd(fused, (xr, yr), gy),
-                        {k: fwd_bwd(f, (xr, yr), gy) for k, f in baselines.items()},
-                        check_bwd, bytes=6 * elt, flops=flops(N, C, H, W, 10)))
+        out.append(
+            Case(
+                op,
+                size,
+                "fwd+bwd",
+                fwd_bwd(fused, (xr, yr), gy),
+                {k: fwd_bwd(f, (xr, yr), gy) for k, f in baselines.items()},
+                check_bwd,
+                bytes=6 * elt,
+                flops=flops(N, C, H, W, 10),
+            )
+        )
     return out
 
 
 def cases(device: str, quick: bool, compile_baselines: bool) -> list[Case]:
     sizes = [(2, 3, 176, 176)] if quick else [(4, 3, 256, 256), (16, 3, 256, 256), (4, 3, 512, 768)]
     c_ms = torch.compile(ref.ms_ssim, dynamic=False) if compile_baselines else None
-    c_l1 = torch.compile(lambda a, b: ref.ssim_l1_loss(a, b, ssim_weight=W_SSIM), dynamic=False) \
-        if compile_baselines else None
-    return (_cases_for("ms_ssim", ops.ms_ssim, ref.ms_ssim, _baselines_ms(c_ms), sizes, device, _ms_flops)
-            + _cases_for("ssim_l1_loss", lambda a, b: ops.ssim_l1_loss(a, b, ssim_weight=W_SSIM),
-                         lambda a, b: ref.ssim_l1_loss(a, b, ssim_weight=W_SSIM), _baselines_l1(c_l1),
-                         sizes, device, _l1_flops))
+    c_l1 = (
+        torch.compile(lambda a, b: ref.ssim_l1_loss(a, b, ssim_weight=W_SSIM), dynamic=False)
+        if compile_baselines
+        else None
+    )
+    return _cases_for("ms_ssim", ops.ms_ssim, ref.ms_ssim, _baselines_ms(c_ms), sizes, device, _ms_flops) + _cases_for(
+        "ssim_l1_loss",
+        lambda a, b: ops.ssim_l1_loss(a, b, ssim_weight=W_SSIM),
+        lambda a, b: ref.ssim_l1_loss(a, b, ssim_weight=W_SSIM),
+        _baselines_l1(c_l1),
+        sizes,
+        device,
+        _l1_flops,
+    )

@@ -60,6 +60,7 @@ def _no_grad(fn):
     def run():
         with torch.no_grad():
             return fn()
+
     return run
 
 
@@ -82,9 +83,18 @@ def _ssim_cases(device, quick, compiled):
             base["compile"] = lambda x=x, y=y: compiled(x, y)
         if _ms_ssim is not None:
             base["pytorch_msssim"] = lambda x=x, y=y: _ms_ssim(x, y, data_range=1, size_average=False)
-        out.append(Case("ssim", size, "fwd", _no_grad(lambda x=x, y=y: ops.ssim(x, y)),
-                        {k: _no_grad(v) for k, v in base.items()}, check_fwd, bytes=2 * elt,
-                        flops=filter_flops(N, C, H, W, 5)))
+        out.append(
+            Case(
+                "ssim",
+                size,
+                "fwd",
+                _no_grad(lambda x=x, y=y: ops.ssim(x, y)),
+                {k: _no_grad(v) for k, v in base.items()},
+                check_fwd,
+                bytes=2 * elt,
+                flops=filter_flops(N, C, H, W, 5),
+            )
+        )
 
         xr, yr = x.clone().requires_grad_(), y.clone().requires_grad_()
         gy = torch.rand(N, device=device)
@@ -102,8 +112,18 @@ def _ssim_cases(device, quick, compiled):
         if _ms_ssim is not None:
             bb["pytorch_msssim"] = fwd_bwd(lambda a, b: _ms_ssim(a, b, data_range=1, size_average=False), (xr, yr), gy)
         # forward reads x, y; backward reads them again and writes both gradients
-        out.append(Case("ssim", size, "fwd+bwd", fwd_bwd(ops.ssim, (xr, yr), gy), bb, check_bwd, bytes=6 * elt,
-                        flops=filter_flops(N, C, H, W, 10)))
+        out.append(
+            Case(
+                "ssim",
+                size,
+                "fwd+bwd",
+                fwd_bwd(ops.ssim, (xr, yr), gy),
+                bb,
+                check_bwd,
+                bytes=6 * elt,
+                flops=filter_flops(N, C, H, W, 10),
+            )
+        )
     return out
 
 
@@ -119,8 +139,9 @@ def _pairs_and_gram_cases(device, quick, compile_baselines):
 
     def check_pairs():
         with torch.no_grad():
-            assert_close(ops.ssim_pairs(base, others), ref.ssim_pairs(base.double(), others.double()),
-                         1e-3, 0, "ssim_pairs")
+            assert_close(
+                ops.ssim_pairs(base, others), ref.ssim_pairs(base.double(), others.double()), 1e-3, 0, "ssim_pairs"
+            )
 
     pb = {
         "eager": lambda: ref.ssim_pairs(base, others),
@@ -131,10 +152,20 @@ def _pairs_and_gram_cases(device, quick, compile_baselines):
         cp = torch.compile(ref.ssim_pairs, dynamic=False)
         pb["compile"] = lambda: cp(base, others)
     if _ms_ssim is not None:
-        pb["K x pytorch_msssim"] = lambda: [1 - _ms_ssim(base, others[:, k], data_range=1, size_average=False)
-                                            for k in range(K)]
-    out.append(Case("ssim_pairs", size, "fwd", _no_grad(lambda: ops.ssim_pairs(base, others)),
-                    {k: _no_grad(f) for k, f in pb.items()}, check_pairs, bytes=traffic))
+        pb["K x pytorch_msssim"] = lambda: [
+            1 - _ms_ssim(base, others[:, k], data_range=1, size_average=False) for k in range(K)
+        ]
+    out.append(
+        Case(
+            "ssim_pairs",
+            size,
+            "fwd",
+            _no_grad(lambda: ops.ssim_pairs(base, others)),
+            {k: _no_grad(f) for k, f in pb.items()},
+            check_pairs,
+            bytes=traffic,
+        )
+    )
 
     for diagonal in (False, True):
         name = "ssim_metric_gram" + (" diag" if diagonal else "")
@@ -142,8 +173,9 @@ def _pairs_and_gram_cases(device, quick, compile_baselines):
         def check_gram(diagonal=diagonal):
             with torch.no_grad():
                 want = ref.ssim_metric_gram(base.double(), v.double(), diagonal=diagonal)
-                assert_close(ops.ssim_metric_gram(base, v, diagonal=diagonal), want, 1e-4,
-                             1e-5 * want.abs().max().item(), name)
+                assert_close(
+                    ops.ssim_metric_gram(base, v, diagonal=diagonal), want, 1e-4, 1e-5 * want.abs().max().item(), name
+                )
 
         gb = {"eager": lambda diagonal=diagonal: ref.ssim_metric_gram(base, v, diagonal=diagonal)}
         if not diagonal:
@@ -151,9 +183,17 @@ def _pairs_and_gram_cases(device, quick, compile_baselines):
         if compile_baselines:
             cg = torch.compile(ref.ssim_metric_gram, dynamic=False)
             gb["compile"] = lambda diagonal=diagonal, cg=cg: cg(base, v, diagonal=diagonal)
-        out.append(Case(name, size, "fwd",
-                        _no_grad(lambda diagonal=diagonal: ops.ssim_metric_gram(base, v, diagonal=diagonal)),
-                        {k: _no_grad(f) for k, f in gb.items()}, check_gram, bytes=traffic))
+        out.append(
+            Case(
+                name,
+                size,
+                "fwd",
+                _no_grad(lambda diagonal=diagonal: ops.ssim_metric_gram(base, v, diagonal=diagonal)),
+                {k: _no_grad(f) for k, f in gb.items()},
+                check_gram,
+                bytes=traffic,
+            )
+        )
     return out
 
 

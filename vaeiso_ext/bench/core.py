@@ -181,11 +181,14 @@ def busy_reasons(load_before: float | None, cpu_count: int, cpu_share: float | N
     """Why the machine counts as busy (empty when quiet); an unmeasured figure is no reason."""
     reasons = []
     if load_before is not None and load_before > LOAD_PER_CORE * cpu_count:
-        reasons.append(f"1-minute load average {load_before:.2f} before the start "
-                       f"> {LOAD_PER_CORE} x {cpu_count} cores")
+        reasons.append(
+            f"1-minute load average {load_before:.2f} before the start > {LOAD_PER_CORE} x {cpu_count} cores"
+        )
     if cpu_share is not None and cpu_share < MIN_CPU_SHARE:
-        reasons.append(f"the process got {100 * cpu_share:.1f}% of the CPU time it asked for "
-                       f"while timing (< {100 * MIN_CPU_SHARE:.0f}%)")
+        reasons.append(
+            f"the process got {100 * cpu_share:.1f}% of the CPU time it asked for "
+            f"while timing (< {100 * MIN_CPU_SHARE:.0f}%)"
+        )
     return reasons
 
 
@@ -295,11 +298,18 @@ def gemm_gflops(device: str, n: int = 1024, block_s: float = BLOCK_S) -> float:
     a = torch.randn(n, n, generator=g).to(device)
     b = torch.randn(n, n, generator=g).to(device)
     ms = median_ms(lambda: torch.mm(a, b), device, block_s)
-    return 2 * n ** 3 / (ms * 1e-3) / 1e9
+    return 2 * n**3 / (ms * 1e-3) / 1e9
 
 
-def run_case(case: Case, device: str, bandwidth: float, pairs: int = PAIRS, block_s: float = BLOCK_S,
-             usage: Usage | None = None, gemm: float = 0.0) -> list[Result]:
+def run_case(
+    case: Case,
+    device: str,
+    bandwidth: float,
+    pairs: int = PAIRS,
+    block_s: float = BLOCK_S,
+    usage: Usage | None = None,
+    gemm: float = 0.0,
+) -> list[Result]:
     """Check the fused result, then time the fused implementation against each baseline in
     ``pairs`` alternating A/B pairs of blocks. A wrong fused result is a failure row, never a
     speedup. ``usage`` collects the CPU use of every timed block (for busy detection)."""
@@ -324,24 +334,51 @@ def run_case(case: Case, device: str, bandwidth: float, pairs: int = PAIRS, bloc
                 a.append(time_block(case.fused, device, fused_reps, usage, fused_faults))
                 b.append(time_block(fn, device, reps, usage, base_faults))
         except Exception as e:  # a peer or torch.compile that cannot run here is reported, not fatal
-            rows.append(Result(case.op, case.size, case.mode, name, None,
-                               status=f"error: {type(e).__name__}: {str(e).splitlines()[0][:120] if str(e) else ''}"))
+            rows.append(
+                Result(
+                    case.op,
+                    case.size,
+                    case.mode,
+                    name,
+                    None,
+                    status=f"error: {type(e).__name__}: {str(e).splitlines()[0][:120] if str(e) else ''}",
+                )
+            )
             continue
         fused_blocks += a
         ratios = [tb / ta for ta, tb in zip(a, b)]
-        rows.append(Result(case.op, case.size, case.mode, name, statistics.median(b),
-                           speedup=statistics.median(ratios), ratios=ratios, ratio_min=min(ratios),
-                           ratio_max=max(ratios), fused_ms=statistics.median(a),
-                           faults_per_call=base_faults.per_call))
+        rows.append(
+            Result(
+                case.op,
+                case.size,
+                case.mode,
+                name,
+                statistics.median(b),
+                speedup=statistics.median(ratios),
+                ratios=ratios,
+                ratio_min=min(ratios),
+                ratio_max=max(ratios),
+                fused_ms=statistics.median(a),
+                faults_per_call=base_faults.per_call,
+            )
+        )
     if not fused_blocks:  # no baseline ran: the fused implementation alone, as many blocks
         fused_blocks = [time_block(case.fused, device, fused_reps, usage, fused_faults) for _ in range(pairs)]
     fused_ms = statistics.median(fused_blocks)
     gbps = case.bytes / (fused_ms * 1e-3) / 1e9 if case.bytes else None
     gflops = case.flops / (fused_ms * 1e-3) / 1e9 if case.flops else None
-    fused_row = Result(case.op, case.size, case.mode, "fused", fused_ms, gbps=gbps,
-                       bw_fraction=(gbps / bandwidth) if gbps and bandwidth else None,
-                       gflops=gflops, gemm_fraction=(gflops / gemm) if gflops and gemm else None,
-                       faults_per_call=fused_faults.per_call)
+    fused_row = Result(
+        case.op,
+        case.size,
+        case.mode,
+        "fused",
+        fused_ms,
+        gbps=gbps,
+        bw_fraction=(gbps / bandwidth) if gbps and bandwidth else None,
+        gflops=gflops,
+        gemm_fraction=(gflops / gemm) if gflops and gemm else None,
+        faults_per_call=fused_faults.per_call,
+    )
     return [fused_row] + rows
 
 
@@ -405,9 +442,11 @@ def cache_sizes_kb() -> dict[str, int | None]:
         if not e.startswith("index"):
             continue
         try:
+
             def read(name, e=e):
                 with open(os.path.join(CACHE_DIR, e, name)) as fh:
                     return fh.read().strip()
+
             level, kind, size = int(read("level")), read("type"), read("size")
         except (OSError, ValueError):
             continue
@@ -428,9 +467,15 @@ def machine_info(device: str, allocator: str, bandwidth: float, gemm: float) -> 
     measured in the same run. On a GPU run the processor is the host's."""
     import vaeiso_ext
 
-    info = {"cpu_model": cpu_model(), "cpu_isa": vaeiso_ext.build_info()["cpu_isa"],
-            "cores": os.cpu_count() or 1, **cache_sizes_kb(), "allocator": allocator,
-            "copy_bandwidth_gbps": bandwidth, "gemm_gflops": gemm}
+    info = {
+        "cpu_model": cpu_model(),
+        "cpu_isa": vaeiso_ext.build_info()["cpu_isa"],
+        "cores": os.cpu_count() or 1,
+        **cache_sizes_kb(),
+        "allocator": allocator,
+        "copy_bandwidth_gbps": bandwidth,
+        "gemm_gflops": gemm,
+    }
     if device.startswith("cuda"):
         info["gpu"] = torch.cuda.get_device_name(device)
     return info
@@ -444,7 +489,10 @@ def _kb(v: int | None) -> str:
 
 def format_machine(m: dict) -> str:
     """One line naming the machine of a recording (see :func:`machine_info`)."""
-    return (f"machine: {m['cpu_model']}" + (f" + {m['gpu']}" if m.get("gpu") else "")
-            + f", {m['cpu_isa']} CPU kernels, {m['cores']} cores, L2 {_kb(m.get('l2_kb'))}, "
-            f"L3 {_kb(m.get('l3_kb'))}; copy bandwidth {m['copy_bandwidth_gbps']:.1f} GB/s, "
-            f"float32 GEMM {m['gemm_gflops']:.0f} GFLOP/s; allocator: {m['allocator']}")
+    return (
+        f"machine: {m['cpu_model']}"
+        + (f" + {m['gpu']}" if m.get("gpu") else "")
+        + f", {m['cpu_isa']} CPU kernels, {m['cores']} cores, L2 {_kb(m.get('l2_kb'))}, "
+        f"L3 {_kb(m.get('l3_kb'))}; copy bandwidth {m['copy_bandwidth_gbps']:.1f} GB/s, "
+        f"float32 GEMM {m['gemm_gflops']:.0f} GFLOP/s; allocator: {m['allocator']}"
+    )

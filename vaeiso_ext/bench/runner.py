@@ -29,37 +29,68 @@ from . import cases_distance, cases_gdn, cases_ms_ssim, cases_small, cases_ssim,
 from .core import MIN_PAIRS, copy_bandwidth_gbps, gemm_gflops, run_case
 
 # op family -> module with cases(device, quick, compile_baselines)
-CASE_FAMILIES = {"gdn": cases_gdn, "ssim": cases_ssim, "distance": cases_distance, "ms_ssim": cases_ms_ssim,
-                 "small": cases_small}
+CASE_FAMILIES = {
+    "gdn": cases_gdn,
+    "ssim": cases_ssim,
+    "distance": cases_distance,
+    "ms_ssim": cases_ms_ssim,
+    "small": cases_small,
+}
 
 
 def _parse(argv):
-    p = argparse.ArgumentParser(prog="python -m vaeiso_ext.bench", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="python -m vaeiso_ext.bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
-    p.add_argument("--quick", action="store_true",
-                   help=f"small sizes, short blocks, {core.QUICK_PAIRS} pairs, no torch.compile baselines "
-                        "(a smoke run)")
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help=f"small sizes, short blocks, {core.QUICK_PAIRS} pairs, no torch.compile baselines (a smoke run)",
+    )
     p.add_argument("--json", metavar="PATH", help="write all results to this JSON file (refused on a busy machine)")
-    p.add_argument("--allow-busy", action="store_true",
-                   help="write the --json recording even when the machine was busy, marked \"busy\": true")
+    p.add_argument(
+        "--allow-busy",
+        action="store_true",
+        help='write the --json recording even when the machine was busy, marked "busy": true',
+    )
     p.add_argument("--threads", type=int, default=None, help="CPU threads (torch.set_num_threads)")
-    p.add_argument("--pairs", type=int, default=None,
-                   help=f"A/B pairs per baseline (at least {MIN_PAIRS}; default {core.PAIRS}, "
-                        f"{core.QUICK_PAIRS} with --quick)")
-    p.add_argument("--only", metavar="OP", action="append",
-                   help=f"run only these op families (repeatable): {', '.join(CASE_FAMILIES)}")
+    p.add_argument(
+        "--pairs",
+        type=int,
+        default=None,
+        help=f"A/B pairs per baseline (at least {MIN_PAIRS}; default {core.PAIRS}, {core.QUICK_PAIRS} with --quick)",
+    )
+    p.add_argument(
+        "--only",
+        metavar="OP",
+        action="append",
+        help=f"run only these op families (repeatable): {', '.join(CASE_FAMILIES)}",
+    )
     p.add_argument("--no-compile", action="store_true", help="skip the torch.compile baselines")
-    p.add_argument("--steady-allocator", action="store_true",
-                   help="fix glibc malloc's thresholds first (mmap above 1 GiB, no trimming): every "
-                        "implementation in a long run's steady state; default: the allocator as a "
-                        "user's process has it")
+    p.add_argument(
+        "--steady-allocator",
+        action="store_true",
+        help="fix glibc malloc's thresholds first (mmap above 1 GiB, no trimming): every "
+        "implementation in a long run's steady state; default: the allocator as a "
+        "user's process has it",
+    )
     p.add_argument("--table", metavar="PATH", help="print the table of a recorded JSON file and exit (no timing)")
     return p.parse_args(argv)
 
 
-def run(device="cpu", quick=False, threads=None, only=None, compile_baselines=True, overrides=None,
-        progress=True, pairs=None, load_before=None, allocator=None) -> dict:
+def run(
+    device="cpu",
+    quick=False,
+    threads=None,
+    only=None,
+    compile_baselines=True,
+    overrides=None,
+    progress=True,
+    pairs=None,
+    load_before=None,
+    allocator=None,
+) -> dict:
     """Run the benchmark and return the JSON-ready report. ``overrides`` maps a family to keyword
     arguments for its ``cases()`` (the test hook that injects a wrong kernel). ``load_before`` is
     the load average read before the start (read here when not given); ``allocator`` describes
@@ -106,8 +137,11 @@ def run(device="cpu", quick=False, threads=None, only=None, compile_baselines=Tr
 
     return {
         "device": device,
-        "device_name": (torch.cuda.get_device_name(device) if device.startswith("cuda")
-                        else platform.processor() or platform.machine()),
+        "device_name": (
+            torch.cuda.get_device_name(device)
+            if device.startswith("cuda")
+            else platform.processor() or platform.machine()
+        ),
         "threads": torch.get_num_threads(),
         "torch": torch.__version__,
         "build": vaeiso_ext.build_info(),
@@ -122,8 +156,12 @@ def run(device="cpu", quick=False, threads=None, only=None, compile_baselines=Tr
         "load_before": load_before,
         "load_after": load_after,
         "cpu_share": usage.share,
-        "timing": {"blocks": usage.blocks, "wall_s": usage.wall_s, "cpu_s": usage.cpu_s,
-                   "run_queue_wait_s": usage.wait_s},
+        "timing": {
+            "blocks": usage.blocks,
+            "wall_s": usage.wall_s,
+            "cpu_s": usage.cpu_s,
+            "run_queue_wait_s": usage.wait_s,
+        },
         "busy": bool(reasons),
         "busy_reasons": reasons,
         "results": [asdict(r) for r in rows],
@@ -139,8 +177,7 @@ def busy_warning(report: dict) -> str | None:
     if not report.get("busy"):
         return None
     why = "; ".join(report.get("busy_reasons") or ["marked busy"])
-    return (f"> **WARNING: recorded on a busy machine** ({why}): these figures are the machine's, "
-            "not the code's.")
+    return f"> **WARNING: recorded on a busy machine** ({why}): these figures are the machine's, not the code's."
 
 
 def format_header(report: dict) -> str:
@@ -148,14 +185,18 @@ def format_header(report: dict) -> str:
     share = report.get("cpu_share")
     load = lambda v: "n/a" if v is None else f"{v:.2f}"  # noqa: E731
     lines = [core.format_machine(report["machine"])] if report.get("machine") else []
-    lines += [f"vaeiso_ext.bench on {report['device']} ({report['device_name']}), "
-             f"{report['threads']} threads, torch {report['torch']}, "
-             f"copy bandwidth {report['copy_bandwidth_gbps']:.1f} GB/s"
-             + (f", float32 GEMM {report['gemm_gflops']:.0f} GFLOP/s" if report.get("gemm_gflops") else "")]
+    lines += [
+        f"vaeiso_ext.bench on {report['device']} ({report['device_name']}), "
+        f"{report['threads']} threads, torch {report['torch']}, "
+        f"copy bandwidth {report['copy_bandwidth_gbps']:.1f} GB/s"
+        + (f", float32 GEMM {report['gemm_gflops']:.0f} GFLOP/s" if report.get("gemm_gflops") else "")
+    ]
     if "load_before" in report:
-        lines.append(f"load average {load(report['load_before'])} before, {load(report['load_after'])} after "
-                     f"({report['cpu_count']} cores); CPU share while timing "
-                     + ("n/a" if share is None else f"{100 * share:.1f}%"))
+        lines.append(
+            f"load average {load(report['load_before'])} before, {load(report['load_after'])} after "
+            f"({report['cpu_count']} cores); CPU share while timing "
+            + ("n/a" if share is None else f"{100 * share:.1f}%")
+        )
     if report.get("allocator") and not report.get("machine"):  # a recording made before the machine line
         lines.append(report["allocator"] + " (the same steady state for every implementation)")
     pairs = f"median of {report['pairs']} A/B pairs (min-max over the pairs)" if "pairs" in report else "medians"
@@ -175,20 +216,30 @@ def format_table(report: dict) -> str:
             impls.append(r["impl"])
     # GFLOP/s columns only when some case counts its FLOPs (compute-bound ops)
     compute = any(r.get("gflops") for r in report["results"])
-    head = (["op", "size", "mode", "fused ms", "GB/s", "% copy bw"] + (["GFLOP/s", "% GEMM"] if compute else [])
-            + [f"vs {i}" for i in impls])
+    head = (
+        ["op", "size", "mode", "fused ms", "GB/s", "% copy bw"]
+        + (["GFLOP/s", "% GEMM"] if compute else [])
+        + [f"vs {i}" for i in impls]
+    )
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for (op, size, mode), g in groups.items():
         f = g.get("fused", {})
         if f.get("status", "ok") != "ok":
             cells = [op, size, mode, f["status"], "", ""] + (["", ""] if compute else []) + ["" for _ in impls]
         else:
-            cells = [op, size, mode, f"{f['median_ms']:.3f}",
-                     f"{f['gbps']:.1f}" if f.get("gbps") else "",
-                     f"{100 * f['bw_fraction']:.0f}%" if f.get("bw_fraction") else ""]
+            cells = [
+                op,
+                size,
+                mode,
+                f"{f['median_ms']:.3f}",
+                f"{f['gbps']:.1f}" if f.get("gbps") else "",
+                f"{100 * f['bw_fraction']:.0f}%" if f.get("bw_fraction") else "",
+            ]
             if compute:
-                cells += [f"{f['gflops']:.1f}" if f.get("gflops") else "",
-                          f"{100 * f['gemm_fraction']:.0f}%" if f.get("gemm_fraction") else ""]
+                cells += [
+                    f"{f['gflops']:.1f}" if f.get("gflops") else "",
+                    f"{100 * f['gemm_fraction']:.0f}%" if f.get("gemm_fraction") else "",
+                ]
             for i in impls:
                 b = g.get(i)
                 if b is None:
@@ -221,8 +272,12 @@ def format_faults(report: dict) -> str | None:
         if r["impl"] != "fused" and r["impl"] not in impls:
             impls.append(r["impl"])
     head = ["op", "size", "mode", "fused"] + impls
-    lines = ["minor page faults per call (" + (report.get("allocator") or "allocator not recorded") + ")", "",
-             "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    lines = [
+        "minor page faults per call (" + (report.get("allocator") or "allocator not recorded") + ")",
+        "",
+        "| " + " | ".join(head) + " |",
+        "|" + "---|" * len(head),
+    ]
     for (op, size, mode), g in groups.items():
         cells = [op, size, mode]
         for i in ["fused"] + impls:
@@ -238,9 +293,11 @@ def _error(msg: str) -> int:
 
 
 def _refusal(reasons: list[str], path: str, ran: bool) -> str:
-    return (f"--json refused, the machine is busy ({'; '.join(reasons)}): "
-            f"{'nothing written to' if ran else 'nothing run and nothing written to'} {path}; "
-            "record when `uptime` shows a quiet machine, or pass --allow-busy to write it marked busy")
+    return (
+        f"--json refused, the machine is busy ({'; '.join(reasons)}): "
+        f"{'nothing written to' if ran else 'nothing run and nothing written to'} {path}; "
+        "record when `uptime` shows a quiet machine, or pass --allow-busy to write it marked busy"
+    )
 
 
 def main(argv=None) -> int:
@@ -269,8 +326,16 @@ def main(argv=None) -> int:
         policy = core.steady_allocator()
         if policy is None:
             return _error("--steady-allocator: fixing malloc's thresholds needs glibc (Linux); run without it")
-    report = run(args.device, args.quick, args.threads, args.only, not args.no_compile,
-                 pairs=args.pairs, load_before=load_before, allocator=policy)
+    report = run(
+        args.device,
+        args.quick,
+        args.threads,
+        args.only,
+        not args.no_compile,
+        pairs=args.pairs,
+        load_before=load_before,
+        allocator=policy,
+    )
     print("\n" + format_header(report) + "\n")
     print(format_table(report))
     if args.json:

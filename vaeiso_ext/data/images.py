@@ -13,8 +13,15 @@ from torch import Tensor
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm")
 
 # Colour photographs bundled with scikit-image (no download needed).
-SKIMAGE_PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "immunohistochemistry",
-                  "hubble_deep_field", "stereo_motorcycle")
+SKIMAGE_PHOTOS = (
+    "astronaut",
+    "chelsea",
+    "coffee",
+    "rocket",
+    "immunohistochemistry",
+    "hubble_deep_field",
+    "stereo_motorcycle",
+)
 
 
 def _pil_to_rgb01(im) -> np.ndarray:
@@ -52,14 +59,18 @@ def _resize(rgb: np.ndarray, size: int) -> Tensor:
     """(side, side, 3) float in [0, 1] -> (3, size, size), bicubic with antialiasing."""
     t = torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1)[None].float()
     if t.shape[-1] != size:
-        t = torch.nn.functional.interpolate(t, size=(size, size), mode="bicubic", antialias=True,
-                                            align_corners=False)
+        t = torch.nn.functional.interpolate(t, size=(size, size), mode="bicubic", antialias=True, align_corners=False)
     return t[0]
 
 
-def load_image_folder(path: str | os.PathLike, size: int = 64, crop: int | None = None,
-                      limit: int | None = None, skip_unreadable: bool = False,
-                      report: dict | None = None) -> Tensor:
+def load_image_folder(
+    path: str | os.PathLike,
+    size: int = 64,
+    crop: int | None = None,
+    limit: int | None = None,
+    skip_unreadable: bool = False,
+    report: dict | None = None,
+) -> Tensor:
     """Load every image in ``path`` as a centred square crop resized to ``size`` x ``size``.
 
     Args:
@@ -105,9 +116,10 @@ def load_image_folder(path: str | os.PathLike, size: int = 64, crop: int | None 
         if side > min(w, h) or side < size:
             raise ValueError(
                 f"image {f} is {w}x{h}: too small for a {side}x{side} crop resized to "
-                f"{size}x{size} (the crop must fit in the image and be at least {size})")
+                f"{size}x{size} (the crop must fit in the image and be at least {size})"
+            )
         left, top = (w - side) // 2, (h - side) // 2
-        out.append(_resize(rgb[top:top + side, left:left + side], size))
+        out.append(_resize(rgb[top : top + side, left : left + side], size))
     if report is not None:
         report.update(loaded=len(out), skipped=len(skipped), skipped_files=skipped)
     if not out:
@@ -153,16 +165,22 @@ class RandomCrops:
     the world size is not needed; rank 0 is the single-process stream.
     """
 
-    def __init__(self, photos: list[np.ndarray] | None = None, size: int = 64, epoch_size: int = 6400,
-                 min_scale: float = 0.125, seed: int = 0, rank: int = 0):
+    def __init__(
+        self,
+        photos: list[np.ndarray] | None = None,
+        size: int = 64,
+        epoch_size: int = 6400,
+        min_scale: float = 0.125,
+        seed: int = 0,
+        rank: int = 0,
+    ):
         if isinstance(rank, bool) or not isinstance(rank, int):
             raise TypeError(f"RandomCrops: rank: expected an int, got {type(rank).__name__}")
         if rank < 0:
             raise ValueError(f"RandomCrops: rank: expected an int >= 0, got {rank}")
         self.rank = rank
         photos = skimage_photos() if photos is None else photos
-        self.photos = [torch.from_numpy(np.ascontiguousarray(p, dtype=np.float32)).permute(2, 0, 1)
-                       for p in photos]
+        self.photos = [torch.from_numpy(np.ascontiguousarray(p, dtype=np.float32)).permute(2, 0, 1) for p in photos]
         if not self.photos or min(min(p.shape[1:]) for p in self.photos) < size:
             raise ValueError(f"RandomCrops: every photograph must be at least {size}x{size}")
         if not 0 < min_scale <= 1:
@@ -179,8 +197,7 @@ class RandomCrops:
         return (self.epoch_size, 3, self.size, self.size)
 
     def set_epoch(self, epoch: int) -> None:
-        self.generator = torch.Generator().manual_seed(
-            ((self.seed * 1_000_003 + int(epoch)) * 64 + self.rank) * 7 + 5)
+        self.generator = torch.Generator().manual_seed(((self.seed * 1_000_003 + int(epoch)) * 64 + self.rank) * 7 + 5)
 
     def to(self, device) -> "RandomCrops":
         self.device = torch.device(device)
@@ -214,10 +231,11 @@ class RandomCrops:
             lo = min(hi, max(self.size, int(round(self.min_scale * hi))))
             side = int(round(lo * (hi / lo) ** us))  # uniform in log side
             top, left = int(ux * (H - side + 1)), int(uy * (W - side + 1))
-            c = img[None, :, top:top + side, left:left + side]
+            c = img[None, :, top : top + side, left : left + side]
             if side != self.size:
-                c = torch.nn.functional.interpolate(c, size=(self.size, self.size), mode="bilinear",
-                                                    antialias=True, align_corners=False)
+                c = torch.nn.functional.interpolate(
+                    c, size=(self.size, self.size), mode="bilinear", antialias=True, align_corners=False
+                )
             out[i] = c[0].flip(-1) if uf < 0.5 else c[0]
         return out.clamp_(0.0, 1.0)
 
@@ -245,7 +263,7 @@ def skimage_crops(size: int = 64, stride: int | None = None, scales: tuple[float
             H, W = im.shape[:2]
             for top in range(0, H - size + 1, stride):
                 for left in range(0, W - size + 1, stride):
-                    crops.append(im[top:top + size, left:left + size])
+                    crops.append(im[top : top + size, left : left + size])
     if not crops:
         raise RuntimeError("no scikit-image photographs could be loaded")
     arr = np.stack(crops).astype(np.float32)

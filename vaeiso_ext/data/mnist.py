@@ -62,8 +62,7 @@ def _read_bytes(path: str) -> bytes:
         with open(path, "rb") as f:
             return f.read()
     except (EOFError, zlib.error, gzip.BadGzipFile) as e:
-        raise ValueError(f"MNIST file {path}: not a complete gzip file (truncated or corrupt: "
-                         f"{e})") from None
+        raise ValueError(f"MNIST file {path}: not a complete gzip file (truncated or corrupt: {e})") from None
     except OSError as e:
         raise ValueError(f"MNIST file {path}: cannot be read ({e.strerror or e})") from None
 
@@ -78,30 +77,35 @@ def read_idx(path: str | os.PathLike, *, images: bool = True) -> np.ndarray:
     want_magic = IMAGES_MAGIC if images else LABELS_MAGIC
     what = "an images" if images else "a labels"
     if len(raw) < 4:
-        raise ValueError(f"MNIST file {path}: truncated ({len(raw)} bytes, not even the 4-byte "
-                         "magic number)")
+        raise ValueError(f"MNIST file {path}: truncated ({len(raw)} bytes, not even the 4-byte magic number)")
     magic = int.from_bytes(raw[:4], "big")
     if magic != want_magic:
-        raise ValueError(f"MNIST file {path}: bad magic number 0x{magic:08x} (expected 0x{want_magic:08x}, "
-                         f"{what} IDX file of unsigned bytes)")
+        raise ValueError(
+            f"MNIST file {path}: bad magic number 0x{magic:08x} (expected 0x{want_magic:08x}, "
+            f"{what} IDX file of unsigned bytes)"
+        )
     head = 4 + 4 * ndim
     if len(raw) < head:
-        raise ValueError(f"MNIST file {path}: truncated ({len(raw)} bytes, shorter than its "
-                         f"{head}-byte header)")
-    dims = [int.from_bytes(raw[4 + 4 * i:8 + 4 * i], "big") for i in range(ndim)]
+        raise ValueError(f"MNIST file {path}: truncated ({len(raw)} bytes, shorter than its {head}-byte header)")
+    dims = [int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim)]
     if images and dims[1:] != [MNIST_SIDE, MNIST_SIDE]:
-        raise ValueError(f"MNIST file {path}: dimensions {dims[0]} x {dims[1]} x {dims[2]}, expected "
-                         f"N x {MNIST_SIDE} x {MNIST_SIDE}")
+        raise ValueError(
+            f"MNIST file {path}: dimensions {dims[0]} x {dims[1]} x {dims[2]}, expected N x {MNIST_SIDE} x {MNIST_SIDE}"
+        )
     if dims[0] < 1:
         raise ValueError(f"MNIST file {path}: holds no {'images' if images else 'labels'} (N = 0)")
     size = head + int(np.prod(dims))
     if len(raw) < size:
-        raise ValueError(f"MNIST file {path}: truncated: the header promises {dims[0]:,} "
-                         f"{'images' if images else 'labels'} ({size:,} bytes), the file holds "
-                         f"{len(raw):,} bytes")
+        raise ValueError(
+            f"MNIST file {path}: truncated: the header promises {dims[0]:,} "
+            f"{'images' if images else 'labels'} ({size:,} bytes), the file holds "
+            f"{len(raw):,} bytes"
+        )
     if len(raw) > size:
-        raise ValueError(f"MNIST file {path}: wrong size: {len(raw):,} bytes where the header "
-                         f"({' x '.join(map(str, dims))}) makes {size:,}")
+        raise ValueError(
+            f"MNIST file {path}: wrong size: {len(raw):,} bytes where the header "
+            f"({' x '.join(map(str, dims))}) makes {size:,}"
+        )
     return np.frombuffer(raw, dtype=np.uint8, offset=head).reshape(dims)
 
 
@@ -121,8 +125,10 @@ def _pixels(a: np.ndarray, where: str) -> Tensor:
     if a.ndim == 2 and a.shape[1] == MNIST_SIDE * MNIST_SIDE:
         a = a.reshape(-1, MNIST_SIDE, MNIST_SIDE)
     if a.ndim != 3 or a.shape[1:] != (MNIST_SIDE, MNIST_SIDE) or a.shape[0] < 1:
-        raise ValueError(f"{where}: dimensions {' x '.join(map(str, a.shape))}, expected "
-                         f"N x {MNIST_SIDE} x {MNIST_SIDE} (or N x {MNIST_SIDE * MNIST_SIDE}) with N >= 1")
+        raise ValueError(
+            f"{where}: dimensions {' x '.join(map(str, a.shape))}, expected "
+            f"N x {MNIST_SIDE} x {MNIST_SIDE} (or N x {MNIST_SIDE * MNIST_SIDE}) with N >= 1"
+        )
     return torch.from_numpy(a.reshape(a.shape[0], -1).astype(np.float32) / 255.0)
 
 
@@ -141,12 +147,12 @@ def _read_npz(path: str) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np.
         with np.load(path, allow_pickle=False) as z:
             missing = [k for k in ("x_train", "x_test") if k not in z.files]
             if missing:
-                raise ValueError(f"MNIST file {path}: no {' or '.join(missing)} array (it holds "
-                                 f"{', '.join(z.files) or 'nothing'})")
+                raise ValueError(
+                    f"MNIST file {path}: no {' or '.join(missing)} array (it holds {', '.join(z.files) or 'nothing'})"
+                )
             return tuple(z[k] if k in z.files else None for k in ("x_train", "x_test", "y_train", "y_test"))
     except (zipfile.BadZipFile, EOFError, OSError, zlib.error) as e:
-        raise ValueError(f"MNIST file {path}: not a readable .npz (truncated or corrupt: "
-                         f"{type(e).__name__})") from None
+        raise ValueError(f"MNIST file {path}: not a readable .npz (truncated or corrupt: {type(e).__name__})") from None
     except ValueError as e:
         if str(e).startswith("MNIST file"):
             raise
@@ -168,16 +174,20 @@ def mnist_files(path: str | os.PathLike) -> dict[str, str]:
     if found["train_images"] or found["test_images"]:
         for k in ("train_images", "test_images"):
             if not found[k]:
-                raise ValueError(f"MNIST folder {path}: no {_NAMES[k][0]} (raw or .gz) beside "
-                                 f"{os.path.basename(found['train_images'] or found['test_images'])}")
+                raise ValueError(
+                    f"MNIST folder {path}: no {_NAMES[k][0]} (raw or .gz) beside "
+                    f"{os.path.basename(found['train_images'] or found['test_images'])}"
+                )
         return {k: v for k, v in found.items() if v}
     npz = sorted(f for f in os.listdir(path) if f.endswith(".npz"))
     if len(npz) == 1:
         return {"npz": os.path.join(path, npz[0])}
     if npz:
         raise ValueError(f"MNIST folder {path}: several .npz files ({', '.join(npz)}); pass one of them")
-    raise ValueError(f"MNIST folder {path}: no {_NAMES['train_images'][0]} / {_NAMES['test_images'][0]} "
-                     "(raw or .gz) and no .npz file")
+    raise ValueError(
+        f"MNIST folder {path}: no {_NAMES['train_images'][0]} / {_NAMES['test_images'][0]} "
+        "(raw or .gz) and no .npz file"
+    )
 
 
 def load_mnist(path: str | os.PathLike, n_train: int = MNIST_TRAIN) -> MnistData:
@@ -195,12 +205,14 @@ def load_mnist(path: str | os.PathLike, n_train: int = MNIST_TRAIN) -> MnistData
     else:
         x_tr = _pixels(read_idx(files["train_images"]), f"MNIST file {files['train_images']}")
         x_te = _pixels(read_idx(files["test_images"]), f"MNIST file {files['test_images']}")
-        y_tr, y_te = (_labels(read_idx(files[k], images=False), x.shape[0], f"MNIST file {files[k]}")
-                      if k in files else None
-                      for k, x in (("train_labels", x_tr), ("test_labels", x_te)))
+        y_tr, y_te = (
+            _labels(read_idx(files[k], images=False), x.shape[0], f"MNIST file {files[k]}") if k in files else None
+            for k, x in (("train_labels", x_tr), ("test_labels", x_te))
+        )
         used = list(files.values())
-        where = (f"MNIST IDX files in {os.fspath(path)}: "
-                 + ", ".join(os.path.basename(files[k]) for k in _NAMES if k in files))
+        where = f"MNIST IDX files in {os.fspath(path)}: " + ", ".join(
+            os.path.basename(files[k]) for k in _NAMES if k in files
+        )
     n_file = int(x_tr.shape[0])
     k = min(n_train, n_file)
     if k < n_file:

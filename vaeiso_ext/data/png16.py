@@ -30,8 +30,8 @@ def read_png16(data: bytes) -> np.ndarray:
         raise ValueError("not a 16-bit RGB/RGBA PNG")
     pos, idat, ihdr = 8, [], None
     while pos + 8 <= len(data):
-        (length,), kind = struct.unpack(">I", data[pos:pos + 4]), data[pos + 4:pos + 8]
-        body = data[pos + 8:pos + 8 + length]
+        (length,), kind = struct.unpack(">I", data[pos : pos + 4]), data[pos + 4 : pos + 8]
+        body = data[pos + 8 : pos + 8 + length]
         if len(body) != length:
             raise ValueError("truncated PNG chunk")
         if kind == b"IHDR":

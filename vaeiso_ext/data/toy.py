@@ -222,8 +222,9 @@ def random_basis(dim: int, k: int, generator: torch.Generator) -> Tensor:
     return q * torch.sign(torch.diagonal(r)).unsqueeze(0)
 
 
-def make_toy(name: str = "mix", n_train: int = 50_000, n_test: int = 10_000, *, dim: int = 16,
-             seed: int = 0) -> ToyData:
+def make_toy(
+    name: str = "mix", n_train: int = 50_000, n_test: int = 10_000, *, dim: int = 16, seed: int = 0
+) -> ToyData:
     """Build the toy dataset ``name`` deterministically from ``seed``.
 
     The training set is 50,000 samples as in the paper; the held-out set (``n_test``) is drawn
@@ -236,9 +237,14 @@ def make_toy(name: str = "mix", n_train: int = 50_000, n_test: int = 10_000, *, 
     comps = toy_components(name)
     g = torch.Generator().manual_seed(int(seed))
     basis = random_basis(dim, 3, g)
-    data = ToyData(name.lower(), comps, basis, *([None] * 6), seed=int(seed),
-                   config={"dataset": name.lower(), "n_train": n_train, "n_test": n_test,
-                           "dim": dim, "data_seed": int(seed)})
+    data = ToyData(
+        name.lower(),
+        comps,
+        basis,
+        *([None] * 6),
+        seed=int(seed),
+        config={"dataset": name.lower(), "n_train": n_train, "n_test": n_test, "dim": dim, "data_seed": int(seed)},
+    )
     data.x_train, data.s_train = data.sample(n_train, g)
     data.x_test, data.s_test = data.sample(n_test, g)
     data.logp_train = log_prob_sources(comps, data.s_train)

@@ -38,5 +38,4 @@ def analyze_checkpoint(path: str, out: str | None = None, **kwargs) -> dict:
     return exps[name].analyze(ck, desc, checkpoint_path(path), out, **kwargs)
 
 
-__all__ = ["CHECKPOINT", "Config", "Experiment", "UsageError", "analyze_checkpoint", "experiments",
-           "read_run"]
+__all__ = ["CHECKPOINT", "Config", "Experiment", "UsageError", "analyze_checkpoint", "experiments", "read_run"]

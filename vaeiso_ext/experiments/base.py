@@ -15,10 +15,19 @@ from typing import Any
 
 import torch
 
-from ..train import (CheckpointError, TrainConfig, TrainingDiverged, check_world, checkpoint_steps, launch_info,
-                     load_checkpoint, train)
+from ..train import (
+    CheckpointError,
+    TrainConfig,
+    TrainingDiverged,
+    check_world,
+    checkpoint_steps,
+    launch_info,
+    load_checkpoint,
+    train,
+)
 from .config import Config, UsageError, differing_fields, option_name, positive_int
 from .runs import CHECKPOINT, LAYOUT, clear_run, folder_run, plural, trained_summary, trained_text
+
 
 class Experiment:
     """One experiment: its config, data, model, metric, analysis and outputs. Subclasses set the
@@ -28,7 +37,7 @@ class Experiment:
     name: str = ""
     help: str = ""
     description: str = ""
-    order: int = 100                # position in ``reproduce --help``
+    order: int = 100  # position in ``reproduce --help``
     config_cls: type[Config] = Config
     # name -> (help, field overrides); "quick" becomes --quick, all of them --preset NAME
     presets: dict[str, tuple[str, dict]] = {}
@@ -48,27 +57,36 @@ class Experiment:
             flag = option_name(f)
             default = getattr(defaults, f.name)
             if f.type in (bool, "bool"):
-                g.add_argument(flag, dest=f.name, action="store_const", const=True, default=None,
-                               help=md["help"])
+                g.add_argument(flag, dest=f.name, action="store_const", const=True, default=None, help=md["help"])
                 continue
-            shown = "" if default is None else f" (default {default:g})" if isinstance(default, float) \
+            shown = (
+                ""
+                if default is None
+                else f" (default {default:g})"
+                if isinstance(default, float)
                 else f" (default {default})"
-            g.add_argument(flag, dest=f.name, default=None, type=md["type"], choices=md["choices"],
-                           metavar=md["metavar"], help=md["help"] + shown)
+            )
+            g.add_argument(
+                flag,
+                dest=f.name,
+                default=None,
+                type=md["type"],
+                choices=md["choices"],
+                metavar=md["metavar"],
+                help=md["help"] + shown,
+            )
         if "quick" in self.presets:
             g.add_argument("--quick", action="store_true", help=self.presets["quick"][0])
         named = sorted(set(self.presets) - {"quick"})  # --quick is the one way to ask for "quick"
         if named:
-            g.add_argument("--preset", choices=named,
-                           help="; ".join(f"{k}: {self.presets[k][0]}" for k in named))
+            g.add_argument("--preset", choices=named, help="; ".join(f"{k}: {self.presets[k][0]}" for k in named))
         self.add_run_arguments(p)
 
     @staticmethod
     def add_run_arguments(p: argparse.ArgumentParser) -> None:
         g = p.add_argument_group("output")
         g.add_argument("--out", default=None, help="run folder (default out/<experiment>/...)")
-        g.add_argument("--resume", action="store_true",
-                       help="continue the run in OUT (refused if any setting differs)")
+        g.add_argument("--resume", action="store_true", help="continue the run in OUT (refused if any setting differs)")
         g.add_argument("--overwrite", action="store_true", help="replace the run that OUT holds")
         g.add_argument("--threads", type=positive_int, default=None, help="torch CPU threads")
         g.add_argument("--no-figures", action="store_true")
@@ -98,8 +116,15 @@ class Experiment:
     def main(self, args: argparse.Namespace, echo=print) -> dict | None:
         cfg = self.config_from_args(args)
         out = args.out or self.default_out(cfg)
-        return self.reproduce(cfg, out, resume=args.resume, overwrite=args.overwrite,
-                              progress=not args.no_progress, figures=not args.no_figures, echo=echo)
+        return self.reproduce(
+            cfg,
+            out,
+            resume=args.resume,
+            overwrite=args.overwrite,
+            progress=not args.no_progress,
+            figures=not args.no_figures,
+            echo=echo,
+        )
 
     # -------------------------------------------------------------- hooks (per experiment)
 
@@ -131,8 +156,7 @@ class Experiment:
         ``eval_every`` for a held-out curve)."""
         return {}
 
-    def analyze_model(self, cfg: Config, model, data, trained: dict, *, n_samples: int | None,
-                      progress: bool) -> dict:
+    def analyze_model(self, cfg: Config, model, data, trained: dict, *, n_samples: int | None, progress: bool) -> dict:
         """The results dict (the schema of results.json)."""
         raise NotImplementedError
 
@@ -145,8 +169,10 @@ class Experiment:
 
     def suggestion(self, cfg: Config) -> str:
         """Advice after a divergence."""
-        return (f"try a smaller learning rate (--lr, now {getattr(cfg, 'lr', '?'):g}) or lambda "
-                f"(--lambda, now {getattr(cfg, 'lam', '?'):g})")
+        return (
+            f"try a smaller learning rate (--lr, now {getattr(cfg, 'lr', '?'):g}) or lambda "
+            f"(--lambda, now {getattr(cfg, 'lam', '?'):g})"
+        )
 
     # -------------------------------------------------------------- the pipeline
 
@@ -159,8 +185,9 @@ class Experiment:
             model = build_model(ck["model_config"])
             model.load_state_dict(ck["model"])
         except Exception as e:
-            raise CheckpointError(f"checkpoint {path!r}: its weights do not fit its model "
-                                  f"({type(e).__name__})") from None
+            raise CheckpointError(
+                f"checkpoint {path!r}: its weights do not fit its model ({type(e).__name__})"
+            ) from None
         return model
 
     def meta(self, cfg: Config) -> dict:
@@ -172,9 +199,16 @@ class Experiment:
         cfg.validate()
         data = self.load_data(cfg, progress)
         model = self.new_model(cfg)
-        history = train(model, self.train_x(data), self.metric(cfg), self.train_config(cfg),
-                        checkpoint=checkpoint, progress=progress, meta=self.meta(cfg),
-                        **self.train_hooks(cfg, data))
+        history = train(
+            model,
+            self.train_x(data),
+            self.metric(cfg),
+            self.train_config(cfg),
+            checkpoint=checkpoint,
+            progress=progress,
+            meta=self.meta(cfg),
+            **self.train_hooks(cfg, data),
+        )
         return model, data, history
 
     def check_folder(self, cfg: Config, out: str, *, resume: bool, overwrite: bool):
@@ -189,9 +223,11 @@ class Experiment:
         has_ck = os.path.exists(ck_path)
         if held is not None and held[1] is None and has_ck:
             # --resume would only fail on it: the way out is to start again
-            raise UsageError(f"{out!r} holds {held[0]}: it cannot be resumed; pass --overwrite"
-                             f"{' (without --resume)' if resume else ''} to replace the run, or "
-                             "choose another --out")
+            raise UsageError(
+                f"{out!r} holds {held[0]}: it cannot be resumed; pass --overwrite"
+                f"{' (without --resume)' if resume else ''} to replace the run, or "
+                "choose another --out"
+            )
         if resume:
             name = held[1]["experiment"]
             if name != self.name:
@@ -199,9 +235,11 @@ class Experiment:
             saved = self.config_cls.from_dict({k: v for k, v in held[1].items() if k != "experiment"})
             diff = differing_fields(saved, cfg, ignore=(cfg.LENGTH,))
             if diff:
-                raise UsageError(f"--resume refused: {out!r} holds a different {self.name} run; "
-                                 f"differing options: {'; '.join(diff)}. Use another --out, or "
-                                 "--overwrite (without --resume) to replace it")
+                raise UsageError(
+                    f"--resume refused: {out!r} holds a different {self.name} run; "
+                    f"differing options: {'; '.join(diff)}. Use another --out, or "
+                    "--overwrite (without --resume) to replace it"
+                )
             check_world(ck_path, load_checkpoint(ck_path), launch_info()[1], what=UsageError)
             # analysis-only options are taken as asked for now
             return replace(saved, **{k: getattr(cfg, k) for k in cfg.analysis_only()})
@@ -209,9 +247,11 @@ class Experiment:
             return cfg  # this very run asked for again: re-analysed if finished
         if held is not None:
             ours = has_ck and held[1].get("experiment") == self.name
-            raise UsageError(f"{out!r} already holds {held[0]}: pass "
-                             f"{'--resume to continue it or ' if ours else ''}--overwrite to replace "
-                             "it (or choose another --out)")
+            raise UsageError(
+                f"{out!r} already holds {held[0]}: pass "
+                f"{'--resume to continue it or ' if ours else ''}--overwrite to replace "
+                "it (or choose another --out)"
+            )
         return None
 
     def same_run(self, desc: dict | None, cfg: Config) -> bool:
@@ -225,8 +265,17 @@ class Experiment:
             return False
         return saved.training_description() == cfg.training_description()
 
-    def reproduce(self, cfg: Config, out: str, *, resume: bool = False, overwrite: bool = False,
-                  progress: bool = True, figures: bool = True, echo=print) -> dict | None:
+    def reproduce(
+        self,
+        cfg: Config,
+        out: str,
+        *,
+        resume: bool = False,
+        overwrite: bool = False,
+        progress: bool = True,
+        figures: bool = True,
+        echo=print,
+    ) -> dict | None:
         """Train (or resume), analyse and write one run into ``out``; returns the results (None
         on ranks other than 0 under torchrun). Errors are raised before anything is written."""
         t0 = time.perf_counter()
@@ -243,24 +292,39 @@ class Experiment:
             cfg = saved  # the run as it was trained (with the analysis options asked for now)
             trained = trained_summary(ck, cfg, n_train, tcfg.batch_size, fresh=self.fresh(data))
             if echo:
-                echo(f"already done: {out} holds a run that {trained_text(trained)}; "
-                     f"{plural(asked, cfg.LENGTH.rstrip('s'))} requested; re-analysing it")
+                echo(
+                    f"already done: {out} holds a run that {trained_text(trained)}; "
+                    f"{plural(asked, cfg.LENGTH.rstrip('s'))} requested; re-analysing it"
+                )
             model.eval()
         elif ck is not None and not resume:
-            raise UsageError(f"{out!r} holds this run unfinished ({checkpoint_steps(ck, n_train):,} of "
-                             f"{tcfg.total_steps(n_train):,} Adam steps): pass --resume to continue "
-                             "it or --overwrite to start again")
+            raise UsageError(
+                f"{out!r} holds this run unfinished ({checkpoint_steps(ck, n_train):,} of "
+                f"{tcfg.total_steps(n_train):,} Adam steps): pass --resume to continue "
+                "it or --overwrite to start again"
+            )
         else:
             if overwrite and launch_info()[0] == 0:
                 clear_run(out)
             try:
-                history = train(model, self.train_x(data), self.metric(cfg), tcfg, checkpoint=ck_path,
-                                resume=ck is not None, progress=progress, meta=self.meta(cfg),
-                                kl_threshold=getattr(cfg, "kl_threshold", 0.1),
-                                **self.train_hooks(cfg, data))
+                history = train(
+                    model,
+                    self.train_x(data),
+                    self.metric(cfg),
+                    tcfg,
+                    checkpoint=ck_path,
+                    resume=ck is not None,
+                    progress=progress,
+                    meta=self.meta(cfg),
+                    kl_threshold=getattr(cfg, "kl_threshold", 0.1),
+                    **self.train_hooks(cfg, data),
+                )
             except TrainingDiverged as e:
-                kept = (f"the last good checkpoint (step {e.good_step}) is kept in {ck_path}"
-                        if e.good_step else "no checkpoint was written")
+                kept = (
+                    f"the last good checkpoint (step {e.good_step}) is kept in {ck_path}"
+                    if e.good_step
+                    else "no checkpoint was written"
+                )
                 raise UsageError(f"{e}; {kept}; {self.suggestion(cfg)}") from None
             trained = trained_summary(history, cfg, n_train, tcfg.batch_size, fresh=self.fresh(data))
         if launch_info()[0] != 0:
@@ -298,13 +362,25 @@ class Experiment:
         world = int(ck.get("world_size", 1))
         steps = checkpoint_steps(ck, int(t.get("n_train") or 1))  # n_train: old checkpoints only
         if t.get("steps") != steps or int(t.get("world_size", 1)) != world:
-            return (f"{held[0]} trained otherwise ({t.get('steps')} Adam steps in world size "
-                    f"{t.get('world_size', 1)}; this checkpoint: {steps} in world size {world})")
+            return (
+                f"{held[0]} trained otherwise ({t.get('steps')} Adam steps in world size "
+                f"{t.get('world_size', 1)}; this checkpoint: {steps} in world size {world})"
+            )
         return None
 
-    def analyze(self, ck: dict, desc: dict, checkpoint: str, out: str | None = None, *,
-                n_samples: int | None = None, overwrite: bool = False, figures: bool = True,
-                progress: bool = True, echo=print) -> dict:
+    def analyze(
+        self,
+        ck: dict,
+        desc: dict,
+        checkpoint: str,
+        out: str | None = None,
+        *,
+        n_samples: int | None = None,
+        overwrite: bool = False,
+        figures: bool = True,
+        progress: bool = True,
+        echo=print,
+    ) -> dict:
         """Re-analyse a checkpoint into ``out`` (default its folder); nothing is written before
         the analysis has finished."""
         cfg = self.config_cls.from_dict(desc)
@@ -313,13 +389,14 @@ class Experiment:
         if os.path.abspath(out) != here and not overwrite:
             other = self.other_run(out, ck, checkpoint, cfg)
             if other is not None:
-                raise UsageError(f"{out!r} already holds {other}: pass --overwrite to write this "
-                                 "analysis there (or choose another --out)")
+                raise UsageError(
+                    f"{out!r} already holds {other}: pass --overwrite to write this "
+                    "analysis there (or choose another --out)"
+                )
         data = self.load_data(cfg, progress)
         model = self.model_from_checkpoint(ck, checkpoint)
         model.eval()
-        trained = trained_summary(ck, cfg, self.n_train(data), int(ck["train"]["batch_size"]),
-                                  fresh=self.fresh(data))
+        trained = trained_summary(ck, cfg, self.n_train(data), int(ck["train"]["batch_size"]), fresh=self.fresh(data))
         res = self.analyze_model(cfg, model, data, trained, n_samples=n_samples, progress=progress)
         paths = self.write_outputs(out, res, model, data, figures=figures)
         if echo:

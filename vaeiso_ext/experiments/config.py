@@ -23,8 +23,7 @@ def _number(kind, s: str):
     try:
         return kind(s)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected {'an integer' if kind is int else 'a number'}, "
-                                         f"got {s!r}") from None
+        raise argparse.ArgumentTypeError(f"expected {'an integer' if kind is int else 'a number'}, got {s!r}") from None
 
 
 def positive_float(s: str) -> float:
@@ -49,15 +48,24 @@ positive_int = int_at_least(1)
 nonneg_int = int_at_least(0)
 
 
-def opt(default, help: str, *, flag: str | None = None, type=None, choices=None, metavar=None,
-        analysis_only: bool = False):
+def opt(
+    default, help: str, *, flag: str | None = None, type=None, choices=None, metavar=None, analysis_only: bool = False
+):
     """A config field that is also a command-line option (``--field-name`` unless ``flag``).
     ``analysis_only``: the field changes the analysis, not the training (e.g. how many held-out
     samples are analysed), so a different value never blocks ``--resume`` or the re-analysis of
     a finished run; the value asked for is used."""
-    return field(default=default, metadata={"help": help, "flag": flag, "type": type,
-                                            "choices": choices, "metavar": metavar,
-                                            "analysis_only": analysis_only})
+    return field(
+        default=default,
+        metadata={
+            "help": help,
+            "flag": flag,
+            "type": type,
+            "choices": choices,
+            "metavar": metavar,
+            "analysis_only": analysis_only,
+        },
+    )
 
 
 def option_name(f) -> str:
@@ -95,10 +103,13 @@ class Config:
         names = {f.name for f in fields(cls)}
         unknown = {k: v for k, v in d.items() if k not in names and v is not None}
         if unknown:
-            raise CheckpointError(f"the run description holds fields this version does not know: "
-                                  f"{sorted(unknown)} (written by a newer vaeiso_ext?)")
-        return cls(**{**{k: v for k, v in cls.LEGACY.items() if k not in d},
-                      **{k: v for k, v in d.items() if k in names}})
+            raise CheckpointError(
+                f"the run description holds fields this version does not know: "
+                f"{sorted(unknown)} (written by a newer vaeiso_ext?)"
+            )
+        return cls(
+            **{**{k: v for k, v in cls.LEGACY.items() if k not in d}, **{k: v for k, v in d.items() if k in names}}
+        )
 
     def length(self) -> int:
         return int(getattr(self, self.LENGTH))
@@ -119,5 +130,8 @@ def differing_fields(saved: Config, requested: Config, ignore=()) -> list[str]:
     do: they change no training), named by its command-line flag."""
     a, b = asdict(saved), asdict(requested)
     skip = set(ignore) | set(type(requested).analysis_only())
-    return [f"{option_name(f)}: {a[f.name]!r} (saved) -> {b[f.name]!r} (requested)"
-            for f in fields(requested) if f.name in a and f.name not in skip and a[f.name] != b[f.name]]
+    return [
+        f"{option_name(f)}: {a[f.name]!r} (saved) -> {b[f.name]!r} (requested)"
+        for f in fields(requested)
+        if f.name in a and f.name not in skip and a[f.name] != b[f.name]
+    ]

@@ -24,26 +24,43 @@ from .real import RealConfig, RealData, RealExperiment
 class DigitsConfig(RealConfig):
     """Everything that defines one digits run (stored in the checkpoint and results.json)."""
 
-    data: str | None = opt(None, "MNIST: a folder holding train-images-idx3-ubyte and "
-                                 "t10k-images-idx3-ubyte (raw or .gz; label files optional), or an "
-                                 ".npz with x_train / x_test (the folder holding it, or the file); "
-                                 "the first 50,000 training images train, the test images are held "
-                                 "out (default: scikit-learn's 8x8 digits upsampled to 28x28)",
-                           metavar="DIR")
+    data: str | None = opt(
+        None,
+        "MNIST: a folder holding train-images-idx3-ubyte and "
+        "t10k-images-idx3-ubyte (raw or .gz; label files optional), or an "
+        ".npz with x_train / x_test (the folder holding it, or the file); "
+        "the first 50,000 training images train, the test images are held "
+        "out (default: scikit-learn's 8x8 digits upsampled to 28x28)",
+        metavar="DIR",
+    )
     latent: int = opt(32, "latent dims", type=positive_int, metavar="N")
-    lam: float = opt(2000.0, "lambda (BCE averaged over the 784 pixels; beta = 784/lambda)",
-                     flag="--lambda", type=positive_float, metavar="L")
+    lam: float = opt(
+        2000.0,
+        "lambda (BCE averaged over the 784 pixels; beta = 784/lambda)",
+        flag="--lambda",
+        type=positive_float,
+        metavar="L",
+    )
     iterations: int = opt(50_000, "Adam steps (exactly)", type=positive_int, metavar="N")
     batch_size: int = opt(256, "batch size", type=positive_int, metavar="B")
     lr: float = opt(1e-3, "Adam learning rate", type=positive_float)
-    seed: int = opt(0, "model init, training randomness and (scikit-learn's digits) the "
-                       "train/held-out split", type=nonneg_int)
+    seed: int = opt(
+        0, "model init, training randomness and (scikit-learn's digits) the train/held-out split", type=nonneg_int
+    )
     decomposed: bool = opt(False, "objective lambda (D(x,x_breve) + D(x_breve,x_hat)) + KL")
-    n_eval: int | None = opt(None, "held-out samples analysed (default: all held out, at most 256; "
-                                   "scikit-learn's digits hold out 180)",
-                             type=int_at_least(2), metavar="N", analysis_only=True)
-    eval_every: int = opt(0, "step curve: evaluate active dims and the norm mean every N steps "
-                             "(curve.json, figures/curve.png; 0: none)", type=nonneg_int, metavar="N")
+    n_eval: int | None = opt(
+        None,
+        "held-out samples analysed (default: all held out, at most 256; scikit-learn's digits hold out 180)",
+        type=int_at_least(2),
+        metavar="N",
+        analysis_only=True,
+    )
+    eval_every: int = opt(
+        0,
+        "step curve: evaluate active dims and the norm mean every N steps (curve.json, figures/curve.png; 0: none)",
+        type=nonneg_int,
+        metavar="N",
+    )
     held_out: float = 0.1  # of scikit-learn's digits (MNIST holds out its test file)
     kl_threshold: float = 0.1
     eps: float = 1e-3
@@ -65,13 +82,19 @@ class DigitsExperiment(RealExperiment):
     name = "digits"
     order = 3
     help = "App. G: the FC VAE with BCE on 28x28 digits (MNIST files, or scikit-learn's digits)"
-    description = ("Train the App. G VAE with BCE on MNIST from your own files (--data) or on "
-                   "scikit-learn's 8x8 digits upsampled to 28x28, for an exact number of Adam "
-                   "steps, analyse it on held-out digits, and write results.json, report.md, the "
-                   "per-dim plot and a traversal grid. Nothing is downloaded.")
+    description = (
+        "Train the App. G VAE with BCE on MNIST from your own files (--data) or on "
+        "scikit-learn's 8x8 digits upsampled to 28x28, for an exact number of Adam "
+        "steps, analyse it on held-out digits, and write results.json, report.md, the "
+        "per-dim plot and a traversal grid. Nothing is downloaded."
+    )
     config_cls = DigitsConfig
-    presets = {"quick": ("400 steps, 128 samples analysed (a smoke run)",
-                         {"iterations": 400, "batch_size": 256, "n_eval": 128})}
+    presets = {
+        "quick": (
+            "400 steps, 128 samples analysed (a smoke run)",
+            {"iterations": 400, "batch_size": 256, "n_eval": 128},
+        )
+    }
     loss_name = "BCE"
     paper = {"conventional": "norms ~1 except where E[sigma^-2] < 10"}
     # BCE next to a decoder output within a denormal of 0 or 1 is infinite in float32 once
@@ -87,8 +110,9 @@ class DigitsExperiment(RealExperiment):
         return x, "scikit-learn 8x8 digits (1797), /16, bilinear to 28x28 (P = 784)"
 
     def default_out(self, cfg) -> str:
-        return os.path.join("out", "digits-mnist" if cfg.data else "digits",
-                            "decomposed" if cfg.decomposed else "conventional")
+        return os.path.join(
+            "out", "digits-mnist" if cfg.data else "digits", "decomposed" if cfg.decomposed else "conventional"
+        )
 
     def load_data(self, cfg, progress: bool) -> RealData:
         """With ``--data``: MNIST, split as in App. G (the first 50,000 training images train,
@@ -100,8 +124,12 @@ class DigitsExperiment(RealExperiment):
         t0 = time.perf_counter()
         m = load_mnist(cfg.data)  # read before any status line: a bad file is one error line
         if progress and launch_info()[0] == 0:
-            print(f"loaded MNIST: {m.train.shape[0]:,} training and {m.test.shape[0]:,} held-out images "
-                  f"... {time.perf_counter() - t0:.1f} s", file=sys.stderr, flush=True)
+            print(
+                f"loaded MNIST: {m.train.shape[0]:,} training and {m.test.shape[0]:,} held-out images "
+                f"... {time.perf_counter() - t0:.1f} s",
+                file=sys.stderr,
+                flush=True,
+            )
         return RealData(m.train, m.test, m.source, progress)
 
     def beta(self, cfg) -> float:

@@ -85,8 +85,10 @@ def run_title(results: dict, what: str) -> str:
     head = " ".join(parts)
     loss = results.get("loss_name", cfg.get("loss", "?"))
     obj = ", decomposed" if cfg.get("decomposed") else ""
-    return (f"{what}: {head}, {loss}{obj}, lambda = {float(cfg.get('lam', float('nan'))):g}, "
-            f"{t.get('steps', 0):,} steps{ep_s}")
+    return (
+        f"{what}: {head}, {loss}{obj}, lambda = {float(cfg.get('lam', float('nan'))):g}, "
+        f"{t.get('steps', 0):,} steps{ep_s}"
+    )
 
 
 def plt():
@@ -145,12 +147,26 @@ def dims_panel(ax, results: dict):
     which is returned (for the legend)."""
     dims = results["dims"]
     k = list(range(len(dims)))
-    ax.errorbar(k, [d["norm_mean"] for d in dims], yerr=[d["norm_sd"] for d in dims], fmt="o", ms=3,
-                color="tab:blue", label="norm (2/beta) sigma_j^2 D'_j: mean +- SD")
+    ax.errorbar(
+        k,
+        [d["norm_mean"] for d in dims],
+        yerr=[d["norm_sd"] for d in dims],
+        fmt="o",
+        ms=3,
+        color="tab:blue",
+        label="norm (2/beta) sigma_j^2 D'_j: mean +- SD",
+    )
     om = [d.get("one_minus_sigma2_mean") for d in dims]
     if any(v is not None for v in om):
-        ax.plot(k, [math.nan if v is None else v for v in om], "_", ms=10, mew=2, color="tab:green",
-                label="1 - sigma_j^2 (mean over x): the norm at the sigma optimum")
+        ax.plot(
+            k,
+            [math.nan if v is None else v for v in om],
+            "_",
+            ms=10,
+            mew=2,
+            color="tab:green",
+            label="1 - sigma_j^2 (mean over x): the norm at the sigma optimum",
+        )
     ax.axhline(1.0, color="gray", lw=0.8, ls="--", label="norm = 1 (isometric)")
     shade_dims(ax, k, dims, results)
     ax.set_xlabel("latent dim (index as in the table), by descending E[sigma^-2]", fontsize=8)
@@ -190,14 +206,20 @@ def rule_lines(results: dict) -> list[str]:
     dim active by KL alone may hold sigma^2 ~ 1, and its norm is then ~0 (its 1 - sigma^2)."""
     n = len(results["dims"])
     act = results.get("active_dims", results.get("n_active"))
-    lines = [f"active (KL): mean KL >= {results['kl_threshold']} nats: {act} of {n} dims; "
-             f"norm mean over them {mean_sd_text(results.get('norm_active'))}"]
+    lines = [
+        f"active (KL): mean KL >= {results['kl_threshold']} nats: {act} of {n} dims; "
+        f"norm mean over them {mean_sd_text(results.get('norm_active'))}"
+    ]
     if "informative_dims" in results:
         t = results["informative_threshold"]
-        lines.append(f"informative (E[sigma^-2] >= {t:g}): {results['informative_dims']} of {n} dims; norm mean "
-                     f"over them {mean_sd_text(results['norm_informative'])}, norm / (1 - sigma^2) "
-                     f"{mean_sd_text(results['norm_ratio_informative'])}")
-        lines.append("(theory: the norm (2/beta) sigma_j^2 D'_j equals 1 - sigma_j^2 at the sigma optimum, "
-                     "about 1 only where sigma_j^2 << 1; norm / (1 - sigma^2) is the mean of the per-sample "
-                     f"ratio over the samples with 1 - sigma^2 >= {results['ratio_floor']:g})")
+        lines.append(
+            f"informative (E[sigma^-2] >= {t:g}): {results['informative_dims']} of {n} dims; norm mean "
+            f"over them {mean_sd_text(results['norm_informative'])}, norm / (1 - sigma^2) "
+            f"{mean_sd_text(results['norm_ratio_informative'])}"
+        )
+        lines.append(
+            "(theory: the norm (2/beta) sigma_j^2 D'_j equals 1 - sigma_j^2 at the sigma optimum, "
+            "about 1 only where sigma_j^2 << 1; norm / (1 - sigma^2) is the mean of the per-sample "
+            f"ratio over the samples with 1 - sigma^2 >= {results['ratio_floor']:g})"
+        )
     return lines

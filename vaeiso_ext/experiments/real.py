@@ -18,9 +18,21 @@ import torch
 from ..train import TrainConfig, versions
 from .base import Experiment
 from .config import Config, UsageError
+from .outputs import (
+    clean,
+    dims_panel,
+    fmt,
+    legend_below,
+    md_table,
+    plt,
+    results_json,
+    rule_lines,
+    run_title,
+    save_figure,
+    training_line,
+    write_atomic,
+)
 from .runs import status
-from .outputs import (clean, dims_panel, fmt, legend_below, md_table, plt, results_json, rule_lines,
-                      run_title, save_figure, training_line, write_atomic)
 
 
 class RealConfig(Config):
@@ -93,9 +105,16 @@ class RealExperiment(Experiment):
         return data.train
 
     def train_config(self, cfg) -> TrainConfig:
-        return TrainConfig(lam=self.train_lambda(cfg), epochs=None, iterations=cfg.iterations,
-                           batch_size=cfg.batch_size, lr=cfg.lr, seed=cfg.seed, decomposed=cfg.decomposed,
-                           warmup=getattr(cfg, "warmup", 0))
+        return TrainConfig(
+            lam=self.train_lambda(cfg),
+            epochs=None,
+            iterations=cfg.iterations,
+            batch_size=cfg.batch_size,
+            lr=cfg.lr,
+            seed=cfg.seed,
+            decomposed=cfg.decomposed,
+            warmup=getattr(cfg, "warmup", 0),
+        )
 
     def train_hooks(self, cfg, data: RealData) -> dict:
         """With ``eval_every`` > 0: the step curve, one :meth:`curve_point` on the first
@@ -103,7 +122,7 @@ class RealExperiment(Experiment):
         the end (records in ``checkpoint["evals"]``)."""
         if not cfg.eval_every:
             return {}
-        x_eval = data.test[:cfg.curve_samples]
+        x_eval = data.test[: cfg.curve_samples]
 
         def evaluate(model) -> dict:
             p = self.curve_point(cfg, model, x_eval)
@@ -111,9 +130,12 @@ class RealExperiment(Experiment):
                 from tqdm.auto import tqdm
 
                 nm = "n/a" if p["norm_mean"] is None else f"{p['norm_mean']:.3f}"
-                tqdm.write(f"curve: {p['active_dims']} active dims, norm mean {nm}, "
-                           f"{p['informative_dims']} informative, KL {p['kl_total']:.2f}, "
-                           f"D(x, Dec(mu)) {p['distortion_mu']:.4f}", file=sys.stderr)
+                tqdm.write(
+                    f"curve: {p['active_dims']} active dims, norm mean {nm}, "
+                    f"{p['informative_dims']} informative, KL {p['kl_total']:.2f}, "
+                    f"D(x, Dec(mu)) {p['distortion_mu']:.4f}",
+                    file=sys.stderr,
+                )
             return p
 
         return {"evaluate": evaluate, "eval_every": cfg.eval_every}
@@ -125,19 +147,31 @@ class RealExperiment(Experiment):
         from ..analysis.latents import analyze_latents
 
         t0 = time.perf_counter()
-        ana = analyze_latents(model, x_eval, self.metric(cfg), self.beta(cfg), kl_threshold=cfg.kl_threshold,
-                              eps=cfg.eps, gram=False, chunk=16 if self.name == "images" else 64,
-                              dtype=self.curve_dtype)
+        ana = analyze_latents(
+            model,
+            x_eval,
+            self.metric(cfg),
+            self.beta(cfg),
+            kl_threshold=cfg.kl_threshold,
+            eps=cfg.eps,
+            gram=False,
+            chunk=16 if self.name == "images" else 64,
+            dtype=self.curve_dtype,
+        )
         mu, _ = model.encode(x_eval)
         dist = self.metric(cfg).distance(x_eval, model.decode(mu)).mean().item()
-        return {"active_dims": ana["active_dims"], "norm_mean": ana["norm_active"]["mean"],
-                "norm_sd": ana["norm_active"]["sd"], "informative_dims": ana["informative_dims"],
-                "norm_informative_mean": ana["norm_informative"]["mean"],
-                "kl_total": sum(d["kl"] for d in ana["dims"]),
-                "distortion_mu": dist, "eval_seconds": time.perf_counter() - t0}
+        return {
+            "active_dims": ana["active_dims"],
+            "norm_mean": ana["norm_active"]["mean"],
+            "norm_sd": ana["norm_active"]["sd"],
+            "informative_dims": ana["informative_dims"],
+            "norm_informative_mean": ana["norm_informative"]["mean"],
+            "kl_total": sum(d["kl"] for d in ana["dims"]),
+            "distortion_mu": dist,
+            "eval_seconds": time.perf_counter() - t0,
+        }
 
-    def analyze_model(self, cfg, model, data: RealData, trained: dict, *, n_samples=None,
-                      progress=True) -> dict:
+    def analyze_model(self, cfg, model, data: RealData, trained: dict, *, n_samples=None, progress=True) -> dict:
         from ..analysis.latents import analyze_latents
 
         avail = data.test.shape[0]
@@ -147,27 +181,48 @@ class RealExperiment(Experiment):
 
         want = n_samples or cfg.n_eval
         n = min(want or cfg.N_EVAL_MAX, avail)
-        n_note = (f"--n-eval {want} asks for more than the {avail} held-out samples: {n} analysed"
-                  if want is not None and want > avail else None)
+        n_note = (
+            f"--n-eval {want} asks for more than the {avail} held-out samples: {n} analysed"
+            if want is not None and want > avail
+            else None
+        )
         if n_note:  # said even with --no-progress: the run analyses less than was asked for
             print(f"note: {n_note}", file=sys.stderr, flush=True)
         cfg = replace(cfg, n_eval=n)  # results.json's config says what was analysed
         if progress:
             print(f"analysing {n} held-out samples", file=sys.stderr, flush=True)
-        ana = analyze_latents(model, data.test[:n], self.metric(cfg), self.beta(cfg),
-                              kl_threshold=cfg.kl_threshold, eps=cfg.eps, progress=progress,
-                              chunk=16 if self.name == "images" else 64)
+        ana = analyze_latents(
+            model,
+            data.test[:n],
+            self.metric(cfg),
+            self.beta(cfg),
+            kl_threshold=cfg.kl_threshold,
+            eps=cfg.eps,
+            progress=progress,
+            chunk=16 if self.name == "images" else 64,
+        )
         trained = dict(trained)
         evals = trained.pop("evals", None)
-        res = {"experiment": self.name, "config": cfg.description(), "versions": versions(),
-               "data": data.source, "loss_name": self.loss_name, "n_held_out": avail,
-               "training": trained, **ana, "paper": self.paper_for(cfg),
-               "fit": self.fit_report(cfg, model, data, ana["n_samples"])}
+        res = {
+            "experiment": self.name,
+            "config": cfg.description(),
+            "versions": versions(),
+            "data": data.source,
+            "loss_name": self.loss_name,
+            "n_held_out": avail,
+            "training": trained,
+            **ana,
+            "paper": self.paper_for(cfg),
+            "fit": self.fit_report(cfg, model, data, ana["n_samples"]),
+        }
         if n_note:
             res["n_eval_note"] = n_note
         if evals:
-            res["curve"] = {"eval_every": cfg.eval_every,
-                            "curve_samples": min(cfg.curve_samples, avail), "points": evals}
+            res["curve"] = {
+                "eval_every": cfg.eval_every,
+                "curve_samples": min(cfg.curve_samples, avail),
+                "points": evals,
+            }
         return res
 
     def fit_report(self, cfg, model, data: RealData, n: int) -> dict:
@@ -186,9 +241,12 @@ class RealExperiment(Experiment):
             n_tr = min(n, int(data.train.shape[0]))
             x_train = data.train[:n_tr]
             what = f"the first {n_tr} of the {int(data.train.shape[0])} training samples"
-        return {"seed": cfg.seed, "train_samples": what,
-                "train": fit_stats(model, x_train, metric, seed=cfg.seed, chunk=chunk),
-                "held_out": fit_stats(model, data.test[:n], metric, seed=cfg.seed, chunk=chunk)}
+        return {
+            "seed": cfg.seed,
+            "train_samples": what,
+            "train": fit_stats(model, x_train, metric, seed=cfg.seed, chunk=chunk),
+            "held_out": fit_stats(model, data.test[:n], metric, seed=cfg.seed, chunk=chunk),
+        }
 
     def summary(self, results: dict) -> str:
         return text_summary(results)
@@ -203,22 +261,33 @@ class RealExperiment(Experiment):
             paths += [p, p2]
         if "curve" in results:
             p = os.path.join(out, "curve.json")
-            write_atomic(p, json.dumps(clean({"experiment": results["experiment"], "config": results["config"],
-                                              **results["curve"]}), indent=1) + "\n")
+            write_atomic(
+                p,
+                json.dumps(
+                    clean({"experiment": results["experiment"], "config": results["config"], **results["curve"]}),
+                    indent=1,
+                )
+                + "\n",
+            )
             paths.append(p)
             if figures:
                 p = os.path.join(out, "figures", "curve.png")
                 curve_figure(results, p)
                 paths.append(p)
         cfg = results["config"]
-        md = (f"# {results['experiment']} VAE ({results['loss_name']}, "
-              f"{'decomposed' if cfg['decomposed'] else 'conventional'} objective)\n\n```\n"
-              + text_summary(results) + "\n```\n")
+        md = (
+            f"# {results['experiment']} VAE ({results['loss_name']}, "
+            f"{'decomposed' if cfg['decomposed'] else 'conventional'} objective)\n\n```\n"
+            + text_summary(results)
+            + "\n```\n"
+        )
         if figures:
-            md += ("\n![norm, 1 - sigma^2 and E[sigma^-2] per dimension](figures/dims.png)\n\n"
-                   "Traversal (like Fig. 6): one row per active latent, by descending E[sigma^-2]; "
-                   "z_j from -2 to 2, the other latents at mu(x) of the first held-out sample:\n\n"
-                   "![traversal](figures/traversal.png)\n")
+            md += (
+                "\n![norm, 1 - sigma^2 and E[sigma^-2] per dimension](figures/dims.png)\n\n"
+                "Traversal (like Fig. 6): one row per active latent, by descending E[sigma^-2]; "
+                "z_j from -2 to 2, the other latents at mu(x) of the first held-out sample:\n\n"
+                "![traversal](figures/traversal.png)\n"
+            )
         if "curve" in results:
             md += "\n## Step curve\n\n" + curve_table(results["curve"]) + "\n"
             if figures:
@@ -231,9 +300,11 @@ class RealExperiment(Experiment):
 # ------------------------------------------------------------------ outputs
 
 
-FIT_MEANING = ("A training fit clearly better than the held-out one (lower distortion) means the model "
-               "has memorised its training samples; the norms measured on held-out samples then "
-               "describe a decoder fitted to those samples rather than to the data's distribution.")
+FIT_MEANING = (
+    "A training fit clearly better than the held-out one (lower distortion) means the model "
+    "has memorised its training samples; the norms measured on held-out samples then "
+    "describe a decoder fitted to those samples rather than to the data's distribution."
+)
 
 
 def fit_lines(res: dict) -> list[str]:
@@ -241,13 +312,14 @@ def fit_lines(res: dict) -> list[str]:
     f = res.get("fit")
     if not f:
         return []
-    out = [f"fit at the end (training: {f['train_samples']}; held out: the {f['held_out']['n_samples']} "
-           "analysed; model dtype; z = mu + sigma * noise with a fixed seed, as in training):",
-           "             | D(x, x_hat), z sampled | D(x, Dec(mu)) | KL total (nats)"]
+    out = [
+        f"fit at the end (training: {f['train_samples']}; held out: the {f['held_out']['n_samples']} "
+        "analysed; model dtype; z = mu + sigma * noise with a fixed seed, as in training):",
+        "             | D(x, x_hat), z sampled | D(x, Dec(mu)) | KL total (nats)",
+    ]
     for k, name in (("train", "training"), ("held_out", "held out")):
         v = f[k]
-        out.append(f" {name:11} | {v['distortion_sampled']:22.4f} | {v['distortion_mu']:13.4f} | "
-                   f"{v['kl_total']:.2f}")
+        out.append(f" {name:11} | {v['distortion_sampled']:22.4f} | {v['distortion_mu']:13.4f} | {v['kl_total']:.2f}")
     out.append(FIT_MEANING)
     return out
 
@@ -258,56 +330,91 @@ def _opt(v, spec: str) -> str:
 
 def text_summary(res: dict) -> str:
     cfg = res["config"]
-    head = (f"{res['experiment']} ({res['loss_name']}, "
-            f"{'decomposed' if cfg['decomposed'] else 'conventional'} objective), latent {cfg['latent']}, "
-            f"lambda {cfg['lam']:g}, beta {res['beta']:.4g}; {training_line(res)}")
-    n_note = (f" (of {res['n_held_out']} held out)" if res.get("n_held_out", res["n_samples"]) > res["n_samples"]
-              else "")
-    lines = [head, f"data: {res['data']}; analysed on {res['n_samples']} held-out samples{n_note}",
-             *rule_lines(res),
-             f"isometry Gram (active dims): mean diagonal {fmt(res['gram']['diag_mean'])}, "
-             f"mean |off-diagonal| {fmt(res['gram']['offdiag_abs_mean'])}",
-             "paper: " + "; ".join(f"{k}: {v}" for k, v in res["paper"].items()),
-             "", " dim | E[sigma^-2] |   KL   | D'_j mean | norm mean (SD) | 1 - sigma^2 | norm / (1 - sigma^2) "
-                 "| active | informative",
-             "-----|-------------|--------|-----------|----------------|-------------|----------------------"
-             "|--------|------------"]
+    head = (
+        f"{res['experiment']} ({res['loss_name']}, "
+        f"{'decomposed' if cfg['decomposed'] else 'conventional'} objective), latent {cfg['latent']}, "
+        f"lambda {cfg['lam']:g}, beta {res['beta']:.4g}; {training_line(res)}"
+    )
+    n_note = f" (of {res['n_held_out']} held out)" if res.get("n_held_out", res["n_samples"]) > res["n_samples"] else ""
+    lines = [
+        head,
+        f"data: {res['data']}; analysed on {res['n_samples']} held-out samples{n_note}",
+        *rule_lines(res),
+        f"isometry Gram (active dims): mean diagonal {fmt(res['gram']['diag_mean'])}, "
+        f"mean |off-diagonal| {fmt(res['gram']['offdiag_abs_mean'])}",
+        "paper: " + "; ".join(f"{k}: {v}" for k, v in res["paper"].items()),
+        "",
+        " dim | E[sigma^-2] |   KL   | D'_j mean | norm mean (SD) | 1 - sigma^2 | norm / (1 - sigma^2) "
+        "| active | informative",
+        "-----|-------------|--------|-----------|----------------|-------------|----------------------"
+        "|--------|------------",
+    ]
     for d in res["dims"]:
-        ratio = ("-" if d.get("norm_ratio_mean") is None
-                 else f"{d['norm_ratio_mean']:.3f} ({d['norm_ratio_sd']:.3f})")
+        ratio = "-" if d.get("norm_ratio_mean") is None else f"{d['norm_ratio_mean']:.3f} ({d['norm_ratio_sd']:.3f})"
         inf = "-" if "informative" not in d else ("yes" if d["informative"] else "no")
         om = _opt(d.get("one_minus_sigma2_mean"), ".3f")
-        lines.append(f" {d['index']:3d} | {d['inv_sigma2_mean']:11.2f} | {d['kl']:6.3f} | {d['dj_mean']:9.3g} | "
-                     f"{d['norm_mean']:6.3f} ({d['norm_sd']:.3f}) | {om:>11} | "
-                     f"{ratio:>20} | {'yes' if d['active'] else 'no':6} | {inf}")
-    lines.append("(dim: the latent's index, as the figures label it; rows by descending E[sigma^-2]; "
-                 "norm / (1 - sigma^2): mean (SD) of the per-sample ratio, '-' where no sample has "
-                 "1 - sigma^2 >= the floor)")
+        lines.append(
+            f" {d['index']:3d} | {d['inv_sigma2_mean']:11.2f} | {d['kl']:6.3f} | {d['dj_mean']:9.3g} | "
+            f"{d['norm_mean']:6.3f} ({d['norm_sd']:.3f}) | {om:>11} | "
+            f"{ratio:>20} | {'yes' if d['active'] else 'no':6} | {inf}"
+        )
+    lines.append(
+        "(dim: the latent's index, as the figures label it; rows by descending E[sigma^-2]; "
+        "norm / (1 - sigma^2): mean (SD) of the per-sample ratio, '-' where no sample has "
+        "1 - sigma^2 >= the floor)"
+    )
     fl = fit_lines(res)
     if fl:
         lines += [""] + fl
     if res.get("curve"):
         c = res["curve"]
-        lines += ["", f"step curve (every {c['eval_every']} steps, {c['curve_samples']} held-out samples, "
-                      "float32 D'_j):",
-                  "   step | active | norm mean (SD) | informative | norm mean | KL total | D(x, Dec(mu))"]
+        lines += [
+            "",
+            f"step curve (every {c['eval_every']} steps, {c['curve_samples']} held-out samples, float32 D'_j):",
+            "   step | active | norm mean (SD) | informative | norm mean | KL total | D(x, Dec(mu))",
+        ]
         for p in c["points"]:
             nm = "n/a" if p["norm_mean"] is None else f"{p['norm_mean']:.3f} ({p['norm_sd']:.3f})"
-            lines.append(f" {p['step']:6d} | {p['active_dims']:6d} | {nm:>14} | {p.get('informative_dims', '-'):>11} | "
-                         f"{fmt(p.get('norm_informative_mean')):>9} | {p['kl_total']:8.2f} | "
-                         f"{p['distortion_mu']:.4f}")
+            lines.append(
+                f" {p['step']:6d} | {p['active_dims']:6d} | {nm:>14} | {p.get('informative_dims', '-'):>11} | "
+                f"{fmt(p.get('norm_informative_mean')):>9} | {p['kl_total']:8.2f} | "
+                f"{p['distortion_mu']:.4f}"
+            )
     return "\n".join(lines)
 
 
 def curve_table(curve: dict) -> str:
     """The step curve as a markdown table."""
-    rows = [[f"{p['step']:,}", str(p["active_dims"]), fmt(p["norm_mean"]), fmt(p["norm_sd"]),
-             str(p.get("informative_dims", "-")), fmt(p.get("norm_informative_mean")),
-             fmt(p["kl_total"], ".2f"), fmt(p["distortion_mu"], ".4f")] for p in curve["points"]]
-    return (f"Evaluated every {curve['eval_every']:,} Adam steps on {curve['curve_samples']} fixed held-out "
-            "samples (D'_j in float32):\n\n"
-            + md_table(["step", "active dims (KL)", "norm mean", "norm SD", "informative dims",
-                        "norm mean (informative)", "KL total (nats)", "D(x, Dec(mu))"], rows))
+    rows = [
+        [
+            f"{p['step']:,}",
+            str(p["active_dims"]),
+            fmt(p["norm_mean"]),
+            fmt(p["norm_sd"]),
+            str(p.get("informative_dims", "-")),
+            fmt(p.get("norm_informative_mean")),
+            fmt(p["kl_total"], ".2f"),
+            fmt(p["distortion_mu"], ".4f"),
+        ]
+        for p in curve["points"]
+    ]
+    return (
+        f"Evaluated every {curve['eval_every']:,} Adam steps on {curve['curve_samples']} fixed held-out "
+        "samples (D'_j in float32):\n\n"
+        + md_table(
+            [
+                "step",
+                "active dims (KL)",
+                "norm mean",
+                "norm SD",
+                "informative dims",
+                "norm mean (informative)",
+                "KL total (nats)",
+                "D(x, Dec(mu))",
+            ],
+            rows,
+        )
+    )
 
 
 def curve_figure(res: dict, path: str) -> None:
@@ -316,19 +423,36 @@ def curve_figure(res: dict, path: str) -> None:
     pts = res["curve"]["points"]
     steps = [p["step"] for p in pts]
     fig, ax = plt().subplots(figsize=(6.5, 3.4))
-    ax.plot(steps, [float("nan") if p["norm_mean"] is None else p["norm_mean"] for p in pts],
-            "o-", ms=3, label="norm mean over active dims (KL)")
+    ax.plot(
+        steps,
+        [float("nan") if p["norm_mean"] is None else p["norm_mean"] for p in pts],
+        "o-",
+        ms=3,
+        label="norm mean over active dims (KL)",
+    )
     if any("norm_informative_mean" in p for p in pts):
-        ax.plot(steps, [math.nan if p.get("norm_informative_mean") is None else p["norm_informative_mean"]
-                        for p in pts], "^-", ms=3, color="tab:green", label="norm mean over informative dims")
+        ax.plot(
+            steps,
+            [math.nan if p.get("norm_informative_mean") is None else p["norm_informative_mean"] for p in pts],
+            "^-",
+            ms=3,
+            color="tab:green",
+            label="norm mean over informative dims",
+        )
     ax.axhline(1.0, color="gray", lw=0.8, ls="--", label="norm = 1 (isometric)")
     ax.set_xlabel("Adam steps")
     ax.set_ylabel("norm mean (no unit)")
     ax2 = ax.twinx()
     ax2.plot(steps, [p["active_dims"] for p in pts], "s--", color="tab:red", ms=3, label="active dims (KL)")
     if any("informative_dims" in p for p in pts):
-        ax2.plot(steps, [p.get("informative_dims", math.nan) for p in pts], "v:", color="tab:purple", ms=3,
-                 label="informative dims")
+        ax2.plot(
+            steps,
+            [p.get("informative_dims", math.nan) for p in pts],
+            "v:",
+            color="tab:purple",
+            ms=3,
+            label="informative dims",
+        )
     ax2.set_ylabel(f"dims (of {res['config']['latent']})", color="tab:red")
     ax2.set_ylim(bottom=0)
     legend_below(fig, ax, ax2)
@@ -357,7 +481,7 @@ def traversal_grid(model, x0: torch.Tensor, order: list[int], values=TRAVERSAL) 
     mu, _ = model.encode(x0.unsqueeze(0))
     z = mu.repeat(len(order) * len(values), 1)
     for r, j in enumerate(order):
-        z[r * len(values):(r + 1) * len(values), j] = torch.tensor(values, dtype=z.dtype)
+        z[r * len(values) : (r + 1) * len(values), j] = torch.tensor(values, dtype=z.dtype)
     imgs = model.decode(z).clamp(0, 1)
     if imgs.dim() == 2:  # flat digits
         side = int(round(math.sqrt(imgs.shape[1])))
@@ -381,8 +505,11 @@ def traversal_figure(res: dict, model, x0: torch.Tensor, path: str, values=TRAVE
     fig, ax = plt().subplots(figsize=(fig_w, 0.75 * len(dims) + 1.2))
     ax.imshow(grid.permute(1, 2, 0).cpu().numpy(), interpolation="nearest")
     ax.set_xticks([S * (i + 0.5) for i in range(len(values))], [f"{v:g}" for v in values], fontsize=7)
-    ax.set_yticks([S * (r + 0.5) for r in range(len(dims))],
-                  [f"z{d['index']}  E[s^-2]={d['inv_sigma2_mean']:.3g}" for d in dims], fontsize=7)
+    ax.set_yticks(
+        [S * (r + 0.5) for r in range(len(dims))],
+        [f"z{d['index']}  E[s^-2]={d['inv_sigma2_mean']:.3g}" for d in dims],
+        fontsize=7,
+    )
     ax.set_xlabel("value of z_j (other latents at mu(x) of held-out sample 0)", fontsize=7)
     ax.set_ylabel("latent j, by descending E[sigma^-2]", fontsize=7)
     for r in range(1, len(dims)):  # white lines between the cells

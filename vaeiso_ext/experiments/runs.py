@@ -67,8 +67,9 @@ def _run_of(ck: dict, path: str) -> tuple[str, dict]:
         desc = dict(meta["run"])
         desc.pop("experiment", None)
         return meta["kind"], desc
-    raise CheckpointError(f"checkpoint {path!r} holds no run description (not written by "
-                          "`python -m vaeiso_ext reproduce`)")
+    raise CheckpointError(
+        f"checkpoint {path!r} holds no run description (not written by `python -m vaeiso_ext reproduce`)"
+    )
 
 
 def folder_run(out: str) -> tuple[str, dict | None] | None:
@@ -94,8 +95,7 @@ def folder_run(out: str) -> tuple[str, dict | None] | None:
             with open(res_path) as f:
                 res = json.load(f)
             if res.get("experiment") and isinstance(res.get("config"), dict):
-                return f"the outputs of a {res['experiment']} run", {"experiment": res["experiment"],
-                                                                      **res["config"]}
+                return f"the outputs of a {res['experiment']} run", {"experiment": res["experiment"], **res["config"]}
         except (OSError, ValueError):
             pass
     if present:
@@ -116,8 +116,7 @@ def clear_run(out: str) -> None:
                 os.unlink(os.path.join(figs, f))
 
 
-def trained_summary(ck_or_history, cfg: Config, n_train: int, batch_size: int, *,
-                    fresh: bool = False) -> dict:
+def trained_summary(ck_or_history, cfg: Config, n_train: int, batch_size: int, *, fresh: bool = False) -> dict:
     """What a checkpoint (or a finished training's history) actually trained, in how many
     processes (``world_size``, ``backend``: None for one); ``fresh``: the samples were drawn
     afresh at every step (a stream), so an "epoch" is only the stream's reseeding period;
@@ -138,27 +137,43 @@ def trained_summary(ck_or_history, cfg: Config, n_train: int, batch_size: int, *
     requested = cfg.length()
     done = steps if cfg.LENGTH == "iterations" else steps / spe
     secs = [h["seconds"] for h in history]
-    return {"steps": steps, "epochs_done": steps / spe if steps % spe else steps // spe,
-            "n_train": n_train, "batch_size": batch_size, "steps_per_epoch": spe,
-            "length_field": cfg.LENGTH, "requested": requested, "complete": done >= requested,
-            "final": history[-1] if history else None, "world_size": world, "backend": backend,
-            "fresh_samples": bool(fresh),
-            "seconds": sum(secs), "seconds_per_epoch_median": sorted(secs)[len(secs) // 2] if secs else None,
-            **({"evals": evals} if evals else {})}  # the train_hooks() curve, if the run has one
+    return {
+        "steps": steps,
+        "epochs_done": steps / spe if steps % spe else steps // spe,
+        "n_train": n_train,
+        "batch_size": batch_size,
+        "steps_per_epoch": spe,
+        "length_field": cfg.LENGTH,
+        "requested": requested,
+        "complete": done >= requested,
+        "final": history[-1] if history else None,
+        "world_size": world,
+        "backend": backend,
+        "fresh_samples": bool(fresh),
+        "seconds": sum(secs),
+        "seconds_per_epoch_median": sorted(secs)[len(secs) // 2] if secs else None,
+        **({"evals": evals} if evals else {}),
+    }  # the train_hooks() curve, if the run has one
 
 
 def trained_text(t: dict) -> str:
     """``trained 1,200 Adam steps = 2 epochs of 600 samples (batch 100) in 1 process`` (+ what
     was asked); for a stream, ``trained 50 Adam steps of 16 samples drawn afresh at every step``."""
     if t.get("fresh_samples"):
-        s = (f"trained {plural(t['steps'], 'Adam step')} of {t['batch_size']} samples drawn afresh at every "
-             f"step ({plural(t['steps'] * t['batch_size'], 'sample')} in all)")
+        s = (
+            f"trained {plural(t['steps'], 'Adam step')} of {t['batch_size']} samples drawn afresh at every "
+            f"step ({plural(t['steps'] * t['batch_size'], 'sample')} in all)"
+        )
     else:
-        s = (f"trained {plural(t['steps'], 'Adam step')} = {plural(t['epochs_done'], 'epoch')} of "
-             f"{plural(t['n_train'], 'sample')} (batch {t['batch_size']})")
+        s = (
+            f"trained {plural(t['steps'], 'Adam step')} = {plural(t['epochs_done'], 'epoch')} of "
+            f"{plural(t['n_train'], 'sample')} (batch {t['batch_size']})"
+        )
     world = int(t.get("world_size", 1))
-    s += (f" data-parallel in {world} processes ({t.get('backend')})" if world > 1 else " in 1 process")
+    s += f" data-parallel in {world} processes ({t.get('backend')})" if world > 1 else " in 1 process"
     if not t["complete"]:
-        s += (f"; INCOMPLETE: {plural(t['requested'], t['length_field'].rstrip('s'))} "
-              f"{'was' if t['requested'] == 1 else 'were'} requested")
+        s += (
+            f"; INCOMPLETE: {plural(t['requested'], t['length_field'].rstrip('s'))} "
+            f"{'was' if t['requested'] == 1 else 'were'} requested"
+        )
     return s

@@ -15,8 +15,8 @@ from ..data import TOY_DATASETS
 from ..train import launch_info
 from .base import Experiment
 from .config import Config, UsageError, int_at_least, nonneg_int, opt, positive_float, positive_int
-from .runs import folder_run, plural
 from .outputs import fmt, md_table, plt, results_json, save_figure, write_atomic
+from .runs import folder_run, plural
 from .toy import ESTIMATES, LOSS_NAMES, LOSSES, ToyConfig, table_dims
 from .toy import EXPERIMENT as TOY
 
@@ -28,8 +28,7 @@ def _names(allowed):
         items = [v.strip() for v in s.split(",") if v.strip()]
         bad = [v for v in items if v not in allowed]
         if not items or bad:
-            raise argparse.ArgumentTypeError(f"expected a comma-separated list of {', '.join(allowed)}, "
-                                             f"got {s!r}")
+            raise argparse.ArgumentTypeError(f"expected a comma-separated list of {', '.join(allowed)}, got {s!r}")
         return ",".join(items)
 
     return parse
@@ -64,24 +63,40 @@ class SweepConfig(Config):
     data_seed: int = opt(0, "dataset (basis and samples)", type=nonneg_int)
 
     def runs(self) -> list[ToyConfig]:
-        shared = {f.name: getattr(self, f.name) for f in fields(self)
-                  if f.name not in ("datasets", "losses", "lambdas")}
-        return [ToyConfig(dataset=d, loss=loss, lam=float(lam), **shared).validate()
-                for d in self.datasets.split(",") for loss in self.losses.split(",")
-                for lam in map(float, self.lambdas.split(","))]
+        shared = {
+            f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("datasets", "losses", "lambdas")
+        }
+        return [
+            ToyConfig(dataset=d, loss=loss, lam=float(lam), **shared).validate()
+            for d in self.datasets.split(",")
+            for loss in self.losses.split(",")
+            for lam in map(float, self.lambdas.split(","))
+        ]
 
 
 class SweepExperiment(Experiment):
     name = "sweep"
     order = 1
     help = "App. E.2: the toy over lambda x dataset x loss (Figs. 11-22)"
-    description = ("Train and analyse a toy run per (dataset, loss, lambda) into OUT/<dataset>_<loss>_"
-                   "lam<lambda>/, then sweep.json, report.md and figures. Re-running continues it.")
+    description = (
+        "Train and analyse a toy run per (dataset, loss, lambda) into OUT/<dataset>_<loss>_"
+        "lam<lambda>/, then sweep.json, report.md and figures. Re-running continues it."
+    )
     config_cls = SweepConfig
-    presets = {"quick": ("a smoke run of the sweep: mix, sse and downward, lambda 10, 100, 1000, 5 epochs "
-                         "of 10,000 samples, 2,000 held out", {"datasets": "mix", "losses": "sse,downward",
-                                                               "lambdas": "10,100,1000", "epochs": 5,
-                                                               "n_train": 10_000, "n_test": 2_000})}
+    presets = {
+        "quick": (
+            "a smoke run of the sweep: mix, sse and downward, lambda 10, 100, 1000, 5 epochs "
+            "of 10,000 samples, 2,000 held out",
+            {
+                "datasets": "mix",
+                "losses": "sse,downward",
+                "lambdas": "10,100,1000",
+                "epochs": 5,
+                "n_train": 10_000,
+                "n_test": 2_000,
+            },
+        )
+    }
     default_threads = 1
     analyzable = False
 
@@ -89,15 +104,21 @@ class SweepExperiment(Experiment):
     def add_run_arguments(p: argparse.ArgumentParser) -> None:
         g = p.add_argument_group("output")
         g.add_argument("--out", default=None, help="sweep folder (default out/sweep)")
-        g.add_argument("--overwrite", action="store_true",
-                       help="replace runs in OUT whose settings differ (otherwise refused)")
+        g.add_argument(
+            "--overwrite", action="store_true", help="replace runs in OUT whose settings differ (otherwise refused)"
+        )
         g.add_argument("--threads", type=positive_int, default=None, help="torch CPU threads")
         g.add_argument("--no-progress", action="store_true", help="no progress bars or status lines")
 
     def main(self, args: argparse.Namespace, echo=print):
         cfg = self.config_from_args(args)
-        return sweep(cfg, args.out or os.path.join("out", "sweep"), overwrite=args.overwrite,
-                     progress=not args.no_progress, echo=echo)
+        return sweep(
+            cfg,
+            args.out or os.path.join("out", "sweep"),
+            overwrite=args.overwrite,
+            progress=not args.no_progress,
+            echo=echo,
+        )
 
 
 def _finished(folder: str, run: ToyConfig) -> dict | None:
@@ -112,8 +133,7 @@ def _finished(folder: str, run: ToyConfig) -> dict | None:
     return res if res.get("config") == run.description() and complete else None
 
 
-def sweep(cfg: SweepConfig, out: str, *, overwrite: bool = False, progress: bool = True,
-          echo=print) -> list[dict]:
+def sweep(cfg: SweepConfig, out: str, *, overwrite: bool = False, progress: bool = True, echo=print) -> list[dict]:
     """Train and analyse every run of the grid (sequentially: one core each is what this tiny
     model uses well), then write the sweep table and figures. Under torchrun each run trains
     data-parallel; rank 0 alone analyses and writes (other ranks return [])."""
@@ -123,11 +143,16 @@ def sweep(cfg: SweepConfig, out: str, *, overwrite: bool = False, progress: bool
         folder = os.path.join(out, f"{run.dataset}_{run.loss}_lam{run.lam:g}")
         held = folder_run(folder)
         want = {"experiment": "toy", **run.description()}
-        same = held is not None and held[1] is not None and \
-            {k: v for k, v in held[1].items() if k != "epochs"} == {k: v for k, v in want.items() if k != "epochs"}
+        same = (
+            held is not None
+            and held[1] is not None
+            and {k: v for k, v in held[1].items() if k != "epochs"} == {k: v for k, v in want.items() if k != "epochs"}
+        )
         if held is not None and not same and not overwrite:
-            raise UsageError(f"{folder!r} holds {held[0]} with other settings than this sweep's; "
-                             "pass --overwrite to replace it, or choose another --out")
+            raise UsageError(
+                f"{folder!r} holds {held[0]} with other settings than this sweep's; "
+                "pass --overwrite to replace it, or choose another --out"
+            )
         plan.append((run, folder, "new" if held is None else "resume" if same else "replace"))
     rank, world = launch_info()
     if world > 1:  # every rank has read the folders before rank 0 changes any
@@ -142,8 +167,15 @@ def sweep(cfg: SweepConfig, out: str, *, overwrite: bool = False, progress: bool
             continue
         if echo:
             echo(f"[{i + 1}/{len(plan)}] {run.dataset} {run.loss} lambda={run.lam:g}")
-        res = TOY.reproduce(run, folder, resume=mode == "resume", overwrite=mode == "replace",
-                            progress=progress, figures=False, echo=None)
+        res = TOY.reproduce(
+            run,
+            folder,
+            resume=mode == "resume",
+            overwrite=mode == "replace",
+            progress=progress,
+            figures=False,
+            echo=None,
+        )
         if res is None:  # a rank other than 0 of a data-parallel sweep: rank 0 analyses and writes
             continue
         res.pop("samples", None)
@@ -153,8 +185,7 @@ def sweep(cfg: SweepConfig, out: str, *, overwrite: bool = False, progress: bool
     rows = sweep_rows(all_res)
     figs = sweep_figures(rows, os.path.join(out, "figures"))
     write_atomic(os.path.join(out, "sweep.json"), json.dumps(rows, indent=1) + "\n")
-    write_atomic(os.path.join(out, "report.md"),
-                 sweep_markdown(rows, [os.path.relpath(f, out) for f in figs]))
+    write_atomic(os.path.join(out, "report.md"), sweep_markdown(rows, [os.path.relpath(f, out) for f in figs]))
     if echo:
         echo(f"wrote {out}/sweep.json, {out}/report.md and {len(figs)} figures")
     return all_res
@@ -171,17 +202,22 @@ def sweep_rows(all_results: list[dict]) -> list[dict]:
         cfg = r["config"]
         act = [d for d in table_dims(r) if d["active"]]
         t = r.get("training") or {}
-        rows.append({
-            "dataset": cfg["dataset"], "loss": cfg["loss"], "lam": float(cfg["lam"]),
-            "epochs": t.get("epochs_done", cfg["epochs"]), "n_active": r["n_active"],
-            "norms": [d["norm_mean"] for d in act],
-            "ratios": [d["inv_sigma2_ratio"] for d in act],
-            "corr": {k: (r["correlations"].get(k) or {}).get("pearson") for k in ESTIMATES},
-            "coding_loss": r["rate_distortion"]["coding_loss"],
-            "transform_coding_ratio": r["rate_distortion"]["transform_coding_ratio"],
-            "rate": r["rate_distortion"]["rate"],
-            "rate_theory": r["rate_distortion"].get("rate_theory"),
-        })
+        rows.append(
+            {
+                "dataset": cfg["dataset"],
+                "loss": cfg["loss"],
+                "lam": float(cfg["lam"]),
+                "epochs": t.get("epochs_done", cfg["epochs"]),
+                "n_active": r["n_active"],
+                "norms": [d["norm_mean"] for d in act],
+                "ratios": [d["inv_sigma2_ratio"] for d in act],
+                "corr": {k: (r["correlations"].get(k) or {}).get("pearson") for k in ESTIMATES},
+                "coding_loss": r["rate_distortion"]["coding_loss"],
+                "transform_coding_ratio": r["rate_distortion"]["transform_coding_ratio"],
+                "rate": r["rate_distortion"]["rate"],
+                "rate_theory": r["rate_distortion"].get("rate_theory"),
+            }
+        )
     return rows
 
 
@@ -200,15 +236,21 @@ def sweep_figures(rows: list[dict], folder: str) -> list[str]:
         lams = [r["lam"] for r in rs]
         fig, axes = pyplot.subplots(1, 3, figsize=(13, 3.6))
         for j in range(3):
-            axes[0].semilogx(lams, [r["norms"][j] if len(r["norms"]) > j else math.nan for r in rs],
-                             "o-", ms=3, label=f"z{j + 1}")
+            axes[0].semilogx(
+                lams, [r["norms"][j] if len(r["norms"]) > j else math.nan for r in rs], "o-", ms=3, label=f"z{j + 1}"
+            )
         axes[0].axhline(1.0, color="gray", lw=0.6)
         axes[0].set_ylim(0, 2)
         axes[0].set_title("(a) norm (2/beta) sigma^2 D' (mean)", fontsize=9)
         axes[0].set_ylabel("norm (no unit; 1 = isometric)", fontsize=8)
         for j, ref in ((1, 4), (2, 16)):
-            axes[1].loglog(lams, [r["ratios"][j] if len(r["ratios"]) > j else math.nan for r in rs],
-                           "o-", ms=3, label=f"E[s^-2] z{j + 1} / z1")
+            axes[1].loglog(
+                lams,
+                [r["ratios"][j] if len(r["ratios"]) > j else math.nan for r in rs],
+                "o-",
+                ms=3,
+                label=f"E[s^-2] z{j + 1} / z1",
+            )
             axes[1].axhline(ref, color="gray", lw=0.6)
         axes[1].set_yticks([1, 2, 4, 8, 16, 32], ["1", "2", "4", "8", "16", "32"])
         axes[1].minorticks_off()
@@ -217,8 +259,13 @@ def sweep_figures(rows: list[dict], folder: str) -> list[str]:
         for k in ["p_mu", "exp_neg_L", "scaled_p_mu_prod_sigma", "scaled_exp_neg_L", "p_mu_prod_sigma"]:
             if loss == "sse" and k.startswith("scaled"):
                 continue  # a_x = 1: identical to the unscaled estimates
-            axes[2].semilogx(lams, [r["corr"][k] if r["corr"][k] is not None else math.nan for r in rs],
-                             "o-", ms=3, label=ESTIMATES[k])
+            axes[2].semilogx(
+                lams,
+                [r["corr"][k] if r["corr"][k] is not None else math.nan for r in rs],
+                "o-",
+                ms=3,
+                label=ESTIMATES[k],
+            )
         axes[2].set_ylim(-0.2, 1.05)
         axes[2].set_title("(c) Pearson R with the true p(x)", fontsize=9)
         axes[2].set_ylabel("R (no unit)", fontsize=8)
@@ -226,8 +273,9 @@ def sweep_figures(rows: list[dict], folder: str) -> list[str]:
             ax.set_xlabel("lambda = 1/beta", fontsize=8)
             ax.legend(fontsize=6, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2)
             ax.tick_params(labelsize=7)
-        fig.suptitle(f"App. E.2 sweep: toy {ds}, {LOSS_NAMES.get(loss, loss)}, {_epochs_text(rs)} per run",
-                     fontsize=9, y=1.03)
+        fig.suptitle(
+            f"App. E.2 sweep: toy {ds}, {LOSS_NAMES.get(loss, loss)}, {_epochs_text(rs)} per run", fontsize=9, y=1.03
+        )
         p = os.path.join(folder, f"sweep_{ds}_{loss}.png")
         save_figure(fig, p)
         paths.append(p)
@@ -253,10 +301,8 @@ def sweep_figures(rows: list[dict], folder: str) -> list[str]:
             ax.set_xlabel("beta = 1/lambda", fontsize=8)
         h, lab = axes[0].get_legend_handles_labels()
         h2, lab2 = axes[1].get_legend_handles_labels()
-        fig.legend(h + h2[-1:], lab + lab2[-1:], fontsize=7, loc="upper center",
-                   bbox_to_anchor=(0.5, 0.0), ncol=4)
-        fig.suptitle(f"App. E.2 sweep: rate and distortion, all runs ({_epochs_text(rows)} per run)",
-                     fontsize=9)
+        fig.legend(h + h2[-1:], lab + lab2[-1:], fontsize=7, loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=4)
+        fig.suptitle(f"App. E.2 sweep: rate and distortion, all runs ({_epochs_text(rows)} per run)", fontsize=9)
         p = os.path.join(folder, "sweep_rate_distortion.png")
         save_figure(fig, p)
         paths.append(p)
@@ -265,16 +311,40 @@ def sweep_figures(rows: list[dict], folder: str) -> list[str]:
 
 def sweep_markdown(rows: list[dict], figures: list[str]) -> str:
     parts = ["# App. E.2 sweep", ""]
-    header = ["dataset", "loss", "lambda", "epochs trained", "n act.", "norms", "Var ratios",
-              "R p(mu)", "R exp(-L/b)", "R a p(mu) prod s", "R a exp(-L/b)", "coding", "T/C"]
+    header = [
+        "dataset",
+        "loss",
+        "lambda",
+        "epochs trained",
+        "n act.",
+        "norms",
+        "Var ratios",
+        "R p(mu)",
+        "R exp(-L/b)",
+        "R a p(mu) prod s",
+        "R a exp(-L/b)",
+        "coding",
+        "T/C",
+    ]
     body = []
     for r in sorted(rows, key=lambda r: (r["dataset"], r["loss"], r["lam"])):
-        body.append([r["dataset"], r["loss"], fmt(r["lam"], "g"), f"{r['epochs']:g}", str(r["n_active"]),
-                     " ".join(fmt(v, ".2f") for v in r["norms"]),
-                     " ".join(fmt(v, ".1f") for v in r["ratios"]),
-                     *[fmt(r["corr"][k], ".2f") for k in ["p_mu", "exp_neg_L", "scaled_p_mu_prod_sigma",
-                                                           "scaled_exp_neg_L"]],
-                     fmt(r["coding_loss"], ".3g"), fmt(r["transform_coding_ratio"], ".3g")])
+        body.append(
+            [
+                r["dataset"],
+                r["loss"],
+                fmt(r["lam"], "g"),
+                f"{r['epochs']:g}",
+                str(r["n_active"]),
+                " ".join(fmt(v, ".2f") for v in r["norms"]),
+                " ".join(fmt(v, ".1f") for v in r["ratios"]),
+                *[
+                    fmt(r["corr"][k], ".2f")
+                    for k in ["p_mu", "exp_neg_L", "scaled_p_mu_prod_sigma", "scaled_exp_neg_L"]
+                ],
+                fmt(r["coding_loss"], ".3g"),
+                fmt(r["transform_coding_ratio"], ".3g"),
+            ]
+        )
     parts += [md_table(header, body), ""]
     parts += [f"![{os.path.basename(f)}]({f})" for f in figures]
     return "\n".join(parts) + "\n"

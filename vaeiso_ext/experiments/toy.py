@@ -15,9 +15,21 @@ from ..models import ToyVAE
 from ..train import TrainConfig, versions
 from .base import Experiment
 from .config import Config, UsageError, int_at_least, nonneg_int, opt, positive_float, positive_int
+from .outputs import (
+    fmt,
+    inv_sigma2_axis,
+    legend_below,
+    md_table,
+    plt,
+    results_json,
+    rule_lines,
+    run_title,
+    save_figure,
+    shade_dims,
+    training_line,
+    write_atomic,
+)
 from .runs import status
-from .outputs import (fmt, inv_sigma2_axis, legend_below, md_table, plt, results_json, rule_lines, run_title,
-                      save_figure, shade_dims, training_line, write_atomic)
 
 LOSSES = ("sse", "downward", "upward")
 LOSS_NAMES = {"sse": "square error", "downward": "downward-convex", "upward": "upward-convex"}
@@ -27,19 +39,24 @@ LOSS_NAMES = {"sse": "square error", "downward": "downward-convex", "upward": "u
 PAPER = {
     ("mix", "sse"): {
         "source": "Table 1, §4.1, App. E.1",
-        "norm_mean": [0.965, 0.925, 0.972], "norm_sd": [0.054, 0.164, 0.098],
-        "dj_mean": [0.162, 0.726, 2.922], "dj_sd": [0.040, 0.466, 1.738],
-        "inv_sigma2_mean": [33.3, 146.0, 589.0], "inv_sigma2_ratio": [1.0, 4.39, 17.69],
+        "norm_mean": [0.965, 0.925, 0.972],
+        "norm_sd": [0.054, 0.164, 0.098],
+        "dj_mean": [0.162, 0.726, 2.922],
+        "dj_sd": [0.040, 0.466, 1.738],
+        "inv_sigma2_mean": [33.3, 146.0, 589.0],
+        "inv_sigma2_ratio": [1.0, 4.39, 17.69],
         "correlations": {"exp_neg_L": 0.904},
         "transform_coding_ratio": 0.023,
     },
     ("mix", "downward"): {
         "source": "Table 2, Fig. 3, §4.1",
-        "norm_mean": [0.964, 0.928, 0.978], "norm_sd": [0.060, 0.160, 0.088],
-        "dj_mean": [0.161, 0.696, 2.695], "dj_sd": [0.063, 0.483, 1.573],
-        "inv_sigma2_mean": [33.0, 140.0, 543.0], "inv_sigma2_ratio": [1.0, 4.24, 16.45],
-        "correlations": {"p_mu": 0.434, "exp_neg_L": 0.771, "scaled_p_mu_prod_sigma": 0.91,
-                         "scaled_exp_neg_L": 0.91},
+        "norm_mean": [0.964, 0.928, 0.978],
+        "norm_sd": [0.060, 0.160, 0.088],
+        "dj_mean": [0.161, 0.696, 2.695],
+        "dj_sd": [0.063, 0.483, 1.573],
+        "inv_sigma2_mean": [33.0, 140.0, 543.0],
+        "inv_sigma2_ratio": [1.0, 4.24, 16.45],
+        "correlations": {"p_mu": 0.434, "exp_neg_L": 0.771, "scaled_p_mu_prod_sigma": 0.91, "scaled_exp_neg_L": 0.91},
         "transform_coding_ratio": 0.024,
     },
 }
@@ -68,8 +85,7 @@ class ToyConfig(Config):
     seed: int = opt(0, "model init and training randomness", type=nonneg_int)
     decomposed: bool = opt(False, "objective lambda (D(x,x_breve) + D(x_breve,x_hat)) + KL")
     n_train: int = opt(50_000, "training samples", type=positive_int, metavar="N")
-    n_test: int = opt(10_000, "held-out samples (the analysis uses them)", type=int_at_least(2),
-                      metavar="N")
+    n_test: int = opt(10_000, "held-out samples (the analysis uses them)", type=int_at_least(2), metavar="N")
     data_seed: int = opt(0, "dataset (basis and samples)", type=nonneg_int)
     latent: int = 3
     kl_threshold: float = 0.1
@@ -113,10 +129,14 @@ def _paper(cfg: dict):
     return p
 
 
-_ROWS = [("norm (2/b) s^2 D'  Av.", "norm_mean", ".3f"), ("                  SD", "norm_sd", ".3f"),
-         ("D'_j(z)           Av.", "dj_mean", ".3f"), ("                  SD", "dj_sd", ".3f"),
-         ("E[sigma^-2]       Av.", "inv_sigma2_mean", ".1f"),
-         ("(ratio)           Av.", "inv_sigma2_ratio", ".2f")]
+_ROWS = [
+    ("norm (2/b) s^2 D'  Av.", "norm_mean", ".3f"),
+    ("                  SD", "norm_sd", ".3f"),
+    ("D'_j(z)           Av.", "dj_mean", ".3f"),
+    ("                  SD", "dj_sd", ".3f"),
+    ("E[sigma^-2]       Av.", "inv_sigma2_mean", ".1f"),
+    ("(ratio)           Av.", "inv_sigma2_ratio", ".2f"),
+]
 
 
 def _yes_no(v) -> str:
@@ -125,16 +145,22 @@ def _yes_no(v) -> str:
 
 # Rows beside the paper's: the norm's value at the sigma optimum and the ratio to it (theory 1),
 # and the informative rule (E[sigma^-2] >= threshold); "-" in results written before them.
-_THEORY_ROWS = [("1 - sigma^2       Av.", lambda d: fmt(d.get("one_minus_sigma2_mean"))),
-                ("norm/(1-sigma^2)  Av.", lambda d: fmt(d.get("norm_ratio_mean"))),
-                ("informative", lambda d: _yes_no(d.get("informative")))]
+_THEORY_ROWS = [
+    ("1 - sigma^2       Av.", lambda d: fmt(d.get("one_minus_sigma2_mean"))),
+    ("norm/(1-sigma^2)  Av.", lambda d: fmt(d.get("norm_ratio_mean"))),
+    ("informative", lambda d: _yes_no(d.get("informative"))),
+]
 
 
 def _head(results: dict) -> str:
     cfg = results.get("config", {})
-    return (f"{cfg.get('dataset', '?')} / {LOSS_NAMES.get(cfg.get('loss'), cfg.get('loss'))}, "
-            f"lambda={fmt(float(cfg.get('lam', float('nan'))), 'g')}"
-            + (", decomposed" if cfg.get("decomposed") else "") + "; " + training_line(results))
+    return (
+        f"{cfg.get('dataset', '?')} / {LOSS_NAMES.get(cfg.get('loss'), cfg.get('loss'))}, "
+        f"lambda={fmt(float(cfg.get('lam', float('nan'))), 'g')}"
+        + (", decomposed" if cfg.get("decomposed") else "")
+        + "; "
+        + training_line(results)
+    )
 
 
 def text_table(results: dict) -> str:
@@ -143,8 +169,7 @@ def text_table(results: dict) -> str:
     dims = table_dims(results)
     paper = _paper(cfg)
     w = 18 if paper else 10
-    lines = [_head(results),
-             f"{'variable':22}" + "".join(f"{'z' + str(i + 1):>{w}}" for i in range(len(dims)))]
+    lines = [_head(results), f"{'variable':22}" + "".join(f"{'z' + str(i + 1):>{w}}" for i in range(len(dims)))]
     for label, key, spec in _ROWS:
         cells = []
         for i, d in enumerate(dims):
@@ -163,18 +188,24 @@ def text_table(results: dict) -> str:
         for k, name in ESTIMATES.items():
             if k in corr:
                 ref = paper["correlations"].get(k) if paper else None
-                lines.append(f"  {name:28}{fmt(corr[k]['pearson']):>8}"
-                             + (f" [{ref}]" if ref is not None else ""))
+                lines.append(f"  {name:28}{fmt(corr[k]['pearson']):>8}" + (f" [{ref}]" if ref is not None else ""))
     rd = results.get("rate_distortion") or {}
     if rd:
-        lines.append(f"coding loss {fmt(rd['coding_loss'], '.4f')} (n beta/2 = "
-                     f"{fmt(rd['coding_loss_theory'], '.4f')}), transform/coding "
-                     f"{fmt(rd['transform_coding_ratio'], '.4f')}"
-                     + (f" (theory {fmt(rd['transform_coding_ratio_theory'], '.4f')})"
-                        if "transform_coding_ratio_theory" in rd else "")
-                     + (f" [paper {paper['transform_coding_ratio']}]" if paper else ""))
-        lines.append(f"rate {fmt(rd['rate'], '.3f')} nats"
-                     + (f" (theory {fmt(rd['rate_theory'], '.3f')})" if "rate_theory" in rd else ""))
+        lines.append(
+            f"coding loss {fmt(rd['coding_loss'], '.4f')} (n beta/2 = "
+            f"{fmt(rd['coding_loss_theory'], '.4f')}), transform/coding "
+            f"{fmt(rd['transform_coding_ratio'], '.4f')}"
+            + (
+                f" (theory {fmt(rd['transform_coding_ratio_theory'], '.4f')})"
+                if "transform_coding_ratio_theory" in rd
+                else ""
+            )
+            + (f" [paper {paper['transform_coding_ratio']}]" if paper else "")
+        )
+        lines.append(
+            f"rate {fmt(rd['rate'], '.3f')} nats"
+            + (f" (theory {fmt(rd['rate_theory'], '.3f')})" if "rate_theory" in rd else "")
+        )
     return "\n".join(lines)
 
 
@@ -182,21 +213,30 @@ def markdown_report(results: dict, figures: list[str] = ()) -> str:
     cfg = results.get("config", {})
     paper = _paper(cfg)
     dims = table_dims(results)
-    title = (f"# Toy run: {cfg.get('dataset')}, {LOSS_NAMES.get(cfg.get('loss'), cfg.get('loss'))}"
-             f", lambda = {fmt(float(cfg.get('lam')), 'g')} (beta = {fmt(1 / float(cfg.get('lam')), 'g')})")
+    title = (
+        f"# Toy run: {cfg.get('dataset')}, {LOSS_NAMES.get(cfg.get('loss'), cfg.get('loss'))}"
+        f", lambda = {fmt(float(cfg.get('lam')), 'g')} (beta = {fmt(1 / float(cfg.get('lam')), 'g')})"
+    )
     parts = [title, ""]
-    parts.append(f"{training_line(results)}; Adam lr {cfg.get('lr')}, seed {cfg.get('seed')}, "
-                 f"data seed {cfg.get('data_seed')}, "
-                 f"{'decomposed' if cfg.get('decomposed') else 'conventional'} objective; analysed on "
-                 f"{results['n_samples']} held-out samples; "
-                 f"{results['n_active']} active dims (mean KL >= {results['kl_threshold']} nats); "
-                 f"D'_j by forward difference, eps = {results['eps']}.")
+    parts.append(
+        f"{training_line(results)}; Adam lr {cfg.get('lr')}, seed {cfg.get('seed')}, "
+        f"data seed {cfg.get('data_seed')}, "
+        f"{'decomposed' if cfg.get('decomposed') else 'conventional'} objective; analysed on "
+        f"{results['n_samples']} held-out samples; "
+        f"{results['n_active']} active dims (mean KL >= {results['kl_threshold']} nats); "
+        f"D'_j by forward difference, eps = {results['eps']}."
+    )
     parts.append("")
     parts += [f"- {line}" for line in rule_lines(results)]
     parts.append("")
-    parts.append("Columns in the paper's order (ascending E[sigma^-2]); "
-                 + ("the paper's value in brackets (" + paper["source"] + ")." if paper
-                    else "the paper gives no table for this configuration."))
+    parts.append(
+        "Columns in the paper's order (ascending E[sigma^-2]); "
+        + (
+            "the paper's value in brackets (" + paper["source"] + ")."
+            if paper
+            else "the paper gives no table for this configuration."
+        )
+    )
     parts.append("")
     header = ["variable"] + [f"z{i + 1}" + ("" if d["active"] else " (inactive)") for i, d in enumerate(dims)]
     rows = []
@@ -209,16 +249,17 @@ def markdown_report(results: dict, figures: list[str] = ()) -> str:
             r.append(c)
         rows.append(r)
     rows.append(["norm by jvp (exact D')"] + [fmt(d["norm_jvp_mean"]) for d in dims])
-    rows += [[" ".join(label.split()).replace("Av.", "mean")] + [cell(d) for d in dims]
-             for label, cell in _THEORY_ROWS]
+    rows += [[" ".join(label.split()).replace("Av.", "mean")] + [cell(d) for d in dims] for label, cell in _THEORY_ROWS]
     rows.append(["KL_j (nats)"] + [fmt(d["kl"]) for d in dims])
     rows.append(["(beta/2) E[sigma^-2]"] + [fmt(d["var_estimate"], ".4f") for d in dims])
     rows.append(["latent index"] + [str(d["index"]) for d in dims])
     parts += [md_table(header, rows), ""]
     g = results["gram"]
-    parts.append(f"Isometry Gram (2/beta) sigma_j sigma_k J_j^T G J_k over active dims: mean diagonal "
-                 f"{fmt(g['diag_mean'])}, mean |off-diagonal| {fmt(g['offdiag_abs_mean'])} "
-                 f"(expected 1 and 0).")
+    parts.append(
+        f"Isometry Gram (2/beta) sigma_j sigma_k J_j^T G J_k over active dims: mean diagonal "
+        f"{fmt(g['diag_mean'])}, mean |off-diagonal| {fmt(g['offdiag_abs_mean'])} "
+        f"(expected 1 and 0)."
+    )
     parts.append("")
     corr = results.get("correlations") or {}
     if corr:
@@ -228,26 +269,42 @@ def markdown_report(results: dict, figures: list[str] = ()) -> str:
         for k, name in ESTIMATES.items():
             if k in corr:
                 ref = paper["correlations"].get(k) if paper else None
-                rows.append([name, fmt(corr[k]["pearson"]), fmt(corr[k]["spearman"]),
-                             "-" if ref is None else str(ref)])
+                rows.append([name, fmt(corr[k]["pearson"]), fmt(corr[k]["spearman"]), "-" if ref is None else str(ref)])
         parts += [md_table(["estimate", "Pearson R", "Spearman", "paper R"], rows), ""]
     rd = results.get("rate_distortion") or {}
     if rd:
         parts.append("## Rate and distortion (Eq. 14-15, 54)")
         parts.append("")
-        rows = [["coding loss E[D(x_breve, x_hat)]", fmt(rd["coding_loss"], ".4g"),
-                 fmt(rd["coding_loss_theory"], ".4g") + " (n beta / 2, Eq. 14)"],
-                ["transform loss E[D(x, x_breve)]", fmt(rd["transform_loss"], ".4g"),
-                 fmt(rd.get("transform_loss_theory"), ".4g") + " ((beta/2)^2 sum 1/Var(s_j), Eq. 54)"],
-                ["transform / coding", fmt(rd["transform_coding_ratio"], ".4g"),
-                 fmt(rd.get("transform_coding_ratio_theory"), ".4g") + " ((beta/2) mean 1/Var(s_j))"
-                 + (f"; paper measured {paper['transform_coding_ratio']}" if paper else "")],
-                ["total distortion E[D(x, x_hat)]", fmt(rd["distortion"], ".4g"), "-"],
-                ["rate E[KL] (nats)", fmt(rd["rate"], ".4g"),
-                 fmt(rd.get("rate_theory"), ".4g") + " (H(y) - (n/2) log(beta pi e))"]]
+        rows = [
+            [
+                "coding loss E[D(x_breve, x_hat)]",
+                fmt(rd["coding_loss"], ".4g"),
+                fmt(rd["coding_loss_theory"], ".4g") + " (n beta / 2, Eq. 14)",
+            ],
+            [
+                "transform loss E[D(x, x_breve)]",
+                fmt(rd["transform_loss"], ".4g"),
+                fmt(rd.get("transform_loss_theory"), ".4g") + " ((beta/2)^2 sum 1/Var(s_j), Eq. 54)",
+            ],
+            [
+                "transform / coding",
+                fmt(rd["transform_coding_ratio"], ".4g"),
+                fmt(rd.get("transform_coding_ratio_theory"), ".4g")
+                + " ((beta/2) mean 1/Var(s_j))"
+                + (f"; paper measured {paper['transform_coding_ratio']}" if paper else ""),
+            ],
+            ["total distortion E[D(x, x_hat)]", fmt(rd["distortion"], ".4g"), "-"],
+            [
+                "rate E[KL] (nats)",
+                fmt(rd["rate"], ".4g"),
+                fmt(rd.get("rate_theory"), ".4g") + " (H(y) - (n/2) log(beta pi e))",
+            ],
+        ]
         parts += [md_table(["quantity", "measured", "theory"], rows), ""]
-        parts.append("App. E.2's text gives 3 beta as the coding loss for n = 3; Eq. 14 gives "
-                     "n beta / 2, which is the value shown.")
+        parts.append(
+            "App. E.2's text gives 3 beta as the coding loss for n = 3; Eq. 14 gives "
+            "n beta / 2, which is the value shown."
+        )
         parts.append("")
     if figures:
         parts.append("## Figures")
@@ -284,9 +341,11 @@ def scatter_figure(results: dict, path: str, max_points: int = 2000) -> None:
         ax.tick_params(labelsize=7)
     axes[0].set_ylabel("estimate / max (no unit)", fontsize=8)
     shown = f"{min(n, max_points):,} of {n:,}" if n > max_points else f"all {n:,}"
-    fig.suptitle(run_title(results, f"Fig. 3: p(x) estimates (R over all {n:,} held-out samples, "
-                                    f"{shown} shown)"),
-                 fontsize=9, y=1.05)
+    fig.suptitle(
+        run_title(results, f"Fig. 3: p(x) estimates (R over all {n:,} held-out samples, {shown} shown)"),
+        fontsize=9,
+        y=1.05,
+    )
     save_figure(fig, path)
 
 
@@ -297,13 +356,19 @@ def dims_figure(results: dict, path: str) -> None:
     dims = table_dims(results)
     xs = list(range(1, len(dims) + 1))
     fig, ax = plt().subplots(figsize=(5.5, 3.4))
-    ax.plot(xs, [d["norm_mean"] for d in dims], "^-", color="tab:orange",
-            label="norm (2/beta) sigma^2 D'_j: mean")
+    ax.plot(xs, [d["norm_mean"] for d in dims], "^-", color="tab:orange", label="norm (2/beta) sigma^2 D'_j: mean")
     ax.plot(xs, [d["norm_sd"] for d in dims], "v--", color="tab:green", label="norm: SD")
     om = [d.get("one_minus_sigma2_mean") for d in dims]
     if any(v is not None for v in om):
-        ax.plot(xs, [math.nan if v is None else v for v in om], "_", ms=12, mew=2, color="tab:purple",
-                label="1 - sigma^2 (mean): the norm at the sigma optimum")
+        ax.plot(
+            xs,
+            [math.nan if v is None else v for v in om],
+            "_",
+            ms=12,
+            mew=2,
+            color="tab:purple",
+            label="1 - sigma^2 (mean): the norm at the sigma optimum",
+        )
     shade_dims(ax, xs, dims, results)
     ax.axhline(1.0, color="gray", lw=0.6)
     top = max([d["norm_mean"] for d in dims] + [d["norm_sd"] for d in dims] + [1.0])
@@ -346,8 +411,10 @@ class ToyExperiment(Experiment):
     name = "toy"
     order = 0
     help = "§4.1: the toy VAE on data with a known density (Tables 1-2, Fig. 3)"
-    description = ("Train the App. D.1 VAE on a toy dataset, analyse it on held-out data against the "
-                   "true density, and write results.json, report.md and figures.")
+    description = (
+        "Train the App. D.1 VAE on a toy dataset, analyse it on held-out data against the "
+        "true density, and write results.json, report.md and figures."
+    )
     config_cls = ToyConfig
     presets = {"quick": ("60 epochs (the demo, `make demo`)", {"epochs": 60})}
     default_threads = 1  # the tiny MLP gains nothing from more
@@ -356,8 +423,9 @@ class ToyExperiment(Experiment):
         return os.path.join("out", "toy", f"{cfg.dataset}_{cfg.loss}")
 
     def load_data(self, cfg: ToyConfig, progress: bool):
-        with status(f"generating toy data ({cfg.dataset}: {cfg.n_train:,} training + {cfg.n_test:,} "
-                    "held-out samples)", progress):
+        with status(
+            f"generating toy data ({cfg.dataset}: {cfg.n_train:,} training + {cfg.n_test:,} held-out samples)", progress
+        ):
             return make_toy(cfg.dataset, cfg.n_train, cfg.n_test, seed=cfg.data_seed)
 
     def train_x(self, data):
@@ -372,21 +440,40 @@ class ToyExperiment(Experiment):
         return metric_from_name(cfg.loss)
 
     def train_config(self, cfg: ToyConfig) -> TrainConfig:
-        return TrainConfig(lam=cfg.lam, epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr,
-                           seed=cfg.seed, decomposed=cfg.decomposed)
+        return TrainConfig(
+            lam=cfg.lam,
+            epochs=cfg.epochs,
+            batch_size=cfg.batch_size,
+            lr=cfg.lr,
+            seed=cfg.seed,
+            decomposed=cfg.decomposed,
+        )
 
-    def analyze_model(self, cfg: ToyConfig, model, data, trained: dict, *, n_samples=None,
-                      progress=True) -> dict:
+    def analyze_model(self, cfg: ToyConfig, model, data, trained: dict, *, n_samples=None, progress=True) -> dict:
         from ..analysis import analyze
 
         n = data.x_test.shape[0]
         if n_samples is not None and n_samples > n:
             raise UsageError(f"--n-samples {n_samples}: the run has {n} held-out samples")
         with status(f"analysing {n_samples or n:,} held-out samples", progress):
-            res = analyze(model, data, self.metric(cfg), cfg.beta, kl_threshold=cfg.kl_threshold,
-                          eps=cfg.eps, n_samples=n_samples, keep_samples=True)
-        return {"experiment": self.name, "config": cfg.description(), "versions": versions(),
-                "loss_name": LOSS_NAMES[cfg.loss], **res, "training": trained}
+            res = analyze(
+                model,
+                data,
+                self.metric(cfg),
+                cfg.beta,
+                kl_threshold=cfg.kl_threshold,
+                eps=cfg.eps,
+                n_samples=n_samples,
+                keep_samples=True,
+            )
+        return {
+            "experiment": self.name,
+            "config": cfg.description(),
+            "versions": versions(),
+            "loss_name": LOSS_NAMES[cfg.loss],
+            **res,
+            "training": trained,
+        }
 
     def write_outputs(self, out, results, model, data, *, figures=True):
         return write_toy_outputs(out, results, figures=figures)

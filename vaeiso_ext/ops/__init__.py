@@ -5,21 +5,26 @@ autograd registration (the SSIM family's in ``._ssim``, ``._ssim_fake`` and ``._
 ``.checks`` holds the wrappers' argument checks.
 """
 
-from ._gdn import gdn
+# The composite custom ops vaeiso::ssim and vaeiso::ssim_metric_gram (Python kernels): ._composites
+from . import _composites  # noqa: F401,E402
 
-# SSIM family (ssim, ssim_pairs, ssim_metric_gram): ._ssim
-from ._ssim import one_minus_ssim, ssim, ssim_metric_gram, ssim_pairs
+# Pair distances (pair_distances): ._distance
+from ._distance import pair_distances
+from ._gdn import gdn
 
 # MS-SSIM and the fused SSIM + L1 loss (ms_ssim, ssim_l1_loss): ._ms_ssim
 from ._ms_ssim import ms_ssim, ssim_l1_loss
 
+# SSIM family (ssim, ssim_pairs, ssim_metric_gram): ._ssim
+from ._ssim import one_minus_ssim, ssim, ssim_metric_gram, ssim_pairs
 
-# Pair distances (pair_distances): ._distance
-from ._distance import pair_distances
-
-# The composite custom ops vaeiso::ssim and vaeiso::ssim_metric_gram (Python kernels): ._composites
-from . import _composites  # noqa: F401,E402
-
-
-__all__ = ["one_minus_ssim", "gdn", "ssim", "ssim_pairs", "ssim_metric_gram", "pair_distances",
-           "ms_ssim", "ssim_l1_loss"]
+__all__ = [
+    "one_minus_ssim",
+    "gdn",
+    "ssim",
+    "ssim_pairs",
+    "ssim_metric_gram",
+    "pair_distances",
+    "ms_ssim",
+    "ssim_l1_loss",
+]

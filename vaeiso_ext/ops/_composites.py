@@ -28,8 +28,9 @@ def _ssim(x, y, *, window_size=11, sigma=1.5, k1=0.01, k2=0.03, data_range=1.0, 
     with the derivative maps only when a gradient will be asked for."""
     same = _same_padding("ssim", padding)
     need_maps = torch.is_grad_enabled() and (x.requires_grad or y.requires_grad)
-    one_minus = torch.ops.vaeiso.ssim_forward(x, y, window_size, sigma, k1, k2, data_range, same, False, False,
-                                              need_maps)[0]
+    one_minus = torch.ops.vaeiso.ssim_forward(
+        x, y, window_size, sigma, k1, k2, data_range, same, False, False, need_maps
+    )[0]
     dt = x.dtype if x.dtype == y.dtype else one_minus.dtype
     return (1 - one_minus.mean(1)).to(dt)
 
@@ -57,7 +58,8 @@ def gemm_policy(op: str, operand):
         raise RuntimeError(
             f"{op}: torch.use_deterministic_algorithms(True) is on and this op's GEMMs run in cuBLAS, which this "
             "torch makes deterministic only with CUBLAS_WORKSPACE_CONFIG=:4096:8 (or :16:8) set in the "
-            f"environment before CUDA starts; set it, or leave deterministic mode. torch said: {e}") from e
+            f"environment before CUDA starts; set it, or leave deterministic mode. torch said: {e}"
+        ) from e
     finally:
         if fp32_cuda:
             matmul.fp32_precision = saved
@@ -83,8 +85,9 @@ def metric_gram(x, v, diagonal, window_size, sigma, k1, k2, data_range, same, fi
     scale = 1.0 / P
     with gemm_policy("ssim_metric_gram", xf):
         if diagonal:  # sum_p ab mu_v^2 + sum_q c v^2 as matrix-vector products
-            out = (torch.bmm((mu_v * mu_v).reshape(N, K, P), ab.reshape(N, P, 1))
-                   + torch.bmm((vf * vf).reshape(N, K, Q), c.reshape(N, Q, 1)))
+            out = torch.bmm((mu_v * mu_v).reshape(N, K, P), ab.reshape(N, P, 1)) + torch.bmm(
+                (vf * vf).reshape(N, K, Q), c.reshape(N, Q, 1)
+            )
             out = out.squeeze(-1) * scale
         else:
             gram = torch.bmm((mu_v * ab).reshape(N, K, P), mu_v.reshape(N, K, P).transpose(1, 2))
@@ -98,16 +101,18 @@ def _check_gram(op, x, v):
         raise RuntimeError(f"{op}: x: expected a 4-D tensor (N, C, H, W), got shape {list(x.shape)}")
     if v.dim() != 5 or v.shape[0] != x.shape[0] or v.shape[2:] != x.shape[1:]:
         N, C, H, W = x.shape
-        raise RuntimeError(f"{op}: v: expected shape ({N}, K, {C}, {H}, {W}) for x of shape {list(x.shape)}, "
-                           f"got {list(v.shape)}")
+        raise RuntimeError(
+            f"{op}: v: expected shape ({N}, K, {C}, {H}, {W}) for x of shape {list(x.shape)}, got {list(v.shape)}"
+        )
     if v.dtype != x.dtype:
         raise RuntimeError(f"{op}: v: expected dtype {x.dtype} (the dtype of x), got {v.dtype}")
     if v.device != x.device:
         raise RuntimeError(f"{op}: v: expected a tensor on {x.device} (the device of x), got {v.device}")
 
 
-def _ssim_metric_gram(x, v, *, diagonal=False, window_size=11, sigma=1.5, k1=0.01, k2=0.03, data_range=1.0,
-                      padding="valid"):
+def _ssim_metric_gram(
+    x, v, *, diagonal=False, window_size=11, sigma=1.5, k1=0.01, k2=0.03, data_range=1.0, padding="valid"
+):
     op = "ssim_metric_gram"
     same = _same_padding(op, padding)
     _check_gram(op, x, v)

@@ -3,8 +3,15 @@
 import torch
 from torch import Tensor
 
-from ._modes import (call_kernel, dispatch, fused_ok, merge_batch, register_no_double_backward, split_batch,
-                     with_eager_twin)
+from ._modes import (
+    call_kernel,
+    dispatch,
+    fused_ok,
+    merge_batch,
+    register_no_double_backward,
+    split_batch,
+    with_eager_twin,
+)
 from .checks import check_pair_distances
 
 METRICS = ("sse", "bce")
@@ -49,10 +56,12 @@ def pair_distances(base: Tensor, others: Tensor, metric: str, *, weight: Tensor 
     argument).
     """
     check_pair_distances("pair_distances", base, others, metric, weight, METRICS)
-    return dispatch((base, others, weight),
-                    lambda: torch.ops.vaeiso.pair_distances(base, others, metric, weight),
-                    lambda: call_kernel(torch.ops.vaeiso.pair_distances.default, base, others, metric, weight),
-                    lambda: _PairDistancesFunction.call(base, others, metric, weight))
+    return dispatch(
+        (base, others, weight),
+        lambda: torch.ops.vaeiso.pair_distances(base, others, metric, weight),
+        lambda: call_kernel(torch.ops.vaeiso.pair_distances.default, base, others, metric, weight),
+        lambda: _PairDistancesFunction.call(base, others, metric, weight),
+    )
 
 
 def _check(base: Tensor, others: Tensor, metric: str, weight: Tensor | None) -> None:
@@ -60,25 +69,36 @@ def _check(base: Tensor, others: Tensor, metric: str, weight: Tensor | None) -> 
     torch._check(base.dim() >= 1, lambda: "pair_distances: base: expected shape (N, *), got a 0-dim tensor")
     torch._check(
         others.dim() == base.dim() + 1 and others.shape[0] == base.shape[0] and others.shape[2:] == base.shape[1:],
-        lambda: f"pair_distances: others: expected shape (N, K, *) matching base {tuple(base.shape)}, "
-        f"got {tuple(others.shape)}",
+        lambda: (
+            f"pair_distances: others: expected shape (N, K, *) matching base {tuple(base.shape)}, "
+            f"got {tuple(others.shape)}"
+        ),
     )
     half = (torch.float16, torch.bfloat16)
     torch._check(
         others.dtype == base.dtype
         or (others.dtype in half and base.dtype == torch.float32)
         or (others.dtype == torch.float32 and base.dtype in half),
-        lambda: f"pair_distances: others: expected dtype {base.dtype} (the dtype of base), or float32 against "
-        f"a float16/bfloat16 base (autocast's mix), got {others.dtype}",
+        lambda: (
+            f"pair_distances: others: expected dtype {base.dtype} (the dtype of base), or float32 against "
+            f"a float16/bfloat16 base (autocast's mix), got {others.dtype}"
+        ),
     )
-    torch._check(others.device == base.device, lambda: f"pair_distances: others: expected a tensor on "
-                 f"{base.device} (the device of base), got {others.device}")
+    torch._check(
+        others.device == base.device,
+        lambda: f"pair_distances: others: expected a tensor on {base.device} (the device of base), got {others.device}",
+    )
     if weight is not None:
-        torch._check(weight.device == base.device, lambda: f"pair_distances: weight: expected a tensor on "
-                     f"{base.device} (the device of base), got {weight.device}")
-        torch._check(weight.dtype in (base.dtype, others.dtype),
-                     lambda: f"pair_distances: weight: expected dtype {base.dtype} (the dtype of base), "
-                             f"got {weight.dtype}")
+        torch._check(
+            weight.device == base.device,
+            lambda: (
+                f"pair_distances: weight: expected a tensor on {base.device} (the device of base), got {weight.device}"
+            ),
+        )
+        torch._check(
+            weight.dtype in (base.dtype, others.dtype),
+            lambda: f"pair_distances: weight: expected dtype {base.dtype} (the dtype of base), got {weight.dtype}",
+        )
         torch._check(
             tuple(weight.shape) == (base.shape[0],),
             lambda: f"pair_distances: weight: expected shape ({base.shape[0]},), got {tuple(weight.shape)}",
@@ -95,11 +115,16 @@ def _pair_distances_fake(base, others, metric, weight=None):
 @torch.library.register_fake("vaeiso::pair_distances_backward")
 def _pair_distances_backward_fake(grad, base, others, metric, weight, output_mask):
     _check(base, others, metric, weight)
-    torch._check(others.dtype == base.dtype, lambda: f"pair_distances_backward: others: expected dtype {base.dtype} "
-                 f"(the dtype of base), got {others.dtype}")
-    torch._check(tuple(grad.shape) == (base.shape[0], others.shape[1]),
-                 lambda: f"pair_distances_backward: grad: expected shape {(base.shape[0], others.shape[1])}, "
-                 f"got {tuple(grad.shape)}")
+    torch._check(
+        others.dtype == base.dtype,
+        lambda: f"pair_distances_backward: others: expected dtype {base.dtype} (the dtype of base), got {others.dtype}",
+    )
+    torch._check(
+        tuple(grad.shape) == (base.shape[0], others.shape[1]),
+        lambda: (
+            f"pair_distances_backward: grad: expected shape {(base.shape[0], others.shape[1])}, got {tuple(grad.shape)}"
+        ),
+    )
     none = base.new_empty((0,))
     gb = base.new_empty(base.shape) if output_mask[0] else none
     go = others.new_empty(others.shape) if output_mask[1] else none
@@ -107,8 +132,10 @@ def _pair_distances_backward_fake(grad, base, others, metric, weight, output_mas
     return gb, go, gw
 
 
-register_no_double_backward("vaeiso::pair_distances_backward",
-                            "pair_distances_backward is not differentiable: differentiate ops.pair_distances instead")
+register_no_double_backward(
+    "vaeiso::pair_distances_backward",
+    "pair_distances_backward is not differentiable: differentiate ops.pair_distances instead",
+)
 
 
 # ------------------------------------------------------------------------------- autograd
@@ -175,8 +202,9 @@ def _backward(ctx, grad: Tensor):
         return (None,) * len(needs)
     if base.dtype == others.dtype and fused_ok(grad, base, others, weight):
         mask = [bool(need_b), bool(need_o), bool(need_w)]
-        d_b, d_o, d_w = call_kernel(torch.ops.vaeiso.pair_distances_backward.default, grad, base, others,
-                                    ctx.metric, weight, mask)
+        d_b, d_o, d_w = call_kernel(
+            torch.ops.vaeiso.pair_distances_backward.default, grad, base, others, ctx.metric, weight, mask
+        )
         return (d_b if need_b else None, d_o if need_o else None, None, d_w if need_w else None)[: len(needs)]
     g = grad if weight is None else grad * weight[:, None]
     d_b = d_o = d_w = None
@@ -228,8 +256,12 @@ class _PairDistancesFunction(torch.autograd.Function):
     @staticmethod
     def vmap(info, in_dims, base, others, metric, weight):
         B = info.batch_size
-        out = _PairDistancesFunction.call(merge_batch(base, in_dims[0], B), merge_batch(others, in_dims[1], B),
-                                           metric, merge_batch(weight, in_dims[3], B))
+        out = _PairDistancesFunction.call(
+            merge_batch(base, in_dims[0], B),
+            merge_batch(others, in_dims[1], B),
+            metric,
+            merge_batch(weight, in_dims[3], B),
+        )
         return split_batch(out, B), 0
 
 

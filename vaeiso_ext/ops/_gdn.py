@@ -42,11 +42,12 @@ def gdn(x: Tensor, beta: Tensor, gamma: Tensor, inverse: bool = False, simplifie
     wrong shape or device (each naming the argument).
     """
     check_gdn("gdn", x, beta, gamma)
-    return dispatch((x, beta, gamma),
-                    lambda: torch.ops.vaeiso.gdn(x, beta, gamma, inverse, simplified),
-                    lambda: call_kernel(torch.ops.vaeiso.gdn_forward.default, x, beta, gamma, inverse, simplified,
-                                        False)[0],
-                    lambda: _gdn_apply(x, beta, gamma, inverse, simplified)[0])
+    return dispatch(
+        (x, beta, gamma),
+        lambda: torch.ops.vaeiso.gdn(x, beta, gamma, inverse, simplified),
+        lambda: call_kernel(torch.ops.vaeiso.gdn_forward.default, x, beta, gamma, inverse, simplified, False)[0],
+        lambda: _gdn_apply(x, beta, gamma, inverse, simplified)[0],
+    )
 
 
 def _acc_dtype(x: Tensor) -> torch.dtype:
@@ -68,12 +69,18 @@ def _check(x: Tensor, beta: Tensor, gamma: Tensor) -> None:
         tuple(gamma.shape) == (C, C), lambda: f"gdn: gamma: expected shape ({C}, {C}), got {tuple(gamma.shape)}"
     )
     for name, t in (("beta", beta), ("gamma", gamma)):
-        torch._check(t.device == x.device,
-                     lambda: f"gdn: {name}: expected a tensor on {x.device} (the device of x), got {t.device}")
-        torch._check(t.dtype == x.dtype or (x.dtype in _HALF and t.dtype == torch.float32),
-                     lambda: f"gdn: {name}: expected dtype {x.dtype} (the dtype of x), got {t.dtype}")
-    torch._check(gamma.dtype == beta.dtype,
-                 lambda: f"gdn: gamma: expected dtype {beta.dtype} (the dtype of beta), got {gamma.dtype}")
+        torch._check(
+            t.device == x.device,
+            lambda: f"gdn: {name}: expected a tensor on {x.device} (the device of x), got {t.device}",
+        )
+        torch._check(
+            t.dtype == x.dtype or (x.dtype in _HALF and t.dtype == torch.float32),
+            lambda: f"gdn: {name}: expected dtype {x.dtype} (the dtype of x), got {t.dtype}",
+        )
+    torch._check(
+        gamma.dtype == beta.dtype,
+        lambda: f"gdn: gamma: expected dtype {beta.dtype} (the dtype of beta), got {gamma.dtype}",
+    )
 
 
 @torch.library.register_fake("vaeiso::gdn_forward")
@@ -86,14 +93,15 @@ def _gdn_forward_fake(x, beta, gamma, inverse=False, simplified=False, need_norm
 @torch.library.register_fake("vaeiso::gdn_backward")
 def _gdn_backward_fake(grad, x, norm, gamma, inverse, simplified, output_mask):
     for name, t in (("grad", grad), ("norm", norm), ("gamma", gamma)):
-        torch._check(t.device == x.device, lambda: f"gdn_backward: {name}: expected a tensor on {x.device} "
-                     f"(the device of x), got {t.device}")
+        torch._check(
+            t.device == x.device,
+            lambda: f"gdn_backward: {name}: expected a tensor on {x.device} (the device of x), got {t.device}",
+        )
     C = x.shape[1]
     gx = _empty_like_layout(x, x.dtype) if output_mask[0] else x.new_empty((0,))
     gb = gamma.new_empty((C,)) if output_mask[1] else gamma.new_empty((0,))
     gg = gamma.new_empty((C, C)) if output_mask[2] else gamma.new_empty((0,))
     return gx, gb, gg
-
 
 
 # ------------------------------------------------------------------------------- autograd
@@ -151,11 +159,14 @@ def _backward(ctx, grad_out, _grad_norm=None):
     if grad_out is None or not any(mask):
         return (None, None, None) + rest
     if norm.numel() != x.numel():
-        raise RuntimeError("gdn_forward: called with need_norm=False, so it has no gradient; "
-                           "call it with need_norm=True to differentiate it")
+        raise RuntimeError(
+            "gdn_forward: called with need_norm=False, so it has no gradient; "
+            "call it with need_norm=True to differentiate it"
+        )
     if fused_ok(grad_out, x, beta, gamma):
-        gx, gb, gg = call_kernel(torch.ops.vaeiso.gdn_backward.default, grad_out, x, norm, gamma, ctx.inverse,
-                                 ctx.simplified, mask)
+        gx, gb, gg = call_kernel(
+            torch.ops.vaeiso.gdn_backward.default, grad_out, x, norm, gamma, ctx.inverse, ctx.simplified, mask
+        )
         gx, gb, gg = (gx if mask[0] else None, gb if mask[1] else None, gg if mask[2] else None)
     else:
         gx, gb, gg = _backward_torch(grad_out, x, beta, gamma, ctx.inverse, ctx.simplified, mask)

@@ -156,13 +156,22 @@ def with_eager_twin(func_cls):
         setup_context(ctx, args, out)
         return out
 
-    eager_cls = type(func_cls.__name__ + "Eager", (torch.autograd.Function,),
-                     dict(forward=staticmethod(eager_forward), backward=staticmethod(func_cls.backward),
-                          jvp=staticmethod(func_cls.jvp)))
+    eager_cls = type(
+        func_cls.__name__ + "Eager",
+        (torch.autograd.Function,),
+        dict(
+            forward=staticmethod(eager_forward),
+            backward=staticmethod(func_cls.backward),
+            jvp=staticmethod(func_cls.jvp),
+        ),
+    )
     # Dynamo refuses Functions with a custom jvp (and drops nothing silently: compiled code
     # rejects forward-AD inputs anyway), so tracing gets a twin without one.
-    traced_cls = type(func_cls.__name__ + "Traced", (torch.autograd.Function,),
-                      dict(forward=staticmethod(eager_forward), backward=staticmethod(func_cls.backward)))
+    traced_cls = type(
+        func_cls.__name__ + "Traced",
+        (torch.autograd.Function,),
+        dict(forward=staticmethod(eager_forward), backward=staticmethod(func_cls.backward)),
+    )
     transforms_active = torch._C._are_functorch_transforms_active
     func_apply, eager_apply, traced_apply = func_cls.apply, eager_cls.apply, traced_cls.apply
 
@@ -179,8 +188,12 @@ def with_eager_twin(func_cls):
 def autograd_function(name: str, forward, setup_context, backward, jvp, vmap=None, generate_vmap_rule=False):
     """The Function (and eager twin, :func:`with_eager_twin`) made of these staticmethods;
     returns its ``call``."""
-    attrs = dict(forward=staticmethod(forward), setup_context=staticmethod(setup_context),
-                 backward=staticmethod(backward), jvp=staticmethod(jvp))
+    attrs = dict(
+        forward=staticmethod(forward),
+        setup_context=staticmethod(setup_context),
+        backward=staticmethod(backward),
+        jvp=staticmethod(jvp),
+    )
     if generate_vmap_rule:
         attrs["generate_vmap_rule"] = True
     else:

@@ -30,9 +30,18 @@ MS_SSIM_WEIGHTS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)
 _NORMALIZE = ("relu", "simple", None)
 
 
-def ms_ssim(x: Tensor, y: Tensor, *, weights: Sequence[float] = MS_SSIM_WEIGHTS, window_size: int = 11,
-            sigma: float = 1.5, k1: float = 0.01, k2: float = 0.03, data_range=1.0,
-            normalize: Optional[str] = "relu") -> Tensor:
+def ms_ssim(
+    x: Tensor,
+    y: Tensor,
+    *,
+    weights: Sequence[float] = MS_SSIM_WEIGHTS,
+    window_size: int = 11,
+    sigma: float = 1.5,
+    k1: float = 0.01,
+    k2: float = 0.03,
+    data_range=1.0,
+    normalize: Optional[str] = "relu",
+) -> Tensor:
     """Multi-scale SSIM per image (Wang, Simoncelli, Bovik 2003), fused (docs/ops.md).
 
     As ``pytorch_msssim.ms_ssim(x, y, data_range=..., size_average=False, win_size=...,
@@ -85,8 +94,17 @@ def ms_ssim(x: Tensor, y: Tensor, *, weights: Sequence[float] = MS_SSIM_WEIGHTS,
     fn = "ms_ssim"
     out_dtype = check_pair(fn, x, y, unbatched=True)
     if x.dim() == 3:  # one (C, H, W) pair: a 0-d value, as every SSIM-family function gives
-        return ms_ssim(x.unsqueeze(0), y.unsqueeze(0), weights=weights, window_size=window_size, sigma=sigma,
-                       k1=k1, k2=k2, data_range=data_range, normalize=normalize).squeeze(0)
+        return ms_ssim(
+            x.unsqueeze(0),
+            y.unsqueeze(0),
+            weights=weights,
+            window_size=window_size,
+            sigma=sigma,
+            k1=k1,
+            k2=k2,
+            data_range=data_range,
+            normalize=normalize,
+        ).squeeze(0)
     ws, sigma, k1, k2, rng, _ = check_params(fn, window_size, sigma, k1, k2, data_range)
     w = check_weights(fn, weights)
     if normalize not in _NORMALIZE:
@@ -96,8 +114,10 @@ def ms_ssim(x: Tensor, y: Tensor, *, weights: Sequence[float] = MS_SSIM_WEIGHTS,
     need = (ws - 1) * 2 ** (m - 1)
     H, W = x.shape[2], x.shape[3]
     if min(H, W) <= need:
-        raise ValueError(f"{fn}: x: the image ({H}x{W}) is too small for {m} levels with window_size={ws}: "
-                         f"the smaller side must exceed (window_size - 1) * 2**(levels - 1) = {need}")
+        raise ValueError(
+            f"{fn}: x: the image ({H}x{W}) is too small for {m} levels with window_size={ws}: "
+            f"the smaller side must exceed (window_size - 1) * 2**(levels - 1) = {need}"
+        )
     (xc, yc), dr, _ = scale_by_range(rng, x, y)
     vals = []
     for level in range(m):
@@ -124,9 +144,18 @@ def ms_ssim(x: Tensor, y: Tensor, *, weights: Sequence[float] = MS_SSIM_WEIGHTS,
     return terms.prod(0).mean(1).to(out_dtype)
 
 
-def ssim_l1_loss(x: Tensor, y: Tensor, *, ssim_weight: float = 0.2, window_size: int = 11,
-                 sigma: float = 1.5, k1: float = 0.01, k2: float = 0.03, data_range=1.0,
-                 padding: str = "same") -> Tensor:
+def ssim_l1_loss(
+    x: Tensor,
+    y: Tensor,
+    *,
+    ssim_weight: float = 0.2,
+    window_size: int = 11,
+    sigma: float = 1.5,
+    k1: float = 0.01,
+    k2: float = 0.03,
+    data_range=1.0,
+    padding: str = "same",
+) -> Tensor:
     """``(1 - ssim_weight) * mean|x - y| + ssim_weight * (1 - SSIM(x, y))`` per image, fused
     (docs/ops.md).
 
@@ -177,4 +206,3 @@ def ssim_l1_loss(x: Tensor, y: Tensor, *, ssim_weight: float = 0.2, window_size:
         k_l1 *= scale
     out = torch.addmv(l1.mv(om.new_full((C,), k_l1)), om, om.new_full((C,), sw / C)).to(out_dtype)
     return out.squeeze(0) if unbatched else out
-

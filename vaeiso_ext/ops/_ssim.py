@@ -25,8 +25,18 @@ from ._modes import acc_dtype, call_kernel, dispatch, need_maps
 from ._ssim_autograd import FORWARD, SSIMFunction, SSIMPairsFunction, metric_gram_composite, transformed
 from .checks import check_batch, check_pair, check_params, check_range_for, check_window_fits
 
-def ssim(x: Tensor, y: Tensor, *, window_size: int = 11, sigma: float = 1.5, k1: float = 0.01,
-         k2: float = 0.03, data_range=1.0, padding: str = "valid") -> Tensor:
+
+def ssim(
+    x: Tensor,
+    y: Tensor,
+    *,
+    window_size: int = 11,
+    sigma: float = 1.5,
+    k1: float = 0.01,
+    k2: float = 0.03,
+    data_range=1.0,
+    padding: str = "valid",
+) -> Tensor:
     """Structural similarity per image, fused forward and backward (docs/ops.md).
 
     Gaussian window of ``window_size`` taps (odd) with std ``sigma``, normalised in float64,
@@ -65,9 +75,17 @@ def ssim(x: Tensor, y: Tensor, *, window_size: int = 11, sigma: float = 1.5, k1:
     return _ssim_value("ssim", x, y, window_size, sigma, k1, k2, data_range, padding, loss=False)
 
 
-def one_minus_ssim(x: Tensor, y: Tensor, *, window_size: int = 11, sigma: float = 1.5,
-                   k1: float = 0.01, k2: float = 0.03, data_range=1.0,
-                   padding: str = "valid") -> Tensor:
+def one_minus_ssim(
+    x: Tensor,
+    y: Tensor,
+    *,
+    window_size: int = 11,
+    sigma: float = 1.5,
+    k1: float = 0.01,
+    k2: float = 0.03,
+    data_range=1.0,
+    padding: str = "valid",
+) -> Tensor:
     """``1 - ssim(x, y)`` computed without cancellation (the loss; :class:`nn.SSIMLoss`).
 
     Same arguments (``data_range`` included), errors and autograd modes as :func:`ssim`;
@@ -88,9 +106,17 @@ def _ssim_value(fn, x, y, window_size, sigma, k1, k2, data_range, padding, loss)
     return v.squeeze(0) if unbatched else v
 
 
-def ssim_pairs(base: Tensor, others: Tensor, *, window_size: int = 11, sigma: float = 1.5,
-               k1: float = 0.01, k2: float = 0.03, data_range=1.0,
-               padding: str = "valid") -> Tensor:
+def ssim_pairs(
+    base: Tensor,
+    others: Tensor,
+    *,
+    window_size: int = 11,
+    sigma: float = 1.5,
+    k1: float = 0.01,
+    k2: float = 0.03,
+    data_range=1.0,
+    padding: str = "valid",
+) -> Tensor:
     """``1 - SSIM(base[n], others[n, k])`` for K images per base, fused (docs/ops.md).
 
     The window statistics of ``base`` are computed once per tile and reused for all K, and
@@ -111,22 +137,32 @@ def ssim_pairs(base: Tensor, others: Tensor, *, window_size: int = 11, sigma: fl
     """
     fn = "ssim_pairs"
     out_dtype = check_batch(fn, base, others, "base", "others")
-    base, others, ws, sigma, k1, k2, dr, same = _prepare(fn, base, others, window_size, sigma, k1, k2,
-                                                         data_range, padding)
+    base, others, ws, sigma, k1, k2, dr, same = _prepare(
+        fn, base, others, window_size, sigma, k1, k2, data_range, padding
+    )
     padding = "same" if same else "valid"
 
     def op():
-        return torch.ops.vaeiso.ssim_pairs(base, others, window_size=ws, sigma=sigma, k1=k1, k2=k2,
-                                           data_range=dr, padding=padding)
+        return torch.ops.vaeiso.ssim_pairs(
+            base, others, window_size=ws, sigma=sigma, k1=k1, k2=k2, data_range=dr, padding=padding
+        )
 
-    out = dispatch((base, others), op, op,
-                   lambda: SSIMPairsFunction.call(base, others, ws, sigma, k1, k2, dr, padding))
+    out = dispatch((base, others), op, op, lambda: SSIMPairsFunction.call(base, others, ws, sigma, k1, k2, dr, padding))
     return out.to(out_dtype)
 
 
-def ssim_metric_gram(x: Tensor, v: Tensor, *, diagonal: bool = False, window_size: int = 11,
-                     sigma: float = 1.5, k1: float = 0.01, k2: float = 0.03,
-                     data_range=1.0, padding: str = "valid") -> Tensor:
+def ssim_metric_gram(
+    x: Tensor,
+    v: Tensor,
+    *,
+    diagonal: bool = False,
+    window_size: int = 11,
+    sigma: float = 1.5,
+    k1: float = 0.01,
+    k2: float = 0.03,
+    data_range=1.0,
+    padding: str = "valid",
+) -> Tensor:
     """Inner products of directions under the SSIM metric tensor ``G_x`` (docs/ops.md).
 
     ``G_x = 1/2 Hessian_y (1 - SSIM(x, y))`` at ``y = x``, so that
@@ -154,16 +190,27 @@ def ssim_metric_gram(x: Tensor, v: Tensor, *, diagonal: bool = False, window_siz
     x, v, ws, sigma, k1, k2, dr, same = _prepare(fn, x, v, window_size, sigma, k1, k2, data_range, padding)
 
     def op():
-        return torch.ops.vaeiso.ssim_metric_gram(x, v, diagonal=bool(diagonal), window_size=ws, sigma=sigma,
-                                                 k1=k1, k2=k2, data_range=dr, padding="same" if same else "valid")
+        return torch.ops.vaeiso.ssim_metric_gram(
+            x,
+            v,
+            diagonal=bool(diagonal),
+            window_size=ws,
+            sigma=sigma,
+            k1=k1,
+            k2=k2,
+            data_range=dr,
+            padding="same" if same else "valid",
+        )
 
     # The C++ composite differentiates through ATen and ssim_filter's registered autograd; under
     # forward AD or a torch.func transform the same composite runs in Python instead.
-    out = dispatch((x, v), op, op,
-                   lambda: metric_gram_composite(x, v, bool(diagonal), ws, sigma, k1, k2, dr, same)
-                   if transformed(x, v) else op())
+    out = dispatch(
+        (x, v),
+        op,
+        op,
+        lambda: metric_gram_composite(x, v, bool(diagonal), ws, sigma, k1, k2, dr, same) if transformed(x, v) else op(),
+    )
     return out.to(out_dtype)
-
 
 
 # --------------------------------------------------------------------- range and padding
@@ -218,7 +265,6 @@ def pad_small(*ts: Tensor, window_size: int, same: bool):
     return tuple(F.pad(t, (p, p, p, p)) for t in ts), False
 
 
-
 # ------------------------------------------------------------------------------ the SSIM pass
 
 
@@ -230,9 +276,10 @@ def ssim_pass(x, y, window_size, sigma, k1, k2, data_range, same, *, cs_only, wi
     ``|y - x|``. Both in the accumulation dtype (float32 for the half types and autocast's mix).
     Differentiable in every autograd mode (:class:`SSIMFunction`)."""
     args = (window_size, sigma, k1, k2, data_range, same, cs_only, with_l1)
-    one_minus, l1, _ = dispatch((x, y),
-                                lambda: torch.ops.vaeiso.ssim_forward(x, y, *args, need_maps(x, y)),
-                                lambda: call_kernel(FORWARD, x, y, *args, False),
-                                lambda: SSIMFunction.call(x, y, *args, need_maps(x, y)))
+    one_minus, l1, _ = dispatch(
+        (x, y),
+        lambda: torch.ops.vaeiso.ssim_forward(x, y, *args, need_maps(x, y)),
+        lambda: call_kernel(FORWARD, x, y, *args, False),
+        lambda: SSIMFunction.call(x, y, *args, need_maps(x, y)),
+    )
     return one_minus, l1
-

@@ -12,8 +12,15 @@ from torch import Tensor
 from torch._C._functorch import is_functorch_wrapped_tensor
 from torch.autograd import forward_ad
 
-from ._modes import acc_dtype, call_kernel, fused_ok, merge_batch, register_no_double_backward, split_batch
-from ._modes import with_eager_twin
+from ._modes import (
+    acc_dtype,
+    call_kernel,
+    fused_ok,
+    merge_batch,
+    register_no_double_backward,
+    split_batch,
+    with_eager_twin,
+)
 
 FORWARD = torch.ops.vaeiso.ssim_forward.default
 BACKWARD = torch.ops.vaeiso.ssim_backward.default
@@ -122,8 +129,7 @@ def _grads(g_om, g_l1, x, y, maps, args):
     if not with_l1:
         g_l1 = None
     if g_om is None:
-        g_om = torch.zeros(x.shape[:2], dtype=acc_dtype(x) if x.dtype == y.dtype else torch.float32,
-                           device=x.device)
+        g_om = torch.zeros(x.shape[:2], dtype=acc_dtype(x) if x.dtype == y.dtype else torch.float32, device=x.device)
     if not fused_ok(g_om, g_l1, x, y):
         return channel_grads_torch(g_om, g_l1, x, y, window_size, sigma, k1, k2, data_range, same, cs_only)
     if maps.numel() == 0 and x.shape[0] > 0:
@@ -170,8 +176,7 @@ class SSIMFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(x, y, window_size, sigma, k1, k2, data_range, same, cs_only, with_l1, need_maps):
-        return call_kernel(FORWARD, x, y, window_size, sigma, k1, k2, data_range, same, cs_only, with_l1,
-                           need_maps)
+        return call_kernel(FORWARD, x, y, window_size, sigma, k1, k2, data_range, same, cs_only, with_l1, need_maps)
 
     @staticmethod
     def setup_context(ctx, inputs, output):
@@ -239,8 +244,17 @@ class SSIMPairsFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(base, others, window_size, sigma, k1, k2, data_range, padding):
-        return call_kernel(torch.ops.vaeiso.ssim_pairs.default, base, others, window_size=window_size,
-                           sigma=sigma, k1=k1, k2=k2, data_range=data_range, padding=padding)
+        return call_kernel(
+            torch.ops.vaeiso.ssim_pairs.default,
+            base,
+            others,
+            window_size=window_size,
+            sigma=sigma,
+            k1=k1,
+            k2=k2,
+            data_range=data_range,
+            padding=padding,
+        )
 
     @staticmethod
     def setup_context(ctx, inputs, output):
@@ -322,7 +336,8 @@ register_no_double_backward(
     "vaeiso::ssim_backward",
     "vaeiso::ssim_backward: the raw backward kernel has no derivative of its own (it is not "
     "differentiable); differentiate vaeiso_ext.ops.ssim, ms_ssim or ssim_l1_loss (or torch.ops.vaeiso.ssim) "
-    "instead, whose backward is differentiable")
+    "instead, whose backward is differentiable",
+)
 
 
 # ------------------------------------------------------------ metric Gram under transforms

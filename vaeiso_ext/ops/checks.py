@@ -32,8 +32,7 @@ def check_tensor(fn: str, name: str, t) -> None:
 
 def check_device(fn: str, name: str, t: Tensor, ref: Tensor, ref_name: str) -> None:
     if t.device != ref.device:
-        raise ValueError(f"{fn}: {name}: expected a tensor on {ref.device} (the device of {ref_name}), "
-                         f"got {t.device}")
+        raise ValueError(f"{fn}: {name}: expected a tensor on {ref.device} (the device of {ref_name}), got {t.device}")
 
 
 def check_pair(fn: str, x, y, *, unbatched: bool = False) -> torch.dtype:
@@ -55,8 +54,10 @@ def check_pair(fn: str, x, y, *, unbatched: bool = False) -> torch.dtype:
         return x.dtype
     if (x.dtype in HALF and y.dtype == torch.float32) or (x.dtype == torch.float32 and y.dtype in HALF):
         return torch.float32
-    raise TypeError(f"{fn}: y: expected dtype {x.dtype} (the dtype of x), or float32 against a "
-                    f"float16/bfloat16 x (autocast's mix), got {y.dtype}")
+    raise TypeError(
+        f"{fn}: y: expected dtype {x.dtype} (the dtype of x), or float32 against a "
+        f"float16/bfloat16 x (autocast's mix), got {y.dtype}"
+    )
 
 
 def check_batch(fn: str, x, v, x_name: str, v_name: str) -> torch.dtype:
@@ -70,8 +71,10 @@ def check_batch(fn: str, x, v, x_name: str, v_name: str) -> torch.dtype:
         raise ValueError(f"{fn}: {x_name}: expected at least one channel, got shape {tuple(x.shape)}")
     if v.dim() != 5 or v.shape[0] != x.shape[0] or v.shape[2:] != x.shape[1:]:
         N, C, H, W = x.shape
-        raise ValueError(f"{fn}: {v_name}: expected shape ({N}, K, {C}, {H}, {W}) (N, K, C, H, W) matching "
-                         f"{x_name} {tuple(x.shape)}, got {tuple(v.shape)}")
+        raise ValueError(
+            f"{fn}: {v_name}: expected shape ({N}, K, {C}, {H}, {W}) (N, K, C, H, W) matching "
+            f"{x_name} {tuple(x.shape)}, got {tuple(v.shape)}"
+        )
     check_device(fn, v_name, v, x, x_name)
     if v.dtype != x.dtype:
         raise TypeError(f"{fn}: {v_name}: expected dtype {x.dtype} (the dtype of {x_name}), got {v.dtype}")
@@ -112,10 +115,12 @@ def check_weight(fn: str, name: str, value) -> float:
 
 
 def check_window_size(fn: str, window_size) -> int:
-    if type(window_size) is not int and (isinstance(window_size, bool)
-                                         or not isinstance(window_size, numbers.Integral)):
-        raise TypeError(f"{fn}: window_size: expected an odd positive integer, got "
-                        f"{type(window_size).__name__} {window_size!r}")
+    if type(window_size) is not int and (
+        isinstance(window_size, bool) or not isinstance(window_size, numbers.Integral)
+    ):
+        raise TypeError(
+            f"{fn}: window_size: expected an odd positive integer, got {type(window_size).__name__} {window_size!r}"
+        )
     if window_size < 1 or window_size % 2 == 0:
         raise ValueError(f"{fn}: window_size: expected an odd positive integer, got {window_size!r}")
     return int(window_size)
@@ -128,21 +133,23 @@ def check_data_range(fn: str, data_range):
         if data_range.dtype.is_complex or data_range.dtype == torch.bool:
             raise TypeError(f"{fn}: data_range: expected a real tensor, got {data_range.dtype}")
         if data_range.dim() > 1:
-            raise ValueError(f"{fn}: data_range: expected a tensor of shape (N,), got shape "
-                             f"{tuple(data_range.shape)}")
+            raise ValueError(f"{fn}: data_range: expected a tensor of shape (N,), got shape {tuple(data_range.shape)}")
         return data_range
     if isinstance(data_range, (tuple, list)):
         if len(data_range) != 2 or not all(is_number(v) for v in data_range):
             raise (ValueError if all(is_number(v) for v in data_range) else TypeError)(
                 f"{fn}: data_range: expected a number, a (min, max) pair of numbers or a tensor of shape (N,), "
-                f"got {data_range!r}")
+                f"got {data_range!r}"
+            )
         lo, hi = float(data_range[0]), float(data_range[1])
         if not (math.isfinite(lo) and math.isfinite(hi) and hi - lo > 0):
             raise ValueError(f"{fn}: data_range: expected a (min, max) pair with max > min, got {data_range!r}")
         return hi - lo
     if not is_number(data_range):
-        raise TypeError(f"{fn}: data_range: expected a number, a (min, max) pair or a tensor of shape (N,), "
-                        f"got {type(data_range).__name__}")
+        raise TypeError(
+            f"{fn}: data_range: expected a number, a (min, max) pair or a tensor of shape (N,), "
+            f"got {type(data_range).__name__}"
+        )
     return check_positive(fn, "data_range", data_range)
 
 
@@ -153,8 +160,10 @@ def check_range_for(fn: str, rng, x: Tensor):
     if not isinstance(rng, Tensor):
         return rng
     if rng.dim() == 1 and rng.shape[0] != x.shape[0]:
-        raise ValueError(f"{fn}: data_range: expected a tensor of shape ({x.shape[0]},) (one range per image), "
-                         f"got shape {tuple(rng.shape)}")
+        raise ValueError(
+            f"{fn}: data_range: expected a tensor of shape ({x.shape[0]},) (one range per image), "
+            f"got shape {tuple(rng.shape)}"
+        )
     check_device(fn, "data_range", rng, x, "x")
     if not (compiling() or is_functorch_wrapped_tensor(rng)):
         with torch.no_grad():
@@ -186,10 +195,11 @@ def check_window_fits(fn: str, x: Tensor, window_size: int, same: bool) -> bool:
     size (zero padding). Returns ``same``."""
     H, W = x.shape[-2], x.shape[-1]
     if not same and (window_size > H or window_size > W):
-        raise ValueError(f"{fn}: window_size: the window ({window_size}) is larger than the image "
-                         f"(H={H}, W={W}); use a smaller window_size, larger images or padding=\"same\"")
+        raise ValueError(
+            f"{fn}: window_size: the window ({window_size}) is larger than the image "
+            f'(H={H}, W={W}); use a smaller window_size, larger images or padding="same"'
+        )
     return same
-
 
 
 def check_weights(fn: str, weights) -> tuple[float, ...]:
@@ -211,19 +221,20 @@ def check_gdn(fn: str, x, beta, gamma) -> None:
     check_tensor(fn, "beta", beta)
     check_tensor(fn, "gamma", gamma)
     if x.dim() < 2:
-        raise ValueError(f"{fn}: x: expected a tensor of shape (N, C, *) with at least 2 dims, got shape "
-                         f"{tuple(x.shape)}")
+        raise ValueError(
+            f"{fn}: x: expected a tensor of shape (N, C, *) with at least 2 dims, got shape {tuple(x.shape)}"
+        )
     C = x.shape[1]
     if beta.dim() != 1 or beta.shape[0] != C:
         raise ValueError(f"{fn}: beta: expected shape ({C},) for x with {C} channels, got {tuple(beta.shape)}")
     if gamma.dim() != 2 or gamma.shape[0] != C or gamma.shape[1] != C:
-        raise ValueError(f"{fn}: gamma: expected shape ({C}, {C}) for x with {C} channels, got "
-                         f"{tuple(gamma.shape)}")
+        raise ValueError(f"{fn}: gamma: expected shape ({C}, {C}) for x with {C} channels, got {tuple(gamma.shape)}")
     half = x.dtype in HALF
     for name, p in (("beta", beta), ("gamma", gamma)):
         if p.dtype != x.dtype and not (half and p.dtype == torch.float32):
-            raise TypeError(f"{fn}: {name}: expected dtype {x.dtype} (the dtype of x){' or float32' if half else ''}, "
-                            f"got {p.dtype}")
+            raise TypeError(
+                f"{fn}: {name}: expected dtype {x.dtype} (the dtype of x){' or float32' if half else ''}, got {p.dtype}"
+            )
     if gamma.dtype != beta.dtype:
         raise TypeError(f"{fn}: gamma: expected dtype {beta.dtype} (the dtype of beta), got {gamma.dtype}")
     check_device(fn, "beta", beta, x, "x")
@@ -243,26 +254,38 @@ def check_pair_distances(fn: str, base, others, metric, weight, metrics: tuple[s
     if base.dim() < 1:
         raise ValueError(f"{fn}: base: expected a tensor of shape (N, *), got a 0-dim tensor")
     if others.dim() != base.dim() + 1:
-        raise ValueError(f"{fn}: others: expected shape (N, K{', *base.shape[1:]' if base.dim() > 1 else ''}) "
-                         f"with {base.dim() + 1} dims for base of shape {tuple(base.shape)}, got shape "
-                         f"{tuple(others.shape)}")
+        raise ValueError(
+            f"{fn}: others: expected shape (N, K{', *base.shape[1:]' if base.dim() > 1 else ''}) "
+            f"with {base.dim() + 1} dims for base of shape {tuple(base.shape)}, got shape "
+            f"{tuple(others.shape)}"
+        )
     if others.shape[0] != base.shape[0]:
-        raise ValueError(f"{fn}: others: expected {base.shape[0]} samples in dim 0 (the N of base), got shape "
-                         f"{tuple(others.shape)}")
+        raise ValueError(
+            f"{fn}: others: expected {base.shape[0]} samples in dim 0 (the N of base), got shape {tuple(others.shape)}"
+        )
     if others.shape[2:] != base.shape[1:]:
-        raise ValueError(f"{fn}: others: expected per-sample shape {tuple(base.shape[1:])} (that of base) in "
-                         f"dims 2.., got shape {tuple(others.shape)}")
-    if not (others.dtype == base.dtype or (others.dtype in HALF and base.dtype == torch.float32)
-            or (others.dtype == torch.float32 and base.dtype in HALF)):
-        raise TypeError(f"{fn}: others: expected dtype {base.dtype} (the dtype of base), or float32 against a "
-                        f"float16/bfloat16 base (autocast's mix), got {others.dtype}")
+        raise ValueError(
+            f"{fn}: others: expected per-sample shape {tuple(base.shape[1:])} (that of base) in "
+            f"dims 2.., got shape {tuple(others.shape)}"
+        )
+    if not (
+        others.dtype == base.dtype
+        or (others.dtype in HALF and base.dtype == torch.float32)
+        or (others.dtype == torch.float32 and base.dtype in HALF)
+    ):
+        raise TypeError(
+            f"{fn}: others: expected dtype {base.dtype} (the dtype of base), or float32 against a "
+            f"float16/bfloat16 base (autocast's mix), got {others.dtype}"
+        )
     check_device(fn, "others", others, base, "base")
     if weight is None:
         return
     check_tensor(fn, "weight", weight)
     if weight.dim() != 1 or weight.shape[0] != base.shape[0]:
-        raise ValueError(f"{fn}: weight: expected shape ({base.shape[0]},) (one weight per sample of base), got "
-                         f"{tuple(weight.shape)}")
+        raise ValueError(
+            f"{fn}: weight: expected shape ({base.shape[0]},) (one weight per sample of base), got "
+            f"{tuple(weight.shape)}"
+        )
     if weight.dtype != base.dtype and weight.dtype != others.dtype:
         also = " or that of others" if others.dtype != base.dtype else ""
         raise TypeError(f"{fn}: weight: expected dtype {base.dtype} (the dtype of base){also}, got {weight.dtype}")
