@@ -11,8 +11,9 @@ import sys
 import pytest
 import torch
 
+from vaeiso_ext.checkpoint import CheckpointError, load_checkpoint
 from vaeiso_ext.cli import main
-from vaeiso_ext.train import CheckpointError, TrainConfig, load_checkpoint, train
+from vaeiso_ext.train import TrainConfig, train
 
 TOY = ["--epochs", "2", "--n-train", "1024", "--n-test", "200", "--no-figures"]
 

@@ -12,8 +12,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from vaeiso_ext.checkpoint import load_checkpoint, steps_per_epoch
 from vaeiso_ext.cli import main
-from vaeiso_ext.train import TrainConfig, TrainingDiverged, load_checkpoint, steps_per_epoch, train
+from vaeiso_ext.train import TrainConfig, TrainingDiverged, train
 
 TINY = ["--n-train", "600", "--n-test", "300", "--batch-size", "100", "--no-progress"]
 OLD_TOY = Path(__file__).parent / "data" / "old_layout_toy"

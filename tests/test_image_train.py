@@ -9,9 +9,10 @@ import pytest
 import torch
 
 from vaeiso_ext import metrics
+from vaeiso_ext.checkpoint import load_checkpoint
 from vaeiso_ext.data.images import RandomCrops
 from vaeiso_ext.models import ConvVAE, ToyVAE
-from vaeiso_ext.train import TrainConfig, load_checkpoint, train
+from vaeiso_ext.train import TrainConfig, train
 
 
 def test_warmup_lr_of_the_last_step(tmp_path):

@@ -13,7 +13,7 @@ from vaeiso_ext.experiments import UsageError, read_run
 from vaeiso_ext.experiments.digits import DigitsConfig
 from vaeiso_ext.experiments.images import EXPERIMENT as IMAGES
 from vaeiso_ext.experiments.images import ImagesConfig
-from vaeiso_ext.experiments.real import traversal_grid
+from vaeiso_ext.experiments.real_report import traversal_grid
 from vaeiso_ext.models import ConvVAE, DigitsVAE, build_model
 from vaeiso_ext.train import TrainConfig, train
 

@@ -288,7 +288,7 @@ def test_real_results_text_and_report_show_the_theory(tmp_path):
 
 def test_real_summary_reads_results_without_the_new_keys(tmp_path):
     """results.json written before these quantities still summarise and plot."""
-    from vaeiso_ext.experiments.real import dims_figure, text_summary
+    from vaeiso_ext.experiments.real_report import dims_figure, text_summary
 
     _, _, _, _, res = _digits_run(tmp_path)
     new = {

@@ -8,10 +8,11 @@ import sys
 import pytest
 import torch
 
+from vaeiso_ext.checkpoint import CheckpointError, load_checkpoint
 from vaeiso_ext.data import make_toy
 from vaeiso_ext.metrics import by_name as metric_from_name
 from vaeiso_ext.models import ToyVAE
-from vaeiso_ext.train import CheckpointError, TrainConfig, load_checkpoint, train
+from vaeiso_ext.train import TrainConfig, train
 
 
 @pytest.fixture(scope="module")

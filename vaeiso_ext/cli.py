@@ -72,8 +72,9 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from .checkpoint import CheckpointError
+    from .distributed import init_distributed, launch_info
     from .experiments import UsageError, analyze_checkpoint
-    from .train import CheckpointError, init_distributed, launch_info
 
     finished = False
     try:

@@ -22,7 +22,6 @@ alone writes checkpoints.
 from __future__ import annotations
 
 import math
-import os
 import sys
 import time
 from dataclasses import asdict, dataclass, fields
@@ -32,13 +31,16 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
-from . import __version__
-
-CHECKPOINT_FORMAT = "vaeiso_ext.checkpoint/1"
-
-
-class CheckpointError(RuntimeError):
-    """A checkpoint is missing, unreadable or incompatible."""
+from .checkpoint import (
+    CHECKPOINT_FORMAT,
+    CheckpointError,
+    checkpoint_steps,
+    load_checkpoint,
+    save_atomic,
+    steps_per_epoch,
+    versions,
+)
+from .distributed import backend_name, check_world, default_device, init_distributed
 
 
 class TrainingDiverged(FloatingPointError):
@@ -48,10 +50,6 @@ class TrainingDiverged(FloatingPointError):
     def __init__(self, step: int, good_step: int, epoch: int, what: str):
         self.step, self.good_step, self.epoch = step, good_step, epoch
         super().__init__(f"training diverged at step {step} (epoch {epoch}): {what}")
-
-
-def steps_per_epoch(n: int, batch_size: int) -> int:
-    return math.ceil(n / batch_size)
 
 
 @dataclass
@@ -110,118 +108,6 @@ class TrainConfig:
         which are how those runs trained (``warmup`` 0: no warm-up; ``lr_drop_at`` 0: no drop)."""
         names = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in names})
-
-
-# ------------------------------------------------------------------ distributed helpers
-
-
-def dist_info() -> tuple[int, int]:
-    """(rank, world_size); (0, 1) outside a process group."""
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
-
-
-def launch_info() -> tuple[int, int]:
-    """(rank, world_size) of this process: the process group's once joined, before that what
-    torchrun set (RANK, WORLD_SIZE); (0, 1) in a plain process."""
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
-
-
-def backend_name() -> str | None:
-    """The process group's backend (``gloo``, ``nccl``); None in a single process."""
-    if dist.is_available() and dist.is_initialized():
-        return str(dist.get_backend())
-    return None
-
-
-def check_world(checkpoint: str, ck: dict, world: int, what=CheckpointError) -> None:
-    """Refuse (``what``) to continue a checkpoint under another world size: each rank draws its
-    own noise stream, so the continuation would not be the run the checkpoint started."""
-    saved = int(ck.get("world_size", 1))
-    if saved != world:
-        launch = f"torchrun --nproc_per_node={saved}" if saved > 1 else "one process (no torchrun)"
-        raise what(
-            f"--resume refused: {checkpoint!r} was trained with world size {saved} (recorded); "
-            f"this run has world size {world} (current): resume it with {launch}, or start again "
-            "with --overwrite"
-        )
-
-
-def init_distributed() -> tuple[int, int]:
-    """Join the process group when launched by torchrun (WORLD_SIZE > 1): nccl on GPU, else gloo."""
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
-        backend = "nccl" if torch.cuda.is_available() else "gloo"
-        if backend == "nccl":
-            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
-        dist.init_process_group(backend=backend)
-    return dist_info()
-
-
-def default_device() -> torch.device:
-    if dist.is_initialized() and dist.get_backend() == "nccl":
-        return torch.device("cuda", torch.cuda.current_device())
-    return torch.device("cpu")
-
-
-# ------------------------------------------------------------------ checkpoints
-
-
-def versions() -> dict:
-    import platform
-
-    return {"vaeiso_ext": __version__, "torch": str(torch.__version__), "python": platform.python_version()}
-
-
-def save_atomic(obj, path: str) -> None:
-    """torch.save to a temporary file in the same folder, fsync, then rename over ``path``."""
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    tmp = os.path.join(folder, f".{os.path.basename(path)}.tmp{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
-def load_checkpoint(path: str) -> dict:
-    """Read and validate a checkpoint; raise :class:`CheckpointError` with the reason otherwise."""
-    path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise CheckpointError(f"checkpoint {path!r}: no such file")
-    try:
-        # TorchVersion (a str subclass) is allowed for checkpoints written before versions() used str
-        with torch.serialization.safe_globals([torch.torch_version.TorchVersion]):
-            ck = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # truncated, corrupt, or not a torch file at all
-        # torch's own message suggests weights_only=False (unsafe, and no help here): not repeated
-        raise CheckpointError(
-            f"checkpoint {path!r} is unreadable: not a torch checkpoint, or corrupt or truncated ({type(e).__name__})"
-        ) from None
-    if not isinstance(ck, dict) or ck.get("format") != CHECKPOINT_FORMAT:
-        raise CheckpointError(
-            f"checkpoint {path!r} is not a vaeiso_ext checkpoint (expected format {CHECKPOINT_FORMAT!r})"
-        )
-    missing = {"epoch", "train", "model_config", "model", "optimizer", "history"} - set(ck)
-    if missing:
-        raise CheckpointError(f"checkpoint {path!r} lacks {sorted(missing)}")
-    return ck
-
-
-def checkpoint_steps(ck: dict, n_train: int) -> int:
-    """Adam steps done in a checkpoint; checkpoints older than the ``step`` key stopped at epoch
-    ends, so theirs is epochs x steps per epoch."""
-    if "step" in ck:
-        return int(ck["step"])
-    return int(ck["epoch"]) * steps_per_epoch(n_train, int(ck["train"]["batch_size"]))
 
 
 # ------------------------------------------------------------------ the objective

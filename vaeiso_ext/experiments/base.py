@@ -15,16 +15,9 @@ from typing import Any
 
 import torch
 
-from ..train import (
-    CheckpointError,
-    TrainConfig,
-    TrainingDiverged,
-    check_world,
-    checkpoint_steps,
-    launch_info,
-    load_checkpoint,
-    train,
-)
+from ..checkpoint import CheckpointError, checkpoint_steps, load_checkpoint
+from ..distributed import check_world, launch_info
+from ..train import TrainConfig, TrainingDiverged, train
 from .config import Config, UsageError, differing_fields, option_name, positive_int
 from .runs import CHECKPOINT, LAYOUT, clear_run, folder_run, plural, trained_summary, trained_text
 

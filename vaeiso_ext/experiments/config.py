@@ -9,7 +9,7 @@ import math
 from dataclasses import asdict, dataclass, field, fields
 from typing import ClassVar
 
-from ..train import CheckpointError
+from ..checkpoint import CheckpointError
 
 
 class UsageError(Exception):

@@ -14,8 +14,8 @@ import torch
 
 from .. import metrics
 from ..data.digits import DIGIT_PIXELS
+from ..distributed import launch_info
 from ..models import DigitsVAE
-from ..train import launch_info
 from .config import UsageError, int_at_least, nonneg_int, opt, positive_float, positive_int
 from .real import RealConfig, RealData, RealExperiment
 

@@ -9,7 +9,8 @@ import sys
 import time
 from contextlib import contextmanager
 
-from ..train import CheckpointError, checkpoint_steps, launch_info, load_checkpoint, steps_per_epoch
+from ..checkpoint import CheckpointError, checkpoint_steps, load_checkpoint, steps_per_epoch
+from ..distributed import launch_info
 from .config import Config
 
 CHECKPOINT = "checkpoint.pt"

@@ -12,7 +12,7 @@ import os
 from dataclasses import dataclass, fields
 
 from ..data import TOY_DATASETS
-from ..train import launch_info
+from ..distributed import launch_info
 from .base import Experiment
 from .config import Config, UsageError, int_at_least, nonneg_int, opt, positive_float, positive_int
 from .outputs import fmt, md_table, plt, results_json, save_figure, write_atomic

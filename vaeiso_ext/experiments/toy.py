@@ -9,10 +9,11 @@ from dataclasses import dataclass
 
 import torch
 
+from ..checkpoint import versions
 from ..data import TOY_DATASETS, make_toy
 from ..metrics import by_name as metric_from_name
 from ..models import ToyVAE
-from ..train import TrainConfig, versions
+from ..train import TrainConfig
 from .base import Experiment
 from .config import Config, UsageError, int_at_least, nonneg_int, opt, positive_float, positive_int
 from .outputs import (
