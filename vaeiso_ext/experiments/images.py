@@ -63,23 +63,23 @@ F2_HELP = (
 )
 # The CPU protocol at the paper's 64x64 (docs/image_results.md): the cpu preset's settings (batch
 # 32, Adam 1e-4 with a 50-step warm-up and x0.3 for the last fifth) for the steps that fit about
-# 45 minutes a run on one core, analysis included (a step took ~0.9 s, the float64 analysis
-# ~3.5 s a crop): 2000 steps, a curve point every 500 on 32 crops, 128 crops analysed.
+# 45 minutes a run on one core, analysis included (a decomposed step took ~0.5 s, the float64
+# analysis ~3.5 s a crop): 3500 steps, a curve point every 500 on 32 crops, 128 crops analysed.
 CPU64 = {
     "size": 64,
     "batch_size": 32,
     "lr": 1e-4,
     "warmup": 50,
-    "lr_drop_at": 1600,
+    "lr_drop_at": 2800,
     "lr_drop": 0.3,
-    "iterations": 2000,
+    "iterations": 3500,
     "eval_every": 500,
     "curve_samples": 32,
     "n_eval": 128,
 }
 CPU64_HELP = (
     "the CPU protocol at the paper's 64x64 (docs/image_results.md): the cpu preset's settings "
-    "for 2000 steps (x0.3 from step 1600), a curve point every 500 steps on 32 crops, 128 crops "
+    "for 3500 steps (x0.3 from step 2800), a curve point every 500 steps on 32 crops, 128 crops "
     "analysed; measured: MEASURED with --threads 1, two runs side by side on 2 idle cores"
 )
 # App. F.2 at CPU scale: F.2's network, latents and lambda on the cpu64 protocol, fewer crops in
