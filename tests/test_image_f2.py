@@ -101,6 +101,34 @@ def test_f2_preset_sets_exactly_the_papers_values():
     assert IMAGES.paper_for(base) == IMAGES.paper and "1.83" in IMAGES.paper["conventional"]
 
 
+def test_cpu_scale_64x64_presets():
+    # docs/image_results.md: cpu64 is the cpu preset's optimiser settings at the paper's 64x64
+    # with the D.2 network; f2-cpu is the same protocol with F.2's network, latents and lambda
+    from vaeiso_ext.cli import _parser
+    from vaeiso_ext.experiments.images import EXPERIMENT as IMAGES
+    from vaeiso_ext.experiments.images import ImagesConfig
+
+    def config(argv):
+        args, extra = _parser().parse_known_args(["reproduce", "images", *argv])
+        assert not extra
+        return args.exp.config_from_args(args)
+
+    keys = ("size", "batch_size", "lr", "warmup", "lr_drop_at", "lr_drop", "iterations", "eval_every", "init")
+    want = (64, 32, 1e-4, 50, 2800, 0.3, 3500, 500, "scaled")
+    c64, f2 = config(["--preset", "cpu64"]), config(["--preset", "f2-cpu", "--decomposed"])
+    assert tuple(getattr(c64, k) for k in keys) == tuple(getattr(f2, k) for k in keys) == want
+    # cpu64 keeps the D.2 network and lambda; f2-cpu takes F.2's
+    base = ImagesConfig()
+    assert (c64.latent, c64.hidden, c64.lam) == (base.latent, base.hidden, base.lam) == (32, 1024, 1000.0)
+    assert (f2.latent, f2.hidden, f2.lam, f2.decomposed) == (256, 2048, 10000.0, True)
+    assert (c64.curve_samples, c64.n_eval, f2.curve_samples, f2.n_eval) == (32, 128, 16, 64)
+    # the paper's figures a run is put beside: D.2's for cpu64, F.2's for f2-cpu
+    assert IMAGES.paper_for(c64) == IMAGES.paper
+    assert "0.95" in IMAGES.paper_for(f2)["decomposed"] and "1.25" in IMAGES.paper_for(f2)["conventional"]
+    # explicit options still win
+    assert config(["--preset", "f2-cpu", "--iterations", "10"]).iterations == 10
+
+
 def test_runs_recorded_before_hidden_read_as_1024():
     from vaeiso_ext.experiments.images import ImagesConfig
 
