@@ -82,9 +82,9 @@ namespace {
 
 // A freed block is reused for a request of at least half its size; the cache holds at most
 // kMaxBlocks blocks and kMaxBytes bytes (the oldest go back to the heap first).
-constexpr size_t kMaxBlocks = 16;
+constexpr size_t kMaxBlocks = 64;  // an MS-SSIM call keeps ~30 (maps, pyramid, gradients)
 constexpr size_t kMaxBytes = size_t(1) << 30;
-constexpr size_t kHeapBytes = size_t(16) << 10;  // well under glibc's M_MMAP_THRESHOLD (128 KiB)
+constexpr size_t kHeapBytes = size_t(4) << 10;  // a page: MS-SSIM's coarsest level (12 KiB at N=4) is kept too
 
 struct Block {
   void* p;
@@ -162,9 +162,10 @@ Tensor kept_empty(const std::vector<int64_t>& sizes, ScalarType dtype, const Ten
   int64_t numel = 1;
   for (const int64_t s : sizes) numel *= s;
   const size_t n = static_cast<size_t>(numel) * elem_size(dtype);
-  // A small block (under 16 KiB) comes from torch's allocator: an ordinary, resizable storage
-  // (ours is not). Larger ones come from the cache: blocks of tens of KiB from the heap can
-  // still take a page fault per call when the heap's top is trimmed and regrown.
+  // A small block (under a page) comes from torch's allocator: an ordinary, resizable storage
+  // (ours is not). Larger ones come from the cache: blocks of a few KiB from the heap can still
+  // take a page fault per call when the heap's top is trimmed and regrown (MS-SSIM's coarsest
+  // level at the bench sizes, 12 KiB, did).
   if (n < kHeapBytes) return alloc(sizes, dtype, like);
   Block* b = n > 0 ? cache().take(n) : nullptr;
   if (b == nullptr) b = new Block{alloc_aligned(n), round_up(n > 0 ? n : 1)};

@@ -17,7 +17,7 @@
 //   freed blocks instead of the heap (host code only). The tensor wraps our block through the
 //   stable C shim's torch_from_blob with a deleter that gives the block back (torch >= 2.11,
 //   looked up at load time: a weak symbol); under torch 2.10, which lacks it, kept_empty is a
-//   plain empty tensor (correct, only without the reuse). A tensor under 16 KiB is a plain empty tensor too
+//   plain empty tensor (correct, only without the reuse). A tensor under 4 KiB is a plain empty tensor too
 //   (resizable). The cache's tensors cannot be resized in place (torch_from_blob's storage is fixed).
 // Both are defined out of line (cpu_workspace.cpp, the baseline instruction set): one state for
 // all the ISA builds of a kernel.
@@ -72,7 +72,7 @@ VAEISO_ISA_END
 #ifndef VAEISO_CPU_ISA
 // An empty contiguous CPU tensor of `dtype` (`like` gives the device: a CPU tensor), its storage
 // from the kept cache: a freed block serves a later request of between half its size and its
-// size. The cache holds at most 16 blocks and 1 GiB (the oldest go back to the heap first).
+// size. The cache holds at most 64 blocks and 1 GiB (the oldest go back to the heap first).
 Tensor kept_empty(const std::vector<int64_t>& sizes, ScalarType dtype, const Tensor& like);
 
 // Whether kept_empty uses the cache (this torch has torch_from_blob), for the tests.

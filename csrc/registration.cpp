@@ -33,7 +33,8 @@ STABLE_TORCH_LIBRARY(vaeiso, m) {
   // empty without the L1 term). `ssim` and `ssim_metric_gram` are composites (implemented in
   // Python, vaeiso_ext/ops/_composites.py: they need ATen ops with Scalar arguments, which the
   // stable ABI cannot call before torch 2.14); `ssim_filter` is the separable window filter (and
-  // its adjoint).
+  // its adjoint); `ssim_pool` is MS-SSIM's 2x2 average pooling (and its adjoint), given the fine
+  // image's height and width.
   m.def(
       "ssim_forward(Tensor x, Tensor y, int window_size, float sigma, float k1, float k2,"
       " float data_range, bool same_padding, bool cs_only, bool with_l1, bool need_maps)"
@@ -48,6 +49,7 @@ STABLE_TORCH_LIBRARY(vaeiso, m) {
       "ssim_pairs(Tensor base, Tensor others, *, int window_size=11, float sigma=1.5,"
       " float k1=0.01, float k2=0.03, float data_range=1.0, str padding=\"valid\") -> Tensor");
   m.def("ssim_filter(Tensor t, int window_size, float sigma, bool same_padding, bool transpose) -> Tensor");
+  m.def("ssim_pool(Tensor t, int height, int width, bool transpose) -> Tensor");
   m.def(
       "ssim_metric_gram(Tensor x, Tensor v, *, bool diagonal=False, int window_size=11,"
       " float sigma=1.5, float k1=0.01, float k2=0.03, float data_range=1.0,"

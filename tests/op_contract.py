@@ -161,9 +161,12 @@ def _ms_opchecks():
     x, y = images(40, shape=(2, 2, 10, 11))
     xg, yg = x.clone().requires_grad_(), y.clone().requires_grad_()
     fwd = torch.ops.vaeiso.ssim_forward.default
+    pool = torch.ops.vaeiso.ssim_pool.default  # the pyramid step and its adjoint, odd sides
     return [
         (fwd, (xg, yg, 5, 1.5, 0.01, 0.03, 1.0, False, True, False, True), {}),
         (fwd, (xg, yg, 5, 1.5, 0.01, 0.03, 1.0, True, False, True, True), {}),
+        (pool, (xg, 10, 11, False), {}),
+        (pool, (torch.randn(2, 2, 5, 6, generator=gen(45), dtype=D, requires_grad=True), 9, 11, True), {}),
     ]
 
 

@@ -57,6 +57,7 @@ def test_ops_registered():
         "ssim_backward",
         "ssim_pairs",
         "ssim_filter",
+        "ssim_pool",
         "ssim_metric_gram",
         "pair_distances",
     ):

@@ -228,11 +228,42 @@ Tensor ssim_filter(Tensor t, int64_t window_size, double sigma, bool same_paddin
   return out;
 }
 
+// MS-SSIM's pyramid step over the last two dims of t (any leading dims; ssim_math.h, pool_at):
+// forward, an image (.., height, width) to its 2x2 average pooling (.., (height + 1) / 2,
+// (width + 1) / 2); transpose (the adjoint), a gradient of the pooled image back onto the
+// (.., height, width) image (the pooled size alone does not give it: 2k and 2k - 1 pool alike).
+// On the CPU the output comes from the kept cache (cpu_workspace.h): a pyramid takes no fresh
+// heap block per call.
+Tensor ssim_pool(Tensor t, int64_t height, int64_t width, bool transpose) {
+  const char* op = "ssim_pool";
+  VAEISO_CHECK(t.dim() >= 2, op, ": t: expected at least 2 dims (.., H, W), got ", t.dim());
+  check_float_dtype(t, "ssim_pool: t");
+  check_device(op, t, "t");
+  VAEISO_CHECK(height >= 1 && width >= 1, op, ": height, width: expected at least 1, got ", height, ", ", width);
+  const int64_t ph = (height + 1) / 2, pw = (width + 1) / 2;
+  const int64_t h = transpose ? ph : height, w = transpose ? pw : width;
+  const int64_t oh = transpose ? height : ph, ow = transpose ? width : pw;
+  VAEISO_CHECK(t.size(-2) == h && t.size(-1) == w, op, ": t: expected its last two dims to be (", h, ", ", w,
+               ") for height=", height, ", width=", width, transpose ? " (transpose)" : "", ", got (", t.size(-2), ", ",
+               t.size(-1), ")");
+  DeviceScope guard(t);
+  auto out_sizes = sizes_of(t);
+  out_sizes[out_sizes.size() - 2] = oh;
+  out_sizes[out_sizes.size() - 1] = ow;
+  auto out = t.is_cuda() ? alloc(out_sizes, t.scalar_type(), t) : kept_empty(out_sizes, t.scalar_type(), t);
+  if (out.numel() == 0) return out;
+  const auto src = viewed(contig(t), {-1, h, w});
+  auto dst = viewed(out, {-1, oh, ow});
+  VAEISO_ON_DEVICE(pool, t, src, transpose, dst);
+  return out;
+}
+
 STABLE_TORCH_LIBRARY_IMPL(vaeiso, CPU, m) {
   m.impl("ssim_forward", TORCH_BOX(&ssim_forward));
   m.impl("ssim_backward", TORCH_BOX(&ssim_backward));
   m.impl("ssim_pairs", TORCH_BOX(&ssim_pairs));
   m.impl("ssim_filter", TORCH_BOX(&ssim_filter));
+  m.impl("ssim_pool", TORCH_BOX(&ssim_pool));
 }
 
 #ifdef VAEISO_WITH_CUDA
@@ -241,6 +272,7 @@ STABLE_TORCH_LIBRARY_IMPL(vaeiso, CUDA, m) {
   m.impl("ssim_backward", TORCH_BOX(&ssim_backward));
   m.impl("ssim_pairs", TORCH_BOX(&ssim_pairs));
   m.impl("ssim_filter", TORCH_BOX(&ssim_filter));
+  m.impl("ssim_pool", TORCH_BOX(&ssim_pool));
 }
 #endif
 

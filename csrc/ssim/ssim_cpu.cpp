@@ -1,10 +1,14 @@
 // SSIM CPU entry points: tensors to raw buffers, dtype dispatch, then the AVX-512 or AVX2 build of
 // the passes where the CPU has it, else the baseline (ssim_cpu_passes.h).
+#include <algorithm>
+
 #include "common.h"
 #include "cpu_dtype.h"
 #include "cpu_isa.h"
+#include "cpu_parallel.h"
 #include "ssim/ssim_cpu_passes.h"
 #include "ssim/ssim_entry.h"
+#include "ssim/ssim_math.h"
 #include "tensor_strides.h"
 
 namespace vaeiso::ssim {
@@ -73,6 +77,38 @@ void filter_cpu(const Tensor& src, const std::vector<double>& window, int64_t ws
     run(double{});
   else
     run(float{});
+}
+
+// The pyramid step is memory-bound and simple: one baseline-ISA loop (the compiler vectorises the
+// interior), rows shared among the threads.
+template <typename S>
+void pool_planes(const S* src, S* dst, int64_t M, int64_t H, int64_t W, bool transpose) {
+  using A = acc_t<S>;
+  const int64_t Ho = pooled_size(H), Wo = pooled_size(W);
+  const int64_t rows = transpose ? M * H : M * Ho, cols = transpose ? W : Wo;
+  const int64_t grain = std::max<int64_t>(1, 16384 / std::max<int64_t>(cols, 1));
+  parallel_for(0, rows, grain, [&](int64_t begin, int64_t end) {
+    for (int64_t t = begin; t < end; ++t) {
+      S* o = dst + t * cols;
+      if (transpose) {  // input row r of plane p from its window's row of gradients
+        const int64_t p = t / H, r = t % H;
+        const S* g = src + (p * Ho + pool_window_of(r, H)) * Wo;
+        for (int64_t c = 0; c < W; ++c) o[c] = store<S>(pool_share<A>(load(g[pool_window_of(c, W)])));
+      } else {
+        const int64_t p = t / Ho, i = t % Ho;
+        const S* plane = src + p * H * W;
+        const auto at = [&](int64_t r, int64_t c) { return static_cast<A>(load(plane[r * W + c])); };
+        for (int64_t j = 0; j < Wo; ++j) o[j] = store<S>(pool_at<A>(at, H, W, i, j));
+      }
+    }
+  });
+}
+
+void pool_cpu(const Tensor& src, bool transpose, Tensor& dst) {
+  const Tensor& img = transpose ? dst : src;
+  VAEISO_CPU_DISPATCH(src.scalar_type(), "ssim_pool_cpu", [&] {
+    pool_planes<S>(cdata<S>(src), mdata<S>(dst), src.size(0), img.size(1), img.size(2), transpose);
+  });
 }
 
 }  // namespace vaeiso::ssim

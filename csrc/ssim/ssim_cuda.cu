@@ -250,6 +250,34 @@ __global__ void __launch_bounds__(kThreads) filter_transpose_kernel(const scalar
   }
 }
 
+// -------------------------------------------------------------------------------- pyramid pooling
+
+// MS-SSIM's 2x2 average pooling (ssim_math.h, pool_at): one output pixel per thread, dense planes
+// src (M, H, W) into dst (M, Ho, Wo). Memory-bound; a grid-stride loop over all of them.
+template <typename scalar_t, typename acc_t>
+__global__ void __launch_bounds__(256)
+    pool_kernel(const scalar_t* __restrict__ src, int64_t M, int64_t H, int64_t W, scalar_t* __restrict__ dst) {
+  const int64_t Ho = pooled_size(H), Wo = pooled_size(W), n = M * Ho * Wo;
+  for (int64_t k = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; k < n; k += int64_t(gridDim.x) * blockDim.x) {
+    const int64_t j = k % Wo, i = (k / Wo) % Ho;
+    const scalar_t* plane = src + (k / (Wo * Ho)) * H * W;
+    const auto at = [&](int64_t r, int64_t c) { return ld<scalar_t, acc_t>(plane, r * W + c); };
+    dst[k] = static_cast<scalar_t>(pool_at<acc_t>(at, H, W, i, j));
+  }
+}
+
+// Its adjoint: one input pixel per thread, dst (M, H, W) from the pooled gradient src (M, Ho, Wo).
+template <typename scalar_t, typename acc_t>
+__global__ void __launch_bounds__(256) pool_transpose_kernel(const scalar_t* __restrict__ src, int64_t M, int64_t H,
+                                                             int64_t W, scalar_t* __restrict__ dst) {
+  const int64_t Ho = pooled_size(H), Wo = pooled_size(W), n = M * H * W;
+  for (int64_t k = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; k < n; k += int64_t(gridDim.x) * blockDim.x) {
+    const int64_t c = k % W, r = (k / W) % H, p = k / (W * H);
+    const acc_t g = ld<scalar_t, acc_t>(src, (p * Ho + pool_window_of(r, H)) * Wo + pool_window_of(c, W));
+    dst[k] = static_cast<scalar_t>(pool_share<acc_t>(g));
+  }
+}
+
 // ------------------------------------------------------------------------------- helpers
 
 // The launch plan of a pass on the current device (ssim_cuda_plan.h), opting the kernel in to
@@ -385,6 +413,22 @@ void filter_cuda(const Tensor& src, const std::vector<double>& window, int64_t w
       kernel<<<tile_grid(g.W, g.H, M), dim3(kBX, kBY), p.dynamic_bytes, stream>>>(
           cdata<scalar_t>(src), win, g, static_cast<int>(p.chunk), mdata<scalar_t>(dst));
     }
+    check_launch();
+  });
+}
+
+void pool_cuda(const Tensor& src, bool transpose, Tensor& dst) {
+  const auto stream = current_stream(src);
+  const Tensor& img = transpose ? dst : src;
+  const int64_t M = src.size(0), H = img.size(1), W = img.size(2);
+  VAEISO_DISPATCH_CUDA(src.scalar_type(), "ssim_pool_cuda", [&] {
+    using acc_t = opmath_t<scalar_t>;
+    const int blocks = blocks_for(dst.numel(), 256);
+    if (transpose)
+      pool_transpose_kernel<scalar_t, acc_t>
+          <<<blocks, 256, 0, stream>>>(cdata<scalar_t>(src), M, H, W, mdata<scalar_t>(dst));
+    else
+      pool_kernel<scalar_t, acc_t><<<blocks, 256, 0, stream>>>(cdata<scalar_t>(src), M, H, W, mdata<scalar_t>(dst));
     check_launch();
   });
 }

@@ -48,6 +48,9 @@ struct Terms {
 //  filter_<dev>: separable window filter of dense planes src (M, Hi, Wi) into dense dst: forward
 //    maps an image to its Ho x Wo positions, transpose maps positions back onto the image (the
 //    adjoint).
+//  pool_<dev>: MS-SSIM's 2x2 average pooling (ssim_math.h, pool_at) of dense planes src (M, H, W)
+//    into dense dst (M, (H + 1) / 2, (W + 1) / 2), or its adjoint from dense src (M, Ho, Wo) into
+//    dst (M, H, W) when transpose.
 #define VAEISO_SSIM_DECLARE_ENTRIES(dev)                                                                               \
   void forward_##dev(const Tensor& x, const Tensor& y, const std::vector<double>& window, const Geometry& g,           \
                      Constants k, Terms terms, Tensor& one_minus, Tensor& l1, Tensor& maps);                           \
@@ -56,7 +59,8 @@ struct Terms {
   void pairs_##dev(const Tensor& base, const Tensor& others, const std::vector<double>& window, const Geometry& g,     \
                    Constants k, Tensor& out);                                                                          \
   void filter_##dev(const Tensor& src, const std::vector<double>& window, int64_t ws, int64_t pad, bool transpose,     \
-                    Tensor& dst);
+                    Tensor& dst);                                                                                      \
+  void pool_##dev(const Tensor& src, bool transpose, Tensor& dst);
 
 VAEISO_SSIM_DECLARE_ENTRIES(cpu)
 #ifdef VAEISO_WITH_CUDA

@@ -8,6 +8,8 @@
 // so 1 - SSIM keeps its digits in float32 when y is a tiny perturbation of x. The variances
 // are clamped at 0 against round-off (NaN passes through the clamp).
 #pragma once
+#include <cstdint>
+
 #include "host_device.h"
 
 namespace vaeiso::ssim {
@@ -144,6 +146,33 @@ VAEISO_HD Grad<T> value_grad(const Stats<T>& s, T C1, T C2, T scale) {
 template <typename T>
 VAEISO_HD T sign0(T d) {
   return T(d > T(0)) - T(d < T(0));  // branch-free, so the CPU loop vectorises
+}
+
+// MS-SSIM's pyramid step: 2x2 average pooling as avg_pool2d(kernel_size=2, padding=(H % 2, W % 2))
+// computes it, zero padding counted (every window divides by 4). Output row i averages input rows
+// 2i - H % 2 and 2i + 1 - H % 2 (row -1 is padding), likewise for columns, so an odd side gains
+// one padded row or column at the start and none at the end; (H + 1) / 2 rows come out. Every
+// input pixel lies in exactly one window: the adjoint gives each pixel a quarter of its window's
+// gradient.
+VAEISO_HD int64_t pooled_size(int64_t n) { return (n + 1) / 2; }
+
+// The output index whose window holds input index r of a side of n.
+VAEISO_HD int64_t pool_window_of(int64_t r, int64_t n) { return (r + n % 2) / 2; }
+
+// Output (i, j) of one H x W plane; at(r, c) reads input (r, c) in A. Rows r + 1 and columns
+// c + 1 are always inside the plane; r and c are -1 at an odd side's padded start.
+template <typename A, typename At>
+VAEISO_HD A pool_at(const At& at, int64_t H, int64_t W, int64_t i, int64_t j) {
+  const int64_t r = 2 * i - H % 2, c = 2 * j - W % 2;
+  const A bottom = (c >= 0 ? at(r + 1, c) : A(0)) + at(r + 1, c + 1);
+  const A top = r >= 0 ? (c >= 0 ? at(r, c) : A(0)) + at(r, c + 1) : A(0);
+  return A(0.25) * (top + bottom);
+}
+
+// The adjoint at one input pixel, from its window's gradient g.
+template <typename A>
+VAEISO_HD A pool_share(A g) {
+  return A(0.25) * g;
 }
 
 // The Gaussian window is computed in double on the host (gaussian_window in ssim.cpp) and

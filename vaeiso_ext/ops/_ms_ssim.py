@@ -6,10 +6,12 @@ One kernel pass per pyramid level reads both images once (any of the four float 
 autocast's half / float32 mix, in the kernel) and returns the mean of ``1 - v`` per channel
 (``v`` the contrast-structure term ``cs`` or SSIM, computed without cancellation), the mean
 ``|y - x|`` when asked (the L1 term of :func:`ssim_l1_loss`, read in the same pass), and the
-derivative maps for the backward. The average-pooling pyramid is
-``torch.nn.functional.avg_pool2d`` (its adjoint in the backward is ATen's
-``avg_pool2d_backward``, through autograd); the normalisation and the product over levels act on
-``(levels, N, C)`` numbers only and are plain torch ops, run in float64.
+derivative maps for the backward. The average-pooling pyramid is our ``ssim_pool`` kernel
+(``avg_pool2d``'s arithmetic; its adjoint in the backward is the same kernel transposed), whose
+outputs, like the SSIM pass's, come from the kept cache on the CPU: a pyramid takes no fresh
+heap block per call, so a training loop's calls take no page faults. The normalisation and the
+product over levels act on ``(levels, N, C)`` numbers only and are plain torch ops, run in
+float64.
 
 Argument checks: ``.checks``.
 """
@@ -19,11 +21,11 @@ from __future__ import annotations
 from typing import Optional, Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
-from ._modes import acc_dtype
+from ._modes import acc_dtype, call_kernel, dispatch
 from ._ssim import pad_small, scale_by_range, ssim_pass
+from ._ssim_autograd import PoolFunction
 from .checks import check_pair, check_params, check_range_for, check_weight, check_weights, check_window_fits
 
 MS_SSIM_WEIGHTS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)
@@ -127,9 +129,7 @@ def ms_ssim(
         if not last:
             # The lower levels are pooled in the compute dtype (float32 for the half types: the
             # kernel reads level 0 as it is, the pyramid below it loses no digit to rounding).
-            pad = (xc.shape[2] % 2, xc.shape[3] % 2)
-            xc = F.avg_pool2d(xc.to(acc_dtype(xc)), kernel_size=2, padding=pad)
-            yc = F.avg_pool2d(yc.to(acc_dtype(yc)), kernel_size=2, padding=pad)
+            xc, yc = pool(xc.to(acc_dtype(xc))), pool(yc.to(acc_dtype(yc)))
     v = torch.stack(vals)  # (m, N, C)
     if normalize == "simple":
         v = (v + 1) / 2
@@ -142,6 +142,18 @@ def ms_ssim(
         pos = ~(v <= 0)  # NaN stays NaN
         terms = torch.where(pos, torch.where(pos, v, torch.ones_like(v)) ** wt, (wt == 0).to(v.dtype))
     return terms.prod(0).mean(1).to(out_dtype)
+
+
+def pool(t: Tensor) -> Tensor:
+    """One pyramid step, ``avg_pool2d(t, kernel_size=2, padding=(H % 2, W % 2))``, in every
+    autograd mode (``vaeiso::ssim_pool``; arguments checked by the caller)."""
+    h, w = t.shape[-2], t.shape[-1]
+    return dispatch(
+        (t,),
+        lambda: torch.ops.vaeiso.ssim_pool(t, h, w, False),
+        lambda: call_kernel(torch.ops.vaeiso.ssim_pool.default, t, h, w, False),
+        lambda: PoolFunction.call(t, h, w, False),
+    )
 
 
 def ssim_l1_loss(

@@ -1,5 +1,5 @@
 """Autograd of the SSIM family: the ``torch.autograd.Function``s around ``ssim_forward``,
-``ssim_pairs`` and ``ssim_filter`` (every mode: reverse, double backward, forward, vmap), the
+``ssim_pairs``, ``ssim_filter`` and ``ssim_pool`` (every mode: reverse, double backward, forward, vmap), the
 custom ops' own registered autograd (torch.compile and direct ``torch.ops.vaeiso`` callers), and
 the metric Gram's composite under forward AD and the ``torch.func`` transforms.
 
@@ -63,6 +63,35 @@ class FilterFunction(torch.autograd.Function):
     def vmap(info, in_dims, t, window_size, sigma, same, transpose):
         # the filter takes any leading dims: the batch is one more
         return FilterFunction.call(t.movedim(in_dims[0], 0), window_size, sigma, same, transpose), 0
+
+
+@with_eager_twin
+class PoolFunction(torch.autograd.Function):
+    """``ssim_pool`` (MS-SSIM's 2x2 average pooling, given the fine image's ``height`` and
+    ``width``) in every mode: linear like the filter, so its jvp is itself and its backward the
+    same op with ``transpose`` flipped (differentiable to any order)."""
+
+    @staticmethod
+    def forward(t, height, width, transpose):
+        return call_kernel(torch.ops.vaeiso.ssim_pool.default, t, height, width, transpose)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        ctx.args = inputs[1:]
+
+    @staticmethod
+    def backward(ctx, grad):
+        height, width, transpose = ctx.args
+        return PoolFunction.call(grad, height, width, not transpose), None, None, None
+
+    @staticmethod
+    def jvp(ctx, tt, *_):
+        return PoolFunction.call(tt, *ctx.args)
+
+    @staticmethod
+    def vmap(info, in_dims, t, height, width, transpose):
+        # the op takes any leading dims: the batch is one more
+        return PoolFunction.call(t.movedim(in_dims[0], 0), height, width, transpose), 0
 
 
 def _clamp0_identity_grad(v: Tensor) -> Tensor:
@@ -330,6 +359,19 @@ def _filter_backward(ctx, grad):
 
 
 torch.library.register_autograd("vaeiso::ssim_filter", _filter_backward, setup_context=_filter_setup)
+
+
+def _pool_setup(ctx, inputs, output):
+    t, height, width, transpose = inputs
+    ctx.args = (height, width, not transpose)
+
+
+def _pool_backward(ctx, grad):
+    # Linear: the adjoint is the same op with `transpose` flipped.
+    return (torch.ops.vaeiso.ssim_pool(grad, *ctx.args), None, None, None)
+
+
+torch.library.register_autograd("vaeiso::ssim_pool", _pool_backward, setup_context=_pool_setup)
 
 
 register_no_double_backward(

@@ -104,3 +104,15 @@ def _ssim_filter_fake(t, window_size, sigma, same_padding, transpose):
     else:
         oh, ow = h + 2 * pad - window_size + 1, w + 2 * pad - window_size + 1
     return t.new_empty(tuple(t.shape[:-2]) + (oh, ow))
+
+
+@torch.library.register_fake("vaeiso::ssim_pool")
+def _ssim_pool_fake(t, height, width, transpose):
+    ph, pw = (height + 1) // 2, (width + 1) // 2
+    h, w = (ph, pw) if transpose else (height, width)
+    torch._check(
+        t.dim() >= 2 and t.shape[-2] == h and t.shape[-1] == w,
+        lambda: f"ssim_pool: t: expected its last two dims to be ({h}, {w}), got {tuple(t.shape)}",
+    )
+    oh, ow = (height, width) if transpose else (ph, pw)
+    return t.new_empty(tuple(t.shape[:-2]) + (oh, ow))
