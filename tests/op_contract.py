@@ -19,7 +19,7 @@ from typing import Callable
 
 import torch
 
-from vaeiso_ext import ops
+from vaeiso_ext import metrics, ops
 from vaeiso_ext import reference as ref
 from vaeiso_ext.ops._ssim import one_minus_ssim
 
@@ -201,7 +201,7 @@ def _gdn_opchecks(inverse, simplified):
 def _distance_opchecks(metric, weighted):
     def build():
         base, others, w = distance_inputs(45, shape=(2, 5, 5))
-        w = w.requires_grad_() if weighted else None
+        w = w.requires_grad_() if weighted and metric in ("sse", "bce") else None
         op = torch.ops.vaeiso.pair_distances.default
         return [
             (op, (base.clone().requires_grad_(), others, metric, w), {}),
@@ -321,6 +321,22 @@ def op_cases():
                 **dist,
             )
         )
+        # the paper's convex metrics: sse with a factor of the base, computed in the kernel;
+        # the oracle takes that factor from vaeiso_ext.metrics as the reference's weight
+        convex = {"downward": metrics.DownwardConvex(), "upward": metrics.UpwardConvex()}
+        if metric == "sse":
+            for name, m in convex.items():
+                cases.append(
+                    OpCase(
+                        f"pair_distances-{name}",
+                        lambda b, o, n=name: ops.pair_distances(b, o, n),
+                        lambda b, o, m=m: ref.pair_distances(b, o, "sse", m.scale(b)),
+                        (base, oth),
+                        argnames=("base", "others"),
+                        opcheck=_distance_opchecks(name, False),
+                        **dist,
+                    )
+                )
         cases.append(
             OpCase(
                 f"pair_distances-{metric}-weighted",

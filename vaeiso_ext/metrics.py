@@ -98,11 +98,10 @@ class SSE(Metric):
         """``a_x`` of ``G_x = a_x I``, ``(N,)``: computed from the base."""
         return x.new_ones(x.shape[:1])
 
-    def _weight(self, base: Tensor) -> Tensor | None:
-        return None  # a_x = 1: the fused op skips the multiply
-
     def pairs(self, base: Tensor, others: Tensor) -> Tensor:
-        return ops.pair_distances(base, others, "sse", weight=self._weight(base))
+        # one fused call; the convex metrics below are the op's own "downward" / "upward", whose
+        # factor a_x (the formula of their scale()) the kernel computes from base
+        return ops.pair_distances(base, others, self.name)
 
     def gram(self, x: Tensor, v: Tensor, diagonal: bool = False) -> Tensor:
         _check_dirs(type(self).__name__, x, v)
@@ -119,9 +118,6 @@ class DownwardConvex(SSE):
     """``a_x ||x - y||^2`` with ``a_x = 2/3 + 2 ||x||^2 / 21`` (the paper's protocol, App. D; ``G_x = a_x I``)."""
 
     name = "downward"
-
-    def _weight(self, base: Tensor) -> Tensor | None:
-        return self.scale(base)
 
     def scale(self, x: Tensor) -> Tensor:
         return 2.0 / 3.0 + 2.0 * _sq_norm(x) / 21.0

@@ -12,10 +12,28 @@
 namespace vaeiso::distance {
 namespace {
 
-Metric parse_metric(const std::string& metric) {
-  if (metric == "sse") return Metric::kSSE;
-  if (metric == "bce") return Metric::kBCE;
-  throw std::runtime_error(str("pair_distances: metric: expected \"sse\" or \"bce\", got \"", metric, "\""));
+// A metric name: the passes' per-element metric, and the factor computed from base ("downward"
+// and "upward" are the paper's convex metrics: sse with a_x or 1 / a_x, distance_math.h).
+struct Parsed {
+  Metric m;
+  Scale scale;
+};
+
+Parsed parse_metric(const std::string& metric, const std::optional<Tensor>& weight) {
+  Parsed p{Metric::kSSE, Scale::kNone};
+  if (metric == "bce") {
+    p.m = Metric::kBCE;
+  } else if (metric == "downward") {
+    p.scale = Scale::kDownward;
+  } else if (metric == "upward") {
+    p.scale = Scale::kUpward;
+  } else if (metric != "sse") {
+    throw std::runtime_error(
+        str("pair_distances: metric: expected \"sse\", \"bce\", \"downward\" or \"upward\", got \"", metric, "\""));
+  }
+  VAEISO_CHECK(p.scale == Scale::kNone || !weight.has_value(), "pair_distances: weight: expected None with metric \"",
+               metric, "\" (its factor a_x is computed from base)");
+  return p;
 }
 
 std::vector<int64_t> tail(const Tensor& t, int64_t from) {
@@ -75,8 +93,12 @@ int64_t prod(const std::vector<int64_t>& v) {
 }  // namespace
 
 Tensor pair_distances(const Tensor& base, const Tensor& others, std::string metric, std::optional<Tensor> weight) {
-  const Metric m = parse_metric(metric);
+  const Parsed p = parse_metric(metric, weight);
   const auto dt = check_args(base, others, weight);
+  // A half type computes in float32 and rounds once: the convex metrics' factor too, so they
+  // run in float32 (a copy of the inputs) and round the result.
+  if (p.scale != Scale::kNone && is_half(dt))
+    return to_dtype(pair_distances(to_dtype(base, dt::kFloat), to_dtype(others, dt::kFloat), metric, weight), dt);
   DeviceScope guard(base);
   const int64_t N = base.size(0), K = others.size(1);
   const int64_t L = N > 0 ? base.numel() / N : prod(tail(base, 1));
@@ -88,8 +110,13 @@ Tensor pair_distances(const Tensor& base, const Tensor& others, std::string metr
   const auto o = unit_inner(to_dtype(others, dt), {N, K, L});
   const Strided s{N, K, L, b.strides[0], o.strides[0], o.strides[1]};
   std::optional<Tensor> w;
-  if (weight.has_value()) w = to_dtype(*weight, dt);
-  VAEISO_ON_DEVICE(forward, base, b.t, o.t, s, m, w, out);
+  if (p.scale != Scale::kNone) {
+    w = alloc({N}, dt, base);
+    VAEISO_ON_DEVICE(scales, base, b.t, s, p.scale, *w);
+  } else if (weight.has_value()) {
+    w = to_dtype(*weight, dt);
+  }
+  VAEISO_ON_DEVICE(forward, base, b.t, o.t, s, p.m, w, out);
   return out;
 }
 
@@ -99,10 +126,15 @@ Tensor pair_distances(const Tensor& base, const Tensor& others, std::string metr
 std::tuple<Tensor, Tensor, Tensor> pair_distances_backward(Tensor grad, Tensor base, Tensor others, std::string metric,
                                                            std::optional<Tensor> weight,
                                                            std::vector<bool> output_mask) {
-  const Metric m = parse_metric(metric);
+  const Parsed p = parse_metric(metric, weight);
   const auto dt = check_args(base, others, weight);
   VAEISO_CHECK(others.scalar_type() == base.scalar_type(), "pair_distances_backward: others: expected dtype ",
                base.scalar_type(), " (the dtype of base), got ", others.scalar_type());
+  if (p.scale != Scale::kNone && is_half(dt)) {  // in float32, as the forward
+    auto r = pair_distances_backward(to_dtype(grad, dt::kFloat), to_dtype(base, dt::kFloat),
+                                     to_dtype(others, dt::kFloat), metric, weight, output_mask);
+    return std::make_tuple(to_dtype(std::get<0>(r), dt), to_dtype(std::get<1>(r), dt), to_dtype(std::get<2>(r), dt));
+  }
   const int64_t N = base.size(0), K = others.size(1);
   VAEISO_CHECK(grad.dim() == 2 && grad.size(0) == N && grad.size(1) == K,
                "pair_distances_backward: grad: expected shape (", N, ", ", K, "), got ", Shape(grad.sizes()));
@@ -134,8 +166,18 @@ std::tuple<Tensor, Tensor, Tensor> pair_distances_backward(Tensor grad, Tensor b
   const Strided s{N, K, L, b.strides[0], o.strides[0], o.strides[1]};
   const auto g = to_dtype(grad, dt);
   std::optional<Tensor> w;
-  if (weight.has_value()) w = to_dtype(*weight, dt);
-  VAEISO_ON_DEVICE(backward, base, b.t, o.t, s, m, g, w, gb, go, gw);
+  if (p.scale == Scale::kNone) {
+    if (weight.has_value()) w = to_dtype(*weight, dt);
+    VAEISO_ON_DEVICE(backward, base, b.t, o.t, s, p.m, g, w, gb, go, gw);
+    return result();
+  }
+  // A convex metric: the passes with the factor as their weight, whose gradient (sum over k of
+  // grad D) then gives the factor's share of d/d base.
+  w = alloc({N}, dt, base);
+  VAEISO_ON_DEVICE(scales, base, b.t, s, p.scale, *w);
+  Tensor gw_factor = gb.defined() ? alloc({N}, dt, base) : Tensor();
+  VAEISO_ON_DEVICE(backward, base, b.t, o.t, s, p.m, g, w, gb, go, gw_factor);
+  if (gb.defined()) VAEISO_ON_DEVICE(scale_grad, base, b.t, s, p.scale, *w, gw_factor, gb);
   return result();
 }
 

@@ -231,8 +231,10 @@ void backward_impl(const S* bp, const S* op, const Strided& s, const Grads<S>& g
   const int64_t chunks = std::max<int64_t>(1, (L + kChunk - 1) / kChunk);
   const int64_t grain = std::max<int64_t>(1, kGrainElems / std::max<int64_t>(1, K * std::min(L, kChunk)));
   const bool need_d = g.grad_weight != nullptr;
-  // D[n, k] per chunk (for the weight's gradient), added in order below
-  std::vector<double> part(need_d ? N * chunks * K : 0);
+  // sum over k of grad[n, k] D[n, k] per (sample, chunk) for the weight's gradient, the chunks
+  // added in order below. Summed over k inside the task, so a short row (the toy's L = 16)
+  // costs one multiply-add per element, not a horizontal sum per pair.
+  std::vector<double> part(need_d ? N * chunks : 0);
   S* const gbp = g.grad_base;
   S* const gop = g.grad_others;
   ::vaeiso::parallel_for(0, N * chunks, grain, [&](int64_t tb, int64_t te) {
@@ -250,20 +252,21 @@ void backward_impl(const S* bp, const S* op, const Strided& s, const Grads<S>& g
       const int64_t n = task / Cn, c = task % Cn;
       const int64_t c0 = c * kChunk, c1 = std::min(Ln, c0 + kChunk);
       const T wn = gl.weight != nullptr ? load(gl.weight[n * gl.weight_sn]) : T(1);
-      double* dsum = nd ? part.data() + task * Kn : nullptr;
       {
         const int64_t i0 = c0, len = c1 - c0, full = len - len % kLanes;
         const S* b = bp_l + n * sl.base_sn + i0;
         if (gbp_l != nullptr) std::fill(db, db + len, T(0));
+        constexpr int NV = kVecs<T>;
+        vec_t<T> tacc[NV] = {};  // grad[n, k] x term, kFlush groups per lane, then in double
+        double dk = 0;
+        int groups = 0;
         for (int64_t k = 0; k < Kn; ++k) {
           const S* o = op_l + n * sl.others_sn + k * sl.others_sk + i0;
           S* dop = gop_l != nullptr ? gop_l + (n * Kn + k) * Ln + i0 : nullptr;
           // the eager formula's grad * weight, rounded once in the accumulation dtype
-          const T gw = load(gl.grad[n * gl.grad_sn + k * gl.grad_sk]) * wn;
-          constexpr int W = kWidth<T>, NV = kVecs<T>;
-          vec_t<T> tacc[NV] = {};
-          double dk = 0;  // D[n, k] over the chunk: kFlush terms per lane, then in double
-          int groups = 0;
+          const T gk = load(gl.grad[n * gl.grad_sn + k * gl.grad_sk]);
+          const T gw = gk * wn;
+          constexpr int W = kWidth<T>;
           for (int64_t i = 0; i < full; i += kLanes) {
             for (int a = 0; a < NV; ++a) {
               const int64_t j = i + a * W;
@@ -277,7 +280,7 @@ void backward_impl(const S* bp, const S* op, const Strided& s, const Grads<S>& g
                 dv += gw * pb;
                 std::memcpy(db + j, &dv, sizeof(dv));
               }
-              if (nd) tacc[a] += vec_terms<M, T>(bv, ov);
+              if (nd) tacc[a] += gk * vec_terms<M, T>(bv, ov);
             }
             if (nd && ++groups == kFlush) {
               dk += lanes_sum<T>(tacc);
@@ -285,7 +288,6 @@ void backward_impl(const S* bp, const S* op, const Strided& s, const Grads<S>& g
               groups = 0;
             }
           }
-          double tail = 0;
           for (int64_t i = full; i < len; ++i) {
             const T bi = load(b[i]), oi = load(o[i]);
             T po, pb;
@@ -298,10 +300,10 @@ void backward_impl(const S* bp, const S* op, const Strided& s, const Grads<S>& g
             }
             if (dop != nullptr) dop[i] = store<S>(gw * po);
             if (gbp_l != nullptr) db[i] += gw * pb;
-            if (nd) tail += static_cast<double>(term<M>(bi, oi));
+            if (nd) dk += static_cast<double>(gk) * static_cast<double>(term<M>(bi, oi));
           }
-          if (nd) dsum[k] = dk + lanes_sum<T>(tacc) + tail;
         }
+        if (nd) part[task] = dk + lanes_sum<T>(tacc);
         if (gbp_l != nullptr) {
           S* dbp = gbp_l + n * Ln + i0;
           for (int64_t i = 0; i < len; ++i) dbp[i] = store<S>(db[i]);
@@ -310,18 +312,12 @@ void backward_impl(const S* bp, const S* op, const Strided& s, const Grads<S>& g
     }
   });
   if (!need_d) return;
-  // d/d weight[n] = sum over k of grad[n, k] D[n, k], D summed over chunks in order, in double
-  ::vaeiso::parallel_for(0, N, std::max<int64_t>(1, 4096 / (chunks * K)), [&](int64_t nb, int64_t ne) {
-    for (int64_t n = nb; n < ne; ++n) {
-      double acc = 0;
-      for (int64_t k = 0; k < K; ++k) {
-        double d = 0;
-        for (int64_t c = 0; c < chunks; ++c) d += part[(n * chunks + c) * K + k];
-        acc += static_cast<double>(load(g.grad[n * g.grad_sn + k * g.grad_sk])) * d;
-      }
-      g.grad_weight[n] = store<S>(static_cast<T>(acc));
-    }
-  });
+  // d/d weight[n] = sum over k of grad[n, k] D[n, k]: the chunks' sums added in order
+  for (int64_t n = 0; n < N; ++n) {
+    double acc = 0;
+    for (int64_t c = 0; c < chunks; ++c) acc += part[n * chunks + c];
+    g.grad_weight[n] = store<S>(static_cast<T>(acc));
+  }
 }
 
 }  // namespace

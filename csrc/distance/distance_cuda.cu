@@ -206,6 +206,39 @@ void distances_cuda(const Tensor& base, const Tensor& others, const Strided& s, 
   finalize_cuda(partial, base.scalar_type(), weight, out);
 }
 
+// ---- the convex metrics' factor (distance_math.h): a warp per sample sums the squared norm
+// (in double, a fixed order: deterministic); its share of d/d base, one thread per element.
+template <typename scalar_t, typename acc_t>
+__global__ void scales_kernel(const scalar_t* __restrict__ base, Strided s, Scale sc, scalar_t* __restrict__ a) {
+  const int lane = threadIdx.x % kWarp;
+  const int64_t warps = int64_t(gridDim.x) * (blockDim.x / kWarp);
+  for (int64_t n = (int64_t(blockIdx.x) * blockDim.x + threadIdx.x) / kWarp; n < s.N; n += warps) {
+    double sq = 0;
+    for (int64_t i = lane; i < s.L; i += kWarp) {
+      const double v = static_cast<double>(static_cast<acc_t>(base[n * s.base_sn + i]));
+      sq += v * v;
+    }
+    sq = warp_sum(sq);
+    if (lane == 0) a[n] = static_cast<scalar_t>(static_cast<acc_t>(scale_of(sq, sc)));
+  }
+}
+
+template <typename scalar_t, typename acc_t>
+__global__ void scale_grad_kernel(const scalar_t* __restrict__ base, Strided s, Scale sc,
+                                  const scalar_t* __restrict__ a, const scalar_t* __restrict__ gw,
+                                  scalar_t* __restrict__ gb) {
+  const int64_t total = s.N * s.L;
+  for (int64_t e = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; e < total; e += int64_t(gridDim.x) * blockDim.x) {
+    const int64_t n = e / s.L, i = e % s.L;
+    const acc_t c = static_cast<acc_t>(gw[n]) * scale_slope(static_cast<acc_t>(a[n]), sc);
+    gb[e] = static_cast<scalar_t>(static_cast<acc_t>(gb[e]) + c * static_cast<acc_t>(base[n * s.base_sn + i]));
+  }
+}
+
+unsigned grid_for(int64_t n, int threads) {
+  return static_cast<unsigned>(std::min<int64_t>(std::max<int64_t>((n + threads - 1) / threads, 1), 65535LL * 8));
+}
+
 }  // namespace
 
 void forward_cuda(const Tensor& base, const Tensor& others, const Strided& s, Metric m,
@@ -242,6 +275,25 @@ void backward_cuda(const Tensor& base, const Tensor& others, const Strided& s, M
     distances_cuda(base, others, s, m, std::nullopt, d);
     copy_into(grad_weight, torch::stable::sum(mul(to_dtype(grad, dt::kDouble), d), std::vector<int64_t>{1}));
   }
+}
+
+void scales_cuda(const Tensor& base, const Strided& s, Scale sc, Tensor& a) {
+  VAEISO_DISPATCH_CUDA(base.scalar_type(), "pair_distances_cuda", [&] {
+    using acc_t = opmath_t<scalar_t>;
+    scales_kernel<scalar_t, acc_t><<<grid_for(s.N * kWarp, 256), 256, 0, current_stream(base)>>>(
+        cdata<scalar_t>(base), s, sc, mdata<scalar_t>(a));
+    check_launch();
+  });
+}
+
+void scale_grad_cuda(const Tensor& base, const Strided& s, Scale sc, const Tensor& a, const Tensor& grad_weight,
+                     Tensor& grad_base) {
+  VAEISO_DISPATCH_CUDA(base.scalar_type(), "pair_distances_backward_cuda", [&] {
+    using acc_t = opmath_t<scalar_t>;
+    scale_grad_kernel<scalar_t, acc_t><<<grid_for(s.N * s.L, 256), 256, 0, current_stream(base)>>>(
+        cdata<scalar_t>(base), s, sc, cdata<scalar_t>(a), cdata<scalar_t>(grad_weight), mdata<scalar_t>(grad_base));
+    check_launch();
+  });
 }
 
 }  // namespace vaeiso::distance

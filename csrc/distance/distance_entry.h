@@ -10,6 +10,10 @@
 //
 // The backward writes d/d base (N, L) and d/d others (N, K, L) (contiguous) and d/d weight
 // (N,), each only where the tensor passed is defined.
+//
+// The convex metrics (Scale, distance_math.h) run on the same passes: `scales` writes the
+// factor a (N,) from base, which the passes take as their weight; in the backward `scale_grad`
+// then adds the factor's share to d/d base, grad_base[n] += grad_weight[n] slope(a[n]) base[n].
 #pragma once
 #include <optional>
 
@@ -33,12 +37,18 @@ void forward_cpu(const Tensor& base, const Tensor& others, const Strided& s, Met
                  const std::optional<Tensor>& weight, Tensor& out);
 void backward_cpu(const Tensor& base, const Tensor& others, const Strided& s, Metric m, const Tensor& grad,
                   const std::optional<Tensor>& weight, Tensor& grad_base, Tensor& grad_others, Tensor& grad_weight);
+void scales_cpu(const Tensor& base, const Strided& s, Scale sc, Tensor& a);
+void scale_grad_cpu(const Tensor& base, const Strided& s, Scale sc, const Tensor& a, const Tensor& grad_weight,
+                    Tensor& grad_base);
 
 #ifdef VAEISO_WITH_CUDA
 void forward_cuda(const Tensor& base, const Tensor& others, const Strided& s, Metric m,
                   const std::optional<Tensor>& weight, Tensor& out);
 void backward_cuda(const Tensor& base, const Tensor& others, const Strided& s, Metric m, const Tensor& grad,
                    const std::optional<Tensor>& weight, Tensor& grad_base, Tensor& grad_others, Tensor& grad_weight);
+void scales_cuda(const Tensor& base, const Strided& s, Scale sc, Tensor& a);
+void scale_grad_cuda(const Tensor& base, const Strided& s, Scale sc, const Tensor& a, const Tensor& grad_weight,
+                     Tensor& grad_base);
 #endif
 
 }  // namespace vaeiso::distance

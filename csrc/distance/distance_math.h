@@ -11,8 +11,11 @@
 
 namespace vaeiso::distance {
 
-// Outside the per-ISA namespace: the dispatcher and the ISA units share this type.
+// Outside the per-ISA namespace: the dispatcher and the ISA units share these types.
 enum class Metric : int { kSSE = 0, kBCE = 1 };
+// The per-sample factor of the paper's convex metrics (App. D), computed from the base in the
+// kernel: none, a_x (metric "downward": a_x ||x - y||^2) or 1 / a_x ("upward").
+enum class Scale : int { kNone = 0, kDownward = 1, kUpward = 2 };
 
 VAEISO_ISA_BEGIN
 
@@ -168,6 +171,21 @@ VAEISO_HD T bce_grad_base(T b, T o) {
   const T bc = T(1) - b;
   if (b != T(0) && bc != T(0)) return vlog((b * (T(1) - o)) / (o * bc));  // products: no 1 + x rounding
   return log_ratio(b, o) - log_ratio(bc, T(1) - o);
+}
+
+// ---- the convex metrics' factor (App. D) ----
+// a_x = 2/3 + 2 ||x||^2 / 21 from the base's squared norm s (downward), or its inverse (upward);
+// its derivative is slope * x, slope = 4/21 (downward) or -(4/21) a^2 (upward, a = 1 / a_x).
+
+template <typename T>
+VAEISO_HD T scale_of(T sq_norm, Scale sc) {
+  const T a = T(2) / T(3) + T(2) * sq_norm / T(21);
+  return sc == Scale::kUpward ? T(1) / a : a;
+}
+
+template <typename T>
+VAEISO_HD T scale_slope(T a, Scale sc) {
+  return sc == Scale::kUpward ? -T(4) / T(21) * a * a : T(4) / T(21);
 }
 
 VAEISO_ISA_END

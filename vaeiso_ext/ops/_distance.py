@@ -14,7 +14,9 @@ from ._modes import (
 )
 from .checks import check_pair_distances
 
-METRICS = ("sse", "bce")
+METRICS = ("sse", "bce", "downward", "upward")
+# The paper's convex metrics (App. D): sse times a factor of the base, computed in the kernel.
+SCALED = ("downward", "upward")
 
 
 def pair_distances(base: Tensor, others: Tensor, metric: str, *, weight: Tensor | None = None) -> Tensor:
@@ -24,6 +26,11 @@ def pair_distances(base: Tensor, others: Tensor, metric: str, *, weight: Tensor 
 
     - ``"sse"``: ``sum (o - b)**2``; with ``weight`` this is the paper's ``a_x ||x - x'||^2``
       (``a_x`` computed from the base).
+    - ``"downward"``: ``a_x sum (o - b)**2`` with ``a_x = 2/3 + 2 ||b||^2 / 21`` computed from
+      the base in the kernel (the paper's downward-convex metric, App. D;
+      :class:`vaeiso_ext.metrics.DownwardConvex`); ``"upward"``: the same over ``a_x`` (upward-
+      convex). Their ``weight`` must be None. One call instead of the weight's eager ops and
+      their backward: the factor's share of the base's gradient is added in the kernel.
     - ``"bce"``: the Bernoulli KL divergence ``sum b log(b/o) + (1-b) log((1-b)/(1-o))`` with
       the base as the target: BCE minus the target's entropy, so ``D(b, b) = 0``. Evaluated
       without cancellation (float32 keeps ~1e-3 relative error or better for perturbations of
@@ -39,7 +46,7 @@ def pair_distances(base: Tensor, others: Tensor, metric: str, *, weight: Tensor 
         others: ``(N, K, *)`` with the same trailing shape and device as ``base``, and its
             dtype, or autocast's mix: a half type against float32 (either way round), computed
             in float32 with a float32 output.
-        metric: ``"sse"`` or ``"bce"``.
+        metric: ``"sse"``, ``"bce"``, ``"downward"`` or ``"upward"``.
         weight: optional ``(N,)`` per-sample factor (same device; the dtype of ``base`` or of
             ``others``).
 
@@ -87,6 +94,10 @@ def _check(base: Tensor, others: Tensor, metric: str, weight: Tensor | None) -> 
     torch._check(
         others.device == base.device,
         lambda: f"pair_distances: others: expected a tensor on {base.device} (the device of base), got {others.device}",
+    )
+    torch._check(
+        weight is None or metric not in SCALED,
+        lambda: f'pair_distances: weight: expected None with metric "{metric}" (its factor a_x is computed from base)',
     )
     if weight is not None:
         torch._check(
@@ -167,6 +178,26 @@ def _log_ratio(p: Tensor, q: Tensor) -> Tensor:
     return torch.where(zero, -torch.ones_like(p), torch.log(ps) - torch.log(qs))
 
 
+def _scale(base: Tensor, metric: str) -> Tensor:
+    """The convex metrics' factor ``(N,)`` (``a_x``, or ``1 / a_x`` for upward), in torch ops (so
+    differentiable to any order), in float32 at least; the kernel computes the same from base."""
+    b = base.to(torch.promote_types(base.dtype, torch.float32)).reshape(base.shape[0], -1)
+    a = 2.0 / 3.0 + 2.0 * (b * b).sum(1) / 21.0
+    return 1.0 / a if metric == "upward" else a
+
+
+def _slope(factor: Tensor, metric: str) -> Tensor:
+    """d factor / d base = slope * base (csrc/distance/distance_math.h, scale_slope)."""
+    return -4.0 / 21.0 * factor * factor if metric == "upward" else torch.full_like(factor, 4.0 / 21.0)
+
+
+def _unscaled(base: Tensor, others: Tensor, metric: str, weight: Tensor | None):
+    """A convex metric as sse with its factor for the weight (the eager formulas' view of it)."""
+    if metric in SCALED:
+        return "sse", _scale(base, metric)
+    return metric, weight
+
+
 def _partials(base: Tensor, others: Tensor, metric: str, need_b: bool):
     """(dD/do per element of others, dD/db per element of the (N, K, *) pairs or None), in
     float32 at least: 1 - o and the logs lose digits in a half type, and with autocast's mix one
@@ -206,15 +237,25 @@ def _backward(ctx, grad: Tensor):
             torch.ops.vaeiso.pair_distances_backward.default, grad, base, others, ctx.metric, weight, mask
         )
         return (d_b if need_b else None, d_o if need_o else None, None, d_w if need_w else None)[: len(needs)]
+    metric, factor = ctx.metric, None
+    if metric in SCALED:  # sse with the factor as weight; the factor's own share of d/d base below
+        metric, weight = _unscaled(base, others, metric, weight)
+        factor, need_w = weight, False
     g = grad if weight is None else grad * weight[:, None]
     d_b = d_o = d_w = None
     if need_b or need_o:
-        p_o, p_b = _partials(base, others, ctx.metric, need_b)
+        p_o, p_b = _partials(base, others, metric, need_b)
         ge = _expand(g, others)
         d_o = (ge * p_o).to(others.dtype) if need_o else None
-        d_b = (ge * p_b).sum(1).to(base.dtype) if need_b else None
+        d_b = (ge * p_b).sum(1) if need_b else None
     if need_w:
-        d_w = (grad * pair_distances(base, others, ctx.metric)).sum(1).to(weight.dtype)
+        d_w = (grad * pair_distances(base, others, metric)).sum(1).to(weight.dtype)
+    if factor is not None and need_b:
+        # the factor's share: (sum over k of grad D) times its derivative, slope(a) * base
+        gf = (grad * pair_distances(base, others, "sse")).sum(1) * _slope(factor, ctx.metric)
+        d_b = d_b + gf.reshape((-1,) + (1,) * (base.dim() - 1)) * base.to(d_b.dtype)
+    if d_b is not None:
+        d_b = d_b.to(base.dtype)
     return (d_b, d_o, None, d_w)[: len(needs)]
 
 
@@ -236,7 +277,14 @@ class _PairDistancesFunction(torch.autograd.Function):
     @staticmethod
     def jvp(ctx, tb, to, _tm, tw):
         base, others, weight, out = ctx.saved_tensors
-        p_o, p_b = _partials(base, others, ctx.metric, tb is not None)
+        metric = ctx.metric
+        if metric in SCALED:  # sse with the factor as weight, whose tangent is slope * <base, tb>
+            metric, weight = _unscaled(base, others, metric, None)
+            tw = None
+            if tb is not None:
+                bt = (base.to(weight.dtype) * tb.to(weight.dtype)).reshape(base.shape[0], -1).sum(1)
+                tw = _slope(weight, ctx.metric) * bt
+        p_o, p_b = _partials(base, others, metric, tb is not None)
         dims = tuple(range(2, others.dim()))
 
         def total(t):
@@ -250,7 +298,7 @@ class _PairDistancesFunction(torch.autograd.Function):
         if weight is not None:
             d = d * weight[:, None]
             if tw is not None:
-                d = d + tw[:, None] * pair_distances(base, others, ctx.metric)
+                d = d + tw[:, None] * pair_distances(base, others, metric)
         return d.to(out.dtype)
 
     @staticmethod

@@ -280,6 +280,8 @@ def check_pair_distances(fn: str, base, others, metric, weight, metrics: tuple[s
     check_device(fn, "others", others, base, "base")
     if weight is None:
         return
+    if metric in ("downward", "upward"):
+        raise ValueError(f'{fn}: weight: expected None with metric "{metric}" (its factor a_x is computed from base)')
     check_tensor(fn, "weight", weight)
     if weight.dim() != 1 or weight.shape[0] != base.shape[0]:
         raise ValueError(
