@@ -41,12 +41,14 @@ void backward_cpu(const Tensor& base, const Tensor& others, const Strided& s, Me
 }
 
 // The convex metrics' factor and its share of d/d base: one read of base each (N x L, against
-// the passes' N x K x L), so plain baseline loops; the squared norm in double, in order.
+// the passes' N x K x L), so plain baseline loops; the squared norm in double, in order. Tasks
+// of ~8K elements: the toy's base (4096 x 16) is then split among the threads.
+constexpr int64_t kScaleGrain = 8192;
 void scales_cpu(const Tensor& base, const Strided& s, Scale sc, Tensor& a) {
   VAEISO_CPU_DISPATCH(base.scalar_type(), "pair_distances_cpu", [&] {
     const S* b = cdata<S>(base);
     S* out = mdata<S>(a);
-    parallel_for(0, s.N, std::max<int64_t>(1, 65536 / std::max<int64_t>(s.L, 1)), [&](int64_t n0, int64_t n1) {
+    parallel_for(0, s.N, std::max<int64_t>(1, kScaleGrain / std::max<int64_t>(s.L, 1)), [&](int64_t n0, int64_t n1) {
       for (int64_t n = n0; n < n1; ++n) {
         const S* row = b + n * s.base_sn;
         double q[4] = {0, 0, 0, 0};  // four chains: a short row is latency-bound otherwise
@@ -72,7 +74,7 @@ void scale_grad_cpu(const Tensor& base, const Strided& s, Scale sc, const Tensor
     using T = acc_t<S>;
     const S *b = cdata<S>(base), *av = cdata<S>(a), *gw = cdata<S>(grad_weight);
     S* gb = mdata<S>(grad_base);
-    parallel_for(0, s.N, std::max<int64_t>(1, 65536 / std::max<int64_t>(s.L, 1)), [&](int64_t n0, int64_t n1) {
+    parallel_for(0, s.N, std::max<int64_t>(1, kScaleGrain / std::max<int64_t>(s.L, 1)), [&](int64_t n0, int64_t n1) {
       for (int64_t n = n0; n < n1; ++n) {
         const T c = T(load(gw[n])) * scale_slope(T(load(av[n])), sc);
         for (int64_t i = 0; i < s.L; ++i)
