@@ -44,6 +44,19 @@ def run_python(code: str, done: str, **env: str) -> str:
     return out.stdout
 
 
+def torchrun(args, cwd, timeout=120):
+    """``python -m torch.distributed.run --standalone --nproc_per_node 2 -m vaeiso_ext *args``
+    (one thread per process), run in ``cwd``: the completed process, output captured."""
+    import subprocess
+    import sys
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+    return subprocess.run(
+        cmd + ["-m", "vaeiso_ext", *args], env=env, capture_output=True, text=True, timeout=timeout, cwd=cwd
+    )
+
+
 # ---------------------------------------------------------------- shared image fixtures
 
 

@@ -5,11 +5,10 @@ continues or overwrites a run trained in another world size without being asked.
 import json
 import os
 import shutil
-import subprocess
-import sys
 
 import pytest
 import torch
+from conftest import torchrun
 
 from vaeiso_ext.checkpoint import CheckpointError, load_checkpoint
 from vaeiso_ext.cli import main
@@ -18,27 +17,11 @@ from vaeiso_ext.train import TrainConfig, train
 TOY = ["--epochs", "2", "--n-train", "1024", "--n-test", "200", "--no-figures"]
 
 
-def _torchrun(args, cwd, timeout=120):
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        "--nproc_per_node",
-        "2",
-        "-m",
-        "vaeiso_ext",
-        *args,
-    ]
-    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout, cwd=cwd)
-
-
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     """The same toy run trained in 2 processes and in 1."""
     root = tmp_path_factory.mktemp("dist")
-    p = _torchrun(["reproduce", "toy", *TOY, "--no-progress", "--out", str(root / "two")], root)
+    p = torchrun(["reproduce", "toy", *TOY, "--no-progress", "--out", str(root / "two")], root)
     assert p.returncode == 0, p.stdout + p.stderr
     assert main(["reproduce", "toy", *TOY, "--no-progress", "--out", str(root / "one")]) == 0
     return root
@@ -73,7 +56,7 @@ def test_resume_in_another_world_size_is_refused(runs, tmp_path, capsys):
     # 1 process -> 2: refused before training, one line (rank 0's)
     one = shutil.copytree(runs / "one", tmp_path / "one")
     before = (one / "checkpoint.pt").read_bytes()
-    p = _torchrun(
+    p = torchrun(
         ["reproduce", "toy", *TOY[2:], "--epochs", "3", "--resume", "--no-progress", "--out", str(one)], tmp_path
     )
     assert p.returncode != 0
@@ -128,7 +111,7 @@ def test_analyze_out_onto_a_run_of_another_world_size_is_refused(runs, tmp_path,
 
 def test_torchrun_sweep_trains_to_the_end_and_rank0_alone_prints(tmp_path):
     out = tmp_path / "sweep"
-    p = _torchrun(
+    p = torchrun(
         [
             "reproduce",
             "sweep",
@@ -161,7 +144,7 @@ def test_torchrun_sweep_trains_to_the_end_and_rank0_alone_prints(tmp_path):
 
 
 def test_analyze_under_torchrun_is_one_clear_line(runs, tmp_path):
-    p = _torchrun(["analyze", str(runs / "one"), "--out", str(tmp_path / "a")], tmp_path)
+    p = torchrun(["analyze", str(runs / "one"), "--out", str(tmp_path / "a")], tmp_path)
     assert p.returncode != 0
     lines = _error_lines(p.stderr)
     assert lines == ["error: `analyze` runs in one process: run it without torchrun"], p.stderr

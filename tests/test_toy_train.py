@@ -2,11 +2,10 @@
 
 import json
 import os
-import subprocess
-import sys
 
 import pytest
 import torch
+from conftest import torchrun
 
 from vaeiso_ext.checkpoint import CheckpointError, load_checkpoint
 from vaeiso_ext.data import make_toy
@@ -108,30 +107,8 @@ def test_checkpoint_errors(tmp_path, small_data):
 
 def test_two_process_ddp_on_cpu(tmp_path):
     out = tmp_path / "ddp"
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        "--nproc_per_node",
-        "2",
-        "-m",
-        "vaeiso_ext",
-        "reproduce",
-        "toy",
-        "--epochs",
-        "2",
-        "--n-train",
-        "1024",
-        "--n-test",
-        "200",
-        "--out",
-        str(out),
-        "--no-figures",
-        "--no-progress",
-    ]
-    p = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240, cwd=tmp_path)
+    args = ["reproduce", "toy", "--epochs", "2", "--n-train", "1024", "--n-test", "200"]
+    p = torchrun(args + ["--out", str(out), "--no-figures", "--no-progress"], tmp_path, timeout=240)
     assert p.returncode == 0, p.stdout + p.stderr
     ck = load_checkpoint(str(out / "checkpoint.pt"))
     assert ck["world_size"] == 2 and ck["epoch"] == 2
