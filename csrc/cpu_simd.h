@@ -1,7 +1,7 @@
 // The CPU kernels' one SIMD layer: vector types, loads and stores, the shifted vectors of a
-// sliding window, and the fixed-order reductions. Every intrinsic the SSIM and distance kernels
-// use lives here; the kernels themselves are written with GCC vector extensions (`+`, `*`,
-// contracted to FMA by the AVX2 and AVX-512 builds) on these types.
+// sliding window, square roots, and the fixed-order reductions. Every intrinsic the SSIM,
+// distance and GDN kernels use lives here; the kernels themselves are written with GCC vector
+// extensions (`+`, `*`, contracted to FMA by the AVX2 and AVX-512 builds) on these types.
 //
 // Included by the per-ISA units only (they define VAEISO_CPU_ISA): everything below is in
 // `vaeiso::simd::VAEISO_CPU_ISA` (an inline namespace, host_device.h), so each build's copy of
@@ -14,6 +14,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <limits>
 #include <type_traits>
 
 #if defined(__AVX2__) || defined(__AVX512F__)
@@ -132,6 +133,52 @@ VAEISO_AI typename Vec<T>::type window_vec(const T* p, const typename Vec<T>::ty
     return loadu<V>(p + t);
   }
 #endif
+}
+
+// ------------------------------------------------------------------------- square roots
+
+// sqrt per lane (IEEE, correctly rounded).
+template <typename V>
+VAEISO_AI V vsqrt(V v) {
+#if defined(__AVX__)
+  if constexpr (sizeof(V) == 32 && std::is_same_v<decltype(v[0] + 0), float>) return (V)_mm256_sqrt_ps((__m256)v);
+  if constexpr (sizeof(V) == 32 && std::is_same_v<decltype(v[0] + 0), double>) return (V)_mm256_sqrt_pd((__m256d)v);
+#endif
+  V r;
+  for (int l = 0; l < static_cast<int>(sizeof(V) / sizeof(v[0])); ++l) r[l] = std::sqrt(v[l]);
+  return r;
+}
+
+// 1 / sqrt per lane. float in the AVX2 and AVX-512 builds: the hardware estimate (12 or 14 bits)
+// and one Newton step, within 3 ulp of the exact quotient, at a fraction of a square root and a
+// division (GDN's epilogue ran at the speed of those two); a vector with a lane outside the
+// normal range (0, subnormal, inf, negative, NaN) takes the exact path, so those stay IEEE's.
+// Otherwise 1 / sqrt exactly.
+template <typename V>
+VAEISO_AI V rsqrt(V v) {
+  using T = decltype(v[0] + 0);
+  if constexpr (std::is_same_v<T, float>) {
+    constexpr T lo = std::numeric_limits<float>::min(), hi = std::numeric_limits<float>::max();
+#if defined(__AVX512F__)
+    if constexpr (sizeof(V) == 64) {
+      const __m512 x = (__m512)v;
+      const __mmask16 ok = _mm512_cmp_ps_mask(x, _mm512_set1_ps(lo), _CMP_GE_OQ) &
+                           _mm512_cmp_ps_mask(x, _mm512_set1_ps(hi), _CMP_LE_OQ);
+      const V y = (V)_mm512_rsqrt14_ps(x);
+      if (ok == 0xffff) return y * (T(1.5) - (T(0.5) * v * y) * y);
+    }
+#endif
+#if defined(__AVX2__)
+    if constexpr (sizeof(V) == 32) {
+      const __m256 x = (__m256)v;
+      const __m256 ok = _mm256_and_ps(_mm256_cmp_ps(x, _mm256_set1_ps(lo), _CMP_GE_OQ),
+                                      _mm256_cmp_ps(x, _mm256_set1_ps(hi), _CMP_LE_OQ));
+      const V y = (V)_mm256_rsqrt_ps(x);
+      if (_mm256_movemask_ps(ok) == 0xff) return y * (T(1.5) - (T(0.5) * v * y) * y);
+    }
+#endif
+  }
+  return T(1) / vsqrt(v);
 }
 
 // --------------------------------------------------------------------------- reductions

@@ -170,6 +170,22 @@ def test_cpu_thread_count_independent():
             assert torch.equal(a, b)
 
 
+@pytest.mark.parametrize("inverse", [False, True])
+def test_cpu_norm_outside_normal_range(inverse):
+    """float32 runs take 1/sqrt from an estimate and a Newton step, which holds for normal norms
+    only: norms of 0, subnormal, huge and inf (beta picks them per channel; 40 positions fill
+    whole vectors) must give what float32 arithmetic gives, inf and NaN included."""
+    tiny = torch.finfo(torch.float32).tiny
+    beta = torch.tensor([0.0, tiny / 8, tiny, 3e38, float("inf"), 1.0])
+    gamma = torch.zeros(6, 6)
+    x = torch.randn(2, 6, 40)
+    x[:, :, ::5] = 0.0
+    got = ops.gdn(x, beta, gamma, inverse)
+    s = beta.view(1, 6, 1).double().sqrt()
+    want = (x.double() * (s if inverse else 1 / s)).float()
+    torch.testing.assert_close(got, want, rtol=1e-6, atol=0, equal_nan=True)
+
+
 def test_inference_skips_norm():
     """need_norm=False (what ops.gdn asks for when no gradient is needed) returns the same output
     and an empty norm, and refuses a backward through it with a clear error."""
