@@ -173,38 +173,36 @@ void epilogue_run(const S* __restrict x, A* __restrict nrm, const A* __restrict 
   }
 }
 
-// t = dL/dnorm; f(x) when kFx (for the gamma gradient); the scale s when kS (for gx)
-template <typename SV, bool kFx, bool kS, typename S, typename A>
+// t = dL/dnorm; f(x) when kFx (for the gamma gradient)
+template <typename SV, bool kFx, typename S, typename A>
 void first_run(const S* __restrict g, const S* __restrict x, const A* __restrict nrm, A* __restrict t, A* __restrict fx,
-               A* __restrict sc, int64_t len) {
+               int64_t len) {
   int64_t i = 0;
   if constexpr (kVectorRuns<S, A>) {
     for (; i + kFL <= len; i += kFL) {
       const FV xv = simd::loadu<FV>(x + i);
-      const auto k = scales_vec<SV>(simd::loadu<FV>(nrm + i));
-      simd::storeu(t + i, simd::loadu<FV>(g + i) * xv * k.ds);
+      simd::storeu(t + i, simd::loadu<FV>(g + i) * xv * scales_vec<SV>(simd::loadu<FV>(nrm + i)).ds);
       if constexpr (kFx) simd::storeu(fx + i, f_vec<SV>(xv));
-      if constexpr (kS) simd::storeu(sc + i, k.s);
     }
   }
   for (; i < len; ++i) {
     const A xv = load(x[i]);
-    const auto k = scales(nrm[i], SV::inverse, SV::simplified);
-    t[i] = load(g[i]) * xv * k.ds;
+    t[i] = load(g[i]) * xv * scales(nrm[i], SV::inverse, SV::simplified).ds;
     if constexpr (kFx) fx[i] = f(xv, SV::simplified);
-    if constexpr (kS) sc[i] = k.s;
   }
 }
 
+// dL/dx = g s + f'(x) u, the scale s recomputed from norm (as the CUDA pass does): a buffer of
+// it cost more memory traffic than its square root costs now
 template <typename SV, typename S, typename A>
-void gx_run(const S* __restrict g, const S* __restrict x, const A* __restrict sc, const A* __restrict u,
+void gx_run(const S* __restrict g, const S* __restrict x, const A* __restrict nrm, const A* __restrict u,
             S* __restrict gx, int64_t len) {
   int64_t i = 0;
   if constexpr (kVectorRuns<S, A>)
     for (; i + kFL <= len; i += kFL)
-      simd::storeu(gx + i, simd::loadu<FV>(g + i) * simd::loadu<FV>(sc + i) +
+      simd::storeu(gx + i, simd::loadu<FV>(g + i) * scales_vec<SV>(simd::loadu<FV>(nrm + i)).s +
                                df_vec<SV>(simd::loadu<FV>(x + i)) * simd::loadu<FV>(u + i));
-  for (; i < len; ++i) gx[i] = store<S>(grad_x_s(load(g[i]), load(x[i]), sc[i], u[i], SV::simplified));
+  for (; i < len; ++i) gx[i] = store<S>(grad_x(load(g[i]), load(x[i]), nrm[i], u[i], SV::inverse, SV::simplified));
 }
 
 // norm block = gamma @ fx block (the block's channel mixing), written at `np` with leading
@@ -313,13 +311,12 @@ void backward(const S* gp, const S* xp, const acc_t<S>* np, const acc_t<S>* gamm
   with_variant(v, [&](auto sv) {
     using SV = decltype(sv);
     ::vaeiso::parallel_for(0, groups, 1, [&](int64_t g0, int64_t g1) {
-      // t, f(x) (gamma gradient), u and the scale (gx): written before read, never zeroed
+      // t, f(x) (gamma gradient) and u (gx): written before read, never zeroed
       const int64_t bsz = B.len * C;
-      Scratch<A> buf(bsz * (1 + (ggamma ? 1 : 0) + (gxp ? 2 : 0)), WorkspaceSlot::kTask, false);
+      Scratch<A> buf(bsz * (1 + (ggamma ? 1 : 0) + (gxp ? 1 : 0)), WorkspaceSlot::kTask, false);
       A* const t = buf.data();
       A* const fx = t + bsz;
       A* const u = fx + (ggamma ? bsz : 0);
-      A* const sc = u + (gxp ? bsz : 0);
       for (int64_t grp = g0; grp < g1; ++grp) {
         A* gb = gbeta ? gb_part + grp * C : nullptr;
         A* gg = ggamma ? gg_part + grp * C * C : nullptr;
@@ -328,28 +325,24 @@ void backward(const S* gp, const S* xp, const acc_t<S>* np, const acc_t<S>* gamm
           const auto blk = B.at(i);
           const S *g = gp + blk.base, *x = xp + blk.base;
           const A* nrm = np + blk.base;
-          // t, f(x) for the gamma gradient, and the scale for gx (kept in sc: no second sqrt)
-          auto first = [&](auto want_fx, auto want_s) {
-            constexpr bool kFx = decltype(want_fx)::value, kS = decltype(want_s)::value;
+          // t, and f(x) for the gamma gradient
+          auto first = [&](auto want_fx) {
+            constexpr bool kFx = decltype(want_fx)::value;
             each_run(B, blk.n, [&](int64_t o, int64_t q, int64_t, int64_t len) {
-              first_run<SV, kFx, kS>(g + o, x + o, nrm + o, t + q, fx + q, sc + q, len);
+              first_run<SV, kFx>(g + o, x + o, nrm + o, t + q, fx + q, len);
             });
           };
-          if (gg && gxp)
-            first(std::true_type{}, std::true_type{});
-          else if (gg)
-            first(std::true_type{}, std::false_type{});
-          else if (gxp)
-            first(std::false_type{}, std::true_type{});
+          if (gg)
+            first(std::true_type{});
           else
-            first(std::false_type{}, std::false_type{});
+            first(std::false_type{});
           if (gg) gamma_grad_add(B, blk.n, t, fx, gg);
           if (gb) add_channel_sums(B, blk.n, t, gb);
           if (gxp) {
             mix_backward(B, blk.n, gamma, t, u);
             S* gx = gxp + blk.base;
             each_run(B, blk.n, [&](int64_t o, int64_t q, int64_t, int64_t len) {
-              gx_run<SV>(g + o, x + o, sc + q, u + q, gx + o, len);
+              gx_run<SV>(g + o, x + o, nrm + o, u + q, gx + o, len);
             });
           }
         }

@@ -60,8 +60,8 @@ VAEISO_HD Scales<T> scales(T norm, bool inverse, bool simplified) {
 }
 
 // Backward, per element with g = dL/dy: t = dL/dnorm (which feeds dbeta = sum t,
-// dgamma = t f(x)^T, and u = gamma^T t), then dL/dx = g s + f'(x) u. The CPU kernel keeps s from
-// the first to the second; the CUDA passes compute it in each.
+// dgamma = t f(x)^T, and u = gamma^T t), then dL/dx = g s + f'(x) u. Both kernels compute s in
+// each of the two passes (a buffer of it cost the CPU more memory traffic than the square root).
 template <typename T>
 VAEISO_HD T grad_norm(T g, T x, T norm, bool inverse, bool simplified) {
   return g * x * scales(norm, inverse, simplified).ds;

@@ -1,5 +1,6 @@
-"""GDN / IGDN benchmark cases: fused op vs the eager reference, torch.compile of it, CompressAI,
-and the GEMM floor: the channel-mixing GEMMs the math cannot avoid, timed alone (forward: one
+"""GDN / IGDN benchmark cases: fused op (and the ``nn.GDN`` / ``nn.IGDN`` modules, their parameter
+reparametrisation included) vs the eager reference, torch.compile of it, CompressAI, and the GEMM
+floor: the channel-mixing GEMMs the math cannot avoid, timed alone (forward: one
 (N*H*W, C) x (C, C) product; forward+backward: three, the backward's being gamma^T t and the
 gamma gradient's (C, N*H*W) x (N*H*W, C) reduction). "vs GEMM floor" is floor time / fused time:
 1 would be the op at its limit, 0.67 the op at 1.5x it."""
@@ -8,6 +9,7 @@ from __future__ import annotations
 
 import torch
 
+from .. import nn as vnn
 from .. import ops, reference
 from .core import Case, assert_close, fwd_bwd
 
@@ -120,7 +122,44 @@ def cases(device: str, quick: bool, compile_baselines: bool, fused_gdn=None) -> 
                     notes="gradients to x, beta, gamma",
                 )
             )
+            out.append(_module_case(name, size, x, beta, gamma, gy, inverse, layer, bb["GEMM floor"], elt))
     return out
+
+
+def _module_case(name, size, x, beta, gamma, gy, inverse, layer, floor, elt) -> Case:
+    """``nn.GDN`` / ``nn.IGDN`` forward + backward: the op plus the parameter reparametrisation
+    (forward and backward), gradients to x and the stored parameters; against CompressAI's layer
+    and the same GEMM floor."""
+    module = vnn.GDN(x.shape[1], inverse=inverse).to(x.device, x.dtype)
+    with torch.no_grad():
+        module.beta.copy_(module.beta_reparam.init(beta))
+        module.gamma.copy_(module.gamma_reparam.init(gamma))
+    mx = x.clone().requires_grad_()
+
+    def check(module=module, mx=mx, gy=gy, inverse=inverse):
+        got = fwd_bwd(lambda a, *_p: module(a), (mx,) + tuple(module.parameters()), gy)()
+        raw = tuple(p.detach().double().requires_grad_() for p in (mx, module.beta, module.gamma))
+
+        def ref(a, b, g):
+            return reference.gdn(a, module.beta_reparam(b), module.gamma_reparam(g), inverse)
+
+        want = fwd_bwd(ref, raw, gy.double())()
+        assert_close(got, want, 1e-3, 1e-3, f"nn.{name} grads")
+
+    bb = {"GEMM floor": floor}
+    if layer is not None:
+        lx = x.clone().requires_grad_()
+        bb["compressai"] = fwd_bwd(lambda a, *_params, layer=layer: layer(a), (lx,) + tuple(layer.parameters()), gy)
+    return Case(
+        f"nn.{name}",
+        size,
+        "fwd+bwd",
+        fwd_bwd(lambda a, *_params: module(a), (mx,) + tuple(module.parameters()), gy),
+        bb,
+        check,
+        bytes=5 * elt,
+        notes="module: gradients to x and the stored beta, gamma",
+    )
 
 
 def _no_grad(fn):
