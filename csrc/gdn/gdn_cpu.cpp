@@ -1,5 +1,5 @@
-// GDN CPU entry points: dtype dispatch, then the AVX2 build of the kernels where the CPU has it,
-// else the baseline (gdn_cpu_passes.h).
+// GDN CPU entry points: dtype dispatch, then the AVX-512 or AVX2 build of the kernels where the
+// CPU has it, else the baseline (gdn_cpu_passes.h).
 #include "cpu_dtype.h"
 #include "cpu_isa.h"
 #include "gdn/gdn_cpu_passes.h"
@@ -10,6 +10,7 @@ namespace vaeiso::gdn {
 VAEISO_GDN_DECLARE_PASSES(isa_default)
 #ifdef VAEISO_CPU_AVX2
 VAEISO_GDN_DECLARE_PASSES(isa_avx2)
+VAEISO_GDN_DECLARE_PASSES(isa_avx512)
 #endif
 
 namespace {
@@ -32,7 +33,7 @@ void forward_cpu(const Tensor& x, const Tensor& beta, const Tensor& gamma, Tenso
   const auto s = shape_of(x, cl);
   VAEISO_CPU_DISPATCH(x.scalar_type(), "gdn_forward_cpu", [&] {
     using A = acc_t<S>;
-    VAEISO_PICK(forward<S>, cdata<S>(x), cdata<A>(beta), cdata<A>(gamma), mdata<S>(out), opt_ptr<A>(norm), s.N, s.C,
+    VAEISO_PICK_ISA3(forward<S>, cdata<S>(x), cdata<A>(beta), cdata<A>(gamma), mdata<S>(out), opt_ptr<A>(norm), s.N, s.C,
                 s.Sp, cl, v);
   });
 }
@@ -42,7 +43,7 @@ void backward_cpu(const Tensor& g, const Tensor& x, const Tensor& norm, const Te
   const auto s = shape_of(x, cl);
   VAEISO_CPU_DISPATCH(x.scalar_type(), "gdn_backward_cpu", [&] {
     using A = acc_t<S>;
-    VAEISO_PICK(backward<S>, cdata<S>(g), cdata<S>(x), cdata<A>(norm), cdata<A>(gamma), opt_ptr<S>(gx),
+    VAEISO_PICK_ISA3(backward<S>, cdata<S>(g), cdata<S>(x), cdata<A>(norm), cdata<A>(gamma), opt_ptr<S>(gx),
                 opt_ptr<A>(gbeta), opt_ptr<A>(ggamma), s.N, s.C, s.Sp, cl, v);
   });
 }
