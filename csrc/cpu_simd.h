@@ -162,8 +162,8 @@ VAEISO_AI V rsqrt(V v) {
 #if defined(__AVX512F__)
     if constexpr (sizeof(V) == 64) {
       const __m512 x = (__m512)v;
-      const __mmask16 ok = _mm512_cmp_ps_mask(x, _mm512_set1_ps(lo), _CMP_GE_OQ) &
-                           _mm512_cmp_ps_mask(x, _mm512_set1_ps(hi), _CMP_LE_OQ);
+      const __mmask16 ok =
+          _mm512_cmp_ps_mask(x, _mm512_set1_ps(lo), _CMP_GE_OQ) & _mm512_cmp_ps_mask(x, _mm512_set1_ps(hi), _CMP_LE_OQ);
       const V y = (V)_mm512_rsqrt14_ps(x);
       if (ok == 0xffff) return y * (T(1.5) - (T(0.5) * v * y) * y);
     }

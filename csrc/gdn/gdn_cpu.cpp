@@ -33,8 +33,8 @@ void forward_cpu(const Tensor& x, const Tensor& beta, const Tensor& gamma, Tenso
   const auto s = shape_of(x, cl);
   VAEISO_CPU_DISPATCH(x.scalar_type(), "gdn_forward_cpu", [&] {
     using A = acc_t<S>;
-    VAEISO_PICK_ISA3(forward<S>, cdata<S>(x), cdata<A>(beta), cdata<A>(gamma), mdata<S>(out), opt_ptr<A>(norm), s.N, s.C,
-                s.Sp, cl, v);
+    VAEISO_PICK_ISA3(forward<S>, cdata<S>(x), cdata<A>(beta), cdata<A>(gamma), mdata<S>(out), opt_ptr<A>(norm), s.N,
+                     s.C, s.Sp, cl, v);
   });
 }
 
@@ -44,7 +44,7 @@ void backward_cpu(const Tensor& g, const Tensor& x, const Tensor& norm, const Te
   VAEISO_CPU_DISPATCH(x.scalar_type(), "gdn_backward_cpu", [&] {
     using A = acc_t<S>;
     VAEISO_PICK_ISA3(backward<S>, cdata<S>(g), cdata<S>(x), cdata<A>(norm), cdata<A>(gamma), opt_ptr<S>(gx),
-                opt_ptr<A>(gbeta), opt_ptr<A>(ggamma), s.N, s.C, s.Sp, cl, v);
+                     opt_ptr<A>(gbeta), opt_ptr<A>(ggamma), s.N, s.C, s.Sp, cl, v);
   });
 }
 
