@@ -110,13 +110,8 @@ Tensor pair_distances(const Tensor& base, const Tensor& others, std::string metr
   const auto o = unit_inner(to_dtype(others, dt), {N, K, L});
   const Strided s{N, K, L, b.strides[0], o.strides[0], o.strides[1]};
   std::optional<Tensor> w;
-  if (p.scale != Scale::kNone) {
-    w = alloc({N}, dt, base);
-    VAEISO_ON_DEVICE(scales, base, b.t, s, p.scale, *w);
-  } else if (weight.has_value()) {
-    w = to_dtype(*weight, dt);
-  }
-  VAEISO_ON_DEVICE(forward, base, b.t, o.t, s, p.m, w, out);
+  if (weight.has_value()) w = to_dtype(*weight, dt);
+  VAEISO_ON_DEVICE(forward, base, b.t, o.t, s, p.m, p.scale, w, out);
   return out;
 }
 
@@ -166,18 +161,8 @@ std::tuple<Tensor, Tensor, Tensor> pair_distances_backward(Tensor grad, Tensor b
   const Strided s{N, K, L, b.strides[0], o.strides[0], o.strides[1]};
   const auto g = to_dtype(grad, dt);
   std::optional<Tensor> w;
-  if (p.scale == Scale::kNone) {
-    if (weight.has_value()) w = to_dtype(*weight, dt);
-    VAEISO_ON_DEVICE(backward, base, b.t, o.t, s, p.m, g, w, gb, go, gw);
-    return result();
-  }
-  // A convex metric: the passes with the factor as their weight, whose gradient (sum over k of
-  // grad D) then gives the factor's share of d/d base.
-  w = alloc({N}, dt, base);
-  VAEISO_ON_DEVICE(scales, base, b.t, s, p.scale, *w);
-  Tensor gw_factor = gb.defined() ? alloc({N}, dt, base) : Tensor();
-  VAEISO_ON_DEVICE(backward, base, b.t, o.t, s, p.m, g, w, gb, go, gw_factor);
-  if (gb.defined()) VAEISO_ON_DEVICE(scale_grad, base, b.t, s, p.scale, *w, gw_factor, gb);
+  if (weight.has_value()) w = to_dtype(*weight, dt);
+  VAEISO_ON_DEVICE(backward, base, b.t, o.t, s, p.m, p.scale, g, w, gb, go, gw);
   return result();
 }
 

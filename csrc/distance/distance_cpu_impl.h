@@ -149,14 +149,40 @@ double segment_sum(const S* b, const S* o, int64_t len) {
   return total;
 }
 
+// The convex metrics' factor of one sample (scale_of, distance_math.h) from its base row: the
+// squared norm in double, in order, four chains (a short row is latency-bound otherwise).
+// Computed inside the passes, so the toy's short rows pay no extra pass over base and no extra
+// wake-up of the threads (the factor's eager ops, or a separate pass, cost a fifth of the call).
 template <typename S>
-inline S weighted(double v, const S* w, int64_t n, int64_t w_sn) {
-  if (w != nullptr) v *= static_cast<double>(load(w[n * w_sn]));
-  return store<S>(static_cast<acc_t<S>>(v));
+inline acc_t<S> row_factor(const S* row, int64_t L, Scale sc) {
+  double q[4] = {0, 0, 0, 0};
+  int64_t i = 0;
+  for (; i + 4 <= L; i += 4)
+    for (int j = 0; j < 4; ++j) {
+      const double v = load(row[i + j]);
+      q[j] += v * v;
+    }
+  for (; i < L; ++i) {
+    const double v = load(row[i]);
+    q[0] += v * v;
+  }
+  return static_cast<acc_t<S>>(scale_of((q[0] + q[1]) + (q[2] + q[3]), sc));
+}
+
+// Sample n's weight in the accumulation dtype: the convex metric's factor, the given weight, or 1.
+template <typename S>
+inline acc_t<S> sample_weight(const S* bp, const Strided& s, Scale sc, const S* w, int64_t w_sn, int64_t n) {
+  if (sc != Scale::kNone) return row_factor(bp + n * s.base_sn, s.L, sc);
+  return w != nullptr ? load(w[n * w_sn]) : acc_t<S>(1);
+}
+
+template <typename S>
+inline S weighted(double v, acc_t<S> w) {
+  return store<S>(static_cast<acc_t<S>>(v * static_cast<double>(w)));
 }
 
 template <Metric M, typename S>
-void forward_impl(const S* bp, const S* op, const Strided& s, const S* w, int64_t w_sn, S* out) {
+void forward_impl(const S* bp, const S* op, const Strided& s, Scale sc, const S* w, int64_t w_sn, S* out) {
   const int64_t N = s.N, K = s.K, L = s.L;
   const int64_t segs = L > kSegment ? (L + kSegment - 1) / kSegment : 1;
   const int64_t seg_len = std::min(L, kSegment);
@@ -175,6 +201,7 @@ void forward_impl(const S* bp, const S* op, const Strided& s, const S* w, int64_
       const int64_t i0 = seg * kSegment, len = std::min(kSegment, L - i0);
       const S* b = bp + n * s.base_sn + i0;
       const S* o = op + n * s.others_sn + i0;
+      const acc_t<S> wn = segs == 1 ? sample_weight(bp, s, sc, w, w_sn, n) : acc_t<S>(1);
       int64_t k = k0;
       if constexpr (std::is_same_v<acc_t<S>, float>) {
         // Short rows (one flush each): eight others at a time, their lane sums reduced together
@@ -198,7 +225,7 @@ void forward_impl(const S* bp, const S* op, const Strided& s, const S* w, int64_
               double v = 0.0;
               if (full > 0) v += static_cast<double>(r[p]);
               for (int64_t i = full; i < len; ++i) v += static_cast<double>(term<M>(load(b[i]), load(op_k[i])));
-              out[n * K + k + p] = weighted(v, w, n, w_sn);
+              out[n * K + k + p] = weighted<S>(v, wn);
             }
           }
         }
@@ -206,7 +233,7 @@ void forward_impl(const S* bp, const S* op, const Strided& s, const S* w, int64_
       for (; k < k1; ++k) {
         const double v = segment_sum<M>(b, o + k * s.others_sk, len);
         if (segs == 1) {
-          out[n * K + k] = weighted(v, w, n, w_sn);
+          out[n * K + k] = weighted<S>(v, wn);
         } else {
           part[unit * K + k] = v;
         }
@@ -215,22 +242,29 @@ void forward_impl(const S* bp, const S* op, const Strided& s, const S* w, int64_
   });
   if (segs == 1) return;
   ::vaeiso::parallel_for(0, N, std::max<int64_t>(1, 4096 / (segs * K)), [&](int64_t nb, int64_t ne) {
-    for (int64_t n = nb; n < ne; ++n)
+    for (int64_t n = nb; n < ne; ++n) {
+      const acc_t<S> wn = sample_weight(bp, s, sc, w, w_sn, n);
       for (int64_t k = 0; k < K; ++k) {
         double acc = 0;
         for (int64_t seg = 0; seg < segs; ++seg) acc += part[(n * segs + seg) * K + k];
-        out[n * K + k] = weighted(acc, w, n, w_sn);
+        out[n * K + k] = weighted<S>(acc, wn);
       }
+    }
   });
 }
 
 template <Metric M, typename S>
-void backward_impl(const S* bp, const S* op, const Strided& s, const Grads<S>& g) {
+void backward_impl(const S* bp, const S* op, const Strided& s, Scale sc, const Grads<S>& g) {
   using T = acc_t<S>;
   const int64_t N = s.N, K = s.K, L = s.L;
   const int64_t chunks = std::max<int64_t>(1, (L + kChunk - 1) / kChunk);
   const int64_t grain = std::max<int64_t>(1, kGrainElems / std::max<int64_t>(1, K * std::min(L, kChunk)));
-  const bool need_d = g.grad_weight != nullptr;
+  // A convex metric's factor a(base) is the weight; its share of d/d base, grad_base[n] +=
+  // (sum over k of grad D) slope(a) base[n], is added as the row is stored when a row is one
+  // chunk (the toy), else in a second pass over grad_base below.
+  const bool scaled = sc != Scale::kNone;
+  const bool need_d = g.grad_weight != nullptr || (scaled && g.grad_base != nullptr);
+  const bool fold = scaled && chunks == 1;
   // sum over k of grad[n, k] D[n, k] per (sample, chunk) for the weight's gradient, the chunks
   // added in order below. Summed over k inside the task, so a short row (the toy's L = 16)
   // costs one multiply-add per element, not a horizontal sum per pair.
@@ -251,7 +285,7 @@ void backward_impl(const S* bp, const S* op, const Strided& s, const Grads<S>& g
     for (int64_t task = tb; task < te; ++task) {
       const int64_t n = task / Cn, c = task % Cn;
       const int64_t c0 = c * kChunk, c1 = std::min(Ln, c0 + kChunk);
-      const T wn = gl.weight != nullptr ? load(gl.weight[n * gl.weight_sn]) : T(1);
+      const T wn = sample_weight(bp_l, sl, sc, gl.weight, gl.weight_sn, n);
       {
         const int64_t i0 = c0, len = c1 - c0, full = len - len % kLanes;
         const S* b = bp_l + n * sl.base_sn + i0;
@@ -306,43 +340,60 @@ void backward_impl(const S* bp, const S* op, const Strided& s, const Grads<S>& g
         if (nd) part[task] = dk + lanes_sum<T>(tacc);
         if (gbp_l != nullptr) {
           S* dbp = gbp_l + n * Ln + i0;
-          for (int64_t i = 0; i < len; ++i) dbp[i] = store<S>(db[i]);
+          if (fold) {
+            const T c = static_cast<T>(part[task]) * scale_slope(wn, sc);
+            for (int64_t i = 0; i < len; ++i) dbp[i] = store<S>(db[i] + c * T(load(b[i])));
+          } else {
+            for (int64_t i = 0; i < len; ++i) dbp[i] = store<S>(db[i]);
+          }
         }
       }
     }
   });
   if (!need_d) return;
   // d/d weight[n] = sum over k of grad[n, k] D[n, k]: the chunks' sums added in order
+  std::vector<T> dw(N);
   for (int64_t n = 0; n < N; ++n) {
     double acc = 0;
     for (int64_t c = 0; c < chunks; ++c) acc += part[n * chunks + c];
-    g.grad_weight[n] = store<S>(static_cast<T>(acc));
+    dw[n] = static_cast<T>(acc);
+    if (g.grad_weight != nullptr) g.grad_weight[n] = store<S>(dw[n]);
   }
+  if (!scaled || fold || gbp == nullptr) return;
+  ::vaeiso::parallel_for(0, N, std::max<int64_t>(1, kGrainElems / std::max<int64_t>(1, L)), [&](int64_t n0, int64_t n1) {
+    for (int64_t n = n0; n < n1; ++n) {
+      const S* b = bp + n * s.base_sn;
+      S* db = gbp + n * L;
+      const T c = dw[n] * scale_slope(row_factor(b, L, sc), sc);
+      for (int64_t i = 0; i < L; ++i) db[i] = store<S>(T(load(db[i])) + c * T(load(b[i])));
+    }
+  });
 }
 
 }  // namespace
 
 template <typename S>
-void forward(const S* base, const S* others, const Strided& s, Metric m, const S* weight, int64_t weight_sn, S* out) {
+void forward(const S* base, const S* others, const Strided& s, Metric m, Scale sc, const S* weight, int64_t weight_sn,
+             S* out) {
   if (m == Metric::kSSE) {
-    forward_impl<Metric::kSSE>(base, others, s, weight, weight_sn, out);
+    forward_impl<Metric::kSSE>(base, others, s, sc, weight, weight_sn, out);
   } else {
-    forward_impl<Metric::kBCE>(base, others, s, weight, weight_sn, out);
+    forward_impl<Metric::kBCE>(base, others, s, sc, weight, weight_sn, out);
   }
 }
 
 template <typename S>
-void backward(const S* base, const S* others, const Strided& s, Metric m, const Grads<S>& g) {
+void backward(const S* base, const S* others, const Strided& s, Metric m, Scale sc, const Grads<S>& g) {
   if (m == Metric::kSSE) {
-    backward_impl<Metric::kSSE>(base, others, s, g);
+    backward_impl<Metric::kSSE>(base, others, s, sc, g);
   } else {
-    backward_impl<Metric::kBCE>(base, others, s, g);
+    backward_impl<Metric::kBCE>(base, others, s, sc, g);
   }
 }
 
-#define VAEISO_DISTANCE_INSTANTIATE(S)                                                         \
-  template void forward<S>(const S*, const S*, const Strided&, Metric, const S*, int64_t, S*); \
-  template void backward<S>(const S*, const S*, const Strided&, Metric, const Grads<S>&);
+#define VAEISO_DISTANCE_INSTANTIATE(S)                                                                \
+  template void forward<S>(const S*, const S*, const Strided&, Metric, Scale, const S*, int64_t, S*); \
+  template void backward<S>(const S*, const S*, const Strided&, Metric, Scale, const Grads<S>&);
 VAEISO_DISTANCE_INSTANTIATE(float)
 VAEISO_DISTANCE_INSTANTIATE(double)
 VAEISO_DISTANCE_INSTANTIATE(f16)

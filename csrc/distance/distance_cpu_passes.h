@@ -12,7 +12,9 @@ namespace vaeiso::distance {
 
 // The backward's operands besides base and others: the incoming gradient (N, K) with its
 // strides, the optional per-sample weight, and the outputs (null where not wanted):
-// grad_base (N, L) and grad_others (N, K, L) contiguous, grad_weight (N,).
+// grad_base (N, L) and grad_others (N, K, L) contiguous, grad_weight (N,). With a convex
+// metric (Scale other than kNone) the passes compute the factor from base themselves: weight is
+// null then, and grad_base includes the factor's share.
 template <typename S>
 struct Grads {
   const S* grad;
@@ -29,8 +31,8 @@ struct Grads {
 #define VAEISO_DISTANCE_DECLARE_PASSES(ns)                                                                     \
   namespace ns {                                                                                               \
   template <typename S>                                                                                        \
-  void forward(const S* base, const S* others, const Strided& s, Metric m, const S* weight, int64_t weight_sn, \
-               S* out);                                                                                        \
+  void forward(const S* base, const S* others, const Strided& s, Metric m, Scale sc, const S* weight,          \
+               int64_t weight_sn, S* out);                                                                     \
   template <typename S>                                                                                        \
-  void backward(const S* base, const S* others, const Strided& s, Metric m, const Grads<S>& g);                \
+  void backward(const S* base, const S* others, const Strided& s, Metric m, Scale sc, const Grads<S>& g);      \
   }

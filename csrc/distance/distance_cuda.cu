@@ -241,13 +241,49 @@ unsigned grid_for(int64_t n, int threads) {
 
 }  // namespace
 
-void forward_cuda(const Tensor& base, const Tensor& others, const Strided& s, Metric m,
-                  const std::optional<Tensor>& weight, Tensor& out) {
-  distances_cuda(base, others, s, m, weight, out);
+static void scales_cuda(const Tensor& base, const Strided& s, Scale sc, Tensor& a) {
+  VAEISO_DISPATCH_CUDA(base.scalar_type(), "pair_distances_cuda", [&] {
+    using acc_t = opmath_t<scalar_t>;
+    scales_kernel<scalar_t, acc_t><<<grid_for(s.N * kWarp, 256), 256, 0, current_stream(base)>>>(
+        cdata<scalar_t>(base), s, sc, mdata<scalar_t>(a));
+    check_launch();
+  });
 }
 
-void backward_cuda(const Tensor& base, const Tensor& others, const Strided& s, Metric m, const Tensor& grad,
+static void scale_grad_cuda(const Tensor& base, const Strided& s, Scale sc, const Tensor& a, const Tensor& grad_weight,
+                     Tensor& grad_base) {
+  VAEISO_DISPATCH_CUDA(base.scalar_type(), "pair_distances_backward_cuda", [&] {
+    using acc_t = opmath_t<scalar_t>;
+    scale_grad_kernel<scalar_t, acc_t><<<grid_for(s.N * s.L, 256), 256, 0, current_stream(base)>>>(
+        cdata<scalar_t>(base), s, sc, cdata<scalar_t>(a), cdata<scalar_t>(grad_weight), mdata<scalar_t>(grad_base));
+    check_launch();
+  });
+}
+
+// A convex metric's factor a(base) (N,) is written first and taken as the passes' weight.
+void forward_cuda(const Tensor& base, const Tensor& others, const Strided& s, Metric m, Scale sc,
+                  const std::optional<Tensor>& weight, Tensor& out) {
+  if (sc == Scale::kNone) {
+    distances_cuda(base, others, s, m, weight, out);
+    return;
+  }
+  auto a = alloc({s.N}, base.scalar_type(), base);
+  scales_cuda(base, s, sc, a);
+  distances_cuda(base, others, s, m, a, out);
+}
+
+// A convex metric: the passes with the factor as their weight, whose gradient (sum over k of
+// grad D) then gives the factor's share of d/d base.
+void backward_cuda(const Tensor& base, const Tensor& others, const Strided& s, Metric m, Scale sc, const Tensor& grad,
                    const std::optional<Tensor>& weight, Tensor& grad_base, Tensor& grad_others, Tensor& grad_weight) {
+  if (sc != Scale::kNone) {
+    auto a = alloc({s.N}, base.scalar_type(), base);
+    scales_cuda(base, s, sc, a);
+    Tensor grad_factor = grad_base.defined() ? alloc({s.N}, base.scalar_type(), base) : Tensor();
+    backward_cuda(base, others, s, m, Scale::kNone, grad, a, grad_base, grad_others, grad_factor);
+    if (grad_base.defined()) scale_grad_cuda(base, s, sc, a, grad_factor, grad_base);
+    return;
+  }
   if (grad_base.defined() || grad_others.defined()) {
     const int64_t bx = std::min<int64_t>((s.L + 255) / 256, 65535);
     const dim3 grid(static_cast<unsigned>(bx), static_cast<unsigned>(std::min(s.N, kMaxGridY)));
@@ -275,25 +311,6 @@ void backward_cuda(const Tensor& base, const Tensor& others, const Strided& s, M
     distances_cuda(base, others, s, m, std::nullopt, d);
     copy_into(grad_weight, torch::stable::sum(mul(to_dtype(grad, dt::kDouble), d), std::vector<int64_t>{1}));
   }
-}
-
-void scales_cuda(const Tensor& base, const Strided& s, Scale sc, Tensor& a) {
-  VAEISO_DISPATCH_CUDA(base.scalar_type(), "pair_distances_cuda", [&] {
-    using acc_t = opmath_t<scalar_t>;
-    scales_kernel<scalar_t, acc_t><<<grid_for(s.N * kWarp, 256), 256, 0, current_stream(base)>>>(
-        cdata<scalar_t>(base), s, sc, mdata<scalar_t>(a));
-    check_launch();
-  });
-}
-
-void scale_grad_cuda(const Tensor& base, const Strided& s, Scale sc, const Tensor& a, const Tensor& grad_weight,
-                     Tensor& grad_base) {
-  VAEISO_DISPATCH_CUDA(base.scalar_type(), "pair_distances_backward_cuda", [&] {
-    using acc_t = opmath_t<scalar_t>;
-    scale_grad_kernel<scalar_t, acc_t><<<grid_for(s.N * s.L, 256), 256, 0, current_stream(base)>>>(
-        cdata<scalar_t>(base), s, sc, cdata<scalar_t>(a), cdata<scalar_t>(grad_weight), mdata<scalar_t>(grad_base));
-    check_launch();
-  });
 }
 
 }  // namespace vaeiso::distance

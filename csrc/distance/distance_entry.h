@@ -11,9 +11,10 @@
 // The backward writes d/d base (N, L) and d/d others (N, K, L) (contiguous) and d/d weight
 // (N,), each only where the tensor passed is defined.
 //
-// The convex metrics (Scale, distance_math.h) run on the same passes: `scales` writes the
-// factor a (N,) from base, which the passes take as their weight; in the backward `scale_grad`
-// then adds the factor's share to d/d base, grad_base[n] += grad_weight[n] slope(a[n]) base[n].
+// The convex metrics (Scale, distance_math.h, with no weight) run on the same passes: the factor
+// a (N,) computed from base is their weight, and the backward adds the factor's share to d/d
+// base, grad_base[n] += (sum over k of grad[n, k] D[n, k]) slope(a[n]) base[n]. The CPU passes
+// compute a inside their tasks (no extra pass over base); CUDA writes it first.
 #pragma once
 #include <optional>
 
@@ -33,22 +34,16 @@ struct Strided {
 // others stream past it in long runs.
 constexpr int64_t kCpuSegment = 16384;
 
-void forward_cpu(const Tensor& base, const Tensor& others, const Strided& s, Metric m,
+void forward_cpu(const Tensor& base, const Tensor& others, const Strided& s, Metric m, Scale sc,
                  const std::optional<Tensor>& weight, Tensor& out);
-void backward_cpu(const Tensor& base, const Tensor& others, const Strided& s, Metric m, const Tensor& grad,
+void backward_cpu(const Tensor& base, const Tensor& others, const Strided& s, Metric m, Scale sc, const Tensor& grad,
                   const std::optional<Tensor>& weight, Tensor& grad_base, Tensor& grad_others, Tensor& grad_weight);
-void scales_cpu(const Tensor& base, const Strided& s, Scale sc, Tensor& a);
-void scale_grad_cpu(const Tensor& base, const Strided& s, Scale sc, const Tensor& a, const Tensor& grad_weight,
-                    Tensor& grad_base);
 
 #ifdef VAEISO_WITH_CUDA
-void forward_cuda(const Tensor& base, const Tensor& others, const Strided& s, Metric m,
+void forward_cuda(const Tensor& base, const Tensor& others, const Strided& s, Metric m, Scale sc,
                   const std::optional<Tensor>& weight, Tensor& out);
-void backward_cuda(const Tensor& base, const Tensor& others, const Strided& s, Metric m, const Tensor& grad,
+void backward_cuda(const Tensor& base, const Tensor& others, const Strided& s, Metric m, Scale sc, const Tensor& grad,
                    const std::optional<Tensor>& weight, Tensor& grad_base, Tensor& grad_others, Tensor& grad_weight);
-void scales_cuda(const Tensor& base, const Strided& s, Scale sc, Tensor& a);
-void scale_grad_cuda(const Tensor& base, const Strided& s, Scale sc, const Tensor& a, const Tensor& grad_weight,
-                     Tensor& grad_base);
 #endif
 
 }  // namespace vaeiso::distance
