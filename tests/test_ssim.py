@@ -438,6 +438,51 @@ def test_bad_tensors_raise_clear_errors():
 ISA_LEVELS = ["baseline", "avx2", "avx512"]
 
 
+def _staged_twin(t):
+    """t's values with a W stride of 2: the forward then stages (gathers) its rows."""
+    wide = torch.full(t.shape[:-1] + (2 * t.shape[-1],), float("nan"), dtype=t.dtype)
+    wide[..., ::2] = t
+    return wide[..., ::2]
+
+
+def _cropped(t, extra=5):
+    """t's values as a crop of a wider image: dense rows whose row stride exceeds W."""
+    wide = torch.full(t.shape[:-1] + (t.shape[-1] + extra,), float("nan"), dtype=t.dtype)
+    wide[..., extra:] = t
+    return wide[..., extra:]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("padding", PADDINGS)
+@pytest.mark.parametrize("l1", [False, True])
+def test_rows_read_in_place_give_the_staged_bits(dtype, padding, l1):
+    """The CPU forward reads dense rows in place where a block's windows lie inside the image
+    (the rest, "same"-padded edges and strided rows, are staged): values, the L1 term and both
+    gradients have the bits of the staged path, with x and y on different row strides (a crop of
+    a wider image), images taller than a strip (several strips per plane) and widths around the
+    vector lengths."""
+    g = torch.Generator().manual_seed(7)
+    for H, W in ((150, 37), (40, 16), (23, 100)):
+        x = torch.rand(2, 2, H, W, generator=g, dtype=dtype)
+        y = (x + 0.1 * torch.randn(x.shape, generator=g, dtype=dtype)).clamp(0, 1)
+
+        def run(a, b):
+            a, b = a.requires_grad_(), b.requires_grad_()
+            if l1:
+                v = ops.ssim_l1_loss(a, b, ssim_weight=0.6, padding=padding)
+            else:
+                v = one_minus_ssim(a, b, padding=padding)
+            gv = torch.linspace(0.5, 1.5, v.numel(), dtype=dtype).reshape(v.shape)
+            return (v, *torch.autograd.grad(v, (a, b), gv))
+
+        dense = run(x.clone(), y.clone())
+        staged = run(_staged_twin(x), _staged_twin(y))
+        cropped = run(_cropped(x, 3), _cropped(y, 9))
+        for d, s, c in zip(dense, staged, cropped):
+            assert torch.equal(d, s), (H, W)
+            assert torch.equal(c, s), (H, W)
+
+
 @pytest.mark.parametrize("isa", ["baseline", "avx2"])
 def test_capped_isa_builds_match_reference(isa):
     """The SSIM kernels are built three times (baseline, AVX2+FMA, AVX-512; csrc/cpu_isa.h) and

@@ -1,6 +1,6 @@
 // CPU passes of the SSIM family. Work is split into tasks of (image, channel, strip of rows);
 // each task runs the one strip pipeline (strip_pass: the rows of x and y the strip's windows
-// reach staged once; then, a block of output rows at a time, the windowed moments formed in
+// reach read in place or staged once; then, a block of output rows at a time, the windowed moments formed in
 // registers and filtered vertically, each input vector feeding every output row of the block,
 // then horizontally) and evaluates ssim_math.h per position. The per-(image, channel) forward
 // (1 - SSIM or 1 - cs, optional L1), ssim_pairs and ssim_filter all run on it; the backward
@@ -105,10 +105,23 @@ VAEISO_AI void forward_tasks(const FwdArgs<S, T>& a, int64_t t0, int64_t t1, con
     const S* xp = a.x + n * a.sx[0] + c * a.sx[1];
     const S* yp = a.y + n * a.sy[0] + c * a.sy[1];
     double acc = 0, l1 = 0;
+    // Dense rows of the compute type are read in place (strip_pass); their |d| is summed here,
+    // row by row in order as staging would (the same sum), which also brings the strip's own
+    // rows into cache ahead of the filter.
+    InPlace<T> in_place;
+    if constexpr (std::is_same_v<S, T>) {
+      if (a.sx[3] == 1 && a.sy[3] == 1) {
+        in_place = {xp, yp, a.sx[2], a.sy[2]};
+        if (a.with_l1)
+          for (int64_t ar = l1_lo; ar < l1_hi; ++ar)
+            l1 += static_cast<double>(abs_diff_sum(xp + ar * a.sx[2], yp + ar * a.sy[2], g.W));
+      }
+    }
     auto stage = [&](int64_t ar, int64_t, T* xrow, T* yrow) {
       gather_row(xp + ar * a.sx[2], a.sx[3], g.W, xrow);
       gather_row(yp + ar * a.sy[2], a.sy[3], g.W, yrow);
-      if (a.with_l1 && ar >= l1_lo && ar < l1_hi) l1 += static_cast<double>(abs_diff_sum(xrow, yrow, g.W));
+      if (a.with_l1 && in_place.x == nullptr && ar >= l1_lo && ar < l1_hi)
+        l1 += static_cast<double>(abs_diff_sum(xrow, yrow, g.W));
     };
     auto emit = [&](int64_t i, const T* vv) {
       const T *mx = vv, *md = vv + vs, *exx = vv + 2 * vs, *edd = vv + 3 * vs, *exd = vv + 4 * vs;
@@ -121,7 +134,7 @@ VAEISO_AI void forward_tasks(const FwdArgs<S, T>& a, int64_t t0, int64_t t1, con
       }
       acc += static_cast<double>(row_sum(lrow, Wo));
     };
-    strip_pass<kAll>(g, sc, a.w, o0, o1, stage, emit);
+    strip_pass<kAll>(g, sc, a.w, o0, o1, stage, emit, in_place);
     a.part_v[task] = acc;
     a.part_l1[task] = l1;
   }

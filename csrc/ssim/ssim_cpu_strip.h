@@ -1,9 +1,10 @@
 // The SSIM family's two filter pipelines over one plane, without the passes around them: the
-// strip pipeline (strip_pass: the rows of x and y a strip of output rows reaches staged once;
-// then, a block of output rows at a time, the windowed moments formed in registers and filtered
-// vertically, each input vector feeding every output row of the block, then horizontally) and
-// the adjoint filter of the derivative maps back onto the image rows (adjoint_row(s)). Part of
-// the per-ISA build of ssim_cpu_impl.h; the vector work is in ssim_cpu_fir.h.
+// strip pipeline (strip_pass: the rows of x and y a strip of output rows reaches read in place
+// or staged once; then, a block of output rows at a time, the windowed moments formed in
+// registers and filtered vertically, each input vector feeding every output row of the block,
+// then horizontally) and the adjoint filter of the derivative maps back onto the image rows
+// (adjoint_row(s)). Part of the per-ISA build of ssim_cpu_impl.h; the vector work is in
+// ssim_cpu_fir.h.
 #pragma once
 #include <algorithm>
 #include <bit>
@@ -95,12 +96,12 @@ VAEISO_AI void form_moments(V x, V y, V* p) {
   if constexpr ((M & kXD) != 0) p[q++] = x * d;
 }
 
-// R output rows of G consecutive vectors from column j0 of every moment in M, from the staged
-// rows of x (xs) and y (ys), `is` apart: out[m * ps + r * rs + j] = sum_{t < nt} w[t] mom_m(row
+// R output rows of G consecutive vectors from column j0 of every moment in M, from the rows of
+// x (xs, `is` apart) and y (ys, `iy` apart): out[m * ps + r * rs + j] = sum_{t < nt} w[t] mom_m(row
 // r + t, j). The products are formed in registers, once per input vector for all R rows.
 template <unsigned M, int R, int G, typename T>
-VAEISO_AI void moments_group(const T* __restrict xs, const T* __restrict ys, int64_t is, const T* __restrict w,
-                             int64_t nt, T* __restrict out, int64_t ps, int64_t rs, int64_t j0) {
+VAEISO_AI void moments_group(const T* __restrict xs, const T* __restrict ys, int64_t is, int64_t iy,
+                             const T* __restrict w, int64_t nt, T* __restrict out, int64_t ps, int64_t rs, int64_t j0) {
   using V = typename Vec<T>::type;
   constexpr int64_t L = Vec<T>::L;
   constexpr int NM = kPlanes<M>;
@@ -119,7 +120,7 @@ VAEISO_AI void moments_group(const T* __restrict xs, const T* __restrict ys, int
     const bool full = t >= R - 1 && t < nt;  // every output row takes this input row
     for (int i = 0; i < G; ++i) {
       const V x = loadu<V>(xs + t * is + j0 + i * L);
-      const V y = kNeedsY<M> ? loadu<V>(ys + t * is + j0 + i * L) : V{};
+      const V y = kNeedsY<M> ? loadu<V>(ys + t * iy + j0 + i * L) : V{};
       V p[NM];
       form_moments<M>(x, y, p);
       for (int r = 0; r < R; ++r) {
@@ -136,8 +137,8 @@ VAEISO_AI void moments_group(const T* __restrict xs, const T* __restrict ys, int
 // moments_group over columns [0, n): groups of G vectors, then single ones, the last overlapping
 // the previous when n is not a multiple of the vector length.
 template <unsigned M, int R, int G, typename T>
-VAEISO_AI void moments_rows(const T* xs, const T* ys, int64_t is, const T* w, int64_t nt, T* out, int64_t ps,
-                            int64_t rs, int64_t n) {
+VAEISO_AI void moments_rows(const T* xs, const T* ys, int64_t is, int64_t iy, const T* w, int64_t nt, T* out,
+                            int64_t ps, int64_t rs, int64_t n) {
   constexpr int64_t L = Vec<T>::L;
   if (n < L) {  // narrower than one vector: scalar
     constexpr int NM = kPlanes<M>;
@@ -146,7 +147,7 @@ VAEISO_AI void moments_rows(const T* xs, const T* ys, int64_t is, const T* w, in
         T acc[NM] = {};
         for (int64_t t = 0; t < nt; ++t) {
           T p[NM];
-          form_moments<M>(xs[(r + t) * is + j], kNeedsY<M> ? ys[(r + t) * is + j] : T(0), p);
+          form_moments<M>(xs[(r + t) * is + j], kNeedsY<M> ? ys[(r + t) * iy + j] : T(0), p);
           for (int m = 0; m < NM; ++m) acc[m] += w[t] * p[m];
         }
         for (int m = 0; m < NM; ++m) out[m * ps + r * rs + j] = acc[m];
@@ -154,28 +155,37 @@ VAEISO_AI void moments_rows(const T* xs, const T* ys, int64_t is, const T* w, in
     return;
   }
   int64_t j = 0;
-  for (; j + G * L <= n; j += G * L) moments_group<M, R, G>(xs, ys, is, w, nt, out, ps, rs, j);
-  for (; j + L <= n; j += L) moments_group<M, R, 1>(xs, ys, is, w, nt, out, ps, rs, j);
-  if (j < n) moments_group<M, R, 1>(xs, ys, is, w, nt, out, ps, rs, n - L);
+  for (; j + G * L <= n; j += G * L) moments_group<M, R, G>(xs, ys, is, iy, w, nt, out, ps, rs, j);
+  for (; j + L <= n; j += L) moments_group<M, R, 1>(xs, ys, is, iy, w, nt, out, ps, rs, j);
+  if (j < n) moments_group<M, R, 1>(xs, ys, is, iy, w, nt, out, ps, rs, n - L);
 }
 
-// Output rows i .. i + R - 1 of a strip: the moments M of the staged x and y planes (sc.s: 2 x
-// srows rows; r0 the strip row the window of row i starts at) filtered vertically into sc.vb
-// (planes x R rows, margins zero), then each row horizontally into sc.v (planes x vs) for emit.
+// Output rows i .. i + R - 1 of a strip: the moments M of the x and y rows their windows start
+// at (xs and ys; is and iy apart: staged rows or the images' own) filtered vertically into
+// sc.vb (planes x R rows, margins zero), then each row horizontally into sc.v (planes x vs) for
+// emit.
 template <unsigned M, int R, typename T, typename Emit>
-VAEISO_AI void strip_out_rows(const Geometry& g, const TaskBuffers<T>& sc, const T* w, int64_t r0, int64_t i,
-                              Emit& emit) {
+VAEISO_AI void strip_out_rows(const Geometry& g, const TaskBuffers<T>& sc, const T* w, const T* xs, const T* ys,
+                              int64_t is, int64_t iy, int64_t i, Emit& emit) {
   constexpr int NM = kPlanes<M>;
   const Layout& lay = sc.lay;
   const int64_t st = lay.stride;
-  const T* xs = sc.s + r0 * st + lay.lead;
   // vb rows hold W values at column pad, so that the horizontal pass reads aligned rows
-  moments_rows<M, R, kMomG<M>>(xs, xs + sc.srows * st, st, w, g.ws, sc.vb + g.pad, R * st, st, g.W);
+  moments_rows<M, R, kMomG<M>>(xs, ys, is, iy, w, g.ws, sc.vb + g.pad, R * st, st, g.W);
   for (int r = 0; r < R; ++r) {
     for (int m = 0; m < NM; ++m) fir_h(sc.vb + (m * R + r) * st, w, g.ws, sc.v + m * lay.vs, g.Wo);
     emit(i + r, static_cast<const T*>(sc.v));
   }
 }
+
+// The planes' own rows where a pass may read them in place: row a of x at x + a * sx, of y at
+// y + a * sy (dense rows of the compute type). Null x: every row is staged.
+template <typename T>
+struct InPlace {
+  const T* x = nullptr;
+  const T* y = nullptr;
+  int64_t sx = 0, sy = 0;
+};
 
 // The strip pipeline, vertical pass first. For output rows [o0, o1) of one plane: every image
 // row the strip's windows reach is staged once, just before it is first needed, by
@@ -183,10 +193,12 @@ VAEISO_AI void strip_out_rows(const Geometry& g, const TaskBuffers<T>& sc, const
 // zero) into sc.s (x then y: 2 x srows rows); rows outside the image are zero (the "same"
 // padding). Then a block of output rows at a time, the moments M are formed and filtered
 // (strip_out_rows) and handed to `emit(i, v)`: v holds one filtered row per moment, lay.vs
-// apart. Staging is the only work repeated where strips overlap.
+// apart. Staging is the only work repeated where strips overlap. With `in_place`, a block whose
+// window rows all lie inside the image reads them there instead (no staging copy: it was a
+// twelfth of the forward's time); only blocks at a "same"-padded edge are staged then.
 template <unsigned M, typename T, typename Stage, typename Emit>
 VAEISO_AI void strip_pass(const Geometry& g, const TaskBuffers<T>& sc, const T* w, int64_t o0, int64_t o1,
-                          Stage&& stage, Emit&& emit) {
+                          Stage&& stage, Emit&& emit, const InPlace<T>& in_place = {}) {
   // Rows are staged just before the first block that needs them, so that reading the images
   // overlaps the filtering (staged all at once, the strip's reads stalled on memory first).
   int64_t staged = 0;
@@ -203,16 +215,24 @@ VAEISO_AI void strip_pass(const Geometry& g, const TaskBuffers<T>& sc, const T* 
       }
     }
   };
+  auto block = [&](auto rows, int64_t i) {
+    constexpr int R = decltype(rows)::value;
+    const int64_t a0 = i - g.pad, r0 = i - o0;  // the window's first image row, and strip row
+    if (in_place.x != nullptr && a0 >= 0 && a0 + g.ws - 1 + R <= g.H) {
+      strip_out_rows<M, R>(g, sc, w, in_place.x + a0 * in_place.sx, in_place.y + a0 * in_place.sy, in_place.sx,
+                           in_place.sy, i, emit);
+      return;
+    }
+    if (in_place.x != nullptr) staged = std::max(staged, r0);  // rows read in place are not staged
+    stage_to(r0 + g.ws - 1 + R);
+    const int64_t st = sc.lay.stride;
+    const T* xs = sc.s + r0 * st + sc.lay.lead;
+    strip_out_rows<M, R>(g, sc, w, xs, xs + sc.srows * st, st, st, i, emit);
+  };
   constexpr int R = kMomR<M>;
   int64_t i = o0;
-  for (; i + R <= o1; i += R) {
-    stage_to(i - o0 + g.ws - 1 + R);
-    strip_out_rows<M, R>(g, sc, w, i - o0, i, emit);
-  }
-  for (; i < o1; ++i) {
-    stage_to(i - o0 + g.ws);
-    strip_out_rows<M, 1>(g, sc, w, i - o0, i, emit);
-  }
+  for (; i + R <= o1; i += R) block(std::integral_constant<int, R>{}, i);
+  for (; i < o1; ++i) block(std::integral_constant<int, 1>{}, i);
 }
 
 // Rows per strip: the strip's staged x and y stay in about 128 KB (L2); small batches are cut
