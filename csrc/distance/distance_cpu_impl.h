@@ -360,14 +360,15 @@ void backward_impl(const S* bp, const S* op, const Strided& s, Scale sc, const G
     if (g.grad_weight != nullptr) g.grad_weight[n] = store<S>(dw[n]);
   }
   if (!scaled || fold || gbp == nullptr) return;
-  ::vaeiso::parallel_for(0, N, std::max<int64_t>(1, kGrainElems / std::max<int64_t>(1, L)), [&](int64_t n0, int64_t n1) {
-    for (int64_t n = n0; n < n1; ++n) {
-      const S* b = bp + n * s.base_sn;
-      S* db = gbp + n * L;
-      const T c = dw[n] * scale_slope(row_factor(b, L, sc), sc);
-      for (int64_t i = 0; i < L; ++i) db[i] = store<S>(T(load(db[i])) + c * T(load(b[i])));
-    }
-  });
+  ::vaeiso::parallel_for(0, N, std::max<int64_t>(1, kGrainElems / std::max<int64_t>(1, L)),
+                         [&](int64_t n0, int64_t n1) {
+                           for (int64_t n = n0; n < n1; ++n) {
+                             const S* b = bp + n * s.base_sn;
+                             S* db = gbp + n * L;
+                             const T c = dw[n] * scale_slope(row_factor(b, L, sc), sc);
+                             for (int64_t i = 0; i < L; ++i) db[i] = store<S>(T(load(db[i])) + c * T(load(b[i])));
+                           }
+                         });
 }
 
 }  // namespace

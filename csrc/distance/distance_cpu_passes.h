@@ -28,11 +28,11 @@ struct Grads {
 
 }  // namespace vaeiso::distance
 
-#define VAEISO_DISTANCE_DECLARE_PASSES(ns)                                                                     \
-  namespace ns {                                                                                               \
-  template <typename S>                                                                                        \
-  void forward(const S* base, const S* others, const Strided& s, Metric m, Scale sc, const S* weight,          \
-               int64_t weight_sn, S* out);                                                                     \
-  template <typename S>                                                                                        \
-  void backward(const S* base, const S* others, const Strided& s, Metric m, Scale sc, const Grads<S>& g);      \
+#define VAEISO_DISTANCE_DECLARE_PASSES(ns)                                                                \
+  namespace ns {                                                                                          \
+  template <typename S>                                                                                   \
+  void forward(const S* base, const S* others, const Strided& s, Metric m, Scale sc, const S* weight,     \
+               int64_t weight_sn, S* out);                                                                \
+  template <typename S>                                                                                   \
+  void backward(const S* base, const S* others, const Strided& s, Metric m, Scale sc, const Grads<S>& g); \
   }

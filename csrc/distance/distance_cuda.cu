@@ -251,7 +251,7 @@ static void scales_cuda(const Tensor& base, const Strided& s, Scale sc, Tensor& 
 }
 
 static void scale_grad_cuda(const Tensor& base, const Strided& s, Scale sc, const Tensor& a, const Tensor& grad_weight,
-                     Tensor& grad_base) {
+                            Tensor& grad_base) {
   VAEISO_DISPATCH_CUDA(base.scalar_type(), "pair_distances_backward_cuda", [&] {
     using acc_t = opmath_t<scalar_t>;
     scale_grad_kernel<scalar_t, acc_t><<<grid_for(s.N * s.L, 256), 256, 0, current_stream(base)>>>(
