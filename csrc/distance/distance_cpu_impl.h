@@ -351,13 +351,15 @@ void backward_impl(const S* bp, const S* op, const Strided& s, Scale sc, const G
     }
   });
   if (!need_d) return;
-  // d/d weight[n] = sum over k of grad[n, k] D[n, k]: the chunks' sums added in order
-  std::vector<T> dw(N);
+  // d/d weight[n] = sum over k of grad[n, k] D[n, k]: the chunks' sums added in order, the
+  // total (rounded to T) kept in the row's first slot for the pass below (no second array: a
+  // std::vector<T> here would instantiate a shared, ISA-compiled constructor in this unit)
   for (int64_t n = 0; n < N; ++n) {
     double acc = 0;
     for (int64_t c = 0; c < chunks; ++c) acc += part[n * chunks + c];
-    dw[n] = static_cast<T>(acc);
-    if (g.grad_weight != nullptr) g.grad_weight[n] = store<S>(dw[n]);
+    const T dw = static_cast<T>(acc);
+    part[n * chunks] = static_cast<double>(dw);
+    if (g.grad_weight != nullptr) g.grad_weight[n] = store<S>(dw);
   }
   if (!scaled || fold || gbp == nullptr) return;
   ::vaeiso::parallel_for(0, N, std::max<int64_t>(1, kGrainElems / std::max<int64_t>(1, L)),
@@ -365,7 +367,7 @@ void backward_impl(const S* bp, const S* op, const Strided& s, Scale sc, const G
                            for (int64_t n = n0; n < n1; ++n) {
                              const S* b = bp + n * s.base_sn;
                              S* db = gbp + n * L;
-                             const T c = dw[n] * scale_slope(row_factor(b, L, sc), sc);
+                             const T c = static_cast<T>(part[n * chunks]) * scale_slope(row_factor(b, L, sc), sc);
                              for (int64_t i = 0; i < L; ++i) db[i] = store<S>(T(load(db[i])) + c * T(load(b[i])));
                            }
                          });
